@@ -1,0 +1,534 @@
+"""The event contract: the one definition of every record that client, agent, backend and UI share.
+
+Every record is one JSON object on one line carrying ``type``, ``session_id``, ``stream`` and ``seq``.
+``seq`` is stamped per stream by that stream's single writer (0, 1, 2, ... with no gaps), so
+``(session_id, stream, seq)`` identifies a record everywhere downstream and a gap means transport loss.
+
+All ``*_ns`` fields are CLOCK_REALTIME nanoseconds (GPU timestamps are mapped onto that axis by the
+capture engine), so streams, processes and hosts share one time axis.
+
+Absent fields take their schema default (``null`` for optional values): the writer omits defaults to
+keep a kernel record small, and a reader must treat a missing field exactly like its default. Values that
+are unknown are null, never invented.
+
+Repeated strings (kernel names, call stacks, scope paths) are ``dict`` records referred to by id. A
+stream's writer emits the ``dict`` record once per segment before its first use in that segment, so every
+segment decodes on its own. Ids are per (session, stream, kind).
+
+The structs below are msgspec Structs: the same definitions give the fast encoder used by the writer,
+the validating decoder used by the backend, and the JSON Schema in ``docs/event-schema.json``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import msgspec
+
+SCHEMA_VERSION = 1
+"""Bumped on any incompatible change; readers accept every version up to their own."""
+
+STREAMS: tuple[str, ...] = ("device", "scope", "system")
+Stream = Literal["device", "scope", "system"]
+
+# Kinds of interned strings, and which stream carries each.
+DictKind = Literal["launch", "kernel", "stack", "scope", "thread"]
+
+
+class Record(msgspec.Struct, tag_field="type", omit_defaults=True, kw_only=True):
+    """Fields common to every record. ``seq`` is -1 until the stream's writer stamps it."""
+
+    session_id: str
+    stream: Stream
+    seq: int = -1
+
+
+# --------------------------------------------------------------------------------------------------
+# Records present on every stream
+# --------------------------------------------------------------------------------------------------
+
+
+class DeviceProperties(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """Static properties of one visible GPU (inputs for occupancy and for the UI's header)."""
+
+    device_id: int
+    name: str | None = None
+    uuid: str | None = None
+    pci_bus_id: str | None = None
+    compute_capability: tuple[int, int] | None = None
+    sm_count: int | None = None
+    total_memory_bytes: int | None = None
+    max_threads_per_sm: int | None = None
+    max_blocks_per_sm: int | None = None
+    max_threads_per_block: int | None = None
+    regs_per_sm: int | None = None
+    regs_per_block: int | None = None
+    shared_mem_per_sm: int | None = None
+    shared_mem_per_block_optin: int | None = None
+    reserved_shared_mem_per_block: int | None = None
+    warp_size: int | None = None
+    clock_sm_max_mhz: int | None = None
+    clock_mem_max_mhz: int | None = None
+    power_limit_mw: int | None = None
+
+
+class ClockSync(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """How GPU timestamps were mapped to CLOCK_REALTIME: realtime_ns = gpu_ns + offset_ns."""
+
+    offset_ns: int
+    measured_at_ns: int
+    uncertainty_ns: int | None = None
+
+
+class SessionStart(Record, tag="session_start", kw_only=True):
+    """``seq`` 0 of every stream: who, where, what and with which options."""
+
+    app: str
+    host: str
+    pid: int
+    argv: list[str] = []
+    start_ns: int
+    gpufl_version: str
+    schema_version: int = SCHEMA_VERSION
+    job_id: str | None = None
+    options: dict[str, Any] = {}
+    devices: list[DeviceProperties] = []
+    driver_version: str | None = None
+    cuda_driver_version: int | None = None
+    cupti_version: int | None = None
+    clock: ClockSync | None = None
+
+
+class SessionEnd(Record, tag="session_end", kw_only=True):
+    """Last record of every stream. Its absence marks a session cut short (e.g. SIGKILL)."""
+
+    end_ns: int
+    reason: Literal["shutdown", "atexit", "signal"] = "shutdown"
+    records: int
+    """Records written on this stream, this one included."""
+    dropped: int = 0
+    """Records this stream dropped because its queue was full (each also reported by a ``dropped``)."""
+    clock: ClockSync | None = None
+    """The GPU clock offset re-measured at shutdown (compare with session_start's)."""
+
+
+class DictEntry(Record, tag="dict", kw_only=True):
+    """An interned value. ``kernel``: demangled name in ``value`` (+ ``mangled``); ``scope``: the path;
+    ``thread``: the name; ``stack``: ``frames``; ``launch``: ``launch``."""
+
+    kind: DictKind
+    id: int
+    value: str | None = None
+    mangled: str | None = None
+    frames: list[tuple[str, int, str]] | None = None
+    """For ``stack``: (file, line, function) from the innermost frame outwards."""
+    launch: LaunchConfig | None = None
+
+
+class Dropped(Record, tag="dropped", kw_only=True):
+    """The writer's queue was full: ``count`` records were dropped between first_ns and last_ns."""
+
+    count: int
+    first_ns: int
+    last_ns: int
+    by_type: dict[str, int] = {}
+
+
+class SegmentsDeleted(Record, tag="segments_deleted", kw_only=True):
+    """The session's byte cap was exceeded and these closed segments were deleted, oldest first."""
+
+    files: list[str]
+    bytes: int
+    ts_ns: int
+
+
+class Notice(Record, tag="notice", kw_only=True):
+    """Something the user should know (an engine unavailable, a capture gap), said once, with its cause."""
+
+    ts_ns: int
+    level: Literal["info", "warning", "error"] = "warning"
+    code: str
+    message: str
+    engine: str | None = None
+
+
+class CaptureGap(Record, tag="capture_gap", kw_only=True):
+    """The tracing engine stepped aside (another profiler took CUPTI): nothing was captured in between."""
+
+    start_ns: int
+    end_ns: int | None = None
+    reason: str
+
+
+# --------------------------------------------------------------------------------------------------
+# Device stream: CUPTI activity
+# --------------------------------------------------------------------------------------------------
+
+Limiter = Literal["registers", "shared_memory", "warps", "blocks"]
+
+
+class LaunchConfig(msgspec.Struct, omit_defaults=True, kw_only=True):
+    """What a kernel launch asked for and what the GPU can fit: interned, since a training loop repeats a
+    handful of configurations millions of times (and occupancy is computed once per configuration)."""
+
+    name: str
+    """Demangled kernel name."""
+    mangled: str | None = None
+    device_id: int
+    context_id: int | None = None
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    num_regs: int
+    static_shared_bytes: int = 0
+    dyn_shared_bytes: int = 0
+    local_bytes: int = 0
+    """Local memory per thread."""
+    const_bytes: int | None = None
+    occupancy: float | None = None
+    """Theoretical occupancy: active warps per SM / max warps per SM."""
+    reg_occupancy: float | None = None
+    smem_occupancy: float | None = None
+    warp_occupancy: float | None = None
+    block_occupancy: float | None = None
+    limiting_resource: Limiter | None = None
+    max_active_blocks: int | None = None
+    """Max resident blocks per SM for this configuration."""
+    cache_config_requested: int | None = None
+    cache_config_executed: int | None = None
+    shared_mem_config_bytes: int | None = None
+
+
+class Kernel(Record, tag="kernel", kw_only=True):
+    launch_id: int
+    """``dict`` id (kind ``launch``): name, grid/block, registers, shared/local memory, occupancy."""
+    device_id: int
+    stream_id: int
+    corr_id: int
+    start_ns: int
+    end_ns: int
+    api_start_ns: int | None = None
+    """When the launch API call was entered (CPU side)."""
+    api_dur_ns: int | None = None
+    """How long the launch API call took: api_exit_ns = api_start_ns + api_dur_ns."""
+    graph_id: int | None = None
+    graph_node_id: int | None = None
+    thread_id: int | None = None
+    """OS thread id that launched the kernel, where known."""
+    stack_id: int | None = None
+    """``dict`` id (kind ``stack``) of the CPU call stack that launched it."""
+    scope_inst: int | None = None
+    """Instance id of the innermost ``gpufl.scope`` open on the launching thread (scope stream's ``inst``)."""
+
+
+CopyKind = Literal["HtoD", "DtoH", "DtoD", "HtoH", "PtoP", "HtoA", "AtoH", "AtoA", "AtoD", "DtoA", "unknown"]
+MemKind = Literal[
+    "Pageable", "Pinned", "Device", "Array", "Managed", "DeviceStatic", "ManagedStatic", "unknown"
+]
+
+
+class Memcpy(Record, tag="memcpy", kw_only=True):
+    device_id: int
+    stream_id: int
+    corr_id: int
+    start_ns: int
+    end_ns: int
+    bytes: int
+    copy_kind: CopyKind
+    src_kind: MemKind = "unknown"
+    dst_kind: MemKind = "unknown"
+    src_device_id: int | None = None
+    dst_device_id: int | None = None
+    throughput_gbps: float | None = None
+    """bytes / duration in GB/s (10^9 bytes per second); null for a zero-length interval."""
+    context_id: int | None = None
+    graph_id: int | None = None
+    api_start_ns: int | None = None
+    api_dur_ns: int | None = None
+    thread_id: int | None = None
+    stack_id: int | None = None
+    scope_inst: int | None = None
+    scope_depth: int | None = None
+
+
+class Memset(Record, tag="memset", kw_only=True):
+    device_id: int
+    stream_id: int
+    corr_id: int
+    start_ns: int
+    end_ns: int
+    bytes: int
+    value: int = 0
+    mem_kind: MemKind = "unknown"
+    context_id: int | None = None
+    graph_id: int | None = None
+    thread_id: int | None = None
+    stack_id: int | None = None
+    scope_inst: int | None = None
+    scope_depth: int | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# Scope stream
+# --------------------------------------------------------------------------------------------------
+
+
+class ScopeBegin(Record, tag="scope_begin", kw_only=True):
+    inst: int
+    """Session-wide instance id; GPU work launched inside carries it as ``scope_inst``."""
+    path_id: int
+    """``dict`` id (kind ``scope``) of the full path, e.g. ``train/forward``."""
+    parent_inst: int | None = None
+    depth: int
+    ts_ns: int
+    thread_id: int
+    tag: str | None = None
+
+
+class ScopeEnd(Record, tag="scope_end", kw_only=True):
+    inst: int
+    ts_ns: int
+    error: str | None = None
+    """Exception type name when the scope was left by an exception."""
+
+
+class ProfileSample(Record, tag="profile_sample", kw_only=True):
+    """A deep-engine sample attributed to a scope: a SASS metric per PC, or PC-sampling stall counts."""
+
+    source: Literal["sass_metric", "pc_sampling"]
+    scope_inst: int | None = None
+    device_id: int
+    kernel_name_id: int | None = None
+    """``dict`` id (kind ``kernel``) on the scope stream."""
+    function_name: str | None = None
+    pc_offset: int | None = None
+    source_file: str | None = None
+    source_line: int | None = None
+    metric_name: str | None = None
+    metric_value: float | None = None
+    stall_reason: str | None = None
+    sample_count: int | None = None
+    ts_ns: int | None = None
+
+
+# --------------------------------------------------------------------------------------------------
+# System stream
+# --------------------------------------------------------------------------------------------------
+
+
+class GpuSample(msgspec.Struct, omit_defaults=True, kw_only=True):
+    device_id: int
+    util_gpu_pct: float | None = None
+    util_mem_pct: float | None = None
+    mem_used_mib: float | None = None
+    mem_free_mib: float | None = None
+    mem_total_mib: float | None = None
+    temp_c: float | None = None
+    power_mw: float | None = None
+    energy_mj: int | None = None
+    """Total energy since driver load, millijoules."""
+    fan_pct: float | None = None
+    clk_gfx_mhz: int | None = None
+    clk_sm_mhz: int | None = None
+    clk_mem_mhz: int | None = None
+    throttle_reasons: int | None = None
+    """NVML clocks-event reasons bitmask."""
+    throttle_pwr: bool | None = None
+    throttle_therm: bool | None = None
+    pcie_rx_kbs: float | None = None
+    pcie_tx_kbs: float | None = None
+
+
+class HostSample(msgspec.Struct, omit_defaults=True, kw_only=True):
+    cpu_pct: float | None = None
+    ram_used_mib: float | None = None
+    ram_total_mib: float | None = None
+    proc_rss_mib: float | None = None
+
+
+class SystemSample(Record, tag="system_sample", kw_only=True):
+    ts_ns: int
+    host: HostSample | None = None
+    gpus: list[GpuSample] = []
+
+
+# --------------------------------------------------------------------------------------------------
+# The contract as data: which records go on which stream, and which fields refer to dict ids
+# --------------------------------------------------------------------------------------------------
+
+Event = (
+    SessionStart
+    | SessionEnd
+    | DictEntry
+    | Dropped
+    | SegmentsDeleted
+    | Notice
+    | CaptureGap
+    | Kernel
+    | Memcpy
+    | Memset
+    | ScopeBegin
+    | ScopeEnd
+    | ProfileSample
+    | SystemSample
+)
+
+EVENT_TYPES: tuple[type[Record], ...] = (
+    SessionStart,
+    SessionEnd,
+    DictEntry,
+    Dropped,
+    SegmentsDeleted,
+    Notice,
+    CaptureGap,
+    Kernel,
+    Memcpy,
+    Memset,
+    ScopeBegin,
+    ScopeEnd,
+    ProfileSample,
+    SystemSample,
+)
+
+COMMON_TYPES = frozenset({"session_start", "session_end", "dict", "dropped", "segments_deleted", "notice"})
+STREAM_TYPES: dict[str, frozenset[str]] = {
+    "device": COMMON_TYPES | {"kernel", "memcpy", "memset", "capture_gap"},
+    "scope": COMMON_TYPES | {"scope_begin", "scope_end", "profile_sample"},
+    "system": COMMON_TYPES | {"system_sample"},
+}
+
+# Fields holding dict ids, per record type: (field, dict kind). The writer emits the dict record before
+# the first record in a segment that uses it; readers resolve with it.
+DICT_REFS: dict[str, tuple[tuple[str, str], ...]] = {
+    "kernel": (("launch_id", "launch"), ("stack_id", "stack")),
+    "memcpy": (("stack_id", "stack"),),
+    "memset": (("stack_id", "stack"),),
+    "scope_begin": (("path_id", "scope"),),
+    "profile_sample": (("kernel_name_id", "kernel"),),
+}
+
+
+def type_tag(cls: type[Record]) -> str:
+    tag = cls.__struct_config__.tag
+    assert isinstance(tag, str)
+    return tag
+
+
+TYPE_BY_TAG: dict[str, type[Record]] = {type_tag(c): c for c in EVENT_TYPES}
+
+# --------------------------------------------------------------------------------------------------
+# Encoding, decoding and validation
+# --------------------------------------------------------------------------------------------------
+
+_encoder = msgspec.json.Encoder()
+_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(Event)
+
+
+def encode(record: Record) -> bytes:
+    """One record as JSON bytes (no newline)."""
+    return _encoder.encode(record)
+
+
+def encode_lines(records: Iterable[Record]) -> bytes:
+    buf = bytearray()
+    for r in records:
+        _encoder.encode_into(r, buf, len(buf))
+        buf += b"\n"
+    return bytes(buf)
+
+
+class ContractError(ValueError):
+    """A record that does not satisfy the event contract, with the reason."""
+
+
+def decode(line: bytes | str) -> Record:
+    """Decode and validate one JSON line into its typed record, or raise ContractError with the reason."""
+    try:
+        rec: Record = _decoder.decode(line)
+    except msgspec.ValidationError as e:
+        raise ContractError(str(e)) from None
+    except msgspec.DecodeError as e:
+        raise ContractError(f"malformed JSON: {e}") from None
+    check(rec)
+    return rec
+
+
+_MAX_SEQ = 2**63 - 1
+
+
+def check(rec: Record) -> None:
+    """Semantic checks the types alone cannot express. Raises ContractError."""
+    tag = type_tag(type(rec))
+    if tag not in STREAM_TYPES[rec.stream]:
+        raise ContractError(f"record type {tag!r} does not belong on stream {rec.stream!r}")
+    if not (0 <= rec.seq <= _MAX_SEQ):
+        raise ContractError(f"seq must be a non-negative 64-bit integer, got {rec.seq}")
+    if not rec.session_id or len(rec.session_id) > 64:
+        raise ContractError("session_id must be 1..64 characters")
+    if isinstance(rec, SessionStart) and rec.seq != 0:
+        raise ContractError("session_start must have seq 0")
+    start = getattr(rec, "start_ns", None)
+    end = getattr(rec, "end_ns", None)
+    if isinstance(start, int) and isinstance(end, int) and end < start:
+        raise ContractError(f"end_ns ({end}) is before start_ns ({start})")
+    for name in ("start_ns", "end_ns", "ts_ns", "api_start_ns"):
+        v = getattr(rec, name, None)
+        if v is not None and not (0 <= v <= _MAX_SEQ):
+            raise ContractError(f"{name} out of range: {v}")
+
+
+def to_builtins(rec: Record) -> dict[str, Any]:
+    """The record as plain JSON-compatible Python values, defaults included."""
+    out: dict[str, Any] = msgspec.to_builtins(rec)
+    # to_builtins honours omit_defaults; fill the defaults back so consumers see every field.
+    for field in msgspec.structs.fields(type(rec)):
+        if field.encode_name not in out:
+            out[field.encode_name] = msgspec.to_builtins(getattr(rec, field.name))
+    out["type"] = type_tag(type(rec))
+    return out
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema (2020-12) of one log line, generated from the structs above."""
+    schema: dict[str, Any] = msgspec.json.schema(Event)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = f"GPU Flight log record (schema version {SCHEMA_VERSION})"
+    return schema
+
+
+# --------------------------------------------------------------------------------------------------
+# Segment file names
+# --------------------------------------------------------------------------------------------------
+
+SEGMENT_SUFFIX = ".log"
+
+
+def safe_name(text: str) -> str:
+    """Host and app names reduced to [A-Za-z0-9_-] for file names."""
+    out = "".join(c if (c.isascii() and (c.isalnum() or c in "_-")) else "_" for c in text)
+    return out or "_"
+
+
+def segment_name(host: str, app: str, session_id: str, stream: str, index: int) -> str:
+    return f"{safe_name(host)}.{safe_name(app)}.{session_id}.{stream}.{index:06d}{SEGMENT_SUFFIX}"
+
+
+class SegmentName(msgspec.Struct, frozen=True):
+    host: str
+    app: str
+    session_id: str
+    stream: str
+    index: int
+
+
+def parse_segment_name(filename: str) -> SegmentName | None:
+    """Inverse of segment_name, or None for a file that is not a segment."""
+    if not filename.endswith(SEGMENT_SUFFIX):
+        return None
+    parts = filename[: -len(SEGMENT_SUFFIX)].split(".")
+    if len(parts) != 5:
+        return None
+    host, app, sid, stream, idx = parts
+    if stream not in STREAMS or not idx.isdigit() or len(idx) < 6:
+        return None
+    return SegmentName(host, app, sid, stream, int(idx))
