@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs on the lent H100 (device tool): GPU tests, real captures, overhead bench. Results go to $OUT.
+# Usage there:  bash scripts/gpu_checks.sh [tests] [captures] [bench]
+set -uo pipefail
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=$PWD/src:/tmp/site PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+what=${*:-tests captures bench}
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+if [[ $what == *tests* ]]; then
+  python3 -m pytest -p no:cacheprovider tests/gpu -v -x --timeout 600 2>&1 | tee "$OUT/gpu_tests.log" | tail -40
+fi
+if [[ $what == *captures* ]]; then
+  cap=/tmp/captures; rm -rf $cap; mkdir -p $cap
+  python3 examples/workloads/gpt_train.py --warmup 2 --steps 10 --mode gpufl --log-dir $cap/gpt_train --app-name gpt_train > "$OUT/capture_gpt.txt" 2>&1
+  python3 examples/workloads/memcpy_heavy.py --rounds 5 --log-dir $cap/memcpy_heavy > "$OUT/capture_memcpy.txt" 2>&1
+  python3 examples/workloads/multistream.py --iters 30 --log-dir $cap/multistream > "$OUT/capture_multistream.txt" 2>&1
+  du -sh $cap/*; tar -C $cap -czf "$OUT/captures.tgz" .
+fi
+if [[ $what == *bench* ]]; then
+  python3 bench/client_overhead.py --rounds ${ROUNDS:-5} --steps ${STEPS:-100} --modes ${MODES:-none,gpufl,torch-profiler} --json "$OUT/overhead.json" 2>&1 | tee "$OUT/overhead.txt"
+fi

@@ -1,0 +1,114 @@
+"""Client options: every ``gpufl.init`` argument also has a ``GPUFL_*`` environment variable, so a program
+can be profiled without editing it (``gpufl run`` sets them)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+DEFAULT_ENGINES = ("tracing", "system")
+
+
+def _env_bool(value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected a boolean, got {value!r}")
+
+
+@dataclass
+class Options:
+    app_name: str = ""
+    log_dir: str = "./gpufl-logs"
+    enabled: bool = True
+    engines: tuple[str, ...] = DEFAULT_ENGINES
+    """Engines to start: ``tracing`` (CUPTI kernels/copies), ``system`` (NVML + host metrics)."""
+    system_interval_s: float = 1.0
+    segment_max_bytes: int = 64 * 1024 * 1024
+    segment_max_age_s: float = 600.0
+    session_max_bytes: int = 0
+    """Cap on the session's total bytes on disk; 0 = unlimited. Oldest closed segments are deleted."""
+    queue_size: int = 262_144
+    """Records each stream's queue holds before it drops (and counts) new ones."""
+    flush_interval_s: float = 0.05
+    """How often writers hand queued records to the OS: bounds what a SIGKILL can lose."""
+    stacks: bool = False
+    """Capture the Python call stack of every kernel launch (costly on the cupti-python path)."""
+    job_id: str | None = None
+    cupti_buffer_bytes: int = 8 * 1024 * 1024
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # name -> (environment variable, parser)
+    _ENV: ClassVar[dict[str, tuple[str, Any]]] = {
+        "app_name": ("GPUFL_APP_NAME", str),
+        "log_dir": ("GPUFL_LOG_DIR", str),
+        "enabled": ("GPUFL_ENABLED", _env_bool),
+        "engines": ("GPUFL_ENGINES", lambda v: tuple(e.strip() for e in v.split(",") if e.strip())),
+        "system_interval_s": ("GPUFL_SYSTEM_INTERVAL", float),
+        "segment_max_bytes": ("GPUFL_SEGMENT_MAX_BYTES", int),
+        "segment_max_age_s": ("GPUFL_SEGMENT_MAX_AGE", float),
+        "session_max_bytes": ("GPUFL_SESSION_MAX_BYTES", int),
+        "queue_size": ("GPUFL_QUEUE_SIZE", int),
+        "flush_interval_s": ("GPUFL_FLUSH_INTERVAL", float),
+        "stacks": ("GPUFL_STACKS", _env_bool),
+        "job_id": ("GPUFL_JOB_ID", str),
+        "cupti_buffer_bytes": ("GPUFL_CUPTI_BUFFER_BYTES", int),
+    }
+
+    @classmethod
+    def resolve(cls, **kwargs: Any) -> Options:
+        """Explicit arguments win over environment variables, which win over defaults."""
+        opts = cls()
+        for name, (var, parse) in cls._ENV.items():
+            raw = os.environ.get(var)
+            if raw is not None:
+                try:
+                    setattr(opts, name, parse(raw))
+                except ValueError as e:
+                    raise ValueError(f"{var}={raw!r}: {e}") from None
+        known = {f.name for f in dataclasses.fields(cls)}
+        for name, value in kwargs.items():
+            if value is None:
+                continue
+            if name not in known:
+                opts.extra[name] = value
+                continue
+            if name == "engines" and isinstance(value, str):
+                value = tuple(e.strip() for e in value.split(",") if e.strip())
+            setattr(opts, name, value)
+        if not opts.app_name:
+            opts.app_name = _default_app_name()
+        if not opts.job_id:
+            opts.job_id = os.environ.get("TORCHELASTIC_RUN_ID") or None
+        opts.validate()
+        return opts
+
+    def validate(self) -> None:
+        if self.segment_max_bytes < 1024:
+            raise ValueError("segment_max_bytes must be at least 1024")
+        if self.queue_size < 16:
+            raise ValueError("queue_size must be at least 16")
+        if self.system_interval_s <= 0 or self.flush_interval_s <= 0:
+            raise ValueError("intervals must be positive")
+        unknown = set(self.engines) - {"tracing", "system"}
+        if unknown:
+            raise ValueError(f"unknown engine(s): {', '.join(sorted(unknown))}")
+
+    def as_record(self) -> dict[str, Any]:
+        """The options as written into session_start."""
+        d = dataclasses.asdict(self)
+        d["engines"] = list(self.engines)
+        return d
+
+
+def _default_app_name() -> str:
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else "python"
+    base = os.path.basename(argv0)
+    if base in ("-c", "-m", ""):
+        base = "python"
+    return base.rsplit(".", 1)[0] if base.endswith(".py") else base

@@ -1,0 +1,262 @@
+"""System engine: a ``system_sample`` per interval with per-GPU NVML metrics and host CPU/RAM.
+
+Runs on its own daemon thread, never on the application's. NVML calls take a driver lock, so the interval
+defaults to 1 s and slow calls (process lists) are never made. Each field is read on its own: an NVML
+error (e.g. fan speed NotSupported on an H100 SXM) gives null for that field, never a lost sample. Without
+NVML (no GPU, no driver, no nvidia-ml-py) host metrics are still recorded and one notice says why.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from gpufl import events
+from gpufl.engines import EngineUnavailable
+
+if TYPE_CHECKING:
+    from gpufl.session import Session
+
+MIB = 1024 * 1024
+
+
+class HostProbe:
+    """CPU % (since the previous call) and RAM from /proc; null fields where /proc is absent."""
+
+    def __init__(self) -> None:
+        self._last: tuple[int, int] | None = self._cpu_times()
+        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+    @staticmethod
+    def _cpu_times() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat", "rb") as f:
+                parts = f.readline().split()[1:]
+        except OSError:
+            return None
+        vals = [int(p) for p in parts]
+        idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+        return idle, sum(vals)
+
+    def sample(self) -> events.HostSample:
+        cpu_pct = None
+        now = self._cpu_times()
+        if now is not None and self._last is not None:
+            d_idle, d_total = now[0] - self._last[0], now[1] - self._last[1]
+            if d_total > 0:
+                cpu_pct = round(100.0 * (1.0 - d_idle / d_total), 2)
+        self._last = now
+        used = total = None
+        try:
+            info: dict[str, int] = {}
+            with open("/proc/meminfo", "rb") as f:
+                for line in f:
+                    k, v = line.split(b":", 1)
+                    info[k.decode()] = int(v.split()[0]) * 1024
+            total = info["MemTotal"] / MIB
+            used = (info["MemTotal"] - info.get("MemAvailable", info.get("MemFree", 0))) / MIB
+        except (OSError, KeyError, ValueError):
+            pass
+        rss = None
+        try:
+            with open("/proc/self/statm", "rb") as f:
+                rss = int(f.read().split()[1]) * self._page / MIB
+        except (OSError, ValueError, IndexError):
+            pass
+        return events.HostSample(
+            cpu_pct=cpu_pct,
+            ram_used_mib=_r(used),
+            ram_total_mib=_r(total),
+            proc_rss_mib=_r(rss),
+        )
+
+
+def _r(v: float | None) -> float | None:
+    return None if v is None else round(v, 1)
+
+
+class NvmlProbe:
+    """Per-GPU NVML readings. Construction raises EngineUnavailable when NVML cannot be used."""
+
+    def __init__(self) -> None:
+        try:
+            import pynvml
+        except ImportError:
+            raise EngineUnavailable(
+                "nvml_missing", "nvidia-ml-py is not installed (pip install 'gpufl[cuda]'); host metrics only"
+            ) from None
+        self.nv = pynvml
+        try:
+            pynvml.nvmlInit()
+        except pynvml.NVMLError as e:
+            raise EngineUnavailable(
+                "nvml_init_failed", f"NVML could not start ({e}): no GPU or driver"
+            ) from None
+        self.handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        self._pcie_ok = True
+        self._unsupported: set[tuple[int, str]] = set()
+
+    def close(self) -> None:
+        try:
+            self.nv.nvmlShutdown()
+        except Exception:
+            pass
+
+    def _get(self, idx: int, field: str, fn: Callable[[], Any]) -> Any:
+        if (idx, field) in self._unsupported:
+            return None
+        try:
+            return fn()
+        except self.nv.NVMLError as e:
+            # NotSupported never changes: stop asking (each call costs a driver lock).
+            if getattr(e, "value", None) == self.nv.NVML_ERROR_NOT_SUPPORTED:
+                self._unsupported.add((idx, field))
+            return None
+
+    def devices(self) -> list[events.DeviceProperties]:
+        nv = self.nv
+        out = []
+        for i, h in enumerate(self.handles):
+            mem = self._get(i, "mem", partial(nv.nvmlDeviceGetMemoryInfo, h))
+            cc = self._get(i, "cc", partial(nv.nvmlDeviceGetCudaComputeCapability, h))
+            out.append(
+                events.DeviceProperties(
+                    device_id=i,
+                    name=self._get(i, "name", partial(_call_str, nv.nvmlDeviceGetName, h)),
+                    uuid=self._get(i, "uuid", partial(_call_str, nv.nvmlDeviceGetUUID, h)),
+                    pci_bus_id=self._get(i, "pci", partial(_pci_bus_id, nv, h)),
+                    compute_capability=tuple(cc) if cc else None,
+                    total_memory_bytes=mem.total if mem else None,
+                    clock_sm_max_mhz=self._get(
+                        i, "maxsm", partial(nv.nvmlDeviceGetMaxClockInfo, h, nv.NVML_CLOCK_SM)
+                    ),
+                    clock_mem_max_mhz=self._get(
+                        i, "maxmem", partial(nv.nvmlDeviceGetMaxClockInfo, h, nv.NVML_CLOCK_MEM)
+                    ),
+                    power_limit_mw=self._get(i, "plimit", partial(nv.nvmlDeviceGetEnforcedPowerLimit, h)),
+                )
+            )
+        return out
+
+    def driver_version(self) -> str | None:
+        try:
+            return _s(self.nv.nvmlSystemGetDriverVersion())
+        except self.nv.NVMLError:
+            return None
+
+    def sample(self) -> list[events.GpuSample]:
+        nv = self.nv
+        out = []
+        for i, h in enumerate(self.handles):
+            util = self._get(i, "util", partial(nv.nvmlDeviceGetUtilizationRates, h))
+            mem = self._get(i, "mem", partial(nv.nvmlDeviceGetMemoryInfo, h))
+            reasons = self._get(i, "thr", partial(nv.nvmlDeviceGetCurrentClocksEventReasons, h))
+            pwr_mask = getattr(nv, "nvmlClocksEventReasonSwPowerCap", 0x4) | getattr(
+                nv, "nvmlClocksEventReasonHwPowerBrakeSlowdown", 0x80
+            )
+            therm_mask = getattr(nv, "nvmlClocksEventReasonSwThermalSlowdown", 0x20) | getattr(
+                nv, "nvmlClocksEventReasonHwThermalSlowdown", 0x40
+            )
+            s = events.GpuSample(
+                device_id=i,
+                util_gpu_pct=util.gpu if util else None,
+                util_mem_pct=util.memory if util else None,
+                mem_used_mib=_r(mem.used / MIB) if mem else None,
+                mem_free_mib=_r(mem.free / MIB) if mem else None,
+                mem_total_mib=_r(mem.total / MIB) if mem else None,
+                temp_c=self._get(i, "temp", partial(nv.nvmlDeviceGetTemperature, h, nv.NVML_TEMPERATURE_GPU)),
+                power_mw=self._get(i, "power", partial(nv.nvmlDeviceGetPowerUsage, h)),
+                energy_mj=self._get(i, "energy", partial(nv.nvmlDeviceGetTotalEnergyConsumption, h)),
+                fan_pct=self._get(i, "fan", partial(nv.nvmlDeviceGetFanSpeed, h)),
+                clk_gfx_mhz=self._get(i, "cg", partial(nv.nvmlDeviceGetClockInfo, h, nv.NVML_CLOCK_GRAPHICS)),
+                clk_sm_mhz=self._get(i, "cs", partial(nv.nvmlDeviceGetClockInfo, h, nv.NVML_CLOCK_SM)),
+                clk_mem_mhz=self._get(i, "cm", partial(nv.nvmlDeviceGetClockInfo, h, nv.NVML_CLOCK_MEM)),
+                throttle_reasons=reasons,
+                throttle_pwr=bool(reasons & pwr_mask) if reasons is not None else None,
+                throttle_therm=bool(reasons & therm_mask) if reasons is not None else None,
+            )
+            out.append(s)
+        return out
+
+
+def _call_str(fn: Callable[..., Any], *args: Any) -> str:
+    return _s(fn(*args))
+
+
+def _pci_bus_id(nv: Any, h: Any) -> str:
+    return _s(nv.nvmlDeviceGetPciInfo(h).busId)
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+class SystemEngine:
+    name = "system"
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.nvml: NvmlProbe | None = None
+        self.host = HostProbe()
+        self.samples = 0
+
+    def prepare(self, session: Session) -> dict[str, Any]:
+        self.session = session
+        self.interval = session.options.system_interval_s
+        try:
+            self.nvml = NvmlProbe()
+        except EngineUnavailable as e:
+            # Host metrics still run: say once what is missing, and go on.
+            session.notice(e.code, f"GPU metrics unavailable: {e}", engine=self.name, level="info")
+            return {}
+        return {"devices": self.nvml.devices(), "driver_version": self.nvml.driver_version()}
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="gpufl-system", daemon=True)
+        self._thread.start()
+
+    def sample_once(self) -> events.SystemSample:
+        gpus = self.nvml.sample() if self.nvml else []
+        return events.SystemSample(
+            session_id=self.session.session_id,
+            stream="system",
+            ts_ns=time.time_ns(),
+            host=self.host.sample(),
+            gpus=gpus,
+        )
+
+    def _run(self) -> None:
+        w = self.session.writers["system"]
+        next_t = time.monotonic()
+        while not self._stop.is_set():
+            try:
+                w.emit(self.sample_once())
+                self.samples += 1
+            except Exception as e:  # keep sampling; one bad read must not end the engine
+                self.session.notice("system_sample_failed", f"system sample failed: {e!r}", engine=self.name)
+            next_t += self.interval
+            self._stop.wait(max(0.0, next_t - time.monotonic()))
+
+    def scope_enter(self, inst: int) -> None:
+        pass
+
+    def scope_exit(self, inst: int) -> None:
+        pass
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+            # One last sample so short programs still have a point at their end.
+            try:
+                self.session.writers["system"].emit(self.sample_once())
+            except Exception:
+                pass
+        if self.nvml:
+            self.nvml.close()
+        return {}

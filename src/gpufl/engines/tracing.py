@@ -1,0 +1,481 @@
+"""Tracing engine, first path: CUPTI activity records through NVIDIA's ``cupti-python``.
+
+Kernels (CONCURRENT_KERNEL), memcpy and memset records become ``kernel``/``memcpy``/``memset`` records;
+EXTERNAL_CORRELATION records tie them to the ``gpufl.scope`` they were launched under (the scope's
+instance id is pushed as CUSTOM0 external correlation id). GPU timestamps are mapped onto CLOCK_REALTIME
+with an offset measured at start and re-measured at stop (both written).
+
+Records arrive as Python objects on CUPTI's buffer thread, under the GIL: this path costs the launching
+thread measurable time (see docs/benchmarks.md). The native record path replaces it where it is built;
+this one stays as the fallback.
+
+Safety: every failure (no libcupti, no GPU, another CUPTI subscriber such as torch.profiler or nsys)
+becomes ``EngineUnavailable`` with the cause; nothing here may raise into the user's program.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from gpufl import events
+from gpufl.engines import EngineUnavailable
+from gpufl.engines.demangle import demangle
+from gpufl.engines.occupancy import DeviceLimits
+from gpufl.engines.occupancy import compute as compute_occupancy
+from gpufl.scope import current as current_scope
+
+if TYPE_CHECKING:
+    from gpufl.session import Session
+
+log = logging.getLogger("gpufl")
+
+_COPY_KIND = {
+    "HTOD": "HtoD",
+    "DTOH": "DtoH",
+    "DTOD": "DtoD",
+    "HTOH": "HtoH",
+    "PTOP": "PtoP",
+    "HTOA": "HtoA",
+    "ATOH": "AtoH",
+    "ATOA": "AtoA",
+    "ATOD": "AtoD",
+    "DTOA": "DtoA",
+}
+_MEM_KIND = {
+    "PAGEABLE": "Pageable",
+    "PINNED": "Pinned",
+    "DEVICE": "Device",
+    "ARRAY": "Array",
+    "MANAGED": "Managed",
+    "DEVICE_STATIC": "DeviceStatic",
+    "MANAGED_STATIC": "ManagedStatic",
+}
+_MAX_PENDING_CORRELATIONS = 1 << 20
+_ACTIVITY_KINDS = ("CONCURRENT_KERNEL", "MEMCPY", "MEMSET")
+_RUNTIME_PREFIXES = ("cudaLaunch", "cudaGraphLaunch", "cudaMemcpy", "cudaMemset")
+_DRIVER_PREFIXES = ("cuLaunch", "cuGraphLaunch", "cuMemcpy", "cuMemset")
+
+
+def measure_clock_offset(gpu_clock: Any, samples: int = 25) -> events.ClockSync:
+    """realtime = cupti + offset; the bracket with the smallest width wins (least scheduling noise)."""
+    best: tuple[int, int] | None = None
+    for _ in range(samples):
+        t0 = time.time_ns()
+        c = gpu_clock()
+        t1 = time.time_ns()
+        width = t1 - t0
+        if best is None or width < best[0]:
+            best = (width, (t0 + t1) // 2 - c)
+    assert best is not None
+    return events.ClockSync(offset_ns=best[1], measured_at_ns=time.time_ns(), uncertainty_ns=best[0] // 2 + 1)
+
+
+def cuda_device_limits() -> dict[int, tuple[DeviceLimits, events.DeviceProperties]]:
+    """Occupancy inputs and static properties of every CUDA device (cuda-bindings), keyed by CUDA ordinal."""
+    from cuda.bindings import runtime as rt
+
+    err, count = rt.cudaGetDeviceCount()
+    if err != rt.cudaError_t.cudaSuccess:
+        raise EngineUnavailable("no_cuda_device", f"no usable CUDA device ({err.name})")
+    out: dict[int, tuple[DeviceLimits, events.DeviceProperties]] = {}
+    for i in range(count):
+        err, p = rt.cudaGetDeviceProperties(i)
+        if err != rt.cudaError_t.cudaSuccess:
+            continue
+        lim = DeviceLimits(
+            warp_size=p.warpSize,
+            max_threads_per_sm=p.maxThreadsPerMultiProcessor,
+            max_blocks_per_sm=p.maxBlocksPerMultiProcessor,
+            max_threads_per_block=p.maxThreadsPerBlock,
+            regs_per_sm=p.regsPerMultiprocessor,
+            regs_per_block=p.regsPerBlock,
+            shared_mem_per_sm=p.sharedMemPerMultiprocessor,
+            shared_mem_per_block_optin=p.sharedMemPerBlockOptin,
+            reserved_shared_mem_per_block=p.reservedSharedMemPerBlock,
+        )
+        raw_uuid = bytes(p.uuid.bytes) if hasattr(p.uuid, "bytes") else b""
+        uuid = None
+        if len(raw_uuid) == 16:
+            h = raw_uuid.hex()
+            uuid = f"GPU-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        name = p.name.decode(errors="replace").rstrip("\x00") if isinstance(p.name, bytes) else str(p.name)
+        props = events.DeviceProperties(
+            device_id=i,
+            name=name,
+            uuid=uuid,
+            compute_capability=(p.major, p.minor),
+            sm_count=p.multiProcessorCount,
+            total_memory_bytes=p.totalGlobalMem,
+            max_threads_per_sm=lim.max_threads_per_sm,
+            max_blocks_per_sm=lim.max_blocks_per_sm,
+            max_threads_per_block=lim.max_threads_per_block,
+            regs_per_sm=lim.regs_per_sm,
+            regs_per_block=lim.regs_per_block,
+            shared_mem_per_sm=lim.shared_mem_per_sm,
+            shared_mem_per_block_optin=lim.shared_mem_per_block_optin,
+            reserved_shared_mem_per_block=lim.reserved_shared_mem_per_block,
+            warp_size=lim.warp_size,
+        )
+        out[i] = (lim, props)
+    return out
+
+
+class TracingEngine:
+    name = "tracing"
+
+    def __init__(self) -> None:
+        self.cupti: Any = None
+        self.offset_ns = 0
+        self.limits: dict[int, DeviceLimits] = {}
+        # corr id -> [thread id, stack id, api enter ns, api duration ns, scope inst]; insertion-ordered
+        self._launch_site: dict[int, list[Any]] = {}
+        self._stacks = False
+        self._lock = threading.Lock()
+        self.records = 0
+        self.started = False
+        self._subscriber: Any = None
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def prepare(self, session: Session) -> dict[str, Any]:
+        self.session = session
+        self.writer = session.writers["device"]
+        try:
+            from cupti import cupti
+        except ImportError as e:
+            raise EngineUnavailable(
+                "cupti_missing",
+                f"cupti-python is not installed or libcupti not found ({e}); pip install 'gpufl[cuda]'",
+            ) from None
+        self.cupti = cupti
+        facts: dict[str, Any] = {}
+        try:
+            devices = cuda_device_limits()
+        except EngineUnavailable:
+            raise
+        except Exception as e:
+            raise EngineUnavailable("no_cuda_device", f"CUDA devices could not be queried: {e!r}") from None
+        if not devices:
+            raise EngineUnavailable("no_cuda_device", "no CUDA device is visible")
+        self.limits = {i: lim for i, (lim, _) in devices.items()}
+        facts["devices"] = [props for _, props in devices.values()]
+        try:
+            from cuda.bindings import driver
+
+            _err, ver = driver.cuDriverGetVersion()
+            facts["cuda_driver_version"] = int(ver)
+        except Exception:
+            pass
+        clock = measure_clock_offset(cupti.get_timestamp)
+        self.offset_ns = clock.offset_ns
+        facts["clock"] = clock
+        return facts
+
+    def start(self) -> None:
+        cupti = self.cupti
+        opts = self.session.options
+        buf = opts.cupti_buffer_bytes
+
+        def requested() -> tuple[int, int]:
+            return buf, 0
+
+        self._stacks = opts.stacks
+        if _torch_profiler_active():
+            raise EngineUnavailable(
+                "cupti_busy",
+                "torch.profiler is running and owns CUPTI in this process; kernels are not traced. "
+                "Start gpufl before other profilers, or run without them",
+            )
+        try:
+            # Subscribe before touching activity buffers: failing here means another CUPTI client owns
+            # this process, and we must leave its buffers alone.
+            self._subscriber = cupti.subscribe(self._api_callback, None)
+        except Exception as e:
+            raise EngineUnavailable(_cause_code(e, subscribing=True), _explain(e, subscribing=True)) from None
+        try:
+            self._enable_api_callbacks()
+            cupti.activity_register_callbacks(requested, self._completed)
+            for kind in _ACTIVITY_KINDS:
+                cupti.activity_enable(getattr(cupti.ActivityKind, kind))
+        except Exception as e:
+            self._disable_all()
+            raise EngineUnavailable(_cause_code(e), _explain(e)) from None
+        self.started = True
+
+    def _enable_api_callbacks(self) -> None:
+        cupti = self.cupti
+        enabled = 0
+        for domain, enum, prefixes in (
+            (cupti.CallbackDomain.RUNTIME_API, cupti.RuntimeApiTraceCbid, _RUNTIME_PREFIXES),
+            (cupti.CallbackDomain.DRIVER_API, cupti.DriverApiTraceCbid, _DRIVER_PREFIXES),
+        ):
+            for name, cbid in enum.__members__.items():
+                if name.startswith(prefixes):
+                    try:  # the enum lists ids this driver may not know (INVALID_PARAMETER): skip those
+                        cupti.enable_callback(1, self._subscriber, domain, cbid)
+                        enabled += 1
+                    except Exception:
+                        pass
+        if enabled == 0:
+            self.session.notice(
+                "cupti_callbacks",
+                "launch callbacks unavailable: no scope/stack attribution",
+                engine=self.name,
+            )
+
+    def _api_callback(self, userdata: Any, domain: Any, cbid: Any, data: Any) -> None:
+        """On the launching thread, at API enter and exit. Must be cheap and must never raise."""
+        try:
+            corr = data.correlation_id
+            if data.callback_site == 0:  # API_ENTER
+                stack_id = self._stack_id(sys._getframe(1)) if self._stacks else None
+                cur = current_scope()
+                sites = self._launch_site
+                sites[corr] = [
+                    threading.get_native_id(),
+                    stack_id,
+                    time.time_ns(),
+                    0,
+                    cur[0] if cur else None,
+                ]
+                if len(sites) > _MAX_PENDING_CORRELATIONS:
+                    del sites[next(iter(sites))]
+            else:
+                site = self._launch_site.get(corr)
+                if site is not None:
+                    site[3] = time.time_ns() - site[2]
+        except Exception:
+            pass
+
+    def _stack_id(self, frame: Any) -> int:
+        frames: list[tuple[str, int, str]] = []
+        while frame is not None and len(frames) < 64:
+            code = frame.f_code
+            frames.append((code.co_filename, frame.f_lineno, code.co_name))
+            frame = frame.f_back
+        return self.writer.intern(
+            "stack",
+            tuple(frames),
+            lambda: events.DictEntry(
+                session_id=self.session.session_id, stream="device", kind="stack", id=0, frames=frames
+            ),
+        )
+
+    def scope_enter(self, inst: int) -> None:
+        pass
+
+    def scope_exit(self, inst: int) -> None:
+        pass
+
+    def stop(self) -> dict[str, Any]:
+        if not self.started:
+            return {}
+        cupti = self.cupti
+        facts: dict[str, Any] = {}
+        try:
+            cupti.activity_flush_all(1)
+        except Exception as e:
+            log.warning("gpufl: CUPTI flush failed: %r", e)
+        try:
+            facts["clock"] = measure_clock_offset(cupti.get_timestamp)
+        except Exception:
+            pass
+        self._disable_all()
+        try:
+            if self._subscriber is not None:
+                cupti.unsubscribe(self._subscriber)
+        except Exception:
+            pass
+        try:
+            # Without finalize, applications stayed 10-20% slower after profiling (pytorch/pytorch#146604).
+            cupti.finalize()
+        except Exception as e:
+            log.warning("gpufl: CUPTI finalize failed: %r", e)
+        self.started = False
+        return facts
+
+    def _disable_all(self) -> None:
+        cupti = self.cupti
+        for kind in _ACTIVITY_KINDS:
+            try:
+                cupti.activity_disable(getattr(cupti.ActivityKind, kind))
+            except Exception:
+                pass
+
+    # ---------------------------------------------------------------- record conversion
+
+    def _completed(self, activities: list[Any]) -> None:
+        """CUPTI's buffer thread: convert and queue. Must never raise."""
+        try:
+            self._convert(activities)
+        except Exception as e:
+            log.warning("gpufl: dropping a CUPTI buffer after a conversion error: %r", e)
+
+    def _convert(self, activities: list[Any]) -> None:
+        cupti = self.cupti
+        K = cupti.ActivityKind
+        kernel_kinds = (K.CONCURRENT_KERNEL, K.KERNEL)
+        emit = self.writer.emit
+        sites = self._launch_site
+        sid = self.session.session_id
+        off = self.offset_ns
+        for a in activities:
+            kind = a.kind
+            corr = a.correlation_id
+            # A graph launch is one API call for many kernels: keep its site until the buffer is done.
+            site = sites.get(corr) if getattr(a, "graph_id", 0) else sites.pop(corr, None)
+            scope_inst = site[4] if site else None
+            if kind in kernel_kinds:
+                rec: events.Record = events.Kernel(
+                    session_id=sid,
+                    stream="device",
+                    launch_id=self._launch_id(a),
+                    device_id=a.device_id,
+                    stream_id=a.stream_id,
+                    corr_id=corr,
+                    start_ns=a.start + off,
+                    end_ns=a.end + off,
+                    graph_id=a.graph_id or None,
+                    graph_node_id=a.graph_node_id or None,
+                    scope_inst=scope_inst,
+                    thread_id=site[0] if site else None,
+                    stack_id=site[1] if site else None,
+                    api_start_ns=site[2] if site else None,
+                    api_dur_ns=site[3] if site and site[3] else None,
+                )
+            elif kind in (K.MEMCPY,):
+                dur = a.end - a.start
+                rec = events.Memcpy(
+                    session_id=sid,
+                    stream="device",
+                    device_id=a.device_id,
+                    stream_id=a.stream_id,
+                    corr_id=corr,
+                    start_ns=a.start + off,
+                    end_ns=a.end + off,
+                    bytes=a.bytes,
+                    copy_kind=_enum_name(cupti.ActivityMemcpyKind, a.copy_kind, _COPY_KIND),  # type: ignore[arg-type]
+                    src_kind=_enum_name(cupti.ActivityMemoryKind, a.src_kind, _MEM_KIND),  # type: ignore[arg-type]
+                    dst_kind=_enum_name(cupti.ActivityMemoryKind, a.dst_kind, _MEM_KIND),  # type: ignore[arg-type]
+                    throughput_gbps=round(a.bytes / dur, 3) if dur > 0 else None,
+                    context_id=a.context_id,
+                    graph_id=a.graph_id or None,
+                    scope_inst=scope_inst,
+                )
+            elif kind == K.MEMSET:
+                rec = events.Memset(
+                    session_id=sid,
+                    stream="device",
+                    device_id=a.device_id,
+                    stream_id=a.stream_id,
+                    corr_id=corr,
+                    start_ns=a.start + off,
+                    end_ns=a.end + off,
+                    bytes=a.bytes,
+                    value=a.value,
+                    mem_kind=_enum_name(cupti.ActivityMemoryKind, a.memory_kind, _MEM_KIND),  # type: ignore[arg-type]
+                    context_id=a.context_id,
+                    graph_id=a.graph_id or None,
+                    scope_inst=scope_inst,
+                )
+            else:
+                continue
+            self.records += 1
+            emit(rec)
+
+    def _launch_id(self, a: Any) -> int:
+        grid = (a.grid_x, a.grid_y, a.grid_z)
+        block = (a.block_x, a.block_y, a.block_z)
+        key = (
+            a.name,
+            a.device_id,
+            a.context_id,
+            grid,
+            block,
+            a.registers_per_thread,
+            a.static_shared_memory,
+            a.dynamic_shared_memory,
+            a.local_memory_per_thread,
+        )
+        return self.writer.intern("launch", key, lambda: self._launch_entry(a, grid, block))
+
+    def _launch_entry(
+        self, a: Any, grid: tuple[int, int, int], block: tuple[int, int, int]
+    ) -> events.DictEntry:
+        smem = a.static_shared_memory + a.dynamic_shared_memory
+        occ = None
+        lim = self.limits.get(a.device_id)
+        if lim is not None:
+            occ = compute_occupancy(lim, block[0] * block[1] * block[2], a.registers_per_thread, smem)
+        cache = getattr(a, "cache_config", None)
+        cfg = getattr(cache, "config", None)
+        launch = events.LaunchConfig(
+            name=demangle(a.name),
+            mangled=a.name,
+            device_id=a.device_id,
+            context_id=a.context_id,
+            grid=grid,
+            block=block,
+            num_regs=a.registers_per_thread,
+            static_shared_bytes=a.static_shared_memory,
+            dyn_shared_bytes=a.dynamic_shared_memory,
+            local_bytes=a.local_memory_per_thread,
+            occupancy=occ.occupancy if occ else None,
+            reg_occupancy=occ.reg_occupancy if occ else None,
+            smem_occupancy=occ.smem_occupancy if occ else None,
+            warp_occupancy=occ.warp_occupancy if occ else None,
+            block_occupancy=occ.block_occupancy if occ else None,
+            limiting_resource=occ.limiting_resource if occ else None,  # type: ignore[arg-type]
+            max_active_blocks=occ.max_active_blocks if occ else None,
+            cache_config_requested=getattr(cfg, "requested", None),
+            cache_config_executed=getattr(cfg, "executed", None),
+            shared_mem_config_bytes=getattr(a, "shared_memory_executed", None),
+        )
+        return events.DictEntry(
+            session_id=self.session.session_id, stream="device", kind="launch", id=0, launch=launch
+        )
+
+
+def _torch_profiler_active() -> bool:
+    """Kineto may hold CUPTI's activity buffers without a callback subscription: ask torch directly."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return False
+    try:
+        return bool(torch._C._autograd._profiler_enabled())
+    except Exception:
+        return False
+
+
+def _enum_name(enum: Any, value: int, names: dict[str, str]) -> str:
+    try:
+        return names.get(enum(value).name, "unknown")
+    except ValueError:
+        return "unknown"
+
+
+def _cause_code(e: BaseException, subscribing: bool = False) -> str:
+    text = str(e).upper()
+    if "MULTIPLE_SUBSCRIBERS" in text or (subscribing and "NOT_INITIALIZED" not in text):
+        return "cupti_busy"
+    if "INSUFFICIENT_PRIVILEGES" in text:
+        return "cupti_permissions"
+    if "NOT_INITIALIZED" in text or "NO_DEVICE" in text:
+        return "no_cuda_device"
+    return "cupti_error"
+
+
+def _explain(e: BaseException, subscribing: bool = False) -> str:
+    code = _cause_code(e, subscribing)
+    if code == "cupti_busy":
+        return (
+            "another CUPTI client (torch.profiler/Kineto, Nsight Systems) already holds CUPTI in this "
+            f"process; kernels are not traced. Start gpufl before other profilers, or run without them ({e})"
+        )
+    if code == "cupti_permissions":
+        return f"the driver denies profiling to this user (see docs/troubleshooting.md) ({e})"
+    return f"CUPTI could not start tracing: {e}"

@@ -1,0 +1,269 @@
+"""The session lifecycle: ``init`` → writers and engines → ``shutdown`` (explicit, at exit, on SIGTERM).
+
+A session must never slow, hang or crash the user's program: every engine failure becomes one ``notice``
+record and one log line, shutdown is bounded in time, and a forked child is silently off until it calls
+``init`` itself (which gives it its own session id).
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import logging
+import os
+import secrets
+import signal
+import socket
+import sys
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+from gpufl import __version__, events
+from gpufl.config import Options
+from gpufl.engines import Engine, EngineUnavailable, create
+from gpufl.writer import DiskBudget, SegmentFiles, StreamWriter
+
+log = logging.getLogger("gpufl")
+
+_lock = threading.RLock()
+_session: Session | None = None
+_forked_child = False
+
+
+def new_session_id() -> str:
+    """16 characters, lower-case base32: 40 bits of milliseconds (sortable by start) + 40 random bits."""
+    ms = time.time_ns() // 1_000_000
+    raw = (ms & ((1 << 40) - 1)).to_bytes(5, "big") + secrets.token_bytes(5)
+    return base64.b32encode(raw).decode().lower()
+
+
+def merge_devices(
+    a: list[events.DeviceProperties], b: list[events.DeviceProperties]
+) -> list[events.DeviceProperties]:
+    """Combine what two engines know of the GPUs (CUDA ordinals and NVML indices differ under
+    CUDA_VISIBLE_DEVICES, so match by UUID first; the first list's device ids win)."""
+    by_uuid = {d.uuid: d for d in b if d.uuid}
+    by_id = {d.device_id: d for d in b}
+    out = []
+    for d in a:
+        other = by_uuid.get(d.uuid) if d.uuid else by_id.get(d.device_id)
+        if other is None:
+            out.append(d)
+            continue
+        merged = {f: getattr(d, f) for f in d.__struct_fields__}
+        for f in other.__struct_fields__:
+            if merged.get(f) is None:
+                merged[f] = getattr(other, f)
+        out.append(events.DeviceProperties(**merged))
+    return out
+
+
+class Session:
+    def __init__(self, opts: Options) -> None:
+        self.options = opts
+        self.session_id = new_session_id()
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.start_ns = time.time_ns()
+        self.files = SegmentFiles(opts.log_dir, self.host, opts.app_name, self.session_id)
+        budget = DiskBudget(opts.session_max_bytes)
+        self.writers: dict[str, StreamWriter] = {
+            s: StreamWriter(
+                self.files,
+                s,
+                queue_size=opts.queue_size,
+                segment_max_bytes=opts.segment_max_bytes,
+                segment_max_age_s=opts.segment_max_age_s,
+                flush_interval_s=opts.flush_interval_s,
+                budget=budget,
+            )
+            for s in events.STREAMS
+        }
+        self.engines: list[Engine] = []
+        self.notices: list[events.Notice] = []
+        self.closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        facts: dict[str, Any] = {}
+        prepared: list[Engine] = []
+        for name in self.options.engines:
+            try:
+                engine = create(name)
+                for k, v in engine.prepare(self).items():
+                    if k == "devices" and "devices" in facts:
+                        facts[k] = merge_devices(facts[k], v)
+                    elif v is not None:
+                        facts[k] = v
+                prepared.append(engine)
+            except EngineUnavailable as e:
+                self.notice(e.code, f"{name} engine unavailable: {e}", engine=name)
+            except Exception as e:  # a bug in an engine must not reach the user's program
+                self.notice(
+                    "engine_error", f"{name} engine failed to start: {e!r}", engine=name, level="error"
+                )
+        for w in self.writers.values():
+            w.start()
+        for stream, w in self.writers.items():
+            w.emit(self._session_start(stream, facts))
+        for n in self.notices:  # notices raised while preparing go after seq 0
+            self.writers["device"].emit(n)
+        for engine in prepared:
+            try:
+                engine.start()
+                self.engines.append(engine)
+            except EngineUnavailable as e:
+                self.notice(e.code, f"{engine.name} engine unavailable: {e}", engine=engine.name)
+            except Exception as e:
+                self.notice(
+                    "engine_error",
+                    f"{engine.name} engine failed to start: {e!r}",
+                    engine=engine.name,
+                    level="error",
+                )
+
+    def _session_start(self, stream: str, facts: dict[str, Any]) -> events.SessionStart:
+        return events.SessionStart(
+            session_id=self.session_id,
+            stream=stream,  # type: ignore[arg-type]
+            seq=0,
+            app=self.options.app_name,
+            host=self.host,
+            pid=self.pid,
+            argv=list(sys.argv),
+            start_ns=self.start_ns,
+            gpufl_version=__version__,
+            job_id=self.options.job_id,
+            options=self.options.as_record(),
+            **facts,
+        )
+
+    def notice(self, code: str, message: str, *, engine: str | None = None, level: str = "warning") -> None:
+        """Say something once: a log line for the user, a ``notice`` record for the dashboard."""
+        log.warning("gpufl: %s", message)
+        rec = events.Notice(
+            session_id=self.session_id,
+            stream="device",
+            ts_ns=time.time_ns(),
+            level=level,  # type: ignore[arg-type]
+            code=code,
+            message=message,
+            engine=engine,
+        )
+        self.notices.append(rec)
+        if self.writers["device"]._thread.is_alive():
+            self.writers["device"].emit(rec)
+
+    def scope_enter(self, inst: int) -> None:
+        for e in self.engines:
+            e.scope_enter(inst)
+
+    def scope_exit(self, inst: int) -> None:
+        for e in self.engines:
+            e.scope_exit(inst)
+
+    def shutdown(self, reason: str = "shutdown") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        end_facts: dict[str, Any] = {}
+        for engine in reversed(self.engines):
+            try:
+                end_facts.update(engine.stop() or {})
+            except Exception as e:
+                log.warning("gpufl: %s engine failed to stop cleanly: %r", engine.name, e)
+        end_ns = time.time_ns()
+        for stream, w in self.writers.items():
+            w.close(
+                events.SessionEnd(
+                    session_id=self.session_id,
+                    stream=stream,  # type: ignore[arg-type]
+                    end_ns=end_ns,
+                    reason=reason,  # type: ignore[arg-type]
+                    records=0,  # filled by the writer: it alone knows the count
+                    clock=end_facts.get("clock"),
+                )
+            )
+
+    def emit(self, stream: str, record: events.Record) -> bool:
+        return self.writers[stream].emit(record)
+
+
+# ---------------------------------------------------------------------- module-level API
+
+
+def active_session() -> Session | None:
+    return _session
+
+
+def init(app_name: str | None = None, log_dir: str | None = None, **options: Any) -> Session | None:
+    """Start profiling this process (idempotent: a second call returns the running session).
+
+    Every option may also come from a ``GPUFL_*`` environment variable (see ``gpufl.config.Options``).
+    Returns None when disabled (``GPUFL_ENABLED=0``).
+    """
+    global _session, _forked_child
+    with _lock:
+        if _session is not None and not _session.closed:
+            return _session
+        opts = Options.resolve(app_name=app_name, log_dir=log_dir, **options)
+        if not opts.enabled:
+            return None
+        _forked_child = False
+        session = Session(opts)
+        session.start()
+        _session = session
+        _install_exit_hooks()
+        return session
+
+
+def shutdown(reason: str = "shutdown") -> None:
+    """Flush everything, write ``session_end`` on every stream, stop engines. Idempotent."""
+    global _session
+    with _lock:
+        session = _session
+        if session is None or _forked_child:
+            return
+        session.shutdown(reason)
+
+
+_hooks_installed = False
+_previous_sigterm: Any = None
+
+
+def _install_exit_hooks() -> None:
+    global _hooks_installed, _previous_sigterm
+    if _hooks_installed:
+        return
+    _hooks_installed = True
+    atexit.register(shutdown, "atexit")
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+    if threading.current_thread() is threading.main_thread():
+        try:
+            _previous_sigterm = signal.getsignal(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, _on_sigterm)
+        except (ValueError, OSError):  # embedded interpreters may forbid it
+            _previous_sigterm = None
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    shutdown("signal")
+    prev = _previous_sigterm
+    if callable(prev):
+        prev(signum, frame)
+        return
+    if prev == signal.SIG_IGN:
+        return
+    # Default action: die by the signal, so the exit status still says SIGTERM.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (e.g. a DataLoader worker) is off: its parent's writer threads do not exist here."""
+    global _session, _forked_child
+    _forked_child = True
+    _session = None

@@ -1,0 +1,318 @@
+"""The single writer of one stream: owns its segments, rotation, ``seq`` and dictionary records.
+
+The caller's side (``emit``) is an O(1) append to a bounded deque: the user's thread never blocks on disk
+and never encodes JSON. A background thread stamps ``seq``, inserts ``dict`` records before their first use
+in each segment, encodes whole chunks in C (msgspec ``encode_lines``) and hands them to the OS every
+``flush_interval_s`` — so a SIGKILL loses at most about that much, and leaves at most one partial line.
+
+When the queue is full, records are dropped and counted; the count is written as a ``dropped`` record
+(so a drop never leaves a gap in ``seq``: gaps downstream always mean transport loss).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from gpufl import events
+from gpufl.events import DictEntry, Dropped, Record, SegmentsDeleted, SessionEnd
+
+_CHUNK = 4096  # records encoded per call; rotation happens between chunks
+
+
+@dataclass(frozen=True)
+class SegmentFiles:
+    """Where a session's segments go, and how they are named."""
+
+    log_dir: str
+    host: str
+    app: str
+    session_id: str
+
+    def path(self, stream: str, index: int) -> str:
+        return os.path.join(
+            self.log_dir, events.segment_name(self.host, self.app, self.session_id, stream, index)
+        )
+
+
+class DiskBudget:
+    """The session-wide byte cap, shared by the three writers: deletes the oldest *closed* segments."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._closed: collections.deque[tuple[str, int]] = collections.deque()  # (path, bytes), oldest first
+        self._open: dict[str, int] = {}
+
+    def update_open(self, stream: str, size: int) -> None:
+        self._open[stream] = size
+
+    def segment_closed(self, stream: str, path: str, size: int) -> list[tuple[str, int]]:
+        """Register a closed segment; return the segments deleted to get back under the cap."""
+        deleted: list[tuple[str, int]] = []
+        with self._lock:
+            self._closed.append((path, size))
+            self._open[stream] = 0
+            if self.max_bytes <= 0:
+                return deleted
+            total = sum(s for _, s in self._closed) + sum(self._open.values())
+            while self._closed and total > self.max_bytes:
+                victim, vsize = self._closed.popleft()
+                try:
+                    os.unlink(victim)
+                except FileNotFoundError:
+                    pass
+                total -= vsize
+                deleted.append((victim, vsize))
+        return deleted
+
+
+class StreamWriter:
+    def __init__(
+        self,
+        files: SegmentFiles,
+        stream: str,
+        *,
+        queue_size: int,
+        segment_max_bytes: int,
+        segment_max_age_s: float,
+        flush_interval_s: float,
+        budget: DiskBudget | None = None,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.files = files
+        self.stream = stream
+        self.session_id = files.session_id
+        self._cap = queue_size
+        self._max_bytes = segment_max_bytes
+        self._max_age_ns = int(segment_max_age_s * 1e9)
+        self._interval = flush_interval_s
+        self._budget = budget or DiskBudget(0)
+        self._clock = clock
+
+        self._q: collections.deque[Record] = collections.deque()
+        self._accepting = True
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+
+        # Interning (caller side): (kind, key) -> id; entries by (kind, id).
+        self._ids: dict[tuple[str, Any], int] = {}
+        self._next_id: dict[str, int] = collections.defaultdict(int)
+        self._entries: dict[tuple[str, int], DictEntry] = {}
+        self._intern_lock = threading.Lock()
+
+        # Drop accounting (caller side, rare path).
+        self._drop_lock = threading.Lock()
+        self._dropped_pending = 0
+        self._dropped_by_type: dict[str, int] = collections.defaultdict(int)
+        self._dropped_first = 0
+        self._dropped_last = 0
+        self.dropped_total = 0
+
+        # Writer-thread state.
+        self.seq = 0
+        self._index = 0
+        self._fd = -1
+        self._size = 0
+        self._opened_ns = 0
+        self._in_segment: set[tuple[str, int]] = set()
+        self._refs_by_type = {events.TYPE_BY_TAG[tag]: refs for tag, refs in events.DICT_REFS.items()}
+        self.segments_written = 0
+        self.error: BaseException | None = None
+
+        self._thread = threading.Thread(target=self._run, name=f"gpufl-writer-{stream}", daemon=True)
+
+    # ---------------------------------------------------------------- caller side (any thread)
+
+    def start(self) -> None:
+        os.makedirs(self.files.log_dir, exist_ok=True)
+        self._open_segment()
+        self._thread.start()
+
+    def emit(self, record: Record) -> bool:
+        """Queue a record for writing. Never blocks; returns False if it was dropped."""
+        if self._accepting and len(self._q) < self._cap:
+            self._q.append(record)
+            return True
+        if self._accepting:
+            self._count_drop(record)
+        return False
+
+    def intern(self, kind: str, key: Any, make: Callable[[], DictEntry]) -> int:
+        """Id of an interned value (``make`` builds its dict record the first time ``key`` is seen)."""
+        ident = self._ids.get((kind, key))
+        if ident is not None:
+            return ident
+        with self._intern_lock:
+            ident = self._ids.get((kind, key))
+            if ident is None:
+                ident = self._next_id[kind]
+                self._next_id[kind] = ident + 1
+                entry = make()
+                entry.kind = kind  # type: ignore[assignment]
+                entry.id = ident
+                self._entries[(kind, ident)] = entry
+                self._ids[(kind, key)] = ident
+        return ident
+
+    def intern_string(self, kind: str, value: str) -> int:
+        return self.intern(
+            kind,
+            value,
+            lambda: DictEntry(session_id=self.session_id, stream=self.stream, kind=kind, id=0, value=value),  # type: ignore[arg-type]
+        )
+
+    def _count_drop(self, record: Record) -> None:
+        now = self._clock()
+        with self._drop_lock:
+            if self._dropped_pending == 0:
+                self._dropped_first = now
+            self._dropped_last = now
+            self._dropped_pending += 1
+            self.dropped_total += 1
+            self._dropped_by_type[events.type_tag(type(record))] += 1
+
+    def close(self, end: SessionEnd | None = None, timeout: float = 10.0) -> None:
+        """Stop accepting, write everything queued, then ``end`` as the last record, and close."""
+        self._accepting = False
+        self._end = end
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Block until everything queued before this call is handed to the OS."""
+        deadline = time.monotonic() + timeout
+        while self._q and time.monotonic() < deadline and self._thread.is_alive():
+            self._wake.set()
+            time.sleep(0.001)
+
+    # ---------------------------------------------------------------- writer thread
+
+    _end: SessionEnd | None = None
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._wake.wait(self._interval)
+                self._wake.clear()
+                self._drain()
+            self._drain()
+            end = self._end
+            if end is not None:
+                end.records = self.seq + 1
+                end.dropped = self.dropped_total
+                self._write_chunk([end])
+        except BaseException as e:  # never let a writer error reach the user's program
+            self.error = e
+        finally:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def _drain(self) -> None:
+        q = self._q
+        while True:
+            chunk: list[Record] = []
+            if self._dropped_pending:
+                chunk.append(self._take_drop_record())
+            popleft = q.popleft
+            try:
+                for _ in range(_CHUNK):
+                    chunk.append(popleft())
+            except IndexError:
+                pass
+            if not chunk:
+                return
+            self._write_chunk(chunk)
+            if len(chunk) < _CHUNK:
+                return
+
+    def _take_drop_record(self) -> Dropped:
+        with self._drop_lock:
+            rec = Dropped(
+                session_id=self.session_id,
+                stream=self.stream,  # type: ignore[arg-type]
+                count=self._dropped_pending,
+                first_ns=self._dropped_first,
+                last_ns=self._dropped_last,
+                by_type=dict(self._dropped_by_type),
+            )
+            self._dropped_pending = 0
+            self._dropped_by_type.clear()
+        return rec
+
+    def _write_chunk(self, chunk: list[Record]) -> None:
+        if self._size >= self._max_bytes or (
+            self._size > 0 and self._clock() - self._opened_ns >= self._max_age_ns
+        ):
+            self._rotate()
+        out: list[Record] = []
+        seq = self.seq
+        in_seg = self._in_segment
+        refs_by_type = self._refs_by_type
+        for rec in chunk:
+            refs = refs_by_type.get(type(rec))
+            if refs:
+                for attr, kind in refs:
+                    ident = getattr(rec, attr)
+                    if ident is not None and (kind, ident) not in in_seg:
+                        entry = self._entries.get((kind, ident))
+                        if entry is not None:
+                            entry = msgspec.structs.replace(entry, seq=seq)
+                            seq += 1
+                            out.append(entry)
+                            in_seg.add((kind, ident))
+            rec.seq = seq
+            seq += 1
+            out.append(rec)
+        data = _encoder.encode_lines(out)
+        self._write_all(data)
+        self.seq = seq
+
+    def _write_all(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        self._size += len(data)
+        self._budget.update_open(self.stream, self._size)
+
+    def _open_segment(self) -> None:
+        path = self.files.path(self.stream, self._index)
+        # O_EXCL: a segment is never rewritten; O_APPEND: a crash can only truncate the last line.
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+        self._size = 0
+        self._opened_ns = self._clock()
+        self._in_segment = set()
+        self.segments_written += 1
+
+    def _rotate(self) -> None:
+        old_path = self.files.path(self.stream, self._index)
+        os.close(self._fd)
+        self._fd = -1
+        deleted = self._budget.segment_closed(self.stream, old_path, self._size)
+        self._index += 1
+        self._open_segment()
+        if deleted:
+            rec = SegmentsDeleted(
+                session_id=self.session_id,
+                stream=self.stream,  # type: ignore[arg-type]
+                files=[os.path.basename(p) for p, _ in deleted],
+                bytes=sum(s for _, s in deleted),
+                ts_ns=self._clock(),
+            )
+            rec.seq = self.seq
+            self.seq += 1
+            self._write_all(_encoder.encode_lines([rec]))
+
+
+_encoder = msgspec.json.Encoder()
