@@ -24,7 +24,7 @@ import msgspec
 from gpufl import events
 from gpufl.events import DictEntry, Dropped, Record, SegmentsDeleted, SessionEnd
 
-_CHUNK = 4096  # records encoded per call; rotation happens between chunks
+_CHUNK = 256  # records encoded per call; rotation happens between chunks (bounds the overshoot)
 
 
 @dataclass(frozen=True)
@@ -161,6 +161,12 @@ class StreamWriter:
                 self._entries[(kind, ident)] = entry
                 self._ids[(kind, key)] = ident
         return ident
+
+    def register(self, entry: DictEntry) -> None:
+        """Adopt a dict entry with its own id (replaying a recorded session); interned keys stay separate."""
+        with self._intern_lock:
+            self._entries[(entry.kind, entry.id)] = entry
+            self._next_id[entry.kind] = max(self._next_id[entry.kind], entry.id + 1)
 
     def intern_string(self, kind: str, value: str) -> int:
         return self.intern(

@@ -1,0 +1,407 @@
+"""Backend benchmark: HTTP ingest rate into the store and p95 latency of the UI's heavy queries on a
+10M-kernel session, on DuckDB (embedded) and PostgreSQL.
+
+    .venv/bin/python bench/backend.py [--kernels 10000000] [--engines duckdb,postgresql]
+                                      [--pg-dsn postgresql://postgres@127.0.0.1:5432/postgres]
+
+The session is made by tiling a committed capture (``examples/captures/<name>/*.device.*.log``: its
+kernels and launch dict entries, repeated with timestamps shifted by the capture's span and seqs
+renumbered) when one exists; otherwise by a synthetic training-loop generator (the same record types,
+50 kernel names with log-normal durations on 4 CUDA streams). Each run starts a real ``gpufl-backend``
+process on a fresh store and POSTs NDJSON batches of 50,000 records from two concurrent clients, so the
+client's encoding shares this machine's cores with the backend (the rate is end-to-end). Then each query
+is timed ``--runs`` times over HTTP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import platform
+import queue
+import random
+import secrets
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import msgspec
+import psycopg
+
+from gpufl import events as ev
+
+TOKEN = "bench-admin-token"
+BATCH = 50_000
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ---- the session ---------------------------------------------------------------------------------------
+
+
+def load_capture() -> tuple[str, list[ev.DictEntry], list[ev.Kernel]] | None:
+    files = sorted(glob.glob(str(ROOT / "examples/captures/*/*.device.*.log")))
+    if not files:
+        return None
+    name = Path(files[0]).parent.name
+    files = [f for f in files if Path(f).parent.name == name]
+    dicts: dict[int, ev.DictEntry] = {}
+    kernels: list[ev.Kernel] = []
+    for path in files:
+        with open(path, "rb") as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                rec = ev.decode(line)
+                if isinstance(rec, ev.DictEntry) and rec.kind == "launch":
+                    dicts.setdefault(rec.id, rec)
+                elif isinstance(rec, ev.Kernel):
+                    kernels.append(rec)
+    if not kernels:
+        return None
+    kernels.sort(key=lambda k: k.start_ns)
+    return f"tiled capture {name} ({len(kernels):,} kernels)", list(dicts.values()), kernels
+
+
+def synthetic(n: int = 200_000) -> tuple[str, list[ev.DictEntry], list[ev.Kernel]]:
+    rng = random.Random(42)
+    dicts = [
+        ev.DictEntry(
+            session_id="x",
+            stream="device",
+            kind="launch",
+            id=i,
+            launch=ev.LaunchConfig(
+                name=f"kernel_{i}_gemm_bf16",
+                device_id=0,
+                grid=(132 * (1 + i % 4), 1, 1),
+                block=(256, 1, 1),
+                num_regs=32 + i % 64,
+                occupancy=0.5,
+            ),
+        )
+        for i in range(50)
+    ]
+    mu = [rng.uniform(8, 13) for _ in range(50)]
+    kernels = []
+    t = 1_700_000_000_000_000_000
+    for i in range(n):
+        lid = min(49, int(rng.expovariate(0.15)))
+        dur = int(rng.lognormvariate(mu[lid], 0.4))
+        s = rng.randrange(4)
+        kernels.append(
+            ev.Kernel(
+                session_id="x",
+                stream="device",
+                launch_id=lid,
+                device_id=0,
+                stream_id=7 + s,
+                corr_id=i,
+                start_ns=t,
+                end_ns=t + dur,
+                api_start_ns=t - 5000,
+                api_dur_ns=3000,
+                thread_id=1234,
+                scope_inst=i // 200,
+            )
+        )
+        t += dur // 4 + rng.randrange(500, 3000)
+    return "synthetic training loop (50 kernel names, 4 streams)", dicts, kernels
+
+
+def device_batches(
+    sid: str, dicts: list[ev.DictEntry], template: list[ev.Kernel], total: int
+) -> Iterator[bytes]:
+    """NDJSON batches of the session's device stream: session_start, then the template tiled."""
+    t0 = template[0].start_ns
+    span = template[-1].end_ns - t0 + 1000
+    replace = msgspec.structs.replace
+    enc = msgspec.json.Encoder()
+    seq = 0
+    buf = bytearray()
+    start = ev.SessionStart(
+        session_id=sid,
+        stream="device",
+        seq=0,
+        app="bench",
+        host="bench-host",
+        pid=1,
+        start_ns=t0,
+        gpufl_version="bench",
+        devices=[ev.DeviceProperties(device_id=0, name="NVIDIA H100 80GB HBM3")],
+    )
+    buf += enc.encode(start) + b"\n"
+    seq = 1
+    for d in dicts:
+        buf += enc.encode(replace(d, session_id=sid, seq=seq)) + b"\n"
+        seq += 1
+    in_batch = 1 + len(dicts)
+    made = 0
+    tile = 0
+    while made < total:
+        shift = tile * span
+        for k in template:
+            if made >= total:
+                break
+            rec = replace(
+                k,
+                session_id=sid,
+                seq=seq,
+                start_ns=k.start_ns + shift,
+                end_ns=k.end_ns + shift,
+                api_start_ns=None if k.api_start_ns is None else k.api_start_ns + shift,
+            )
+            enc.encode_into(rec, buf, len(buf))
+            buf += b"\n"
+            seq += 1
+            made += 1
+            in_batch += 1
+            if in_batch == BATCH:
+                yield bytes(buf)
+                buf.clear()
+                in_batch = 0
+        tile += 1
+    if buf:
+        yield bytes(buf)
+
+
+def system_batch(sid: str, t0: int, t1: int, hz: float = 10) -> bytes:
+    step = int(1e9 / hz)
+    recs: list[ev.Record] = [
+        ev.SessionStart(
+            session_id=sid,
+            stream="system",
+            seq=0,
+            app="bench",
+            host="bench-host",
+            pid=1,
+            start_ns=t0,
+            gpufl_version="bench",
+        )
+    ]
+    rng = random.Random(1)
+    for i, t in enumerate(range(t0, t1, step)):
+        recs.append(
+            ev.SystemSample(
+                session_id=sid,
+                stream="system",
+                seq=i + 1,
+                ts_ns=t,
+                host=ev.HostSample(cpu_pct=rng.uniform(0, 100), ram_used_mib=20000),
+                gpus=[
+                    ev.GpuSample(
+                        device_id=0,
+                        util_gpu_pct=rng.uniform(0, 100),
+                        power_mw=rng.uniform(1e5, 7e5),
+                        temp_c=60,
+                        mem_used_mib=40000,
+                        clk_sm_mhz=1980,
+                    )
+                ],
+            )
+        )
+    return ev.encode_lines(recs)
+
+
+# ---- one engine ----------------------------------------------------------------------------------------
+
+
+def serve(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpufl.backend.cli", "--port", str(port), "--log-level", "warning", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"backend exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    raise SystemExit("backend did not start")
+
+
+def post_all(url: str, batches: Iterator[bytes], clients: int = 2) -> tuple[int, float]:
+    q: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
+    stored = [0]
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def producer() -> None:
+        for b in batches:
+            q.put(b)
+        for _ in range(clients):
+            q.put(None)
+
+    def client() -> None:
+        with httpx.Client(
+            timeout=600, headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/x-ndjson"}
+        ) as c:
+            while (body := q.get()) is not None:
+                r = c.post(f"{url}/api/v1/events/device", content=body)
+                if r.status_code == 503:
+                    time.sleep(0.1)
+                    q.put(body)
+                    continue
+                if r.status_code != 200 or r.json()["rejected"]:
+                    errors.append(r.text[:300])
+                with lock:
+                    stored[0] += r.json().get("stored", 0)
+
+    t = time.perf_counter()
+    threads = [threading.Thread(target=producer)] + [threading.Thread(target=client) for _ in range(clients)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    if errors:
+        raise SystemExit(f"ingest errors: {errors[:3]}")
+    return stored[0], time.perf_counter() - t
+
+
+def p(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
+
+
+def time_queries(url: str, sid: str, t0: int, t1: int, runs: int) -> dict[str, tuple[float, float]]:
+    rng = random.Random(7)
+    h = {"Authorization": f"Bearer {TOKEN}"}
+    out = {}
+    with httpx.Client(timeout=120, headers=h) as c:
+
+        def window() -> dict[str, int]:
+            w = (t1 - t0) // 10
+            s = rng.randrange(t0, t1 - w)
+            return {"start_ns": s, "end_ns": s + w, "resolution_ns": max(1, w // 2000)}
+
+        cases = {
+            "kernels/summary": lambda: (f"/api/v1/sessions/{sid}/kernels/summary", {}),
+            "timeline window (10% of session, 2000 px)": lambda: (
+                f"/api/v1/sessions/{sid}/kernels",
+                window(),
+            ),
+            "system (all series, 300 points)": lambda: (f"/api/v1/sessions/{sid}/system", {"points": 300}),
+        }
+        for name, make in cases.items():
+            times = []
+            for i in range(runs + 2):
+                path, params = make()
+                t = time.perf_counter()
+                r = c.get(url + path, params=params)
+                dt = time.perf_counter() - t
+                if r.status_code != 200:
+                    raise SystemExit(f"{name}: HTTP {r.status_code} {r.text[:200]}")
+                if i >= 2:  # two warm-up requests
+                    times.append(dt * 1000)
+            out[name] = (p(times, 0.5), p(times, 0.95))
+    return out
+
+
+def run_engine(
+    engine: str, a: argparse.Namespace, source: tuple[str, list[ev.DictEntry], list[ev.Kernel]]
+) -> dict:
+    env = {**os.environ, "GPUFL_ADMIN_TOKEN": TOKEN}
+    schema = None
+    tmp = tempfile.mkdtemp(prefix="gpufl-bench-")
+    if engine == "duckdb":
+        args = ["--data-dir", tmp]
+    else:
+        schema = "bench_" + secrets.token_hex(4)
+        with psycopg.connect(a.pg_dsn, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+        sep = "&" if "?" in a.pg_dsn else "?"
+        args = ["--database", f"{a.pg_dsn}{sep}options=-csearch_path%3D{schema}"]
+    proc, url = serve(args, env)
+    try:
+        sid = "bench-" + secrets.token_hex(4)
+        _, dicts, template = source
+        stored, secs = post_all(url, device_batches(sid, dicts, template, a.kernels))
+        d = httpx.get(f"{url}/api/v1/sessions/{sid}", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+        streams = {s["stream"]: s for s in d["streams"]}
+        t0, t1 = streams["device"]["first_ns"], streams["device"]["last_ns"]
+        r = httpx.post(
+            f"{url}/api/v1/events/system",
+            content=system_batch(sid, t0, t1),
+            timeout=600,
+            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/x-ndjson"},
+        )
+        assert r.status_code == 200, r.text
+        assert d["totals"]["kernels"] == a.kernels, d["totals"]
+        q = time_queries(url, sid, t0, t1, a.runs)
+        size = (
+            sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file()) if engine == "duckdb" else None
+        )
+        return {
+            "engine": engine,
+            "stored": stored,
+            "secs": secs,
+            "rate": stored / secs,
+            "queries": q,
+            "span_s": (t1 - t0) / 1e9,
+            "size": size,
+        }
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        if schema:
+            with psycopg.connect(a.pg_dsn, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--kernels", type=int, default=10_000_000)
+    ap.add_argument("--engines", default="duckdb,postgresql")
+    ap.add_argument(
+        "--pg-dsn",
+        default=os.environ.get("GPUFL_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
+    )
+    ap.add_argument("--runs", type=int, default=30)
+    a = ap.parse_args()
+    source = load_capture() or synthetic()
+    print(f"session: {a.kernels:,} kernels from {source[0]}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}"
+    )
+    results = [run_engine(e, a, source) for e in a.engines.split(",")]
+    print()
+    print(
+        f"| {'engine':<10} | {'ingest events/s (HTTP)':>22} | {'query':<42} | {'p50 ms':>8} | {'p95 ms':>8} |"
+    )
+    print(f"|{'-' * 12}|{'-' * 24}|{'-' * 44}|{'-' * 10}|{'-' * 10}|")
+    for r in results:
+        first = True
+        for name, (p50, p95) in r["queries"].items():
+            rate = f"{r['rate']:,.0f}" if first else ""
+            print(
+                f"| {r['engine'] if first else '':<10} | {rate:>22} | {name:<42} | {p50:>8.1f} | {p95:>8.1f} |"
+            )
+            first = False
+    for r in results:
+        extra = f", store {r['size'] / 2**20:,.0f} MiB" if r["size"] else ""
+        print(
+            f"{r['engine']}: {r['stored']:,} kernels in {r['secs']:.1f} s, session span {r['span_s']:.0f} s{extra}"
+        )
+
+
+if __name__ == "__main__":
+    main()

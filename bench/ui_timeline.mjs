@@ -1,0 +1,219 @@
+#!/usr/bin/env node
+// bench/ui_timeline: time to first paint of the Kernels tab and frame time while panning, on a session of
+// ~1M kernels made by tiling a committed H100 capture with shifted timestamps, in Debian's headless Chromium.
+//
+//   cd frontend && npm ci && node ../bench/ui_timeline.mjs [--capture DIR] [--kernels N] [--json OUT]
+//
+// The session is built from the capture's device stream: session_start and dict records once, then the
+// capture's kernel/memcpy/memset records repeated with every timestamp shifted by k × (capture span + 1 ms)
+// and seq renumbered, then one session_end; POSTed to a real gpufl-backend (temp data dir) as NDJSON.
+import { readFileSync, writeFileSync } from 'node:fs';
+import { basename, resolve } from 'node:path';
+import { gunzipSync } from 'node:zlib';
+import { apiJson, buildUi, captureDirs, createKey, launchBrowser, log, segmentFiles, startBackend } from '../frontend/e2e/harness.mjs';
+
+const args = process.argv.slice(2);
+const opt = (name, dflt) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : dflt;
+};
+const TARGET = Number(opt('kernels', '1000000'));
+const capture = opt('capture', null) ?? pickCapture();
+const jsonOut = opt('json', null);
+
+function pickCapture() {
+  // the capture with the most kernel records in its device stream
+  let best = null;
+  for (const d of captureDirs()) {
+    const n = deviceRecords(d).filter((r) => r.type === 'kernel').length;
+    if (!best || n > best.n) best = { d, n };
+  }
+  if (!best) throw new Error('no capture under examples/captures/ (or pass --capture DIR)');
+  return best.d;
+}
+
+function deviceRecords(dir) {
+  const out = [];
+  for (const f of segmentFiles(dir).filter((f) => basename(f).split('.')[3] === 'device')) {
+    const raw = f.endsWith('.gz') ? gunzipSync(readFileSync(f)).toString('utf8') : readFileSync(f, 'utf8');
+    for (const line of raw.split('\n')) if (line.trim()) out.push(parseExactLine(line));
+  }
+  return out;
+}
+
+// Records as objects with int64 fields kept exact (BigInt) for the *_ns fields we shift.
+const NS_FIELDS = ['start_ns', 'end_ns', 'api_start_ns'];
+function parseExactLine(line) {
+  const o = JSON.parse(line.replace(/("(?:start_ns|end_ns|api_start_ns|ts_ns|measured_at_ns|first_ns|last_ns)"\s*:\s*)(-?\d+)/g, '$1"$2"'));
+  for (const k of ['start_ns', 'end_ns', 'api_start_ns', 'ts_ns', 'first_ns', 'last_ns']) if (typeof o[k] === 'string') o[k] = BigInt(o[k]);
+  if (o.clock && typeof o.clock.measured_at_ns === 'string') o.clock.measured_at_ns = BigInt(o.clock.measured_at_ns);
+  return o;
+}
+function toLine(o) {
+  return JSON.stringify(o, (_k, v) => (typeof v === 'bigint' ? `__BIG__${v}__` : v)).replace(/"__BIG__(-?\d+)__"/g, '$1');
+}
+
+async function buildTiledSession(backend) {
+  const recs = deviceRecords(capture);
+  const start = recs.find((r) => r.type === 'session_start');
+  if (!start) throw new Error(`${capture}: no session_start in the device stream`);
+  const dicts = recs.filter((r) => r.type === 'dict');
+  const work = recs.filter((r) => r.type === 'kernel' || r.type === 'memcpy' || r.type === 'memset');
+  const kernelsPer = work.filter((r) => r.type === 'kernel').length;
+  if (!kernelsPer) throw new Error(`${capture}: no kernels`);
+  let first = work[0].start_ns;
+  let last = work[0].end_ns;
+  for (const r of work) {
+    if (r.start_ns < first) first = r.start_ns;
+    if (r.end_ns > last) last = r.end_ns;
+  }
+  const period = last - first + 1_000_000n;
+  const copies = Math.ceil(TARGET / kernelsPer);
+  const sid = `${String(start.session_id).slice(0, 40)}-tiled${copies}`;
+  const base = start.start_ns < first ? start.start_ns : first;
+  log(`tiling ${basename(capture)}: ${kernelsPer} kernels × ${copies} copies, period ${Number(period) / 1e6} ms → session ${sid}`);
+  let seq = 0;
+  const stamp = (o) => ({ ...o, session_id: sid, seq: seq++ });
+  let batch = [];
+  let stored = 0;
+  const flush = async () => {
+    if (!batch.length) return;
+    const r = await fetch(`${backend.api}/events/device`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${backend.adminToken}`, 'Content-Type': 'application/x-ndjson' },
+      body: batch.join('\n') + '\n',
+    });
+    const res = await r.json();
+    if (!r.ok || res.rejected?.length) throw new Error(`ingest: ${r.status} ${JSON.stringify(res).slice(0, 300)}`);
+    stored += res.stored;
+    batch = [];
+  };
+  const push = async (o) => {
+    batch.push(toLine(o));
+    if (batch.length >= 20000) await flush();
+  };
+  const t0 = Date.now();
+  await push(stamp({ ...start, app: `${start.app}-tiled`, start_ns: base }));
+  for (const d of dicts) await push(stamp(d));
+  for (let c = 0; c < copies; c++) {
+    const shift = period * BigInt(c);
+    for (const r of work) {
+      const o = { ...r };
+      for (const k of NS_FIELDS) if (typeof o[k] === 'bigint') o[k] += shift;
+      await push(stamp(o));
+    }
+  }
+  const end = last + period * BigInt(copies - 1);
+  await push({ type: 'session_end', session_id: sid, stream: 'device', seq, end_ns: end, records: seq + 1 });
+  seq++;
+  await flush();
+  log(`ingested ${stored} records in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  return { sid, kernels: kernelsPer * copies, copies, spanNs: Number(end - base) };
+}
+
+function stats(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  const q = (p) => s[Math.min(s.length - 1, Math.floor(p * (s.length - 1)))];
+  return { n: s.length, mean: s.reduce((a, b) => a + b, 0) / Math.max(1, s.length), p50: q(0.5), p95: q(0.95), max: s[s.length - 1] };
+}
+
+const round = (x, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
+
+let backend;
+let browser;
+try {
+  buildUi();
+  backend = await startBackend();
+  const tiled = await buildTiledSession(backend);
+  const token = await createKey(backend, 'read', 'bench');
+  const detail = await apiJson(backend, token, `/sessions/${tiled.sid}`);
+  log(`backend reports ${detail.totals.kernels} kernels in ${tiled.sid}`);
+  browser = await launchBrowser();
+  const page = await browser.ctx.newPage();
+  await page.addInitScript((t) => sessionStorage.setItem('gpufl.token', t), token);
+  const url = `${backend.url}/#/s/${encodeURIComponent(tiled.sid)}/kernels`;
+
+  // 1. Time to first paint of the Kernels tab: navigation start → first frame with all visible LOD tiles drawn.
+  const firstPaint = [];
+  for (let i = 0; i < 4; i++) {
+    if (i === 0) await page.goto(url);
+    else await page.reload();
+    await page.waitForFunction(() => window.__gpuflTimeline?.firstDataPaint != null, null, { timeout: 120_000 });
+    firstPaint.push(await page.evaluate(() => window.__gpuflTimeline.firstDataPaint));
+  }
+  const breakdown = await page.evaluate(() => ({
+    dcl: performance.getEntriesByType('navigation')[0]?.domContentLoadedEventEnd,
+    api: performance
+      .getEntriesByType('resource')
+      .filter((e) => e.name.includes('/api/v1/'))
+      .map((e) => ({ what: e.name.replace(/^.*\/api\/v1/, '').replace(/start_ns=.*resolution_ns=/, 'LOD res='), start: Math.round(e.startTime), ms: Math.round(e.duration), kb: Math.round(e.transferSize / 1024) })),
+  }));
+  log(`last load: DOMContentLoaded ${Math.round(breakdown.dcl)} ms; API: ${JSON.stringify(breakdown.api)}`);
+  log(`first paint (ms): cold ${round(firstPaint[0])}, warm ${firstPaint.slice(1).map((x) => round(x)).join(', ')}`);
+
+  // 2. Panning: every animation frame moves the window by 1% of its span (a steady drag), for 4 s each at
+  //    three zoom levels (whole session, 1/20, 1/500). Frame time = interval between rAF callbacks; draw = time
+  //    spent in drawFrame. Tiles load while panning, as they would for a user.
+  const pan = {};
+  for (const [label, frac] of [['whole session', 1], ['1/20 of session', 1 / 20], ['1/500 of session', 1 / 500]]) {
+    const res = await page.evaluate(
+      async ([frac, range]) => {
+        const tl = window.__gpuflTimeline;
+        const span = range * frac;
+        tl.setViewport({ t0: range * 0.3, t1: range * 0.3 + span });
+        await new Promise((r) => {
+          const w = () => (tl.pending() === 0 ? r() : setTimeout(w, 20));
+          w();
+        });
+        const drawStart = tl.drawMs.length;
+        const intervals = [];
+        let dir = 1;
+        await new Promise((resolve) => {
+          let prev = 0;
+          const t0 = performance.now();
+          const step = (now) => {
+            if (prev) intervals.push(now - prev);
+            prev = now;
+            const v = tl.viewport();
+            const d = (v.t1 - v.t0) * 0.01 * dir;
+            if (v.t1 + d > range * 1.04 || v.t0 + d < -range * 0.04) dir = -dir;
+            tl.setViewport({ t0: v.t0 + d, t1: v.t1 + d });
+            if (now - t0 < 4000) requestAnimationFrame(step);
+            else resolve();
+          };
+          requestAnimationFrame(step);
+        });
+        return { intervals, draw: tl.drawMs.slice(drawStart), rects: tl.rects };
+      },
+      [frac, Number(BigInt(detail.streams.find((s) => s.stream === 'device').last_ns) - BigInt(detail.header.start_ns))],
+    );
+    const iv = stats(res.intervals);
+    const dr = stats(res.draw);
+    pan[label] = {
+      fps: round(1000 / iv.mean),
+      frame_ms_p50: round(iv.p50),
+      frame_ms_p95: round(iv.p95),
+      frame_ms_max: round(iv.max),
+      draw_ms_p50: round(dr.p50, 2),
+      draw_ms_p95: round(dr.p95, 2),
+      rects_last_frame: res.rects,
+    };
+    log(`pan @ ${label}: ${JSON.stringify(pan[label])}`);
+  }
+  const cpu = (await import('node:os')).cpus();
+  const result = {
+    capture: basename(capture),
+    session: tiled.sid,
+    kernels: detail.totals.kernels,
+    span_s: round(tiled.spanNs / 1e9, 2),
+    first_paint_ms: { cold: round(firstPaint[0]), warm: firstPaint.slice(1).map((x) => round(x)) },
+    last_load_api: breakdown.api,
+    pan,
+    machine: `${cpu.length}× ${cpu[0]?.model ?? '?'}, Chromium ${browser.ctx.browser()?.version() ?? ''} headless, --disable-gpu`,
+  };
+  console.log(JSON.stringify(result, null, 2));
+  if (jsonOut) writeFileSync(resolve(jsonOut), JSON.stringify(result, null, 2));
+} finally {
+  await browser?.close();
+  await backend?.stop();
+}

@@ -1,0 +1,278 @@
+// The browser tests, in order (each builds on the page state the previous one left).
+// Expected values always come from the backend API in the same run.
+import assert from 'node:assert/strict';
+import { apiJson } from './harness.mjs';
+
+const T = 30_000;
+
+async function api(ctx, path) {
+  return apiJson(ctx.backend, ctx.readKey, path);
+}
+
+function hashParams(url) {
+  const h = new URL(url).hash;
+  const i = h.indexOf('?');
+  return new URLSearchParams(i >= 0 ? h.slice(i + 1) : '');
+}
+
+async function waitPainted(page) {
+  await page.waitForSelector('canvas[data-testid="timeline"][data-painted="1"]', { timeout: T });
+  await page.waitForFunction(() => window.__gpuflTimeline && window.__gpuflTimeline.pending() === 0, null, { timeout: T });
+}
+
+export const tests = [
+  {
+    name: 'sign-in rejects a bad key with a clear 401 message',
+    critical: true,
+    async run({ backend, page, shot }) {
+      await page.goto(backend.url + '/');
+      await page.fill('#apikey', 'not-a-real-key');
+      await page.click('button[type=submit]');
+      const msg = await page.textContent('[data-testid="signin-error"]', { timeout: T });
+      assert.match(msg, /401/);
+      await shot('01-signin-401');
+    },
+  },
+  {
+    name: 'sign-in with a key lacking the read role shows 403',
+    async run({ page, ingestKey }) {
+      await page.fill('#apikey', ingestKey);
+      await page.click('button[type=submit]');
+      await page.waitForFunction(() => /403/.test(document.querySelector('[data-testid="signin-error"]')?.textContent ?? ''), null, { timeout: T });
+    },
+  },
+  {
+    name: 'sign in with a read key and list sessions newest first',
+    critical: true,
+    async run(ctx) {
+      const { page, readKey, sessions, shot } = ctx;
+      await page.fill('#apikey', readKey);
+      await page.click('button[type=submit]');
+      await page.waitForSelector('[data-testid="sessions"] tbody tr', { timeout: T });
+      const ids = await page.$$eval('[data-testid="sessions"] tbody tr', (rows) => rows.map((r) => r.getAttribute('data-session')));
+      const apiIds = (await api(ctx, '/sessions?limit=100')).items.map((s) => s.session_id);
+      assert.deepEqual(ids, apiIds);
+      // each row shows the GPU names and the kernel count the API reports
+      for (const s of sessions) {
+        const text = await page.textContent(`tr[data-session="${s.session_id}"]`);
+        for (const g of s.gpus) assert.ok(text.includes(g), `row of ${s.session_id} lacks GPU ${g}`);
+        assert.ok(text.includes(s.kernels.toLocaleString('en-US')), `row of ${s.session_id} lacks kernel count ${s.kernels}`);
+      }
+      // search filters rows
+      const target = [...sessions].sort((a, b) => b.kernels - a.kernels)[0];
+      await page.fill('input[aria-label="Search sessions"]', target.session_id);
+      await page.waitForFunction((id) => {
+        const rows = [...document.querySelectorAll('[data-testid="sessions"] tbody tr')];
+        return rows.length >= 1 && rows.every((r) => r.getAttribute('data-session').includes(id) || r.textContent.includes(id));
+      }, target.session_id, { timeout: T });
+      await shot('02-sessions');
+      ctx.state.session = target;
+    },
+  },
+  {
+    name: 'open the session: header and Kernels timeline paint',
+    critical: true,
+    async run(ctx) {
+      const { page, shot } = ctx;
+      const s = ctx.state.session;
+      await page.click(`tr[data-session="${s.session_id}"]`);
+      const title = await page.textContent('[data-testid="session-title"]', { timeout: T });
+      assert.equal(title.trim(), `Session: ${s.app} [host: ${s.host}]`);
+      await waitPainted(page);
+      // one lane per (device, stream) the backend reports for the whole session
+      const detail = await api(ctx, `/sessions/${s.session_id}`);
+      ctx.state.detail = detail;
+      const start = BigInt(detail.header.start_ns);
+      const lastNs = detail.streams.reduce((m, x) => (x.last_ns !== null && BigInt(x.last_ns) > m ? BigInt(x.last_ns) : m), start);
+      const lod = await api(ctx, `/sessions/${s.session_id}/kernels?start_ns=${start}&end_ns=${lastNs + 1n}&resolution_ns=${2 ** 32}`);
+      const lanes = new Set(lod.buckets.map((b) => `${b.device_id}:${b.stream_id}`));
+      const drawnLanes = await page.getAttribute('canvas[data-testid="timeline"]', 'data-lanes');
+      assert.equal(Number(drawnLanes), lanes.size, 'lane count');
+      const rects = await page.evaluate(() => window.__gpuflTimeline.rects);
+      assert.ok(rects > 0, 'timeline drew nothing');
+      await shot('03-kernels-timeline');
+    },
+  },
+  {
+    name: 'zoom with the keyboard and the wheel updates the URL window',
+    async run({ page }) {
+      const before = hashParams(page.url());
+      await page.locator('canvas[data-testid="timeline"]').hover({ position: { x: 700, y: 40 } });
+      await page.keyboard.press('w');
+      await page.keyboard.press('w');
+      await page.mouse.wheel(0, -300);
+      await page.waitForFunction((b) => {
+        const h = window.location.hash;
+        const q = new URLSearchParams(h.slice(h.indexOf('?') + 1));
+        return q.get('t0') !== null && q.get('t1') !== null && Number(q.get('t1')) - Number(q.get('t0')) < b;
+      }, Number(before.get('t1') ?? Infinity) - Number(before.get('t0') ?? 0), { timeout: T });
+      await page.keyboard.press('d');
+      await waitPainted(page);
+    },
+  },
+  {
+    name: 'click a kernel: the inspector shows what /kernels/{id} returns',
+    critical: true,
+    async run(ctx) {
+      const { page, shot } = ctx;
+      const s = ctx.state.session;
+      const detail = ctx.state.detail;
+      const start = BigInt(detail.header.start_ns);
+      // a kernel with a call stack if the capture has one, else the longest of the first page
+      const page1 = (await api(ctx, `/sessions/${s.session_id}/kernels?limit=2000`)).items;
+      assert.ok(page1.length > 0, 'session has no kernels');
+      const withStack = page1.filter((k) => k.stack_id !== null);
+      const pick = (withStack.length ? withStack : page1).reduce((a, b) => (b.dur_ns > a.dur_ns ? b : a));
+      const k0 = Number(BigInt(pick.start_ns) - start);
+      const k1 = Number(BigInt(pick.end_ns) - start);
+      const dur = Math.max(1000, k1 - k0);
+      await page.evaluate(([a, b]) => window.__gpuflTimeline.setViewport({ t0: a, t1: b }), [k0 - dur, k1 + dur]);
+      await waitPainted(page);
+      const { x, y } = await page.evaluate(([a, b, lane]) => {
+        const tl = window.__gpuflTimeline;
+        const row = tl.rows().find((r) => r.key === lane);
+        return { x: (tl.plotX(a) + tl.plotX(b)) / 2, y: row ? row.y + row.h / 2 : -1 };
+      }, [k0, k1, `${pick.device_id}:${pick.stream_id}`]);
+      assert.ok(y > 0, 'lane of the picked kernel not drawn');
+      await page.locator('canvas[data-testid="timeline"]').click({ position: { x, y } });
+      await page.waitForFunction((id) => new URLSearchParams(location.hash.slice(location.hash.indexOf('?') + 1)).get('k') === id, pick.id, { timeout: T });
+      await page.waitForSelector('[data-testid="inspector"] [data-field="name"]', { timeout: T });
+      const k = await api(ctx, `/sessions/${s.session_id}/kernels/${pick.id}`);
+      const field = async (f) => (await page.textContent(`[data-testid="inspector"] [data-field="${f}"] dd`)).trim();
+      assert.equal(await field('name'), k.name ?? '(name not yet known)');
+      assert.equal(await field('dur_ns'), String(k.dur_ns));
+      assert.equal(await field('stream'), String(k.stream_id));
+      assert.ok((await field('device')).startsWith(`GPU ${k.device_id}`));
+      assert.equal(await field('id'), k.id);
+      const L = k.launch ?? {};
+      if (L.grid) assert.equal(await field('grid'), `(${L.grid.join(', ')})`);
+      if (L.block) assert.equal(await field('block'), `(${L.block.join(', ')})`);
+      if (L.num_regs !== undefined) assert.equal(await field('registers'), String(L.num_regs));
+      for (const [f, key] of [['static_smem', 'static_shared_bytes'], ['dynamic_smem', 'dyn_shared_bytes'], ['local', 'local_bytes']]) {
+        // absent = the contract default, 0
+        if (k.launch) assert.ok((await field(f)).includes(`${L[key] ?? 0} B`), `${f}: ${await field(f)} vs ${L[key]}`);
+      }
+      if (typeof L.occupancy === 'number') assert.ok((await field('occupancy')).startsWith(`${(L.occupancy * 100).toFixed(1)}%`));
+      if (L.limiting_resource) assert.ok((await field('occupancy')).includes('limited by'));
+      if (k.scope?.path) assert.equal(await field('scope'), k.scope.path);
+      if (k.stack?.length) {
+        const frames = await page.$$eval('[data-testid="stack"] li', (li) => li.map((x) => x.textContent));
+        assert.equal(frames.length, k.stack.length);
+        k.stack.forEach((f, i) => assert.ok(frames[i].includes(f.function) && frames[i].includes(`${f.file}:${f.line}`), `frame ${i}`));
+      }
+      ctx.state.kernel = k;
+      await shot('04-inspector');
+    },
+  },
+  {
+    name: 'summary table: rows from /kernels/summary, sortable, row highlights its kernel',
+    async run(ctx) {
+      const { page, shot } = ctx;
+      const s = ctx.state.session;
+      const sum = await api(ctx, `/sessions/${s.session_id}/kernels/summary?sort=total&limit=1000`);
+      await page.waitForSelector('[data-testid="summary"] tbody tr', { timeout: T });
+      const names = await page.$$eval('[data-testid="summary"] tbody tr td.kname', (td) => td.map((x) => x.textContent.trim()));
+      assert.deepEqual(names, sum.items.map((r) => r.name ?? '(unnamed)'));
+      await page.click('[data-testid="summary"] th:has-text("Count")');
+      const counts = await page.$$eval('[data-testid="summary"] tbody tr td:nth-child(2)', (td) => td.map((x) => Number(x.textContent.replace(/,/g, ''))));
+      assert.deepEqual(counts, [...counts].sort((a, b) => b - a));
+      assert.deepEqual([...counts].sort((a, b) => a - b), sum.items.map((r) => r.count).sort((a, b) => a - b));
+      await page.click('[data-testid="summary"] tbody tr:first-child');
+      await page.waitForFunction(() => new URLSearchParams(location.hash.slice(location.hash.indexOf('?') + 1)).get('name') !== null, null, { timeout: T });
+      await page.waitForSelector('[data-testid="summary"] tbody tr.selected', { timeout: T });
+      await shot('05-summary-highlight');
+    },
+  },
+  {
+    name: 'deep link restores tab, window and selected kernel after reload',
+    async run(ctx) {
+      const { page } = ctx;
+      const url = page.url();
+      const q = hashParams(url);
+      await page.reload();
+      await page.waitForSelector('[data-testid="inspector"] [data-field="id"]', { timeout: T });
+      assert.equal((await page.textContent('[data-testid="inspector"] [data-field="id"] dd')).trim(), q.get('k'));
+      const vp = await page.evaluate(() => window.__gpuflTimeline.viewport());
+      assert.ok(Math.abs(vp.t0 - Number(q.get('t0'))) <= 2 && Math.abs(vp.t1 - Number(q.get('t1'))) <= 2, `viewport ${JSON.stringify(vp)} vs ${q}`);
+    },
+  },
+  {
+    name: 'Scopes tab shows the tree /scopes returns',
+    async run(ctx) {
+      const { page, shot } = ctx;
+      const s = ctx.state.session;
+      const tree = await api(ctx, `/sessions/${s.session_id}/scopes`);
+      await page.click('button[role=tab]:has-text("Scopes")');
+      if (!tree.roots.length) {
+        await page.waitForSelector('.state.empty', { timeout: T });
+        await shot('06-scopes-empty');
+        return;
+      }
+      await page.waitForSelector('[data-testid="scopes"] tbody tr', { timeout: T });
+      for (const r of tree.roots) {
+        const row = page.locator(`[data-testid="scopes"] tr[data-scope="${r.path}"]`);
+        const cells = await row.locator('td').allTextContents();
+        assert.equal(cells[1].trim(), r.calls.toLocaleString('en-US'), `calls of ${r.path}`);
+        assert.equal(cells[6].trim(), r.kernels_total.toLocaleString('en-US'), `kernels of ${r.path}`);
+      }
+      // select the scope with the most direct kernels and see its kernels
+      const all = [];
+      const walk = (ns) => ns.forEach((n) => (all.push(n), walk(n.children)));
+      walk(tree.roots);
+      const best = all.reduce((a, b) => (b.kernels > a.kernels ? b : a));
+      if (best.depth > 0 || !(await page.locator(`tr[data-scope="${best.path}"]`).count())) {
+        await page.goto(page.url().replace(/\?.*$/, '') + `?scope=${best.scope_id}`);
+      } else await page.click(`tr[data-scope="${best.path}"]`);
+      if (best.kernels > 0) {
+        await page.waitForSelector('[data-testid="scope-kernels"] tbody tr', { timeout: T });
+        const n = await page.locator('[data-testid="scope-kernels"] tbody tr').count();
+        assert.equal(n, Math.min(200, best.kernels));
+      }
+      await shot('06-scopes');
+    },
+  },
+  {
+    name: 'System tab: each chart draws as many points as /system?points= returned',
+    async run(ctx) {
+      const { page, shot } = ctx;
+      const s = ctx.state.session;
+      const sys = await api(ctx, `/sessions/${s.session_id}/system?points=600`);
+      await page.click('button[role=tab]:has-text("System")');
+      const withPoints = sys.series.filter((x) => x.points.length > 0);
+      if (!withPoints.length) {
+        await page.waitForSelector('.state.empty', { timeout: T });
+        return;
+      }
+      await page.waitForSelector('[data-testid="chart"] .chart-body[data-points]', { timeout: T });
+      const charts = await page.$$eval('[data-testid="chart"]', (cs) => cs.map((c) => ({ metric: c.getAttribute('data-metric'), points: JSON.parse(c.querySelector('.chart-body').getAttribute('data-points')), canvas: !!c.querySelector('canvas') })));
+      const metrics = new Set(withPoints.map((x) => x.metric));
+      assert.deepEqual(new Set(charts.map((c) => c.metric)), metrics);
+      for (const c of charts) {
+        const expected = withPoints.filter((x) => x.metric === c.metric).sort((a, b) => (a.device ?? -1) - (b.device ?? -1)).map((x) => x.points.length);
+        assert.deepEqual(c.points, expected, `points of ${c.metric}`);
+        assert.ok(c.canvas, `${c.metric} has no canvas`);
+      }
+      await shot('07-system');
+      // a click on a chart moves the Kernels timeline there
+      const box = await page.locator('[data-testid="chart"] .u-over').first().boundingBox();
+      await page.mouse.click(box.x + box.width / 2, box.y + box.height / 2);
+      await page.waitForSelector('canvas[data-testid="timeline"]', { timeout: T });
+      const q = hashParams(page.url());
+      const mid = (Number(q.get('t0')) + Number(q.get('t1'))) / 2;
+      const detail = ctx.state.detail;
+      const start = BigInt(detail.header.start_ns);
+      const lastNs = detail.streams.reduce((m, x) => (x.last_ns !== null && BigInt(x.last_ns) > m ? BigInt(x.last_ns) : m), start);
+      const range = Number(lastNs - start);
+      assert.ok(Math.abs(mid - range / 2) < range * 0.1, `jumped to ${mid}, expected about ${range / 2}`);
+      await waitPainted(page);
+      await shot('08-jump-from-system');
+    },
+  },
+  {
+    name: 'sign out returns to the sign-in screen',
+    async run({ page }) {
+      await page.click('button:has-text("Sign out")');
+      await page.waitForSelector('#apikey', { timeout: T });
+    },
+  },
+];

@@ -1,0 +1,405 @@
+/**
+ * Typed client for the public /api/v1 API. Wire types come from the OpenAPI document (schema.d.ts, generated
+ * by `npm run gen:api` and checked against the backend by `npm run check:api`). Every absolute *_ns value is
+ * converted here, once, into a Number offset from the session's origin (its session_start), so the rest of the
+ * UI never handles int64 epoch nanoseconds.
+ */
+import { apiGet, type Query } from './http';
+import { abs, rel, toBig, type NsLike } from './json';
+import type { components } from './schema';
+
+type S = components['schemas'];
+/** A wire type whose *_ns fields may arrive as strings (see json.ts) — we read them through toBig/rel. */
+type W<T> = { [K in keyof T]: K extends `${string}_ns` ? (T[K] extends number ? NsLike : T[K] extends number | null ? NsLike | null : T[K]) : T[K] };
+
+export type SessionItemWire = W<S['SessionItem']>;
+export type HostsResponse = S['HostsResponse'];
+export type KernelSummary = S['KernelSummary'];
+export type KernelSummaryRow = S['KernelSummaryRow'];
+export type ScopeNode = S['ScopeNode'];
+export type ScopeTree = S['ScopeTree'];
+export type ProfileSamples = S['ProfileSamples'];
+export type StreamStatus = W<S['StreamStatus']>;
+export type SessionTotals = S['SessionTotals'];
+export type StackFrame = S['StackFrame'];
+
+export interface SessionInfo {
+  id: string;
+  host: string | null;
+  app: string | null;
+  pid: number | null;
+  jobId: string | null;
+  start: bigint | null;
+  end: bigint | null;
+  last: bigint;
+  gpus: string[];
+  kernels: number;
+  memcpys: number;
+  records: number;
+  ended: boolean;
+  cutShort: boolean;
+  /** (end ?? last) - start, ns; null before session_start has arrived. */
+  durationNs: number | null;
+}
+
+export function toSessionInfo(w: SessionItemWire): SessionInfo {
+  const start = w.start_ns === null ? null : toBig(w.start_ns);
+  const end = w.end_ns === null ? null : toBig(w.end_ns);
+  const last = toBig(w.last_ns);
+  return {
+    id: w.session_id,
+    host: w.host,
+    app: w.app,
+    pid: w.pid,
+    jobId: w.job_id,
+    start,
+    end,
+    last,
+    gpus: w.gpus,
+    kernels: w.kernels,
+    memcpys: w.memcpys,
+    records: w.records,
+    ended: w.ended,
+    cutShort: w.cut_short,
+    durationNs: start === null ? null : Number((end !== null && end > last ? end : last) - start),
+  };
+}
+
+export interface SessionPage {
+  items: SessionInfo[];
+  nextCursor: string | null;
+}
+
+export interface DeviceInfo {
+  device_id: number;
+  name?: string | null;
+  [k: string]: unknown;
+}
+
+export interface SessionDetail {
+  id: string;
+  host: string | null;
+  app: string | null;
+  header: Record<string, unknown> | null;
+  /** Absolute ns every relative offset of this session is measured from. */
+  origin: bigint;
+  /** End of the session's data, ns from origin. */
+  rangeEnd: number;
+  devices: DeviceInfo[];
+  streams: StreamStatus[];
+  totals: SessionTotals;
+  dropped: number;
+  cutShort: boolean;
+  notices: Record<string, unknown>[];
+}
+
+export function toSessionDetail(w: W<S['SessionDetail']>): SessionDetail {
+  const header = w.header ?? null;
+  const ns = (v: NsLike | null): v is NsLike => v !== null;
+  const firsts = w.streams.map((s) => s.first_ns as NsLike | null).filter(ns).map((v) => toBig(v));
+  const lasts = w.streams.map((s) => s.last_ns as NsLike | null).filter(ns).map((v) => toBig(v));
+  const hStart = header && header.start_ns !== undefined ? toBig(header.start_ns as NsLike) : null;
+  const origin = hStart ?? (firsts.length ? firsts.reduce((a, b) => (b < a ? b : a)) : 0n);
+  const lastAbs = lasts.length ? lasts.reduce((a, b) => (b > a ? b : a)) : origin;
+  return {
+    id: w.session_id,
+    host: (header?.host as string | undefined) ?? null,
+    app: (header?.app as string | undefined) ?? null,
+    header,
+    origin,
+    rangeEnd: Math.max(1, Number(lastAbs - origin)),
+    devices: w.devices as DeviceInfo[],
+    streams: w.streams,
+    totals: w.totals,
+    dropped: w.dropped,
+    cutShort: w.cut_short,
+    notices: w.notices,
+  };
+}
+
+export interface LodBucket {
+  t: number;
+  device: number;
+  stream: number;
+  count: number;
+  busy: number;
+  longest: { id: string; name: string | null; start: number; end: number };
+}
+
+export interface KernelTimeline {
+  start: number;
+  end: number;
+  bucketNs: number;
+  buckets: LodBucket[];
+}
+
+export interface KernelRow {
+  id: string;
+  seq: number;
+  name: string | null;
+  launchId: number;
+  device: number;
+  stream: number;
+  corrId: number;
+  start: number;
+  end: number;
+  dur: number;
+  scopeInst: number | null;
+  stackId: number | null;
+  graphId: number | null;
+  threadId: number | null;
+}
+
+function toKernelRow(w: W<S['KernelRow']>, o: bigint): KernelRow {
+  return {
+    id: w.id,
+    seq: w.seq,
+    name: w.name,
+    launchId: w.launch_id,
+    device: w.device_id,
+    stream: w.stream_id,
+    corrId: w.corr_id,
+    start: rel(w.start_ns, o)!,
+    end: rel(w.end_ns, o)!,
+    dur: Number(w.dur_ns),
+    scopeInst: w.scope_inst,
+    stackId: w.stack_id,
+    graphId: w.graph_id,
+    threadId: w.thread_id,
+  };
+}
+
+export interface LaunchConfig {
+  name?: string;
+  grid?: [number, number, number];
+  block?: [number, number, number];
+  num_regs?: number;
+  static_shared_bytes?: number;
+  dyn_shared_bytes?: number;
+  local_bytes?: number;
+  occupancy?: number | null;
+  limiting_resource?: string | null;
+  max_active_blocks?: number | null;
+  [k: string]: unknown;
+}
+
+export interface KernelDetail extends KernelRow {
+  mangled: string | null;
+  apiStart: number | null;
+  apiDur: number | null;
+  graphNodeId: number | null;
+  launch: LaunchConfig | null;
+  stack: StackFrame[] | null;
+  scope: S['ScopeRef'] | null;
+  /** Absolute start/end as exact decimal strings (for display and tests). */
+  startAbs: string;
+  endAbs: string;
+}
+
+export interface MemcpyRow {
+  id: string;
+  device: number;
+  stream: number;
+  start: number;
+  end: number;
+  dur: number;
+  bytes: number;
+  copyKind: string;
+  throughput: number | null;
+}
+
+export interface SystemSeries {
+  metric: string;
+  device: number | null;
+  t: number[];
+  min: number[];
+  max: number[];
+  mean: number[];
+}
+
+export interface SystemData {
+  bucketNs: number;
+  series: SystemSeries[];
+}
+
+export interface KernelWindow {
+  start: number;
+  end: number;
+  device?: number;
+  stream?: number;
+  name?: string;
+  scope?: number;
+}
+
+/** The API bound to one session's origin. */
+export class Api {
+  constructor(private readonly token: string | null = null) {}
+
+  private get<T>(path: string, q?: Query, signal?: AbortSignal): Promise<T> {
+    return this.token === null ? apiGet<T>(path, q, signal) : apiGet<T>(path, q, signal, this.token);
+  }
+
+  async sessions(
+    f: { host?: string; app?: string; since?: string; until?: string; limit?: number; cursor?: string },
+    signal?: AbortSignal,
+  ): Promise<SessionPage> {
+    const w = await this.get<W<S['SessionPage']> & { items: SessionItemWire[] }>('/sessions', f, signal);
+    return { items: w.items.map(toSessionInfo), nextCursor: w.next_cursor };
+  }
+
+  hosts(signal?: AbortSignal): Promise<HostsResponse> {
+    return this.get<HostsResponse>('/hosts', undefined, signal);
+  }
+
+  async session(id: string, signal?: AbortSignal): Promise<SessionDetail> {
+    return toSessionDetail(await this.get<W<S['SessionDetail']>>(`/sessions/${enc(id)}`, undefined, signal));
+  }
+
+  async kernelTimeline(s: SessionDetail, win: KernelWindow, resolutionNs: number, signal?: AbortSignal): Promise<KernelTimeline> {
+    const o = s.origin;
+    const w = await this.get<W<S['KernelTimeline']> & { buckets: W<S['LodBucket']>[] }>(
+      `/sessions/${enc(s.id)}/kernels`,
+      { ...winQuery(win, o), resolution_ns: Math.max(1, Math.round(resolutionNs)) },
+      signal,
+    );
+    return {
+      start: rel(w.start_ns, o)!,
+      end: rel(w.end_ns, o)!,
+      bucketNs: Number(w.bucket_ns),
+      buckets: w.buckets.map((b) => ({
+        t: rel(b.t_ns, o)!,
+        device: b.device_id,
+        stream: b.stream_id,
+        count: b.count,
+        busy: Number(b.busy_ns),
+        longest: {
+          id: b.longest.id,
+          name: b.longest.name,
+          start: rel(b.longest.start_ns as NsLike, o)!,
+          end: rel(b.longest.end_ns as NsLike, o)!,
+        },
+      })),
+    };
+  }
+
+  async kernels(
+    s: SessionDetail,
+    win: KernelWindow,
+    limit: number,
+    cursor?: string,
+    signal?: AbortSignal,
+  ): Promise<{ items: KernelRow[]; nextCursor: string | null }> {
+    const w = await this.get<{ items: W<S['KernelRow']>[]; next_cursor: string | null }>(
+      `/sessions/${enc(s.id)}/kernels`,
+      { ...winQuery(win, s.origin), limit, cursor },
+      signal,
+    );
+    return { items: w.items.map((k) => toKernelRow(k, s.origin)), nextCursor: w.next_cursor };
+  }
+
+  kernelSummary(id: string, sort = 'total', limit = 500, signal?: AbortSignal): Promise<KernelSummary> {
+    return this.get<KernelSummary>(`/sessions/${enc(id)}/kernels/summary`, { sort, limit }, signal);
+  }
+
+  async kernel(s: SessionDetail, kernelId: string, signal?: AbortSignal): Promise<KernelDetail> {
+    const w = await this.get<W<S['KernelDetail']>>(`/sessions/${enc(s.id)}/kernels/${enc(kernelId)}`, undefined, signal);
+    return {
+      ...toKernelRow(w, s.origin),
+      mangled: w.mangled,
+      apiStart: rel(w.api_start_ns, s.origin),
+      apiDur: w.api_dur_ns === null ? null : Number(w.api_dur_ns),
+      graphNodeId: w.graph_node_id,
+      launch: (w.launch as LaunchConfig | null) ?? null,
+      stack: w.stack,
+      scope: w.scope,
+      startAbs: toBig(w.start_ns).toString(),
+      endAbs: toBig(w.end_ns).toString(),
+    };
+  }
+
+  async memcpy(
+    s: SessionDetail,
+    win: KernelWindow,
+    limit: number,
+    signal?: AbortSignal,
+  ): Promise<{ items: MemcpyRow[]; nextCursor: string | null }> {
+    const w = await this.get<{ items: W<S['MemcpyRow']>[]; next_cursor: string | null }>(
+      `/sessions/${enc(s.id)}/memcpy`,
+      { ...winQuery(win, s.origin), limit },
+      signal,
+    );
+    return {
+      items: w.items.map((m) => ({
+        id: m.id,
+        device: m.device_id,
+        stream: m.stream_id,
+        start: rel(m.start_ns, s.origin)!,
+        end: rel(m.end_ns, s.origin)!,
+        dur: Number(m.dur_ns),
+        bytes: m.bytes,
+        copyKind: m.copy_kind,
+        throughput: m.throughput_gbps,
+      })),
+      nextCursor: w.next_cursor,
+    };
+  }
+
+  scopes(id: string, signal?: AbortSignal): Promise<ScopeTree> {
+    return this.get<ScopeTree>(`/sessions/${enc(id)}/scopes`, undefined, signal);
+  }
+
+  profileSamples(id: string, scopeId: number, signal?: AbortSignal): Promise<ProfileSamples> {
+    return this.get<ProfileSamples>(`/sessions/${enc(id)}/scopes/${scopeId}/profile-samples`, undefined, signal);
+  }
+
+  async system(
+    s: SessionDetail,
+    q: { metric?: string; device?: number; start?: number; end?: number; points: number },
+    signal?: AbortSignal,
+  ): Promise<SystemData> {
+    const w = await this.get<W<S['SystemResponse']> & { series: { metric: string; device: number | null; points: W<S['SeriesPoint']>[] }[] }>(
+      `/sessions/${enc(s.id)}/system`,
+      {
+        metric: q.metric,
+        device: q.device,
+        start_ns: q.start !== undefined ? abs(q.start, s.origin) : undefined,
+        end_ns: q.end !== undefined ? abs(q.end, s.origin) : undefined,
+        points: q.points,
+      },
+      signal,
+    );
+    return { bucketNs: Number(w.bucket_ns), series: w.series.map((x) => shapeSeries(x, s.origin)) };
+  }
+}
+
+/** Wire series (array of point objects) → columnar arrays (what the charts draw), times relative to `origin`. */
+export function shapeSeries(
+  x: { metric: string; device: number | null; points: { t_ns: NsLike; min: number; max: number; mean: number }[] },
+  origin: bigint,
+): SystemSeries {
+  const n = x.points.length;
+  const out: SystemSeries = { metric: x.metric, device: x.device, t: new Array(n), min: new Array(n), max: new Array(n), mean: new Array(n) };
+  for (let i = 0; i < n; i++) {
+    const p = x.points[i];
+    out.t[i] = Number(toBig(p.t_ns) - origin);
+    out.min[i] = p.min;
+    out.max[i] = p.max;
+    out.mean[i] = p.mean;
+  }
+  return out;
+}
+
+function winQuery(win: KernelWindow, o: bigint): Query {
+  return {
+    start_ns: abs(win.start, o),
+    end_ns: abs(win.end, o),
+    device: win.device,
+    stream: win.stream,
+    name: win.name,
+    scope: win.scope,
+  };
+}
+
+function enc(s: string): string {
+  return encodeURIComponent(s);
+}

@@ -1,0 +1,96 @@
+import { useEffect, useRef, useState } from 'react';
+import type { Api, SessionDetail } from '../api/client';
+import { useAsync } from '../lib/useAsync';
+import { Timeline } from '../timeline/Timeline';
+import type { Viewport } from '../timeline/viewport';
+import { Inspector } from './Inspector';
+import { AsyncView } from './States';
+import { SummaryTable } from './SummaryTable';
+
+export interface KernelsTabProps {
+  api: Api;
+  session: SessionDetail;
+  t0?: number;
+  t1?: number;
+  kernel?: string;
+  name?: string;
+  onChange: (patch: { t0?: number; t1?: number; kernel?: string; name?: string }) => void;
+}
+
+export function KernelsTab({ api, session, t0, t1, kernel, name, onChange }: KernelsTabProps) {
+  const initial: Viewport =
+    t0 !== undefined && t1 !== undefined && t1 > t0 ? { t0, t1 } : { t0: 0, t1: session.rangeEnd };
+  const [vp, setVp] = useState<Viewport>(initial);
+  const [nonce, setNonce] = useState(0);
+  const reported = useRef<Viewport>(initial);
+
+  // A window from outside (deep link edit, System chart click) moves the timeline.
+  useEffect(() => {
+    if (t0 === undefined || t1 === undefined || t1 <= t0) return;
+    const r = reported.current;
+    if (Math.abs(r.t0 - t0) > 1 || Math.abs(r.t1 - t1) > 1) {
+      reported.current = { t0, t1 };
+      setVp({ t0, t1 });
+      setNonce((n) => n + 1);
+    }
+  }, [t0, t1]);
+
+  const detail = useAsync((sig) => (kernel ? api.kernel(session, kernel, sig) : Promise.resolve(null)), [api, session, kernel]);
+  // The summary waits for the timeline's first frame (or 2 s): on a big session both are backend work, and the
+  // timeline is what the user looks at first.
+  const [summaryGo, setSummaryGo] = useState(false);
+  useEffect(() => {
+    const t = window.setTimeout(() => setSummaryGo(true), 2000);
+    return () => window.clearTimeout(t);
+  }, []);
+  const summary = useAsync(
+    (sig) => (summaryGo ? api.kernelSummary(session.id, 'total', 1000, sig) : new Promise<never>(() => {})),
+    [api, session.id, summaryGo],
+  );
+  const sel = detail.state === 'ready' && detail.data ? detail.data : null;
+
+  // A kernel selected from elsewhere (Scopes tab, deep link) that is outside the window: bring it into view.
+  useEffect(() => {
+    if (!sel) return;
+    const v = reported.current;
+    if (sel.end >= v.t0 && sel.start <= v.t1) return;
+    const span = Math.max(v.t1 - v.t0, (sel.end - sel.start) * 3, 10_000);
+    const mid = (sel.start + sel.end) / 2;
+    const nv = { t0: mid - span / 2, t1: mid + span / 2 };
+    reported.current = nv;
+    setVp(nv);
+    setNonce((n) => n + 1);
+  }, [sel]);
+
+  return (
+    <div className="kernels-tab">
+      <div className="kernels-top">
+        <div className="timeline-col">
+          <Timeline
+            api={api}
+            session={session}
+            viewport={vp}
+            viewportNonce={nonce}
+            onViewportChange={(v) => {
+              reported.current = v;
+              onChange({ t0: Math.round(v.t0), t1: Math.round(v.t1) });
+            }}
+            selectedId={kernel ?? null}
+            selected={sel ? { start: sel.start, end: sel.end, device: sel.device, stream: sel.stream } : null}
+            onSelect={(id) => onChange({ kernel: id })}
+            highlightName={name ?? null}
+            onReady={() => setSummaryGo(true)}
+          />
+          <p className="muted small gap-note">
+            Scope lane: not drawn — the API has no per-instance scope timing endpoint yet (see the Scopes tab for
+            aggregates).
+          </p>
+        </div>
+        {kernel && <Inspector value={detail} session={session} onClose={() => onChange({ kernel: undefined })} />}
+      </div>
+      <AsyncView value={summary} what="the kernel summary">
+        {(s) => <SummaryTable data={s} selected={name ?? null} onSelect={(n) => onChange({ name: n ?? undefined })} />}
+      </AsyncView>
+    </div>
+  );
+}

@@ -1,0 +1,160 @@
+import { useMemo, useState } from 'react';
+import type { Api, ScopeNode, SessionDetail } from '../api/client';
+import { fmtDur, fmtInt } from '../lib/format';
+import { expandToDepth, findScope, visibleRows } from '../lib/scopes';
+import { useAsync } from '../lib/useAsync';
+import { AsyncView, Empty } from './States';
+
+export function ScopesTab({ api, session, scope, onSelect, onKernel }: { api: Api; session: SessionDetail; scope?: number; onSelect: (id: number | undefined) => void; onKernel: (id: string) => void }) {
+  const tree = useAsync((sig) => api.scopes(session.id, sig), [api, session.id]);
+  return (
+    <AsyncView value={tree} what="scopes">
+      {(t) =>
+        t.roots.length === 0 ? (
+          <Empty>This session recorded no scopes (wrap code in <code>gpufl.scope("name")</code> to see it here).</Empty>
+        ) : (
+          <ScopeTreeView roots={t.roots} api={api} session={session} scope={scope} onSelect={onSelect} onKernel={onKernel} />
+        )
+      }
+    </AsyncView>
+  );
+}
+
+function ScopeTreeView({ roots, api, session, scope, onSelect, onKernel }: { roots: ScopeNode[]; api: Api; session: SessionDetail; scope?: number; onSelect: (id: number | undefined) => void; onKernel: (id: string) => void }) {
+  const [expanded, setExpanded] = useState<Set<number>>(() => expandToDepth(roots, 2));
+  const rows = useMemo(() => visibleRows(roots, expanded), [roots, expanded]);
+  const sel = scope !== undefined ? findScope(roots, scope) : null;
+  const toggle = (id: number) =>
+    setExpanded((s) => {
+      const n = new Set(s);
+      if (n.has(id)) n.delete(id);
+      else n.add(id);
+      return n;
+    });
+  return (
+    <div className="scopes">
+      <table className="grid" data-testid="scopes">
+        <thead>
+          <tr>
+            <th>Scope</th>
+            <th className="num">Calls</th>
+            <th className="num">Wall total</th>
+            <th className="num">Wall mean</th>
+            <th className="num">GPU time (self)</th>
+            <th className="num">GPU time (total)</th>
+            <th className="num">Kernels</th>
+          </tr>
+        </thead>
+        <tbody>
+          {rows.map((r) => (
+            <tr key={r.node.scope_id} className={`clickable ${scope === r.node.scope_id ? 'selected' : ''}`} onClick={() => onSelect(r.node.scope_id)} data-scope={r.node.path}>
+              <td style={{ paddingLeft: 8 + r.depth * 16 }}>
+                {r.hasChildren ? (
+                  <button
+                    className="link toggle"
+                    aria-label={r.expanded ? `Collapse ${r.node.path}` : `Expand ${r.node.path}`}
+                    aria-expanded={r.expanded}
+                    onClick={(e) => {
+                      e.stopPropagation();
+                      toggle(r.node.scope_id);
+                    }}
+                  >
+                    {r.expanded ? '▾' : '▸'}
+                  </button>
+                ) : (
+                  <span className="toggle" />
+                )}
+                {r.node.name}
+                {r.node.open_calls > 0 && <span className="badge warn" title="instances without scope_end">{r.node.open_calls} open</span>}
+              </td>
+              <td className="num">{fmtInt(r.node.calls)}</td>
+              <td className="num">{fmtDur(r.node.wall_total_ns)}</td>
+              <td className="num">{fmtDur(r.node.wall_mean_ns)}</td>
+              <td className="num">{fmtDur(r.node.gpu_ns)}</td>
+              <td className="num">{fmtDur(r.node.gpu_total_ns)}</td>
+              <td className="num">{fmtInt(r.node.kernels_total)}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      {sel && <ScopeDetail key={sel.scope_id} api={api} session={session} node={sel} onKernel={onKernel} />}
+    </div>
+  );
+}
+
+function ScopeDetail({ api, session, node, onKernel }: { api: Api; session: SessionDetail; node: ScopeNode; onKernel: (id: string) => void }) {
+  const kernels = useAsync(
+    (sig) => api.kernels(session, { start: 0, end: session.rangeEnd + 1, scope: node.scope_id }, 200, undefined, sig),
+    [api, session, node.scope_id],
+  );
+  const samples = useAsync((sig) => api.profileSamples(session.id, node.scope_id, sig), [api, session.id, node.scope_id]);
+  return (
+    <div className="scope-detail">
+      <h3>
+        Kernels launched in <code>{node.path}</code>
+      </h3>
+      <AsyncView value={kernels} what="the scope's kernels">
+        {(k) =>
+          k.items.length === 0 ? (
+            <Empty>No kernels were launched directly inside this scope.</Empty>
+          ) : (
+            <>
+              <div className="scroll">
+                <table className="grid" data-testid="scope-kernels">
+                  <thead>
+                    <tr>
+                      <th>Kernel</th>
+                      <th className="num">Start</th>
+                      <th className="num">Duration</th>
+                      <th className="num">GPU</th>
+                      <th className="num">Stream</th>
+                    </tr>
+                  </thead>
+                  <tbody>
+                    {k.items.map((r) => (
+                      <tr key={r.id} className="clickable" onClick={() => onKernel(r.id)}>
+                        <td className="kname">{r.name ?? '(unnamed)'}</td>
+                        <td className="num">+{fmtDur(r.start)}</td>
+                        <td className="num">{fmtDur(r.dur)}</td>
+                        <td className="num">{r.device}</td>
+                        <td className="num">{r.stream}</td>
+                      </tr>
+                    ))}
+                  </tbody>
+                </table>
+              </div>
+              {k.nextCursor && <p className="muted small">Showing the first {k.items.length} of {fmtInt(node.kernels)} kernels.</p>}
+            </>
+          )
+        }
+      </AsyncView>
+      <h3>Warp divergence and stall reasons</h3>
+      <AsyncView value={samples} what="profile samples">
+        {(p) =>
+          p.by_kernel.length === 0 ? (
+            <Empty>No deep-engine samples for this scope (SASS metrics and PC sampling come with the deep engines).</Empty>
+          ) : (
+            <table className="grid" data-testid="profile-samples">
+              <thead>
+                <tr>
+                  <th>Kernel</th>
+                  <th>Metrics</th>
+                  <th>Stall reasons (samples)</th>
+                </tr>
+              </thead>
+              <tbody>
+                {p.by_kernel.map((b, i) => (
+                  <tr key={i}>
+                    <td className="kname">{b.kernel ?? '—'}</td>
+                    <td className="small">{Object.entries(b.metrics).map(([k, v]) => `${k}: ${v}`).join(', ') || '—'}</td>
+                    <td className="small">{Object.entries(b.stalls).sort((x, y) => y[1] - x[1]).map(([k, v]) => `${k}: ${v}`).join(', ') || '—'}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          )
+        }
+      </AsyncView>
+    </div>
+  );
+}

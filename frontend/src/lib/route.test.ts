@@ -1,0 +1,25 @@
+import { describe, expect, it } from 'vitest';
+import { formatRoute, parseRoute, type Route } from './route';
+
+describe('route', () => {
+  it('round-trips a dashboard deep link', () => {
+    const r: Route = { page: 'session', session: 'abc/1', tab: 'kernels', t0: 1000, t1: 250000, kernel: '42', name: 'ampere_sgemm' };
+    const h = formatRoute(r);
+    expect(h).toBe('#/s/abc%2F1/kernels?t0=1000&t1=250000&k=42&name=ampere_sgemm');
+    expect(parseRoute(h)).toEqual({ ...r, scope: undefined });
+  });
+
+  it('defaults to the kernels tab and the session list', () => {
+    expect(parseRoute('#/s/x/bogus')).toMatchObject({ page: 'session', session: 'x', tab: 'kernels' });
+    expect(parseRoute('')).toMatchObject({ page: 'sessions' });
+    expect(parseRoute('#/?host=h1&q=gpt')).toMatchObject({ page: 'sessions', host: 'h1', q: 'gpt', app: undefined });
+  });
+
+  it('ignores non-numeric windows', () => {
+    expect(parseRoute('#/s/x/system?t0=abc&t1=5')).toMatchObject({ tab: 'system', t0: undefined, t1: 5 });
+  });
+
+  it('formats the compare route', () => {
+    expect(parseRoute(formatRoute({ page: 'compare', a: 'a', b: 'b' }))).toEqual({ page: 'compare', a: 'a', b: 'b' });
+  });
+});

@@ -1,0 +1,90 @@
+/**
+ * Deep links: the URL hash holds where the user is.
+ *   #/                                     session selector (filters: ?host=&app=&q=&since=&until=)
+ *   #/s/<session>/<tab>?t0=&t1=&k=&name=   dashboard: tab, visible window (ns from session start),
+ *                                          selected kernel id, highlighted kernel name
+ *   #/compare/<a>/<b>                      two sessions picked for comparison
+ */
+export type Tab = 'kernels' | 'scopes' | 'system';
+export const TABS: Tab[] = ['kernels', 'scopes', 'system'];
+
+export type Route =
+  | { page: 'sessions'; host?: string; app?: string; q?: string; since?: string; until?: string }
+  | {
+      page: 'session';
+      session: string;
+      tab: Tab;
+      t0?: number;
+      t1?: number;
+      kernel?: string;
+      name?: string;
+      scope?: number;
+    }
+  | { page: 'compare'; a: string; b: string };
+
+function num(v: string | null): number | undefined {
+  if (v === null || v === '') return undefined;
+  const n = Number(v);
+  return Number.isFinite(n) ? n : undefined;
+}
+
+function str(v: string | null): string | undefined {
+  return v === null || v === '' ? undefined : v;
+}
+
+export function parseRoute(hash: string): Route {
+  const h = hash.replace(/^#/, '');
+  const qi = h.indexOf('?');
+  const path = qi >= 0 ? h.slice(0, qi) : h;
+  const q = new URLSearchParams(qi >= 0 ? h.slice(qi + 1) : '');
+  const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+  if (parts[0] === 's' && parts[1]) {
+    const tab = (TABS as string[]).includes(parts[2] ?? '') ? (parts[2] as Tab) : 'kernels';
+    return {
+      page: 'session',
+      session: parts[1],
+      tab,
+      t0: num(q.get('t0')),
+      t1: num(q.get('t1')),
+      kernel: str(q.get('k')),
+      name: str(q.get('name')),
+      scope: num(q.get('scope')),
+    };
+  }
+  if (parts[0] === 'compare' && parts[1] && parts[2]) return { page: 'compare', a: parts[1], b: parts[2] };
+  return {
+    page: 'sessions',
+    host: str(q.get('host')),
+    app: str(q.get('app')),
+    q: str(q.get('q')),
+    since: str(q.get('since')),
+    until: str(q.get('until')),
+  };
+}
+
+export function formatRoute(r: Route): string {
+  const q = new URLSearchParams();
+  const set = (k: string, v: string | number | undefined) => {
+    if (v !== undefined && v !== '') q.set(k, String(v));
+  };
+  let path: string;
+  if (r.page === 'session') {
+    path = `/s/${encodeURIComponent(r.session)}/${r.tab}`;
+    set('t0', r.t0 !== undefined ? Math.round(r.t0) : undefined);
+    set('t1', r.t1 !== undefined ? Math.round(r.t1) : undefined);
+    set('k', r.kernel);
+    set('name', r.name);
+    set('scope', r.scope);
+  } else if (r.page === 'compare') {
+    path = `/compare/${encodeURIComponent(r.a)}/${encodeURIComponent(r.b)}`;
+  } else {
+    path = '/';
+    set('host', r.host);
+    set('app', r.app);
+    set('q', r.q);
+    set('since', r.since);
+    set('until', r.until);
+  }
+  const qs = q.toString();
+  return `#${path}${qs ? `?${qs}` : ''}`;
+}

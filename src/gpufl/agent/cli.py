@@ -1,0 +1,131 @@
+"""``gpufl-agent``: command-line entry point.
+
+Exit codes: 0 done (``--exit-when-idle``, or stopped by SIGTERM/SIGINT), 1 unexpected failure,
+2 bad flags or configuration, 3 target unreachable on start, 4 target refused us (token, URL, topic).
+Every failure is one clear line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+
+from gpufl.agent.config import Config, ConfigError, parse
+from gpufl.agent.cursor import CursorError
+from gpufl.agent.metrics import Metrics
+from gpufl.agent.runner import Agent, Settings
+from gpufl.agent.sinks.base import Fatal, Retryable, Sink
+
+log = logging.getLogger("gpufl.agent")
+
+EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_UNREACHABLE, EXIT_REFUSED = 0, 1, 2, 3, 4
+
+
+def make_sink(cfg: Config) -> Sink:
+    if cfg.type == "http":
+        from gpufl.agent.sinks.http import HttpSink
+
+        assert cfg.url is not None
+        return HttpSink(cfg.url, cfg.token, cfg.compression, cfg.gzip_level)
+    from gpufl.agent.sinks.kafka import KafkaSink
+
+    assert cfg.brokers is not None
+    return KafkaSink(
+        cfg.brokers,
+        cfg.topic_prefix,
+        compression=cfg.compression,
+        partitions=cfg.topic_partitions,
+        extra=cfg.kafka_settings,
+        batch_bytes=cfg.batch_bytes,
+        probe_timeout=min(cfg.connect_timeout, 10.0),
+    )
+
+
+def _probe(sink: Sink, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.2
+    while True:
+        try:
+            sink.probe()
+            return
+        except Retryable as e:
+            wait = max(delay, e.retry_after or 0.0)
+            if time.monotonic() + wait > deadline:
+                raise Retryable(f"{sink.name} unreachable after {timeout:.0f}s: {e}") from None
+            time.sleep(wait)
+            delay = min(delay * 2, 2.0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        cfg = parse(argv)
+    except ConfigError as e:
+        print(f"gpufl-agent: error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    logging.basicConfig(
+        level=cfg.log_level.upper(),
+        format="%(asctime)s gpufl-agent %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    # httpx logs every request at INFO: far too much at thousands of batches a minute.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    sink: Sink | None = None
+    try:
+        sink = make_sink(cfg)
+        _probe(sink, cfg.connect_timeout)
+        metrics = Metrics()
+        if cfg.metrics_port is not None:
+            metrics.serve(cfg.metrics_port, cfg.metrics_addr)
+        agent = Agent(
+            Settings(
+                folder=cfg.folder,
+                cursor_file=cfg.cursor_file,
+                dead_letter_file=cfg.dead_letter_file,
+                exit_when_idle=cfg.exit_when_idle,
+                poll_interval=cfg.poll_interval,
+                batch_records=cfg.batch_records,
+                batch_bytes=cfg.batch_bytes,
+                read_bytes=min(cfg.batch_bytes, 1 << 20),
+                senders=cfg.senders,
+                queue_batches=cfg.queue_batches,
+                status_interval=cfg.status_interval,
+            ),
+            sink,
+            metrics,
+        )
+    except Fatal as e:
+        print(f"gpufl-agent: error: {e}", file=sys.stderr)
+        if sink is not None:
+            sink.close()
+        return EXIT_REFUSED
+    except Retryable as e:
+        print(f"gpufl-agent: error: {e}", file=sys.stderr)
+        if sink is not None:
+            sink.close()
+        return EXIT_UNREACHABLE
+    except (CursorError, OSError) as e:
+        print(f"gpufl-agent: error: {e}", file=sys.stderr)
+        if sink is not None:
+            sink.close()
+        return EXIT_CONFIG
+
+    def _stop(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        agent.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    log.info("tailing %s → %s", cfg.folder, sink.name)
+    try:
+        return agent.run()
+    except Exception as e:  # last resort: one line, not a traceback (details at debug level)
+        log.debug("agent failed", exc_info=True)
+        print(f"gpufl-agent: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

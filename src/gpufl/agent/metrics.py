@@ -1,0 +1,81 @@
+"""Progress of the agent: Prometheus metrics (``--metrics-port``) and a periodic status line.
+
+Counters live in a registry of their own so several agents (tests) can run in one process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+log = logging.getLogger("gpufl.agent")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.events = Counter(
+            "gpufl_agent_events", "Records acknowledged by the target", ["stream"], registry=r
+        )
+        self.bytes = Counter("gpufl_agent_bytes", "Bytes of records acknowledged by the target", registry=r)
+        self.duplicates = Counter(
+            "gpufl_agent_duplicates", "Records the target already held (re-delivery)", registry=r
+        )
+        self.batches = Counter("gpufl_agent_batches", "Batches acknowledged by the target", registry=r)
+        self.retries = Counter("gpufl_agent_retries", "Delivery attempts that failed", ["reason"], registry=r)
+        self.dead_letters = Counter(
+            "gpufl_agent_dead_letters", "Lines written to the dead-letter file", ["reason"], registry=r
+        )
+        self.vanished = Counter(
+            "gpufl_agent_segments_vanished", "Segments deleted before they were fully read", registry=r
+        )
+        self.lag_bytes = Gauge("gpufl_agent_lag_bytes", "Bytes in the folder not yet delivered", registry=r)
+        self.lag_seconds = Gauge(
+            "gpufl_agent_lag_seconds", "How long the oldest undelivered data has been waiting", registry=r
+        )
+        self.segments = Gauge("gpufl_agent_segments", "Segment files in the folder", registry=r)
+        self.sessions = Gauge("gpufl_agent_sessions", "Sessions in the folder", registry=r)
+        self._lock = threading.Lock()
+        self.total_events = 0
+        self.total_retries = 0
+        self.total_dead = 0
+        self._last_t = time.monotonic()
+        self._last_events = 0
+
+    # Thread-safe helpers that also keep plain totals for the status line and tests.
+    def delivered(self, stream: str, n: int, nbytes: int, duplicates: int) -> None:
+        self.events.labels(stream).inc(n)
+        self.bytes.inc(nbytes)
+        self.duplicates.inc(duplicates)
+        self.batches.inc()
+        with self._lock:
+            self.total_events += n
+
+    def retry(self, kind: str) -> None:
+        self.retries.labels(kind).inc()
+        with self._lock:
+            self.total_retries += 1
+
+    def dead_letter(self, kind: str) -> None:
+        self.dead_letters.labels(kind).inc()
+        with self._lock:
+            self.total_dead += 1
+
+    def serve(self, port: int, addr: str) -> None:
+        start_http_server(port, addr=addr, registry=self.registry)
+
+    def status_line(self) -> str:
+        now = time.monotonic()
+        with self._lock:
+            events = self.total_events
+            rate = (events - self._last_events) / max(1e-9, now - self._last_t)
+            self._last_t, self._last_events = now, events
+            retries, dead = self.total_retries, self.total_dead
+        return (
+            f"events={events} rate={rate:.0f}/s lag={int(self.lag_bytes._value.get())}B/"
+            f"{self.lag_seconds._value.get():.1f}s retries={retries} dead_letters={dead} "
+            f"sessions={int(self.sessions._value.get())}"
+        )

@@ -1,0 +1,1 @@
+"""Delivery targets: HTTP (the backend's ingest API) and Kafka."""

@@ -1,0 +1,122 @@
+"""HTTP sink: ``POST {url}{stream}`` NDJSON to the backend's ingest API (docs/ingest-protocol.md).
+
+httpx gives a pooled keep-alive client with explicit timeouts; the body is the segment lines as read
+(no re-encoding), gzip-compressed at a low level by default (level 1 costs ~0.8 µs per record and cuts
+the bytes ~15×; ``compression="none"`` is faster still on loopback).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import httpx
+import msgspec
+
+from gpufl.agent.batcher import Batch
+from gpufl.agent.sinks.base import Fatal, Rejected, Result, Retryable, TooLarge
+
+
+class _RejectedItem(msgspec.Struct):
+    index: int
+    reason: str = ""
+    seq: int | None = None
+
+
+class _Response(msgspec.Struct):
+    stored: int = 0
+    duplicates: int = 0
+    rejected: list[_RejectedItem] = []
+    error: str | None = None
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    value = resp.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date: rare from our backend; fall back to our own backoff
+
+
+def _error_text(resp: httpx.Response) -> str:
+    try:
+        body = msgspec.json.decode(resp.content, type=_Response)
+        if body.error:
+            return body.error
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        pass
+    return resp.text[:200]
+
+
+class HttpSink:
+    def __init__(
+        self,
+        url: str,
+        token: str | None,
+        compression: str = "gzip",
+        gzip_level: int = 1,
+        timeout: float = 60.0,
+    ) -> None:
+        if compression not in ("gzip", "none"):
+            raise Fatal(f"--compression for http must be gzip or none, not {compression!r}")
+        self.url = url
+        self.name = f"http {url}"
+        self.compression = compression
+        self.gzip_level = gzip_level
+        headers = {"Content-Type": "application/x-ndjson"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if compression == "gzip":
+            headers["Content-Encoding"] = "gzip"
+        self._client = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout, connect=10.0))
+
+    def _post(self, stream: str, body: bytes) -> httpx.Response:
+        if self.compression == "gzip":
+            # wbits=31: a gzip container, which is what Content-Encoding: gzip promises.
+            c = zlib.compressobj(self.gzip_level, zlib.DEFLATED, 31)
+            body = c.compress(body) + c.flush()
+        try:
+            return self._client.post(f"{self.url}{stream}", content=body)
+        except httpx.TransportError as e:
+            raise Retryable(f"{type(e).__name__}: {e}", kind="connect") from None
+
+    def probe(self) -> None:
+        resp = self._post("system", b"")
+        if resp.status_code in (401, 403):
+            raise Fatal(f"{self.url}: token refused ({resp.status_code}: {_error_text(resp)})")
+        if resp.status_code in (404, 405):
+            raise Fatal(f"{self.url}system answered {resp.status_code}: is --url the ingest base URL?")
+        if resp.status_code in (429, 503) or resp.status_code >= 500:
+            raise Retryable(f"HTTP {resp.status_code}", _retry_after(resp), kind="unavailable")
+
+    def send(self, batch: Batch) -> Result:
+        if batch.count == 0:
+            return Result()
+        resp = self._post(batch.stream, batch.body())
+        code = resp.status_code
+        if code in (200, 400):
+            try:
+                body = msgspec.json.decode(resp.content, type=_Response)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                if code == 200:
+                    raise Retryable(f"unreadable 200 response: {resp.text[:200]!r}") from None
+                body = _Response(error=resp.text[:200])
+            rejected = [Rejected(r.index, r.reason) for r in body.rejected]
+            if code == 400 and not rejected:
+                # Nothing usable and no per-record reasons: every record is rejected with the error.
+                reason = body.error or "rejected by the backend (400)"
+                rejected = [Rejected(i, reason) for i in range(batch.count)]
+            return Result(body.stored, body.duplicates, rejected)
+        if code == 413:
+            raise TooLarge(_error_text(resp))
+        if code in (429, 503):
+            kind = "throttled" if code == 429 else "unavailable"
+            raise Retryable(f"HTTP {code}", _retry_after(resp), kind=kind)
+        if code in (401, 403):
+            # Not fatal while running: nothing is lost by waiting, and a fixed token resumes delivery.
+            raise Retryable(f"HTTP {code}: {_error_text(resp)}", kind="auth")
+        raise Retryable(f"HTTP {code}: {_error_text(resp)}")
+
+    def close(self) -> None:
+        self._client.close()

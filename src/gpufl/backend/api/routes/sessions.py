@@ -1,0 +1,193 @@
+"""Query endpoints: sessions, hosts, kernels, memcpy, scopes, profile samples, system metrics."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Path, Query
+
+from gpufl.backend.api import schemas as S
+from gpufl.backend.deps import AdminRole, ReadRole, StoreDep
+from gpufl.backend.store import Cursor, NotFound
+
+router = APIRouter(tags=["query"])
+
+I64 = 2**63 - 1
+Ns = Annotated[int | None, Query(ge=0, le=I64)]
+SmallInt = Annotated[int | None, Query(ge=-(2**31), le=2**31 - 1)]
+SessionId = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+def encode_cursor(c: Cursor | None) -> str | None:
+    if c is None:
+        return None
+    return base64.urlsafe_b64encode(json.dumps([c.key, c.tie]).encode()).decode().rstrip("=")
+
+
+def decode_cursor(text: str | None, tie_type: type) -> Cursor | None:
+    if text is None:
+        return None
+    try:
+        key, tie = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+        if not isinstance(key, int) or not isinstance(tie, tie_type) or abs(key) > I64:
+            raise ValueError
+        if isinstance(tie, int) and abs(tie) > I64:
+            raise ValueError
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise HTTPException(400, "invalid cursor") from None
+    return Cursor(int(key), tie if isinstance(tie, int) else str(tie))
+
+
+def _exists(store: StoreDep, sid: str) -> None:
+    if not store.session_exists(sid):
+        raise HTTPException(404, f"session {sid!r} not found")
+
+
+@router.get("/sessions", response_model=S.SessionPage, dependencies=[ReadRole])
+def list_sessions(
+    store: StoreDep,
+    host: Annotated[str | None, Query(max_length=256)] = None,
+    app: Annotated[str | None, Query(max_length=256)] = None,
+    since: Ns = None,
+    until: Ns = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> S.SessionPage:
+    items, nxt = store.list_sessions(host, app, since, until, limit, decode_cursor(cursor, str))
+    return S.SessionPage(items=[S.SessionItem(**i) for i in items], next_cursor=encode_cursor(nxt))
+
+
+@router.get("/hosts", response_model=S.HostsResponse, dependencies=[ReadRole])
+def hosts(store: StoreDep) -> S.HostsResponse:
+    return S.HostsResponse.model_validate({"hosts": store.hosts()})
+
+
+@router.get("/sessions/{session_id}", response_model=S.SessionDetail, dependencies=[ReadRole])
+def session_detail(store: StoreDep, session_id: SessionId) -> S.SessionDetail:
+    try:
+        return S.SessionDetail.model_validate(store.session_detail(session_id))
+    except NotFound:
+        raise HTTPException(404, f"session {session_id!r} not found") from None
+
+
+@router.delete("/sessions/{session_id}", response_model=S.Deleted, dependencies=[AdminRole])
+def delete_session(store: StoreDep, session_id: SessionId) -> S.Deleted:
+    if not store.delete_session(session_id):
+        raise HTTPException(404, f"session {session_id!r} not found")
+    return S.Deleted(deleted=True)
+
+
+@router.get(
+    "/sessions/{session_id}/kernels",
+    response_model=S.KernelPage | S.KernelTimeline,
+    dependencies=[ReadRole],
+)
+def kernels(
+    store: StoreDep,
+    session_id: SessionId,
+    start_ns: Ns = None,
+    end_ns: Ns = None,
+    device: SmallInt = None,
+    stream: Annotated[int | None, Query(ge=-I64, le=I64)] = None,
+    name: Annotated[str | None, Query(max_length=4096)] = None,
+    scope: Annotated[int | None, Query(ge=-I64, le=I64)] = None,
+    resolution_ns: Annotated[int | None, Query(ge=1, le=I64)] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> S.KernelPage | S.KernelTimeline:
+    _exists(store, session_id)
+    if start_ns is not None and end_ns is not None and end_ns < start_ns:
+        raise HTTPException(422, "end_ns is before start_ns")
+    if resolution_ns is not None:
+        if start_ns is None or end_ns is None:
+            raise HTTPException(422, "resolution_ns needs start_ns and end_ns")
+        if (end_ns - start_ns) // resolution_ns > 100_000:
+            raise HTTPException(422, "window / resolution_ns exceeds 100000 buckets")
+        return S.KernelTimeline.model_validate(
+            store.kernel_timeline(session_id, start_ns, end_ns, resolution_ns, device, stream)
+        )
+    items, nxt = store.kernels(
+        session_id, start_ns, end_ns, device, stream, name, scope, limit, decode_cursor(cursor, int)
+    )
+    return S.KernelPage(items=[S.KernelRow(**i) for i in items], next_cursor=encode_cursor(nxt))
+
+
+@router.get("/sessions/{session_id}/kernels/summary", response_model=S.KernelSummary, dependencies=[ReadRole])
+def kernel_summary(
+    store: StoreDep,
+    session_id: SessionId,
+    sort: Literal["total", "count", "mean", "max", "p95", "name"] = "total",
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+) -> S.KernelSummary:
+    _exists(store, session_id)
+    return S.KernelSummary.model_validate(store.kernel_summary(session_id, sort, limit))
+
+
+@router.get(
+    "/sessions/{session_id}/kernels/{kernel_id}", response_model=S.KernelDetail, dependencies=[ReadRole]
+)
+def kernel_detail(
+    store: StoreDep, session_id: SessionId, kernel_id: Annotated[str, Path(max_length=20)]
+) -> S.KernelDetail:
+    if not kernel_id.isdigit() or int(kernel_id) > I64:
+        raise HTTPException(404, f"kernel {kernel_id!r} not found")
+    try:
+        return S.KernelDetail.model_validate(store.kernel(session_id, int(kernel_id)))
+    except NotFound:
+        raise HTTPException(404, f"kernel {kernel_id!r} not found in session {session_id!r}") from None
+
+
+@router.get("/sessions/{session_id}/memcpy", response_model=S.MemcpyPage, dependencies=[ReadRole])
+def memcpy(
+    store: StoreDep,
+    session_id: SessionId,
+    start_ns: Ns = None,
+    end_ns: Ns = None,
+    device: SmallInt = None,
+    stream: Annotated[int | None, Query(ge=-I64, le=I64)] = None,
+    scope: Annotated[int | None, Query(ge=-I64, le=I64)] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> S.MemcpyPage:
+    _exists(store, session_id)
+    items, nxt = store.memcpys(
+        session_id, start_ns, end_ns, device, stream, scope, limit, decode_cursor(cursor, int)
+    )
+    return S.MemcpyPage(items=[S.MemcpyRow(**i) for i in items], next_cursor=encode_cursor(nxt))
+
+
+@router.get("/sessions/{session_id}/scopes", response_model=S.ScopeTree, dependencies=[ReadRole])
+def scopes(store: StoreDep, session_id: SessionId) -> S.ScopeTree:
+    _exists(store, session_id)
+    return S.ScopeTree.model_validate({"roots": store.scope_tree(session_id)})
+
+
+@router.get(
+    "/sessions/{session_id}/scopes/{scope_id}/profile-samples",
+    response_model=S.ProfileSamples,
+    dependencies=[ReadRole],
+)
+def profile_samples(
+    store: StoreDep, session_id: SessionId, scope_id: Annotated[int, Path(ge=-I64, le=I64)]
+) -> S.ProfileSamples:
+    _exists(store, session_id)
+    return S.ProfileSamples.model_validate(store.profile_samples(session_id, scope_id))
+
+
+@router.get("/sessions/{session_id}/system", response_model=S.SystemResponse, dependencies=[ReadRole])
+def system(
+    store: StoreDep,
+    session_id: SessionId,
+    metric: Annotated[str | None, Query(max_length=128)] = None,
+    device: SmallInt = None,
+    start_ns: Ns = None,
+    end_ns: Ns = None,
+    points: Annotated[int, Query(ge=1, le=10_000)] = 300,
+) -> S.SystemResponse:
+    _exists(store, session_id)
+    if start_ns is not None and end_ns is not None and end_ns <= start_ns:
+        raise HTTPException(422, "end_ns must be after start_ns")
+    return S.SystemResponse.model_validate(store.system(session_id, metric, device, start_ns, end_ns, points))

@@ -1,0 +1,358 @@
+"""Response models of the query API: the shapes the UI is built against (documented in docs/api.md).
+
+Kernel and memcpy ids are the record's ``seq`` on the session's ``device`` stream, as a decimal string:
+``seq`` is unique per (session, stream) and never reused, so the id is stable across re-deliveries,
+restarts and engines, and the UI can deep-link ``/sessions/{session_id}/kernels/{kernel_id}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class ErrorBody(BaseModel):
+    error: str
+
+
+# ---- ingest ------------------------------------------------------------------------------------------
+
+
+class Rejection(BaseModel):
+    index: int
+    seq: int | None
+    reason: str
+
+
+class IngestResult(BaseModel):
+    stored: int
+    duplicates: int
+    rejected: list[Rejection]
+
+
+# ---- sessions ----------------------------------------------------------------------------------------
+
+
+class SessionItem(BaseModel):
+    session_id: str
+    host: str | None
+    """None until the session_start record has arrived (records may come first)."""
+    app: str | None
+    pid: int | None
+    job_id: str | None
+    start_ns: int | None
+    """From session_start; None until it has arrived."""
+    end_ns: int | None
+    """Latest session_end ``end_ns``; None while no stream has ended."""
+    last_ns: int
+    """Newest timestamp seen on any stream (what a live session's timeline extends to)."""
+    gpus: list[str]
+    """GPU names from session_start's devices."""
+    kernels: int
+    memcpys: int
+    records: int
+    """Records stored, all streams."""
+    ended: bool
+    """Every stream that sent records also sent its session_end."""
+    cut_short: bool
+    """Some stream has records but no session_end (killed, or still running)."""
+
+
+class SessionPage(BaseModel):
+    items: list[SessionItem]
+    next_cursor: str | None
+    """Pass as ``cursor`` to get the next page; None on the last page."""
+
+
+class AppNode(BaseModel):
+    app: str
+    sessions: int
+    last_start_ns: int | None
+
+
+class HostNode(BaseModel):
+    host: str
+    sessions: int
+    apps: list[AppNode]
+
+
+class HostsResponse(BaseModel):
+    hosts: list[HostNode]
+
+
+class StreamStatus(BaseModel):
+    stream: str
+    received: int
+    """Distinct records stored for this stream."""
+    first_ns: int | None
+    last_ns: int | None
+    ended: bool
+    end_reason: str | None
+    written: int | None
+    """Records the writer says it wrote (session_end.records); None before session_end."""
+    missing: int | None
+    """written - received: records lost in transport (or not yet delivered)."""
+    dropped: int
+    """Records the writer dropped because its queue was full."""
+
+
+class SessionTotals(BaseModel):
+    kernels: int
+    memcpys: int
+    memsets: int
+    scope_instances: int
+    profile_samples: int
+    system_samples: int
+    gpu_time_ns: int
+    """Sum of kernel durations."""
+
+
+class SessionDetail(BaseModel):
+    session_id: str
+    header: dict[str, Any] | None
+    """The session_start record, every field (None until it arrives)."""
+    devices: list[dict[str, Any]]
+    streams: list[StreamStatus]
+    totals: SessionTotals
+    dropped: int
+    """Records dropped by the writer, all streams."""
+    cut_short: bool
+    notices: list[dict[str, Any]]
+    """notice and capture_gap records, oldest first."""
+
+
+# ---- kernels / memcpy --------------------------------------------------------------------------------
+
+
+class KernelRow(BaseModel):
+    id: str
+    """Stable kernel id: the record's seq on the device stream, as a string."""
+    seq: int
+    name: str | None
+    """Demangled name from the launch dict entry; None if that entry has not arrived."""
+    launch_id: int
+    device_id: int
+    stream_id: int
+    corr_id: int
+    start_ns: int
+    end_ns: int
+    dur_ns: int
+    scope_inst: int | None
+    stack_id: int | None
+    graph_id: int | None
+    thread_id: int | None
+
+
+class KernelPage(BaseModel):
+    items: list[KernelRow]
+    next_cursor: str | None
+
+
+class LodLongest(BaseModel):
+    id: str
+    name: str | None
+    start_ns: int
+    end_ns: int
+
+
+class LodBucket(BaseModel):
+    t_ns: int
+    """Bucket start (CLOCK_REALTIME ns); the bucket covers [t_ns, t_ns + bucket_ns)."""
+    device_id: int
+    stream_id: int
+    count: int
+    """Kernels that started in the bucket."""
+    busy_ns: int
+    """Sum of those kernels' durations (may exceed bucket_ns when they overlap or spill over)."""
+    longest: LodLongest
+
+
+class KernelTimeline(BaseModel):
+    start_ns: int
+    end_ns: int
+    bucket_ns: int
+    """Width of each bucket: the requested resolution rounded to the stored level of detail."""
+    buckets: list[LodBucket]
+
+
+class StackFrame(BaseModel):
+    file: str
+    line: int
+    function: str
+
+
+class ScopeRef(BaseModel):
+    inst: int
+    path_id: int | None
+    path: str | None
+
+
+class KernelDetail(KernelRow):
+    mangled: str | None
+    api_start_ns: int | None
+    api_dur_ns: int | None
+    graph_node_id: int | None
+    launch: dict[str, Any] | None
+    """The LaunchConfig (grid, block, registers, shared memory, occupancy, limiting_resource...)."""
+    stack: list[StackFrame] | None
+    """Innermost frame first; None if the kernel has no stack or its dict entry has not arrived."""
+    scope: ScopeRef | None
+
+
+class KernelSummaryRow(BaseModel):
+    name: str | None
+    count: int
+    total_ns: int
+    mean_ns: float
+    min_ns: int
+    p50_ns: float
+    p95_ns: float
+    max_ns: int
+    share: float
+    """total_ns / GPU time of all kernels of the session (0..1)."""
+
+
+class KernelSummary(BaseModel):
+    gpu_time_ns: int
+    items: list[KernelSummaryRow]
+
+
+class MemcpyRow(BaseModel):
+    id: str
+    seq: int
+    device_id: int
+    stream_id: int
+    corr_id: int
+    start_ns: int
+    end_ns: int
+    dur_ns: int
+    bytes: int
+    copy_kind: str
+    src_kind: str
+    dst_kind: str
+    throughput_gbps: float | None
+    scope_inst: int | None
+    stack_id: int | None
+
+
+class MemcpyPage(BaseModel):
+    items: list[MemcpyRow]
+    next_cursor: str | None
+
+
+# ---- scopes ------------------------------------------------------------------------------------------
+
+
+class ScopeNode(BaseModel):
+    scope_id: int
+    """The scope path's dict id (use it in /scopes/{scope_id}/profile-samples)."""
+    path: str
+    name: str
+    """Last path component."""
+    depth: int
+    calls: int
+    wall_total_ns: int
+    """Sum over closed instances of (scope_end - scope_begin)."""
+    wall_mean_ns: float
+    open_calls: int
+    """Instances without scope_end (still open, or session cut short)."""
+    gpu_ns: int
+    """Kernel time launched directly in this scope (innermost scope = this one)."""
+    gpu_total_ns: int
+    """gpu_ns of this node and all its descendants."""
+    kernels: int
+    kernels_total: int
+    children: list[ScopeNode]
+
+
+class ScopeTree(BaseModel):
+    roots: list[ScopeNode]
+
+
+class SampleByKernel(BaseModel):
+    kernel: str | None
+    metrics: dict[str, float]
+    """SASS metric name -> summed value."""
+    stalls: dict[str, int]
+    """PC-sampling stall reason -> summed sample count."""
+
+
+class SampleByLine(BaseModel):
+    kernel: str | None
+    function_name: str | None
+    pc_offset: int | None
+    source_file: str | None
+    source_line: int | None
+    metrics: dict[str, float]
+    stalls: dict[str, int]
+
+
+class ProfileSamples(BaseModel):
+    scope_id: int
+    path: str | None
+    by_kernel: list[SampleByKernel]
+    by_line: list[SampleByLine]
+
+
+# ---- system ------------------------------------------------------------------------------------------
+
+
+class SeriesPoint(BaseModel):
+    t_ns: int
+    """Bucket start."""
+    min: float
+    max: float
+    mean: float
+
+
+class SystemSeries(BaseModel):
+    metric: str
+    device: int | None
+    """GPU device_id, or None for host metrics (cpu_pct, ram_used_mib, ...)."""
+    points: list[SeriesPoint]
+
+
+class SystemResponse(BaseModel):
+    start_ns: int | None
+    end_ns: int | None
+    bucket_ns: int
+    series: list[SystemSeries]
+
+
+# ---- keys / admin ------------------------------------------------------------------------------------
+
+
+class KeyCreate(BaseModel):
+    role: str
+    name: str
+
+
+class KeyCreated(BaseModel):
+    id: str
+    name: str
+    role: str
+    token: str
+
+
+class KeyInfo(BaseModel):
+    id: str
+    name: str
+    role: str
+    created_ns: int
+    revoked_ns: int | None
+
+
+class KeyList(BaseModel):
+    items: list[KeyInfo]
+
+
+class PruneResult(BaseModel):
+    deleted: list[str]
+    """Session ids removed."""
+    reasons: dict[str, str]
+    """session id -> 'age' or 'size'."""
+
+
+class Deleted(BaseModel):
+    deleted: bool

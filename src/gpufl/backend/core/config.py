@@ -1,0 +1,34 @@
+"""Backend settings: every command-line flag is also an environment variable (prefix ``GPUFL_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GPUFL_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    data_dir: Path = Path("./gpufl-data")
+    database: str | None = None
+    """``postgresql://...`` for the shared store; default: DuckDB file ``<data_dir>/gpufl.duckdb``."""
+    kafka_brokers: str | None = None
+    kafka_topic_prefix: str = "gpufl"
+    kafka_group: str = "gpufl-backend"
+    retention_days: float | None = Field(None, gt=0)
+    max_store_bytes: int | None = Field(None, gt=0)
+    retention_interval_s: float = Field(600.0, gt=0)
+    admin_token: str | None = None
+    max_body_bytes: int = Field(32 * 1024 * 1024, gt=0)
+    max_batch_records: int = Field(50_000, gt=0)
+    max_inflight_ingests: int = Field(8, gt=0)
+    """Ingest requests beyond this many in progress get 503 + Retry-After (the agent retries)."""
+
+    def database_url(self) -> str:
+        if self.database:
+            return self.database
+        return f"duckdb:///{self.data_dir / 'gpufl.duckdb'}"

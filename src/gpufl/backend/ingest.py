@@ -1,0 +1,299 @@
+"""The ingest path shared by HTTP and Kafka: body → records → validate → dedup + store.
+
+Each record is decoded on its own (``gpufl.events.decode``) so one bad record is rejected with its reason
+while the rest of the batch is stored.
+"""
+
+from __future__ import annotations
+
+import operator
+import types
+import typing
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from gpufl import events as ev
+from gpufl.backend.store import SqlStore, ValueOutOfRange
+
+_RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
+_SEQ_PROBE = msgspec.json.Decoder(dict[str, Any])
+
+
+class BadBody(ValueError):
+    """Nothing in the body is usable (not JSON / NDJSON, broken gzip)."""
+
+
+class TooLarge(ValueError):
+    """Over a body or batch limit (→ 413)."""
+
+
+@dataclass
+class Rejected:
+    index: int
+    seq: int | None
+    reason: str
+
+
+@dataclass
+class BatchResult:
+    stored: int = 0
+    duplicates: int = 0
+    rejected: list[Rejected] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stored": self.stored,
+            "duplicates": self.duplicates,
+            "rejected": [{"index": r.index, "seq": r.seq, "reason": r.reason} for r in self.rejected],
+        }
+
+
+def gunzip(body: bytes, max_bytes: int) -> bytes:
+    """Decompress, refusing to inflate past ``max_bytes`` (a gzip bomb is a 413, not an OOM)."""
+    d = zlib.decompressobj(wbits=31)
+    try:
+        out = d.decompress(body, max_bytes + 1)
+    except zlib.error as e:
+        raise BadBody(f"body is not valid gzip: {e}") from None
+    if len(out) > max_bytes or d.unconsumed_tail:
+        raise TooLarge(f"decompressed body exceeds {max_bytes} bytes")
+    if not d.eof:
+        raise BadBody("body is not valid gzip: truncated")
+    return out
+
+
+def split_records(body: bytes, json_array: bool | None = None) -> list[bytes]:
+    """The raw records of a JSON array or NDJSON body (detected from the first non-blank byte when
+    ``json_array`` is None)."""
+    stripped = body.lstrip()
+    if json_array is None:
+        json_array = stripped.startswith(b"[")
+    if json_array:
+        try:
+            return [bytes(r) for r in _RAW_LIST.decode(body)]
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            raise BadBody(f"body is not a JSON array of records: {e}") from None
+        except RecursionError:
+            raise BadBody("body is not a JSON array of records: nested too deeply") from None
+    return [line for line in body.split(b"\n") if line.strip()]
+
+
+def _probe_seq(raw: bytes) -> int | None:
+    try:
+        seq = _SEQ_PROBE.decode(raw).get("seq")
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+
+
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+MAX_OPTIONS_DEPTH = 32
+
+
+# Top-level integer fields per record type: they become BIGINT columns, so they must fit in 64 bits
+# (msgspec accepts up to 2^64 - 1). Checked per column with min/max, per record only when one is off.
+def _is_int(tp: Any) -> bool:
+    """``int`` or ``int | None`` (not containers of ints)."""
+    return tp is int or (isinstance(tp, types.UnionType) and set(typing.get_args(tp)) == {int, type(None)})
+
+
+_INT_FIELDS: dict[type[ev.Record], tuple[str, ...]] = {
+    t: tuple(f.name for f in msgspec.structs.fields(t) if _is_int(f.type)) for t in ev.EVENT_TYPES
+}
+
+
+def _out_of_range(recs: list[ev.Record], name: str) -> bool:
+    vals = [v for v in (getattr(r, name) for r in recs) if v is not None]
+    return bool(vals) and (min(vals) < _I64_MIN or max(vals) > _I64_MAX)
+
+
+def _depth(obj: Any, limit: int) -> int:
+    """Nesting depth of a decoded JSON value, stopping once past ``limit``."""
+    if limit < 0:
+        return 1
+    if isinstance(obj, dict):
+        return 1 + max((_depth(v, limit - 1) for v in obj.values()), default=0)
+    if isinstance(obj, list):
+        return 1 + max((_depth(v, limit - 1) for v in obj), default=0)
+    return 0
+
+
+def _range_check(good: list[ev.Record], idx: list[int], res: BatchResult) -> set[int]:
+    """Positions in ``good`` of records with an integer field outside int64 (recorded as rejections)."""
+    by_type: dict[type[ev.Record], list[int]] = defaultdict(list)
+    for pos, r in enumerate(good):
+        by_type[type(r)].append(pos)
+    bad: set[int] = set()
+    for t, positions in by_type.items():
+        recs = [good[p] for p in positions]
+        for name in _INT_FIELDS[t]:
+            if not _out_of_range(recs, name):
+                continue
+            for p in positions:
+                v = getattr(good[p], name)
+                if v is not None and not (_I64_MIN <= v <= _I64_MAX) and p not in bad:
+                    bad.add(p)
+                    res.rejected.append(Rejected(idx[p], good[p].seq, f"{name} out of 64-bit range: {v}"))
+    return bad
+
+
+def validate(stream: str, raws: list[bytes]) -> tuple[list[ev.Record], list[int], BatchResult]:
+    """Decode every raw record; return the valid ones, their sizes, and a result holding the rejections
+    (record by record through ``gpufl.events.decode``, which gives each rejection its reason).
+
+    ``ingest_raws`` first tries a fast path: the batch decodes as one array in a single msgspec call and
+    is checked column-wise per record type; only a batch it can't clear comes here."""
+    return _validate_slow(stream, raws)
+
+
+_BATCH: msgspec.json.Decoder[list[Any]] = msgspec.json.Decoder(list[ev.Event])
+_FIELDS = {t: [f.name for f in msgspec.structs.fields(t)] for t in ev.EVENT_TYPES}
+_TIME_FIELDS = ("start_ns", "end_ns", "ts_ns", "api_start_ns")
+_MAX = 2**63 - 1
+
+
+# Types that arrive in bulk: every top-level integer field of theirs is a BIGINT column, so an integer
+# past int64 makes the store raise ValueOutOfRange and the batch is redone record by record. The other
+# (rare) types are range-checked here, column-wise.
+BULK_TYPES: tuple[type[ev.Record], ...] = (
+    ev.Kernel,
+    ev.Memcpy,
+    ev.Memset,
+    ev.ScopeBegin,
+    ev.ScopeEnd,
+    ev.ProfileSample,
+    ev.SystemSample,
+    ev.DictEntry,
+)
+_OPTIONAL = {t: {f.name for f in msgspec.structs.fields(t) if f.default is None} for t in ev.EVENT_TYPES}
+
+
+def _validate_fast(stream: str, raws: list[bytes]) -> list[ev.Record] | None:
+    """All records if every one passes exactly the checks of ``_validate_slow``, else None."""
+    body = b"[" + b",".join(raws) + b"]"
+    if b"\\u0000" in body:
+        return None
+    try:
+        recs: list[ev.Record] = _BATCH.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None
+    # Each non-blank line must be exactly one value: equal counts mean no line held two or none.
+    if len(recs) != len(raws):
+        return None
+    groups: dict[type[ev.Record], list[ev.Record]] = defaultdict(list)
+    for r in recs:
+        groups[type(r)].append(r)
+    for t, rs in groups.items():
+        if not _group_ok(t, rs, stream):
+            return None
+    return recs
+
+
+def _group_ok(t: type[ev.Record], rs: list[ev.Record], stream: str) -> bool:
+    """Column-wise form of ``gpufl.events.check`` plus this module's own checks, for records of one type
+    (integers already known to fit in int64)."""
+    if ev.type_tag(t) not in ev.STREAM_TYPES[stream]:
+        return False
+    if any(r.stream != stream for r in rs):
+        return False
+    sid_lens = [len(r.session_id) for r in rs]
+    if min(sid_lens) < 1 or max(sid_lens) > 64:
+        return False
+    if min(r.seq for r in rs) < 0:
+        return False
+    if t is ev.SessionStart and any(
+        r.seq != 0 or _depth(r.options, MAX_OPTIONS_DEPTH) > MAX_OPTIONS_DEPTH  # type: ignore[attr-defined]
+        for r in rs
+    ):
+        return False
+    fields, optional = _FIELDS[t], _OPTIONAL[t]
+    cols = {n: [getattr(r, n) for r in rs] for n in _TIME_FIELDS if n in fields}
+    for n, col in cols.items():
+        vals = [v for v in col if v is not None] if n in optional else col
+        if vals and (min(vals) < 0 or max(vals) > _MAX):
+            return False
+    if t not in BULK_TYPES:
+        for n in _INT_FIELDS[t]:
+            vals = [v for v in (getattr(r, n) for r in rs) if v is not None]
+            if vals and (min(vals) < _I64_MIN or max(vals) > _I64_MAX):
+                return False
+    if "start_ns" in cols and "end_ns" in cols:
+        if "start_ns" in optional or "end_ns" in optional:
+            pairs = [
+                (a, b)
+                for a, b in zip(cols["start_ns"], cols["end_ns"], strict=True)
+                if a is not None and b is not None
+            ]
+            starts, ends = [a for a, _ in pairs], [b for _, b in pairs]
+        else:
+            starts, ends = cols["start_ns"], cols["end_ns"]
+        if any(map(operator.lt, ends, starts)):
+            return False
+    return True
+
+
+def _validate_slow(stream: str, raws: list[bytes]) -> tuple[list[ev.Record], list[int], BatchResult]:
+    res = BatchResult()
+    good: list[ev.Record] = []
+    sizes: list[int] = []
+    idx: list[int] = []
+    decode = ev.decode
+    for i, raw in enumerate(raws):
+        try:
+            if b"\\u0000" in raw:
+                # A NUL can't be stored in PostgreSQL text and has no business in a name or path.
+                raise ev.ContractError("strings must not contain NUL (\\u0000)")
+            rec = decode(raw)
+            if rec.stream != stream:
+                raise ev.ContractError(f"record of stream {rec.stream!r} posted to /events/{stream}")
+            if (
+                isinstance(rec, ev.SessionStart)
+                and _depth(rec.options, MAX_OPTIONS_DEPTH) > MAX_OPTIONS_DEPTH
+            ):
+                raise ev.ContractError(f"options nested deeper than {MAX_OPTIONS_DEPTH} levels")
+        except ev.ContractError as e:
+            res.rejected.append(Rejected(i, _probe_seq(raw), str(e)[:500]))
+            continue
+        except RecursionError:
+            res.rejected.append(Rejected(i, None, "JSON nested too deeply"))
+            continue
+        good.append(rec)
+        sizes.append(len(raw))
+        idx.append(i)
+    bad = _range_check(good, idx, res)
+    if bad:
+        good = [r for p, r in enumerate(good) if p not in bad]
+        sizes = [n for p, n in enumerate(sizes) if p not in bad]
+        res.rejected.sort(key=lambda r: r.index)
+    return good, sizes, res
+
+
+def ingest_raws(store: SqlStore, stream: str, raws: list[bytes]) -> BatchResult:
+    fast = _validate_fast(stream, raws)
+    if fast is not None:
+        try:
+            out = store.ingest(stream, fast, [len(r) for r in raws])
+            return BatchResult(out.stored, out.duplicates)
+        except ValueOutOfRange:
+            pass  # an integer past int64 (the transaction rolled back): find it record by record
+    good, sizes, res = _validate_slow(stream, raws)
+    if good:
+        out = store.ingest(stream, good, sizes)
+        res.stored, res.duplicates = out.stored, out.duplicates
+    return res
+
+
+def decompress_if(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
+    enc = (encoding or "").strip().lower()
+    if enc in ("", "identity"):
+        return body
+    if enc in ("gzip", "x-gzip"):
+        return gunzip(body, max_bytes)
+    raise BadBody(f"unsupported Content-Encoding {encoding!r} (use gzip)")
+
+
+__all__ = ["BadBody", "BatchResult", "Rejected", "TooLarge", "decompress_if", "ingest_raws", "split_records"]

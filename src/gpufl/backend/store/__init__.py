@@ -1,0 +1,38 @@
+"""Store selection from a database URL."""
+
+from __future__ import annotations
+
+from gpufl.backend.store.base import Cursor, IngestOutcome, NotFound, SqlStore, StoreError, ValueOutOfRange
+
+Store = SqlStore
+
+__all__ = [
+    "Cursor",
+    "IngestOutcome",
+    "NotFound",
+    "SqlStore",
+    "Store",
+    "StoreError",
+    "ValueOutOfRange",
+    "open_store",
+]
+
+
+def open_store(url: str) -> SqlStore:
+    """``postgresql://...`` (or ``postgres://``) → PostgreSQL; ``duckdb:///path``, ``duckdb::memory:`` or a
+    plain path → DuckDB."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from gpufl.backend.store.postgres_store import PostgresStore
+
+        return PostgresStore(url)
+    path = url
+    if url.startswith("duckdb://"):
+        # SQLAlchemy convention: duckdb:///relative/path, duckdb:////absolute/path, duckdb://:memory:
+        path = url[len("duckdb://") :]
+        if path.startswith("/"):
+            path = path[1:]
+    if not path:
+        raise StoreError(f"bad database URL {url!r}")
+    from gpufl.backend.store.duckdb_store import DuckDBStore
+
+    return DuckDBStore(path)

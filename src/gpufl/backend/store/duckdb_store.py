@@ -1,0 +1,100 @@
+"""Embedded engine: one DuckDB file in the data directory, no setup. Single process (DuckDB locks the file).
+
+Batches are staged as Arrow tables registered on the connection (columnar, no per-row binding), which is
+what makes ingest fast; writes are serialised by a lock, reads use per-thread cursors and run concurrently.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar
+
+import duckdb
+import pyarrow as pa
+
+from gpufl.backend.store.base import SqlStore, StoreError, ValueOutOfRange
+from gpufl.backend.store.schema import TABLES
+
+_ARROW = {"I": pa.int64(), "F": pa.float64(), "T": pa.string(), "H": pa.decimal128(38, 0)}
+
+
+class DuckDBStore(SqlStore):
+    engine = "duckdb"
+    sql_types: ClassVar[dict[str, str]] = {"I": "BIGINT", "F": "DOUBLE", "T": "VARCHAR", "H": "HUGEINT"}
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._con = duckdb.connect(self.path)
+        except duckdb.Error as e:
+            raise StoreError(f"cannot open DuckDB store {self.path}: {e}") from None
+        self._wlock = threading.Lock()
+        self._since_compact = {}
+        self._local = threading.local()
+        self._schemas = {t: pa.schema([(c, _ARROW[k]) for c, k in cols]) for t, cols in TABLES.items()}
+        self.migrate()
+
+    def _cursor(self) -> Any:
+        cur = getattr(self._local, "cur", None)
+        if cur is None:
+            cur = self._con.cursor()
+            self._local.cur = cur
+        return cur
+
+    @contextmanager
+    def _read(self) -> Iterator[Any]:
+        yield self._cursor()
+
+    @contextmanager
+    def _write(self) -> Iterator[Any]:
+        with self._wlock:
+            cur = self._cursor()
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
+
+    def _stage(self, cur: Any, name: str, table: str, columns: dict[str, list[Any]]) -> None:
+        try:
+            tbl = pa.Table.from_pydict(columns, schema=self._schemas[table])
+        except (OverflowError, pa.ArrowInvalid) as e:
+            raise ValueOutOfRange(str(e)) from None
+        cur.register(name, tbl)
+
+    def _unstage(self, cur: Any, name: str) -> None:
+        cur.unregister(name)
+
+    def _lod_select(
+        self, src: str, bucket: str, n: str, busy: str, seq: str, start: str, end: str, launch: str
+    ) -> str:
+        # max_by over one struct: all four fields come from the same (longest) row.
+        return f"""SELECT session_id, b, device_id, stream_id, n, busy, m.seq AS seq, m.s AS start_ns,
+                          m.e AS end_ns, m.l AS launch_id
+                   FROM (SELECT session_id, {bucket} AS b, device_id, stream_id, sum({n}) AS n,
+                                sum({busy}) AS busy,
+                                max_by({{'seq': {seq}, 's': {start}, 'e': {end}, 'l': {launch}}},
+                                       ({end} - {start}) * 1.0 - {seq} * 1e-30) AS m
+                         FROM {src} GROUP BY session_id, {bucket}, device_id, stream_id) g"""
+
+    def _materialise(self, cur: Any, name: str, select: str) -> None:
+        cur.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {select}")
+
+    def _temp_like(self, cur: Any, name: str, table: str) -> None:
+        cur.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {table} LIMIT 0")
+
+    def _idiv(self, a: str, b: str) -> str:
+        return f"({a} // {b})"
+
+    def size_bytes(self) -> int:
+        return Path(self.path).stat().st_size if self.path != ":memory:" else 0
+
+    def close(self) -> None:
+        self._con.close()

@@ -1,0 +1,22 @@
+"""Versioned schema migrations. ``schema_migrations`` records each applied version; a store applies the
+missing ones in order, each in its own transaction, at open. Append new versions; never edit old ones."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gpufl.backend.store.schema import PG_INDEXES, TABLES, create_table_sql
+
+# version -> function(engine, sql_types) returning that version's statements
+Migration = Callable[[str, dict[str, str]], list[str]]
+
+
+def _v1(engine: str, sql_types: dict[str, str]) -> list[str]:
+    stmts = [create_table_sql(t, sql_types) for t in TABLES]
+    if engine == "postgresql":
+        stmts += list(PG_INDEXES)
+    return stmts
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1}
+LATEST = max(MIGRATIONS)

@@ -1,0 +1,231 @@
+"""Table definitions shared by both engines (column name, type code), and migration 1 built from them.
+
+Type codes: I = 64-bit integer, F = double, T = text, H = wide integer for sums of durations (HUGEINT /
+NUMERIC), which hostile or huge inputs can't overflow. Raw records live in one table per record type, keyed
+by (session_id, seq) (stream implied by the type); dict entries are resolved at query time by joins, so a
+record may arrive before its session_start or its dict entries. Summary tables (kernel_stats,
+kernel_sketch, kernel_lod, kernel_scopes, session_streams, type_counts) hold mergeable partial aggregates:
+each batch appends its own rows (no upsert: DuckDB's ON CONFLICT costs tens of ms per statement, and
+appends never contend between backends); queries merge them (sums, min, max, longest-wins), and
+compaction periodically folds a session's partials into one row per key.
+"""
+
+from __future__ import annotations
+
+Columns = tuple[tuple[str, str], ...]
+
+_KERNEL_LIKE = (("session_id", "T"), ("seq", "I"))
+
+TABLES: dict[str, Columns] = {
+    "sessions": (
+        ("session_id", "T"),
+        ("host", "T"),
+        ("app", "T"),
+        ("pid", "I"),
+        ("job_id", "T"),
+        ("start_ns", "I"),
+        ("header", "T"),
+    ),
+    "session_streams": (
+        ("session_id", "T"),
+        ("stream", "T"),
+        ("received", "I"),
+        ("first_ns", "I"),
+        ("last_ns", "I"),
+        ("bytes", "I"),
+        ("updated_ns", "I"),
+    ),
+    "stream_ends": (
+        ("session_id", "T"),
+        ("stream", "T"),
+        ("seq", "I"),
+        ("end_ns", "I"),
+        ("reason", "T"),
+        ("records", "I"),
+        ("dropped", "I"),
+    ),
+    "type_counts": (("session_id", "T"), ("type", "T"), ("n", "I")),
+    "seq_ranges": (("session_id", "T"), ("stream", "T"), ("lo", "I"), ("hi", "I")),
+    "dicts": (
+        ("session_id", "T"),
+        ("stream", "T"),
+        ("kind", "T"),
+        ("id", "I"),
+        ("value", "T"),
+        ("mangled", "T"),
+        ("frames", "T"),
+        ("launch", "T"),
+    ),
+    "kernels": (
+        *_KERNEL_LIKE,
+        ("launch_id", "I"),
+        ("device_id", "I"),
+        ("stream_id", "I"),
+        ("corr_id", "I"),
+        ("start_ns", "I"),
+        ("end_ns", "I"),
+        ("api_start_ns", "I"),
+        ("api_dur_ns", "I"),
+        ("graph_id", "I"),
+        ("graph_node_id", "I"),
+        ("thread_id", "I"),
+        ("stack_id", "I"),
+        ("scope_inst", "I"),
+    ),
+    "memcpys": (
+        *_KERNEL_LIKE,
+        ("device_id", "I"),
+        ("stream_id", "I"),
+        ("corr_id", "I"),
+        ("start_ns", "I"),
+        ("end_ns", "I"),
+        ("bytes", "I"),
+        ("copy_kind", "T"),
+        ("src_kind", "T"),
+        ("dst_kind", "T"),
+        ("src_device_id", "I"),
+        ("dst_device_id", "I"),
+        ("throughput_gbps", "F"),
+        ("context_id", "I"),
+        ("graph_id", "I"),
+        ("api_start_ns", "I"),
+        ("api_dur_ns", "I"),
+        ("thread_id", "I"),
+        ("stack_id", "I"),
+        ("scope_inst", "I"),
+        ("scope_depth", "I"),
+    ),
+    "memsets": (
+        *_KERNEL_LIKE,
+        ("device_id", "I"),
+        ("stream_id", "I"),
+        ("corr_id", "I"),
+        ("start_ns", "I"),
+        ("end_ns", "I"),
+        ("bytes", "I"),
+        ("value", "I"),
+        ("mem_kind", "T"),
+        ("context_id", "I"),
+        ("graph_id", "I"),
+        ("thread_id", "I"),
+        ("stack_id", "I"),
+        ("scope_inst", "I"),
+        ("scope_depth", "I"),
+    ),
+    "scope_begins": (
+        *_KERNEL_LIKE,
+        ("inst", "I"),
+        ("path_id", "I"),
+        ("parent_inst", "I"),
+        ("depth", "I"),
+        ("ts_ns", "I"),
+        ("thread_id", "I"),
+        ("tag", "T"),
+    ),
+    "scope_ends": (*_KERNEL_LIKE, ("inst", "I"), ("ts_ns", "I"), ("error", "T")),
+    "profile_samples": (
+        *_KERNEL_LIKE,
+        ("source", "T"),
+        ("scope_inst", "I"),
+        ("device_id", "I"),
+        ("kernel_name_id", "I"),
+        ("function_name", "T"),
+        ("pc_offset", "I"),
+        ("source_file", "T"),
+        ("source_line", "I"),
+        ("metric_name", "T"),
+        ("metric_value", "F"),
+        ("stall_reason", "T"),
+        ("sample_count", "I"),
+        ("ts_ns", "I"),
+    ),
+    "system_points": (
+        *_KERNEL_LIKE,
+        ("ts_ns", "I"),
+        ("device_id", "I"),
+        ("metric", "T"),
+        ("value", "F"),
+    ),
+    "other_events": (
+        ("session_id", "T"),
+        ("stream", "T"),
+        ("seq", "I"),
+        ("type", "T"),
+        ("ts_ns", "I"),
+        ("body", "T"),
+    ),
+    "kernel_stats": (
+        ("session_id", "T"),
+        ("launch_id", "I"),
+        ("n", "I"),
+        ("total_ns", "H"),
+        ("min_ns", "I"),
+        ("max_ns", "I"),
+    ),
+    "kernel_sketch": (("session_id", "T"), ("launch_id", "I"), ("bucket", "I"), ("n", "I")),
+    "kernel_lod": (
+        ("session_id", "T"),
+        ("level", "I"),
+        ("bucket", "I"),
+        ("device_id", "I"),
+        ("stream_id", "I"),
+        ("n", "I"),
+        ("busy_ns", "H"),
+        ("seq", "I"),
+        ("start_ns", "I"),
+        ("end_ns", "I"),
+        ("launch_id", "I"),
+    ),
+    "kernel_scopes": (("session_id", "T"), ("scope_inst", "I"), ("n", "I"), ("total_ns", "H")),
+    "api_keys": (
+        ("id", "T"),
+        ("name", "T"),
+        ("role", "T"),
+        ("hash", "T"),
+        ("created_ns", "I"),
+        ("revoked_ns", "I"),
+    ),
+}
+
+PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
+    "sessions": ("session_id",),
+    "stream_ends": ("session_id", "stream"),
+    "dicts": ("session_id", "stream", "kind", "id"),
+    "api_keys": ("id",),
+}
+
+# Secondary indexes only where an engine uses them (PostgreSQL); DuckDB relies on zone maps (records arrive
+# roughly in time order) and skips ART indexes on the big tables, which would slow bulk inserts.
+PG_INDEXES: tuple[str, ...] = (
+    "CREATE INDEX kernels_time ON kernels (session_id, start_ns)",
+    "CREATE INDEX kernels_seq ON kernels (session_id, seq)",
+    "CREATE INDEX memcpys_time ON memcpys (session_id, start_ns)",
+    "CREATE INDEX memcpys_seq ON memcpys (session_id, seq)",
+    "CREATE INDEX memsets_seq ON memsets (session_id, seq)",
+    "CREATE INDEX scope_begins_s ON scope_begins (session_id, inst)",
+    "CREATE INDEX scope_ends_s ON scope_ends (session_id, inst)",
+    "CREATE INDEX profile_samples_s ON profile_samples (session_id, scope_inst)",
+    "CREATE INDEX system_points_s ON system_points (session_id, metric, device_id, ts_ns)",
+    "CREATE INDEX other_events_s ON other_events (session_id)",
+    "CREATE INDEX seq_ranges_s ON seq_ranges (session_id, stream)",
+    "CREATE INDEX session_streams_s ON session_streams (session_id)",
+    "CREATE INDEX type_counts_s ON type_counts (session_id)",
+    "CREATE INDEX kernel_stats_s ON kernel_stats (session_id)",
+    "CREATE INDEX kernel_sketch_s ON kernel_sketch (session_id)",
+    "CREATE INDEX kernel_lod_s ON kernel_lod (session_id, level, bucket)",
+    "CREATE INDEX kernel_scopes_s ON kernel_scopes (session_id, scope_inst)",
+)
+
+# Tables that hold a session's data (everything but api_keys): deleting a session deletes its rows here.
+SESSION_TABLES = tuple(t for t in TABLES if t != "api_keys")
+
+# Levels of detail for the kernel timeline: bucket width 2^shift ns (~1 ms, ~17 ms, ~268 ms, ~4.3 s).
+LOD_SHIFTS: tuple[int, ...] = (20, 24, 28, 32)
+
+
+def create_table_sql(table: str, sql_types: dict[str, str]) -> str:
+    cols = [f"{name} {sql_types[code]}" for name, code in TABLES[table]]
+    pk = PRIMARY_KEYS.get(table)
+    if pk:
+        cols.append(f"PRIMARY KEY ({', '.join(pk)})")
+    return f"CREATE TABLE {table} ({', '.join(cols)})"

@@ -1,0 +1,47 @@
+"""Fixtures for the agent's tests: the agent as a real subprocess, the loopback fault-injection server,
+and the rule for missing real services (skip on a developer machine, fail when CI=true)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from .faultserver import FaultServer
+
+
+def require(what: str, available: bool) -> None:
+    """A real part the test needs is missing: skip locally, fail in CI (where .ci/run must provide it)."""
+    if available:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{what} is required in CI but not available")
+    pytest.skip(f"{what} not available")
+
+
+AGENT = [sys.executable, "-m", "gpufl.agent.cli"]
+
+
+def agent_args(folder: str, url: str, token: str, *extra: str) -> list[str]:
+    return [*AGENT, f"--folder={folder}", "--type=http", f"--url={url}", f"--token={token}", *extra]
+
+
+def run_agent(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def fault_server() -> Iterator[FaultServer]:
+    srv = FaultServer()
+    yield srv
+    srv.close()
+
+
+@pytest.fixture
+def folder(tmp_path: os.PathLike[str]) -> str:
+    path = os.path.join(tmp_path, "logs")
+    os.mkdir(path)
+    return path

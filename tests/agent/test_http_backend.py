@@ -1,0 +1,187 @@
+"""The agent against the project's real backend (started here on loopback, DuckDB store): end-to-end
+delivery from the real client writer, the backend down under load (bounded memory, resumes by itself),
+and kill -9 of the agent and of the backend while events are written and rotated.
+
+Sizes: CI-sized by default; GPUFL_SOAK=1 runs the full bars (1M events, 60 s outage)."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from .conftest import agent_args, require, run_agent
+from .services import Backend, backend_available, free_port
+from .verify import assert_store_holds_all
+
+SOAK = os.environ.get("GPUFL_SOAK") == "1"
+LOADGEN = os.path.join(os.path.dirname(__file__), "loadgen.py")
+
+
+@pytest.fixture
+def backend(tmp_path: str) -> Iterator[Backend]:
+    require("the project's backend (gpufl.backend)", backend_available())
+    data = os.path.join(tmp_path, "backend")
+    os.mkdir(data)
+    b = Backend(data).start()
+    yield b
+    b.stop()
+
+
+def _loadgen(folder: str, events: int, rate: float, seg_bytes: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, LOADGEN, folder, str(events), str(rate), str(seg_bytes)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        m = re.search(r"VmRSS:\s+(\d+) kB", f.read())
+    assert m is not None
+    return int(m.group(1)) / 1024
+
+
+def _metric(port: int, name: str) -> float:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_real_writer_to_real_backend(folder: str, backend: Backend) -> None:
+    gen = _loadgen(folder, 30_000, 1e9, 256 * 1024)
+    assert gen.wait(timeout=120) == 0
+    segments = [n for n in os.listdir(folder) if n.endswith(".log")]
+    assert len(segments) > 6  # rotated
+    r = run_agent(agent_args(folder, backend.url, backend.token, "--exit-when-idle", "--batch-records=4000"))
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    # 30,000 emitted + session_start and session_end on each of the three streams.
+    assert assert_store_holds_all(backend.url, backend.token, folder) == 30_000 + 6
+
+
+def test_backend_down_under_load(folder: str, backend: Backend) -> None:
+    down_s = 60.0 if SOAK else 15.0
+    rate = 20_000.0
+    events = int(rate * (down_s + 12))
+    metrics_port = free_port()
+    gen = _loadgen(folder, events, rate, 1 << 20)
+    # CI size uses 1 MiB batches: the agent then holds at most ~7 MiB of records (queue + senders + open
+    # batches), far less than the ~60 MB backlog of a 15 s outage, so read-ahead without a bound shows.
+    # The soak (60 s, ~250 MB backlog) runs with the default 8 MiB batches.
+    agent = subprocess.Popen(
+        agent_args(
+            folder,
+            backend.url,
+            backend.token,
+            f"--metrics-port={metrics_port}",
+            "--poll-interval=0.2",
+            *([] if SOAK else ["--batch-bytes=1M"]),
+        ),
+        stderr=subprocess.DEVNULL,
+    )
+    peak = 0.0
+    try:
+        time.sleep(3)
+        assert _metric(metrics_port, "gpufl_agent_events_total") > 0
+        rss_before = _rss_mb(agent.pid)
+        backend.stop(signal.SIGKILL)
+        t_down = time.monotonic()
+        while time.monotonic() - t_down < down_s:
+            peak = max(peak, _rss_mb(agent.pid))
+            assert agent.poll() is None, "the agent exited while the backend was down"
+            time.sleep(0.2)
+        retries = _metric(metrics_port, "gpufl_agent_retries_total")
+        assert retries > 0
+        backlog_mb = _metric(metrics_port, "gpufl_agent_lag_bytes") / 2**20
+        outage_peak = peak
+        assert backlog_mb > 40, f"the test built only {backlog_mb:.0f} MB of backlog"
+        assert outage_peak - rss_before < backlog_mb / 2, (
+            f"RSS grew {outage_peak - rss_before:.0f} MB with {backlog_mb:.0f} MB waiting: read-ahead is not bounded"
+        )
+        backend.start()
+        assert gen.wait(timeout=120) == 0
+        # Delivery resumes by itself: the running agent catches up with everything written.
+        deadline = time.monotonic() + 120
+        while _metric(metrics_port, "gpufl_agent_lag_bytes") > 0:
+            peak = max(peak, _rss_mb(agent.pid))
+            assert time.monotonic() < deadline, "the agent did not catch up after the backend came back"
+            time.sleep(0.5)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(timeout=30)
+        gen.kill()
+    print(
+        f"backend down {down_s:.0f}s, {events} events, {backlog_mb:.0f} MB backlog: "
+        f"agent RSS {rss_before:.0f} MB before, {outage_peak:.0f} MB peak while down, {peak:.0f} MB overall"
+    )
+    assert peak <= 200, f"agent RSS reached {peak:.0f} MB"
+    assert assert_store_holds_all(backend.url, backend.token, folder) == events + 6
+
+
+def _soak_sizes() -> tuple[int, float]:
+    # (events, rate): the full bar is 1M events; CI runs 150k at the same rotation pressure.
+    return (1_000_000, 40_000.0) if SOAK else (150_000, 25_000.0)
+
+
+def test_kill_9_agent_while_writing(folder: str, backend: Backend, tmp_path: str) -> None:
+    events, rate = _soak_sizes()
+    cursor = os.path.join(tmp_path, "cursor")  # outside the log folder, as on a read-only NFS mount
+    gen = _loadgen(folder, events, rate, 512 * 1024)
+    rng = random.Random(1234)
+    kills = 0
+    args = agent_args(folder, backend.url, backend.token, f"--cursor-file={cursor}", "--poll-interval=0.1")
+    while gen.poll() is None:
+        agent = subprocess.Popen(args, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.3, 2.0))
+        agent.kill()
+        agent.wait()
+        kills += 1
+    assert gen.returncode == 0
+    r = run_agent([*args, "--exit-when-idle"], timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert kills >= 3
+    assert assert_store_holds_all(backend.url, backend.token, folder) == events + 6
+
+
+def test_kill_9_backend_while_writing(folder: str, backend: Backend) -> None:
+    events, rate = _soak_sizes()
+    metrics_port = free_port()
+    gen = _loadgen(folder, events, rate, 512 * 1024)
+    agent = subprocess.Popen(
+        agent_args(
+            folder, backend.url, backend.token, f"--metrics-port={metrics_port}", "--poll-interval=0.1"
+        ),
+        stderr=subprocess.DEVNULL,
+    )
+    rng = random.Random(99)
+    restarts = 0
+    try:
+        while gen.poll() is None:
+            time.sleep(rng.uniform(0.5, 2.5))
+            backend.stop(signal.SIGKILL)
+            time.sleep(rng.uniform(0.0, 1.0))
+            backend.start()
+            restarts += 1
+        assert gen.returncode == 0
+        deadline = time.monotonic() + 300
+        while _metric(metrics_port, "gpufl_agent_lag_bytes") > 0:
+            assert time.monotonic() < deadline and agent.poll() is None
+            time.sleep(0.5)
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(timeout=30)
+    assert restarts >= 2
+    assert assert_store_holds_all(backend.url, backend.token, folder) == events + 6

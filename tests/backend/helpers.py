@@ -1,0 +1,18 @@
+"""Test helpers: feed records to a store the way the ingest path does."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+from gpufl import events as ev
+from gpufl.backend.ingest import BatchResult, ingest_raws
+from gpufl.backend.store import SqlStore
+
+
+def feed(store: SqlStore, records: Iterable[ev.Record]) -> dict[str, BatchResult]:
+    """Encode and ingest records, one batch per stream, through ingest_raws (decode + validate + store)."""
+    by_stream: dict[str, list[bytes]] = defaultdict(list)
+    for r in records:
+        by_stream[r.stream].append(ev.encode(r))
+    return {s: ingest_raws(store, s, raws) for s, raws in by_stream.items()}

@@ -1,0 +1,303 @@
+"""The HTTP API end to end on both engines: ingest protocol, limits, hostile input, queries, auth, keys."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from gpufl import events as ev
+from gpufl.backend.app import create_app
+from gpufl.backend.store import SqlStore
+
+from .conftest import Api, make_settings
+from .factory import SessionFactory
+
+
+def _session(sid: str = "api1") -> tuple[SessionFactory, list[ev.Record]]:
+    f = SessionFactory(sid)
+    recs: list[ev.Record] = [f.start("device"), f.launch(1, "gemm"), f.stack(2, [("a.py", 1, "f")])]
+    recs += [f.kernel(1, i * 1000, 400 + i, stack_id=2) for i in range(50)]
+    return f, recs
+
+
+def test_ingest_ndjson_json_array_and_gzip(api: Api) -> None:
+    _, recs = _session()
+    lines = ev.encode_lines(recs)
+    r = api.post_events("device", lines[: lines.index(b"\n", 2000) + 1])
+    assert r.status_code == 200, r.text
+    first = r.json()["stored"]
+    assert first > 0 and r.json()["duplicates"] == 0 and r.json()["rejected"] == []
+    arr = b"[" + b",".join(ev.encode(x) for x in recs) + b"]"
+    r = api.client.post(
+        "/api/v1/events/device",
+        content=gzip.compress(arr),
+        headers={**api.h("ingest"), "Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json() == {"stored": len(recs) - first, "duplicates": first, "rejected": []}
+    s = api.get("/sessions/api1").json()
+    assert s["totals"]["kernels"] == 50
+
+
+def test_per_record_rejections_and_all_bad_is_400(api: Api) -> None:
+    f, recs = _session("rej")
+    good = [ev.encode(r) for r in recs[:3]]
+    bad_end = json.dumps(
+        {**ev.to_builtins(f.kernel(1, 5000, 10)), "end_ns": 1}
+    ).encode()  # ends before it starts
+    wrong_stream = ev.encode(f.scope_path(1, "x"))
+    not_json = b'{"type": "kernel", '
+    body = b"\n".join([good[0], bad_end, good[1], wrong_stream, not_json, good[2]])
+    r = api.post_events("device", body)
+    assert r.status_code == 200
+    out = r.json()
+    assert out["stored"] == 3 and out["duplicates"] == 0
+    assert [(x["index"], x["seq"]) for x in out["rejected"]] == [(1, recs[-1].seq + 1), (3, 0), (4, None)]
+    assert "before start_ns" in out["rejected"][0]["reason"]
+    assert "posted to /events/device" in out["rejected"][1]["reason"]
+    r = api.post_events("device", b"\n".join([bad_end, not_json]))
+    assert r.status_code == 400 and r.json()["stored"] == 0 and len(r.json()["rejected"]) == 2
+    assert "error" in r.json()
+    for body, ctype, enc in (
+        (b"", "application/x-ndjson", None),
+        (b"[1,", "application/json", None),
+        (b"plain", "application/x-ndjson", "gzip"),
+        (b"x", "application/x-ndjson", "br"),
+    ):
+        hdr = {"Content-Type": ctype} | ({"Content-Encoding": enc} if enc else {})
+        r = api.post_events("device", body, **hdr)
+        assert r.status_code == 400, (body, r.text)
+        assert "error" in r.json()
+    assert api.get("/sessions/rej").json()["totals"]["kernels"] == 0  # the bad kernel was not stored
+
+
+@pytest.fixture
+def small_api(store: SqlStore) -> Iterator[Api]:
+    app = create_app(make_settings(max_body_bytes=20_000, max_batch_records=10), store, start_jobs=False)
+    with TestClient(app) as client:
+        yield Api(client, store, app)
+
+
+def test_limits_give_413_with_the_limits(small_api: Api) -> None:
+    _, recs = _session("big")
+    over_records = ev.encode_lines(recs[:11])
+    r = small_api.post_events("device", over_records)
+    assert r.status_code == 413
+    assert r.json()["max_records"] == 10 and r.json()["max_bytes"] == 20_000 and "error" in r.json()
+    assert small_api.post_events("device", ev.encode_lines(recs[:10])).status_code == 200
+    r = small_api.post_events("device", b" " * 20_001)
+    assert r.status_code == 413
+    bomb = gzip.compress(b" " * 200_000)  # inflates past 4x the body limit
+    r = small_api.post_events("device", bomb, **{"Content-Encoding": "gzip"})
+    assert r.status_code == 413 and len(bomb) < 20_000
+
+
+def test_hostile_input_is_rejected_or_stored_verbatim_never_500(api: Api) -> None:
+    sqlish = "x'); DROP TABLE kernels; --"
+    f = SessionFactory(sqlish, host="h' OR '1'='1", app='"; DELETE FROM sessions; --')
+    recs: list[ev.Record] = [f.start("device"), f.launch(1, "k\"'; SELECT 1; --"), f.kernel(1, 0, 10)]
+    assert api.post_events("device", ev.encode_lines(recs)).json()["stored"] == 3
+    base = ev.to_builtins(f.kernel(1, 100, 10))
+    hostile = [
+        {**base, "seq": 2**64 + 5},  # huge seq
+        {**base, "seq": base["seq"] + 1, "device_id": 2**63},  # past int64 (msgspec accepts uint64)
+        {**base, "seq": base["seq"] + 2, "start_ns": 10**30, "end_ns": 10**30},
+        {**base, "seq": -1},
+        {**base, "session_id": "s" * 65},
+        {**base, "session_id": "nul\u0000id"},
+        {**base, "stream_id": "7"},
+        {**base, "type": "kernel; DROP TABLE x"},
+    ]
+    body = b"\n".join(json.dumps(h).encode() for h in hostile)
+    body += b"\n" + b"[" * 5000 + b"]" * 5000  # deep JSON
+    deep_opts: dict = {}
+    cur = deep_opts
+    for _ in range(40):
+        cur["a"] = {}
+        cur = cur["a"]
+    start2 = {**ev.to_builtins(SessionFactory("deep").start("device")), "options": deep_opts}
+    body += b"\n" + json.dumps(start2).encode()
+    r = api.post_events("device", body)
+    assert r.status_code == 400, r.text
+    assert len(r.json()["rejected"]) == len(hostile) + 2
+    got = api.get("/sessions").json()["items"]
+    assert [(s["session_id"], s["host"], s["app"], s["kernels"]) for s in got] == [(sqlish, f.host, f.app, 1)]
+    from urllib.parse import quote
+
+    sid = quote(sqlish, safe="")
+    ks = api.get(f"/sessions/{sid}/kernels").json()["items"]
+    assert [k["name"] for k in ks] == ["k\"'; SELECT 1; --"]
+    assert api.get(f"/sessions/{sid}/kernels", params={"name": "' OR 1=1 --"}).json()["items"] == []
+    for path, params in (
+        ("/sessions", {"since": str(10**30)}),
+        ("/sessions", {"limit": "-1"}),
+        ("/sessions", {"cursor": "!!notbase64"}),
+        (f"/sessions/{sid}/kernels", {"start_ns": "1e400"}),
+        (f"/sessions/{sid}/kernels", {"device": str(2**70)}),
+        (f"/sessions/{sid}/kernels", {"cursor": "WzEsIngiXQ"}),
+        (f"/sessions/{sid}/kernels", {"start_ns": "0", "end_ns": str(2**62), "resolution_ns": "1"}),
+        (f"/sessions/{sid}/kernels/99999999999999999999999", {}),
+        (f"/sessions/{sid}/system", {"points": "0"}),
+        ("/sessions/" + "x" * 100, {}),
+        (f"/sessions/{sid}/scopes/{2**70}/profile-samples", {}),
+    ):
+        r = api.get(path, params=params)
+        assert 400 <= r.status_code < 500, (path, params, r.status_code, r.text)
+        assert "error" in r.json()
+
+
+def test_query_endpoints_shapes(api: Api) -> None:
+    f, recs = _session("q1")
+    api.post_events("device", ev.encode_lines(recs))
+    api.post_events(
+        "system", ev.encode_lines([f.start("system"), *(f.sample(i * 10**8, i, 100.0, 5) for i in range(30))])
+    )
+    t0, t1 = f.t0, f.t0 + 60_000
+    page = api.get("/sessions/q1/kernels", params={"start_ns": t0, "end_ns": t1, "limit": 20}).json()
+    assert len(page["items"]) == 20 and page["next_cursor"]
+    rest = api.get(
+        "/sessions/q1/kernels",
+        params={"start_ns": t0, "end_ns": t1, "limit": 1000, "cursor": page["next_cursor"]},
+    ).json()
+    assert len(rest["items"]) == 30 and rest["next_cursor"] is None
+    kid = page["items"][3]["id"]
+    d = api.get(f"/sessions/q1/kernels/{kid}").json()
+    assert d["id"] == kid and d["stack"] == [{"file": "a.py", "line": 1, "function": "f"}]
+    assert d["launch"]["num_regs"] == 32
+    tl = api.get(
+        "/sessions/q1/kernels", params={"start_ns": t0, "end_ns": t1, "resolution_ns": 10_000}
+    ).json()
+    assert tl["bucket_ns"] == 10_000 and sum(b["count"] for b in tl["buckets"]) == 50
+    sm = api.get("/sessions/q1/kernels/summary").json()
+    assert sm["items"][0]["name"] == "gemm" and sm["items"][0]["count"] == 50
+    sysr = api.get("/sessions/q1/system", params={"metric": "util_gpu_pct", "points": 3}).json()
+    pts = sysr["series"][0]["points"]
+    assert len(pts) == 3 and pts[0]["min"] == 0 and pts[-1]["max"] == 29
+    assert api.get("/hosts").json()["hosts"][0]["apps"][0]["sessions"] == 1
+    assert api.get("/sessions/q1/scopes").json() == {"roots": []}
+    assert api.get("/sessions/q1/memcpy").json() == {"items": [], "next_cursor": None}
+    assert api.get("/sessions/nope").status_code == 404
+    assert api.get("/sessions/q1/kernels/999999").status_code == 404
+    assert api.get("/sessions/nope/kernels").status_code == 404
+    r = api.client.delete("/api/v1/sessions/q1", headers=api.h("admin"))
+    assert r.json() == {"deleted": True}
+    assert api.get("/sessions/q1").status_code == 404
+
+
+# ---- auth -------------------------------------------------------------------------------------------
+
+# Which role each endpoint needs. Every API route must be listed (checked below), so a new endpoint can't
+# slip in without an entry in the auth matrix.
+NEEDS = {
+    ("POST", "/api/v1/events/{stream}"): "ingest",
+    ("GET", "/api/v1/sessions"): "read",
+    ("GET", "/api/v1/hosts"): "read",
+    ("GET", "/api/v1/sessions/{session_id}"): "read",
+    ("DELETE", "/api/v1/sessions/{session_id}"): "admin",
+    ("GET", "/api/v1/sessions/{session_id}/kernels"): "read",
+    ("GET", "/api/v1/sessions/{session_id}/kernels/summary"): "read",
+    ("GET", "/api/v1/sessions/{session_id}/kernels/{kernel_id}"): "read",
+    ("GET", "/api/v1/sessions/{session_id}/memcpy"): "read",
+    ("GET", "/api/v1/sessions/{session_id}/scopes"): "read",
+    ("GET", "/api/v1/sessions/{session_id}/scopes/{scope_id}/profile-samples"): "read",
+    ("GET", "/api/v1/sessions/{session_id}/system"): "read",
+    ("POST", "/api/v1/keys"): "admin",
+    ("GET", "/api/v1/keys"): "admin",
+    ("DELETE", "/api/v1/keys/{key_id}"): "admin",
+    ("POST", "/api/v1/admin/prune"): "admin",
+    ("GET", "/metrics"): "read",
+}
+PUBLIC = {("GET", "/healthz")}
+FILL = {"stream": "device", "session_id": "nosuch", "kernel_id": "1", "scope_id": "1", "key_id": "nokey"}
+
+
+def test_every_route_is_in_the_auth_matrix(api: Api) -> None:
+    # The OpenAPI document lists every routed endpoint (only the SPA fallback is left out of it).
+    paths = api.app.openapi()["paths"]
+    routes = {(m.upper(), p) for p, ops in paths.items() for m in ops}
+    assert routes - PUBLIC == set(NEEDS)
+
+
+@pytest.mark.parametrize(("method", "path"), sorted(NEEDS))
+def test_auth_matrix(api: Api, method: str, path: str) -> None:
+    url = re.sub(r"\{(\w+)\}", lambda m: FILL[m.group(1)], path)
+    need = NEEDS[(method, path)]
+
+    def call(headers: dict[str, str]) -> tuple[int, dict]:
+        r = api.client.request(method, url, headers=headers, content=b"")
+        return r.status_code, (
+            r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+        )
+
+    for headers in (
+        {},
+        {"Authorization": "Bearer gpufl_0123456789abcdef_" + "x" * 43},
+        {"Authorization": "Bearer not-a-token"},
+        {"Authorization": "Basic abc"},
+        api.h("revoked"),
+    ):
+        status, body = call(headers)
+        assert status == 401 and "error" in body, (headers, status)
+    for role in ("ingest", "read", "admin"):
+        status, body = call(api.h(role))
+        if role == need or role == "admin":
+            assert status not in (401, 403, 500), (role, status, body)
+        else:
+            assert status == 403 and "error" in body, (role, status)
+
+
+def test_keys_lifecycle_and_revocation_is_immediate(api: Api) -> None:
+    r = api.client.post("/api/v1/keys", json={"role": "read", "name": "ui"}, headers=api.h("admin"))
+    assert r.status_code == 200
+    key = r.json()
+    assert key["role"] == "read" and key["token"].startswith("gpufl_")
+    listed = api.client.get("/api/v1/keys", headers=api.h("admin")).json()["items"]
+    assert key["id"] in {k["id"] for k in listed} and all(
+        "token" not in k and "hash" not in k for k in listed
+    )
+    # Stored only as a hash: the token text is nowhere in the store.
+    assert all(key["token"] not in str(row) for row in api.store._all("SELECT * FROM api_keys"))
+    hdr = {"Authorization": f"Bearer {key['token']}"}
+    assert api.client.get("/api/v1/sessions", headers=hdr).status_code == 200
+    assert api.client.delete(f"/api/v1/keys/{key['id']}", headers=api.h("admin")).json() == {"deleted": True}
+    r = api.client.get("/api/v1/sessions", headers=hdr)
+    assert r.status_code == 401 and r.json()["error"] == "token revoked"
+    assert api.client.delete(f"/api/v1/keys/{key['id']}", headers=api.h("admin")).status_code == 404
+    bad = api.client.post("/api/v1/keys", json={"role": "root", "name": "x"}, headers=api.h("admin"))
+    assert bad.status_code == 422 and "error" in bad.json()
+
+
+def test_public_endpoints_ui_openapi_metrics(api: Api) -> None:
+    assert api.client.get("/healthz").json()["status"] == "ok"
+    root = api.client.get("/")
+    assert root.status_code == 200 and "text/html" in root.headers["content-type"]
+    assert api.client.get("/api/v1/nothing-here").status_code == 404
+    doc = api.client.get("/api/v1/openapi.json").json()
+    assert "/api/v1/sessions/{session_id}/kernels/summary" in doc["paths"]
+    _, recs = _session("m")
+    api.post_events("device", ev.encode_lines(recs) + b"garbage\n")
+    text = api.client.get("/metrics", headers=api.h("read")).text
+    assert re.search(r'gpufl_ingest_records_total\{outcome="stored",stream="device"\} 53\.0', text)
+    assert re.search(r'gpufl_ingest_rejected_records_total\{reason="malformed"\} 1\.0', text)
+    assert "gpufl_http_request_seconds_bucket" in text
+
+
+def test_spa_served_when_built(
+    api: Api, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gpufl.backend import app as app_mod
+
+    static = tmp_path_factory.mktemp("static")
+    (static / "index.html").write_text("<html>spa</html>")
+    (static / "assets").mkdir()
+    (static / "assets" / "app.js").write_text("console.log(1)")
+    monkeypatch.setattr(app_mod, "STATIC_DIR", static)
+    assert api.client.get("/assets/app.js").text == "console.log(1)"
+    assert api.client.get("/sessions/abc/timeline").text == "<html>spa</html>"  # client-side route
+    assert api.client.get("/../../etc/passwd").text == "<html>spa</html>"
+    assert api.client.get("/api/v1/unknown").status_code == 404
