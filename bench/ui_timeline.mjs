@@ -68,6 +68,17 @@ async function buildTiledSession(backend) {
     if (r.end_ns > last) last = r.end_ns;
   }
   const period = last - first + 1_000_000n;
+  // The densest 20 ms of the capture (offset from `first`), where the zoomed-in pans are placed.
+  const starts = work.filter((r) => r.type === 'kernel').map((r) => Number(r.start_ns - first)).sort((a, b) => a - b);
+  let dense = 0;
+  let bestN = 0;
+  for (let i = 0, j = 0; i < starts.length; i++) {
+    while (starts[i] - starts[j] > 20e6) j++;
+    if (i - j + 1 > bestN) {
+      bestN = i - j + 1;
+      dense = starts[j];
+    }
+  }
   const copies = Math.ceil(TARGET / kernelsPer);
   const sid = `${String(start.session_id).slice(0, 40)}-tiled${copies}`;
   const base = start.start_ns < first ? start.start_ns : first;
@@ -108,7 +119,10 @@ async function buildTiledSession(backend) {
   seq++;
   await flush();
   log(`ingested ${stored} records in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-  return { sid, kernels: kernelsPer * copies, copies, spanNs: Number(end - base) };
+  // relative to the session start: the densest 20 ms of the middle copy
+  const denseT = Number(first - base) + Number(period) * Math.floor(copies / 2) + dense;
+  log(`densest 20 ms of the capture: ${bestN} kernels at +${(dense / 1e9).toFixed(3)} s; pans zoom in at ${(denseT / 1e9).toFixed(3)} s`);
+  return { sid, kernels: kernelsPer * copies, copies, spanNs: Number(end - base), denseT, densePerS: bestN };
 }
 
 function stats(xs) {
@@ -151,16 +165,22 @@ try {
   log(`last load: DOMContentLoaded ${Math.round(breakdown.dcl)} ms; API: ${JSON.stringify(breakdown.api)}`);
   log(`first paint (ms): cold ${round(firstPaint[0])}, warm ${firstPaint.slice(1).map((x) => round(x)).join(', ')}`);
 
-  // 2. Panning: every animation frame moves the window by 1% of its span (a steady drag), for 4 s each at
-  //    three zoom levels (whole session, 1/20, 1/500). Frame time = interval between rAF callbacks; draw = time
-  //    spent in drawFrame. Tiles load while panning, as they would for a user.
+  // 2. Panning: every animation frame moves the window by 1% of its span (a steady drag) for 4 s, at four
+  //    zoom levels: the whole session, 60 s, 2 s and 20 ms windows; the zoomed ones drag back and forth
+  //    (turning every 50 frames) around the densest 20 ms of a copy of the capture, which stays in view. Frame time = interval between rAF callbacks; draw = time spent painting
+  //    (timeline + minimap); rects = rectangles painted per frame. Tiles load while panning, as for a user.
+  const range = Number(BigInt(detail.streams.find((s) => s.stream === 'device').last_ns) - BigInt(detail.header.start_ns));
   const pan = {};
-  for (const [label, frac] of [['whole session', 1], ['1/20 of session', 1 / 20], ['1/500 of session', 1 / 500]]) {
+  for (const [label, spanNs, at] of [
+    ['whole session', range, 0],
+    ['60 s window', 60e9, tiled.denseT - 0.75 * 60e9],
+    ['2 s window', 2e9, tiled.denseT - 0.75 * 2e9],
+    ['20 ms window', 20e6, tiled.denseT - 0.75 * 20e6],
+  ]) {
     const res = await page.evaluate(
-      async ([frac, range]) => {
+      async ([spanNs, at, range]) => {
         const tl = window.__gpuflTimeline;
-        const span = range * frac;
-        tl.setViewport({ t0: range * 0.3, t1: range * 0.3 + span });
+        tl.setViewport({ t0: at, t1: at + spanNs });
         await new Promise((r) => {
           const w = () => (tl.pending() === 0 ? r() : setTimeout(w, 20));
           w();
@@ -168,6 +188,8 @@ try {
         const drawStart = tl.drawMs.length;
         const intervals = [];
         let dir = 1;
+        let n = 0;
+        const whole = spanNs >= range;
         await new Promise((resolve) => {
           let prev = 0;
           const t0 = performance.now();
@@ -175,6 +197,7 @@ try {
             if (prev) intervals.push(now - prev);
             prev = now;
             const v = tl.viewport();
+            if (!whole && ++n % 50 === 0) dir = -dir;
             const d = (v.t1 - v.t0) * 0.01 * dir;
             if (v.t1 + d > range * 1.04 || v.t0 + d < -range * 0.04) dir = -dir;
             tl.setViewport({ t0: v.t0 + d, t1: v.t1 + d });
@@ -183,12 +206,13 @@ try {
           };
           requestAnimationFrame(step);
         });
-        return { intervals, draw: tl.drawMs.slice(drawStart), rects: tl.rects };
+        return { intervals, draw: tl.drawMs.slice(drawStart), rects: tl.rectsPerFrame.slice(drawStart) };
       },
-      [frac, Number(BigInt(detail.streams.find((s) => s.stream === 'device').last_ns) - BigInt(detail.header.start_ns))],
+      [spanNs, at, range],
     );
     const iv = stats(res.intervals);
     const dr = stats(res.draw);
+    const rc = stats(res.rects);
     pan[label] = {
       fps: round(1000 / iv.mean),
       frame_ms_p50: round(iv.p50),
@@ -196,7 +220,8 @@ try {
       frame_ms_max: round(iv.max),
       draw_ms_p50: round(dr.p50, 2),
       draw_ms_p95: round(dr.p95, 2),
-      rects_last_frame: res.rects,
+      rects_per_frame_p50: rc.p50,
+      rects_per_frame_max: rc.max,
     };
     log(`pan @ ${label}: ${JSON.stringify(pan[label])}`);
   }
@@ -206,6 +231,8 @@ try {
     session: tiled.sid,
     kernels: detail.totals.kernels,
     span_s: round(tiled.spanNs / 1e9, 2),
+    copies: tiled.copies,
+    densest_kernels_per_s: tiled.densePerS,
     first_paint_ms: { cold: round(firstPaint[0]), warm: firstPaint.slice(1).map((x) => round(x)) },
     last_load_api: breakdown.api,
     pan,

@@ -1,4 +1,5 @@
-"""``gpufl``: the umbrella command. ``gpufl schema`` prints the event JSON Schema; ``gpufl agent ...`` and
+"""``gpufl``: the umbrella command. ``gpufl demo`` runs the whole stack locally; ``gpufl replay`` re-writes
+recorded sessions as new ones; ``gpufl schema`` prints the event JSON Schema; ``gpufl agent ...`` and
 ``gpufl backend ...`` forward to ``gpufl-agent`` and ``gpufl-backend``."""
 
 from __future__ import annotations
@@ -12,18 +13,32 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("agent", "backend"):
         if argv[0] == "agent":
-            from gpufl.agent.cli import main as agent_main
-
-            return int(agent_main(argv[1:]) or 0)
-        from gpufl.backend.cli import main as backend_main
-
-        return int(backend_main(argv[1:]) or 0)
+            from gpufl.agent.cli import main as forward
+        else:
+            from gpufl.backend.cli import main as forward  # type: ignore[assignment]
+        rc: object = forward(argv[1:])
+        return rc if isinstance(rc, int) else 0
     ap = argparse.ArgumentParser(prog="gpufl", description="GPU Flight: always-on GPU observability")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("schema", help="print the JSON Schema of one log record")
+    sub.add_parser("demo", help="run the whole stack locally on real data (see README)", add_help=False)
+    rp = sub.add_parser("replay", help="write recorded sessions into a log folder as new sessions, now")
+    rp.add_argument("capture", nargs="+", help="folders holding one recorded session each")
+    rp.add_argument("--log-dir", required=True)
     sub.add_parser("agent", help="run the log shipper (gpufl-agent)")
     sub.add_parser("backend", help="run the backend (gpufl-backend)")
+    if argv and argv[0] == "demo":
+        from gpufl.demo import main as demo_main
+
+        return demo_main(argv[1:])
     args = ap.parse_args(argv)
+    if args.cmd == "replay":
+        from pathlib import Path
+
+        from gpufl.replay import replay
+
+        for folder in args.capture:
+            print(replay(Path(folder), Path(args.log_dir)))
     if args.cmd == "schema":
         from gpufl import events
 

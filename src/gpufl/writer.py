@@ -12,6 +12,7 @@ When the queue is full, records are dropped and counted; the count is written as
 from __future__ import annotations
 
 import collections
+import operator
 import os
 import threading
 import time
@@ -122,8 +123,12 @@ class StreamWriter:
         self._fd = -1
         self._size = 0
         self._opened_ns = 0
-        self._in_segment: set[tuple[str, int]] = set()
-        self._refs_by_type = {events.TYPE_BY_TAG[tag]: refs for tag, refs in events.DICT_REFS.items()}
+        self._in_segment: dict[str, set[int]] = collections.defaultdict(set)
+        # type -> ((getter, kind), ...): attrgetter is several times cheaper than getattr in the hot loop.
+        self._refs_by_type = {
+            events.TYPE_BY_TAG[tag]: tuple((operator.attrgetter(attr), kind) for attr, kind in refs)
+            for tag, refs in events.DICT_REFS.items()
+        }
         self.segments_written = 0
         self.error: BaseException | None = None
 
@@ -262,24 +267,27 @@ class StreamWriter:
         ):
             self._rotate()
         out: list[Record] = []
+        append = out.append
         seq = self.seq
         in_seg = self._in_segment
         refs_by_type = self._refs_by_type
         for rec in chunk:
-            refs = refs_by_type.get(type(rec))
-            if refs:
-                for attr, kind in refs:
-                    ident = getattr(rec, attr)
-                    if ident is not None and (kind, ident) not in in_seg:
-                        entry = self._entries.get((kind, ident))
-                        if entry is not None:
-                            entry = msgspec.structs.replace(entry, seq=seq)
-                            seq += 1
-                            out.append(entry)
-                            in_seg.add((kind, ident))
+            refs = refs_by_type.get(rec.__class__)
+            if refs is not None:
+                for get, kind in refs:
+                    ident = get(rec)
+                    if ident is not None:
+                        seen = in_seg[kind]
+                        if ident not in seen:
+                            entry = self._entries.get((kind, ident))
+                            if entry is not None:
+                                entry = msgspec.structs.replace(entry, seq=seq)
+                                seq += 1
+                                append(entry)
+                                seen.add(ident)
             rec.seq = seq
             seq += 1
-            out.append(rec)
+            append(rec)
         data = _encoder.encode_lines(out)
         self._write_all(data)
         self.seq = seq
@@ -298,7 +306,7 @@ class StreamWriter:
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         self._size = 0
         self._opened_ns = self._clock()
-        self._in_segment = set()
+        self._in_segment = collections.defaultdict(set)
         self.segments_written += 1
 
     def _rotate(self) -> None:

@@ -152,6 +152,7 @@ def test_kill_9_agent_while_writing(folder: str, backend: Backend, tmp_path: str
     assert gen.returncode == 0
     r = run_agent([*args, "--exit-when-idle"], timeout=600)
     assert r.returncode == 0, r.stderr
+    print(f"{events} events, agent killed {kills} times")
     assert kills >= 3
     assert assert_store_holds_all(backend.url, backend.token, folder) == events + 6
 
@@ -183,5 +184,6 @@ def test_kill_9_backend_while_writing(folder: str, backend: Backend) -> None:
     finally:
         agent.send_signal(signal.SIGTERM)
         agent.wait(timeout=30)
+    print(f"{events} events, backend killed and restarted {restarts} times")
     assert restarts >= 2
     assert assert_store_holds_all(backend.url, backend.token, folder) == events + 6

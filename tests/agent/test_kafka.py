@@ -203,6 +203,10 @@ def test_kill_9_agent_and_restart_broker_while_writing(folder: str, tmp_path: st
         gen.kill()
         broker.stop()
         s3.stop()
+    dups = sum(n - 1 for n in seen.values())
+    print(
+        f"{len(expected)} records, agent killed {kills} times, broker restarted {restarts} times, {dups} re-deliveries"
+    )
     assert kills >= 2 and restarts >= 1
     missing = expected - set(seen)
     assert not missing, f"{len(missing)} records never reached the broker, e.g. {sorted(missing)[:3]}"

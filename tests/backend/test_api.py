@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from gpufl import events as ev
+from gpufl.backend.api import schemas as S
 from gpufl.backend.app import create_app
 from gpufl.backend.store import SqlStore
 
@@ -160,6 +161,7 @@ def test_query_endpoints_shapes(api: Api) -> None:
     t0, t1 = f.t0, f.t0 + 60_000
     page = api.get("/sessions/q1/kernels", params={"start_ns": t0, "end_ns": t1, "limit": 20}).json()
     assert len(page["items"]) == 20 and page["next_cursor"]
+    S.KernelPage.model_validate(page, strict=True)  # these endpoints bypass pydantic: check the shape
     rest = api.get(
         "/sessions/q1/kernels",
         params={"start_ns": t0, "end_ns": t1, "limit": 1000, "cursor": page["next_cursor"]},
@@ -173,11 +175,18 @@ def test_query_endpoints_shapes(api: Api) -> None:
         "/sessions/q1/kernels", params={"start_ns": t0, "end_ns": t1, "resolution_ns": 10_000}
     ).json()
     assert tl["bucket_ns"] == 10_000 and sum(b["count"] for b in tl["buckets"]) == 50
+    S.KernelTimeline.model_validate(tl, strict=True)
+    tl = api.get("/sessions/q1/kernels", params={"start_ns": t0, "end_ns": t1, "resolution_ns": 1 << 18}).json()
+    S.KernelTimeline.model_validate(tl, strict=True)
+    assert tl["bucket_ns"] == 1 << 18 and sum(b["count"] for b in tl["buckets"]) == 50
     sm = api.get("/sessions/q1/kernels/summary").json()
     assert sm["items"][0]["name"] == "gemm" and sm["items"][0]["count"] == 50
+    S.KernelSummary.model_validate(sm, strict=True)
     sysr = api.get("/sessions/q1/system", params={"metric": "util_gpu_pct", "points": 3}).json()
     pts = sysr["series"][0]["points"]
     assert len(pts) == 3 and pts[0]["min"] == 0 and pts[-1]["max"] == 29
+    S.SystemResponse.model_validate(sysr, strict=True)
+    S.MemcpyPage.model_validate(api.get("/sessions/q1/memcpy").json(), strict=True)
     assert api.get("/hosts").json()["hosts"][0]["apps"][0]["sessions"] == 1
     assert api.get("/sessions/q1/scopes").json() == {"roots": []}
     assert api.get("/sessions/q1/memcpy").json() == {"items": [], "next_cursor": None}

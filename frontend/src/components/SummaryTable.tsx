@@ -32,49 +32,51 @@ export function SummaryTable({ data, selected, onSelect }: { data: KernelSummary
       {data.items.length === 0 ? (
         <Empty>No kernels recorded in this session.</Empty>
       ) : (
-        <table className="grid" data-testid="summary">
-          <thead>
-            <tr>
-              {COLS.map((c) => (
-                <th
-                  key={c.key}
-                  className={`sortable ${c.num ? 'num' : ''}`}
-                  aria-sort={key === c.key ? (desc ? 'descending' : 'ascending') : 'none'}
-                  onClick={() => {
-                    if (key === c.key) setDesc(!desc);
-                    else {
-                      setKey(c.key);
-                      setDesc(c.key !== 'name');
-                    }
-                  }}
-                >
-                  {c.label} {key === c.key ? (desc ? '▼' : '▲') : ''}
-                </th>
-              ))}
-            </tr>
-          </thead>
-          <tbody>
-            {rows.map((r) => (
-              <tr
-                key={r.name ?? '(unnamed)'}
-                className={`clickable ${selected !== null && selected === r.name ? 'selected' : ''}`}
-                onClick={() => onSelect(selected === r.name ? null : r.name)}
-              >
-                <td className="kname" title={r.name ?? ''}>
-                  <span className="swatch" style={{ background: nameColor(r.name) }} />
-                  {r.name ?? '(unnamed)'}
-                </td>
-                <td className="num">{fmtInt(r.count)}</td>
-                <td className="num">{fmtDur(r.total_ns)}</td>
-                <td className="num">{fmtDur(r.mean_ns)}</td>
-                <td className="num">{fmtDur(r.p95_ns)}</td>
-                <td className="num">
-                  <span className="bar" style={{ width: `${Math.round(r.share * 60)}px` }} /> {fmtPct(r.share)}
-                </td>
+        <div className="scroll tall">
+          <table className="grid" data-testid="summary">
+            <thead>
+              <tr>
+                {COLS.map((c) => (
+                  <th
+                    key={c.key}
+                    className={`sortable ${c.num ? 'num' : ''}`}
+                    aria-sort={key === c.key ? (desc ? 'descending' : 'ascending') : 'none'}
+                    onClick={() => {
+                      if (key === c.key) setDesc(!desc);
+                      else {
+                        setKey(c.key);
+                        setDesc(c.key !== 'name');
+                      }
+                    }}
+                  >
+                    {c.label} {key === c.key ? (desc ? '▼' : '▲') : ''}
+                  </th>
+                ))}
               </tr>
-            ))}
-          </tbody>
-        </table>
+            </thead>
+            <tbody>
+              {rows.map((r) => (
+                <tr
+                  key={r.name ?? '(unnamed)'}
+                  className={`clickable ${selected !== null && selected === r.name ? 'selected' : ''}`}
+                  onClick={() => onSelect(selected === r.name ? null : r.name)}
+                >
+                  <td className="kname" title={r.name ?? ''}>
+                    <span className="swatch" style={{ background: nameColor(r.name) }} />
+                    {r.name ?? '(unnamed)'}
+                  </td>
+                  <td className="num">{fmtInt(r.count)}</td>
+                  <td className="num">{fmtDur(r.total_ns)}</td>
+                  <td className="num">{fmtDur(r.mean_ns)}</td>
+                  <td className="num">{fmtDur(r.p95_ns)}</td>
+                  <td className="num">
+                    <span className="bar" style={{ width: `${Math.round(r.share * 60)}px` }} /> {fmtPct(r.share)}
+                  </td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
       )}
     </div>
   );

@@ -53,3 +53,14 @@ export function fmtOffset(ns: number, step: number): string {
   if (a >= 1e3) return `${(ns / 1e3).toFixed(a >= 10e3 ? 0 : 1)} µs`;
   return `${ns.toFixed(0)} ns`;
 }
+
+/**
+ * An axis tick at `ns` (offset from the session start) for ticks `step` apart on an axis reaching `maxAbs`:
+ * past one second, seconds with as many decimals as the step needs ("7.60950 s"), so deep zooms late in a
+ * session stay readable; otherwise as fmtOffset.
+ */
+export function fmtTick(ns: number, step: number, maxAbs: number): string {
+  if (maxAbs < 1e9 || step >= 1e9) return fmtOffset(ns, step);
+  const decimals = Math.min(9, Math.max(0, Math.ceil(-Math.log10(step / 1e9) - 1e-9)));
+  return `${(ns / 1e9).toFixed(decimals)} s`;
+}

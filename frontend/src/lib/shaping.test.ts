@@ -4,7 +4,7 @@ import { inspectorRows } from './inspector';
 import { expandToDepth, findScope, visibleRows } from './scopes';
 import { gpuSummary, localInputToNs, matchesSearch, sortNewestFirst } from './sessions';
 import { filterSummary, sortSummary } from './summary';
-import { fmtBytes, fmtDur } from './format';
+import { fmtBytes, fmtDur, fmtTick } from './format';
 
 const item = (id: string, start: string | null, extra: object = {}) =>
   toSessionInfo({
@@ -149,5 +149,14 @@ describe('format', () => {
     expect(fmtDur(2.5e9)).toBe('2.50 s');
     expect(fmtDur(null)).toBe('—');
     expect(fmtBytes(1536)).toBe('1.5 KiB');
+  });
+});
+
+describe('fmtTick', () => {
+  it('uses seconds with enough decimals past 1 s, units below', () => {
+    expect(fmtTick(7_609_500_000, 50_000, 7.7e9)).toBe('7.60950 s');
+    expect(fmtTick(7_609_550_000, 50_000, 7.7e9)).toBe('7.60955 s');
+    expect(fmtTick(2e9, 1e9, 3e9)).toBe('2.0 s');
+    expect(fmtTick(500_000, 100_000, 9e5)).toBe('500 µs');
   });
 });

@@ -63,6 +63,7 @@ declare global {
     __gpuflTimeline?: {
       frames: number[];
       drawMs: number[];
+      rectsPerFrame: number[];
       firstDataPaint: number | null;
       pending: () => number;
       viewport: () => Viewport;
@@ -119,6 +120,7 @@ export function Timeline(p: TimelineProps) {
     const hooks: NonNullable<Window['__gpuflTimeline']> = {
       frames: [],
       drawMs: [],
+      rectsPerFrame: [],
       firstDataPaint: null,
       pending: () => pendingNeeded().length + s.inflight,
       viewport: () => ({ ...s.vp }),
@@ -297,9 +299,11 @@ export function Timeline(p: TimelineProps) {
       const t1 = performance.now();
       hooks.frames.push(t1);
       hooks.drawMs.push(t1 - t0);
-      if (hooks.frames.length > 2000) {
-        hooks.frames.splice(0, 1000);
-        hooks.drawMs.splice(0, 1000);
+      hooks.rectsPerFrame.push(stats.rects);
+      if (hooks.frames.length > 20000) {
+        hooks.frames.splice(0, 10000);
+        hooks.drawMs.splice(0, 10000);
+        hooks.rectsPerFrame.splice(0, 10000);
       }
       hooks.rects = stats.rects;
       const pend = pendingNeeded().length;

@@ -4,7 +4,7 @@
  */
 import type { LodBucket, MemcpyRow } from '../api/client';
 import { nameColor } from '../lib/color';
-import { fmtOffset } from '../lib/format';
+import { fmtTick } from '../lib/format';
 import { density, laneKey, type Lane, type Tile } from './lod';
 import { tickStep, tToX, type Viewport } from './viewport';
 
@@ -114,7 +114,7 @@ export function drawFrame(ctx: CanvasRenderingContext2D, f: FrameInput, dpr: num
     ctx.moveTo(x, AXIS_H - 6);
     ctx.lineTo(x, L.height);
     ctx.stroke();
-    ctx.fillText(fmtOffset(t, step), x + 3, AXIS_H / 2);
+    ctx.fillText(fmtTick(t, step, Math.max(Math.abs(vp.t0), Math.abs(vp.t1))), x + 3, AXIS_H / 2);
   }
 
   const rowByKey = new Map(L.rows.map((r) => [r.key, r]));

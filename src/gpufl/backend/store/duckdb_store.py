@@ -75,20 +75,25 @@ class DuckDBStore(SqlStore):
     def _lod_select(
         self, src: str, bucket: str, n: str, busy: str, seq: str, start: str, end: str, launch: str
     ) -> str:
-        # max_by over one struct: all four fields come from the same (longest) row.
-        return f"""SELECT session_id, b, device_id, stream_id, n, busy, m.seq AS seq, m.s AS start_ns,
-                          m.e AS end_ns, m.l AS launch_id
-                   FROM (SELECT session_id, {bucket} AS b, device_id, stream_id, sum({n}) AS n,
-                                sum({busy}) AS busy,
-                                max_by({{'seq': {seq}, 's': {start}, 'e': {end}, 'l': {launch}}},
-                                       ({end} - {start}) * 1.0 - {seq} * 1e-30) AS m
-                         FROM {src} GROUP BY session_id, {bucket}, device_id, stream_id) g"""
+        # arg_max over a key unique per row (duration, then lowest seq): every field comes from the same
+        # (longest) row. HUGEINT so that no duration can overflow it.
+        key = f"(CAST({end} - {start} AS HUGEINT) * 18446744073709551616 - {seq})"
+        return f"""SELECT session_id, {bucket} AS b, device_id, stream_id, sum({n}) AS n, sum({busy}) AS busy,
+                          arg_max({seq}, {key}) AS seq, arg_max({start}, {key}) AS start_ns,
+                          arg_max({end}, {key}) AS end_ns, arg_max({launch}, {key}) AS launch_id
+                   FROM {src} GROUP BY session_id, {bucket}, device_id, stream_id"""
 
     def _materialise(self, cur: Any, name: str, select: str) -> None:
         cur.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {select}")
 
     def _temp_like(self, cur: Any, name: str, table: str) -> None:
         cur.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {table} LIMIT 0")
+
+    def _json_object(self, fields: list[tuple[str, str]]) -> str:
+        return "json_object(" + ", ".join(f"'{k}', {e}" for k, e in fields) + ")"
+
+    def _json_array(self, src: str, obj: str, order: str) -> str:
+        return f"SELECT CAST(to_json(list({obj} ORDER BY {order})) AS VARCHAR) FROM {src}"
 
     def _idiv(self, a: str, b: str) -> str:
         return f"({a} // {b})"

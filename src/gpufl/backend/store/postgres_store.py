@@ -87,6 +87,12 @@ class PostgresStore(SqlStore):
     def _temp_like(self, cur: Any, name: str, table: str) -> None:
         cur.execute(f"CREATE TEMP TABLE {name} (LIKE {table}) ON COMMIT DROP")
 
+    def _json_object(self, fields: list[tuple[str, str]]) -> str:
+        return "json_build_object(" + ", ".join(f"'{k}', {e}" for k, e in fields) + ")"
+
+    def _json_array(self, src: str, obj: str, order: str) -> str:
+        return f"SELECT COALESCE(json_agg({obj} ORDER BY {order}), '[]'::json)::text FROM {src}"
+
     def _idiv(self, a: str, b: str) -> str:
         return f"({a} / {b})"
 

@@ -219,8 +219,9 @@ PG_INDEXES: tuple[str, ...] = (
 # Tables that hold a session's data (everything but api_keys): deleting a session deletes its rows here.
 SESSION_TABLES = tuple(t for t in TABLES if t != "api_keys")
 
-# Levels of detail for the kernel timeline: bucket width 2^shift ns (~1 ms, ~17 ms, ~268 ms, ~4.3 s).
-LOD_SHIFTS: tuple[int, ...] = (20, 24, 28, 32)
+# Levels of detail for the kernel timeline: bucket width 2^shift ns, 262 us to 4.3 s, each 4x the last, so a
+# query re-buckets at most ~4 stored buckets into each output bucket.
+LOD_SHIFTS: tuple[int, ...] = (18, 20, 22, 24, 26, 28, 30, 32)
 
 
 def create_table_sql(table: str, sql_types: dict[str, str]) -> str:

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Every test, on a fresh machine: installs what it needs, starts the real servers, runs lint, types,
+# the Python suite (client, agent, backend), the UI's unit tests and its end-to-end tests in Chromium.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PY=${PY:-$PWD/.venv/bin/python}
+
+step() { printf '\n=== %s ===\n' "$*"; }
+
+step "python environment"
+[ -x "$PY" ] || python3 -m venv .venv
+"$PY" -m pip install -q --upgrade pip
+"$PY" -m pip install -q -e '.[server,dev]'
+
+step "system packages"
+source scripts/services.sh
+apt_install chromium chromium
+apt_install npm nodejs npm
+
+step "lint and types"
+"$PY" -m ruff check src tests bench examples
+"$PY" -m ruff format --check src tests bench examples
+"$PY" -m mypy
+
+step "servers: PostgreSQL, Kafka protocol (Tansu)"
+services_start
+trap services_stop EXIT
+
+step "python tests"
+"$PY" -m pytest -q -p no:cacheprovider "$@"
+
+step "frontend"
+(
+  cd frontend
+  npm ci --no-audit --no-fund --loglevel=error
+  npm run lint
+  npm run typecheck
+  npm test
+  npm run build
+  GPUFL_PYTHON="$PY" npm run e2e
+)
+echo "ALL TESTS PASSED"

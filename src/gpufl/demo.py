@@ -1,0 +1,214 @@
+"""``gpufl demo``: the whole stack on one machine, on the embedded store.
+
+Starts the backend (DuckDB in ``--data-dir``), makes an ingest key and a read key, produces real sessions
+into a log folder — a PyTorch training run under gpufl where a GPU is present, otherwise the committed H100
+captures replayed through the client writer with fresh ids and timestamps re-based to now — and ships them
+with the agent over HTTP. Prints the dashboard URL and the read token, then runs until Ctrl-C, when it
+stops everything it started. Problems get one clear line and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+CAPTURES = ROOT / "examples" / "captures"
+
+
+class DemoError(Exception):
+    pass
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise DemoError(f"the backend exited with code {proc.returncode} (see its output above)")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise DemoError(f"the backend did not answer on {url} within {timeout:.0f} s")
+
+
+def _key(url: str, admin: str, role: str, name: str) -> str:
+    r = httpx.post(
+        f"{url}/api/v1/keys", json={"role": role, "name": name}, headers={"Authorization": f"Bearer {admin}"}
+    )
+    if r.status_code != 200 and r.status_code != 201:
+        raise DemoError(f"could not create a {role} key: HTTP {r.status_code} {r.text[:200]}")
+    return str(r.json()["token"])
+
+
+def _has_gpu() -> bool:
+    if shutil.which("nvidia-smi") is None:
+        return False
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:
+        return False
+
+
+def produce_sessions(log_dir: Path, gpu: bool) -> list[str]:
+    """Real sessions into ``log_dir``: a live GPU run, or the committed H100 captures replayed."""
+    if gpu:
+        script = ROOT / "examples" / "workloads" / "gpt_train.py"
+        subprocess.run(
+            [sys.executable, str(script), "--steps", "30", "--warmup", "3", "--log-dir", str(log_dir)],
+            check=True,
+        )
+        return ["gpt_train (live, this GPU)"]
+    from gpufl.replay import replay
+
+    made = []
+    folders = sorted(p for p in CAPTURES.iterdir() if p.is_dir()) if CAPTURES.is_dir() else []
+    if not folders:
+        raise DemoError(f"no captures found under {CAPTURES}")
+    now = time.time_ns()
+    for i, folder in enumerate(folders):
+        # Spaced a minute apart, oldest first, so "newest first" has something to order.
+        sid = replay(folder, log_dir, start_ns=now - (len(folders) - i) * 60_000_000_000)
+        made.append(f"{folder.name} (H100 capture replayed as {sid})")
+    return made
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="gpufl demo", description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--port", type=int, default=int(os.environ.get("GPUFL_PORT", "8080")))
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--data-dir", default=str(ROOT / ".work" / "demo"))
+    ap.add_argument("--replay", action="store_true", help="replay the H100 captures even where a GPU exists")
+    ap.add_argument(
+        "--exit-after-load", action="store_true", help="stop once the sessions are loaded (tests)"
+    )
+    args = ap.parse_args(argv)
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def stop_all(*_: object) -> None:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in reversed(procs):
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    # Explicit: a shell that starts us in the background leaves SIGINT ignored.
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        data = Path(args.data_dir)
+        try:
+            data.mkdir(parents=True, exist_ok=True)
+            probe = data / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise DemoError(f"cannot write to {data}: {e.strerror}") from None
+        if not _port_free(args.host, args.port):
+            raise DemoError(f"port {args.port} is in use: pass --port N (or set GPUFL_PORT)")
+        if not (ROOT / "src" / "gpufl" / "backend" / "static" / "index.html").exists():
+            print(
+                "gpufl demo: the UI is not built (needs Node.js: `cd frontend && npm ci && npm run build`);"
+                " the API still runs",
+                file=sys.stderr,
+            )
+        admin = os.environ.get("GPUFL_ADMIN_TOKEN") or secrets.token_urlsafe(24)
+        url = f"http://{args.host}:{args.port}"
+        env = dict(os.environ, GPUFL_ADMIN_TOKEN=admin)
+        bin_dir = Path(sys.executable).parent
+        backend = subprocess.Popen(
+            [
+                str(bin_dir / "gpufl-backend"),
+                "--host",
+                args.host,
+                "--port",
+                str(args.port),
+                "--data-dir",
+                str(data / "store"),
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+        )
+        procs.append(backend)
+        _wait_healthy(url, backend)
+        ingest = _key(url, admin, "ingest", "demo-agent")
+        read = _key(url, admin, "read", "demo-ui")
+        log_dir = data / "logs" / time.strftime("%Y%m%d-%H%M%S")
+        log_dir.mkdir(parents=True)
+        sessions = produce_sessions(log_dir, gpu=_has_gpu() and not args.replay)
+        agent_cmd = [
+            str(bin_dir / "gpufl-agent"),
+            "--folder",
+            str(log_dir),
+            "--type",
+            "http",
+            "--url",
+            f"{url}/api/v1/events/",
+            "--token",
+            ingest,
+            "--log-level",
+            "warning",
+        ]
+        if args.exit_after_load:
+            done = subprocess.run([*agent_cmd, "--exit-when-idle"], env=env)
+            if done.returncode != 0:
+                raise DemoError(f"the agent exited with code {done.returncode}")
+        else:
+            procs.append(subprocess.Popen(agent_cmd, env=env))
+        print("\nGPU Flight demo is running.")
+        for s in sessions:
+            print(f"  session: {s}")
+        print(f"  dashboard:   {url}/")
+        print(f"  read token:  {read}")
+        print(
+            f"  admin token: {admin if 'GPUFL_ADMIN_TOKEN' not in os.environ else '(from GPUFL_ADMIN_TOKEN)'}"
+        )
+        print("Press Ctrl-C to stop.", flush=True)
+        if args.exit_after_load:
+            return 0
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        dead = next(p for p in procs if p.poll() is not None)
+        raise DemoError(f"{Path(str(dead.args[0])).name} exited with code {dead.returncode}")  # type: ignore[index]
+    except KeyboardInterrupt:
+        print("\nstopping…", file=sys.stderr)
+        return 0
+    except DemoError as e:
+        print(f"gpufl demo: {e}", file=sys.stderr)
+        return 1
+    except subprocess.CalledProcessError as e:
+        print(f"gpufl demo: the workload failed with code {e.returncode}", file=sys.stderr)
+        return 1
+    finally:
+        stop_all()
