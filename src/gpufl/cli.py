@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("schema", help="print the JSON Schema of one log record")
     sub.add_parser("demo", help="run the whole stack locally on real data (see README)", add_help=False)
+    sub.add_parser("run", help="profile an unmodified program: gpufl run -- python train.py", add_help=False)
+    sub.add_parser("summary", help="terminal report of a log folder or session", add_help=False)
     rp = sub.add_parser("replay", help="write recorded sessions into a log folder as new sessions, now")
     rp.add_argument("capture", nargs="+", help="folders holding one recorded session each")
     rp.add_argument("--log-dir", required=True)
@@ -31,6 +33,14 @@ def main(argv: list[str] | None = None) -> int:
         from gpufl.demo import main as demo_main
 
         return demo_main(argv[1:])
+    if argv and argv[0] == "run":
+        from gpufl.run import main as run_main
+
+        return run_main(argv[1:])
+    if argv and argv[0] == "summary":
+        from gpufl.summary import main as summary_main
+
+        return summary_main(argv[1:])
     args = ap.parse_args(argv)
     if args.cmd == "replay":
         from pathlib import Path

@@ -176,7 +176,9 @@ def test_query_endpoints_shapes(api: Api) -> None:
     ).json()
     assert tl["bucket_ns"] == 10_000 and sum(b["count"] for b in tl["buckets"]) == 50
     S.KernelTimeline.model_validate(tl, strict=True)
-    tl = api.get("/sessions/q1/kernels", params={"start_ns": t0, "end_ns": t1, "resolution_ns": 1 << 18}).json()
+    tl = api.get(
+        "/sessions/q1/kernels", params={"start_ns": t0, "end_ns": t1, "resolution_ns": 1 << 18}
+    ).json()
     S.KernelTimeline.model_validate(tl, strict=True)
     assert tl["bucket_ns"] == 1 << 18 and sum(b["count"] for b in tl["buckets"]) == 50
     sm = api.get("/sessions/q1/kernels/summary").json()
