@@ -62,11 +62,12 @@ def report(streams: dict[str, list[events.Record]], top: int, out: list[str]) ->
     if copies:
         out.append("Memory copies:")
         out.append(f"  {'kind':<26} {'count':>7} {'MiB':>10} {'ms':>10} {'GB/s':>8}")
-        for (k, s, d), cs in sorted(copies.items(), key=lambda kv: -sum(c.bytes for c in kv[1])):
-            b = sum(c.bytes for c in cs)
+        for (kind, src, dst), cs in sorted(copies.items(), key=lambda kv: -sum(c.bytes for c in kv[1])):
+            nbytes = sum(c.bytes for c in cs)
             t = sum(c.end_ns - c.start_ns for c in cs)
             out.append(
-                f"  {f'{k} {s}→{d}':<26} {len(cs):>7} {b / 2**20:>10.1f} {_ms(t):>10} {b / t if t else 0:>8.2f}"
+                f"  {f'{kind} {src}→{dst}':<26} {len(cs):>7} {nbytes / 2**20:>10.1f} {_ms(t):>10}"
+                f" {nbytes / t if t else 0:>8.2f}"
             )
     paths = {r.id: r.value for r in scope if isinstance(r, events.DictEntry) and r.kind == "scope"}
     begins = {r.inst: r for r in scope if isinstance(r, events.ScopeBegin)}
