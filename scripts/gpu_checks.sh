@@ -20,3 +20,11 @@ fi
 if [[ $what == *bench* ]]; then
   python3 bench/client_overhead.py --rounds ${ROUNDS:-5} --steps ${STEPS:-100} --modes ${MODES:-none,gpufl,torch-profiler} --json "$OUT/overhead.json" 2>&1 | tee "$OUT/overhead.txt"
 fi
+if [[ $what == *run* ]]; then
+  # `gpufl run` on an unmodified training script (gpt_train.py --mode none never imports gpufl).
+  rm -rf /tmp/runlogs
+  python3 -m gpufl run --log-dir /tmp/runlogs/gpt_unmodified --app-name gpt_unmodified -- \
+    python3 examples/workloads/gpt_train.py --mode none --warmup 2 --steps 8 > "$OUT/gpufl_run.txt" 2>&1
+  echo "gpufl run exit code: $?" >> "$OUT/gpufl_run.txt"
+  tar -C /tmp/runlogs -czf "$OUT/gpufl_run_logs.tgz" .
+fi
