@@ -177,3 +177,26 @@ def test_exit_without_shutdown_still_ends_the_session(tmp_path: Path) -> None:
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
     last = read(tmp_path, "device")[-1]
     assert isinstance(last, events.SessionEnd) and last.reason == "atexit"
+
+
+def _worker_task(x: int) -> tuple[int, bool]:
+    # Runs in a forked pool worker: gpufl must be off there and scopes must be harmless no-ops.
+    with gpufl.scope("in_worker"):
+        pass
+    return x * x, gpufl.active_session() is None
+
+
+def test_forking_worker_pool_like_a_dataloader(fresh: Path) -> None:
+    import multiprocessing as mp
+
+    s = gpufl.init(app_name="loader", log_dir=str(fresh), engines="system")
+    assert s is not None
+    with gpufl.scope("epoch"), mp.get_context("fork").Pool(3) as pool:
+        results = pool.map(_worker_task, range(12))
+    gpufl.shutdown()
+    assert [r[0] for r in results] == [x * x for x in range(12)]
+    assert all(off for _, off in results)
+    sessions = {p.name.split(".")[2] for p in fresh.glob("*.log")}
+    assert sessions == {s.session_id}, "workers wrote nothing of their own"
+    scope_paths = [r.value for r in read(fresh, "scope") if isinstance(r, events.DictEntry)]
+    assert scope_paths == ["epoch"]
