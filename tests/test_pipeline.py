@@ -107,7 +107,9 @@ def test_gpt_capture_kernels_names_occupancy_and_scopes(
         k = httpx.get(f"{url}/api/v1/sessions/{sid}/kernels/{row['id']}", headers=auth).json()
         assert 0 < k["launch"]["occupancy"] <= 1
         assert k["launch"]["limiting_resource"] in ("registers", "shared_memory", "warps", "blocks")
-        assert k["mangled"] and (k["name"] != k["mangled"]) == k["mangled"].startswith("_Z")  # extern "C" stays
+        assert k["mangled"] and (k["name"] != k["mangled"]) == k["mangled"].startswith(
+            "_Z"
+        )  # extern "C" stays
     roots = httpx.get(f"{url}/api/v1/sessions/{sid}/scopes", headers=auth).json()["roots"]
     step = next(n for n in roots if n["path"] == "step")
     children = {c["path"]: c for c in step["children"]}

@@ -54,7 +54,9 @@ _MEM_KIND = {
     "DEVICE_STATIC": "DeviceStatic",
     "MANAGED_STATIC": "ManagedStatic",
 }
-_MAX_PENDING_CORRELATIONS = 1 << 20
+# Launch sites waiting for their activity record (~200 B each). Driver calls nested in runtime calls also
+# land here and never match, so the oldest are evicted: 256k bounds this at ~50 MB.
+_MAX_PENDING_CORRELATIONS = 1 << 18
 _ACTIVITY_KINDS = ("CONCURRENT_KERNEL", "MEMCPY", "MEMSET")
 _RUNTIME_PREFIXES = ("cudaLaunch", "cudaGraphLaunch", "cudaMemcpy", "cudaMemset")
 _DRIVER_PREFIXES = ("cuLaunch", "cuGraphLaunch", "cuMemcpy", "cuMemset")
