@@ -240,6 +240,7 @@ def main() -> None:
     p.add_argument("--agent-arg", action="append", default=[], help="extra gpufl-agent flag (repeatable)")
     a = p.parse_args()
     EXTRA_ARGS.extend(a.agent_arg)
+    load_before = os.getloadavg()[0]
     work = tempfile.mkdtemp(prefix="gpufl-agent-bench-")
     try:
         folder = os.path.join(work, "logs")
@@ -257,7 +258,8 @@ def main() -> None:
     print(
         f"\n{a.events:,} kernel records, {nbytes / a.events:.0f} B each, {nbytes / 1e6:.0f} MB; "
         f"{platform.processor() or platform.machine()}, {cpus} cores, Python {platform.python_version()}; "
-        f"agent flags: {' '.join(EXTRA_ARGS) or 'defaults'}\n"
+        f"agent flags: {' '.join(EXTRA_ARGS) or 'defaults'}; "
+        f"1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (other work shares the cores)\n"
     )
     print("| target | wall s | events/s | MB/s | agent CPU s |")
     print("|---|---:|---:|---:|---:|")

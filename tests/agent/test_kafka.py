@@ -181,7 +181,7 @@ def test_kill_9_agent_and_restart_broker_while_writing(folder: str, tmp_path: st
     rng = random.Random(7)
     kills = restarts = 0
     try:
-        while gen.poll() is None:
+        while gen.poll() is None or kills < 4:
             agent = subprocess.Popen(args, stderr=subprocess.DEVNULL)
             time.sleep(rng.uniform(1.0, 3.0))
             if kills % 2 == 1:

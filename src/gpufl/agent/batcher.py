@@ -7,7 +7,6 @@ batch before it), the cursor may move each of its segments to the batch's end of
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 
@@ -34,7 +33,6 @@ class Batch:
     count: int = 0
     nbytes: int = 0
     id: int = -1
-    created: float = field(default_factory=time.monotonic)
 
     def body(self) -> bytes:
         if len(self.pieces) == 1:
@@ -114,5 +112,4 @@ class BatchBuilder:
         if not self._cur.pieces:
             return None
         b, self._cur = self._cur, Batch(self.stream)
-        b.created = time.monotonic()
         return b

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 
 from gpufl.agent.config import Config, ConfigError, parse
 from gpufl.agent.cursor import CursorError
-from gpufl.agent.memory import limit_heap_growth
 from gpufl.agent.metrics import Metrics
 from gpufl.agent.runner import Agent, Settings
 from gpufl.agent.sinks.base import Fatal, Retryable, Sink
@@ -73,7 +72,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # httpx logs every request at INFO: far too much at thousands of batches a minute.
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    limit_heap_growth()
     sink: Sink | None = None
     try:
         sink = make_sink(cfg)

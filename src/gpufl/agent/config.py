@@ -76,7 +76,7 @@ _OPTS: tuple[_Opt, ...] = (
     _Opt("status-interval", float, 10.0, "seconds between status lines (0: none)"),
     _Opt("poll-interval", float, 0.5, "seconds between folder scans when idle"),
     _Opt("batch-records", int, 25_000, "records per batch at most (the backend takes up to 50,000)"),
-    _Opt("batch-bytes", _size, 8 << 20, "bytes per batch at most (K/M/G suffixes)"),
+    _Opt("batch-bytes", _size, 4 << 20, "bytes per batch at most (K/M/G suffixes)"),
     _Opt("senders", int, 2, "batches in flight at once"),
     _Opt("queue-batches", int, 2, "batches read ahead of the senders (bounds memory)"),
     _Opt("connect-timeout", float, 15.0, "seconds to keep trying to reach the target on start"),

@@ -29,7 +29,6 @@ class DeadLetters:
         self._lock = threading.Lock()
         self._f = open(path, "ab")  # noqa: SIM115 - kept open for the agent's lifetime
         self._unsynced = False
-        self.count = 0
 
     def add(self, segment: str, offset: int | None, line: bytes, reason: str) -> None:
         rec = DeadLetter(time.time(), segment, offset, reason, line.decode("utf-8", "backslashreplace"))
@@ -37,7 +36,6 @@ class DeadLetters:
         with self._lock:
             self._f.write(data)
             self._unsynced = True
-            self.count += 1
 
     def sync(self) -> None:
         """Make every dead letter durable (called before the cursor is saved)."""

@@ -34,7 +34,7 @@ class Settings:
     exit_when_idle: bool = False
     poll_interval: float = 0.5
     batch_records: int = 25_000
-    batch_bytes: int = 8 << 20
+    batch_bytes: int = 4 << 20
     read_bytes: int = 1 << 20
     senders: int = 2
     queue_batches: int = 2
