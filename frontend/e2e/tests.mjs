@@ -90,7 +90,35 @@ export const tests = [
       assert.equal(Number(drawnLanes), lanes.size, 'lane count');
       const rects = await page.evaluate(() => window.__gpuflTimeline.rects);
       assert.ok(rects > 0, 'timeline drew nothing');
+      // memory copies: their own lane, filled from /memcpy
+      const hasMemcpyLane = await page.evaluate(() => window.__gpuflTimeline.rows().some((r) => r.key === 'memcpy'));
+      assert.equal(hasMemcpyLane, detail.totals.memcpys > 0, 'memcpy lane');
+      if (detail.totals.memcpys > 0) {
+        await page.waitForFunction(() => window.__gpuflTimeline.memcpyCount() > 0, null, { timeout: T });
+        const n = await page.evaluate(() => window.__gpuflTimeline.memcpyCount());
+        assert.equal(n, Math.min(2000, detail.totals.memcpys), 'memory copies loaded for the whole-session view');
+      }
       await shot('03-kernels-timeline');
+    },
+  },
+  {
+    name: 'the minimap moves the window: a click at its middle centres the session',
+    async run(ctx) {
+      const { page } = ctx;
+      await page.evaluate(() => {
+        const v = window.__gpuflTimeline.viewport();
+        window.__gpuflTimeline.setViewport({ t0: v.t0, t1: v.t0 + (v.t1 - v.t0) / 10 });
+      });
+      const box = await page.locator('canvas[data-testid="minimap"]').boundingBox();
+      const gutter = await page.evaluate(() => window.__gpuflTimeline.gutter);
+      await page.mouse.click(box.x + gutter + (box.width - gutter) / 2, box.y + box.height / 2);
+      const detail = ctx.state.detail;
+      const start = BigInt(detail.header.start_ns);
+      const lastNs = detail.streams.reduce((m, x) => (x.last_ns !== null && BigInt(x.last_ns) > m ? BigInt(x.last_ns) : m), start);
+      const range = Number(lastNs - start);
+      const v = await page.evaluate(() => window.__gpuflTimeline.viewport());
+      assert.ok(Math.abs((v.t0 + v.t1) / 2 - range / 2) < range * 0.02, `window ${JSON.stringify(v)} not centred on ${range / 2}`);
+      await waitPainted(page);
     },
   },
   {

@@ -231,7 +231,9 @@ export interface KernelWindow {
   scope?: number;
 }
 
-/** The API bound to one session's origin. */
+const prefetched = new Map<string, { token: string | null; p: Promise<SessionDetail> }>();
+
+/** Typed calls to /api/v1 with one API key. */
 export class Api {
   constructor(private readonly token: string | null = null) {}
 
@@ -252,7 +254,23 @@ export class Api {
   }
 
   async session(id: string, signal?: AbortSignal): Promise<SessionDetail> {
+    const early = prefetched.get(id);
+    if (early && early.token === this.token) {
+      prefetched.delete(id);
+      try {
+        return await early.p;
+      } catch {
+        /* fall through to a fresh request */
+      }
+    }
     return toSessionDetail(await this.get<W<S['SessionDetail']>>(`/sessions/${enc(id)}`, undefined, signal));
+  }
+
+  /** Start loading a session's detail before React renders (a deep link's first request); `session()` uses it. */
+  prefetchSession(id: string): void {
+    const p = this.session(id);
+    p.catch(() => {});
+    prefetched.set(id, { token: this.token, p });
   }
 
   async kernelTimeline(s: SessionDetail, win: KernelWindow, resolutionNs: number, signal?: AbortSignal): Promise<KernelTimeline> {

@@ -54,7 +54,7 @@ function Chart({ spec, rangeEnd, onJump }: { spec: ChartSpec; rangeEnd: number; 
     spec.series.forEach((s, i) => {
       const color = PALETTE[(s.device ?? 0) % PALETTE.length] ?? PALETTE[hashString(String(i)) % PALETTE.length];
       const label = s.device === null ? 'host' : `GPU ${s.device}`;
-      const fmt = (_u: uPlot, v: number | null) => (v === null ? '—' : `${v.toFixed(1)} ${spec.info.unit}`);
+      const fmt = (_u: uPlot, v: number | null) => (v === null ? '—' : `${v.toFixed(1)}${spec.info.unit ? ` ${spec.info.unit}` : ''}`);
       series.push({ label, stroke: color, width: 1.5, value: fmt, points: { show: false } });
       series.push({ label: `${label} min`, stroke: 'transparent', value: fmt, show: true, points: { show: false } });
       series.push({ label: `${label} max`, stroke: 'transparent', value: fmt, show: true, points: { show: false } });
@@ -73,7 +73,13 @@ function Chart({ spec, rangeEnd, onJump }: { spec: ChartSpec; rangeEnd: number; 
         scales: { x: { time: false, range: () => [0, rangeEnd / 1e9] } },
         axes: [
           { stroke: '#9aa3b2', grid: { stroke: '#2a2e37' }, ticks: { stroke: '#2a2e37' }, values: (_u, vals) => vals.map((v) => fmtOffset(v * 1e9, (vals[1] - vals[0]) * 1e9)) },
-          { stroke: '#9aa3b2', grid: { stroke: '#2a2e37' }, ticks: { stroke: '#2a2e37' }, size: 55 },
+          {
+            stroke: '#9aa3b2',
+            grid: { stroke: '#2a2e37' },
+            ticks: { stroke: '#2a2e37' },
+            // wide enough for the longest tick label
+            size: (_u, values) => (values && values.length ? Math.max(...values.map((v) => String(v).length)) * 7 + 18 : 50),
+          },
         ],
       },
       [x, ...ys] as uPlot.AlignedData,

@@ -31,6 +31,7 @@ describe('chartSpecs', () => {
     ];
     const specs = chartSpecs(series);
     expect(specs.map((s) => s.metric)).toEqual(['util_gpu_pct', 'temp_c', 'cpu_pct', 'zz_custom']);
+    expect(specs[1].info.unit).toBe('°C');
     expect(specs[1].series.map((s) => s.device)).toEqual([0, 1]);
     expect(specs[2].info.host).toBe(true);
     expect(specs[3].info.title).toBe('zz_custom');

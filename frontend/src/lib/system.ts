@@ -19,9 +19,18 @@ export const METRICS: Record<string, MetricInfo> = {
   clk_sm_mhz: { title: 'SM clock', unit: 'MHz', scale: 1, host: false },
   clk_gfx_mhz: { title: 'Graphics clock', unit: 'MHz', scale: 1, host: false },
   clk_mem_mhz: { title: 'Memory clock', unit: 'MHz', scale: 1, host: false },
+  mem_free_mib: { title: 'VRAM free', unit: 'MiB', scale: 1, host: false },
+  mem_total_mib: { title: 'VRAM total', unit: 'MiB', scale: 1, host: false },
+  energy_mj: { title: 'Energy since driver load', unit: 'kJ', scale: 1e-6, host: false },
+  pcie_rx_kbs: { title: 'PCIe receive', unit: 'MB/s', scale: 1e-3, host: false },
+  pcie_tx_kbs: { title: 'PCIe transmit', unit: 'MB/s', scale: 1e-3, host: false },
+  throttle_pwr: { title: 'Power throttling (1 = on)', unit: '', scale: 1, host: false },
+  throttle_therm: { title: 'Thermal throttling (1 = on)', unit: '', scale: 1, host: false },
+  throttle_reasons: { title: 'Clock event reasons (NVML bitmask)', unit: '', scale: 1, host: false },
   cpu_pct: { title: 'Host CPU', unit: '%', scale: 1, host: true },
   ram_used_mib: { title: 'Host RAM used', unit: 'MiB', scale: 1, host: true },
   proc_rss_mib: { title: 'Process RSS', unit: 'MiB', scale: 1, host: true },
+  ram_total_mib: { title: 'Host RAM total', unit: 'MiB', scale: 1, host: true },
 };
 
 export const METRIC_ORDER = Object.keys(METRICS);

@@ -4,10 +4,10 @@
  * a cache; every animation frame draws synchronously from whatever the cache holds (drawFrame).
  */
 import { useEffect, useRef } from 'react';
-import type { Api, LodBucket, MemcpyRow, SessionDetail } from '../api/client';
+import type { Api, KernelRow, LodBucket, MemcpyRow, SessionDetail } from '../api/client';
 import { describeError } from '../api/http';
 import { fmtDur } from '../lib/format';
-import { drawFrame, drawMinimap, drawMinimapFrame, groupByLane, hitTest, layout, maxDurByLane, GUTTER_W, type DrawnTile, type FrameInput } from './draw';
+import { drawFrame, drawMinimap, drawMinimapFrame, groupByLane, hitTest, layout, maxDurByLane, GUTTER_W, MEMCPY_COLORS, type DrawnTile, type FrameInput } from './draw';
 import { clipBuckets, evict, laneKey, lanesFrom, levelFor, tileKey, tilesFor, tilesToDraw, tileWindow, touch, type Lane, type Tile } from './lod';
 import { centreOn, panBy, zoomAt, type Bounds, type Viewport } from './viewport';
 
@@ -44,6 +44,7 @@ interface State {
   memcpyTruncated: boolean;
   memcpyWin: { start: number; end: number } | null;
   highlights: { start: number; end: number; device: number; stream: number }[];
+  edge: KernelRow[];
   hover: { x: number; y: number } | null;
   inflight: number;
   raf: number;
@@ -72,6 +73,8 @@ declare global {
       /** Rows as drawn (CSS px inside the canvas) and the plot geometry, to aim clicks at a kernel. */
       rows: () => { key: string; y: number; h: number }[];
       plotX: (t: number) => number;
+      memcpyCount: () => number;
+      gutter: number;
     };
   }
 }
@@ -97,6 +100,7 @@ export function Timeline(p: TimelineProps) {
     memcpyTruncated: false,
     memcpyWin: null,
     highlights: [],
+    edge: [],
     hover: null,
     inflight: 0,
     raf: 0,
@@ -128,6 +132,8 @@ export function Timeline(p: TimelineProps) {
       rects: 0,
       rows: () => (lastFrame.current ? lastFrame.current.layout.rows.map((r) => ({ key: r.key, y: r.y, h: r.h })) : []),
       plotX: (t) => GUTTER_W + ((t - s.vp.t0) / (s.vp.t1 - s.vp.t0)) * plotWidth(),
+      memcpyCount: () => s.memcpy.length,
+      gutter: GUTTER_W,
     };
     window.__gpuflTimeline = hooks;
     let urlTimer = 0;
@@ -235,6 +241,13 @@ export function Timeline(p: TimelineProps) {
           s.error = describeError(e);
         }
       } else s.highlights = [];
+      // Kernels still running at the left edge whose start (and so their LOD bucket) is before the window.
+      try {
+        const r = await P.api.kernels(sess, { start: s.vp.t0, end: s.vp.t0 + 1 }, 200);
+        s.edge = r.items.filter((k) => k.start < s.vp.t0);
+      } catch (e) {
+        s.error = describeError(e);
+      }
       sched();
     }
 
@@ -273,6 +286,7 @@ export function Timeline(p: TimelineProps) {
         selected: P.selected,
         highlightName: P.highlightName,
         highlights: s.highlights,
+        edge: s.edge,
         hover: s.hover,
       };
       lastFrame.current = f;
@@ -568,7 +582,21 @@ export function Timeline(p: TimelineProps) {
         <div ref={tipRef} className="tooltip" style={{ display: 'none' }} />
       </div>
       <div ref={statusRef} className="timeline-status" role="status" />
-      <div className="hint">Wheel / pinch to zoom · drag to pan · W/S zoom · A/D pan · click a kernel to inspect</div>
+      <div className="hint">
+        Wheel / pinch to zoom · drag to pan · W/S zoom · A/D pan · click a kernel to inspect
+        {p.session.totals.memcpys > 0 && (
+          <span className="legend">
+            {' '}
+            · copies:
+            {Object.entries(MEMCPY_COLORS).map(([k, c]) => (
+              <span key={k}>
+                <span className="swatch" style={{ background: c }} />
+                {k}
+              </span>
+            ))}
+          </span>
+        )}
+      </div>
     </div>
   );
 }

@@ -74,3 +74,13 @@ describe('Batch', () => {
     expect(calls.filter((c) => c === 'rect')).toHaveLength(4);
   });
 });
+
+describe('hitTest on edge kernels', () => {
+  it('hits a long kernel that started before the window (no bucket of it is drawn)', () => {
+    const lanes = lanesFrom([{ device: 0, stream: 3 }], new Map());
+    const edge = [{ id: 'long', seq: 1, name: 'nccl', launchId: 1, device: 0, stream: 3, corrId: 1, start: -5000, end: 500, dur: 5500, scopeInst: null, stackId: null, graphId: null, threadId: null }];
+    const f = { vp: { t0: 0, t1: 1000 }, layout: layout(lanes, false, 1000), tiles: [], memcpy: [], edge };
+    expect(hitTest(f, GUTTER_W + 100, AXIS_H + LANE_H / 2)).toMatchObject({ kind: 'kernel', id: 'long' });
+    expect(hitTest({ ...f, edge: [] }, GUTTER_W + 100, AXIS_H + LANE_H / 2)).toBeNull();
+  });
+});

@@ -2,7 +2,7 @@
  * Synchronous canvas drawing of the Kernels timeline. Nothing here fetches: the component hands over what
  * is in the cache and this paints one frame (Perfetto's split between async data and sync rendering).
  */
-import type { LodBucket, MemcpyRow } from '../api/client';
+import type { KernelRow, LodBucket, MemcpyRow } from '../api/client';
 import { nameColor } from '../lib/color';
 import { fmtTick } from '../lib/format';
 import { density, laneKey, type Lane, type Tile } from './lod';
@@ -72,6 +72,8 @@ export interface FrameInput {
   selected: { start: number; end: number; device: number; stream: number } | null;
   highlightName: string | null;
   highlights: { start: number; end: number; device: number; stream: number }[];
+  /** Kernels running at the window's left edge that started before it (their LOD bucket is off-screen). */
+  edge?: KernelRow[];
   hover: { x: number; y: number } | null;
 }
 
@@ -158,6 +160,15 @@ export function drawFrame(ctx: CanvasRenderingContext2D, f: FrameInput, dpr: num
         }
       }
     }
+  }
+  for (const k of f.edge ?? []) {
+    const r = rowByKey.get(laneKey(k.device, k.stream));
+    if (!r || k.end < vp.t0 || k.start > vp.t1) continue;
+    const x0 = tToX(k.start, vp, W);
+    const w = Math.max(1, tToX(k.end, vp, W) - x0);
+    const dim = hl !== null && k.name !== hl;
+    batch.add(dim ? 0.25 : 1, nameColor(k.name), x0, r.y + 3, w, r.h - 12);
+    if (w > 50 && k.name) labels.push({ x: x0, y: r.y + 3, w, h: r.h - 12, text: k.name, dim });
   }
   rects += batch.flush(ctx);
   ctx.fillStyle = '#0d0f12';
@@ -294,7 +305,7 @@ export type Hit =
   | { kind: 'memcpy'; row: MemcpyRow };
 
 /** What is under (x, y) (canvas CSS pixels): the bucket whose longest kernel is nearest, within 4 px. */
-export function hitTest(f: Pick<FrameInput, 'vp' | 'layout' | 'tiles' | 'memcpy'>, x: number, y: number): Hit | null {
+export function hitTest(f: Pick<FrameInput, 'vp' | 'layout' | 'tiles' | 'memcpy' | 'edge'>, x: number, y: number): Hit | null {
   if (x < GUTTER_W) return null;
   const px = x - GUTTER_W;
   const W = f.layout.width;
@@ -312,6 +323,14 @@ export function hitTest(f: Pick<FrameInput, 'vp' | 'layout' | 'tiles' | 'memcpy'
       }
     }
     return best;
+  }
+  for (const k of f.edge ?? []) {
+    if (laneKey(k.device, k.stream) !== row.key) continue;
+    const d = pxDistance(px, tToX(k.start, f.vp, W), tToX(k.end, f.vp, W));
+    if (d <= tol && d < bestD) {
+      bestD = d;
+      best = { kind: 'kernel', id: k.id, name: k.name, start: k.start, end: k.end, count: 1, device: k.device, stream: k.stream };
+    }
   }
   for (const tile of f.tiles) {
     const bs = tile.byLane.get(row.key);
