@@ -7,15 +7,15 @@ export PY=${PY:-$PWD/.venv/bin/python}
 
 step() { printf '\n=== %s ===\n' "$*"; }
 
-step "python environment"
-[ -x "$PY" ] || python3 -m venv .venv
-"$PY" -m pip install -q --upgrade pip
-"$PY" -m pip install -q -e '.[server,dev]'
-
 step "system packages"
 source scripts/services.sh
 apt_install chromium chromium
 apt_install npm nodejs npm
+apt_install docker-compose docker-compose
+apt_install curl curl
+
+step "python environment"
+bash scripts/install.sh --extras server,dev
 
 step "lint and types"
 "$PY" -m ruff check src tests bench examples

@@ -1,8 +1,9 @@
 """``gpufl.scope``: named, nested phases of a program (per thread and per asyncio task).
 
 The open scopes live in a ContextVar, so threads each have their own stack and asyncio tasks inherit a copy
-of their creator's. Each entry gets a session-wide instance id; the tracing engine pushes it as CUPTI's
-external correlation id, so GPU work launched inside carries it (``scope_inst``) and GPU time sums per scope.
+of their creator's. Each entry gets a session-wide instance id; the tracing engine reads the innermost one in
+its launch callback (``current``), so GPU work launched inside carries it (``scope_inst``) and GPU time sums
+per scope.
 """
 
 from __future__ import annotations

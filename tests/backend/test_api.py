@@ -98,6 +98,16 @@ def test_limits_give_413_with_the_limits(small_api: Api) -> None:
     assert r.status_code == 413 and len(bomb) < 20_000
 
 
+def test_load_shedding_503_with_retry_after(api: Api) -> None:
+    _, recs = _session("shed")
+    settings = api.app.state.settings
+    api.app.state.inflight = settings.max_inflight_ingests  # as if that many batches were in progress
+    r = api.post_events("device", ev.encode_lines(recs))
+    assert r.status_code == 503 and r.headers["Retry-After"] == "1" and "error" in r.json()
+    api.app.state.inflight = 0
+    assert api.post_events("device", ev.encode_lines(recs)).json()["stored"] == len(recs)
+
+
 def test_hostile_input_is_rejected_or_stored_verbatim_never_500(api: Api) -> None:
     sqlish = "x'); DROP TABLE kernels; --"
     f = SessionFactory(sqlish, host="h' OR '1'='1", app='"; DELETE FROM sessions; --')

@@ -1,9 +1,14 @@
 """Tracing engine, first path: CUPTI activity records through NVIDIA's ``cupti-python``.
 
-Kernels (CONCURRENT_KERNEL), memcpy and memset records become ``kernel``/``memcpy``/``memset`` records;
-EXTERNAL_CORRELATION records tie them to the ``gpufl.scope`` they were launched under (the scope's
-instance id is pushed as CUSTOM0 external correlation id). GPU timestamps are mapped onto CLOCK_REALTIME
-with an offset measured at start and re-measured at stop (both written).
+Kernels (CONCURRENT_KERNEL), memcpy and memset records become ``kernel``/``memcpy``/``memset`` records.
+A Callback-API subscription on the launch/copy/memset API calls (runtime and driver) records, per
+correlation id, the launching thread, the innermost ``gpufl.scope`` open on it, the API enter time and
+duration and (option ``stacks``) the Python call stack. Measured on the H100: EXTERNAL_CORRELATION records
+were not produced without API activity records (which cost +20%), so scopes are attributed here instead.
+Subscribing first is also how another CUPTI client (torch.profiler/Kineto, nsys) is detected: CUPTI allows
+one subscriber per process on these drivers, and registering activity buffers under another client's feet
+hung that client's flush (seen on the H100), so when subscribing fails the engine stays off.
+GPU timestamps are mapped onto CLOCK_REALTIME with an offset measured at start and re-measured at stop.
 
 Records arrive as Python objects on CUPTI's buffer thread, under the GIL: this path costs the launching
 thread measurable time (see docs/benchmarks.md). The native record path replaces it where it is built;

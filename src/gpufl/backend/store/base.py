@@ -11,7 +11,7 @@ import bisect
 import json
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -95,11 +95,11 @@ def _columns(recs: Sequence[ev.Record], names: Sequence[str]) -> dict[str, list[
     return {n: [getattr(r, n) for r in recs] for n in names}
 
 
-# Record attributes stored as columns verbatim (everything but session_id, which every table has first).
 def _plain_columns(table: str) -> list[str]:
     return [c for c, _ in TABLES[table]]
 
 
+# Record types whose table's columns are exactly fields of the record, stored verbatim.
 _PLAIN = {"kernel": "kernels", "memcpy": "memcpys", "memset": "memsets", "scope_begin": "scope_begins"}
 _PLAIN |= {"scope_end": "scope_ends", "profile_sample": "profile_samples"}
 _TS_FIELDS = {
@@ -171,14 +171,15 @@ class SqlStore:
     # ---- migrations ----------------------------------------------------------------------------------
 
     def migrate(self) -> None:
-        with self._write() as cur:
-            self._exec(
-                cur,
-                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_ns BIGINT)",
-            )
+        """Apply the missing schema versions in order, one transaction each. Backends starting together
+        on one PostgreSQL serialise on an advisory lock, so each version is applied once."""
         for version in sorted(MIGRATIONS):
             with self._write() as cur:
                 self._lock_streams(cur, [("__migrations__", "")])
+                self._exec(
+                    cur,
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_ns BIGINT)",
+                )
                 done = self._exec(
                     cur, "SELECT 1 FROM schema_migrations WHERE version = ?", [version]
                 ).fetchall()
@@ -240,7 +241,11 @@ class SqlStore:
                 out.duplicates += len(idx) - len(fresh)
                 if not fresh:
                     continue
-                merged = merge_ranges(ranges, sorted(uniq))
+                # A gap-free batch (the usual case) is one run: no need to sort its seqs.
+                if len(uniq) == hi - lo + 1:
+                    merged = merge_ranges([*ranges, (lo, hi)], [])
+                else:
+                    merged = merge_ranges(ranges, sorted(uniq))
                 if merged != ranges:
                     self._exec(
                         cur, "DELETE FROM seq_ranges WHERE session_id = ? AND stream = ?", [sid, stream]
@@ -306,7 +311,8 @@ class SqlStore:
 
         for tag, rs in by_type.items():
             sids = _col(rs, "session_id")
-            counts.update((s_, tag) for s_ in sids)
+            for s_, n_ in Counter(sids).items():
+                counts[(s_, tag)] += n_
             if tag in _TS_FIELDS:
                 a, b = _TS_FIELDS[tag]
                 note(sids, _col(rs, a), _col(rs, b))
@@ -1302,6 +1308,7 @@ class SqlStore:
     def put_key(self, key_id: str, name: str, role: str, key_hash: str) -> None:
         """Insert or replace (the bootstrap key from GPUFL_ADMIN_TOKEN follows the environment)."""
         with self._write() as cur:
+            self._lock_streams(cur, [("__keys__", key_id)])  # backends starting together
             self._exec(cur, "DELETE FROM api_keys WHERE id = ?", [key_id])
             self._exec(
                 cur,
@@ -1337,8 +1344,3 @@ class SqlStore:
             self._one("SELECT 1 FROM api_keys WHERE role = 'admin' AND revoked_ns IS NULL LIMIT 1")
             is not None
         )
-
-
-def iter_chunks(seq: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(seq), n):
-        yield seq[i : i + n]

@@ -1,0 +1,73 @@
+"""``gpufl demo`` (what scripts/demo.sh runs after installing): real sessions end up in a real backend, and
+what goes wrong is one clear line."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+
+
+def demo(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gpufl", "demo", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_demo_loads_the_replayed_captures_and_prints_url_and_token(tmp_path: Path) -> None:
+    port = free_port()
+    r = demo(
+        "--port",
+        str(port),
+        "--data-dir",
+        str(tmp_path),
+        "--replay",
+        "--exit-after-load",
+        env=dict(os.environ, GPUFL_ADMIN_TOKEN="demo-test-admin-token-123"),
+    )
+    assert r.returncode == 0, r.stderr
+    assert f"dashboard:   http://127.0.0.1:{port}/" in r.stdout
+    assert re.search(r"read token:  gpufl_\S+", r.stdout)
+    assert "(from GPUFL_ADMIN_TOKEN)" in r.stdout
+    sids = re.findall(r"replayed as (\w+)", r.stdout)
+    assert len(sids) == 3
+    # The backend has stopped: its store says what arrived.
+    con = duckdb.connect(str(tmp_path / "store" / "gpufl.duckdb"), read_only=True)
+    n = con.execute("SELECT count(*) FROM kernels WHERE session_id IN (?, ?, ?)", sids).fetchone()
+    assert n is not None and n[0] == 5941 + 20 + 406
+
+
+def test_demo_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = demo("--port", str(port), "--data-dir", str(tmp_path), "--exit-after-load")
+    assert r.returncode == 1
+    assert r.stderr.strip() == f"gpufl demo: port {port} is in use: pass --port N (or set GPUFL_PORT)"
+
+
+def test_demo_unwritable_data_dir_is_one_clear_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    r = demo("--data-dir", str(blocker / "sub"), "--exit-after-load")
+    assert (
+        r.returncode == 1
+        and r.stderr.startswith("gpufl demo: cannot write to")
+        and "Traceback" not in r.stderr
+    )
