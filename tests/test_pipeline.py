@@ -59,7 +59,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[
         read = httpx.post(f"{url}/api/v1/keys", json={"role": "read", "name": "test"}, headers=admin).json()
         logs = tmp / "logs"
         sessions = {
-            name: replay(ROOT / "examples/captures" / name, logs) for name in ("gpt_train", "memcpy_heavy")
+            name: replay(ROOT / "examples/captures" / name, logs)
+            for name in ("gpt_train", "memcpy_heavy", "multistream")
         }
         agent = subprocess.run(
             [
@@ -129,3 +130,16 @@ def test_memcpy_capture_has_pageable_and_pinned(stack: tuple[str, dict[str, str]
         f"{url}/api/v1/sessions/{sid}/system", params={"metric": "power_mw"}, headers=auth
     ).json()
     assert series["series"] and series["series"][0]["points"]
+
+
+def test_multistream_capture_keeps_streams_and_graph_kernels(
+    stack: tuple[str, dict[str, str], dict[str, str]],
+) -> None:
+    url, auth, sessions = stack
+    sid = sessions["multistream"]
+    rows = httpx.get(f"{url}/api/v1/sessions/{sid}/kernels", params={"limit": 1000}, headers=auth).json()[
+        "items"
+    ]
+    assert len(rows) == 406
+    assert len({r["stream_id"] for r in rows}) >= 5
+    assert sum(1 for r in rows if r["graph_id"]) >= 10
