@@ -22,6 +22,7 @@ import platform
 import queue
 import random
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -361,6 +362,7 @@ def run_engine(
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+        shutil.rmtree(tmp, ignore_errors=True)
         if schema:
             with psycopg.connect(a.pg_dsn, autocommit=True) as conn:
                 conn.execute(f"DROP SCHEMA {schema} CASCADE")
