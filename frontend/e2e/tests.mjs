@@ -15,6 +15,35 @@ function hashParams(url) {
   return new URLSearchParams(i >= 0 ? h.slice(i + 1) : '');
 }
 
+/** The scope lane shows what /scopes/instances returns for the query the timeline made (same window and
+ * min_dur_ns, read back from the timeline's hook): the same number loaded, and as many in view as the API's
+ * instances overlapping the visible window. Returns the API's instances (for picking one to zoom into). */
+async function checkScopeLane(ctx, page, origin) {
+  const s = ctx.state.session;
+  // wait for the scope query that serves the current window (it runs after the kernel tiles)
+  await page.waitForFunction((o) => {
+    const tl = window.__gpuflTimeline;
+    const q = tl.scopes();
+    if (!q || tl.pending() !== 0) return false;
+    const v = tl.viewport();
+    const perPx = (v.t1 - v.t0) / (tl.plotX(v.t1) - tl.plotX(v.t0));
+    const a = Number(BigInt(q.startNs) - BigInt(o));
+    const b = Number(BigInt(q.endNs) - BigInt(o));
+    return a <= v.t0 && b >= v.t1 && q.minDurNs <= perPx;
+  }, origin.toString(), { timeout: T });
+  const q = await page.evaluate(() => window.__gpuflTimeline.scopes());
+  const r = await api(ctx, `/sessions/${s.session_id}/scopes/instances?start_ns=${q.startNs}&end_ns=${q.endNs}&min_dur_ns=${q.minDurNs}&limit=5000`);
+  assert.equal(q.loaded, r.items.length, 'scope instances loaded vs the API for the same window');
+  assert.equal(q.truncated, r.next_cursor !== null);
+  const vp = await page.evaluate(() => window.__gpuflTimeline.viewport());
+  const rel = (v) => Number(BigInt(v) - origin);
+  const inView = r.items.filter((i) => rel(i.start_ns) < vp.t1 && (i.end_ns === null || rel(i.end_ns) > vp.t0)).length;
+  await page.waitForFunction((n) => document.querySelector('canvas[data-testid="timeline"]').dataset.scopes === String(n), inView, { timeout: T }).catch(() => {});
+  const drawn = Number(await page.getAttribute('canvas[data-testid="timeline"]', 'data-scopes'));
+  assert.equal(drawn, inView, `scope instances in view: drawn ${drawn}, API ${inView} (of ${r.items.length})`);
+  return { items: r.items, vp, rel };
+}
+
 async function waitPainted(page) {
   await page.waitForSelector('canvas[data-testid="timeline"][data-painted="1"]', { timeout: T });
   await page.waitForFunction(() => window.__gpuflTimeline && window.__gpuflTimeline.pending() === 0, null, { timeout: T });
@@ -99,6 +128,51 @@ export const tests = [
         assert.equal(n, Math.min(2000, detail.totals.memcpys), 'memory copies loaded for the whole-session view');
       }
       await shot('03-kernels-timeline');
+    },
+  },
+  {
+    name: 'scope lane above the GPU lanes draws the instances /scopes/instances returns for the window',
+    async run(ctx) {
+      const { page, shot } = ctx;
+      const detail = ctx.state.detail;
+      const origin = BigInt(detail.header.start_ns);
+      const rows = await page.evaluate(() => window.__gpuflTimeline.rows());
+      if (detail.totals.scope_instances === 0) {
+        assert.ok(!rows.some((r) => r.key.startsWith('scope:')), 'scope rows drawn for a session without scopes');
+        return;
+      }
+      const firstGpu = rows.find((r) => r.key !== 'memcpy' && !r.key.startsWith('scope:'));
+      const scope0 = rows.find((r) => r.key === 'scope:0');
+      assert.ok(scope0 && firstGpu && scope0.y < firstGpu.y, 'scope lane is not above the GPU lanes');
+      const whole = await page.evaluate(() => window.__gpuflTimeline.viewport());
+      const { items, rel } = await checkScopeLane(ctx, page, origin);
+      assert.ok(items.length > 0, 'no scope instances for the whole-session window');
+      const maxDepth = Math.max(...items.map((i) => i.depth));
+      const nRows = Number(await page.getAttribute('canvas[data-testid="timeline"]', 'data-scope-rows'));
+      assert.ok(nRows >= Math.min(6, maxDepth + 1), `scope rows ${nRows} for max depth ${maxDepth}`);
+      // zoom onto a nested instance: a new query at the finer resolution, checked the same way
+      const closed = items.filter((i) => i.end_ns !== null);
+      const pick = closed.filter((i) => i.depth > 0).sort((a, b) => rel(b.end_ns) - rel(b.start_ns) - (rel(a.end_ns) - rel(a.start_ns)))[0] ?? closed[0];
+      if (pick) {
+        const a = rel(pick.start_ns);
+        const b = rel(pick.end_ns);
+        const pad = Math.max(1000, (b - a) * 0.25);
+        await page.evaluate(([t0, t1]) => window.__gpuflTimeline.setViewport({ t0, t1 }), [a - pad, b + pad]);
+        await waitPainted(page);
+        await checkScopeLane(ctx, page, origin);
+        // hovering it shows its path
+        const { x, y } = await page.evaluate(([t0, t1, d]) => {
+          const tl = window.__gpuflTimeline;
+          const row = tl.rows().find((r) => r.key === `scope:${Math.min(5, d)}`);
+          return { x: (tl.plotX(t0) + tl.plotX(t1)) / 2, y: row ? row.y + row.h / 2 : -1 };
+        }, [a, b, pick.depth]);
+        assert.ok(y > 0, 'row of the picked scope not drawn');
+        await page.locator('canvas[data-testid="timeline"]').hover({ position: { x, y } });
+        await page.waitForFunction((p) => (document.querySelector('.timeline .tooltip')?.textContent ?? '').includes(p), pick.path, { timeout: T });
+        await shot('03b-scope-lane');
+      }
+      await page.evaluate((v) => window.__gpuflTimeline.setViewport(v), whole);
+      await waitPainted(page);
     },
   },
   {

@@ -388,3 +388,71 @@ def test_memcpy_rows(store: SqlStore) -> None:
     page, cur = store.memcpys("mc", f.t0 + 5000, f.t0 + 10_000, limit=3)
     assert [p["seq"] for p in page] == [c.seq for c in cps[5:8]] and cur is not None
     assert page[0]["bytes"] == 1 << 20 and page[0]["copy_kind"] == "HtoD" and page[0]["dur_ns"] == 500
+
+
+def test_scope_instances_window_min_dur_open_and_pagination(store: SqlStore) -> None:
+    f = SessionFactory("sinst")
+    rng = random.Random(11)
+    recs: list[ev.Record] = [f.start("scope"), f.scope_path(1, "step"), f.scope_path(2, "step/fwd")]
+    # (inst, path_id, depth, parent, start, end | None), times relative to f.t0
+    want: list[tuple[int, int, int, int | None, int, int | None]] = []
+    t, inst = 0, 0
+    for _ in range(120):
+        inst += 1
+        outer, t_outer = inst, t
+        recs.append(f.scope_begin(outer, 1, t))
+        for _ in range(rng.randrange(0, 4)):
+            inst += 1
+            t += rng.randrange(0, 500)
+            dur = rng.randrange(0, 20_000)
+            recs.append(f.scope_begin(inst, 2, t, depth=1, parent=outer))
+            recs.append(f.scope_end(inst, t + dur))
+            want.append((inst, 2, 1, outer, t, t + dur))
+            t += dur
+        t += rng.randrange(0, 3000)
+        recs.append(f.scope_end(outer, t))
+        want.append((outer, 1, 0, None, t_outer, t))
+    inst += 1
+    recs.append(f.scope_begin(inst, 3, t + 5))  # open, and its path's dict entry never arrives
+    want.append((inst, 3, 0, None, t + 5, None))
+    feed(store, recs)
+
+    def brute(w0: int | None, w1: int | None, min_dur: int | None) -> list[int]:
+        out = []
+        for i, _p, _d, _par, s, e in want:
+            s, e = f.t0 + s, None if e is None else f.t0 + e
+            if w1 is not None and s >= w1:
+                continue
+            if w0 is not None and e is not None and e <= w0:
+                continue
+            if min_dur and e is not None and e - s < min_dur:
+                continue
+            out.append((s, i))
+        return [i for _s, i in sorted(out)]
+
+    def fetch(w0: int | None, w1: int | None, min_dur: int | None, limit: int) -> list[dict]:
+        got: list[dict] = []
+        cursor = None
+        while True:
+            page, cursor = store.scope_instances("sinst", w0, w1, min_dur, limit, cursor)
+            assert len(page) <= limit
+            got += page
+            if cursor is None:
+                return got
+
+    every = fetch(None, None, None, 10_000)
+    assert [g["inst"] for g in every] == brute(None, None, None)
+    by_inst = {g["inst"]: g for g in every}
+    for i, p, d, par, s, e in want:
+        g = by_inst[i]
+        assert (g["scope_id"], g["depth"], g["parent_inst"], g["thread_id"]) == (p, d, par, 1)
+        assert (g["start_ns"], g["end_ns"]) == (f.t0 + s, None if e is None else f.t0 + e)
+        assert (g["path"], g["name"]) == {1: ("step", "step"), 2: ("step/fwd", "fwd"), 3: ("#3", "#3")}[p]
+    span = t + 10
+    for _ in range(6):
+        a = rng.randrange(0, span)
+        b = rng.randrange(a, span)
+        w0, w1 = f.t0 + a, f.t0 + b
+        for min_dur in (None, 0, 5000, 15_000):
+            assert [g["inst"] for g in fetch(w0, w1, min_dur, 17)] == brute(w0, w1, min_dur)
+    assert store.scope_instances("nosuch")[0] == []

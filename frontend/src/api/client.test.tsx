@@ -31,6 +31,24 @@ describe('Api', () => {
     expect(k.startAbs).toBe('1732521600000000123');
   });
 
+  it('asks for scope instances with absolute bounds and min_dur_ns, and reads open ones as end null', async () => {
+    const f = mockFetch(
+      200,
+      '{"items":[{"inst":1,"scope_id":0,"path":"train","name":"train","depth":0,"parent_inst":null,"thread_id":9,"start_ns":1732521600000000007,"end_ns":1732521600000001007},{"inst":2,"scope_id":1,"path":"train/fwd","name":"fwd","depth":1,"parent_inst":1,"thread_id":9,"start_ns":1732521600000000100,"end_ns":null}],"next_cursor":null}',
+    );
+    const r = await new Api('t').scopeInstances(session, { start: -5, end: 2000 }, 12.7, 5000);
+    const url = new URL(f.mock.calls[0][0], 'http://x');
+    expect(url.pathname).toBe('/api/v1/sessions/s%201/scopes/instances');
+    expect(url.searchParams.get('start_ns')).toBe('1732521599999999995');
+    expect(url.searchParams.get('end_ns')).toBe('1732521600000002000');
+    expect(url.searchParams.get('min_dur_ns')).toBe('12');
+    expect(url.searchParams.get('limit')).toBe('5000');
+    expect(r.nextCursor).toBeNull();
+    expect(r.items[0]).toEqual({ inst: 1, scopeId: 0, path: 'train', name: 'train', depth: 0, parentInst: null, threadId: 9, start: 7, end: 1007 });
+    expect(r.items[1].end).toBeNull();
+    expect(r.items[1].start).toBe(100);
+  });
+
   it('asks the LOD form with absolute window bounds and the resolution', async () => {
     const f = mockFetch(200, '{"start_ns":1732521600000000000,"end_ns":1732521600001048576,"bucket_ns":1048576,"buckets":[{"t_ns":1732521600000000000,"device_id":0,"stream_id":7,"count":3,"busy_ns":900,"longest":{"id":"9","name":"k","start_ns":1732521600000000010,"end_ns":1732521600000000510}}]}');
     const r = await new Api('t').kernelTimeline(session, { start: 0, end: 1048576 }, 2 ** 20);

@@ -208,6 +208,34 @@ export interface MemcpyRow {
   throughput: number | null;
 }
 
+/** One scope instance (scope_begin .. scope_end), times relative to the session origin. */
+export interface ScopeInstance {
+  inst: number;
+  scopeId: number;
+  path: string;
+  name: string;
+  depth: number;
+  parentInst: number | null;
+  threadId: number;
+  start: number;
+  /** null while the instance is open (no scope_end stored yet). */
+  end: number | null;
+}
+
+export function toScopeInstance(w: W<S['ScopeInstance']>, o: bigint): ScopeInstance {
+  return {
+    inst: w.inst,
+    scopeId: w.scope_id,
+    path: w.path,
+    name: w.name,
+    depth: w.depth,
+    parentInst: w.parent_inst,
+    threadId: w.thread_id,
+    start: rel(w.start_ns, o)!,
+    end: rel(w.end_ns, o),
+  };
+}
+
 export interface SystemSeries {
   metric: string;
   device: number | null;
@@ -364,6 +392,29 @@ export class Api {
 
   scopes(id: string, signal?: AbortSignal): Promise<ScopeTree> {
     return this.get<ScopeTree>(`/sessions/${enc(id)}/scopes`, undefined, signal);
+  }
+
+  /** Scope instances overlapping [win.start, win.end), skipping closed ones shorter than `minDurNs`. */
+  async scopeInstances(
+    s: SessionDetail,
+    win: { start: number; end: number },
+    minDurNs: number,
+    limit: number,
+    cursor?: string,
+    signal?: AbortSignal,
+  ): Promise<{ items: ScopeInstance[]; nextCursor: string | null }> {
+    const w = await this.get<{ items: W<S['ScopeInstance']>[]; next_cursor: string | null }>(
+      `/sessions/${enc(s.id)}/scopes/instances`,
+      {
+        start_ns: abs(win.start, s.origin),
+        end_ns: abs(win.end, s.origin),
+        min_dur_ns: Math.max(0, Math.floor(minDurNs)),
+        limit,
+        cursor,
+      },
+      signal,
+    );
+    return { items: w.items.map((x) => toScopeInstance(x, s.origin)), nextCursor: w.next_cursor };
   }
 
   profileSamples(id: string, scopeId: number, signal?: AbortSignal): Promise<ProfileSamples> {

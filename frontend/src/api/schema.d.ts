@@ -206,6 +206,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/sessions/{session_id}/scopes/instances": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Scope Instances */
+        get: operations["scope_instances_api_v1_sessions__session_id__scopes_instances_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/sessions/{session_id}/scopes/{scope_id}/profile-samples": {
         parameters: {
             query?: never;
@@ -610,6 +627,34 @@ export interface components {
             stalls: {
                 [key: string]: number;
             };
+        };
+        /** ScopeInstance */
+        ScopeInstance: {
+            /** Depth */
+            depth: number;
+            /** End Ns */
+            end_ns: number | null;
+            /** Inst */
+            inst: number;
+            /** Name */
+            name: string;
+            /** Parent Inst */
+            parent_inst: number | null;
+            /** Path */
+            path: string;
+            /** Scope Id */
+            scope_id: number;
+            /** Start Ns */
+            start_ns: number;
+            /** Thread Id */
+            thread_id: number;
+        };
+        /** ScopeInstancePage */
+        ScopeInstancePage: {
+            /** Items */
+            items: components["schemas"]["ScopeInstance"][];
+            /** Next Cursor */
+            next_cursor: string | null;
         };
         /** ScopeNode */
         ScopeNode: {
@@ -1254,6 +1299,43 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ScopeTree"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    scope_instances_api_v1_sessions__session_id__scopes_instances_get: {
+        parameters: {
+            query?: {
+                start_ns?: number | null;
+                end_ns?: number | null;
+                min_dur_ns?: number | null;
+                limit?: number;
+                cursor?: string | null;
+            };
+            header?: never;
+            path: {
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ScopeInstancePage"];
                 };
             };
             /** @description Validation Error */

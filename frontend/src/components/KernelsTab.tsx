@@ -81,10 +81,6 @@ export function KernelsTab({ api, session, t0, t1, kernel, name, onChange }: Ker
             highlightName={name ?? null}
             onReady={() => setSummaryGo(true)}
           />
-          <p className="muted small gap-note">
-            Scope lane: not drawn — the API has no per-instance scope timing endpoint yet (see the Scopes tab for
-            aggregates).
-          </p>
         </div>
         {kernel && <Inspector value={detail} session={session} onClose={() => onChange({ kernel: undefined })} />}
       </div>

@@ -1,14 +1,17 @@
 /**
- * The Kernels timeline: canvas lanes per (GPU, CUDA stream) plus a memory-copy lane, and a minimap.
+ * The Kernels timeline: scope rows on top (one per nesting depth), a memory-copy lane, canvas lanes per
+ * (GPU, CUDA stream), and a minimap.
  * Data flow: the viewport decides which LOD tiles are needed; missing tiles are fetched asynchronously into
  * a cache; every animation frame draws synchronously from whatever the cache holds (drawFrame).
  */
 import { useEffect, useRef } from 'react';
-import type { Api, KernelRow, LodBucket, MemcpyRow, SessionDetail } from '../api/client';
+import type { Api, KernelRow, LodBucket, MemcpyRow, ScopeInstance, SessionDetail } from '../api/client';
 import { describeError } from '../api/http';
+import { abs } from '../api/json';
 import { fmtDur } from '../lib/format';
 import { drawFrame, drawMinimap, drawMinimapFrame, groupByLane, hitTest, layout, maxDurByLane, GUTTER_W, MEMCPY_COLORS, type DrawnTile, type FrameInput } from './draw';
 import { clipBuckets, evict, laneKey, lanesFrom, levelFor, tileKey, tilesFor, tilesToDraw, tileWindow, touch, type Lane, type Tile } from './lod';
+import { scopeFetchCovers, scopeFetchFor, scopeRowsFor, SCOPE_LIMIT, type LoadedScopes } from './scopes';
 import { centreOn, panBy, zoomAt, type Bounds, type Viewport } from './viewport';
 
 export interface TimelineProps {
@@ -44,6 +47,11 @@ interface State {
   memcpyTruncated: boolean;
   memcpyWin: { start: number; end: number } | null;
   highlights: { start: number; end: number; device: number; stream: number }[];
+  scopes: ScopeInstance[];
+  scopesLoaded: LoadedScopes | null;
+  /** Scope rows drawn: grows to the deepest depth seen (never shrinks, so lanes don't jump while panning). */
+  scopeRows: number;
+  scopesInView: number;
   edge: KernelRow[];
   hover: { x: number; y: number } | null;
   inflight: number;
@@ -74,6 +82,8 @@ declare global {
       rows: () => { key: string; y: number; h: number }[];
       plotX: (t: number) => number;
       memcpyCount: () => number;
+      /** The scope query behind the scope rows (absolute ns as strings), what it loaded and what is in view. */
+      scopes: () => { startNs: string; endNs: string; minDurNs: number; loaded: number; truncated: boolean; inView: number } | null;
       gutter: number;
     };
   }
@@ -100,6 +110,10 @@ export function Timeline(p: TimelineProps) {
     memcpyTruncated: false,
     memcpyWin: null,
     highlights: [],
+    scopes: [],
+    scopesLoaded: null,
+    scopeRows: p.session.totals.scope_instances > 0 ? 1 : 0,
+    scopesInView: 0,
     edge: [],
     hover: null,
     inflight: 0,
@@ -133,6 +147,12 @@ export function Timeline(p: TimelineProps) {
       rows: () => (lastFrame.current ? lastFrame.current.layout.rows.map((r) => ({ key: r.key, y: r.y, h: r.h })) : []),
       plotX: (t) => GUTTER_W + ((t - s.vp.t0) / (s.vp.t1 - s.vp.t0)) * plotWidth(),
       memcpyCount: () => s.memcpy.length,
+      scopes: () => {
+        const l = s.scopesLoaded;
+        if (!l) return null;
+        const o = props.current.session.origin;
+        return { startNs: abs(l.start, o), endNs: abs(l.end, o), minDurNs: l.minDur, loaded: s.scopes.length, truncated: l.truncated, inView: s.scopesInView };
+      },
       gutter: GUTTER_W,
     };
     window.__gpuflTimeline = hooks;
@@ -219,6 +239,18 @@ export function Timeline(p: TimelineProps) {
       const sess = P.session;
       const span = s.vp.t1 - s.vp.t0;
       const win = { start: s.vp.t0 - span / 2, end: s.vp.t1 + span / 2 };
+      // Scope instances of the widened window, leaving out those shorter than a pixel.
+      if (sess.totals.scope_instances > 0 && !scopeFetchCovers(s.scopesLoaded, s.vp, plotWidth())) {
+        const q = scopeFetchFor(s.vp, plotWidth());
+        try {
+          const r = await P.api.scopeInstances(sess, q, q.minDur, SCOPE_LIMIT);
+          s.scopes = r.items;
+          s.scopesLoaded = { ...q, truncated: r.nextCursor !== null };
+          s.scopeRows = Math.max(s.scopeRows, scopeRowsFor(r.items));
+        } catch (e) {
+          s.error = describeError(e);
+        }
+      }
       if (sess.totals.memcpys > 0) {
         const have = s.memcpyWin;
         const covered = have && have.start <= s.vp.t0 && have.end >= s.vp.t1 && (!s.memcpyTruncated || have.end - have.start <= 4 * span);
@@ -265,7 +297,7 @@ export function Timeline(p: TimelineProps) {
         s.fetchTimer = window.setTimeout(fetchMissing, s.tiles.size === 0 ? 0 : 40);
       }
       const tiles = tilesToDraw(needed, P.session.origin, s.tiles as Map<string, Tile>) as DrawnTile[];
-      const L = layout(s.lanes, P.session.totals.memcpys > 0, plotWidth());
+      const L = layout(s.lanes, P.session.totals.memcpys > 0, plotWidth(), s.scopeRows);
       const W = s.width;
       const dpr = s.dpr;
       if (canvas.width !== Math.round(W * dpr) || canvas.height !== Math.round(L.height * dpr)) {
@@ -288,6 +320,8 @@ export function Timeline(p: TimelineProps) {
         highlights: s.highlights,
         edge: s.edge,
         hover: s.hover,
+        scopes: s.scopes,
+        scopesTruncated: s.scopesLoaded?.truncated ?? false,
       };
       lastFrame.current = f;
       const stats = drawFrame(ctx, f, dpr);
@@ -320,6 +354,7 @@ export function Timeline(p: TimelineProps) {
         hooks.rectsPerFrame.splice(0, 10000);
       }
       hooks.rects = stats.rects;
+      s.scopesInView = stats.scopes;
       const pend = pendingNeeded().length;
       if (hooks.firstDataPaint === null && pend === 0 && s.overview) {
         hooks.firstDataPaint = t1;
@@ -331,6 +366,8 @@ export function Timeline(p: TimelineProps) {
       }
       canvas.dataset.pending = String(pend);
       canvas.dataset.lanes = String(s.lanes.length);
+      canvas.dataset.scopes = String(stats.scopes);
+      canvas.dataset.scopeRows = String(s.scopeRows);
       if (statusRef.current) {
         const msg = s.error ? `⚠ ${s.error}` : pend ? 'Loading…' : s.lanes.length === 0 && s.overview ? 'No kernels in this session.' : '';
         if (statusRef.current.textContent !== msg) statusRef.current.textContent = msg;
@@ -474,7 +511,9 @@ export function Timeline(p: TimelineProps) {
           tip.textContent =
             h.kind === 'kernel'
               ? `${h.name ?? '(unnamed)'} — ${fmtDur(h.end - h.start)}${h.count > 1 ? ` · longest of ${h.count} kernels here` : ''}`
-              : `${h.row.copyKind} ${h.row.bytes.toLocaleString('en-US')} B — ${fmtDur(h.row.dur)}`;
+              : h.kind === 'scope'
+                ? `scope ${h.scope.path} — ${h.scope.end === null ? 'open (no scope_end yet)' : fmtDur(h.scope.end - h.scope.start)} · thread ${h.scope.threadId}`
+                : `${h.row.copyKind} ${h.row.bytes.toLocaleString('en-US')} B — ${fmtDur(h.row.dur)}`;
         } else tip.style.display = 'none';
       }
       sched();
@@ -583,7 +622,8 @@ export function Timeline(p: TimelineProps) {
       </div>
       <div ref={statusRef} className="timeline-status" role="status" />
       <div className="hint">
-        Wheel / pinch to zoom · drag to pan · W/S zoom · A/D pan · click a kernel to inspect
+        Wheel / pinch to zoom · drag to pan · W/S zoom · A/D pan · click a kernel to inspect · hover a scope for its
+        timing
         {p.session.totals.memcpys > 0 && (
           <span className="legend">
             {' '}

@@ -2,10 +2,11 @@
  * Synchronous canvas drawing of the Kernels timeline. Nothing here fetches: the component hands over what
  * is in the cache and this paints one frame (Perfetto's split between async data and sync rendering).
  */
-import type { KernelRow, LodBucket, MemcpyRow } from '../api/client';
+import type { KernelRow, LodBucket, MemcpyRow, ScopeInstance } from '../api/client';
 import { nameColor } from '../lib/color';
 import { fmtTick } from '../lib/format';
 import { density, laneKey, type Lane, type Tile } from './lod';
+import { scopeAt, scopeRects, SCOPE_KEY, SCOPE_ROW_H } from './scopes';
 import { tickStep, tToX, type Viewport } from './viewport';
 
 export const AXIS_H = 22;
@@ -16,12 +17,17 @@ export const MEMCPY_KEY = 'memcpy';
 export interface Layout {
   width: number; // plot width (px), excluding gutter
   height: number;
-  rows: { key: string; label: string; y: number; h: number; kind: 'memcpy' | 'kernel'; lane?: Lane }[];
+  rows: { key: string; label: string; y: number; h: number; kind: 'memcpy' | 'kernel' | 'scope'; lane?: Lane; depth?: number }[];
 }
 
-export function layout(lanes: Lane[], hasMemcpy: boolean, plotWidth: number): Layout {
+/** Rows top to bottom: `scopeRows` scope rows (one per depth), the memory-copy lane, the GPU lanes. */
+export function layout(lanes: Lane[], hasMemcpy: boolean, plotWidth: number, scopeRows = 0): Layout {
   const rows: Layout['rows'] = [];
   let y = AXIS_H;
+  for (let d = 0; d < scopeRows; d++) {
+    rows.push({ key: SCOPE_KEY + d, label: d === 0 ? 'Scopes' : `Scopes · depth ${d}`, y, h: SCOPE_ROW_H, kind: 'scope', depth: d });
+    y += SCOPE_ROW_H;
+  }
   if (hasMemcpy) {
     rows.push({ key: MEMCPY_KEY, label: 'Memory copies', y, h: LANE_H, kind: 'memcpy' });
     y += LANE_H;
@@ -75,10 +81,15 @@ export interface FrameInput {
   /** Kernels running at the window's left edge that started before it (their LOD bucket is off-screen). */
   edge?: KernelRow[];
   hover: { x: number; y: number } | null;
+  /** Scope instances loaded for (at least) the window, drawn in the scope rows. */
+  scopes?: ScopeInstance[];
+  scopesTruncated?: boolean;
 }
 
 export interface FrameStats {
   rects: number;
+  /** Scope instances overlapping the window (drawn, or covered by a painted pixel of their row). */
+  scopes: number;
 }
 
 export function drawFrame(ctx: CanvasRenderingContext2D, f: FrameInput, dpr: number): FrameStats {
@@ -196,6 +207,32 @@ export function drawFrame(ctx: CanvasRenderingContext2D, f: FrameInput, dpr: num
     }
   }
 
+  // Scope instances: one row per depth, coloured by path, labelled when wide enough.
+  let scopesInView = 0;
+  if (f.scopes?.length && L.rows.some((r) => r.kind === 'scope')) {
+    const sr = scopeRects(f.scopes, vp, W);
+    scopesInView = sr.inView;
+    const sb = new Batch();
+    const slabels: { x: number; y: number; w: number; h: number; text: string }[] = [];
+    for (const r of sr.rects) {
+      const row = rowByKey.get(SCOPE_KEY + r.row);
+      if (!row) continue;
+      // a 1 px gap at the end keeps back-to-back instances of one scope (same colour) apart
+      sb.add(r.s.end === null ? 0.6 : 1, nameColor(r.s.path, 40), r.x, row.y + 2, r.w > 3 ? r.w - 1 : r.w, row.h - 3);
+      if (r.label && slabels.length < 300) slabels.push({ x: r.x, y: row.y + 2, w: r.w, h: row.h - 3, text: r.s.end === null ? `${r.label} (open)` : r.label });
+    }
+    rects += sb.flush(ctx);
+    ctx.fillStyle = '#f1f3f6';
+    for (const l of slabels) {
+      ctx.save();
+      ctx.beginPath();
+      ctx.rect(Math.max(0, l.x), l.y, Math.min(l.w, W), l.h);
+      ctx.clip();
+      ctx.fillText(l.text, Math.max(0, l.x) + 3, l.y + l.h / 2);
+      ctx.restore();
+    }
+  }
+
   // Memory copies.
   const mr = rowByKey.get(MEMCPY_KEY);
   if (mr) {
@@ -243,7 +280,12 @@ export function drawFrame(ctx: CanvasRenderingContext2D, f: FrameInput, dpr: num
     ctx.fillStyle = i % 2 ? '#181b21' : '#1b1e25';
     ctx.fillRect(0, r.y, GUTTER_W, r.h);
     ctx.fillStyle = '#c9d1dc';
-    const label = r.kind === 'memcpy' && f.memcpyTruncated ? `${r.label} (first ${f.memcpy.length})` : r.label;
+    const label =
+      r.kind === 'memcpy' && f.memcpyTruncated
+        ? `${r.label} (first ${f.memcpy.length})`
+        : r.kind === 'scope' && r.depth === 0 && f.scopesTruncated
+          ? `${r.label} (first ${f.scopes?.length ?? 0})`
+          : r.label;
     ctx.fillText(label, 8, r.y + r.h / 2, GUTTER_W - 14);
   });
   ctx.strokeStyle = '#2a2e37';
@@ -251,7 +293,7 @@ export function drawFrame(ctx: CanvasRenderingContext2D, f: FrameInput, dpr: num
   ctx.moveTo(GUTTER_W + 0.5, 0);
   ctx.lineTo(GUTTER_W + 0.5, L.height);
   ctx.stroke();
-  return { rects };
+  return { rects, scopes: scopesInView };
 }
 
 /** Index of the first bucket with t ≥ t0 (buckets sorted by t). */
@@ -302,15 +344,20 @@ export const MEMCPY_COLORS: Record<string, string> = {
 
 export type Hit =
   | { kind: 'kernel'; id: string; name: string | null; start: number; end: number; count: number; device: number; stream: number }
-  | { kind: 'memcpy'; row: MemcpyRow };
+  | { kind: 'memcpy'; row: MemcpyRow }
+  | { kind: 'scope'; scope: ScopeInstance };
 
 /** What is under (x, y) (canvas CSS pixels): the bucket whose longest kernel is nearest, within 4 px. */
-export function hitTest(f: Pick<FrameInput, 'vp' | 'layout' | 'tiles' | 'memcpy' | 'edge'>, x: number, y: number): Hit | null {
+export function hitTest(f: Pick<FrameInput, 'vp' | 'layout' | 'tiles' | 'memcpy' | 'edge' | 'scopes'>, x: number, y: number): Hit | null {
   if (x < GUTTER_W) return null;
   const px = x - GUTTER_W;
   const W = f.layout.width;
   const row = f.layout.rows.find((r) => y >= r.y && y < r.y + r.h);
   if (!row) return null;
+  if (row.kind === 'scope') {
+    const sc = scopeAt(f.scopes ?? [], f.vp, W, row.depth ?? 0, px);
+    return sc ? { kind: 'scope', scope: sc } : null;
+  }
   const tol = 4;
   let best: Hit | null = null;
   let bestD = Infinity;

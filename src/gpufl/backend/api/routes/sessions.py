@@ -173,6 +173,28 @@ def scopes(store: StoreDep, session_id: SessionId) -> S.ScopeTree:
     return S.ScopeTree.model_validate({"roots": store.scope_tree(session_id)})
 
 
+# Registered before /scopes/{scope_id}/... (different segment counts today, but keep the literal path first).
+@router.get(
+    "/sessions/{session_id}/scopes/instances", response_model=S.ScopeInstancePage, dependencies=[ReadRole]
+)
+def scope_instances(
+    store: StoreDep,
+    session_id: SessionId,
+    start_ns: Ns = None,
+    end_ns: Ns = None,
+    min_dur_ns: Ns = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> Response:
+    _exists(store, session_id)
+    if start_ns is not None and end_ns is not None and end_ns < start_ns:
+        raise HTTPException(422, "end_ns is before start_ns")
+    items, nxt = store.scope_instances(
+        session_id, start_ns, end_ns, min_dur_ns, limit, decode_cursor(cursor, int)
+    )
+    return fast_json({"items": items, "next_cursor": encode_cursor(nxt)})
+
+
 @router.get(
     "/sessions/{session_id}/scopes/{scope_id}/profile-samples",
     response_model=S.ProfileSamples,
