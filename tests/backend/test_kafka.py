@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from gpufl import events as ev
@@ -65,12 +65,19 @@ def _produce(brokers: str, prefix: str) -> tuple[SessionFactory, int, int]:
 
 
 def _committed(brokers: str, group: str, prefix: str) -> dict[tuple[str, int], int]:
-    c = Consumer({"bootstrap.servers": brokers, "group.id": group, "enable.auto.commit": False})
-    try:
-        tps = [TopicPartition(f"{prefix}.{s}", p) for s in ("device", "system") for p in (0, 1)]
-        return {(tp.topic, tp.partition): tp.offset for tp in c.committed(tps, timeout=30)}
-    finally:
-        c.close()
+    # A committed-offsets request can time out while the group rebalances on a loaded 2-core machine:
+    # ask again (up to 3 times) rather than fail on the transport.
+    for attempt in range(3):
+        c = Consumer({"bootstrap.servers": brokers, "group.id": group, "enable.auto.commit": False})
+        try:
+            tps = [TopicPartition(f"{prefix}.{s}", p) for s in ("device", "system") for p in (0, 1)]
+            return {(tp.topic, tp.partition): tp.offset for tp in c.committed(tps, timeout=30)}
+        except KafkaException:
+            if attempt == 2:
+                raise
+        finally:
+            c.close()
+    raise AssertionError("unreachable")
 
 
 # Messages _produce writes per topic (50 single records + 3 batches on device, 1 array on system).
