@@ -292,9 +292,10 @@ def _validate_slow(stream: str, raws: list[bytes]) -> tuple[list[ev.Record], lis
 
 @contextmanager
 def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector while a batch is decoded into tens of thousands of objects
-    (each allocation counts towards a collection; measured ~20 % of the decode + column building). Only
-    the thread that paused it resumes it, so concurrent batches never leave it off."""
+    """Pause the cyclic garbage collector while a batch (at most ``max_batch_records``) is decoded, turned
+    into columns and stored: tens of thousands of allocations would each count towards a collection
+    (measured ~20 % of the decode + column building). Only the thread that paused it resumes it, so
+    concurrent batches never leave it off."""
     paused = gc.isenabled()
     if paused:
         gc.disable()
@@ -307,7 +308,11 @@ def _gc_paused() -> Iterator[None]:
 
 def ingest_raws(store: SqlStore, stream: str, raws: list[bytes]) -> BatchResult:
     with _gc_paused():
-        fast = _validate_fast(stream, raws)
+        return _ingest_raws(store, stream, raws)
+
+
+def _ingest_raws(store: SqlStore, stream: str, raws: list[bytes]) -> BatchResult:
+    fast = _validate_fast(stream, raws)
     if fast is not None:
         try:
             out = store.ingest(stream, fast[0], list(map(len, raws)), columns=fast[1])
