@@ -839,6 +839,33 @@ class SqlStore:
             where.append("k.end_ns > ? AND k.start_ns >= ?")
             params += [start_ns, start_ns - self._max_dur(sid, table) - 1]
 
+    @staticmethod
+    def _activity_filters(
+        sid: str,
+        device: int | None,
+        stream: int | None,
+        scope: int | None,
+        cursor: Cursor | None,
+        where: list[str],
+        params: list[Any],
+    ) -> None:
+        """The filters kernels and copies share (alias ``k``): device, CUDA stream, scope path, and the
+        (start_ns, seq) cursor of their common ordering."""
+        if device is not None:
+            where.append("k.device_id = ?")
+            params.append(device)
+        if stream is not None:
+            where.append("k.stream_id = ?")
+            params.append(stream)
+        if scope is not None:
+            where.append(
+                "k.scope_inst IN (SELECT inst FROM scope_begins WHERE session_id = ? AND path_id = ?)"
+            )
+            params += [sid, scope]
+        if cursor is not None:
+            where.append("(k.start_ns > ? OR (k.start_ns = ? AND k.seq > ?))")
+            params += [cursor.key, cursor.key, int(cursor.tie)]
+
     def kernels(
         self,
         sid: str,
@@ -854,26 +881,13 @@ class SqlStore:
         where: list[str] = ["k.session_id = ?"]
         params: list[Any] = [sid]
         self._window("kernels", sid, start_ns, end_ns, where, params)
-        if device is not None:
-            where.append("k.device_id = ?")
-            params.append(device)
-        if stream is not None:
-            where.append("k.stream_id = ?")
-            params.append(stream)
         if name is not None:
             where.append(
                 "k.launch_id IN (SELECT id FROM dicts WHERE session_id = ? AND stream = 'device' "
                 "AND kind = 'launch' AND value = ?)"
             )
             params += [sid, name]
-        if scope is not None:
-            where.append(
-                "k.scope_inst IN (SELECT inst FROM scope_begins WHERE session_id = ? AND path_id = ?)"
-            )
-            params += [sid, scope]
-        if cursor is not None:
-            where.append("(k.start_ns > ? OR (k.start_ns = ? AND k.seq > ?))")
-            params += [cursor.key, cursor.key, int(cursor.tie)]
+        self._activity_filters(sid, device, stream, scope, cursor, where, params)
         rows = self._all(
             f"""SELECT k.seq, d.value, k.launch_id, k.device_id, k.stream_id, k.corr_id, k.start_ns, k.end_ns,
                        k.scope_inst, k.stack_id, k.graph_id, k.thread_id
@@ -1108,20 +1122,7 @@ class SqlStore:
         where: list[str] = ["k.session_id = ?"]
         params: list[Any] = [sid]
         self._window("memcpys", sid, start_ns, end_ns, where, params)
-        if device is not None:
-            where.append("k.device_id = ?")
-            params.append(device)
-        if stream is not None:
-            where.append("k.stream_id = ?")
-            params.append(stream)
-        if scope is not None:
-            where.append(
-                "k.scope_inst IN (SELECT inst FROM scope_begins WHERE session_id = ? AND path_id = ?)"
-            )
-            params += [sid, scope]
-        if cursor is not None:
-            where.append("(k.start_ns > ? OR (k.start_ns = ? AND k.seq > ?))")
-            params += [cursor.key, cursor.key, int(cursor.tie)]
+        self._activity_filters(sid, device, stream, scope, cursor, where, params)
         rows = self._all(
             f"""SELECT k.seq, k.device_id, k.stream_id, k.corr_id, k.start_ns, k.end_ns, k.bytes, k.copy_kind,
                        k.src_kind, k.dst_kind, k.throughput_gbps, k.scope_inst, k.stack_id
