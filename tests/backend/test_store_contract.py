@@ -202,8 +202,10 @@ def test_kernel_detail_with_stack_and_scope(store: SqlStore) -> None:
         f.scope_end(11, 9000),
     ]
     k = f.kernel(1, 200, 300, stack_id=3, scope_inst=11, api_start_ns=f.t0 + 150, api_dur_ns=20)
-    recs += [f.launch(1, "gemm"), f.stack(3, frames), k]
+    k2 = f.kernel(1, 600, 300, api_lead_ns=70, api_dur_ns=20)  # event contract v2: lead before the GPU start
+    recs += [f.launch(1, "gemm"), f.stack(3, frames), k, k2]
     feed(store, recs)
+    assert store.kernel("detail", k2.seq)["api_start_ns"] == f.t0 + 600 - 70
     d = store.kernel("detail", k.seq)
     assert d["id"] == str(k.seq) and d["name"] == "gemm" and d["dur_ns"] == 300
     assert d["launch"]["grid"] == [128, 1, 1] and d["launch"]["limiting_resource"] == "registers"
@@ -456,3 +458,27 @@ def test_scope_instances_window_min_dur_open_and_pagination(store: SqlStore) -> 
         for min_dur in (None, 0, 5000, 15_000):
             assert [g["inst"] for g in fetch(w0, w1, min_dur, 17)] == brute(w0, w1, min_dur)
     assert store.scope_instances("nosuch")[0] == []
+
+
+def test_migration_2_upgrades_a_store_made_before_it(tmp_path: object) -> None:
+    """A DuckDB file created before migration 2 (no api_lead_ns columns) is upgraded at open and then stores
+    contract-v2 kernels, with the column appended where the staging INSERT expects it."""
+    import duckdb
+
+    path = f"{tmp_path}/old.duckdb"
+    open_store(path).close()
+    con = duckdb.connect(path)
+    for table in ("kernels", "memcpys"):
+        con.execute(f"ALTER TABLE {table} DROP COLUMN api_lead_ns")
+    con.execute("DELETE FROM schema_migrations WHERE version = 2")
+    con.close()
+    store = open_store(path)
+    try:
+        assert store.schema_version() == store.latest_version == 2
+        f = SessionFactory("upgraded")
+        head = [f.start("device"), f.launch(1, "gemm")]
+        k = f.kernel(1, 100, 50, api_lead_ns=30)
+        feed(store, [*head, k])
+        assert store.kernel("upgraded", k.seq)["api_start_ns"] == f.t0 + 100 - 30
+    finally:
+        store.close()

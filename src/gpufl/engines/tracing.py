@@ -351,7 +351,7 @@ class TracingEngine:
                     scope_inst=scope_inst,
                     thread_id=site[0] if site else None,
                     stack_id=site[1] if site else None,
-                    api_start_ns=site[2] if site else None,
+                    api_lead_ns=a.start + off - site[2] if site else None,
                     api_dur_ns=site[3] if site and site[3] else None,
                 )
             elif kind in (K.MEMCPY,):

@@ -925,7 +925,7 @@ class SqlStore:
         row = self._one(
             f"""SELECT k.seq, d.value, k.launch_id, k.device_id, k.stream_id, k.corr_id, k.start_ns, k.end_ns,
                        k.scope_inst, k.stack_id, k.graph_id, k.thread_id,
-                       d.mangled, k.api_start_ns, k.api_dur_ns, k.graph_node_id, d.launch
+                       d.mangled, coalesce(k.api_start_ns, k.start_ns - k.api_lead_ns), k.api_dur_ns, k.graph_node_id, d.launch
                 FROM kernels k {self._LAUNCH_JOIN} WHERE k.session_id = ? AND k.seq = ?""",
             [sid, seq],
         )

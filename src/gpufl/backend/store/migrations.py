@@ -18,5 +18,14 @@ def _v1(engine: str, sql_types: dict[str, str]) -> list[str]:
     return stmts
 
 
-MIGRATIONS: dict[int, Migration] = {1: _v1}
+def _v2(engine: str, sql_types: dict[str, str]) -> list[str]:
+    """Event contract v2: the launch-API entry as a lead before the GPU start. A store created by this
+    code's v1 has the column already (v1 is built from TABLES); an older one gets it appended."""
+    return [
+        f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS api_lead_ns {sql_types['I']}"
+        for t in ("kernels", "memcpys")
+    ]
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2}
 LATEST = max(MIGRATIONS)

@@ -71,6 +71,7 @@ TABLES: dict[str, Columns] = {
         ("thread_id", "I"),
         ("stack_id", "I"),
         ("scope_inst", "I"),
+        ("api_lead_ns", "I"),  # schema v2 of the event contract; last: migration 2 appends it
     ),
     "memcpys": (
         *_KERNEL_LIKE,
@@ -94,6 +95,7 @@ TABLES: dict[str, Columns] = {
         ("stack_id", "I"),
         ("scope_inst", "I"),
         ("scope_depth", "I"),
+        ("api_lead_ns", "I"),  # schema v2 of the event contract; last: migration 2 appends it
     ),
     "memsets": (
         *_KERNEL_LIKE,
