@@ -92,7 +92,9 @@ class SessionStart(Record, tag="session_start", kw_only=True):
     argv: list[str] = []
     start_ns: int
     gpufl_version: str
-    schema_version: int = SCHEMA_VERSION
+    schema_version: int = 1
+    """The contract version that wrote this session. Writers always set it; it is absent only in v1 logs
+    (written while it equalled the default then), hence the default 1."""
     job_id: str | None = None
     options: dict[str, Any] = {}
     devices: list[DeviceProperties] = []

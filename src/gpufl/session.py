@@ -136,6 +136,7 @@ class Session:
             argv=list(sys.argv),
             start_ns=self.start_ns,
             gpufl_version=__version__,
+            schema_version=events.SCHEMA_VERSION,
             job_id=self.options.job_id,
             options=self.options.as_record(),
             **facts,

@@ -34,6 +34,7 @@ def test_capture_is_complete_and_valid(name: str) -> None:
         and start.devices[0].sm_count == 132
     )
     assert start.clock is not None
+    assert start.schema_version == 1, "recorded by contract v1: old logs stay readable as what they are"
     samples = [r for r in streams["system"] if isinstance(r, events.SystemSample)]
     assert samples and samples[0].gpus and samples[0].gpus[0].mem_total_mib
     assert samples[0].gpus[0].fan_pct is None, "H100 SXM has no fan: null, not invented"

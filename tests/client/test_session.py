@@ -42,6 +42,7 @@ def test_init_is_idempotent_and_without_gpu_records_scopes_and_host_metrics(fres
     for stream in events.STREAMS:
         recs = read(fresh, stream)
         assert isinstance(recs[0], events.SessionStart) and recs[0].seq == 0
+        assert recs[0].schema_version == events.SCHEMA_VERSION
         assert isinstance(recs[-1], events.SessionEnd)
         assert [r.seq for r in recs] == list(range(len(recs)))
     system = [r for r in read(fresh, "system") if isinstance(r, events.SystemSample)]
