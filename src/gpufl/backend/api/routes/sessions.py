@@ -28,6 +28,10 @@ I64 = 2**63 - 1
 Ns = Annotated[int | None, Query(ge=0, le=I64)]
 SmallInt = Annotated[int | None, Query(ge=-(2**31), le=2**31 - 1)]
 SessionId = Annotated[str, Path(min_length=1, max_length=64)]
+AnyI64 = Annotated[int | None, Query(ge=-I64, le=I64)]
+"""A CUDA stream id or scope id filter: any 64-bit integer."""
+CursorParam = Annotated[str | None, Query(max_length=512)]
+PageLimit = Annotated[int, Query(ge=1, le=10_000)]
 
 
 def encode_cursor(c: Cursor | None) -> str | None:
@@ -63,7 +67,7 @@ def list_sessions(
     since: Ns = None,
     until: Ns = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    cursor: CursorParam = None,
 ) -> S.SessionPage:
     items, nxt = store.list_sessions(host, app, since, until, limit, decode_cursor(cursor, str))
     return S.SessionPage(items=[S.SessionItem(**i) for i in items], next_cursor=encode_cursor(nxt))
@@ -100,12 +104,12 @@ def kernels(
     start_ns: Ns = None,
     end_ns: Ns = None,
     device: SmallInt = None,
-    stream: Annotated[int | None, Query(ge=-I64, le=I64)] = None,
+    stream: AnyI64 = None,
     name: Annotated[str | None, Query(max_length=4096)] = None,
-    scope: Annotated[int | None, Query(ge=-I64, le=I64)] = None,
+    scope: AnyI64 = None,
     resolution_ns: Annotated[int | None, Query(ge=1, le=I64)] = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: PageLimit = 1000,
+    cursor: CursorParam = None,
 ) -> Response:
     _exists(store, session_id)
     if start_ns is not None and end_ns is not None and end_ns < start_ns:
@@ -155,10 +159,10 @@ def memcpy(
     start_ns: Ns = None,
     end_ns: Ns = None,
     device: SmallInt = None,
-    stream: Annotated[int | None, Query(ge=-I64, le=I64)] = None,
-    scope: Annotated[int | None, Query(ge=-I64, le=I64)] = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    stream: AnyI64 = None,
+    scope: AnyI64 = None,
+    limit: PageLimit = 1000,
+    cursor: CursorParam = None,
 ) -> Response:
     _exists(store, session_id)
     items, nxt = store.memcpys(
@@ -183,8 +187,8 @@ def scope_instances(
     start_ns: Ns = None,
     end_ns: Ns = None,
     min_dur_ns: Ns = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: PageLimit = 1000,
+    cursor: CursorParam = None,
 ) -> Response:
     _exists(store, session_id)
     if start_ns is not None and end_ns is not None and end_ns < start_ns:
