@@ -45,11 +45,11 @@ def test_demo_loads_the_replayed_captures_and_prints_url_and_token(tmp_path: Pat
     assert re.search(r"read token:  gpufl_\S+", r.stdout)
     assert "(from GPUFL_ADMIN_TOKEN)" in r.stdout
     sids = re.findall(r"replayed as (\w+)", r.stdout)
-    assert len(sids) == 3
+    assert len(sids) == 4
     # The backend has stopped: its store says what arrived.
     con = duckdb.connect(str(tmp_path / "store" / "gpufl.duckdb"), read_only=True)
-    n = con.execute("SELECT count(*) FROM kernels WHERE session_id IN (?, ?, ?)", sids).fetchone()
-    assert n is not None and n[0] == 5941 + 20 + 406
+    n = con.execute("SELECT count(*) FROM kernels WHERE session_id IN (?, ?, ?, ?)", sids).fetchone()
+    assert n is not None and n[0] == 5941 + 4977 + 20 + 406  # gpt_train, gpufl_run_unmodified, ...
 
 
 def test_demo_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
