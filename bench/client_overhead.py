@@ -1,9 +1,16 @@
-"""Client overhead on a GPU: no profiler vs gpufl vs torch.profiler on the GPT-style training run.
+"""Client overhead on a GPU: no profiler vs gpufl (native / with stacks / cupti-python) vs torch.profiler.
 
-A fresh process per mode, modes interleaved for N rounds (these machines are noisy: compare within one
-run), median and min–max of the per-run median step time, time spent at exit, bytes per kernel record.
+Two workloads (``--workload``): ``gpt`` — the GPT-style training run (6 layers, d 512, ctx 256, batch 16,
+fp16 autocast, AdamW) — and ``loop`` — a launch-bound 1024² matmul + relu loop. A fresh process per mode,
+modes interleaved for N rounds (these machines are noisy: compare within one run), median and min–max of the
+per-run median step time, time spent at exit, bytes per kernel record.
 
-    python bench/client_overhead.py --rounds 5 --steps 100 [--modes none,gpufl,torch-profiler]
+With ``torch-profiler-cuda`` among the modes, a fidelity table compares gpufl's kernels in the measured
+window with torch.profiler's: kernels per step, and for each kernel name with ≥ 100 instances the median
+duration (gpufl's from its first round in gpufl mode).
+
+    python bench/client_overhead.py --workload gpt --rounds 5 --steps 60 \\
+        --modes none,gpufl,gpufl-stacks,torch-profiler [--json OUT]
 """
 
 from __future__ import annotations
@@ -15,76 +22,131 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKLOAD = ROOT / "examples/workloads/gpt_train.py"
+WORKLOADS = {
+    "gpt": (ROOT / "examples/workloads/gpt_train.py", []),
+    "loop": (ROOT / "examples/workloads/matmul_loop.py", ["--iters", "1000"]),
+}
 
 
-def run_once(mode: str, steps: int, log_root: Path, idx: int) -> dict:
+def run_once(workload: str, mode: str, steps: int, log_root: Path, idx: int) -> dict[str, Any]:
+    script, extra = WORKLOADS[workload]
     log_dir = log_root / f"{mode}-{idx}"
     result = log_root / f"{mode}-{idx}.json"
-    cmd = [sys.executable, str(WORKLOAD), "--mode", mode, "--steps", str(steps), "--log-dir", str(log_dir)]
-    cmd += ["--result", str(result)]
+    cmd = [sys.executable, str(script), "--mode", mode, "--steps", str(steps), "--log-dir", str(log_dir)]
+    cmd += ["--result", str(result), *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         raise RuntimeError(f"{mode} failed:\n{proc.stderr[-3000:]}")
-    res = json.loads(result.read_text())
-    kernels = 0
-    device_bytes = 0
-    for p in log_dir.glob("*.device.*.log") if log_dir.exists() else []:
-        data = p.read_bytes()
-        device_bytes += len(data)
-        for line in data.splitlines():
-            if line.startswith(b'{"type":"kernel"'):
-                kernels += 1
-    res["kernels"] = kernels
-    res["kernel_line_bytes"] = _kernel_line_bytes(log_dir) if kernels else None
+    res: dict[str, Any] = json.loads(result.read_text())
+    res["log_dir"] = str(log_dir)
+    res["stderr_tail"] = proc.stderr[-2000:]
+    stats = gpufl_kernels(log_dir, res["window_ns"]) if log_dir.exists() else None
+    res["gpufl"] = stats
     return res
 
 
-def _kernel_line_bytes(log_dir: Path) -> float:
-    sizes = [
-        len(line)
-        for p in log_dir.glob("*.device.*.log")
-        for line in p.read_bytes().splitlines()
-        if line.startswith(b'{"type":"kernel"')
+def gpufl_kernels(log_dir: Path, window: list[int]) -> dict[str, Any]:
+    """Kernel names, counts and durations from gpufl's device stream; the window ones separately."""
+    names: dict[int, str] = {}
+    kernels: list[tuple[int, int, int]] = []
+    sizes: list[int] = []
+    path = "unknown"
+    for p in sorted(log_dir.glob("*.device.*.log")):
+        for line in p.read_bytes().splitlines():
+            if line.startswith(b'{"type":"kernel"'):
+                sizes.append(len(line))
+                r = json.loads(line)
+                kernels.append((r["launch_id"], r["start_ns"], r["end_ns"]))
+            elif line.startswith(b'{"type":"dict"'):
+                r = json.loads(line)
+                if r.get("kind") == "launch":
+                    names[r["id"]] = r["launch"]["name"]
+            elif line.startswith(b'{"type":"notice"') and b"native_unavailable" in line:
+                path = "cupti-python"
+            elif line.startswith(b'{"type":"session_start"'):
+                path = "native-or-python"
+    lo, hi = window
+    durs: dict[str, list[int]] = defaultdict(list)
+    for lid, s, e in kernels:
+        if lo <= s <= hi:
+            durs[names.get(lid, f"launch {lid}")].append(e - s)
+    return {
+        "total": len(kernels),
+        "bytes_per_kernel": statistics.median(sizes) if sizes else None,
+        "window_total": sum(len(v) for v in durs.values()),
+        "by_name": {n: {"count": len(v), "median_ns": statistics.median(v)} for n, v in durs.items()},
+        "path": path,
+    }
+
+
+def fidelity(gpufl: dict[str, Any], torch: dict[str, Any], steps: int) -> list[str]:
+    out = [
+        "",
+        "Fidelity vs torch.profiler (CUDA activity only, same measured steps, separate processes)",
+        f"kernels per step: gpufl {gpufl['window_total'] / steps:.2f}  torch.profiler {torch['total'] / steps:.2f}",
+        f"{'kernel (≥100 instances in torch.profiler)':<72}{'n gpufl':>9}{'n torch':>9}{'med gpufl':>11}{'med torch':>11}{'diff':>8}",
     ]
-    return statistics.median(sizes)
+    worst = 0.0
+    for name, t in sorted(torch["by_name"].items(), key=lambda kv: -kv[1]["count"]):
+        if t["count"] < 100:
+            continue
+        g = gpufl["by_name"].get(name)
+        if g is None:
+            out.append(f"{name[:70]:<72}{'-':>9}{t['count']:>9}  (name not found in gpufl's capture)")
+            worst = float("inf")
+            continue
+        diff = g["median_ns"] / t["median_ns"] - 1
+        worst = max(worst, abs(diff))
+        out.append(
+            f"{name[:70]:<72}{g['count']:>9}{t['count']:>9}{g['median_ns']:>11.0f}{t['median_ns']:>11.0f}{100 * diff:>+7.2f}%"
+        )
+    out.append(f"largest median difference: {100 * worst:.2f}%")
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--workload", choices=sorted(WORKLOADS), default="gpt")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--modes", default="none,gpufl,torch-profiler")
     ap.add_argument("--json", help="write all raw results here")
     args = ap.parse_args()
     modes = args.modes.split(",")
-    results: dict[str, list[dict]] = {m: [] for m in modes}
+    results: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             for m in modes:
-                results[m].append(run_once(m, args.steps, Path(tmp), r))
-                print(
-                    f"round {r} {m}: {results[m][-1]['median_ms']:.2f} ms/step", file=sys.stderr, flush=True
-                )
+                res = run_once(args.workload, m, args.steps, Path(tmp), r)
+                results[m].append(res)
+                print(f"round {r} {m}: {res['median_ms']:.3f} ms/step", file=sys.stderr, flush=True)
     base = statistics.median(x["median_ms"] for x in results[modes[0]])
-    print(f"\nGPT-style run, {args.steps} steps, {args.rounds} interleaved rounds, fresh process per mode")
+    per = f"{args.steps} steps" + (", 1000 iterations per step" if args.workload == "loop" else "")
+    print(f"\n{args.workload}: {per}, {args.rounds} interleaved rounds, fresh process per mode")
     print(f"machine: {os.uname().nodename} {_gpu_name()}")
     print(
-        f"{'mode':<16}{'median ms/step':>16}{'min–max':>18}{'overhead':>10}{'exit s':>9}{'kernels/run':>13}{'B/kernel':>10}"
+        f"{'mode':<22}{'median ms/step':>16}{'min–max':>20}{'overhead':>10}{'exit s':>9}{'kernels/run':>13}{'B/kernel':>10}"
     )
     for m in modes:
         meds = [x["median_ms"] for x in results[m]]
         med = statistics.median(meds)
         exit_s = statistics.median(x["exit_s"] for x in results[m])
-        kern = results[m][0]["kernels"]
-        kb = results[m][0]["kernel_line_bytes"]
+        g = results[m][0]["gpufl"]
+        kern = g["total"] if g else 0
+        kb = g["bytes_per_kernel"] if g else None
         print(
-            f"{m:<16}{med:>16.2f}{min(meds):>9.2f}–{max(meds):<8.2f}{100 * (med / base - 1):>+9.1f}%"
+            f"{m:<22}{med:>16.3f}{min(meds):>10.3f}–{max(meds):<9.3f}{100 * (med / base - 1):>+9.1f}%"
             f"{exit_s:>9.2f}{kern:>13}{(f'{kb:.0f}' if kb else '-'):>10}"
         )
+    ref = results.get("torch-profiler-cuda")
+    mine = results.get("gpufl") or results.get("gpufl-stacks")
+    if ref and mine and mine[0]["gpufl"]:
+        print("\n".join(fidelity(mine[0]["gpufl"], ref[0]["kernels"], args.steps)))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
 

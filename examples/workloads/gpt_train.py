@@ -4,20 +4,17 @@
 in docs/benchmarks.md use. ``gpufl.scope`` marks forward / backward / optimizer inside each step.
 
     python examples/workloads/gpt_train.py --steps 30 --mode gpufl --log-dir ./gpufl-logs
-    --mode none | gpufl | torch-profiler     (one mode per process: the overhead bench starts fresh ones)
+    --mode: see harness.py (one mode per process: the overhead bench starts fresh ones)
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
 import sys
-import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from harness import Run, arguments
 
 
 class Block(nn.Module):
@@ -55,25 +52,8 @@ class MiniGPT(nn.Module):
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--mode", choices=["none", "gpufl", "gpufl-stacks", "torch-profiler"], default="gpufl")
-    ap.add_argument("--log-dir", default="./gpufl-logs")
-    ap.add_argument("--app-name", default="gpt_train")
-    ap.add_argument("--result", help="write per-step timings here as JSON")
-    args = ap.parse_args()
-
-    gpufl = None
-    if args.mode.startswith("gpufl"):
-        import gpufl as _g
-
-        gpufl = _g
-        gpufl.init(app_name=args.app_name, log_dir=args.log_dir, stacks=args.mode == "gpufl-stacks")
-
-    def scope(name: str) -> contextlib.AbstractContextManager[object]:
-        return gpufl.scope(name) if gpufl else contextlib.nullcontext()
-
+    args = arguments(__doc__ or "", steps=100, warmup=10, app="gpt_train")
+    run = Run(args)
     torch.manual_seed(0)
     dev = "cuda"
     model = MiniGPT().to(dev)
@@ -81,52 +61,19 @@ def main() -> int:
     scaler = torch.amp.GradScaler()
     data = torch.randint(0, 8192, (16, 257), device=dev)
 
-    prof = None
-    if args.mode == "torch-profiler":
-        from torch.profiler import ProfilerActivity, profile
-
-        prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
-        prof.__enter__()
-
-    times = []
-    for step in range(args.warmup + args.steps):
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        with scope("step"):
-            with scope("forward"), torch.autocast("cuda", dtype=torch.float16):
+    loss = torch.zeros(())
+    for _ in run.steps(torch.cuda.synchronize):
+        with run.scope("step"):
+            with run.scope("forward"), torch.autocast("cuda", dtype=torch.float16):
                 logits = model(data[:, :-1])
                 loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), data[:, 1:].reshape(-1))
-            with scope("backward"):
+            with run.scope("backward"):
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
-            with scope("optimizer"):
+            with run.scope("optimizer"):
                 scaler.step(opt)
                 scaler.update()
-        torch.cuda.synchronize()
-        if step >= args.warmup:
-            times.append(time.perf_counter() - t0)
-
-    t_exit = time.perf_counter()
-    if prof is not None:
-        prof.__exit__(None, None, None)
-        prof.key_averages()  # the post-processing a user pays for to see anything
-    if gpufl is not None:
-        gpufl.shutdown()
-    exit_s = time.perf_counter() - t_exit
-    times.sort()
-    res = {
-        "mode": args.mode,
-        "steps": len(times),
-        "median_ms": 1000 * times[len(times) // 2],
-        "min_ms": 1000 * times[0],
-        "max_ms": 1000 * times[-1],
-        "exit_s": exit_s,
-        "loss": float(loss.detach()),
-    }
-    print(json.dumps(res))
-    if args.result:
-        with open(args.result, "w") as f:
-            json.dump(res, f)
+    run.finish(loss=float(loss.detach()))
     return 0
 
 

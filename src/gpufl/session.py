@@ -23,7 +23,7 @@ from typing import Any
 from gpufl import __version__, events
 from gpufl.config import Options
 from gpufl.engines import Engine, EngineUnavailable, create
-from gpufl.writer import DiskBudget, SegmentFiles, StreamWriter
+from gpufl.writer import DiskBudget, NativeStreamWriter, SegmentFiles, StreamWriter
 
 log = logging.getLogger("gpufl")
 
@@ -69,7 +69,7 @@ class Session:
         self.start_ns = time.time_ns()
         self.files = SegmentFiles(opts.log_dir, self.host, opts.app_name, self.session_id)
         budget = DiskBudget(opts.session_max_bytes)
-        self.writers: dict[str, StreamWriter] = {
+        self.writers: dict[str, StreamWriter | NativeStreamWriter] = {
             s: StreamWriter(
                 self.files,
                 s,
@@ -155,7 +155,7 @@ class Session:
             engine=engine,
         )
         self.notices.append(rec)
-        if self.writers["device"]._thread.is_alive():
+        if self.writers["device"].running:
             self.writers["device"].emit(rec)
 
     def scope_enter(self, inst: int) -> None:

@@ -141,6 +141,10 @@ class StreamWriter:
         self._open_segment()
         self._thread.start()
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
     def emit(self, record: Record) -> bool:
         """Queue a record for writing. Never blocks; returns False if it was dropped."""
         if self._accepting and len(self._q) < self._cap:
@@ -330,3 +334,152 @@ class StreamWriter:
 
 
 _encoder = msgspec.json.Encoder()
+
+
+class NativeStreamWriter:
+    """The device stream's writer in C (``gpufl._native.Writer``), with ``StreamWriter``'s interface.
+
+    The native tracing engine appends kernel/memcpy/memset lines to it from CUPTI's buffer thread without
+    the GIL; the few records Python writes (session_start/end, notices) are encoded here and given their
+    ``seq`` in C, in order with the rest. Dictionary records work as in ``StreamWriter``: written before
+    their first use in each segment. Launch configurations and stacks are interned in C; the other kinds
+    are interned here and handed to C.
+    """
+
+    def __init__(self, base: StreamWriter, max_pending_bytes: int = 64 << 20) -> None:
+        from gpufl import _native  # type: ignore[attr-defined]
+
+        self._native = _native
+        self.files = base.files
+        self.stream = base.stream
+        self.session_id = base.session_id
+        self._budget = base._budget
+        self._clock = base._clock
+        prefix, suffix = _split_segment_path(base.files, base.stream)
+        self._w = _native.Writer(
+            prefix,
+            suffix,
+            base.session_id,
+            base.stream,
+            base._max_bytes,
+            base._max_age_ns / 1e9,
+            base._interval,
+            max_pending_bytes,
+            self._segment_closed,
+        )
+        self._kinds = {k: getattr(_native, f"DICT_{k.upper()}") for k in ("launch", "stack", "kernel", "scope", "thread")}
+        self._refs_by_type = {
+            events.TYPE_BY_TAG[tag]: tuple((operator.attrgetter(attr), kind) for attr, kind in refs)
+            for tag, refs in events.DICT_REFS.items()
+        }
+        self._ids: dict[tuple[str, Any], int] = {}
+        self._next_id: dict[str, int] = collections.defaultdict(int)
+        self._intern_lock = threading.Lock()
+        self._running = False
+        self.error: BaseException | None = None
+
+    @property
+    def native(self) -> Any:
+        return self._w
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
+    def seq(self) -> int:
+        return int(self._w.stats()["seq"])
+
+    @property
+    def dropped_total(self) -> int:
+        return int(self._w.stats()["dropped"])
+
+    @property
+    def segments_written(self) -> int:
+        return int(self._w.stats()["segments"])
+
+    def start(self) -> None:
+        os.makedirs(self.files.log_dir, exist_ok=True)
+        self._w.start()
+        self._running = True
+
+    def emit(self, record: Record) -> bool:
+        if not self._running:
+            return False
+        refs: tuple[tuple[int, int], ...] = ()
+        getters = self._refs_by_type.get(record.__class__)
+        if getters:
+            refs = tuple(
+                (self._kinds[kind], ident) for get, kind in getters if (ident := get(record)) is not None
+            )
+        record.seq = -1  # omitted from the line: C inserts the real one
+        self._w.emit_line(_encoder.encode(record), refs)
+        return True
+
+    def intern(self, kind: str, key: Any, make: Callable[[], DictEntry]) -> int:
+        if kind in ("launch", "stack"):
+            raise ValueError(f"{kind} entries are interned by the native engine")
+        ident = self._ids.get((kind, key))
+        if ident is not None:
+            return ident
+        with self._intern_lock:
+            ident = self._ids.get((kind, key))
+            if ident is None:
+                ident = self._next_id[kind]
+                self._next_id[kind] = ident + 1
+                entry = make()
+                entry.kind = kind  # type: ignore[assignment]
+                entry.id = ident
+                entry.seq = -1
+                self._w.set_dict(self._kinds[kind], ident, _encoder.encode(entry))
+                self._ids[(kind, key)] = ident
+        return ident
+
+    def intern_string(self, kind: str, value: str) -> int:
+        return self.intern(
+            kind,
+            value,
+            lambda: DictEntry(session_id=self.session_id, stream=self.stream, kind=kind, id=0, value=value),  # type: ignore[arg-type]
+        )
+
+    def register(self, entry: DictEntry) -> None:
+        raise ValueError("replaying recorded dictionaries goes through StreamWriter")
+
+    def flush(self, timeout: float = 5.0) -> None:
+        self._w.flush()
+
+    def close(self, end: SessionEnd | None = None, timeout: float = 10.0) -> None:
+        if not self._running:
+            return
+        self._running = False
+        line = None
+        if end is not None:
+            stats = self._w.stats()
+            end.records = int(stats["seq"]) + 1
+            end.dropped = int(stats["dropped"])
+            end.seq = -1
+            line = _encoder.encode(end)
+        self._w.close(line)
+
+    def _segment_closed(self, path: str, size: int) -> None:
+        """From the C flush thread (with the GIL): the session's disk budget, shared with the other streams."""
+        try:
+            deleted = self._budget.segment_closed(self.stream, path, size)
+            if deleted:
+                rec = SegmentsDeleted(
+                    session_id=self.session_id,
+                    stream=self.stream,  # type: ignore[arg-type]
+                    files=[os.path.basename(p) for p, _ in deleted],
+                    bytes=sum(s for _, s in deleted),
+                    ts_ns=self._clock(),
+                )
+                self._w.emit_line(_encoder.encode(rec), ())
+        except BaseException as e:  # never raise into the C thread
+            self.error = e
+
+
+def _split_segment_path(files: SegmentFiles, stream: str) -> tuple[str, str]:
+    """(prefix, suffix) around the 6-digit segment index of ``files.path(stream, i)``."""
+    probe = files.path(stream, 123456)
+    at = probe.rindex("123456")
+    return probe[:at], probe[at + 6 :]

@@ -25,3 +25,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.gpu)
             if not GPU:
                 item.add_marker(pytest.mark.skip(reason="needs an NVIDIA GPU with CUPTI (run on the H100)"))
+
+
+@pytest.fixture(autouse=True, params=["native", "cupti-python"])
+def tracing_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every GPU test runs on both record paths (the child processes inherit GPUFL_NATIVE)."""
+    monkeypatch.setenv("GPUFL_NATIVE", "1" if request.param == "native" else "0")
+    return str(request.param)

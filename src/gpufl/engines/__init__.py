@@ -42,9 +42,14 @@ class Engine(Protocol):
 
 def create(name: str) -> Engine:
     if name == "tracing":
+        # The native record path when it can run here; else the cupti-python path, which says why.
+        from gpufl.engines.native_tracing import NativeTracingEngine, unavailable_reason
         from gpufl.engines.tracing import TracingEngine
 
-        return TracingEngine()
+        reason = unavailable_reason()
+        if reason is None:
+            return NativeTracingEngine()
+        return TracingEngine(native_unavailable=reason)
     if name == "system":
         from gpufl.engines.system import SystemEngine
 

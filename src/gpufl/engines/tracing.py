@@ -133,8 +133,10 @@ def cuda_device_limits() -> dict[int, tuple[DeviceLimits, events.DevicePropertie
 
 class TracingEngine:
     name = "tracing"
+    path = "cupti-python"
 
-    def __init__(self) -> None:
+    def __init__(self, native_unavailable: str | None = None) -> None:
+        self.native_unavailable = native_unavailable
         self.cupti: Any = None
         self.offset_ns = 0
         self.limits: dict[int, DeviceLimits] = {}
@@ -180,6 +182,13 @@ class TracingEngine:
         clock = measure_clock_offset(cupti.get_timestamp)
         self.offset_ns = clock.offset_ns
         facts["clock"] = clock
+        if self.native_unavailable:
+            session.notice(
+                "native_unavailable",
+                f"native record path unavailable ({self.native_unavailable}); using cupti-python",
+                engine=self.name,
+                level="info",
+            )
         return facts
 
     def start(self) -> None:

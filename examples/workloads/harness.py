@@ -1,0 +1,139 @@
+"""What the overhead bench needs from a workload, shared by gpt_train.py and matmul_loop.py.
+
+Modes (one per process: the bench starts a fresh one each time):
+  none               no profiler
+  gpufl              gpufl.init() — the native record path where built, else cupti-python
+  gpufl-stacks       the same with a Python call stack on every launch
+  gpufl-python       the cupti-python path (GPUFL_NATIVE=0), for comparison
+  torch-profiler     torch.profiler, CPU + CUDA activities, its post-processing paid at exit
+  torch-profiler-cuda  torch.profiler, CUDA activity only, over the measured steps: the fidelity reference
+                       (kernels per step and per-name durations, written to the result)
+The measured window (after warm-up) is written to the result as CLOCK_REALTIME ns so the bench can compare
+gpufl's kernels in it with torch.profiler's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from typing import Any
+
+MODES = ["none", "gpufl", "gpufl-stacks", "gpufl-python", "torch-profiler", "torch-profiler-cuda"]
+
+
+def arguments(
+    description: str, steps: int, warmup: int, app: str, iters: int | None = None
+) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=description)
+    if iters is not None:
+        ap.add_argument("--iters", type=int, default=iters, help="iterations per step")
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--warmup", type=int, default=warmup)
+    ap.add_argument("--mode", choices=MODES, default="gpufl")
+    ap.add_argument("--log-dir", default="./gpufl-logs")
+    ap.add_argument("--app-name", default=app)
+    ap.add_argument(
+        "--result", help="write timings (and, for torch-profiler-cuda, kernel stats) here as JSON"
+    )
+    return ap.parse_args()
+
+
+class Run:
+    """Starts the chosen profiler, times steps, and writes the result."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.gpufl: Any = None
+        if args.mode == "gpufl-python":
+            os.environ["GPUFL_NATIVE"] = "0"
+        if args.mode.startswith("gpufl"):
+            import gpufl
+
+            self.gpufl = gpufl
+            gpufl.init(app_name=args.app_name, log_dir=args.log_dir, stacks=args.mode == "gpufl-stacks")
+        self.prof: Any = None
+        if args.mode == "torch-profiler":
+            from torch.profiler import ProfilerActivity, profile
+
+            self.prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+            self.prof.__enter__()
+        self.times: list[float] = []
+        self.window: list[int] = []
+
+    def scope(self, name: str) -> contextlib.AbstractContextManager[object]:
+        return self.gpufl.scope(name) if self.gpufl else contextlib.nullcontext()
+
+    def steps(self, sync: Callable[[], None]) -> Iterator[int]:
+        """Yields step numbers; times each measured step between device synchronisations."""
+        a = self.args
+        for step in range(a.warmup + a.steps):
+            if step == a.warmup:
+                sync()
+                self.window.append(time.time_ns())
+                if a.mode == "torch-profiler-cuda":
+                    from torch.profiler import ProfilerActivity, profile
+
+                    self.prof = profile(activities=[ProfilerActivity.CUDA])
+                    self.prof.__enter__()
+            sync()
+            t0 = time.perf_counter()
+            yield step
+            sync()
+            if step >= a.warmup:
+                self.times.append(time.perf_counter() - t0)
+        self.window.append(time.time_ns())
+
+    def finish(self, **extra: Any) -> dict[str, Any]:
+        t_exit = time.perf_counter()
+        kernels: dict[str, Any] | None = None
+        if self.prof is not None:
+            self.prof.__exit__(None, None, None)
+            if self.args.mode == "torch-profiler-cuda":
+                kernels = _kernel_stats(self.prof)
+            else:
+                self.prof.key_averages()  # the post-processing a user pays for to see anything
+        if self.gpufl is not None:
+            self.gpufl.shutdown()
+        exit_s = time.perf_counter() - t_exit
+        times = sorted(self.times)
+        res: dict[str, Any] = {
+            "mode": self.args.mode,
+            "steps": len(times),
+            "median_ms": 1000 * times[len(times) // 2],
+            "min_ms": 1000 * times[0],
+            "max_ms": 1000 * times[-1],
+            "exit_s": exit_s,
+            "window_ns": self.window,
+            **extra,
+        }
+        if kernels is not None:
+            res["kernels"] = kernels
+        print(json.dumps({k: v for k, v in res.items() if k != "kernels"}))
+        if self.args.result:
+            with open(self.args.result, "w") as f:
+                json.dump(res, f)
+        return res
+
+
+def _kernel_stats(prof: Any) -> dict[str, Any]:
+    """Per kernel name: count and median duration (ns), from torch.profiler's own trace."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "trace.json")
+        prof.export_chrome_trace(path)
+        with open(path) as f:
+            trace = json.load(f)
+    durs: dict[str, list[float]] = defaultdict(list)
+    for e in trace.get("traceEvents", []):
+        if e.get("cat") == "kernel" and "dur" in e:
+            durs[e["name"]].append(float(e["dur"]) * 1000.0)
+    return {
+        "total": sum(len(v) for v in durs.values()),
+        "by_name": {n: {"count": len(v), "median_ns": statistics.median(v)} for n, v in durs.items()},
+    }

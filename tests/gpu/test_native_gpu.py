@@ -1,0 +1,68 @@
+"""The native record path on a real GPU: it is the one used, every launch is joined with its site, and
+torch.profiler started after gpufl.init is handled (see the test's docstring)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from gpufl import events
+
+
+def _run(code: str, tmp: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    script = tmp / "prog.py"
+    script.write_text(textwrap.dedent(code))
+    return subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def _records(log_dir: Path, stream: str) -> list[events.Record]:
+    out: list[events.Record] = []
+    for p in sorted(log_dir.glob(f"*.{stream}.*.log")):
+        out += [events.decode(line) for line in p.read_bytes().splitlines()]
+    return out
+
+
+def test_native_path_joins_every_launch(tmp_path: Path, tracing_path: str) -> None:
+    if tracing_path != "native":
+        pytest.skip("native path only")
+    log_dir = tmp_path / "logs"
+    proc = _run(
+        f"""
+        import torch, gpufl
+        gpufl.init(app_name="native", log_dir={str(log_dir)!r}, stacks=True)
+        a = torch.randn(512, 512, device="cuda")
+        with gpufl.scope("loop"):
+            for _ in range(300):
+                a = torch.relu(a @ a)
+        torch.cuda.synchronize()
+        gpufl.shutdown()
+        """,
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    recs = _records(log_dir, "device")
+    notices = [r for r in recs if isinstance(r, events.Notice)]
+    assert not [n for n in notices if n.code == "native_unavailable"], notices
+    launches = {r.id: r.launch for r in recs if isinstance(r, events.DictEntry) and r.kind == "launch"}
+    kernels = [r for r in recs if isinstance(r, events.Kernel)]
+    loop = [k for k in kernels if k.scope_inst is not None]
+    # matmul + relu per iteration (cuBLAS may add a kernel per matmul): every one joined with its site
+    assert len(loop) >= 600 and len(loop) % 300 == 0, len(loop)
+    for k in loop:
+        assert k.thread_id and k.stack_id is not None and k.api_lead_ns is not None and k.api_dur_ns
+        launch = launches[k.launch_id]
+        assert launch is not None and 0 < (launch.occupancy or 0) <= 1 and launch.limiting_resource
+    assert isinstance(recs[-1], events.SessionEnd) and recs[-1].records == len(recs)
+    assert [r.seq for r in recs] == list(range(len(recs)))
