@@ -32,3 +32,9 @@ fi
 if [[ $what == *bench-gpt* ]]; then
   python3 bench/client_overhead.py --workload gpt --rounds ${ROUNDS:-5} --steps 60 --modes none,gpufl,gpufl-stacks,torch-profiler-cuda --json "$OUT/overhead_gpt.json" 2>&1 | tee "$OUT/overhead_gpt.txt" | tail -40
 fi
+if [[ $what == *attribute* ]]; then
+  python3 bench/client_overhead.py --workload gpt --rounds ${ROUNDS:-3} --steps 60 --modes none,gpufl,gpufl-activity-only,gpufl-callbacks-only --json "$OUT/attribute_gpt.json" 2>&1 | tee "$OUT/attribute_gpt.txt" | grep -B2 -A8 "^gpt:"
+fi
+if [[ $what == *native-tests* ]]; then
+  timeout 300 python3 -m pytest -p no:cacheprovider tests/gpu/test_native_gpu.py -q -s --timeout 200 2>&1 | tee "$OUT/native_tests.log" | tail -15
+fi

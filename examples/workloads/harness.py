@@ -25,7 +25,16 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import Any
 
-MODES = ["none", "gpufl", "gpufl-stacks", "gpufl-python", "torch-profiler", "torch-profiler-cuda"]
+MODES = [
+    "none",
+    "gpufl",
+    "gpufl-stacks",
+    "gpufl-python",
+    "gpufl-activity-only",  # diagnostics: the native path without launch callbacks
+    "gpufl-callbacks-only",  # diagnostics: the native path without activity records
+    "torch-profiler",
+    "torch-profiler-cuda",
+]
 
 
 def arguments(
@@ -53,6 +62,10 @@ class Run:
         self.gpufl: Any = None
         if args.mode == "gpufl-python":
             os.environ["GPUFL_NATIVE"] = "0"
+        if args.mode == "gpufl-activity-only":
+            os.environ["GPUFL_NATIVE_CALLBACKS"] = "0"
+        if args.mode == "gpufl-callbacks-only":
+            os.environ["GPUFL_NATIVE_ACTIVITY"] = "0"
         if args.mode.startswith("gpufl"):
             import gpufl
 

@@ -367,7 +367,9 @@ class NativeStreamWriter:
             max_pending_bytes,
             self._segment_closed,
         )
-        self._kinds = {k: getattr(_native, f"DICT_{k.upper()}") for k in ("launch", "stack", "kernel", "scope", "thread")}
+        self._kinds = {
+            k: getattr(_native, f"DICT_{k.upper()}") for k in ("launch", "stack", "kernel", "scope", "thread")
+        }
         self._refs_by_type = {
             events.TYPE_BY_TAG[tag]: tuple((operator.attrgetter(attr), kind) for attr, kind in refs)
             for tag, refs in events.DICT_REFS.items()

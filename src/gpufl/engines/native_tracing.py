@@ -14,8 +14,10 @@ import glob
 import logging
 import os
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
+from gpufl import events
 from gpufl.engines import EngineUnavailable
 from gpufl.engines.tracing import (
     _cause_code,
@@ -42,7 +44,7 @@ def libcupti_candidates() -> list[str]:
     if os.environ.get("GPUFL_LIBCUPTI"):
         out.append(os.environ["GPUFL_LIBCUPTI"])
     try:  # cuda-pathfinder knows NVIDIA's wheel and conda layouts
-        from cuda.pathfinder import find_nvidia_dynamic_lib  # type: ignore[import-not-found]
+        from cuda.pathfinder import find_nvidia_dynamic_lib
 
         found = find_nvidia_dynamic_lib("cupti")
         if found:
@@ -108,6 +110,8 @@ class NativeTracingEngine:
     def __init__(self) -> None:
         self.native: Any = None
         self.started = False
+        self._paused_at: int | None = None
+        self._pause_reason = ""
         self.offset_ns = 0
 
     def prepare(self, session: Session) -> dict[str, Any]:
@@ -145,6 +149,7 @@ class NativeTracingEngine:
             )
             for i, (lim, _) in devices.items()
         ]
+        native.reset()  # a previous session in this process (init after shutdown) starts its ids again
         native.attach(self.writer.native, limits, self.offset_ns, session.options.stacks)
         facts: dict[str, Any] = {"devices": [props for _, props in devices.values()], "clock": clock}
         try:
@@ -168,11 +173,47 @@ class NativeTracingEngine:
         except RuntimeError as e:
             subscribing = str(e).startswith("cuptiSubscribe")
             raise EngineUnavailable(_cause_code(e, subscribing), _explain(e, subscribing)) from None
-        if not enabled:
+        if enabled == 0:
             self.session.notice(
-                "cupti_callbacks", "launch callbacks unavailable: no scope/stack attribution", engine=self.name
+                "cupti_callbacks",
+                "launch callbacks unavailable: no scope/stack attribution",
+                engine=self.name,
             )
         self.started = True
+        self._paused_at = None
+        _install_torch_profiler_hook(self)
+
+    def pause(self, reason: str) -> None:
+        """Step aside for another CUPTI client (torch.profiler): flush, unsubscribe, finalize; the gap is
+        recorded when tracing resumes."""
+        if not self.started or self._paused_at is not None:
+            return
+        self._paused_at = time.time_ns()
+        self._pause_reason = reason
+        self.native.stop()
+        log.warning("gpufl: %s started: gpufl's kernel tracing steps aside until it stops", reason)
+
+    def resume(self) -> None:
+        if self._paused_at is None:
+            return
+        start, self._paused_at = self._paused_at, None
+        gap = events.CaptureGap(
+            session_id=self.session.session_id,
+            stream="device",
+            start_ns=start,
+            end_ns=time.time_ns(),
+            reason=self._pause_reason,
+        )
+        self.session.writers["device"].emit(gap)
+        try:
+            self.native.start(self.session.options.cupti_buffer_bytes, FLUSH_PERIOD_MS)
+        except RuntimeError as e:
+            self.started = False
+            self.session.notice(
+                "cupti_busy",
+                f"kernel tracing could not resume after {self._pause_reason} ({e}); it stays off for this session",
+                engine=self.name,
+            )
 
     def scope_enter(self, inst: int) -> None:
         self.native.scope_enter(inst)
@@ -181,6 +222,18 @@ class NativeTracingEngine:
         self.native.scope_exit(inst)
 
     def stop(self) -> dict[str, Any]:
+        if self._paused_at is not None:  # shut down while torch.profiler still runs: close the gap
+            self.session.writers["device"].emit(
+                events.CaptureGap(
+                    session_id=self.session.session_id,
+                    stream="device",
+                    start_ns=self._paused_at,
+                    end_ns=time.time_ns(),
+                    reason=self._pause_reason,
+                )
+            )
+            self._paused_at = None
+            self.started = False
         if not self.started:
             return {}
         facts: dict[str, Any] = {}
@@ -197,3 +250,42 @@ class NativeTracingEngine:
         self.native.detach()
         self.started = False
         return facts
+
+
+_hooked_engine: NativeTracingEngine | None = None
+
+
+def _install_torch_profiler_hook(engine: NativeTracingEngine) -> None:
+    """torch.profiler (Kineto) needs CUPTI to itself: wrap the two functions every torch profiler goes
+    through, so gpufl steps aside before Kineto prepares and resumes after it is disabled. Only when torch
+    is already imported (it is for any script that builds a model before ``gpufl.init``)."""
+    global _hooked_engine
+    _hooked_engine = engine
+    prof_mod = sys.modules.get("torch.autograd.profiler")
+    if prof_mod is None or getattr(prof_mod, "_gpufl_hooked", False):
+        return
+    prepare = getattr(prof_mod, "_prepare_profiler", None)
+    disable = getattr(prof_mod, "_disable_profiler", None)
+    if prepare is None or disable is None:
+        return
+
+    def _prepare_profiler(config: Any, activities: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            if any("CUDA" in str(a) for a in activities or ()) and _hooked_engine is not None:
+                _hooked_engine.pause("torch.profiler")
+        except Exception as e:  # never break the user's profiler
+            log.warning("gpufl: could not step aside for torch.profiler: %r", e)
+        return prepare(config, activities, *args, **kwargs)
+
+    def _disable_profiler(*args: Any, **kwargs: Any) -> Any:
+        result = disable(*args, **kwargs)
+        try:
+            if _hooked_engine is not None:
+                _hooked_engine.resume()
+        except Exception as e:
+            log.warning("gpufl: could not resume after torch.profiler: %r", e)
+        return result
+
+    setattr(prof_mod, "_prepare_profiler", _prepare_profiler)  # noqa: B010
+    setattr(prof_mod, "_disable_profiler", _disable_profiler)  # noqa: B010
+    setattr(prof_mod, "_gpufl_hooked", True)  # noqa: B010

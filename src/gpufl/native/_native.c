@@ -1432,14 +1432,24 @@ static PyObject *py_start(PyObject *self, PyObject *args) {
     if (r != CUPTI_SUCCESS) return PyErr_Format(PyExc_RuntimeError, "cuptiSubscribe: %s", cupti_err(r));
     T.subscribed = 1;
     int enabled = 0;
+    /* Diagnostics only (the overhead bench attributes cost with them): GPUFL_NATIVE_CALLBACKS=0 leaves the
+     * launch callbacks off, GPUFL_NATIVE_ACTIVITY=0 the activity records. */
+    const char *cb_env = getenv("GPUFL_NATIVE_CALLBACKS");
+    const char *act_env = getenv("GPUFL_NATIVE_ACTIVITY");
+    int want_cb = !(cb_env && cb_env[0] == '0');
+    int want_act = !(act_env && act_env[0] == '0');
+    if (want_cb)
     for (size_t i = 0; i < sizeof RUNTIME_CBIDS / sizeof *RUNTIME_CBIDS; i++)
         enabled += p_cuptiEnableCallback(1, T.sub, CUPTI_CB_DOMAIN_RUNTIME_API, RUNTIME_CBIDS[i]) == CUPTI_SUCCESS;
+    if (want_cb)
     for (size_t i = 0; i < sizeof DRIVER_CBIDS / sizeof *DRIVER_CBIDS; i++)
         enabled += p_cuptiEnableCallback(1, T.sub, CUPTI_CB_DOMAIN_DRIVER_API, DRIVER_CBIDS[i]) == CUPTI_SUCCESS;
     r = p_cuptiActivityRegisterCallbacks(buffer_requested, buffer_completed);
-    if (r == CUPTI_SUCCESS) r = p_cuptiActivityEnable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
-    if (r == CUPTI_SUCCESS) r = p_cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMCPY);
-    if (r == CUPTI_SUCCESS) r = p_cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMSET);
+    if (want_act) {
+        if (r == CUPTI_SUCCESS) r = p_cuptiActivityEnable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
+        if (r == CUPTI_SUCCESS) r = p_cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMCPY);
+        if (r == CUPTI_SUCCESS) r = p_cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMSET);
+    }
     if (r != CUPTI_SUCCESS) {
         p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
         p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_MEMCPY);
@@ -1451,7 +1461,7 @@ static PyObject *py_start(PyObject *self, PyObject *args) {
     /* A killed program loses at most about this much (buffers are otherwise delivered when full). */
     if (p_cuptiActivityFlushPeriod && period_ms) p_cuptiActivityFlushPeriod(period_ms);
     T.active = 1;
-    return PyLong_FromLong(enabled);
+    return PyLong_FromLong(want_cb ? enabled : -1);
 }
 
 /* stop(): flush, disable, unsubscribe, finalize. Runs without the GIL (CUPTI may call back into us). */
@@ -1527,6 +1537,27 @@ static PyObject *py_detach(PyObject *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
+/* reset(): forget launch configurations, stacks, sites and counters (between sessions, never while active). */
+static PyObject *py_reset(PyObject *self, PyObject *unused) {
+    if (T.active) return PyErr_Format(PyExc_RuntimeError, "tracing is active");
+    for (size_t i = 0; i < T.nlaunch_slots; i++) free(T.launches[i].name);
+    free(T.launches);
+    T.launches = NULL;
+    T.nlaunch_slots = T.nlaunch = 0;
+    pthread_mutex_lock(&g_stack_mu);
+    for (size_t i = 0; i < g_stack_slots; i++) free(g_stacks[i].frames);
+    free(g_stacks);
+    g_stacks = NULL;
+    g_stack_slots = g_nstacks = 0;
+    free(g_new_stacks.p);
+    memset(&g_new_stacks, 0, sizeof g_new_stacks);
+    pthread_mutex_unlock(&g_stack_mu);
+    if (T.sites) memset(T.sites, 0, ((size_t)SITE_MASK + 1) * sizeof(Site));
+    T.buffers = T.kernels = T.memcpys = T.memsets = T.matched = T.unmatched = T.launches_cb = 0;
+    T.cupti_dropped = 0;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"load", py_load, METH_VARARGS, "load(libcupti_path) -> cuptiGetVersion()"},
     {"timestamp", py_timestamp, METH_NOARGS, "cuptiGetTimestamp()"},
@@ -1534,6 +1565,7 @@ static PyMethodDef methods[] = {
     {"start", py_start, METH_VARARGS, "start(buffer_bytes, flush_period_ms) -> launch callbacks enabled"},
     {"stop", py_stop, METH_NOARGS, "stop() -> (flush error, finalize error)"},
     {"detach", py_detach, METH_NOARGS, "forget the writer"},
+    {"reset", py_reset, METH_NOARGS, "forget launch configurations, stacks, sites, counters"},
     {"stats", py_stats, METH_NOARGS, "counters"},
     {"scope_enter", py_scope_enter, METH_O, "scope_enter(inst) on the entering thread"},
     {"scope_exit", py_scope_exit, METH_O, "scope_exit(inst) on the exiting thread"},
