@@ -1307,6 +1307,17 @@ static void CUPTIAPI buffer_completed(CUcontext ctx, uint32_t stream, uint8_t *b
                 (void)wr;
                 close(fd);
             }
+            /* Kernel names are pointers into CUPTI's memory: keep them beside the buffer (pointer TAB name). */
+            strcpy(path + strlen(path) - 4, ".names");
+            FILE *nf = fopen(path, "w");
+            CUpti_Activity *r = NULL;
+            while (nf && p_cuptiActivityGetNextRecord(buf, valid, &r) == CUPTI_SUCCESS) {
+                if (r->kind == CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL || r->kind == CUPTI_ACTIVITY_KIND_KERNEL) {
+                    const CUpti_ActivityKernel10 *k = (const CUpti_ActivityKernel10 *)r;
+                    if (k->name) fprintf(nf, "%llx\t%s\n", (unsigned long long)(uintptr_t)k->name, k->name);
+                }
+            }
+            if (nf) fclose(nf);
         }
         process_buffer(buf, valid);
     }
@@ -1494,10 +1505,13 @@ static PyObject *py_stats(PyObject *self, PyObject *unused) {
                          "launch_configs", (Py_ssize_t)T.nlaunch);
 }
 
-/* replay_buffer(bytes): parse a recorded raw activity buffer as if CUPTI had delivered it (tests). */
+/* replay_buffer(bytes, names): parse a recorded raw activity buffer as if CUPTI had delivered it (tests).
+ * `names` maps the kernel-name pointers recorded in the buffer to the names (they pointed into CUPTI's
+ * memory in the recording process); a kernel whose pointer is missing is refused. */
 static PyObject *py_replay_buffer(PyObject *self, PyObject *args) {
     Py_buffer b;
-    if (!PyArg_ParseTuple(args, "y*", &b)) return NULL;
+    PyObject *names;
+    if (!PyArg_ParseTuple(args, "y*O!", &b, &PyDict_Type, &names)) return NULL;
     if (!T.loaded || !T.w) {
         PyBuffer_Release(&b);
         return PyErr_Format(PyExc_RuntimeError, "load() and attach() first");
@@ -1510,6 +1524,20 @@ static PyObject *py_replay_buffer(PyObject *self, PyObject *args) {
     memcpy(copy, b.buf, (size_t)b.len);
     size_t n = (size_t)b.len;
     PyBuffer_Release(&b);
+    CUpti_Activity *r = NULL;
+    while (p_cuptiActivityGetNextRecord(copy, n, &r) == CUPTI_SUCCESS) {
+        if (r->kind != CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL && r->kind != CUPTI_ACTIVITY_KIND_KERNEL) continue;
+        CUpti_ActivityKernel10 *k = (CUpti_ActivityKernel10 *)r;
+        PyObject *key = PyLong_FromUnsignedLongLong((unsigned long long)(uintptr_t)k->name);
+        PyObject *name = key ? PyDict_GetItemWithError(names, key) : NULL;
+        Py_XDECREF(key);
+        if (!name || !PyBytes_Check(name)) {
+            free(copy);
+            if (!PyErr_Occurred()) PyErr_Format(PyExc_KeyError, "no name recorded for a kernel's name pointer");
+            return NULL;
+        }
+        k->name = PyBytes_AS_STRING(name); /* `names` outlives the call */
+    }
     Py_BEGIN_ALLOW_THREADS process_buffer(copy, n);
     Py_END_ALLOW_THREADS free(copy);
     Py_RETURN_NONE;
