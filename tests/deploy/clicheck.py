@@ -105,9 +105,12 @@ def program_help(argv: tuple[str, ...]) -> tuple[int, str]:
 
 
 def script_flags(path: Path) -> set[str]:
-    """Option strings a Python script declares with ``add_argument``."""
+    """Option strings a Python script declares with ``add_argument`` (itself or a sibling module it imports,
+    like the workloads' shared ``harness.py``)."""
     flags: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and (path.parent / f"{node.module}.py").is_file():
+            flags |= script_flags(path.parent / f"{node.module}.py")
         if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_argument":
             for a in node.args:
                 if isinstance(a, ast.Constant) and isinstance(a.value, str) and a.value.startswith("-"):
