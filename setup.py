@@ -41,14 +41,28 @@ def _include_dirs() -> list[str]:
 includes = _include_dirs()
 ext_modules = []
 if includes and sys.platform.startswith("linux"):
+    flags = ["-O2", "-std=gnu11", "-fvisibility=hidden", "-Wall", "-Wno-unused-function"]
     ext_modules.append(
         Extension(
             "gpufl._native",
             sources=["src/gpufl/native/_native.c"],
             include_dirs=includes,
-            extra_compile_args=["-O2", "-std=gnu11", "-fvisibility=hidden", "-Wall", "-Wno-unused-function"],
+            extra_compile_args=flags,
             libraries=["dl", "pthread"],
             optional=True,  # never fail the install: the cupti-python path is the fallback
+        )
+    )
+    # The same record path without Python: the library CUDA loads into non-Python programs through
+    # CUDA_INJECTION64_PATH (`gpufl run -- ./app`). Not a Python module; it exports InitializeInjection.
+    ext_modules.append(
+        Extension(
+            "gpufl._cuda_inject",
+            sources=["src/gpufl/native/_native.c"],
+            include_dirs=includes,
+            define_macros=[("GPUFL_INJECTION", "1")],
+            extra_compile_args=[*flags, "-Wno-unused-variable"],
+            libraries=["dl", "pthread"],
+            optional=True,
         )
     )
 else:

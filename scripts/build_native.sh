@@ -16,4 +16,6 @@ done
 [ -n "$cudainc" ] || { echo "build_native.sh: CUPTI headers (cupti.h, cuda.h) not found" >&2; exit 2; }
 gcc -shared -fPIC -O2 -std=gnu11 -fvisibility=hidden -Wall -Wno-unused-function \
   -I"$pyinc" -I"$cudainc" src/gpufl/native/_native.c -o "src/gpufl/_native$suffix" -ldl -lpthread
-echo "built src/gpufl/_native$suffix (CUPTI headers: $cudainc)"
+gcc -shared -fPIC -O2 -std=gnu11 -fvisibility=hidden -Wall -Wno-unused-function -Wno-unused-variable \
+  -DGPUFL_INJECTION -I"$cudainc" src/gpufl/native/_native.c -o "src/gpufl/_cuda_inject$suffix" -ldl -lpthread
+echo "built src/gpufl/_native$suffix and _cuda_inject$suffix (CUPTI headers: $cudainc)"

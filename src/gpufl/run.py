@@ -1,18 +1,24 @@
-"""``gpufl run [options] -- python train.py args…``: profile an unmodified Python program.
+"""``gpufl run [options] -- python train.py args…`` (or ``-- ./app``): profile an unmodified program.
 
-gpufl is initialised before user code through a ``sitecustomize`` placed first on PYTHONPATH; options
-become ``GPUFL_*`` environment variables, so child Python processes are profiled too (each its own
-session). The program's exit code is returned; signals reach it. ``--agent`` ships the logs while it runs.
+Python programs: gpufl is initialised before user code through a ``sitecustomize`` placed first on
+PYTHONPATH; options become ``GPUFL_*`` environment variables, so child Python processes are profiled too
+(each its own session). Other executables (C++ CUDA programs): CUDA loads the native record path into them
+through ``CUDA_INJECTION64_PATH``; this process writes the session's system and scope streams. The
+program's exit code is returned; signals reach it. ``--agent`` ships the logs while it runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import msgspec
 
 INJECT_DIR = Path(__file__).resolve().parent / "_inject"
 
@@ -36,6 +42,72 @@ def build_env(args: argparse.Namespace, base: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def is_python_program(cmd: list[str]) -> bool:
+    """Python programs get gpufl through sitecustomize; other executables through CUDA's injection."""
+    path = shutil.which(cmd[0]) or cmd[0]
+    if os.path.basename(path).startswith("python"):
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return True  # let Popen report it
+    if head.startswith(b"\x7fELF"):
+        return False
+    return head.startswith(b"#!") and b"python" in head.split(b"\n", 1)[0]
+
+
+def native_env(args: argparse.Namespace, cmd: list[str], base: dict[str, str]) -> tuple[Any, dict[str, str]]:
+    """The session of a non-Python program: this process writes its scope and system streams (NVML), the
+    injection library inside the program writes the device stream under the same session id."""
+    from gpufl import __version__, events
+    from gpufl.config import Options
+    from gpufl.engines.native_tracing import injection_library, libcupti_candidates
+    from gpufl.session import Session
+    from gpufl.writer import _split_segment_path
+
+    lib = injection_library()
+    if lib is None:
+        raise RuntimeError("the native injection library (gpufl._cuda_inject) is not built")
+    opts = Options.resolve(
+        app_name=args.app_name or os.path.basename(cmd[0]),
+        log_dir=args.log_dir,
+        engines="system",
+        **({"system_interval_s": args.system_interval} if args.system_interval else {}),
+        **({"job_id": args.job_id} if args.job_id else {}),
+    )
+    session = Session(opts, device_stream=False)
+    start = events.SessionStart(
+        session_id=session.session_id,
+        stream="device",
+        app=opts.app_name,
+        host=session.host,
+        pid=0,  # the program's, filled in by the injection library
+        argv=list(cmd),
+        start_ns=session.start_ns,
+        gpufl_version=__version__,
+        schema_version=events.SCHEMA_VERSION,
+        job_id=opts.job_id,
+        options={**opts.as_record(), "engines": ["tracing"]},
+    )
+    start.seq = -1  # omitted: the writer gives it
+    prefix, suffix = _split_segment_path(session.files, "device")
+    env = dict(base)
+    env.update(
+        CUDA_INJECTION64_PATH=lib,
+        GPUFL_SESSION_ID=session.session_id,
+        GPUFL_INJECT_PREFIX=prefix,
+        GPUFL_INJECT_SUFFIX=suffix,
+        GPUFL_INJECT_SESSION_START=msgspec.json.encode(start).decode(),
+        GPUFL_INJECT_OPTS=f"{opts.segment_max_bytes}:{opts.segment_max_age_s}:{opts.flush_interval_s}:{opts.cupti_buffer_bytes}",
+    )
+    for path in libcupti_candidates():
+        if os.path.exists(path):
+            env.setdefault("GPUFL_LIBCUPTI", path)
+            break
+    return session, env
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="gpufl run", description="profile an unmodified program")
     ap.add_argument("--log-dir", default=os.environ.get("GPUFL_LOG_DIR", "./gpufl-logs"))
@@ -57,7 +129,15 @@ def main(argv: list[str]) -> int:
     if args.agent and not (args.url and args.token):
         ap.error("--agent needs --url and --token")
     Path(args.log_dir).mkdir(parents=True, exist_ok=True)
-    env = build_env(args, dict(os.environ))
+    session = None
+    if is_python_program(cmd):
+        env = build_env(args, dict(os.environ))
+    else:
+        try:
+            session, env = native_env(args, cmd, dict(os.environ))
+        except Exception as e:  # profiling must never stop the program from running
+            print(f"gpufl run: not profiling {cmd[0]}: {e}", file=sys.stderr)
+            env = dict(os.environ)
     agent = None
     agent_cmd = [
         str(Path(sys.executable).parent / "gpufl-agent"),
@@ -72,15 +152,21 @@ def main(argv: list[str]) -> int:
     ]
     if args.agent:
         agent = subprocess.Popen(agent_cmd)
+    if session is not None:
+        session.start()
     try:
         proc = subprocess.Popen(cmd, env=env)
     except FileNotFoundError:
         print(f"gpufl run: command not found: {cmd[0]}", file=sys.stderr)
+        if session is not None:
+            session.shutdown()
         return 127
     # Forward the signals a user or scheduler sends; the child decides how to end.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda s, _f: proc.send_signal(s))
     rc = proc.wait()
+    if session is not None:
+        session.shutdown()
     if agent is not None:
         agent.terminate()
         agent.wait(30)

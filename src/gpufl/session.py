@@ -61,7 +61,9 @@ def merge_devices(
 
 
 class Session:
-    def __init__(self, opts: Options) -> None:
+    def __init__(self, opts: Options, *, device_stream: bool = True) -> None:
+        """``device_stream=False``: another process writes the device stream (``gpufl run -- ./app``, where
+        the CUDA injection library in the program writes it under this session's id)."""
         self.options = opts
         self.session_id = new_session_id()
         self.host = socket.gethostname()
@@ -80,6 +82,7 @@ class Session:
                 budget=budget,
             )
             for s in events.STREAMS
+            if device_stream or s != "device"
         }
         self.engines: list[Engine] = []
         self.notices: list[events.Notice] = []
@@ -110,7 +113,8 @@ class Session:
         for stream, w in self.writers.items():
             w.emit(self._session_start(stream, facts))
         for n in self.notices:  # notices raised while preparing go after seq 0
-            self.writers["device"].emit(n)
+            if "device" in self.writers:
+                self.writers["device"].emit(n)
         for engine in prepared:
             try:
                 engine.start()
@@ -155,7 +159,7 @@ class Session:
             engine=engine,
         )
         self.notices.append(rec)
-        if self.writers["device"].running:
+        if "device" in self.writers and self.writers["device"].running:
             self.writers["device"].emit(rec)
 
     def scope_enter(self, inst: int) -> None:

@@ -99,6 +99,13 @@ def _load() -> tuple[Any, str | None]:
     return None, "libcupti not found" + (f" ({errors[-1]})" if errors else "")
 
 
+def injection_library() -> str | None:
+    """The CUDA injection build of the native path (``gpufl._cuda_inject``), if built."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    found = sorted(glob.glob(os.path.join(here, "_cuda_inject*.so")))
+    return found[0] if found else None
+
+
 def unavailable_reason() -> str | None:
     return load_native()[1]
 
@@ -151,7 +158,11 @@ class NativeTracingEngine:
         ]
         native.reset()  # a previous session in this process (init after shutdown) starts its ids again
         native.attach(self.writer.native, limits, self.offset_ns, session.options.stacks)
-        facts: dict[str, Any] = {"devices": [props for _, props in devices.values()], "clock": clock}
+        facts: dict[str, Any] = {
+            "devices": [props for _, props in devices.values()],
+            "clock": clock,
+            "cupti_version": native.cupti_version(),
+        }
         try:
             from cuda.bindings import driver
 

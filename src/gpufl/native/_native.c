@@ -16,10 +16,20 @@
  * libcupti is loaded at run time (dlopen), so this compiles and is unit-tested without a GPU: the CUPTI
  * headers are only needed at build time, and recorded raw activity buffers replay through the same parser.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* memmem */
+#endif
+#ifndef GPUFL_INJECTION
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#define WRITER_HEAD PyObject_HEAD
+#else
+/* Built a second time without Python as the CUDA injection library (CUDA_INJECTION64_PATH) for
+ * `gpufl run -- ./app`: the same record path, configured from the environment by InitializeInjection. */
+#define WRITER_HEAD
+#endif
 
-#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000
+#if !defined(GPUFL_INJECTION) && PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030E0000
 #define GPUFL_FRAMES 1
 #ifndef Py_BUILD_CORE
 #define Py_BUILD_CORE 1
@@ -168,7 +178,7 @@ enum { DROP_KERNEL, DROP_MEMCPY, DROP_MEMSET, DROP_CUPTI, DROP_N };
 static const char *DROP_NAMES[DROP_N] = {"kernel", "memcpy", "memset", "cupti_buffer"};
 
 typedef struct {
-    PyObject_HEAD
+    WRITER_HEAD
     pthread_mutex_t mu;
     pthread_cond_t cv;
     char *prefix, *suffix;   /* segment path = prefix + %06d + suffix */
@@ -190,7 +200,7 @@ typedef struct {
     DictVec dicts[DK_N];
     uint64_t drop_pending, drop_first, drop_last, dropped_total, drop_by[DROP_N];
     sbuf closed; /* "path\0size\0" pairs waiting for the disk-budget callback */
-    PyObject *on_segment_closed;
+    void *on_segment_closed; /* a Python callable (not in the injection build) */
     pthread_t thread;
     int thread_started, stopping;
     int error;
@@ -198,7 +208,9 @@ typedef struct {
     uint64_t segments_written, bytes_written;
 } Writer;
 
+#ifndef GPUFL_INJECTION
 static PyTypeObject WriterType;
+#endif
 
 static void w_set_error(Writer *w, const char *what) {
     if (!w->error) {
@@ -338,6 +350,13 @@ static void w_write_drop_record_locked(Writer *w) {
 
 /* The disk budget lives in Python (shared with the other streams): tell it about closed segments, with the
  * GIL and without our lock (Python emitters take our lock while holding the GIL). */
+#ifdef GPUFL_INJECTION
+static void w_report_closed(Writer *w) { /* no disk budget without the Python session */
+    pthread_mutex_lock(&w->mu);
+    w->closed.n = 0;
+    pthread_mutex_unlock(&w->mu);
+}
+#else
 static void w_report_closed(Writer *w) {
     pthread_mutex_lock(&w->mu);
     if (!w->closed.n || !w->on_segment_closed) {
@@ -355,7 +374,8 @@ static void w_report_closed(Writer *w) {
         off += strlen(path) + 1;
         const char *sz = list.p + off;
         off += strlen(sz) + 1;
-        PyObject *r = PyObject_CallFunction(w->on_segment_closed, "sK", path, strtoull(sz, NULL, 10));
+        PyObject *r =
+            PyObject_CallFunction((PyObject *)w->on_segment_closed, "sK", path, strtoull(sz, NULL, 10));
         if (!r) {
             PyErr_Clear();
             continue;
@@ -365,6 +385,7 @@ static void w_report_closed(Writer *w) {
     PyGILState_Release(g);
     free(list.p);
 }
+#endif
 
 static void *w_thread_main(void *arg) {
     Writer *w = arg;
@@ -389,19 +410,8 @@ static void *w_thread_main(void *arg) {
     return NULL;
 }
 
-static PyObject *Writer_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
-    static char *kwlist[] = {"prefix", "suffix", "session_id", "stream", "segment_max_bytes",
-                             "segment_max_age_s", "flush_interval_s", "max_pending_bytes",
-                             "on_segment_closed", NULL};
-    const char *prefix, *suffix, *sid, *stream;
-    unsigned long long max_bytes, max_pending;
-    double max_age, interval;
-    PyObject *cb = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "ssssKddK|O", kwlist, &prefix, &suffix, &sid, &stream,
-                                     &max_bytes, &max_age, &interval, &max_pending, &cb))
-        return NULL;
-    Writer *w = (Writer *)type->tp_alloc(type, 0);
-    if (!w) return NULL;
+static void w_init(Writer *w, const char *prefix, const char *suffix, const char *sid, const char *stream,
+                   unsigned long long max_bytes, double max_age, double interval, unsigned long long max_pending) {
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
     w->prefix = strdup(prefix);
@@ -425,6 +435,54 @@ static PyObject *Writer_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     w->max_age_ns = max_age > 0 ? (int64_t)(max_age * 1e9) : INT64_MAX;
     w->interval_ns = interval > 0 ? (int64_t)(interval * 1e9) : 50000000;
     w->max_pending = max_pending ? max_pending : (64u << 20);
+}
+
+static int w_start(Writer *w) {
+    pthread_mutex_lock(&w->mu);
+    int rc = w->fd < 0 ? w_open_segment_locked(w) : 0;
+    pthread_mutex_unlock(&w->mu);
+    if (rc) return -1;
+    if (!w->thread_started) {
+        if (pthread_create(&w->thread, NULL, w_thread_main, w)) return -1;
+        w->thread_started = 1;
+    }
+    return 0;
+}
+
+/* Stop the flush thread, write what is left and `end` (a line without seq, may be NULL), close. */
+static int w_append_python_line_locked(Writer *w, const char *s, size_t n);
+static void w_finish(Writer *w, const char *end, size_t end_n) {
+    pthread_mutex_lock(&w->mu);
+    w->stopping = 1;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    if (w->thread_started) pthread_join(w->thread, NULL);
+    w->thread_started = 0;
+    w_report_closed(w);
+    pthread_mutex_lock(&w->mu);
+    w_write_drop_record_locked(w);
+    if (end) w_append_python_line_locked(w, end, end_n);
+    w_write_pending_locked(w);
+    if (w->fd >= 0) close(w->fd);
+    w->fd = -1;
+    pthread_mutex_unlock(&w->mu);
+}
+
+#ifndef GPUFL_INJECTION
+static PyObject *Writer_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    static char *kwlist[] = {"prefix", "suffix", "session_id", "stream", "segment_max_bytes",
+                             "segment_max_age_s", "flush_interval_s", "max_pending_bytes",
+                             "on_segment_closed", NULL};
+    const char *prefix, *suffix, *sid, *stream;
+    unsigned long long max_bytes, max_pending;
+    double max_age, interval;
+    PyObject *cb = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "ssssKddK|O", kwlist, &prefix, &suffix, &sid, &stream,
+                                     &max_bytes, &max_age, &interval, &max_pending, &cb))
+        return NULL;
+    Writer *w = (Writer *)type->tp_alloc(type, 0);
+    if (!w) return NULL;
+    w_init(w, prefix, suffix, sid, stream, max_bytes, max_age, interval, max_pending);
     if (cb != Py_None) {
         Py_INCREF(cb);
         w->on_segment_closed = cb;
@@ -433,16 +491,10 @@ static PyObject *Writer_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
 }
 
 static PyObject *Writer_start(Writer *w, PyObject *unused) {
-    pthread_mutex_lock(&w->mu);
-    int rc = w->fd < 0 ? w_open_segment_locked(w) : 0;
-    pthread_mutex_unlock(&w->mu);
-    if (rc) return PyErr_Format(PyExc_OSError, "gpufl: %s", w->errmsg);
-    if (!w->thread_started) {
-        if (pthread_create(&w->thread, NULL, w_thread_main, w)) return PyErr_SetFromErrno(PyExc_OSError);
-        w->thread_started = 1;
-    }
+    if (w_start(w)) return PyErr_Format(PyExc_OSError, "gpufl: %s", w->errmsg[0] ? w->errmsg : "cannot start");
     Py_RETURN_NONE;
 }
+#endif
 
 /* A line encoded by Python without "seq" (msgspec omits the default): insert it after "stream":"X". */
 static int w_append_python_line_locked(Writer *w, const char *s, size_t n) {
@@ -457,6 +509,7 @@ static int w_append_python_line_locked(Writer *w, const char *s, size_t n) {
     return 0;
 }
 
+#ifndef GPUFL_INJECTION
 /* emit_line(line: bytes, refs: tuple[(kind, id), ...] = ()) -> seq given */
 static PyObject *Writer_emit_line(Writer *w, PyObject *args) {
     Py_buffer line;
@@ -532,21 +585,22 @@ static PyObject *Writer_flush(Writer *w, PyObject *unused) {
 static PyObject *Writer_close(Writer *w, PyObject *args) {
     PyObject *end = Py_None;
     if (!PyArg_ParseTuple(args, "|O", &end)) return NULL;
+    const char *line = NULL;
+    size_t n = 0;
+    if (end != Py_None && PyBytes_Check(end)) {
+        line = PyBytes_AS_STRING(end);
+        n = (size_t)PyBytes_GET_SIZE(end);
+    }
+    Py_INCREF(end);
+    /* the flush thread may be waiting for the GIL (disk budget callback): let it finish */
     Py_BEGIN_ALLOW_THREADS pthread_mutex_lock(&w->mu);
     w->stopping = 1;
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
     if (w->thread_started) pthread_join(w->thread, NULL);
     Py_END_ALLOW_THREADS w->thread_started = 0;
-    w_report_closed(w);
-    pthread_mutex_lock(&w->mu);
-    w_write_drop_record_locked(w);
-    if (end != Py_None && PyBytes_Check(end))
-        w_append_python_line_locked(w, PyBytes_AS_STRING(end), (size_t)PyBytes_GET_SIZE(end));
-    w_write_pending_locked(w);
-    if (w->fd >= 0) close(w->fd);
-    w->fd = -1;
-    pthread_mutex_unlock(&w->mu);
+    w_finish(w, line, n);
+    Py_DECREF(end);
     Py_RETURN_NONE;
 }
 
@@ -583,7 +637,7 @@ static void Writer_dealloc(Writer *w) {
     free(w->head);
     free(w->envelope);
     free(w->stream_mark);
-    Py_XDECREF(w->on_segment_closed);
+    Py_XDECREF((PyObject *)w->on_segment_closed);
     Py_TYPE(w)->tp_free((PyObject *)w);
 }
 
@@ -605,6 +659,7 @@ static PyTypeObject WriterType = {
     .tp_dealloc = (destructor)Writer_dealloc,
     .tp_methods = Writer_methods,
 };
+#endif /* !GPUFL_INJECTION */
 
 /* ------------------------------------------------------------------------------------------------ CUPTI */
 
@@ -700,6 +755,7 @@ static inline uint64_t current_scope(void) {
     return atomic_load_explicit(&g_last_open, memory_order_relaxed);
 }
 
+#ifndef GPUFL_INJECTION
 static PyObject *py_scope_enter(PyObject *self, PyObject *arg) {
     uint64_t inst = PyLong_AsUnsignedLongLong(arg);
     if (PyErr_Occurred()) return NULL;
@@ -742,6 +798,7 @@ static PyObject *py_scope_exit(PyObject *self, PyObject *arg) {
     pthread_mutex_unlock(&g_scope_mu);
     Py_RETURN_NONE;
 }
+#endif
 
 /* ------------------------------------------------------------------------------------------------ stacks */
 
@@ -942,6 +999,9 @@ static void sync_stacks_locked(Writer *w) {
 /* ------------------------------------------------------------------------------------------------ launch callback */
 
 static __thread int tls_runtime_depth;
+#ifdef GPUFL_INJECTION
+static void query_device_limits(void);
+#endif
 
 static void CUPTIAPI on_api(void *ud, CUpti_CallbackDomain domain, CUpti_CallbackId cbid, const void *cbdata) {
     const CUpti_CallbackData *d = (const CUpti_CallbackData *)cbdata;
@@ -953,6 +1013,10 @@ static void CUPTIAPI on_api(void *ud, CUpti_CallbackDomain domain, CUpti_Callbac
     }
     uint32_t corr = d->correlationId;
     Site *s = &T.sites[corr & SITE_MASK];
+#ifdef GPUFL_INJECTION
+    static _Atomic int limits_done;
+    if (enter && !atomic_exchange(&limits_done, 1)) query_device_limits(); /* CUDA is up by the first launch */
+#endif
     if (enter) {
         if (domain == CUPTI_CB_DOMAIN_RUNTIME_API) tls_runtime_depth++;
         uint64_t now = 0;
@@ -1334,16 +1398,22 @@ static void CUPTIAPI buffer_completed(CUcontext ctx, uint32_t stream, uint8_t *b
 
 /* ------------------------------------------------------------------------------------------------ module API */
 
-static PyObject *py_load(PyObject *self, PyObject *args) {
-    const char *path;
-    if (!PyArg_ParseTuple(args, "s", &path)) return NULL;
-    if (T.loaded) return PyLong_FromUnsignedLong(T.version);
+/* dlopen libcupti and resolve what we call; NULL on success, else why not. */
+static const char *load_cupti(const char *path) {
+    static char err[512];
+    if (T.loaded) return NULL;
     void *h = dlopen(path, RTLD_NOW | RTLD_GLOBAL);
-    if (!h) return PyErr_Format(PyExc_OSError, "cannot load %s: %s", path, dlerror());
-#define LOAD(name)                                                                            \
-    do {                                                                                      \
-        *(void **)&p_##name = dlsym(h, #name);                                                \
-        if (!p_##name) return PyErr_Format(PyExc_OSError, "%s has no %s", path, #name); \
+    if (!h) {
+        snprintf(err, sizeof err, "cannot load %s: %s", path, dlerror());
+        return err;
+    }
+#define LOAD(name)                                                    \
+    do {                                                              \
+        *(void **)&p_##name = dlsym(h, #name);                        \
+        if (!p_##name) {                                              \
+            snprintf(err, sizeof err, "%s has no %s", path, #name);   \
+            return err;                                               \
+        }                                                             \
     } while (0)
     LOAD(cuptiGetVersion);
     LOAD(cuptiGetResultString);
@@ -1369,8 +1439,89 @@ static PyObject *py_load(PyObject *self, PyObject *args) {
     T.version = v;
     g_lib = h;
     T.loaded = 1;
-    return PyLong_FromUnsignedLong(v);
+    return NULL;
 }
+
+static int alloc_sites(void) {
+    if (T.sites) return 0;
+    T.sites = calloc((size_t)SITE_MASK + 1, sizeof(Site));
+    return T.sites ? 0 : -1;
+}
+
+/* Subscribe, enable launch callbacks and activity kinds. NULL on success (*enabled = callbacks enabled, -1
+ * when switched off for diagnostics), else why not (the CUPTI error text). */
+static const char *start_tracing(size_t bufbytes, unsigned period_ms, int *enabled_out) {
+    static char err[256];
+    if (T.active) return NULL;
+    T.buf_bytes = bufbytes;
+    CUptiResult r;
+    /* Subscribe first: failing here means another CUPTI client (torch.profiler, nsys) owns this process,
+     * and registering activity buffers under its feet hung its flush (seen on the H100). */
+    r = p_cuptiSubscribe(&T.sub, (CUpti_CallbackFunc)on_api, NULL);
+    if (r != CUPTI_SUCCESS) {
+        snprintf(err, sizeof err, "cuptiSubscribe: %s", cupti_err(r));
+        return err;
+    }
+    T.subscribed = 1;
+    int enabled = 0;
+    /* Diagnostics only (the overhead bench attributes cost with them): GPUFL_NATIVE_CALLBACKS=0 leaves the
+     * launch callbacks off, GPUFL_NATIVE_ACTIVITY=0 the activity records. */
+    const char *cb_env = getenv("GPUFL_NATIVE_CALLBACKS");
+    const char *act_env = getenv("GPUFL_NATIVE_ACTIVITY");
+    int want_cb = !(cb_env && cb_env[0] == '0');
+    int want_act = !(act_env && act_env[0] == '0');
+    if (want_cb) {
+        for (size_t i = 0; i < sizeof RUNTIME_CBIDS / sizeof *RUNTIME_CBIDS; i++)
+            enabled += p_cuptiEnableCallback(1, T.sub, CUPTI_CB_DOMAIN_RUNTIME_API, RUNTIME_CBIDS[i]) == CUPTI_SUCCESS;
+        for (size_t i = 0; i < sizeof DRIVER_CBIDS / sizeof *DRIVER_CBIDS; i++)
+            enabled += p_cuptiEnableCallback(1, T.sub, CUPTI_CB_DOMAIN_DRIVER_API, DRIVER_CBIDS[i]) == CUPTI_SUCCESS;
+    }
+    r = p_cuptiActivityRegisterCallbacks(buffer_requested, buffer_completed);
+    if (want_act) {
+        if (r == CUPTI_SUCCESS) r = p_cuptiActivityEnable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
+        if (r == CUPTI_SUCCESS) r = p_cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMCPY);
+        if (r == CUPTI_SUCCESS) r = p_cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMSET);
+    }
+    if (r != CUPTI_SUCCESS) {
+        p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
+        p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_MEMCPY);
+        p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_MEMSET);
+        p_cuptiUnsubscribe(T.sub);
+        T.subscribed = 0;
+        snprintf(err, sizeof err, "CUPTI activity: %s", cupti_err(r));
+        return err;
+    }
+    /* A killed program loses at most about this much (buffers are otherwise delivered when full). */
+    if (p_cuptiActivityFlushPeriod && period_ms) p_cuptiActivityFlushPeriod(period_ms);
+    T.active = 1;
+    *enabled_out = want_cb ? enabled : -1;
+    return NULL;
+}
+
+/* Flush, disable, unsubscribe, finalize (CUPTI may call back into us meanwhile). */
+static void stop_tracing(CUptiResult *flush, CUptiResult *fin) {
+    *flush = p_cuptiActivityFlushAll(1);
+    p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
+    p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_MEMCPY);
+    p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_MEMSET);
+    p_cuptiActivityFlushAll(1);
+    if (T.subscribed) p_cuptiUnsubscribe(T.sub);
+    T.subscribed = 0;
+    /* Without finalize, applications stayed 10-20% slower after profiling (pytorch/pytorch#146604). */
+    *fin = p_cuptiFinalize();
+    T.active = 0;
+}
+
+#ifndef GPUFL_INJECTION
+static PyObject *py_load(PyObject *self, PyObject *args) {
+    const char *path;
+    if (!PyArg_ParseTuple(args, "s", &path)) return NULL;
+    const char *err = load_cupti(path);
+    if (err) return PyErr_Format(PyExc_OSError, "%s", err);
+    return PyLong_FromUnsignedLong(T.version);
+}
+
+static PyObject *py_cupti_version(PyObject *self, PyObject *unused) { return PyLong_FromUnsignedLong(T.version); }
 
 static PyObject *py_timestamp(PyObject *self, PyObject *unused) {
     if (!T.loaded) return PyErr_Format(PyExc_RuntimeError, "libcupti not loaded");
@@ -1378,12 +1529,6 @@ static PyObject *py_timestamp(PyObject *self, PyObject *unused) {
     CUptiResult r = p_cuptiGetTimestamp(&ts);
     if (r != CUPTI_SUCCESS) return PyErr_Format(PyExc_RuntimeError, "cuptiGetTimestamp: %s", cupti_err(r));
     return PyLong_FromUnsignedLongLong(ts);
-}
-
-static int alloc_sites(void) {
-    if (T.sites) return 0;
-    T.sites = calloc((size_t)SITE_MASK + 1, sizeof(Site));
-    return T.sites ? 0 : -1;
 }
 
 static int set_limits(PyObject *limits) {
@@ -1428,68 +1573,25 @@ static PyObject *py_attach(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* start(buffer_bytes, flush_period_ms): subscribe, enable launch callbacks and activity kinds. */
+/* start(buffer_bytes, flush_period_ms) -> launch callbacks enabled (-1: switched off) */
 static PyObject *py_start(PyObject *self, PyObject *args) {
     unsigned long long bufbytes;
     unsigned int period_ms;
     if (!PyArg_ParseTuple(args, "KI", &bufbytes, &period_ms)) return NULL;
     if (!T.loaded || !T.w) return PyErr_Format(PyExc_RuntimeError, "load() and attach() first");
-    if (T.active) Py_RETURN_NONE;
-    T.buf_bytes = (size_t)bufbytes;
-    CUptiResult r;
-    /* Subscribe first: failing here means another CUPTI client (torch.profiler, nsys) owns this process,
-     * and registering activity buffers under its feet hung its flush (seen on the H100). */
-    r = p_cuptiSubscribe(&T.sub, (CUpti_CallbackFunc)on_api, NULL);
-    if (r != CUPTI_SUCCESS) return PyErr_Format(PyExc_RuntimeError, "cuptiSubscribe: %s", cupti_err(r));
-    T.subscribed = 1;
     int enabled = 0;
-    /* Diagnostics only (the overhead bench attributes cost with them): GPUFL_NATIVE_CALLBACKS=0 leaves the
-     * launch callbacks off, GPUFL_NATIVE_ACTIVITY=0 the activity records. */
-    const char *cb_env = getenv("GPUFL_NATIVE_CALLBACKS");
-    const char *act_env = getenv("GPUFL_NATIVE_ACTIVITY");
-    int want_cb = !(cb_env && cb_env[0] == '0');
-    int want_act = !(act_env && act_env[0] == '0');
-    if (want_cb)
-    for (size_t i = 0; i < sizeof RUNTIME_CBIDS / sizeof *RUNTIME_CBIDS; i++)
-        enabled += p_cuptiEnableCallback(1, T.sub, CUPTI_CB_DOMAIN_RUNTIME_API, RUNTIME_CBIDS[i]) == CUPTI_SUCCESS;
-    if (want_cb)
-    for (size_t i = 0; i < sizeof DRIVER_CBIDS / sizeof *DRIVER_CBIDS; i++)
-        enabled += p_cuptiEnableCallback(1, T.sub, CUPTI_CB_DOMAIN_DRIVER_API, DRIVER_CBIDS[i]) == CUPTI_SUCCESS;
-    r = p_cuptiActivityRegisterCallbacks(buffer_requested, buffer_completed);
-    if (want_act) {
-        if (r == CUPTI_SUCCESS) r = p_cuptiActivityEnable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
-        if (r == CUPTI_SUCCESS) r = p_cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMCPY);
-        if (r == CUPTI_SUCCESS) r = p_cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMSET);
-    }
-    if (r != CUPTI_SUCCESS) {
-        p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
-        p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_MEMCPY);
-        p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_MEMSET);
-        p_cuptiUnsubscribe(T.sub);
-        T.subscribed = 0;
-        return PyErr_Format(PyExc_RuntimeError, "CUPTI activity: %s", cupti_err(r));
-    }
-    /* A killed program loses at most about this much (buffers are otherwise delivered when full). */
-    if (p_cuptiActivityFlushPeriod && period_ms) p_cuptiActivityFlushPeriod(period_ms);
-    T.active = 1;
-    return PyLong_FromLong(want_cb ? enabled : -1);
+    const char *err = start_tracing((size_t)bufbytes, period_ms, &enabled);
+    if (err) return PyErr_Format(PyExc_RuntimeError, "%s", err);
+    return PyLong_FromLong(enabled);
 }
 
-/* stop(): flush, disable, unsubscribe, finalize. Runs without the GIL (CUPTI may call back into us). */
+/* stop() -> (flush error, finalize error); without the GIL (CUPTI may call back into us). */
 static PyObject *py_stop(PyObject *self, PyObject *unused) {
     if (!T.active) Py_RETURN_NONE;
     CUptiResult fr = CUPTI_SUCCESS, zr = CUPTI_SUCCESS;
-    Py_BEGIN_ALLOW_THREADS fr = p_cuptiActivityFlushAll(1);
-    p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
-    p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_MEMCPY);
-    p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_MEMSET);
-    p_cuptiActivityFlushAll(1);
-    if (T.subscribed) p_cuptiUnsubscribe(T.sub);
-    T.subscribed = 0;
-    /* Without finalize, applications stayed 10-20% slower after profiling (pytorch/pytorch#146604). */
-    zr = p_cuptiFinalize();
-    Py_END_ALLOW_THREADS T.active = 0;
-    return Py_BuildValue("(ss)", fr == CUPTI_SUCCESS ? "" : cupti_err(fr), zr == CUPTI_SUCCESS ? "" : cupti_err(zr));
+    Py_BEGIN_ALLOW_THREADS stop_tracing(&fr, &zr);
+    Py_END_ALLOW_THREADS return Py_BuildValue("(ss)", fr == CUPTI_SUCCESS ? "" : cupti_err(fr),
+                                              zr == CUPTI_SUCCESS ? "" : cupti_err(zr));
 }
 
 static PyObject *py_stats(PyObject *self, PyObject *unused) {
@@ -1589,6 +1691,7 @@ static PyObject *py_reset(PyObject *self, PyObject *unused) {
 static PyMethodDef methods[] = {
     {"load", py_load, METH_VARARGS, "load(libcupti_path) -> cuptiGetVersion()"},
     {"timestamp", py_timestamp, METH_NOARGS, "cuptiGetTimestamp()"},
+    {"cupti_version", py_cupti_version, METH_NOARGS, "cuptiGetVersion() of the loaded libcupti"},
     {"attach", py_attach, METH_VARARGS, "attach(writer, device_limits, offset_ns, stacks)"},
     {"start", py_start, METH_VARARGS, "start(buffer_bytes, flush_period_ms) -> launch callbacks enabled"},
     {"stop", py_stop, METH_NOARGS, "stop() -> (flush error, finalize error)"},
@@ -1621,3 +1724,144 @@ PyMODINIT_FUNC PyInit__native(void) {
     }
     return m;
 }
+#endif /* !GPUFL_INJECTION */
+
+/* ------------------------------------------------------------------------------------------------ injection */
+#ifdef GPUFL_INJECTION
+/* `gpufl run -- ./app` for programs that are not Python: CUDA loads this library at cuInit because
+ * CUDA_INJECTION64_PATH names it, and calls InitializeInjection. `gpufl run` (the parent, in Python) owns the
+ * session: it writes the scope and system streams (NVML) and passes, in the environment, the session id, the
+ * device stream's segment path and its session_start line; this library writes the device stream. */
+
+static Writer g_iw;
+
+static void query_device_limits(void) {
+    void *cuda = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+    if (!cuda) return;
+    CUresult (*get_count)(int *) = (CUresult(*)(int *))dlsym(cuda, "cuDeviceGetCount");
+    CUresult (*get_dev)(CUdevice *, int) = (CUresult(*)(CUdevice *, int))dlsym(cuda, "cuDeviceGet");
+    CUresult (*get_attr)(int *, CUdevice_attribute, CUdevice) =
+        (CUresult(*)(int *, CUdevice_attribute, CUdevice))dlsym(cuda, "cuDeviceGetAttribute");
+    int n = 0;
+    if (!get_count || !get_dev || !get_attr || get_count(&n) != CUDA_SUCCESS) return;
+    for (int i = 0; i < n && i < MAX_DEVICES; i++) {
+        CUdevice d;
+        if (get_dev(&d, i) != CUDA_SUCCESS) continue;
+        DevLimits l = {0};
+        int ok = 1;
+#define ATTR(field, a) ok &= get_attr(&l.field, a, d) == CUDA_SUCCESS
+        ATTR(warp_size, CU_DEVICE_ATTRIBUTE_WARP_SIZE);
+        ATTR(max_threads_per_sm, CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_MULTIPROCESSOR);
+        ATTR(max_blocks_per_sm, CU_DEVICE_ATTRIBUTE_MAX_BLOCKS_PER_MULTIPROCESSOR);
+        ATTR(max_threads_per_block, CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK);
+        ATTR(regs_per_sm, CU_DEVICE_ATTRIBUTE_MAX_REGISTERS_PER_MULTIPROCESSOR);
+        ATTR(regs_per_block, CU_DEVICE_ATTRIBUTE_MAX_REGISTERS_PER_BLOCK);
+        ATTR(shared_mem_per_sm, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR);
+        ATTR(shared_mem_per_block_optin, CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN);
+        ATTR(reserved_shared_mem_per_block, CU_DEVICE_ATTRIBUTE_RESERVED_SHARED_MEMORY_PER_BLOCK);
+#undef ATTR
+        l.valid = ok;
+        T.lim[i] = l;
+    }
+}
+
+/* realtime = cupti + offset: the narrowest of 25 brackets (least scheduling noise). */
+static void measure_clock(int64_t *offset, int64_t *width) {
+    *width = INT64_MAX;
+    for (int i = 0; i < 25; i++) {
+        int64_t t0 = realtime_ns();
+        uint64_t c = 0;
+        p_cuptiGetTimestamp(&c);
+        int64_t t1 = realtime_ns();
+        if (t1 - t0 < *width) {
+            *width = t1 - t0;
+            *offset = (t0 + t1) / 2 - (int64_t)c;
+        }
+    }
+}
+
+static void injection_exit(void) {
+    if (!T.w) return;
+    CUptiResult a = CUPTI_SUCCESS, b = CUPTI_SUCCESS;
+    if (T.active) stop_tracing(&a, &b);
+    pthread_mutex_lock(&g_iw.mu);
+    uint64_t records = g_iw.seq + 1 + (g_iw.drop_pending ? 1 : 0), dropped = g_iw.dropped_total;
+    pthread_mutex_unlock(&g_iw.mu);
+    sbuf end = {0};
+    SB_LIT(&end, "{\"type\":\"session_end\",\"session_id\":");
+    const char *sid = getenv("GPUFL_SESSION_ID");
+    sb_json_str(&end, sid, strlen(sid));
+    SB_LIT(&end, ",\"stream\":\"device\"");
+    KEY_I64(&end, ",\"end_ns\":", realtime_ns());
+    KEY_U64(&end, ",\"reason\":\"atexit\",\"records\":", records);
+    KEY_U64(&end, ",\"dropped\":", dropped);
+    SB_LIT(&end, "}");
+    w_finish(&g_iw, end.p, end.n);
+    free(end.p);
+    T.w = NULL;
+}
+
+__attribute__((visibility("default"))) int InitializeInjection(void) {
+    static int done;
+    if (done) return 1;
+    done = 1;
+    const char *prefix = getenv("GPUFL_INJECT_PREFIX"), *suffix = getenv("GPUFL_INJECT_SUFFIX");
+    const char *sid = getenv("GPUFL_SESSION_ID"), *start = getenv("GPUFL_INJECT_SESSION_START");
+    const char *lib = getenv("GPUFL_LIBCUPTI"), *opts = getenv("GPUFL_INJECT_OPTS");
+    /* Programs this one starts are not injected again: their device stream would collide with ours. */
+    unsetenv("CUDA_INJECTION64_PATH");
+    if (!prefix || !suffix || !sid || !start) {
+        fprintf(stderr, "gpufl: loaded by CUDA without `gpufl run`'s environment; not profiling\n");
+        return 1;
+    }
+    unsigned long long max_bytes = 64ull << 20, bufbytes = 8ull << 20;
+    double max_age = 600, interval = 0.05;
+    if (opts) sscanf(opts, "%llu:%lf:%lf:%llu", &max_bytes, &max_age, &interval, &bufbytes);
+    const char *err = load_cupti(lib && *lib ? lib : "libcupti.so");
+    if (err) {
+        fprintf(stderr, "gpufl: not profiling: %s\n", err);
+        return 1;
+    }
+    w_init(&g_iw, prefix, suffix, sid, "device", max_bytes, max_age, interval, 0);
+    if (w_start(&g_iw)) {
+        fprintf(stderr, "gpufl: not profiling: %s\n", g_iw.errmsg);
+        return 1;
+    }
+    /* session_start as gpufl run composed it, with this process's pid and the measured clock offset */
+    int64_t offset = 0, width = 0;
+    measure_clock(&offset, &width);
+    sbuf line = {0};
+    const char *pid_at = strstr(start, "\"pid\":0,");
+    size_t n = strlen(start);
+    while (n && (start[n - 1] == '\n' || start[n - 1] == ' ')) n--;
+    if (n && start[n - 1] == '}') n--; /* reopen the object: pid, version and clock go in */
+    if (pid_at && (size_t)(pid_at - start) < n) {
+        sb_put(&line, start, (size_t)(pid_at - start));
+        KEY_U64(&line, "\"pid\":", (uint64_t)getpid());
+        SB_LIT(&line, ",");
+        const char *rest = pid_at + strlen("\"pid\":0,");
+        sb_put(&line, rest, n - (size_t)(rest - start));
+    } else {
+        sb_put(&line, start, n);
+    }
+    KEY_I64(&line, ",\"cupti_version\":", T.version);
+    KEY_I64(&line, ",\"clock\":{\"offset_ns\":", offset);
+    KEY_I64(&line, ",\"measured_at_ns\":", realtime_ns());
+    KEY_I64(&line, ",\"uncertainty_ns\":", width / 2 + 1);
+    SB_LIT(&line, "}}");
+    pthread_mutex_lock(&g_iw.mu);
+    int bad = w_append_python_line_locked(&g_iw, line.p, line.n);
+    pthread_mutex_unlock(&g_iw.mu);
+    free(line.p);
+    if (bad) fprintf(stderr, "gpufl: GPUFL_INJECT_SESSION_START has no stream field\n");
+    if (alloc_sites()) return 1;
+    T.w = &g_iw;
+    T.offset_ns = offset;
+    T.stacks = 0;
+    int enabled = 0;
+    err = start_tracing((size_t)bufbytes, 500, &enabled);
+    if (err) fprintf(stderr, "gpufl: kernel tracing unavailable: %s\n", err);
+    atexit(injection_exit);
+    return 1;
+}
+#endif
