@@ -107,3 +107,62 @@ def test_torch_profiler_after_init_gets_cupti_and_gpufl_resumes(tmp_path: Path, 
     notices = [r for r in recs if isinstance(r, events.Notice) and "could not resume" in r.message]
     assert len(after) >= 40 or notices, (len(after), notices)
     print("RESUMED" if len(after) >= 40 else "NOT RESUMED", len(after))
+
+
+NVNAME = r"""
+#include <nvtx3/nvToolsExt.h>
+#include <stdint.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+extern "C" void name_this_thread(const char *name) { nvtxNameOsThreadA((uint32_t)syscall(SYS_gettid), name); }
+"""
+
+
+def test_nvtx_ranges_become_scopes_and_threads_get_names(tmp_path: Path, tracing_path: str) -> None:
+    if tracing_path != "native":
+        pytest.skip("native path only")
+    import shutil
+
+    src = tmp_path / "nvname.cpp"
+    src.write_text(NVNAME)
+    lib = tmp_path / "libnvname.so"
+    nvcc = shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc"
+    subprocess.run(
+        [nvcc, "-shared", "-Xcompiler", "-fPIC", "-o", str(lib), str(src)], check=True, timeout=240
+    )
+    log_dir = tmp_path / "logs"
+    proc = _run(
+        f"""
+        import ctypes, threading, torch, gpufl
+        gpufl.init(app_name="nvtx", log_dir={str(log_dir)!r})
+        ctypes.CDLL({str(lib)!r}).name_this_thread(b"trainer-main")
+        print("TID", threading.get_native_id())
+        x = torch.randn(256, 256, device="cuda")
+        with gpufl.scope("step"):
+            torch.cuda.nvtx.range_push("fwd")
+            x = torch.relu(x @ x)
+            torch.cuda.nvtx.range_push("inner")
+            x = torch.sigmoid(x)
+            torch.cuda.nvtx.range_pop()
+            torch.cuda.nvtx.range_pop()
+        torch.cuda.synchronize()
+        gpufl.shutdown()
+        """,
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    tid = int(proc.stdout.split("TID")[1].split()[0])
+    scope_recs = _records(log_dir, "scope")
+    paths = {r.id: r.value for r in scope_recs if isinstance(r, events.DictEntry) and r.kind == "scope"}
+    begins = {paths[r.path_id]: r for r in scope_recs if isinstance(r, events.ScopeBegin)}
+    ends = {r.inst for r in scope_recs if isinstance(r, events.ScopeEnd)}
+    assert {"step", "step/fwd", "step/fwd/inner"} <= set(begins), sorted(begins)
+    fwd, inner = begins["step/fwd"], begins["step/fwd/inner"]
+    assert fwd.tag == "nvtx" and fwd.parent_inst == begins["step"].inst and inner.parent_inst == fwd.inst
+    assert inner.depth == 2 and fwd.inst in ends and inner.inst in ends and inner.thread_id == tid
+    device = _records(log_dir, "device")
+    kernels = [r for r in device if isinstance(r, events.Kernel)]
+    assert any(k.scope_inst == inner.inst for k in kernels)  # the sigmoid
+    assert any(k.scope_inst == fwd.inst for k in kernels)  # the matmul / relu
+    names = [r for r in device if isinstance(r, events.DictEntry) and r.kind == "thread"]
+    assert [(n.id, n.value) for n in names] == [(tid, "trainer-main")]

@@ -9,11 +9,13 @@ cupti-python path (``gpufl.engines.tracing``) instead, saying so once.
 
 from __future__ import annotations
 
+import collections
 import ctypes.util
 import glob
 import logging
 import os
 import sys
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +28,7 @@ from gpufl.engines.tracing import (
     cuda_device_limits,
     measure_clock_offset,
 )
+from gpufl.scope import current as current_scope
 from gpufl.writer import NativeStreamWriter, StreamWriter
 
 if TYPE_CHECKING:
@@ -65,6 +68,7 @@ def libcupti_candidates() -> list[str]:
 
 
 _load_result: tuple[Any, str | None] | None = None
+_libcupti_path: str | None = None
 
 
 def load_native() -> tuple[Any, str | None]:
@@ -90,6 +94,8 @@ def _load() -> tuple[Any, str | None]:
         except OSError as e:
             errors.append(str(e))
             continue
+        global _libcupti_path
+        _libcupti_path = path
         if version < _native.BUILT_CUPTI_API_VERSION:
             return None, (
                 f"libcupti at {path} has CUPTI API version {version}, older than the "
@@ -116,6 +122,9 @@ class NativeTracingEngine:
 
     def __init__(self) -> None:
         self.native: Any = None
+        self._scopes: collections.OrderedDict[int, tuple[str, int]] = collections.OrderedDict()
+        self._nvtx_thread: threading.Thread | None = None
+        self._nvtx_stop = threading.Event()
         self.started = False
         self._paused_at: int | None = None
         self._pause_reason = ""
@@ -135,6 +144,9 @@ class NativeTracingEngine:
             raise EngineUnavailable("no_cuda_device", f"CUDA devices could not be queried: {e!r}") from None
         if not devices:
             raise EngineUnavailable("no_cuda_device", "no CUDA device is visible")
+        if _libcupti_path and "NVTX_INJECTION64_PATH" not in os.environ:
+            # NVTX calls reach CUPTI (and so us) only when NVTX loads it; read at the first NVTX call.
+            os.environ["NVTX_INJECTION64_PATH"] = _libcupti_path
         clock = measure_clock_offset(native.timestamp)
         self.offset_ns = clock.offset_ns
         base = session.writers["device"]
@@ -193,6 +205,55 @@ class NativeTracingEngine:
         self.started = True
         self._paused_at = None
         _install_torch_profiler_hook(self)
+        self._nvtx_stop.clear()
+        self._nvtx_thread = threading.Thread(target=self._nvtx_loop, name="gpufl-nvtx", daemon=True)
+        self._nvtx_thread.start()
+
+    # ---------------------------------------------------------------- NVTX ranges → scopes
+
+    def _nvtx_loop(self) -> None:
+        while not self._nvtx_stop.wait(0.1):
+            self._drain_nvtx()
+
+    def _drain_nvtx(self) -> None:
+        """Write the NVTX ranges the C side queued as scope records (and thread names as dict records)."""
+        try:
+            evs, dropped = self.native.drain_nvtx()
+            if not evs and not dropped:
+                return
+            sid = self.session.session_id
+            scope_w = self.session.writers["scope"]
+            for kind, tid, inst, parent, ts, name in evs:
+                if kind == 0:
+                    base = self._scopes.get(parent) if parent else None
+                    clean = name.replace("/", "|") or "(nvtx range)"
+                    path = f"{base[0]}/{clean}" if base else clean
+                    depth = base[1] + 1 if base else 0
+                    self._remember(inst, path, depth)
+                    scope_w.emit(
+                        events.ScopeBegin(
+                            session_id=sid, stream="scope", inst=inst,
+                            path_id=scope_w.intern_string("scope", path),
+                            parent_inst=parent or None, depth=depth, ts_ns=ts, thread_id=tid, tag="nvtx",
+                        )
+                    )  # fmt: skip
+                elif kind == 1:
+                    scope_w.emit(events.ScopeEnd(session_id=sid, stream="scope", inst=inst, ts_ns=ts))
+                else:
+                    self.session.writers["device"].emit(
+                        events.DictEntry(session_id=sid, stream="device", kind="thread", id=tid, value=name)
+                    )
+            if dropped:
+                self.session.notice(
+                    "nvtx_dropped", f"{dropped} NVTX events dropped (queue full)", engine=self.name
+                )
+        except Exception as e:  # never raise into the user's program
+            log.warning("gpufl: NVTX ranges could not be written: %r", e)
+
+    def _remember(self, inst: int, path: str, depth: int) -> None:
+        self._scopes[inst] = (path, depth)
+        while len(self._scopes) > 100_000:  # parents of ranges still queued are recent
+            self._scopes.popitem(last=False)
 
     def pause(self, reason: str) -> None:
         """Step aside for another CUPTI client (torch.profiler): flush, unsubscribe, finalize; the gap is
@@ -228,6 +289,9 @@ class NativeTracingEngine:
 
     def scope_enter(self, inst: int) -> None:
         self.native.scope_enter(inst)
+        cur = current_scope()  # this scope: gpufl.scope sets it before telling the engines
+        if cur is not None and cur[0] == inst:
+            self._remember(inst, cur[1], cur[1].count("/"))
 
     def scope_exit(self, inst: int) -> None:
         self.native.scope_exit(inst)
@@ -253,6 +317,10 @@ class NativeTracingEngine:
         except Exception:
             pass
         flush_err, finalize_err = self.native.stop()
+        self._nvtx_stop.set()
+        if self._nvtx_thread is not None:
+            self._nvtx_thread.join(5)
+        self._drain_nvtx()
         if flush_err:
             log.warning("gpufl: CUPTI flush failed: %s", flush_err)
         if finalize_err:

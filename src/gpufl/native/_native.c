@@ -54,6 +54,7 @@
 #include <unistd.h>
 
 #include "cbids.h"
+#include "generated_nvtx_meta.h" /* parameter structs of the NVTX callbacks (CUPTI ships it) */
 
 /* ------------------------------------------------------------------------------------------------ utils */
 
@@ -755,10 +756,7 @@ static inline uint64_t current_scope(void) {
     return atomic_load_explicit(&g_last_open, memory_order_relaxed);
 }
 
-#ifndef GPUFL_INJECTION
-static PyObject *py_scope_enter(PyObject *self, PyObject *arg) {
-    uint64_t inst = PyLong_AsUnsignedLongLong(arg);
-    if (PyErr_Occurred()) return NULL;
+static void scope_push(uint64_t inst) {
     if (tls_scope_depth < MAX_SCOPE_DEPTH) tls_scopes[tls_scope_depth] = inst;
     tls_scope_depth++;
     pthread_mutex_lock(&g_scope_mu);
@@ -773,12 +771,9 @@ static PyObject *py_scope_enter(PyObject *self, PyObject *arg) {
     if (g_nopen < g_capopen) g_open[g_nopen++] = inst;
     atomic_store(&g_last_open, inst);
     pthread_mutex_unlock(&g_scope_mu);
-    Py_RETURN_NONE;
 }
 
-static PyObject *py_scope_exit(PyObject *self, PyObject *arg) {
-    uint64_t inst = PyLong_AsUnsignedLongLong(arg);
-    if (PyErr_Occurred()) return NULL;
+static void scope_pop(uint64_t inst) {
     /* pop this thread's innermost entry with that id (scopes exit in order on a thread) */
     for (int i = (tls_scope_depth < MAX_SCOPE_DEPTH ? tls_scope_depth : MAX_SCOPE_DEPTH) - 1; i >= 0; i--) {
         if (tls_scopes[i] == inst) {
@@ -796,9 +791,108 @@ static PyObject *py_scope_exit(PyObject *self, PyObject *arg) {
     }
     atomic_store(&g_last_open, g_nopen ? g_open[g_nopen - 1] : 0);
     pthread_mutex_unlock(&g_scope_mu);
+}
+
+#ifndef GPUFL_INJECTION
+static PyObject *py_scope_enter(PyObject *self, PyObject *arg) {
+    uint64_t inst = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred()) return NULL;
+    scope_push(inst);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_scope_exit(PyObject *self, PyObject *arg) {
+    uint64_t inst = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred()) return NULL;
+    scope_pop(inst);
     Py_RETURN_NONE;
 }
 #endif
+
+/* ------------------------------------------------------------------------------------------------ NVTX */
+/* NVTX push/pop ranges become scopes (NVTX_INJECTION64_PATH names libcupti, so CUPTI sees NVTX calls): on the
+ * calling thread they join the scope stack (kernels launched inside carry them); the begin/end events queue
+ * here and the Python engine writes them to the scope stream. Instance ids start at 2^40, apart from
+ * gpufl.scope's. */
+typedef struct {
+    uint8_t kind; /* 0 begin, 1 end, 2 thread name */
+    uint32_t tid;
+    uint64_t inst, parent;
+    int64_t ts;
+    char name[192];
+} NvtxEvent;
+#define NVTX_MAX_QUEUED 200000 /* ~45 MB; drained every 0.1 s */
+static pthread_mutex_t g_nvtx_mu = PTHREAD_MUTEX_INITIALIZER;
+static NvtxEvent *g_nvtx;
+static size_t g_nnvtx, g_capnvtx;
+static uint64_t g_nvtx_dropped;
+static _Atomic uint64_t g_nvtx_next = 1ULL << 40;
+static __thread uint64_t tls_nvtx[MAX_SCOPE_DEPTH];
+static __thread int tls_nvtx_depth;
+
+static void nvtx_queue(uint8_t kind, uint64_t inst, uint64_t parent, const char *name, uint32_t tid) {
+    pthread_mutex_lock(&g_nvtx_mu);
+    if (g_nnvtx == g_capnvtx && g_capnvtx < NVTX_MAX_QUEUED) {
+        size_t cap = g_capnvtx ? g_capnvtx * 2 : 1024;
+        NvtxEvent *p = realloc(g_nvtx, cap * sizeof *p);
+        if (p) {
+            g_nvtx = p;
+            g_capnvtx = cap;
+        }
+    }
+    if (g_nnvtx < g_capnvtx) {
+        NvtxEvent *e = &g_nvtx[g_nnvtx++];
+        e->kind = kind;
+        e->tid = tid;
+        e->inst = inst;
+        e->parent = parent;
+        e->ts = realtime_ns();
+        snprintf(e->name, sizeof e->name, "%s", name ? name : "");
+    } else {
+        g_nvtx_dropped++;
+    }
+    pthread_mutex_unlock(&g_nvtx_mu);
+}
+
+static void on_nvtx(CUpti_CallbackId cbid, const CUpti_NvtxData *d) {
+    const char *name = NULL;
+    switch (cbid) {
+        case CUPTI_CBID_NVTX_nvtxRangePushA:
+            name = ((const nvtxRangePushA_params *)d->functionParams)->message;
+            break;
+        case CUPTI_CBID_NVTX_nvtxRangePushEx:
+        case CUPTI_CBID_NVTX_nvtxDomainRangePushEx: {
+            const nvtxEventAttributes_t *a = cbid == CUPTI_CBID_NVTX_nvtxRangePushEx
+                                                 ? ((const nvtxRangePushEx_params *)d->functionParams)->eventAttrib
+                                                 : ((const nvtxDomainRangePushEx_params *)d->functionParams)->core.eventAttrib;
+            name = a && a->messageType == NVTX_MESSAGE_TYPE_ASCII ? a->message.ascii : "(nvtx range)";
+            break;
+        }
+        case CUPTI_CBID_NVTX_nvtxRangePop:
+        case CUPTI_CBID_NVTX_nvtxDomainRangePop: {
+            if (tls_nvtx_depth <= 0) return;
+            uint64_t inst = tls_nvtx_depth <= MAX_SCOPE_DEPTH ? tls_nvtx[tls_nvtx_depth - 1] : 0;
+            tls_nvtx_depth--;
+            if (!inst) return;
+            scope_pop(inst);
+            nvtx_queue(1, inst, 0, NULL, thread_id());
+            return;
+        }
+        case CUPTI_CBID_NVTX_nvtxNameOsThreadA: {
+            const nvtxNameOsThreadA_params *p = (const nvtxNameOsThreadA_params *)d->functionParams;
+            nvtx_queue(2, 0, 0, p->name, p->threadId);
+            return;
+        }
+        default:
+            return;
+    }
+    uint64_t parent = tls_scope_depth > 0 && tls_scope_depth <= MAX_SCOPE_DEPTH ? tls_scopes[tls_scope_depth - 1] : 0;
+    uint64_t inst = atomic_fetch_add(&g_nvtx_next, 1);
+    if (tls_nvtx_depth < MAX_SCOPE_DEPTH) tls_nvtx[tls_nvtx_depth] = inst;
+    tls_nvtx_depth++;
+    scope_push(inst);
+    nvtx_queue(0, inst, parent, name ? name : "(nvtx range)", thread_id());
+}
 
 /* ------------------------------------------------------------------------------------------------ stacks */
 
@@ -1004,6 +1098,10 @@ static void query_device_limits(void);
 #endif
 
 static void CUPTIAPI on_api(void *ud, CUpti_CallbackDomain domain, CUpti_CallbackId cbid, const void *cbdata) {
+    if (domain == CUPTI_CB_DOMAIN_NVTX) {
+        on_nvtx(cbid, (const CUpti_NvtxData *)cbdata);
+        return;
+    }
     const CUpti_CallbackData *d = (const CUpti_CallbackData *)cbdata;
     int enter = d->callbackSite == CUPTI_API_ENTER;
     if (domain == CUPTI_CB_DOMAIN_RUNTIME_API) {
@@ -1476,6 +1574,15 @@ static const char *start_tracing(size_t bufbytes, unsigned period_ms, int *enabl
         for (size_t i = 0; i < sizeof DRIVER_CBIDS / sizeof *DRIVER_CBIDS; i++)
             enabled += p_cuptiEnableCallback(1, T.sub, CUPTI_CB_DOMAIN_DRIVER_API, DRIVER_CBIDS[i]) == CUPTI_SUCCESS;
     }
+    static const CUpti_CallbackId NVTX_CBIDS[] = {
+        CUPTI_CBID_NVTX_nvtxRangePushA,       CUPTI_CBID_NVTX_nvtxRangePushEx,     CUPTI_CBID_NVTX_nvtxRangePop,
+        CUPTI_CBID_NVTX_nvtxDomainRangePushEx, CUPTI_CBID_NVTX_nvtxDomainRangePop, CUPTI_CBID_NVTX_nvtxNameOsThreadA};
+#ifndef GPUFL_INJECTION /* scopes are written by the Python engine; the injection build has none */
+    for (size_t i = 0; i < sizeof NVTX_CBIDS / sizeof *NVTX_CBIDS; i++)
+        p_cuptiEnableCallback(1, T.sub, CUPTI_CB_DOMAIN_NVTX, NVTX_CBIDS[i]);
+#else
+    (void)NVTX_CBIDS;
+#endif
     r = p_cuptiActivityRegisterCallbacks(buffer_requested, buffer_completed);
     if (want_act) {
         if (r == CUPTI_SUCCESS) r = p_cuptiActivityEnable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
@@ -1662,6 +1769,33 @@ static PyObject *py_record_launch(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* drain_nvtx() -> ([(kind, thread, inst, parent, ts_ns, name), ...], dropped) */
+static PyObject *py_drain_nvtx(PyObject *self, PyObject *unused) {
+    pthread_mutex_lock(&g_nvtx_mu);
+    NvtxEvent *ev = g_nvtx;
+    size_t n = g_nnvtx;
+    uint64_t dropped = g_nvtx_dropped;
+    g_nvtx = NULL;
+    g_nnvtx = g_capnvtx = 0;
+    g_nvtx_dropped = 0;
+    pthread_mutex_unlock(&g_nvtx_mu);
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    for (size_t i = 0; list && i < n; i++) {
+        NvtxEvent *e = &ev[i];
+        PyObject *t = Py_BuildValue("(iIKKLs)", e->kind, e->tid, (unsigned long long)e->inst,
+                                    (unsigned long long)e->parent, (long long)e->ts, e->name);
+        if (!t) {
+            PyErr_Clear();
+            t = Py_BuildValue("(iIKKLs)", e->kind, e->tid, (unsigned long long)e->inst,
+                              (unsigned long long)e->parent, (long long)e->ts, "(undecodable)");
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, t);
+    }
+    free(ev);
+    if (!list) return NULL;
+    return Py_BuildValue("(NK)", list, (unsigned long long)dropped);
+}
+
 static PyObject *py_detach(PyObject *self, PyObject *unused) {
     Py_CLEAR(T.w);
     Py_RETURN_NONE;
@@ -1696,6 +1830,7 @@ static PyMethodDef methods[] = {
     {"start", py_start, METH_VARARGS, "start(buffer_bytes, flush_period_ms) -> launch callbacks enabled"},
     {"stop", py_stop, METH_NOARGS, "stop() -> (flush error, finalize error)"},
     {"detach", py_detach, METH_NOARGS, "forget the writer"},
+    {"drain_nvtx", py_drain_nvtx, METH_NOARGS, "NVTX range/thread-name events since the last call"},
     {"reset", py_reset, METH_NOARGS, "forget launch configurations, stacks, sites, counters"},
     {"stats", py_stats, METH_NOARGS, "counters"},
     {"scope_enter", py_scope_enter, METH_O, "scope_enter(inst) on the entering thread"},
