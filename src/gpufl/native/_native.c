@@ -1769,6 +1769,25 @@ static PyObject *py_record_launch(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* configure(callbacks, activity): switch the launch callbacks / activity records on or off while tracing
+ * (diagnostics: bench/native_attribution.py measures each part's cost inside one process). */
+static PyObject *py_configure(PyObject *self, PyObject *args) {
+    int cb, act;
+    if (!PyArg_ParseTuple(args, "pp", &cb, &act)) return NULL;
+    if (!T.active) return PyErr_Format(PyExc_RuntimeError, "tracing is not active");
+    Py_BEGIN_ALLOW_THREADS for (size_t i = 0; i < sizeof RUNTIME_CBIDS / sizeof *RUNTIME_CBIDS; i++)
+        p_cuptiEnableCallback(cb, T.sub, CUPTI_CB_DOMAIN_RUNTIME_API, RUNTIME_CBIDS[i]);
+    for (size_t i = 0; i < sizeof DRIVER_CBIDS / sizeof *DRIVER_CBIDS; i++)
+        p_cuptiEnableCallback(cb, T.sub, CUPTI_CB_DOMAIN_DRIVER_API, DRIVER_CBIDS[i]);
+    CUpti_ActivityKind kinds[3] = {CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL, CUPTI_ACTIVITY_KIND_MEMCPY,
+                                   CUPTI_ACTIVITY_KIND_MEMSET};
+    for (int i = 0; i < 3; i++) {
+        if (act) p_cuptiActivityEnable(kinds[i]);
+        else p_cuptiActivityDisable(kinds[i]);
+    }
+    Py_END_ALLOW_THREADS Py_RETURN_NONE;
+}
+
 /* drain_nvtx() -> ([(kind, thread, inst, parent, ts_ns, name), ...], dropped) */
 static PyObject *py_drain_nvtx(PyObject *self, PyObject *unused) {
     pthread_mutex_lock(&g_nvtx_mu);
@@ -1830,6 +1849,7 @@ static PyMethodDef methods[] = {
     {"start", py_start, METH_VARARGS, "start(buffer_bytes, flush_period_ms) -> launch callbacks enabled"},
     {"stop", py_stop, METH_NOARGS, "stop() -> (flush error, finalize error)"},
     {"detach", py_detach, METH_NOARGS, "forget the writer"},
+    {"configure", py_configure, METH_VARARGS, "configure(callbacks, activity) while tracing (diagnostics)"},
     {"drain_nvtx", py_drain_nvtx, METH_NOARGS, "NVTX range/thread-name events since the last call"},
     {"reset", py_reset, METH_NOARGS, "forget launch configurations, stacks, sites, counters"},
     {"stats", py_stats, METH_NOARGS, "counters"},

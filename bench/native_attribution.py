@@ -1,0 +1,84 @@
+"""Where the native path's cost goes on the GPT-style loop, measured inside ONE process (the cross-process
+spread of these machines, ±10%, hides a few percent): blocks of steps alternate between four
+configurations of the running native engine — nothing enabled, activity records only, launch callbacks
+only, both — for several cycles; the median step time of each configuration is compared with "nothing".
+
+    python bench/native_attribution.py [--cycles 8] [--block 10]      (on a GPU, native path built)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples/workloads"))
+
+CONFIGS = {
+    "nothing": (False, False),
+    "activity": (False, True),
+    "callbacks": (True, False),
+    "both": (True, True),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cycles", type=int, default=8)
+    ap.add_argument("--block", type=int, default=10)
+    args = ap.parse_args()
+    import torch
+    import torch.nn.functional as F
+    from gpt_train import MiniGPT
+
+    import gpufl
+    from gpufl import _native  # type: ignore[attr-defined]
+
+    gpufl.init(app_name="attribution", log_dir=tempfile.mkdtemp(), engines="tracing")
+    torch.manual_seed(0)
+    model = MiniGPT().to("cuda")
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    scaler = torch.amp.GradScaler()
+    data = torch.randint(0, 8192, (16, 257), device="cuda")
+
+    def step() -> float:
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.float16):
+            logits = model(data[:, :-1])
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), data[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    for _ in range(10):
+        step()
+    times: dict[str, list[float]] = {c: [] for c in CONFIGS}
+    for _ in range(args.cycles):
+        for name, (cb, act) in CONFIGS.items():
+            _native.configure(cb, act)
+            step()  # the first step after a switch is not counted
+            times[name] += [step() for _ in range(args.block)]
+    gpufl.shutdown()
+    base = statistics.median(times["nothing"])
+    print(f"GPT-style loop, one process, {args.cycles} cycles × {args.block} steps per configuration")
+    print(f"machine: {os.uname().nodename} {torch.cuda.get_device_name()}")
+    print(f"{'configuration':<14}{'median ms':>11}{'p25':>9}{'p75':>9}{'vs nothing':>12}")
+    for name, ts in times.items():
+        q = statistics.quantiles(ts, n=4)
+        med = statistics.median(ts)
+        print(
+            f"{name:<14}{1000 * med:>11.3f}{1000 * q[0]:>9.3f}{1000 * q[2]:>9.3f}{100 * (med / base - 1):>+11.1f}%"
+        )
+    print("native stats:", _native.stats())
+
+
+if __name__ == "__main__":
+    main()
