@@ -1,7 +1,8 @@
 """Where the native path's cost goes on the GPT-style loop, measured inside ONE process (the cross-process
 spread of these machines, ±10%, hides a few percent): blocks of steps alternate between four
 configurations of the running native engine — nothing enabled, activity records only, launch callbacks
-only, both — for several cycles; the median step time of each configuration is compared with "nothing".
+only, both, both with an empty callback body (CUPTI's own dispatch cost), both with runtime- or driver-API
+callbacks only — for several cycles; the median step time of each configuration is compared with "nothing".
 
     python bench/native_attribution.py [--cycles 8] [--block 10]      (on a GPU, native path built)
 """
@@ -62,22 +63,23 @@ def main() -> None:
         step()
     times: dict[str, list[float]] = {c: [] for c in CONFIGS}
     for _ in range(args.cycles):
-        for name, (cb, act) in CONFIGS.items():
-            _native.configure(cb, act)
+        for name, cfg in CONFIGS.items():
+            _native.configure(*cfg)
             step()  # the first step after a switch is not counted
             times[name] += [step() for _ in range(args.block)]
     gpufl.shutdown()
     base = statistics.median(times["nothing"])
     print(f"GPT-style loop, one process, {args.cycles} cycles × {args.block} steps per configuration")
     print(f"machine: {os.uname().nodename} {torch.cuda.get_device_name()}")
-    print(f"{'configuration':<14}{'median ms':>11}{'p25':>9}{'p75':>9}{'vs nothing':>12}")
+    print(f"{'configuration':<24}{'median ms':>11}{'p25':>9}{'p75':>9}{'vs nothing':>12}")
     for name, ts in times.items():
         q = statistics.quantiles(ts, n=4)
         med = statistics.median(ts)
         print(
             f"{name:<14}{1000 * med:>11.3f}{1000 * q[0]:>9.3f}{1000 * q[2]:>9.3f}{100 * (med / base - 1):>+11.1f}%"
         )
-    print("native stats:", _native.stats())
+    st = _native.stats()
+    print(f"kernels {st['kernels']}, joined with a launch site {st['matched']}, not {st['unmatched']}")
 
 
 if __name__ == "__main__":

@@ -1093,6 +1093,7 @@ static void sync_stacks_locked(Writer *w) {
 /* ------------------------------------------------------------------------------------------------ launch callback */
 
 static __thread int tls_runtime_depth;
+static int g_empty_callback; /* diagnostics: measure CUPTI's own callback cost (configure(..., empty=True)) */
 #ifdef GPUFL_INJECTION
 static void query_device_limits(void);
 #endif
@@ -1102,6 +1103,7 @@ static void CUPTIAPI on_api(void *ud, CUpti_CallbackDomain domain, CUpti_Callbac
         on_nvtx(cbid, (const CUpti_NvtxData *)cbdata);
         return;
     }
+    if (g_empty_callback) return;
     const CUpti_CallbackData *d = (const CUpti_CallbackData *)cbdata;
     int enter = d->callbackSite == CUPTI_API_ENTER;
     if (domain == CUPTI_CB_DOMAIN_RUNTIME_API) {
@@ -1772,13 +1774,14 @@ static PyObject *py_record_launch(PyObject *self, PyObject *args) {
 /* configure(callbacks, activity): switch the launch callbacks / activity records on or off while tracing
  * (diagnostics: bench/native_attribution.py measures each part's cost inside one process). */
 static PyObject *py_configure(PyObject *self, PyObject *args) {
-    int cb, act;
-    if (!PyArg_ParseTuple(args, "pp", &cb, &act)) return NULL;
+    int cb, act, runtime = 1, driver = 1, empty = 0;
+    if (!PyArg_ParseTuple(args, "pp|ppp", &cb, &act, &runtime, &driver, &empty)) return NULL;
     if (!T.active) return PyErr_Format(PyExc_RuntimeError, "tracing is not active");
+    g_empty_callback = empty;
     Py_BEGIN_ALLOW_THREADS for (size_t i = 0; i < sizeof RUNTIME_CBIDS / sizeof *RUNTIME_CBIDS; i++)
-        p_cuptiEnableCallback(cb, T.sub, CUPTI_CB_DOMAIN_RUNTIME_API, RUNTIME_CBIDS[i]);
+        p_cuptiEnableCallback(cb && runtime, T.sub, CUPTI_CB_DOMAIN_RUNTIME_API, RUNTIME_CBIDS[i]);
     for (size_t i = 0; i < sizeof DRIVER_CBIDS / sizeof *DRIVER_CBIDS; i++)
-        p_cuptiEnableCallback(cb, T.sub, CUPTI_CB_DOMAIN_DRIVER_API, DRIVER_CBIDS[i]);
+        p_cuptiEnableCallback(cb && driver, T.sub, CUPTI_CB_DOMAIN_DRIVER_API, DRIVER_CBIDS[i]);
     CUpti_ActivityKind kinds[3] = {CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL, CUPTI_ACTIVITY_KIND_MEMCPY,
                                    CUPTI_ACTIVITY_KIND_MEMSET};
     for (int i = 0; i < 3; i++) {
@@ -1849,7 +1852,8 @@ static PyMethodDef methods[] = {
     {"start", py_start, METH_VARARGS, "start(buffer_bytes, flush_period_ms) -> launch callbacks enabled"},
     {"stop", py_stop, METH_NOARGS, "stop() -> (flush error, finalize error)"},
     {"detach", py_detach, METH_NOARGS, "forget the writer"},
-    {"configure", py_configure, METH_VARARGS, "configure(callbacks, activity) while tracing (diagnostics)"},
+    {"configure", py_configure, METH_VARARGS,
+     "configure(callbacks, activity, runtime=True, driver=True, empty=False) while tracing (diagnostics)"},
     {"drain_nvtx", py_drain_nvtx, METH_NOARGS, "NVTX range/thread-name events since the last call"},
     {"reset", py_reset, METH_NOARGS, "forget launch configurations, stacks, sites, counters"},
     {"stats", py_stats, METH_NOARGS, "counters"},
