@@ -19,11 +19,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples/workloads"))
 
+# (callbacks, activity, runtime-API callbacks, driver-API callbacks, empty callback body)
 CONFIGS = {
-    "nothing": (False, False),
-    "activity": (False, True),
-    "callbacks": (True, False),
-    "both": (True, True),
+    "nothing": (False, False, True, True, False),
+    "activity": (False, True, True, True, False),
+    "callbacks": (True, False, True, True, False),
+    "both": (True, True, True, True, False),
+    "both, empty callback": (True, True, True, True, True),
+    "both, runtime API only": (True, True, True, False, False),
+    "both, driver API only": (True, True, False, True, False),
 }
 
 
@@ -76,7 +80,7 @@ def main() -> None:
         q = statistics.quantiles(ts, n=4)
         med = statistics.median(ts)
         print(
-            f"{name:<14}{1000 * med:>11.3f}{1000 * q[0]:>9.3f}{1000 * q[2]:>9.3f}{100 * (med / base - 1):>+11.1f}%"
+            f"{name:<24}{1000 * med:>11.3f}{1000 * q[0]:>9.3f}{1000 * q[2]:>9.3f}{100 * (med / base - 1):>+11.1f}%"
         )
     st = _native.stats()
     print(f"kernels {st['kernels']}, joined with a launch site {st['matched']}, not {st['unmatched']}")
