@@ -223,14 +223,13 @@ def test_launch_sites_join_kernels_by_correlation_id(tmp_path: Path) -> None:
     start = h100[0]
     assert isinstance(start, events.SessionStart) and start.clock is not None
     first = next(r for r in h100 if isinstance(r, events.Kernel))
-    gpu_start = first.start_ns - start.clock.offset_ns
     w = _writer(tmp_path)
     w.start()
     native.reset()
     native.attach(w.native, [], start.clock.offset_ns, False)
     try:
         native.scope_enter(7)
-        native.record_launch(first.corr_id, gpu_start - 5000, 1234)
+        native.record_launch(first.corr_id, first.start_ns - 5000, 1234)  # API entered 5 µs before the start
         native.scope_exit(7)
         _replay_all(native)
     finally:
