@@ -1119,8 +1119,8 @@ static void CUPTIAPI on_api(void *ud, CUpti_CallbackDomain domain, CUpti_Callbac
 #endif
     if (enter) {
         if (domain == CUPTI_CB_DOMAIN_RUNTIME_API) tls_runtime_depth++;
-        /* CLOCK_REALTIME (vDSO) rather than cuptiGetTimestamp: measured cheaper per call on the H100; the
-         * kernel's GPU time is mapped onto the same clock with the measured offset. */
+        /* CLOCK_REALTIME (a vDSO read, no call into libcupti) on the user's thread; the kernel's GPU time is
+         * mapped onto the same clock with the measured offset. */
         uint64_t now = (uint64_t)realtime_ns();
         atomic_store_explicit(&s->corr, 0, memory_order_relaxed);
         atomic_thread_fence(memory_order_release);
