@@ -68,7 +68,10 @@ def test_native_path_joins_every_launch(tmp_path: Path, tracing_path: str) -> No
     assert [r.seq for r in recs] == list(range(len(recs)))
 
 
-def test_torch_profiler_after_init_gets_cupti_and_gpufl_resumes(tmp_path: Path, tracing_path: str) -> None:
+@pytest.mark.parametrize("torch_first", [True, False], ids=["torch-imported-first", "gpufl-init-first"])
+def test_torch_profiler_after_init_gets_cupti_and_gpufl_resumes(
+    tmp_path: Path, tracing_path: str, torch_first: bool
+) -> None:
     """torch.profiler started after gpufl.init: gpufl steps aside (flush, unsubscribe, finalize), the
     profiler sees its kernels, the gap is recorded, and gpufl resumes — or says clearly that it cannot."""
     if tracing_path != "native":
@@ -76,9 +79,11 @@ def test_torch_profiler_after_init_gets_cupti_and_gpufl_resumes(tmp_path: Path, 
     log_dir = tmp_path / "logs"
     proc = _run(
         f"""
-        import torch, gpufl
-        from torch.profiler import profile, ProfilerActivity
+        import gpufl
+        {"import torch" if torch_first else ""}
         gpufl.init(app_name="interplay", log_dir={str(log_dir)!r})
+        import torch
+        from torch.profiler import profile, ProfilerActivity
         x = torch.randn(256, 256, device="cuda")
         with gpufl.scope("before"):
             for _ in range(10): x = torch.relu(x @ x)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import collections
 import ctypes.util
 import glob
+import importlib.abc
+import importlib.util
 import logging
 import os
 import sys
@@ -336,12 +338,48 @@ _hooked_engine: NativeTracingEngine | None = None
 
 def _install_torch_profiler_hook(engine: NativeTracingEngine) -> None:
     """torch.profiler (Kineto) needs CUPTI to itself: wrap the two functions every torch profiler goes
-    through, so gpufl steps aside before Kineto prepares and resumes after it is disabled. Only when torch
-    is already imported (it is for any script that builds a model before ``gpufl.init``)."""
+    through, so gpufl steps aside before Kineto prepares and resumes after it is disabled. Now if torch is
+    imported, else when ``torch.autograd.profiler`` is first imported (``gpufl run`` starts gpufl first)."""
     global _hooked_engine
     _hooked_engine = engine
     prof_mod = sys.modules.get("torch.autograd.profiler")
-    if prof_mod is None or getattr(prof_mod, "_gpufl_hooked", False):
+    if prof_mod is None:
+        # torch not imported yet (`gpufl run` starts gpufl first): hook the module when it is imported
+        if not any(isinstance(f, _TorchProfilerFinder) for f in sys.meta_path):
+            sys.meta_path.insert(0, _TorchProfilerFinder())
+        return
+    _hook_profiler_module(prof_mod)
+
+
+class _TorchProfilerFinder(importlib.abc.MetaPathFinder):
+    """Wraps the loader of ``torch.autograd.profiler`` so the module is hooked right after it executes."""
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name != "torch.autograd.profiler":
+            return None
+        sys.meta_path.remove(self)  # one shot; and the normal finders find the real spec
+        try:
+            spec = importlib.util.find_spec(name)
+        except Exception:
+            return None
+        loader = spec.loader if spec is not None else None
+        exec_module = getattr(loader, "exec_module", None)
+        if exec_module is None:
+            return spec
+
+        def exec_and_hook(module: Any) -> None:
+            exec_module(module)
+            try:
+                _hook_profiler_module(module)
+            except Exception as e:
+                log.warning("gpufl: could not hook torch.profiler: %r", e)
+
+        setattr(loader, "exec_module", exec_and_hook)  # noqa: B010
+        return spec
+
+
+def _hook_profiler_module(prof_mod: Any) -> None:
+    if getattr(prof_mod, "_gpufl_hooked", False):
         return
     prepare = getattr(prof_mod, "_prepare_profiler", None)
     disable = getattr(prof_mod, "_disable_profiler", None)
