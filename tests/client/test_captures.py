@@ -34,7 +34,19 @@ def test_capture_is_complete_and_valid(name: str) -> None:
         and start.devices[0].sm_count == 132
     )
     assert start.clock is not None
-    assert start.schema_version == 1, "recorded by contract v1: old logs stay readable as what they are"
+    assert start.schema_version == events.SCHEMA_VERSION  # re-recorded with the native record path
+
+
+def test_contract_v1_logs_stay_readable_as_what_they_are() -> None:
+    """A capture recorded by contract v1 (the cupti-python path, before api_lead_ns): still valid, still v1."""
+    streams = read_capture(Path(__file__).resolve().parents[1] / "fixtures/v1_memcpy_heavy")
+    for stream, recs in streams.items():
+        assert [r.seq for r in recs] == list(range(len(recs))), stream
+        assert isinstance(recs[-1], events.SessionEnd) and recs[-1].records == len(recs)
+    start = streams["device"][0]
+    assert isinstance(start, events.SessionStart) and start.schema_version == 1
+    copies = [r for r in streams["device"] if isinstance(r, events.Memcpy)]
+    assert len(copies) == 100 and {c.src_kind for c in copies} >= {"Pageable", "Pinned"}
     samples = [r for r in streams["system"] if isinstance(r, events.SystemSample)]
     assert samples and samples[0].gpus and samples[0].gpus[0].mem_total_mib
     assert samples[0].gpus[0].fan_pct is None, "H100 SXM has no fan: null, not invented"
