@@ -29,6 +29,29 @@ def agent_args(folder: str, url: str, token: str, *extra: str) -> list[str]:
     return [*AGENT, f"--folder={folder}", "--type=http", f"--url={url}", f"--token={token}", *extra]
 
 
+def kafka_args(folder: str, brokers: str, prefix: str, *extra: str) -> list[str]:
+    return [
+        *AGENT,
+        f"--folder={folder}",
+        "--type=kafka",
+        f"--brokers={brokers}",
+        f"--topic-prefix={prefix}",
+        *extra,
+    ]
+
+
+LOADGEN = os.path.join(os.path.dirname(__file__), "loadgen.py")
+
+
+def start_loadgen(folder: str, events: int, rate: float, seg_bytes: int) -> subprocess.Popen[str]:
+    """The real client writer (loadgen.py) in its own process; its stdout carries the session id."""
+    return subprocess.Popen(
+        [sys.executable, LOADGEN, folder, str(events), str(rate), str(seg_bytes)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
 def run_agent(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
 

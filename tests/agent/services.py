@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 
 import httpx
 
@@ -73,15 +74,19 @@ def backend_available() -> bool:
 
 
 class Backend(_Process):
-    """The project's backend on loopback with a DuckDB store in ``data_dir`` and a known admin token."""
+    """The project's backend on loopback with a DuckDB store in ``data_dir`` (unless ``args`` names
+    another ``--database``) and a known admin token. ``args``: more ``gpufl-backend`` flags."""
 
     what = "gpufl-backend"
     token = "agent-test-admin-token"
 
-    def __init__(self, data_dir: str, port: int | None = None, **settings: str) -> None:
+    def __init__(
+        self, data_dir: str, port: int | None = None, args: Sequence[str] = (), **settings: str
+    ) -> None:
         super().__init__(os.path.join(data_dir, "backend.log"))
         self.data_dir = data_dir
         self.port = port or free_port()
+        self.args = list(args)
         self.settings = settings
         self.url = f"http://127.0.0.1:{self.port}/api/v1/events/"
 
@@ -95,7 +100,12 @@ class Backend(_Process):
             **{f"GPUFL_{k.upper()}": v for k, v in self.settings.items()},
         }
         env.pop("GPUFL_DATABASE", None)
-        cmd = [sys.executable, "-c", "import sys; from gpufl.backend.cli import main; sys.exit(main())"]
+        cmd = [
+            sys.executable,
+            "-c",
+            "import sys; from gpufl.backend.cli import main; sys.exit(main())",
+            *self.args,
+        ]
         self.proc = self._spawn(cmd, env)
         _wait_port(self.port, self.proc, self.what)
         # Listening is not ready: wait until ingest answers.

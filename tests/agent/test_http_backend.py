@@ -11,19 +11,17 @@ import random
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from .conftest import agent_args, require, run_agent
+from .conftest import agent_args, require, run_agent, start_loadgen
 from .services import Backend, backend_available, free_port
 from .verify import assert_store_holds_all
 
 SOAK = os.environ.get("GPUFL_SOAK") == "1"
-LOADGEN = os.path.join(os.path.dirname(__file__), "loadgen.py")
 
 
 @pytest.fixture
@@ -34,14 +32,6 @@ def backend(tmp_path: str) -> Iterator[Backend]:
     b = Backend(data).start()
     yield b
     b.stop()
-
-
-def _loadgen(folder: str, events: int, rate: float, seg_bytes: int) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, LOADGEN, folder, str(events), str(rate), str(seg_bytes)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
 
 
 def _rss_mb(pid: int) -> float:
@@ -61,7 +51,7 @@ def _metric(port: int, name: str) -> float:
 
 
 def test_real_writer_to_real_backend(folder: str, backend: Backend) -> None:
-    gen = _loadgen(folder, 30_000, 1e9, 256 * 1024)
+    gen = start_loadgen(folder, 30_000, 1e9, 256 * 1024)
     assert gen.wait(timeout=120) == 0
     segments = [n for n in os.listdir(folder) if n.endswith(".log")]
     assert len(segments) > 6  # rotated
@@ -77,7 +67,7 @@ def test_backend_down_under_load(folder: str, backend: Backend) -> None:
     rate = 20_000.0
     events = int(rate * (down_s + 12))
     metrics_port = free_port()
-    gen = _loadgen(folder, events, rate, 1 << 20)
+    gen = start_loadgen(folder, events, rate, 1 << 20)
     # CI size uses 1 MiB batches: the agent then holds at most ~7 MiB of records (queue + senders + open
     # batches), far less than the ~60 MB backlog of a 15 s outage, so read-ahead without a bound shows.
     # The soak (60 s, ~250 MB backlog) runs with the default 8 MiB batches.
@@ -139,7 +129,7 @@ def _soak_sizes() -> tuple[int, float]:
 def test_kill_9_agent_while_writing(folder: str, backend: Backend, tmp_path: str) -> None:
     events, rate = _soak_sizes()
     cursor = os.path.join(tmp_path, "cursor")  # outside the log folder, as on a read-only NFS mount
-    gen = _loadgen(folder, events, rate, 512 * 1024)
+    gen = start_loadgen(folder, events, rate, 512 * 1024)
     rng = random.Random(1234)
     kills = 0
     args = agent_args(folder, backend.url, backend.token, f"--cursor-file={cursor}", "--poll-interval=0.1")
@@ -161,7 +151,7 @@ def test_kill_9_agent_while_writing(folder: str, backend: Backend, tmp_path: str
 def test_kill_9_backend_while_writing(folder: str, backend: Backend) -> None:
     events, rate = _soak_sizes()
     metrics_port = free_port()
-    gen = _loadgen(folder, events, rate, 512 * 1024)
+    gen = start_loadgen(folder, events, rate, 512 * 1024)
     agent = subprocess.Popen(
         agent_args(
             folder, backend.url, backend.token, f"--metrics-port={metrics_port}", "--poll-interval=0.1"

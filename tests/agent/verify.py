@@ -1,7 +1,13 @@
-"""Checks on what the store holds, using only the documented ingest protocol: every record written is
-re-posted, and the backend, which de-duplicates on (session_id, stream, seq), must answer that it already
-holds every one (``duplicates`` = all, ``stored`` = 0). Together with the de-duplication this is
-"every event exactly once in the store"."""
+"""Checks on what the store holds.
+
+``assert_store_holds_all`` uses only the documented ingest protocol: every record written is re-posted,
+and the backend, which de-duplicates on (session_id, stream, seq), must answer that it already holds every
+one (``duplicates`` = all, ``stored`` = 0). Together with the de-duplication this is "every event exactly
+once in the store".
+
+``assert_store_exactly_once`` opens the store itself (the backend stopped, for DuckDB) and compares its
+tables with the segments: per (session, stream) the received count and the seq ranges, per record type
+the counts, and the raw rows' seqs of each record type kept in its own table."""
 
 from __future__ import annotations
 
@@ -18,6 +24,23 @@ class _Key(msgspec.Struct):
     session_id: str
     stream: str
     seq: int
+
+
+class _Typed(msgspec.Struct):
+    type: str
+    session_id: str
+    stream: str
+    seq: int
+
+
+# Record types whose raw rows are kept one per record in a table keyed by (session_id, seq).
+_ROW_TABLES = {
+    "kernel": "kernels",
+    "memcpy": "memcpys",
+    "memset": "memsets",
+    "scope_begin": "scope_begins",
+    "scope_end": "scope_ends",
+}
 
 
 def written(folder: str) -> dict[str, list[bytes]]:
@@ -64,4 +87,75 @@ def assert_store_holds_all(url: str, token: str, folder: str) -> int:
                 assert (body["stored"], body["duplicates"]) == (0, len(part)), (
                     f"{stream}[{i}:{i + len(part)}]: the store lacked {body['stored']} records"
                 )
+    return total
+
+
+def expected_counts(folder: str) -> dict[tuple[str, str], int]:
+    """Records written per (session, stream), checked contiguous."""
+    lines = written(folder)
+    check_contiguous(lines)
+    out: dict[tuple[str, str], int] = defaultdict(int)
+    for stream_lines in lines.values():
+        for line in stream_lines:
+            k = msgspec.json.decode(line, type=_Key)
+            out[(k.session_id, k.stream)] += 1
+    return dict(out)
+
+
+def assert_store_exactly_once(store_url: str, folder: str) -> int:
+    """Every record of the folder's segments is in the store at ``store_url`` exactly once: none missing,
+    none stored twice (rows, counters and seq ranges alike), nothing else. Returns the record count."""
+    from gpufl.backend.store import open_store
+
+    lines = written(folder)
+    total = check_contiguous(lines)
+    per_stream: dict[tuple[str, str], int] = defaultdict(int)
+    per_type: dict[tuple[str, str], int] = defaultdict(int)
+    rows: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for stream_lines in lines.values():
+        for line in stream_lines:
+            k = msgspec.json.decode(line, type=_Typed)
+            per_stream[(k.session_id, k.stream)] += 1
+            per_type[(k.session_id, k.type)] += 1
+            if k.type in _ROW_TABLES:
+                rows[(k.session_id, k.type)].append(k.seq)
+    store = open_store(store_url)
+    try:
+        got_streams = {
+            (sid, stream): int(n)
+            for sid, stream, n in store._all(
+                "SELECT session_id, stream, sum(received) FROM session_streams GROUP BY session_id, stream"
+            )
+        }
+        assert got_streams == dict(per_stream), (
+            f"received per (session, stream): {got_streams} != {dict(per_stream)}"
+        )
+        ranges = defaultdict(list)
+        for sid, stream, lo, hi in store._all(
+            "SELECT session_id, stream, lo, hi FROM seq_ranges ORDER BY lo"
+        ):
+            ranges[(sid, stream)].append((int(lo), int(hi)))
+        assert dict(ranges) == {key: [(0, n - 1)] for key, n in per_stream.items()}, dict(ranges)
+        got_types = {
+            (sid, t): int(n)
+            for sid, t, n in store._all(
+                "SELECT session_id, type, sum(n) FROM type_counts GROUP BY session_id, type"
+            )
+        }
+        assert got_types == dict(per_type), f"records per type: {got_types} != {dict(per_type)}"
+        for (sid, typ), seqs in rows.items():
+            table = _ROW_TABLES[typ]
+            stored = sorted(
+                int(r[0]) for r in store._all(f"SELECT seq FROM {table} WHERE session_id = ?", [sid])
+            )
+            if stored != sorted(seqs):
+                dup = len(stored) - len(set(stored))
+                lost = len(set(seqs) - set(stored))
+                raise AssertionError(
+                    f"{table} of {sid}: {len(stored)} rows for {len(seqs)} records, {dup} stored twice, {lost} missing"
+                )
+        sessions = {sid for sid, _ in per_stream}
+        assert {r[0] for r in store._all("SELECT session_id FROM sessions")} == sessions
+    finally:
+        store.close()
     return total

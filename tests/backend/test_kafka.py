@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from gpufl import events as ev
@@ -140,6 +140,52 @@ def test_store_failure_is_retried_and_nothing_is_committed_before(store: SqlStor
     finally:
         bridge.stop()
     assert flaky.calls > 2
+    d = store.session_detail(f.sid)
+    assert {s["stream"]: s["received"] for s in d["streams"]}["device"] == n_dev
+    assert d["totals"]["kernels"] == 300
+
+
+class FlakyCommitBridge(KafkaBridge):
+    """A bridge whose first ``fail`` offset commits fail the way they do while the broker restarts."""
+
+    def __init__(self, *a: Any, fail: int, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.fail = fail
+        self.commits = 0
+
+    def _consumer(self) -> Consumer:
+        real = super()._consumer()
+        bridge = self
+
+        class Proxy:
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+            def commit(self, *a: Any, **kw: Any) -> Any:
+                bridge.commits += 1
+                if bridge.commits <= bridge.fail:
+                    raise KafkaException(KafkaError(KafkaError._WAIT_COORD, "Waiting for coordinator"))
+                return real.commit(*a, **kw)
+
+        return Proxy()  # type: ignore[return-value]
+
+
+def test_failed_offset_commit_is_retried_and_the_bridge_keeps_consuming(
+    store: SqlStore, brokers: str
+) -> None:
+    prefix = "t" + secrets.token_hex(4)
+    group = "g" + secrets.token_hex(4)
+    _topics(brokers, prefix)
+    f, n_dev, _ = _produce(brokers, prefix)
+    bridge = FlakyCommitBridge(store, _settings(brokers, prefix, group), poll_timeout_s=0.2, fail=2)
+    bridge.start()
+    try:
+        # Every record stored and, once the commits succeed again, every offset committed (the idle retry
+        # commits what the failed commits left pending).
+        _wait(lambda: bridge.commits > 2 and _all_committed(brokers, group, prefix))
+        assert bridge._thread.is_alive()
+    finally:
+        bridge.stop()
     d = store.session_detail(f.sid)
     assert {s["stream"]: s["received"] for s in d["streams"]}["device"] == n_dev
     assert d["totals"]["kernels"] == 300

@@ -1,10 +1,12 @@
 """Kafka bridge: consume ``<prefix>.device|scope|system`` and feed the HTTP ingest path.
 
 Offsets are committed only after the store committed the records they carry, so a crash re-delivers and
-the store's (session, stream, seq) dedup absorbs the repeats. Invalid records are logged, counted and
-committed (re-reading them would never make them valid). If the store fails, the consumer seeks back to
-the batch's first offsets and retries. With PostgreSQL several backends share the topics' partitions
-through the consumer group.
+the store's (session, stream, seq) dedup absorbs the repeats. A commit that fails (broker restarting,
+coordinator moving, group rebalancing) is retried with the next batch, or after a second when idle: its
+records are stored already, so until then a crash only re-delivers them. Invalid records are logged,
+counted and committed (re-reading them would never make them valid). If the store fails, the consumer
+seeks back to the batch's first offsets and retries. With PostgreSQL several backends share the topics'
+partitions through the consumer group.
 
 A message's value is one record, an NDJSON batch, or a JSON array of records.
 """
@@ -17,7 +19,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from gpufl.backend.core.config import Settings
 from gpufl.backend.ingest import BadBody, BatchResult, ingest_raws, split_records
@@ -41,6 +43,8 @@ class KafkaBridge:
         self._thread = threading.Thread(target=self._run, name="gpufl-kafka", daemon=True)
         self.batches = 0
         """Batches committed (for tests and logs)."""
+        self._uncommitted = False
+        self._commit_retry_at = 0.0
 
     def _consumer(self) -> Consumer:
         c = Consumer(
@@ -71,8 +75,24 @@ class KafkaBridge:
                 msgs = consumer.consume(num_messages=1000, timeout=self.poll_timeout_s)
                 if msgs:
                     self._handle(consumer, msgs)
+                elif self._uncommitted and time.monotonic() >= self._commit_retry_at:
+                    self._commit(consumer)
         finally:
             consumer.close()
+
+    def _commit(self, consumer: Consumer) -> bool:
+        """Commit the positions of everything consumed (and stored) so far. A failure must not end the
+        consumer thread: the offsets stay pending and the next call commits them along with any newer."""
+        try:
+            consumer.commit(asynchronous=False)
+        except KafkaException as e:
+            if e.args[0].code() != KafkaError._NO_OFFSET:  # nothing new to commit is no failure
+                log.warning("kafka: offset commit failed, retrying with the next one: %s", e.args[0].str())
+                self._uncommitted = True
+                self._commit_retry_at = time.monotonic() + 1.0
+                return False
+        self._uncommitted = False
+        return True
 
     def _handle(self, consumer: Consumer, msgs: list[Any]) -> None:
         raws: dict[str, list[bytes]] = defaultdict(list)
@@ -108,8 +128,7 @@ class KafkaBridge:
                 consumer.seek(TopicPartition(topic, partition, offset))
             time.sleep(1.0)
             return
-        if first:
-            consumer.commit(asynchronous=False)
+        if first and self._commit(consumer):
             self.batches += 1
 
     def _account(self, stream: str, res: BatchResult) -> None:

@@ -1,18 +1,25 @@
 """Kafka sink: one message per record line (value = the line, key = session id so a session's records
 keep their order within a partition) to topics ``<prefix>.device|scope|system``.
 
-confluent-kafka (librdkafka) is the producer: acks=all, idempotent where the broker supports it (probed
-on start: a broker without InitProducerId makes an idempotent producer fail fatally), compression. Every
-setting given — flags and each ``--kafka-option KEY=VALUE`` — goes into the producer's configuration, and
-librdkafka refuses unknown keys, so nothing is silently ignored. A batch counts as delivered only when
-the delivery report of every one of its messages came back without error.
+confluent-kafka (librdkafka) is the producer: acks=all, compression. Every setting given — flags and each
+``--kafka-option KEY=VALUE`` — goes into the producer's configuration, and librdkafka refuses unknown
+keys, so nothing is silently ignored. A batch counts as delivered only when the delivery report of every
+one of its messages came back without error.
+
+The producer is not idempotent unless ``--kafka-option=enable.idempotence=true``. Exactly-once in the
+store comes from the backend's de-duplication on (session_id, stream, seq), which absorbs the repeats of
+a retry (and a restarted agent re-sends what was in flight anyway); the store does not need a
+partition's records in order either. Broker-side idempotence only adds a way to lose data: a broker that
+commits a producer's sequence before the records (Tansu's object-store engine, killed or restarted
+mid-produce) answers the client's retry with DUPLICATE_SEQUENCE_NUMBER, which librdkafka reports as
+delivered, for a batch it never stored. Measured: tests/agent/test_kafka_backend.py lost batches of
+acknowledged records through broker restarts with it on, none with it off.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -39,7 +46,6 @@ class KafkaSink:
         partitions: int = 3,
         extra: dict[str, str] | None = None,
         batch_bytes: int = 4 << 20,
-        idempotence: bool | None = None,
         probe_timeout: float = 10.0,
     ) -> None:
         self.brokers = brokers
@@ -62,7 +68,6 @@ class KafkaSink:
             "client.id": "gpufl-agent",
         }
         self.extra = dict(extra or {})
-        self._idempotence = idempotence
         self._producer: Producer | None = None
         self._fatal: str | None = None
         self._send_lock = threading.Lock()
@@ -70,8 +75,8 @@ class KafkaSink:
 
     # ------------------------------------------------------------------ setup
 
-    def _conf(self, idempotence: bool) -> dict[str, Any]:
-        conf = {**self.config, "enable.idempotence": idempotence, "error_cb": self._on_error}
+    def _conf(self) -> dict[str, Any]:
+        conf = {**self.config, "enable.idempotence": False, "error_cb": self._on_error}
         conf.update(self.extra)  # explicit options win, and librdkafka validates each key
         return conf
 
@@ -105,32 +110,14 @@ class KafkaSink:
             self._producer = self._make_producer()
 
     def _make_producer(self) -> Producer:
-        want = self._idempotence
-        if want is None:
-            want = str(self.extra.get("enable.idempotence", "true")).lower() == "true"
+        # Not idempotent unless asked for (see the module's docstring): an explicit option wins in _conf.
+        self.idempotent = str(self.extra.get("enable.idempotence", "false")).lower() == "true"
         try:
-            if want and self._idempotence is None and "enable.idempotence" not in self.extra:
-                if self._idempotence_works():
-                    log.info("kafka: broker supports idempotent producers: enabled")
-                else:
-                    log.warning("kafka: broker refused an idempotent producer: using plain acks=all")
-                    want = False
-            self.idempotent = want
-            return Producer(self._conf(want))
+            p = Producer(self._conf())
         except KafkaException as e:
             raise Fatal(f"kafka producer configuration refused: {e}") from None
-
-    def _idempotence_works(self) -> bool:
-        """Start an idempotent producer and see whether it obtains a producer id (InitProducerId)
-        without a fatal error. No message is written."""
-        self._fatal = None
-        p = Producer(self._conf(True))
-        deadline = time.monotonic() + 1.5
-        while time.monotonic() < deadline and self._fatal is None:
-            p.poll(0.1)
-        fatal, self._fatal = self._fatal, None
-        p.flush(1)
-        return fatal is None
+        log.info("kafka: producer acks=all, idempotence %s", "on" if self.idempotent else "off")
+        return p
 
     # ------------------------------------------------------------------ delivery
 
