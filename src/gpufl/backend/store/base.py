@@ -12,7 +12,7 @@ import json
 import operator
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -84,6 +84,14 @@ _json = msgspec.json.Encoder()
 
 def _js(v: Any) -> str | None:
     return None if v is None else _json.encode(v).decode()
+
+
+def _total(sizes: Sequence[int] | None) -> int:
+    """Sum of ``sizes``; a sequence may carry it already (``total``) so that it is never split per record."""
+    if sizes is None:
+        return 0
+    total = getattr(sizes, "total", None)
+    return int(total) if total is not None else sum(sizes)
 
 
 def _col(recs: Sequence[Any], name: str) -> list[Any]:
@@ -257,40 +265,49 @@ class SqlStore:
                     merged = merge_ranges([*ranges, (lo, hi)], [])
                 else:
                     merged = merge_ranges(ranges, sorted(uniq))
-                if merged != ranges:
-                    self._exec(
-                        cur, "DELETE FROM seq_ranges WHERE session_id = ? AND stream = ?", [sid, stream]
-                    )
-                    self._stage(
-                        cur,
-                        "stage_ranges",
-                        "seq_ranges",
-                        {
-                            "session_id": [sid] * len(merged),
-                            "stream": [stream] * len(merged),
-                            "lo": [a for a, _ in merged],
-                            "hi": [b for _, b in merged],
-                        },
-                    )
-                    self._exec(cur, "INSERT INTO seq_ranges SELECT * FROM stage_ranges")
-                    self._unstage(cur, "stage_ranges")
+                self._save_ranges(cur, sid, stream, ranges, merged)
                 if len(fresh) == len(records):
                     new = list(records)
+                    new_bytes[sid] += _total(sizes)
                 else:
                     new.extend(records[i] for i in fresh)
-                new_bytes[sid] += sum(sizes[i] for i in fresh) if sizes is not None else 0
+                    new_bytes[sid] += sum(sizes[i] for i in fresh) if sizes is not None else 0
             out.stored = len(new)
             if new:
                 whole = columns if len(new) == len(records) else None  # every record is new: reuse columns
                 self._store_new(cur, stream, new, new_bytes, whole)
         if out.stored:
-            for sid in by_session:
-                n = self._since_compact.get(sid, 0) + 1
-                self._since_compact[sid] = n
-                if n >= self.COMPACT_EVERY:
-                    self._since_compact.pop(sid, None)
-                    self.compact(sid)
+            self._count_batch(by_session)
         return out
+
+    def _save_ranges(
+        self, cur: Any, sid: str, stream: str, ranges: list[tuple[int, int]], merged: list[tuple[int, int]]
+    ) -> None:
+        if merged == ranges:
+            return
+        self._exec(cur, "DELETE FROM seq_ranges WHERE session_id = ? AND stream = ?", [sid, stream])
+        self._stage(
+            cur,
+            "stage_ranges",
+            "seq_ranges",
+            {
+                "session_id": [sid] * len(merged),
+                "stream": [stream] * len(merged),
+                "lo": [a for a, _ in merged],
+                "hi": [b for _, b in merged],
+            },
+        )
+        self._exec(cur, "INSERT INTO seq_ranges SELECT * FROM stage_ranges")
+        self._unstage(cur, "stage_ranges")
+
+    def _count_batch(self, sids: Iterable[str]) -> None:
+        """One more batch stored for each of ``sids``: compact a session every COMPACT_EVERY of them."""
+        for sid in sids:
+            n = self._since_compact.get(sid, 0) + 1
+            self._since_compact[sid] = n
+            if n >= self.COMPACT_EVERY:
+                self._since_compact.pop(sid, None)
+                self.compact(sid)
 
     def _store_new(
         self,
@@ -386,6 +403,18 @@ class SqlStore:
                 self._exec(cur, "INSERT INTO other_events SELECT * FROM stage_other")
                 self._unstage(cur, "stage_other")
 
+        self._store_activity(cur, stream, activity, nbytes, counts)
+
+    def _store_activity(
+        self,
+        cur: Any,
+        stream: str,
+        activity: dict[str, list[Any]],
+        nbytes: dict[str, int],
+        counts: Counter[tuple[str, str]],
+    ) -> None:
+        """The batch's partial rows of session_streams (per session: [records, first_ns, last_ns]) and
+        type_counts (per (session, type): records)."""
         now = time.time_ns()
         sids = sorted(activity)
         self._stage(
@@ -445,36 +474,35 @@ class SqlStore:
                 SELECT session_id, scope_inst, count(*), sum({dur})
                 FROM stage_kernels WHERE scope_inst IS NOT NULL GROUP BY session_id, scope_inst""",
         )
-        # Levels of detail: the finest level is aggregated from the batch, each coarser one from the finest
-        # (far fewer rows); an existing bucket keeps whichever of its and the batch's kernels is longer.
-        base = LOD_SHIFTS[0]
-        self._materialise(
-            cur,
-            "stage_lod",
-            self._lod_select(
-                "stage_kernels",
-                f"(start_ns >> {base})",
-                "1",
-                f"{dur}",
-                "seq",
-                "start_ns",
-                "end_ns",
-                "launch_id",
-            ),
-        )
-        # Every level in one statement (one plan and scan instead of one per level).
-        levels = []
+        # Levels of detail, each aggregated from the next finer one (the aggregates merge: sums, and the
+        # longest row by a key unique per row), in one statement: 50k kernels → ~11k finest buckets → ~3k
+        # → ..., instead of every level re-reading the finest (which cost ~2x the SQL time).
+        ctes: list[str] = []
+        parts: list[str] = []
+        prev, prev_shift = "stage_kernels", 0
         for shift in LOD_SHIFTS:
-            src = self._lod_select(
-                "stage_lod", f"(b >> {shift - base})", "n", "busy", "seq", "start_ns", "end_ns", "launch_id"
+            if prev == "stage_kernels":
+                agg = self._lod_select(
+                    prev, f"(start_ns >> {shift})", "1", dur, "seq", "start_ns", "end_ns", "launch_id"
+                )
+            else:
+                agg = self._lod_select(
+                    prev,
+                    f"(b >> {shift - prev_shift})",
+                    "n",
+                    "busy",
+                    "seq",
+                    "start_ns",
+                    "end_ns",
+                    "launch_id",
+                )
+            ctes.append(f"lod{shift} AS MATERIALIZED ({agg})")
+            parts.append(
+                f"SELECT session_id, {shift}, b, device_id, stream_id, n, busy, seq, start_ns, end_ns, launch_id "
+                f"FROM lod{shift}"
             )
-            levels.append(
-                f"""SELECT session_id, {shift}, b, device_id, stream_id, n, busy, seq, start_ns, end_ns,
-                           launch_id
-                    FROM ({src}) t{shift}"""
-            )
-        self._exec(cur, "INSERT INTO kernel_lod " + " UNION ALL ".join(levels))
-        self._drop_materialised(cur, "stage_lod")
+            prev, prev_shift = f"lod{shift}", shift
+        self._exec(cur, "INSERT INTO kernel_lod WITH " + ", ".join(ctes) + " " + " UNION ALL ".join(parts))
 
     def _lod_select(
         self, src: str, bucket: str, n: str, busy: str, seq: str, start: str, end: str, launch: str
@@ -517,35 +545,44 @@ class SqlStore:
         with self._write() as cur:
             # Hold every stream's ingest lock: no batch of this session commits between read and rewrite.
             self._lock_streams(cur, [(sid, s) for s in sorted(ev.STREAMS)])
-            selects: list[tuple[str, str, int]] = [(t, q, 1) for t, q in self._COMPACT_SQL.items()]
+            for table, select in self._COMPACT_SQL.items():
+                self._temp_like(cur, "compact_tmp", table)
+                self._exec(cur, f"INSERT INTO compact_tmp {select}", [sid])
+                self._exec(cur, f"DELETE FROM {table} WHERE session_id = ?", [sid])
+                self._exec(cur, f"INSERT INTO {table} SELECT * FROM compact_tmp")
+                self._drop_materialised(cur, "compact_tmp")
+            # kernel_lod holds most of a session's summary rows (about one per three kernels at the finest
+            # level) and batches rarely share a bucket, since records arrive in time order: fold only the keys
+            # that have several rows, rather than rewrite the session's whole timeline each time (a cost that
+            # grew with the session). The rows that result are the same.
+            key = ("session_id", "level", "bucket", "device_id", "stream_id")
+            self._temp_like(cur, "compact_keys", "kernel_lod")
+            self._exec(
+                cur,
+                f"""INSERT INTO compact_keys ({", ".join(key)})
+                    SELECT {", ".join(key)} FROM kernel_lod WHERE session_id = ?
+                    GROUP BY {", ".join(key)} HAVING count(*) > 1""",
+                [sid],
+            )
+            on = " AND ".join(f"k.{c} = p.{c}" for c in key)
+            self._temp_like(cur, "compact_lod", "kernel_lod")
             for shift in LOD_SHIFTS:
-                inner = f"(SELECT * FROM kernel_lod WHERE session_id = ? AND level = {shift}) p"
+                inner = f"""(SELECT p.* FROM kernel_lod p JOIN compact_keys k ON {on}
+                             WHERE p.session_id = ? AND p.level = {shift}) p"""
                 agg = self._lod_select(
                     inner, "bucket", "n", "busy_ns", "seq", "start_ns", "end_ns", "launch_id"
                 )
-                selects.append(
-                    (
-                        "kernel_lod",
-                        f"SELECT session_id, {shift}, b, device_id, stream_id, n, busy, seq, start_ns, end_ns, "
-                        f"launch_id FROM ({agg}) t",
-                        1,
-                    )
+                self._exec(
+                    cur,
+                    f"""INSERT INTO compact_lod SELECT session_id, {shift}, b, device_id, stream_id, n, busy, seq,
+                               start_ns, end_ns, launch_id FROM ({agg}) t""",
+                    [sid],
                 )
-            done: set[str] = set()
-            self._temp_like(cur, "compact_lod", "kernel_lod")
-            for table, select, nparams in selects:
-                target = "compact_lod" if table == "kernel_lod" else "compact_tmp"
-                if table != "kernel_lod":
-                    self._temp_like(cur, "compact_tmp", table)
-                self._exec(cur, f"INSERT INTO {target} {select}", [sid] * nparams)
-                if table != "kernel_lod":
-                    self._exec(cur, f"DELETE FROM {table} WHERE session_id = ?", [sid])
-                    self._exec(cur, f"INSERT INTO {table} SELECT * FROM compact_tmp")
-                    self._drop_materialised(cur, "compact_tmp")
-                done.add(table)
-            self._exec(cur, "DELETE FROM kernel_lod WHERE session_id = ?", [sid])
+            on = " AND ".join(f"k.{c} = kernel_lod.{c}" for c in key)
+            self._exec(cur, f"DELETE FROM kernel_lod USING compact_keys k WHERE {on}")
             self._exec(cur, "INSERT INTO kernel_lod SELECT * FROM compact_lod")
             self._drop_materialised(cur, "compact_lod")
+            self._drop_materialised(cur, "compact_keys")
 
     def _store_dicts(self, cur: Any, rs: list[ev.DictEntry]) -> None:
         # The same entry is re-emitted in every segment (same id, same value): the first stored wins.
