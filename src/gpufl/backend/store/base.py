@@ -10,9 +10,11 @@ from __future__ import annotations
 import bisect
 import json
 import operator
+import os
+import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -37,6 +39,16 @@ class NotFound(LookupError):
 
 class ValueOutOfRange(ValueError):
     """A value does not fit its column (an integer past int64); the batch's transaction was rolled back."""
+
+
+class StageRefused(ValueError):
+    """The engine's JSON reader did not take a batch as msgspec did (a duplicate key, whose last value
+    msgspec keeps; an integer past int64): the caller stores the batch from its decoded records instead."""
+
+
+class _NotHere(Exception):
+    """``ingest_json`` can't store this batch as is (a check failed, a record repeats or is held already):
+    roll back and let the caller take the record path."""
 
 
 @dataclass
@@ -121,6 +133,24 @@ _TS_FIELDS = {
     "session_start": ("start_ns", "start_ns"),
     "session_end": ("end_ns", "end_ns"),
 }
+# Record types whose batches the engine may parse from JSON text itself (``SqlStore.ingest_json``): stored
+# verbatim in one table, with no float column (integers and escape-free strings read the same in any JSON
+# parser; two float parsers need not agree on every digit string).
+JSON_TYPES: dict[str, str] = {
+    tag: table for tag, table in _PLAIN.items() if all(code != "F" for _, code in TABLES[table])
+}
+_CHECKED_NS = ("start_ns", "end_ns", "ts_ns", "api_start_ns")  # gpufl.events.check: 0 <= value <= 2^63 - 1
+
+
+def _sql_literal(value: Any) -> str | None:
+    """A field's default as an SQL literal (None: no default, or null)."""
+    if value is None or value is msgspec.NODEFAULT:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise TypeError(f"no SQL literal for default {value!r}")
+    return str(value) if isinstance(value, int) else "'" + value.replace("'", "''") + "'"
+
+
 _OTHER_TS = {"dropped": "first_ns", "segments_deleted": "ts_ns", "notice": "ts_ns", "capture_gap": "start_ns"}
 _GPU_FIELDS = [f.name for f in msgspec.structs.fields(ev.GpuSample) if f.name != "device_id"]
 _HOST_FIELDS = [f.name for f in msgspec.structs.fields(ev.HostSample)]
@@ -145,7 +175,7 @@ class SqlStore:
     def _q(self, sql: str) -> str:
         return sql
 
-    def _stage(self, cur: Any, name: str, table: str, columns: dict[str, list[Any]]) -> None:
+    def _stage(self, cur: Any, name: str, table: str, columns: Mapping[str, Sequence[Any]]) -> None:
         """Make ``columns`` (all of ``table``'s columns, equal-length lists) visible as relation ``name``
         for the rest of the transaction."""
         raise NotImplementedError
@@ -211,7 +241,7 @@ class SqlStore:
         stream: str,
         records: Sequence[ev.Record],
         sizes: Sequence[int] | None = None,
-        columns: dict[type, dict[str, list[Any]]] | None = None,
+        columns: dict[type, dict[str, Sequence[Any]]] | None = None,
     ) -> IngestOutcome:
         """Store the records of one stream that the store does not hold yet; count the rest as duplicates.
 
@@ -300,6 +330,146 @@ class SqlStore:
         self._exec(cur, "INSERT INTO seq_ranges SELECT * FROM stage_ranges")
         self._unstage(cur, "stage_ranges")
 
+    json_stage: ClassVar[bool] = False
+    """The engine reads NDJSON itself (``_parse_json``), so ``ingest_json`` can store a batch."""
+
+    def _parse_json(
+        self, cur: Any, name: str, path: str, columns: Sequence[tuple[str, str, str | None]]
+    ) -> None:
+        """Make the records of the NDJSON file ``path`` a temporary table ``name`` with ``columns`` (name,
+        type code, SQL literal for an absent field or None), visible to this thread's reads and writes; or
+        raise StageRefused where the engine's reader refuses a record. Runs outside the write lock."""
+        raise NotImplementedError
+
+    def _script(self, cur: Any, statements: Sequence[str]) -> None:
+        """Run ``statements`` (no parameters) in order."""
+        for q in statements:
+            self._exec(cur, q)
+
+    def _byte_length(self, expr: str) -> str:
+        return f"octet_length({expr})"
+
+    def ingest_json(
+        self, stream: str, cls: type[ev.Record], text: bytes, count: int, nbytes: int
+    ) -> IngestOutcome | None:
+        """Store a batch of ``count`` records of one type of JSON_TYPES from its NDJSON ``text`` (one record
+        per line, no backslash, ``nbytes`` bytes without the newlines), the engine parsing it (``_parse_json``).
+
+        The caller has decoded the batch with msgspec: that decode is what makes a record valid (types,
+        required fields, literals), and the engine only supplies the values, which for such text are the
+        same (a duplicate key, where msgspec keeps the last value, makes the engine refuse the batch). The
+        rest of the contract (``gpufl.events.check``) is checked here in SQL. Returns None, having stored
+        nothing, where the record path must do it: a check fails (it finds which record and why), the
+        engine refuses the text, the batch spans sessions, or a record repeats or is held already (it
+        counts the duplicates).
+
+        Parsing and checking run before the write lock is taken, overlapping the batch being written; under
+        the lock the statements go to the engine together, because each return to Python must wait for the
+        GIL, which another request's msgspec decode can hold for tens of milliseconds."""
+        tag = ev.type_tag(cls)
+        table = JSON_TYPES.get(tag)
+        if not self.json_stage or table is None or tag not in ev.STREAM_TYPES[stream]:
+            return None
+        defaults = {f.name: f.default for f in msgspec.structs.fields(cls)}
+        columns = [(c, code, _sql_literal(defaults[c])) for c, code in TABLES[table]]
+        columns.append(("stream", "T", None))
+        name = "json_" + table
+        fd, path = tempfile.mkstemp(prefix="gpufl-batch-", suffix=".ndjson")
+        with self._read() as cur:
+            try:
+                try:
+                    with os.fdopen(fd, "wb") as fh:
+                        fh.write(text)
+                    self._parse_json(cur, name, path, columns)
+                finally:
+                    os.unlink(path)
+                return self._ingest_parsed(cur, stream, tag, table, name, columns, count, nbytes)
+            except StageRefused:
+                return None
+            finally:
+                self._exec(cur, f"DROP TABLE IF EXISTS {name}")
+
+    def _ingest_parsed(
+        self,
+        read_cur: Any,
+        stream: str,
+        tag: str,
+        table: str,
+        name: str,
+        columns: list[tuple[str, str, str | None]],
+        count: int,
+        nbytes: int,
+    ) -> IngestOutcome | None:
+        names = {c for c, _, _ in columns}
+        blen = self._byte_length("session_id")
+        checks = [
+            "count(*)",
+            "min(session_id)",
+            "max(session_id)",
+            # Bytes bound characters from above: within 1..64 bytes is within 1..64 characters; a longer
+            # id in bytes goes to the record path, which counts characters.
+            f"min({blen})",
+            f"max({blen})",
+            "min(seq)",
+            "max(seq)",
+            "count(DISTINCT seq)",
+            "count(*) FILTER (WHERE stream <> ?)",
+            "count(*) FILTER (WHERE end_ns < start_ns)" if {"start_ns", "end_ns"} <= names else "0",
+            *(f"min({c})" for c in _CHECKED_NS if c in names),  # the maximum is a BIGINT's
+        ]
+        row = self._exec(read_cur, f"SELECT {', '.join(checks)} FROM {name}", [stream]).fetchall()[0]
+        n, sid, sid_max, bmin, bmax, lo, hi, distinct, off_stream, reversed_, *mins = row
+        if (
+            n != count
+            or sid != sid_max
+            or bmin < 1
+            or bmax > 64
+            or lo < 0
+            or off_stream
+            or reversed_
+            or any(v is not None and v < 0 for v in mins)
+        ):
+            return None
+        try:
+            with self._write() as cur:
+                self._lock_streams(cur, [(sid, stream)])
+                rows = self._exec(
+                    cur,
+                    "SELECT lo, hi FROM seq_ranges WHERE session_id = ? AND stream = ? ORDER BY lo",
+                    [sid, stream],
+                ).fetchall()
+                ranges = [(int(a), int(b)) for a, b in rows]
+                if distinct != n or any(a <= hi and b >= lo for a, b in ranges):
+                    raise _NotHere
+                if n == hi - lo + 1:  # gap-free (the usual batch): one run
+                    merged = merge_ranges([*ranges, (lo, hi)], [])
+                else:
+                    seqs = self._exec(cur, f"SELECT seq FROM {name} ORDER BY seq").fetchall()
+                    merged = merge_ranges(ranges, [int(r[0]) for r in seqs])
+                # No value from the records is spliced into this SQL: the session id comes from the staged
+                # table, the rest are integers and names of this module's.
+                sid_q = f"(SELECT min(session_id) FROM {name})"
+                script = [
+                    f"DELETE FROM seq_ranges WHERE session_id = {sid_q} AND stream = '{stream}'",
+                    f"INSERT INTO seq_ranges SELECT s.sid, '{stream}', r.lo, r.hi FROM (VALUES "
+                    + ", ".join(f"({int(a)}, {int(b)})" for a, b in merged)
+                    + f") r(lo, hi), (SELECT min(session_id) AS sid FROM {name}) s",
+                    f"INSERT INTO {table} SELECT {', '.join(c for c, _ in TABLES[table])} FROM {name}",
+                ]
+                if tag == "kernel":
+                    script += self._kernel_summary_sql(name)
+                a, b = _TS_FIELDS.get(tag, ("NULL", "NULL"))
+                script += [
+                    f"""INSERT INTO session_streams SELECT session_id, '{stream}', count(*), min({a}), max({b}),
+                               {int(nbytes)}, {time.time_ns()} FROM {name} GROUP BY session_id""",
+                    f"INSERT INTO type_counts SELECT session_id, '{tag}', count(*) FROM {name} GROUP BY session_id",
+                ]
+                self._script(cur, script)
+        except _NotHere:
+            return None
+        self._count_batch([sid])
+        return IngestOutcome(stored=count)
+
     def _count_batch(self, sids: Iterable[str]) -> None:
         """One more batch stored for each of ``sids``: compact a session every COMPACT_EVERY of them."""
         for sid in sids:
@@ -315,7 +485,7 @@ class SqlStore:
         stream: str,
         recs: list[ev.Record],
         nbytes: dict[str, int],
-        columns: dict[type, dict[str, list[Any]]] | None = None,
+        columns: dict[type, dict[str, Sequence[Any]]] | None = None,
     ) -> None:
         by_cls: dict[type, list[Any]] = defaultdict(list)
         if columns is not None and len(columns) == 1:
@@ -326,7 +496,7 @@ class SqlStore:
         by_type = {ev.type_tag(t): rs for t, rs in by_cls.items()}
         pre = {ev.type_tag(t): c for t, c in (columns or {}).items()}
 
-        def col(rs: list[Any], name: str, tag: str) -> list[Any]:
+        def col(rs: list[Any], name: str, tag: str) -> Sequence[Any]:
             c = pre.get(tag)
             return c[name] if c is not None else list(map(operator.attrgetter(name), rs))
 
@@ -334,21 +504,23 @@ class SqlStore:
         activity: dict[str, list[Any]] = {}
         counts: Counter[tuple[str, str]] = Counter()
 
-        def note(sids: list[str], lo: list[int | None], hi: list[int | None]) -> None:
-            groups: dict[str, tuple[list[int | None], list[int | None]]]
+        def note(sids: Sequence[str], lo: Sequence[int | None], hi: Sequence[int | None]) -> None:
+            groups: dict[str, tuple[Sequence[int | None], Sequence[int | None]]]
             if len(set(sids)) == 1:
                 groups = {sids[0]: (lo, hi)}
             else:
-                groups = {}
+                lists: dict[str, tuple[list[int | None], list[int | None]]] = {}
                 for s_, a_, b_ in zip(sids, lo, hi, strict=True):
-                    g = groups.setdefault(s_, ([], []))
+                    g = lists.setdefault(s_, ([], []))
                     g[0].append(a_)
                     g[1].append(b_)
+                groups = dict(lists)
             for s_, (los, his) in groups.items():
                 act = activity.setdefault(s_, [0, None, None])
                 act[0] += len(los)
-                lo_v = [v for v in los if v is not None]
-                hi_v = [v for v in his if v is not None]
+                # `None in` scans in C; most columns (a kernel's start and end) have no None to drop.
+                lo_v: Sequence[int] = [v for v in los if v is not None] if None in los else los  # type: ignore[assignment]
+                hi_v: Sequence[int] = [v for v in his if v is not None] if None in his else his  # type: ignore[assignment]
                 if lo_v:
                     act[1] = min(lo_v) if act[1] is None else min(act[1], min(lo_v))
                 if hi_v:
@@ -455,33 +627,30 @@ class SqlStore:
 
     def _kernel_summaries(self, cur: Any) -> None:
         """Fold the staged kernels (relation stage_kernels) into the ingest-time summaries."""
+        self._script(cur, self._kernel_summary_sql("stage_kernels"))
+
+    def _kernel_summary_sql(self, src: str) -> list[str]:
+        """The statements folding the kernels of relation ``src`` into the ingest-time summaries."""
         dur = "(end_ns - start_ns)"
-        self._exec(
-            cur,
+        out = [
             f"""INSERT INTO kernel_stats
                 SELECT session_id, launch_id, count(*), sum({dur}), min({dur}), max({dur})
-                FROM stage_kernels GROUP BY session_id, launch_id""",
-        )
-        self._exec(
-            cur,
+                FROM {src} GROUP BY session_id, launch_id""",
             f"""INSERT INTO kernel_sketch
                 SELECT session_id, launch_id, {sketch.sql_key(dur)} AS b, count(*)
-                FROM stage_kernels GROUP BY session_id, launch_id, b""",
-        )
-        self._exec(
-            cur,
+                FROM {src} GROUP BY session_id, launch_id, b""",
             f"""INSERT INTO kernel_scopes
                 SELECT session_id, scope_inst, count(*), sum({dur})
-                FROM stage_kernels WHERE scope_inst IS NOT NULL GROUP BY session_id, scope_inst""",
-        )
+                FROM {src} WHERE scope_inst IS NOT NULL GROUP BY session_id, scope_inst""",
+        ]
         # Levels of detail, each aggregated from the next finer one (the aggregates merge: sums, and the
         # longest row by a key unique per row), in one statement: 50k kernels → ~11k finest buckets → ~3k
         # → ..., instead of every level re-reading the finest (which cost ~2x the SQL time).
         ctes: list[str] = []
         parts: list[str] = []
-        prev, prev_shift = "stage_kernels", 0
+        prev, prev_shift = src, 0
         for shift in LOD_SHIFTS:
-            if prev == "stage_kernels":
+            if prev == src:
                 agg = self._lod_select(
                     prev, f"(start_ns >> {shift})", "1", dur, "seq", "start_ns", "end_ns", "launch_id"
                 )
@@ -502,7 +671,8 @@ class SqlStore:
                 f"FROM lod{shift}"
             )
             prev, prev_shift = f"lod{shift}", shift
-        self._exec(cur, "INSERT INTO kernel_lod WITH " + ", ".join(ctes) + " " + " UNION ALL ".join(parts))
+        out.append("INSERT INTO kernel_lod WITH " + ", ".join(ctes) + " " + " UNION ALL ".join(parts))
+        return out
 
     def _lod_select(
         self, src: str, bucket: str, n: str, busy: str, seq: str, start: str, end: str, launch: str

@@ -7,7 +7,7 @@ re-delivered batch store it once.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -54,7 +54,7 @@ class PostgresStore(SqlStore):
         # Shared SQL uses DB-API qmark placeholders; psycopg wants %s (no literal % in our SQL).
         return sql.replace("?", "%s")
 
-    def _stage(self, cur: Any, name: str, table: str, columns: dict[str, list[Any]]) -> None:
+    def _stage(self, cur: Any, name: str, table: str, columns: Mapping[str, Sequence[Any]]) -> None:
         names = [c for c, _ in TABLES[table]]
         cur.execute(f"CREATE TEMP TABLE {name} (LIKE {table}) ON COMMIT DROP")
         try:
