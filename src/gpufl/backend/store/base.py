@@ -643,39 +643,38 @@ class SqlStore:
                 SELECT session_id, scope_inst, count(*), sum({dur})
                 FROM {src} WHERE scope_inst IS NOT NULL GROUP BY session_id, scope_inst""",
         ]
-        # Levels of detail, each aggregated from the next finer one (the aggregates merge: sums, and the
-        # longest row by a key unique per row), in one statement: 50k kernels → ~11k finest buckets → ~3k
-        # → ..., instead of every level re-reading the finest (which cost ~2x the SQL time).
-        ctes: list[str] = []
-        parts: list[str] = []
-        prev, prev_shift = src, 0
-        for shift in LOD_SHIFTS:
-            if prev == src:
-                agg = self._lod_select(
-                    prev, f"(start_ns >> {shift})", "1", dur, "seq", "start_ns", "end_ns", "launch_id"
-                )
-            else:
-                agg = self._lod_select(
-                    prev,
-                    f"(b >> {shift - prev_shift})",
-                    "n",
-                    "busy",
-                    "seq",
-                    "start_ns",
-                    "end_ns",
-                    "launch_id",
-                )
-            ctes.append(f"lod{shift} AS MATERIALIZED ({agg})")
-            parts.append(
-                f"SELECT session_id, {shift}, b, device_id, stream_id, n, busy, seq, start_ns, end_ns, launch_id "
-                f"FROM lod{shift}"
-            )
-            prev, prev_shift = f"lod{shift}", shift
-        out.append("INSERT INTO kernel_lod WITH " + ", ".join(ctes) + " " + " UNION ALL ".join(parts))
+        # Levels of detail: the finest level aggregated from the batch, then every level at once from the
+        # finest (a cross join with the levels, one GROUP BY): the aggregates merge (sums, and the longest
+        # row by a key unique per row), so this is the same as aggregating the kernels at each level, and
+        # one statement with two aggregations costs less than one per level (~2x for 15k-kernel batches).
+        base = LOD_SHIFTS[0]
+        finest = self._lod_select(
+            src, f"(start_ns >> {base})", "1", dur, "seq", "start_ns", "end_ns", "launch_id"
+        )
+        levels = ", ".join(f"({s})" for s in LOD_SHIFTS)
+        every = self._lod_select(
+            "x", f"(b >> (level - {base}))", "n", "busy", "seq", "start_ns", "end_ns", "launch_id", by="level"
+        )
+        out.append(
+            f"""INSERT INTO kernel_lod
+                WITH f AS MATERIALIZED ({finest}),
+                     x AS (SELECT f.*, l.level FROM f CROSS JOIN (VALUES {levels}) l(level))
+                SELECT session_id, level, b, device_id, stream_id, n, busy, seq, start_ns, end_ns, launch_id
+                FROM ({every}) t"""
+        )
         return out
 
     def _lod_select(
-        self, src: str, bucket: str, n: str, busy: str, seq: str, start: str, end: str, launch: str
+        self,
+        src: str,
+        bucket: str,
+        n: str,
+        busy: str,
+        seq: str,
+        start: str,
+        end: str,
+        launch: str,
+        by: str = "",
     ) -> str:
         """SELECT session_id, b, device_id, stream_id, n, busy, seq, start_ns, end_ns, launch_id: per bucket
         of ``src``, the sums of ``n`` and ``busy`` and the longest row (ties: lowest seq)."""
@@ -736,18 +735,16 @@ class SqlStore:
             )
             on = " AND ".join(f"k.{c} = p.{c}" for c in key)
             self._temp_like(cur, "compact_lod", "kernel_lod")
-            for shift in LOD_SHIFTS:
-                inner = f"""(SELECT p.* FROM kernel_lod p JOIN compact_keys k ON {on}
-                             WHERE p.session_id = ? AND p.level = {shift}) p"""
-                agg = self._lod_select(
-                    inner, "bucket", "n", "busy_ns", "seq", "start_ns", "end_ns", "launch_id"
-                )
-                self._exec(
-                    cur,
-                    f"""INSERT INTO compact_lod SELECT session_id, {shift}, b, device_id, stream_id, n, busy, seq,
-                               start_ns, end_ns, launch_id FROM ({agg}) t""",
-                    [sid],
-                )
+            inner = f"(SELECT p.* FROM kernel_lod p JOIN compact_keys k ON {on} WHERE p.session_id = ?) p"
+            agg = self._lod_select(
+                inner, "bucket", "n", "busy_ns", "seq", "start_ns", "end_ns", "launch_id", by="level"
+            )
+            self._exec(
+                cur,
+                f"""INSERT INTO compact_lod SELECT session_id, level, b, device_id, stream_id, n, busy, seq,
+                           start_ns, end_ns, launch_id FROM ({agg}) t""",
+                [sid],
+            )
             on = " AND ".join(f"k.{c} = kernel_lod.{c}" for c in key)
             self._exec(cur, f"DELETE FROM kernel_lod USING compact_keys k WHERE {on}")
             self._exec(cur, "INSERT INTO kernel_lod SELECT * FROM compact_lod")

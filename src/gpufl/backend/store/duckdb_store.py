@@ -104,15 +104,25 @@ class DuckDBStore(SqlStore):
         return f"strlen({expr})"
 
     def _lod_select(
-        self, src: str, bucket: str, n: str, busy: str, seq: str, start: str, end: str, launch: str
+        self,
+        src: str,
+        bucket: str,
+        n: str,
+        busy: str,
+        seq: str,
+        start: str,
+        end: str,
+        launch: str,
+        by: str = "",
     ) -> str:
         # arg_max over a key unique per row (duration, then lowest seq): every field comes from the same
         # (longest) row. HUGEINT so that no duration can overflow it.
         key = f"(CAST({end} - {start} AS HUGEINT) * 18446744073709551616 - {seq})"
-        return f"""SELECT session_id, {bucket} AS b, device_id, stream_id, sum({n}) AS n, sum({busy}) AS busy,
+        by = f"{by}, " if by else ""
+        return f"""SELECT {by}session_id, {bucket} AS b, device_id, stream_id, sum({n}) AS n, sum({busy}) AS busy,
                           arg_max({seq}, {key}) AS seq, arg_max({start}, {key}) AS start_ns,
                           arg_max({end}, {key}) AS end_ns, arg_max({launch}, {key}) AS launch_id
-                   FROM {src} GROUP BY session_id, {bucket}, device_id, stream_id"""
+                   FROM {src} GROUP BY {by}session_id, {bucket}, device_id, stream_id"""
 
     def _materialise(self, cur: Any, name: str, select: str) -> None:
         cur.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {select}")

@@ -72,14 +72,24 @@ class PostgresStore(SqlStore):
             cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"{stream}:{sid}"])
 
     def _lod_select(
-        self, src: str, bucket: str, n: str, busy: str, seq: str, start: str, end: str, launch: str
+        self,
+        src: str,
+        bucket: str,
+        n: str,
+        busy: str,
+        seq: str,
+        start: str,
+        end: str,
+        launch: str,
+        by: str = "",
     ) -> str:
         # The same ORDER BY for every array_agg: all four fields come from the same (longest) row.
         o = f"ORDER BY {end} - {start} DESC, {seq}"
-        return f"""SELECT session_id, {bucket} AS b, device_id, stream_id, sum({n}) AS n, sum({busy}) AS busy,
+        by = f"{by}, " if by else ""
+        return f"""SELECT {by}session_id, {bucket} AS b, device_id, stream_id, sum({n}) AS n, sum({busy}) AS busy,
                           (array_agg({seq} {o}))[1] AS seq, (array_agg({start} {o}))[1] AS start_ns,
                           (array_agg({end} {o}))[1] AS end_ns, (array_agg({launch} {o}))[1] AS launch_id
-                   FROM {src} GROUP BY session_id, {bucket}, device_id, stream_id"""
+                   FROM {src} GROUP BY {by}session_id, {bucket}, device_id, stream_id"""
 
     def _materialise(self, cur: Any, name: str, select: str) -> None:
         cur.execute(f"CREATE TEMP TABLE {name} ON COMMIT DROP AS {select}")
