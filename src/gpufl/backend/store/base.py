@@ -368,7 +368,12 @@ class SqlStore:
         GIL, which another request's msgspec decode can hold for tens of milliseconds."""
         tag = ev.type_tag(cls)
         table = JSON_TYPES.get(tag)
-        if not self.json_stage or table is None or tag not in ev.STREAM_TYPES[stream]:
+        if (
+            not self.json_stage
+            or table is None
+            or stream not in ev.STREAMS
+            or tag not in ev.STREAM_TYPES[stream]
+        ):
             return None
         defaults = {f.name: f.default for f in msgspec.structs.fields(cls)}
         columns = [(c, code, _sql_literal(defaults[c])) for c, code in TABLES[table]]
@@ -387,7 +392,7 @@ class SqlStore:
             except StageRefused:
                 return None
             finally:
-                self._exec(cur, f"DROP TABLE IF EXISTS {name}")
+                self._script(cur, [f"DROP TABLE IF EXISTS {name}", f"DROP TABLE IF EXISTS {name}_facts"])
 
     def _ingest_parsed(
         self,
@@ -402,32 +407,45 @@ class SqlStore:
     ) -> IngestOutcome | None:
         names = {c for c, _, _ in columns}
         blen = self._byte_length("session_id")
-        checks = [
-            "count(*)",
-            "min(session_id)",
-            "max(session_id)",
+        first, last = _TS_FIELDS[tag]
+        # The batch's facts, kept in a one-row table so that the writes below take the session id from
+        # it: no value of a record is spliced into SQL (``stream`` and ``tag`` are this module's names).
+        facts = {
+            "n": "count(*)",
+            "sid": "min(session_id)",
+            "sid_max": "max(session_id)",
             # Bytes bound characters from above: within 1..64 bytes is within 1..64 characters; a longer
             # id in bytes goes to the record path, which counts characters.
-            f"min({blen})",
-            f"max({blen})",
-            "min(seq)",
-            "max(seq)",
-            "count(DISTINCT seq)",
-            "count(*) FILTER (WHERE stream <> ?)",
-            "count(*) FILTER (WHERE end_ns < start_ns)" if {"start_ns", "end_ns"} <= names else "0",
-            *(f"min({c})" for c in _CHECKED_NS if c in names),  # the maximum is a BIGINT's
-        ]
-        row = self._exec(read_cur, f"SELECT {', '.join(checks)} FROM {name}", [stream]).fetchall()[0]
-        n, sid, sid_max, bmin, bmax, lo, hi, distinct, off_stream, reversed_, *mins = row
+            "sid_bytes_min": f"min({blen})",
+            "sid_bytes_max": f"max({blen})",
+            "lo": "min(seq)",
+            "hi": "max(seq)",
+            "seqs": "count(DISTINCT seq)",
+            "off_stream": f"count(*) FILTER (WHERE stream <> '{stream}')",
+            "reversed": "count(*) FILTER (WHERE end_ns < start_ns)"
+            if {"start_ns", "end_ns"} <= names
+            else "0",
+            "first_ns": f"min({first})",
+            "last_ns": f"max({last})",
+            **{f"min_{c}": f"min({c})" for c in _CHECKED_NS if c in names},  # the maximum is a BIGINT's
+        }
+        self._exec(
+            read_cur,
+            f"CREATE OR REPLACE TEMP TABLE {name}_facts AS SELECT "
+            + ", ".join(f"{e} AS {k}" for k, e in facts.items())
+            + f" FROM {name}",
+        )
+        row = dict(zip(facts, self._exec(read_cur, f"SELECT * FROM {name}_facts").fetchall()[0], strict=True))
+        n, sid, lo, hi = row["n"], row["sid"], row["lo"], row["hi"]
         if (
             n != count
-            or sid != sid_max
-            or bmin < 1
-            or bmax > 64
+            or sid != row["sid_max"]
+            or row["sid_bytes_min"] < 1
+            or row["sid_bytes_max"] > 64
             or lo < 0
-            or off_stream
-            or reversed_
-            or any(v is not None and v < 0 for v in mins)
+            or row["off_stream"]
+            or row["reversed"]
+            or any(v is not None and v < 0 for k, v in row.items() if k.startswith("min_"))
         ):
             return None
         try:
@@ -439,30 +457,27 @@ class SqlStore:
                     [sid, stream],
                 ).fetchall()
                 ranges = [(int(a), int(b)) for a, b in rows]
-                if distinct != n or any(a <= hi and b >= lo for a, b in ranges):
+                if row["seqs"] != n or any(a <= hi and b >= lo for a, b in ranges):
                     raise _NotHere
                 if n == hi - lo + 1:  # gap-free (the usual batch): one run
                     merged = merge_ranges([*ranges, (lo, hi)], [])
                 else:
                     seqs = self._exec(cur, f"SELECT seq FROM {name} ORDER BY seq").fetchall()
                     merged = merge_ranges(ranges, [int(r[0]) for r in seqs])
-                # No value from the records is spliced into this SQL: the session id comes from the staged
-                # table, the rest are integers and names of this module's.
-                sid_q = f"(SELECT min(session_id) FROM {name})"
+                the_sid = f"(SELECT sid FROM {name}_facts)"
                 script = [
-                    f"DELETE FROM seq_ranges WHERE session_id = {sid_q} AND stream = '{stream}'",
-                    f"INSERT INTO seq_ranges SELECT s.sid, '{stream}', r.lo, r.hi FROM (VALUES "
+                    f"DELETE FROM seq_ranges WHERE session_id = {the_sid} AND stream = '{stream}'",
+                    f"INSERT INTO seq_ranges SELECT f.sid, '{stream}', r.lo, r.hi FROM (VALUES "
                     + ", ".join(f"({int(a)}, {int(b)})" for a, b in merged)
-                    + f") r(lo, hi), (SELECT min(session_id) AS sid FROM {name}) s",
+                    + f") r(lo, hi), {name}_facts f",
                     f"INSERT INTO {table} SELECT {', '.join(c for c, _ in TABLES[table])} FROM {name}",
                 ]
                 if tag == "kernel":
                     script += self._kernel_summary_sql(name)
-                a, b = _TS_FIELDS.get(tag, ("NULL", "NULL"))
                 script += [
-                    f"""INSERT INTO session_streams SELECT session_id, '{stream}', count(*), min({a}), max({b}),
-                               {int(nbytes)}, {time.time_ns()} FROM {name} GROUP BY session_id""",
-                    f"INSERT INTO type_counts SELECT session_id, '{tag}', count(*) FROM {name} GROUP BY session_id",
+                    f"""INSERT INTO session_streams SELECT sid, '{stream}', n, first_ns, last_ns, {int(nbytes)},
+                               {time.time_ns()} FROM {name}_facts""",
+                    f"INSERT INTO type_counts SELECT sid, '{tag}', n FROM {name}_facts",
                 ]
                 self._script(cur, script)
         except _NotHere:
