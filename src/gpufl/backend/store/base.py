@@ -429,11 +429,13 @@ class SqlStore:
             "last_ns": f"max({last})",
             **{f"min_{c}": f"min({c})" for c in _CHECKED_NS if c in names},  # the maximum is a BIGINT's
         }
-        self._exec(
+        self._script(
             read_cur,
-            f"CREATE OR REPLACE TEMP TABLE {name}_facts AS SELECT "
-            + ", ".join(f"{e} AS {k}" for k, e in facts.items())
-            + f" FROM {name}",
+            [
+                f"CREATE OR REPLACE TEMP TABLE {name}_facts AS SELECT "
+                + ", ".join(f"{e} AS {k}" for k, e in facts.items())
+                + f" FROM {name}"
+            ],
         )
         row = dict(zip(facts, self._exec(read_cur, f"SELECT * FROM {name}_facts").fetchall()[0], strict=True))
         n, sid, lo, hi = row["n"], row["sid"], row["lo"], row["hi"]
