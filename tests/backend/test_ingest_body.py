@@ -349,3 +349,16 @@ def test_a_whole_batch_failing_one_check(
     assert answer(got) == answer(by_records(reference, route, body))
     assert dump(store) == dump(reference)
     assert got.stored == (50 if sid == "é" * 33 else 0)
+
+
+def test_without_a_usable_temp_directory_the_python_path_stores_the_batch(
+    store: SqlStore,
+    reference: SqlStore,
+    json_calls: list[bool],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "missing"))
+    ks = lines(kernels(SessionFactory("notmp"), 100))
+    same_as_records(store, reference, [("device", body_of(ks))])
+    assert json_calls == ([False] if store.json_stage else [])

@@ -379,13 +379,18 @@ class SqlStore:
         columns = [(c, code, _sql_literal(defaults[c])) for c, code in TABLES[table]]
         columns.append(("stream", "T", None))
         name = "json_" + table
-        fd, path = tempfile.mkstemp(prefix="gpufl-batch-", suffix=".ndjson")
         with self._read() as cur:
             try:
+                try:
+                    fd, path = tempfile.mkstemp(prefix="gpufl-batch-", suffix=".ndjson")
+                except OSError:
+                    return None  # no writable temp directory: the Python path needs none
                 try:
                     with os.fdopen(fd, "wb") as fh:
                         fh.write(text)
                     self._parse_json(cur, name, path, columns)
+                except OSError:
+                    return None  # e.g. the temp directory is full
                 finally:
                     os.unlink(path)
                 return self._ingest_parsed(cur, stream, tag, table, name, columns, count, nbytes)
