@@ -139,6 +139,7 @@ _TS_FIELDS = {
 JSON_TYPES: dict[str, str] = {
     tag: table for tag, table in _PLAIN.items() if all(code != "F" for _, code in TABLES[table])
 }
+_SUMMARY_SUFFIXES = ("_kernel_stats", "_kernel_sketch", "_kernel_scopes", "_kernel_lod")
 _CHECKED_NS = ("start_ns", "end_ns", "ts_ns", "api_start_ns")  # gpufl.events.check: 0 <= value <= 2^63 - 1
 
 
@@ -397,7 +398,10 @@ class SqlStore:
             except StageRefused:
                 return None
             finally:
-                self._script(cur, [f"DROP TABLE IF EXISTS {name}", f"DROP TABLE IF EXISTS {name}_facts"])
+                self._script(
+                    cur,
+                    [f"DROP TABLE IF EXISTS {name}{suffix}" for suffix in ("", "_facts", *_SUMMARY_SUFFIXES)],
+                )
 
     def _ingest_parsed(
         self,
@@ -434,12 +438,16 @@ class SqlStore:
             "last_ns": f"max({last})",
             **{f"min_{c}": f"min({c})" for c in _CHECKED_NS if c in names},  # the maximum is a BIGINT's
         }
+        # The summaries' rows too are computed here, outside the write lock (only the batch's rows are
+        # needed), so that under the lock they are only appended.
+        summaries = self._kernel_summary_selects(name) if tag == "kernel" else []
         self._script(
             read_cur,
             [
                 f"CREATE OR REPLACE TEMP TABLE {name}_facts AS SELECT "
                 + ", ".join(f"{e} AS {k}" for k, e in facts.items())
-                + f" FROM {name}"
+                + f" FROM {name}",
+                *(f"CREATE OR REPLACE TEMP TABLE {name}_{t} AS {q}" for t, q in summaries),
             ],
         )
         row = dict(zip(facts, self._exec(read_cur, f"SELECT * FROM {name}_facts").fetchall()[0], strict=True))
@@ -479,8 +487,7 @@ class SqlStore:
                     + f") r(lo, hi), {name}_facts f",
                     f"INSERT INTO {table} SELECT {', '.join(c for c, _ in TABLES[table])} FROM {name}",
                 ]
-                if tag == "kernel":
-                    script += self._kernel_summary_sql(name)
+                script += [f"INSERT INTO {t} SELECT * FROM {name}_{t}" for t, _ in summaries]
                 script += [
                     f"""INSERT INTO session_streams SELECT sid, '{stream}', n, first_ns, last_ns, {int(nbytes)},
                                {time.time_ns()} FROM {name}_facts""",
@@ -649,21 +656,27 @@ class SqlStore:
 
     def _kernel_summaries(self, cur: Any) -> None:
         """Fold the staged kernels (relation stage_kernels) into the ingest-time summaries."""
-        self._script(cur, self._kernel_summary_sql("stage_kernels"))
+        self._script(cur, [f"INSERT INTO {t} {q}" for t, q in self._kernel_summary_selects("stage_kernels")])
 
-    def _kernel_summary_sql(self, src: str) -> list[str]:
-        """The statements folding the kernels of relation ``src`` into the ingest-time summaries."""
+    def _kernel_summary_selects(self, src: str) -> list[tuple[str, str]]:
+        """(summary table, query giving its rows) for the kernels of relation ``src``."""
         dur = "(end_ns - start_ns)"
         out = [
-            f"""INSERT INTO kernel_stats
-                SELECT session_id, launch_id, count(*), sum({dur}), min({dur}), max({dur})
-                FROM {src} GROUP BY session_id, launch_id""",
-            f"""INSERT INTO kernel_sketch
-                SELECT session_id, launch_id, {sketch.sql_key(dur)} AS b, count(*)
-                FROM {src} GROUP BY session_id, launch_id, b""",
-            f"""INSERT INTO kernel_scopes
-                SELECT session_id, scope_inst, count(*), sum({dur})
-                FROM {src} WHERE scope_inst IS NOT NULL GROUP BY session_id, scope_inst""",
+            (
+                "kernel_stats",
+                f"""SELECT session_id, launch_id, count(*), sum({dur}), min({dur}), max({dur})
+                    FROM {src} GROUP BY session_id, launch_id""",
+            ),
+            (
+                "kernel_sketch",
+                f"""SELECT session_id, launch_id, {sketch.sql_key(dur)} AS b, count(*)
+                    FROM {src} GROUP BY session_id, launch_id, b""",
+            ),
+            (
+                "kernel_scopes",
+                f"""SELECT session_id, scope_inst, count(*), sum({dur})
+                    FROM {src} WHERE scope_inst IS NOT NULL GROUP BY session_id, scope_inst""",
+            ),
         ]
         # Levels of detail: the finest level aggregated from the batch, then every level at once from the
         # finest (a cross join with the levels, one GROUP BY): the aggregates merge (sums, and the longest
@@ -678,11 +691,13 @@ class SqlStore:
             "x", f"(b >> (level - {base}))", "n", "busy", "seq", "start_ns", "end_ns", "launch_id", by="level"
         )
         out.append(
-            f"""INSERT INTO kernel_lod
-                WITH f AS MATERIALIZED ({finest}),
-                     x AS (SELECT f.*, l.level FROM f CROSS JOIN (VALUES {levels}) l(level))
-                SELECT session_id, level, b, device_id, stream_id, n, busy, seq, start_ns, end_ns, launch_id
-                FROM ({every}) t"""
+            (
+                "kernel_lod",
+                f"""WITH f AS MATERIALIZED ({finest}),
+                         x AS (SELECT f.*, l.level FROM f CROSS JOIN (VALUES {levels}) l(level))
+                    SELECT session_id, level, b, device_id, stream_id, n, busy, seq, start_ns, end_ns, launch_id
+                    FROM ({every}) t""",
+            )
         )
         return out
 
