@@ -1,8 +1,8 @@
 """The ingest path shared by HTTP and Kafka: body → records → validate → dedup + store.
 
-A batch is first decoded whole, in one msgspec call, and checked column-wise; only a batch holding a bad
-record (or one the store can't take as is) is redone record by record (``gpufl.events.decode``), so that
-one bad record is rejected with its reason while the rest of the batch is stored.
+A batch is first decoded whole (msgspec, in chunks of whole lines) and checked column-wise; only a batch
+with a bad record (or one the store can't take as is) is redone record by record (``gpufl.events.decode``),
+so that one bad record is rejected with its reason while the rest of the batch is stored.
 
 Where the store can parse NDJSON itself (DuckDB's ``read_json``, which runs without the GIL), a batch of
 one bulk record type goes to it as text: msgspec's decode stays the judge of what is valid, the store's

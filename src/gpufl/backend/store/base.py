@@ -139,7 +139,6 @@ _TS_FIELDS = {
 JSON_TYPES: dict[str, str] = {
     tag: table for tag, table in _PLAIN.items() if all(code != "F" for _, code in TABLES[table])
 }
-_SUMMARY_SUFFIXES = ("_kernel_stats", "_kernel_sketch", "_kernel_scopes", "_kernel_lod")
 _CHECKED_NS = ("start_ns", "end_ns", "ts_ns", "api_start_ns")  # gpufl.events.check: 0 <= value <= 2^63 - 1
 
 
@@ -364,9 +363,9 @@ class SqlStore:
         engine refuses the text, the batch spans sessions, or a record repeats or is held already (it
         counts the duplicates).
 
-        Parsing and checking run before the write lock is taken, overlapping the batch being written; under
-        the lock the statements go to the engine together, because each return to Python must wait for the
-        GIL, which another request's msgspec decode can hold for tens of milliseconds."""
+        Parsing, checking and the summaries' rows are done before the write lock is taken, overlapping the
+        batch being written; under the lock the statements go to the engine together, because each return
+        to Python has to wait for the GIL while another request's thread runs Python."""
         tag = ev.type_tag(cls)
         table = JSON_TYPES.get(tag)
         if (
@@ -398,10 +397,12 @@ class SqlStore:
             except StageRefused:
                 return None
             finally:
-                self._script(
-                    cur,
-                    [f"DROP TABLE IF EXISTS {name}{suffix}" for suffix in ("", "_facts", *_SUMMARY_SUFFIXES)],
-                )
+                temps = [
+                    name,
+                    f"{name}_facts",
+                    *(f"{name}_{t}" for t, _ in self._kernel_summary_selects(name)),
+                ]
+                self._script(cur, [f"DROP TABLE IF EXISTS {t}" for t in temps])
 
     def _ingest_parsed(
         self,
@@ -715,10 +716,6 @@ class SqlStore:
     ) -> str:
         """SELECT session_id, b, device_id, stream_id, n, busy, seq, start_ns, end_ns, launch_id: per bucket
         of ``src``, the sums of ``n`` and ``busy`` and the longest row (ties: lowest seq)."""
-        raise NotImplementedError
-
-    def _materialise(self, cur: Any, name: str, select: str) -> None:
-        """A temporary table ``name`` holding ``select``'s rows for the rest of the transaction."""
         raise NotImplementedError
 
     def _drop_materialised(self, cur: Any, name: str) -> None:

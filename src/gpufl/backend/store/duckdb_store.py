@@ -124,9 +124,6 @@ class DuckDBStore(SqlStore):
                           arg_max({end}, {key}) AS end_ns, arg_max({launch}, {key}) AS launch_id
                    FROM {src} GROUP BY {by}session_id, {bucket}, device_id, stream_id"""
 
-    def _materialise(self, cur: Any, name: str, select: str) -> None:
-        cur.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {select}")
-
     def _temp_like(self, cur: Any, name: str, table: str) -> None:
         cur.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {table} LIMIT 0")
 

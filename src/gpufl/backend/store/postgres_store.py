@@ -91,9 +91,6 @@ class PostgresStore(SqlStore):
                           (array_agg({end} {o}))[1] AS end_ns, (array_agg({launch} {o}))[1] AS launch_id
                    FROM {src} GROUP BY {by}session_id, {bucket}, device_id, stream_id"""
 
-    def _materialise(self, cur: Any, name: str, select: str) -> None:
-        cur.execute(f"CREATE TEMP TABLE {name} ON COMMIT DROP AS {select}")
-
     def _temp_like(self, cur: Any, name: str, table: str) -> None:
         cur.execute(f"CREATE TEMP TABLE {name} (LIKE {table}) ON COMMIT DROP")
 
