@@ -95,6 +95,11 @@ def serve(argv: Sequence[str]) -> None:
     from gpufl.backend.app import create_app
 
     app = create_app(settings, store)
+    # DuckDB's Python client takes the GIL between execution tasks (to check for Ctrl-C), many times per
+    # statement: with the default 5 ms switch interval each take can wait 5 ms while another request's
+    # thread runs Python (a 10-statement script went from 22 to ~90 ms beside a busy thread, ~30 ms at
+    # 0.5 ms; in the ingest benchmark the write lock is held 5-10 % less). Costs a few more switches.
+    sys.setswitchinterval(0.0005)
     try:
         uvicorn.run(app, host=settings.host, port=settings.port, log_level=ns.log_level.lower())
     finally:

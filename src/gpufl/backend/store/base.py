@@ -10,9 +10,11 @@ from __future__ import annotations
 import bisect
 import json
 import operator
+import os
+import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -37,6 +39,16 @@ class NotFound(LookupError):
 
 class ValueOutOfRange(ValueError):
     """A value does not fit its column (an integer past int64); the batch's transaction was rolled back."""
+
+
+class StageRefused(ValueError):
+    """The engine's JSON reader did not take a batch as msgspec did (a duplicate key, whose last value
+    msgspec keeps; an integer past int64): the caller stores the batch from its decoded records instead."""
+
+
+class _NotHere(Exception):
+    """``ingest_json`` can't store this batch as is (a check failed, a record repeats or is held already):
+    roll back and let the caller take the record path."""
 
 
 @dataclass
@@ -86,6 +98,14 @@ def _js(v: Any) -> str | None:
     return None if v is None else _json.encode(v).decode()
 
 
+def _total(sizes: Sequence[int] | None) -> int:
+    """Sum of ``sizes``; a sequence may carry it already (``total``) so that it is never split per record."""
+    if sizes is None:
+        return 0
+    total = getattr(sizes, "total", None)
+    return int(total) if total is not None else sum(sizes)
+
+
 def _col(recs: Sequence[Any], name: str) -> list[Any]:
     return [getattr(r, name) for r in recs]
 
@@ -113,6 +133,24 @@ _TS_FIELDS = {
     "session_start": ("start_ns", "start_ns"),
     "session_end": ("end_ns", "end_ns"),
 }
+# Record types whose batches the engine may parse from JSON text itself (``SqlStore.ingest_json``): stored
+# verbatim in one table, with no float column (integers and escape-free strings read the same in any JSON
+# parser; two float parsers need not agree on every digit string).
+JSON_TYPES: dict[str, str] = {
+    tag: table for tag, table in _PLAIN.items() if all(code != "F" for _, code in TABLES[table])
+}
+_CHECKED_NS = ("start_ns", "end_ns", "ts_ns", "api_start_ns")  # gpufl.events.check: 0 <= value <= 2^63 - 1
+
+
+def _sql_literal(value: Any) -> str | None:
+    """A field's default as an SQL literal (None: no default, or null)."""
+    if value is None or value is msgspec.NODEFAULT:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise TypeError(f"no SQL literal for default {value!r}")
+    return str(value) if isinstance(value, int) else "'" + value.replace("'", "''") + "'"
+
+
 _OTHER_TS = {"dropped": "first_ns", "segments_deleted": "ts_ns", "notice": "ts_ns", "capture_gap": "start_ns"}
 _GPU_FIELDS = [f.name for f in msgspec.structs.fields(ev.GpuSample) if f.name != "device_id"]
 _HOST_FIELDS = [f.name for f in msgspec.structs.fields(ev.HostSample)]
@@ -137,7 +175,7 @@ class SqlStore:
     def _q(self, sql: str) -> str:
         return sql
 
-    def _stage(self, cur: Any, name: str, table: str, columns: dict[str, list[Any]]) -> None:
+    def _stage(self, cur: Any, name: str, table: str, columns: Mapping[str, Sequence[Any]]) -> None:
         """Make ``columns`` (all of ``table``'s columns, equal-length lists) visible as relation ``name``
         for the rest of the transaction."""
         raise NotImplementedError
@@ -203,7 +241,7 @@ class SqlStore:
         stream: str,
         records: Sequence[ev.Record],
         sizes: Sequence[int] | None = None,
-        columns: dict[type, dict[str, list[Any]]] | None = None,
+        columns: dict[type, dict[str, Sequence[Any]]] | None = None,
     ) -> IngestOutcome:
         """Store the records of one stream that the store does not hold yet; count the rest as duplicates.
 
@@ -257,40 +295,219 @@ class SqlStore:
                     merged = merge_ranges([*ranges, (lo, hi)], [])
                 else:
                     merged = merge_ranges(ranges, sorted(uniq))
-                if merged != ranges:
-                    self._exec(
-                        cur, "DELETE FROM seq_ranges WHERE session_id = ? AND stream = ?", [sid, stream]
-                    )
-                    self._stage(
-                        cur,
-                        "stage_ranges",
-                        "seq_ranges",
-                        {
-                            "session_id": [sid] * len(merged),
-                            "stream": [stream] * len(merged),
-                            "lo": [a for a, _ in merged],
-                            "hi": [b for _, b in merged],
-                        },
-                    )
-                    self._exec(cur, "INSERT INTO seq_ranges SELECT * FROM stage_ranges")
-                    self._unstage(cur, "stage_ranges")
+                self._save_ranges(cur, sid, stream, ranges, merged)
                 if len(fresh) == len(records):
                     new = list(records)
+                    new_bytes[sid] += _total(sizes)
                 else:
                     new.extend(records[i] for i in fresh)
-                new_bytes[sid] += sum(sizes[i] for i in fresh) if sizes is not None else 0
+                    new_bytes[sid] += sum(sizes[i] for i in fresh) if sizes is not None else 0
             out.stored = len(new)
             if new:
                 whole = columns if len(new) == len(records) else None  # every record is new: reuse columns
                 self._store_new(cur, stream, new, new_bytes, whole)
         if out.stored:
-            for sid in by_session:
-                n = self._since_compact.get(sid, 0) + 1
-                self._since_compact[sid] = n
-                if n >= self.COMPACT_EVERY:
-                    self._since_compact.pop(sid, None)
-                    self.compact(sid)
+            self._count_batch(by_session)
         return out
+
+    def _save_ranges(
+        self, cur: Any, sid: str, stream: str, ranges: list[tuple[int, int]], merged: list[tuple[int, int]]
+    ) -> None:
+        if merged == ranges:
+            return
+        self._exec(cur, "DELETE FROM seq_ranges WHERE session_id = ? AND stream = ?", [sid, stream])
+        self._stage(
+            cur,
+            "stage_ranges",
+            "seq_ranges",
+            {
+                "session_id": [sid] * len(merged),
+                "stream": [stream] * len(merged),
+                "lo": [a for a, _ in merged],
+                "hi": [b for _, b in merged],
+            },
+        )
+        self._exec(cur, "INSERT INTO seq_ranges SELECT * FROM stage_ranges")
+        self._unstage(cur, "stage_ranges")
+
+    json_stage: ClassVar[bool] = False
+    """The engine reads NDJSON itself (``_parse_json``), so ``ingest_json`` can store a batch."""
+
+    def _parse_json(
+        self, cur: Any, name: str, path: str, columns: Sequence[tuple[str, str, str | None]]
+    ) -> None:
+        """Make the records of the NDJSON file ``path`` a temporary table ``name`` with ``columns`` (name,
+        type code, SQL literal for an absent field or None), visible to this thread's reads and writes; or
+        raise StageRefused where the engine's reader refuses a record. Runs outside the write lock."""
+        raise NotImplementedError
+
+    def _script(self, cur: Any, statements: Sequence[str]) -> None:
+        """Run ``statements`` (no parameters) in order."""
+        for q in statements:
+            self._exec(cur, q)
+
+    def _byte_length(self, expr: str) -> str:
+        return f"octet_length({expr})"
+
+    def ingest_json(
+        self, stream: str, cls: type[ev.Record], text: bytes, count: int, nbytes: int
+    ) -> IngestOutcome | None:
+        """Store a batch of ``count`` records of one type of JSON_TYPES from its NDJSON ``text`` (one record
+        per line, no backslash, ``nbytes`` bytes without the newlines), the engine parsing it (``_parse_json``).
+
+        The caller has decoded the batch with msgspec: that decode is what makes a record valid (types,
+        required fields, literals), and the engine only supplies the values, which for such text are the
+        same (a duplicate key, where msgspec keeps the last value, makes the engine refuse the batch). The
+        rest of the contract (``gpufl.events.check``) is checked here in SQL. Returns None, having stored
+        nothing, where the record path must do it: a check fails (it finds which record and why), the
+        engine refuses the text, the batch spans sessions, or a record repeats or is held already (it
+        counts the duplicates).
+
+        Parsing, checking and the summaries' rows are done before the write lock is taken, overlapping the
+        batch being written; under the lock the statements go to the engine together, because each return
+        to Python has to wait for the GIL while another request's thread runs Python."""
+        tag = ev.type_tag(cls)
+        table = JSON_TYPES.get(tag)
+        if (
+            not self.json_stage
+            or table is None
+            or stream not in ev.STREAMS
+            or tag not in ev.STREAM_TYPES[stream]
+        ):
+            return None
+        defaults = {f.name: f.default for f in msgspec.structs.fields(cls)}
+        columns = [(c, code, _sql_literal(defaults[c])) for c, code in TABLES[table]]
+        columns.append(("stream", "T", None))
+        name = "json_" + table
+        with self._read() as cur:
+            try:
+                try:
+                    fd, path = tempfile.mkstemp(prefix="gpufl-batch-", suffix=".ndjson")
+                except OSError:
+                    return None  # no writable temp directory: the Python path needs none
+                try:
+                    with os.fdopen(fd, "wb") as fh:
+                        fh.write(text)
+                    self._parse_json(cur, name, path, columns)
+                except OSError:
+                    return None  # e.g. the temp directory is full
+                finally:
+                    os.unlink(path)
+                return self._ingest_parsed(cur, stream, tag, table, name, columns, count, nbytes)
+            except StageRefused:
+                return None
+            finally:
+                temps = [
+                    name,
+                    f"{name}_facts",
+                    *(f"{name}_{t}" for t, _ in self._kernel_summary_selects(name)),
+                ]
+                self._script(cur, [f"DROP TABLE IF EXISTS {t}" for t in temps])
+
+    def _ingest_parsed(
+        self,
+        read_cur: Any,
+        stream: str,
+        tag: str,
+        table: str,
+        name: str,
+        columns: list[tuple[str, str, str | None]],
+        count: int,
+        nbytes: int,
+    ) -> IngestOutcome | None:
+        names = {c for c, _, _ in columns}
+        blen = self._byte_length("session_id")
+        first, last = _TS_FIELDS[tag]
+        # The batch's facts, kept in a one-row table so that the writes below take the session id from
+        # it: no value of a record is spliced into SQL (``stream`` and ``tag`` are this module's names).
+        facts = {
+            "n": "count(*)",
+            "sid": "min(session_id)",
+            "sid_max": "max(session_id)",
+            # Bytes bound characters from above: within 1..64 bytes is within 1..64 characters; a longer
+            # id in bytes goes to the record path, which counts characters.
+            "sid_bytes_min": f"min({blen})",
+            "sid_bytes_max": f"max({blen})",
+            "lo": "min(seq)",
+            "hi": "max(seq)",
+            "seqs": "count(DISTINCT seq)",
+            "off_stream": f"count(*) FILTER (WHERE stream <> '{stream}')",
+            "reversed": "count(*) FILTER (WHERE end_ns < start_ns)"
+            if {"start_ns", "end_ns"} <= names
+            else "0",
+            "first_ns": f"min({first})",
+            "last_ns": f"max({last})",
+            **{f"min_{c}": f"min({c})" for c in _CHECKED_NS if c in names},  # the maximum is a BIGINT's
+        }
+        # The summaries' rows too are computed here, outside the write lock (only the batch's rows are
+        # needed), so that under the lock they are only appended.
+        summaries = self._kernel_summary_selects(name) if tag == "kernel" else []
+        self._script(
+            read_cur,
+            [
+                f"CREATE OR REPLACE TEMP TABLE {name}_facts AS SELECT "
+                + ", ".join(f"{e} AS {k}" for k, e in facts.items())
+                + f" FROM {name}",
+                *(f"CREATE OR REPLACE TEMP TABLE {name}_{t} AS {q}" for t, q in summaries),
+            ],
+        )
+        row = dict(zip(facts, self._exec(read_cur, f"SELECT * FROM {name}_facts").fetchall()[0], strict=True))
+        n, sid, lo, hi = row["n"], row["sid"], row["lo"], row["hi"]
+        if (
+            n != count
+            or sid != row["sid_max"]
+            or row["sid_bytes_min"] < 1
+            or row["sid_bytes_max"] > 64
+            or lo < 0
+            or row["off_stream"]
+            or row["reversed"]
+            or any(v is not None and v < 0 for k, v in row.items() if k.startswith("min_"))
+        ):
+            return None
+        try:
+            with self._write() as cur:
+                self._lock_streams(cur, [(sid, stream)])
+                rows = self._exec(
+                    cur,
+                    "SELECT lo, hi FROM seq_ranges WHERE session_id = ? AND stream = ? ORDER BY lo",
+                    [sid, stream],
+                ).fetchall()
+                ranges = [(int(a), int(b)) for a, b in rows]
+                if row["seqs"] != n or any(a <= hi and b >= lo for a, b in ranges):
+                    raise _NotHere
+                if n == hi - lo + 1:  # gap-free (the usual batch): one run
+                    merged = merge_ranges([*ranges, (lo, hi)], [])
+                else:
+                    seqs = self._exec(cur, f"SELECT seq FROM {name} ORDER BY seq").fetchall()
+                    merged = merge_ranges(ranges, [int(r[0]) for r in seqs])
+                the_sid = f"(SELECT sid FROM {name}_facts)"
+                script = [
+                    f"DELETE FROM seq_ranges WHERE session_id = {the_sid} AND stream = '{stream}'",
+                    f"INSERT INTO seq_ranges SELECT f.sid, '{stream}', r.lo, r.hi FROM (VALUES "
+                    + ", ".join(f"({int(a)}, {int(b)})" for a, b in merged)
+                    + f") r(lo, hi), {name}_facts f",
+                    f"INSERT INTO {table} SELECT {', '.join(c for c, _ in TABLES[table])} FROM {name}",
+                ]
+                script += [f"INSERT INTO {t} SELECT * FROM {name}_{t}" for t, _ in summaries]
+                script += [
+                    f"""INSERT INTO session_streams SELECT sid, '{stream}', n, first_ns, last_ns, {int(nbytes)},
+                               {time.time_ns()} FROM {name}_facts""",
+                    f"INSERT INTO type_counts SELECT sid, '{tag}', n FROM {name}_facts",
+                ]
+                self._script(cur, script)
+        except _NotHere:
+            return None
+        self._count_batch([sid])
+        return IngestOutcome(stored=count)
+
+    def _count_batch(self, sids: Iterable[str]) -> None:
+        """One more batch stored for each of ``sids``: compact a session every COMPACT_EVERY of them."""
+        for sid in sids:
+            n = self._since_compact.get(sid, 0) + 1
+            self._since_compact[sid] = n
+            if n >= self.COMPACT_EVERY:
+                self._since_compact.pop(sid, None)
+                self.compact(sid)
 
     def _store_new(
         self,
@@ -298,7 +515,7 @@ class SqlStore:
         stream: str,
         recs: list[ev.Record],
         nbytes: dict[str, int],
-        columns: dict[type, dict[str, list[Any]]] | None = None,
+        columns: dict[type, dict[str, Sequence[Any]]] | None = None,
     ) -> None:
         by_cls: dict[type, list[Any]] = defaultdict(list)
         if columns is not None and len(columns) == 1:
@@ -309,7 +526,7 @@ class SqlStore:
         by_type = {ev.type_tag(t): rs for t, rs in by_cls.items()}
         pre = {ev.type_tag(t): c for t, c in (columns or {}).items()}
 
-        def col(rs: list[Any], name: str, tag: str) -> list[Any]:
+        def col(rs: list[Any], name: str, tag: str) -> Sequence[Any]:
             c = pre.get(tag)
             return c[name] if c is not None else list(map(operator.attrgetter(name), rs))
 
@@ -317,21 +534,23 @@ class SqlStore:
         activity: dict[str, list[Any]] = {}
         counts: Counter[tuple[str, str]] = Counter()
 
-        def note(sids: list[str], lo: list[int | None], hi: list[int | None]) -> None:
-            groups: dict[str, tuple[list[int | None], list[int | None]]]
+        def note(sids: Sequence[str], lo: Sequence[int | None], hi: Sequence[int | None]) -> None:
+            groups: dict[str, tuple[Sequence[int | None], Sequence[int | None]]]
             if len(set(sids)) == 1:
                 groups = {sids[0]: (lo, hi)}
             else:
-                groups = {}
+                lists: dict[str, tuple[list[int | None], list[int | None]]] = {}
                 for s_, a_, b_ in zip(sids, lo, hi, strict=True):
-                    g = groups.setdefault(s_, ([], []))
+                    g = lists.setdefault(s_, ([], []))
                     g[0].append(a_)
                     g[1].append(b_)
+                groups = dict(lists)
             for s_, (los, his) in groups.items():
                 act = activity.setdefault(s_, [0, None, None])
                 act[0] += len(los)
-                lo_v = [v for v in los if v is not None]
-                hi_v = [v for v in his if v is not None]
+                # `None in` scans in C; most columns (a kernel's start and end) have no None to drop.
+                lo_v: Sequence[int] = [v for v in los if v is not None] if None in los else los  # type: ignore[assignment]
+                hi_v: Sequence[int] = [v for v in his if v is not None] if None in his else his  # type: ignore[assignment]
                 if lo_v:
                     act[1] = min(lo_v) if act[1] is None else min(act[1], min(lo_v))
                 if hi_v:
@@ -386,6 +605,18 @@ class SqlStore:
                 self._exec(cur, "INSERT INTO other_events SELECT * FROM stage_other")
                 self._unstage(cur, "stage_other")
 
+        self._store_activity(cur, stream, activity, nbytes, counts)
+
+    def _store_activity(
+        self,
+        cur: Any,
+        stream: str,
+        activity: dict[str, list[Any]],
+        nbytes: dict[str, int],
+        counts: Counter[tuple[str, str]],
+    ) -> None:
+        """The batch's partial rows of session_streams (per session: [records, first_ns, last_ns]) and
+        type_counts (per (session, type): records)."""
         now = time.time_ns()
         sids = sorted(activity)
         self._stage(
@@ -426,65 +657,65 @@ class SqlStore:
 
     def _kernel_summaries(self, cur: Any) -> None:
         """Fold the staged kernels (relation stage_kernels) into the ingest-time summaries."""
+        self._script(cur, [f"INSERT INTO {t} {q}" for t, q in self._kernel_summary_selects("stage_kernels")])
+
+    def _kernel_summary_selects(self, src: str) -> list[tuple[str, str]]:
+        """(summary table, query giving its rows) for the kernels of relation ``src``."""
         dur = "(end_ns - start_ns)"
-        self._exec(
-            cur,
-            f"""INSERT INTO kernel_stats
-                SELECT session_id, launch_id, count(*), sum({dur}), min({dur}), max({dur})
-                FROM stage_kernels GROUP BY session_id, launch_id""",
-        )
-        self._exec(
-            cur,
-            f"""INSERT INTO kernel_sketch
-                SELECT session_id, launch_id, {sketch.sql_key(dur)} AS b, count(*)
-                FROM stage_kernels GROUP BY session_id, launch_id, b""",
-        )
-        self._exec(
-            cur,
-            f"""INSERT INTO kernel_scopes
-                SELECT session_id, scope_inst, count(*), sum({dur})
-                FROM stage_kernels WHERE scope_inst IS NOT NULL GROUP BY session_id, scope_inst""",
-        )
-        # Levels of detail: the finest level is aggregated from the batch, each coarser one from the finest
-        # (far fewer rows); an existing bucket keeps whichever of its and the batch's kernels is longer.
-        base = LOD_SHIFTS[0]
-        self._materialise(
-            cur,
-            "stage_lod",
-            self._lod_select(
-                "stage_kernels",
-                f"(start_ns >> {base})",
-                "1",
-                f"{dur}",
-                "seq",
-                "start_ns",
-                "end_ns",
-                "launch_id",
+        out = [
+            (
+                "kernel_stats",
+                f"""SELECT session_id, launch_id, count(*), sum({dur}), min({dur}), max({dur})
+                    FROM {src} GROUP BY session_id, launch_id""",
             ),
+            (
+                "kernel_sketch",
+                f"""SELECT session_id, launch_id, {sketch.sql_key(dur)} AS b, count(*)
+                    FROM {src} GROUP BY session_id, launch_id, b""",
+            ),
+            (
+                "kernel_scopes",
+                f"""SELECT session_id, scope_inst, count(*), sum({dur})
+                    FROM {src} WHERE scope_inst IS NOT NULL GROUP BY session_id, scope_inst""",
+            ),
+        ]
+        # Levels of detail: the finest level aggregated from the batch, then every level at once from the
+        # finest (a cross join with the levels, one GROUP BY): the aggregates merge (sums, and the longest
+        # row by a key unique per row), so this is the same as aggregating the kernels at each level, and
+        # one statement with two aggregations costs less than one per level (~2x for 15k-kernel batches).
+        base = LOD_SHIFTS[0]
+        finest = self._lod_select(
+            src, f"(start_ns >> {base})", "1", dur, "seq", "start_ns", "end_ns", "launch_id"
         )
-        # Every level in one statement (one plan and scan instead of one per level).
-        levels = []
-        for shift in LOD_SHIFTS:
-            src = self._lod_select(
-                "stage_lod", f"(b >> {shift - base})", "n", "busy", "seq", "start_ns", "end_ns", "launch_id"
+        levels = ", ".join(f"({s})" for s in LOD_SHIFTS)
+        every = self._lod_select(
+            "x", f"(b >> (level - {base}))", "n", "busy", "seq", "start_ns", "end_ns", "launch_id", by="level"
+        )
+        out.append(
+            (
+                "kernel_lod",
+                f"""WITH f AS MATERIALIZED ({finest}),
+                         x AS (SELECT f.*, l.level FROM f CROSS JOIN (VALUES {levels}) l(level))
+                    SELECT session_id, level, b, device_id, stream_id, n, busy, seq, start_ns, end_ns, launch_id
+                    FROM ({every}) t""",
             )
-            levels.append(
-                f"""SELECT session_id, {shift}, b, device_id, stream_id, n, busy, seq, start_ns, end_ns,
-                           launch_id
-                    FROM ({src}) t{shift}"""
-            )
-        self._exec(cur, "INSERT INTO kernel_lod " + " UNION ALL ".join(levels))
-        self._drop_materialised(cur, "stage_lod")
+        )
+        return out
 
     def _lod_select(
-        self, src: str, bucket: str, n: str, busy: str, seq: str, start: str, end: str, launch: str
+        self,
+        src: str,
+        bucket: str,
+        n: str,
+        busy: str,
+        seq: str,
+        start: str,
+        end: str,
+        launch: str,
+        by: str = "",
     ) -> str:
         """SELECT session_id, b, device_id, stream_id, n, busy, seq, start_ns, end_ns, launch_id: per bucket
         of ``src``, the sums of ``n`` and ``busy`` and the longest row (ties: lowest seq)."""
-        raise NotImplementedError
-
-    def _materialise(self, cur: Any, name: str, select: str) -> None:
-        """A temporary table ``name`` holding ``select``'s rows for the rest of the transaction."""
         raise NotImplementedError
 
     def _drop_materialised(self, cur: Any, name: str) -> None:
@@ -517,35 +748,42 @@ class SqlStore:
         with self._write() as cur:
             # Hold every stream's ingest lock: no batch of this session commits between read and rewrite.
             self._lock_streams(cur, [(sid, s) for s in sorted(ev.STREAMS)])
-            selects: list[tuple[str, str, int]] = [(t, q, 1) for t, q in self._COMPACT_SQL.items()]
-            for shift in LOD_SHIFTS:
-                inner = f"(SELECT * FROM kernel_lod WHERE session_id = ? AND level = {shift}) p"
-                agg = self._lod_select(
-                    inner, "bucket", "n", "busy_ns", "seq", "start_ns", "end_ns", "launch_id"
-                )
-                selects.append(
-                    (
-                        "kernel_lod",
-                        f"SELECT session_id, {shift}, b, device_id, stream_id, n, busy, seq, start_ns, end_ns, "
-                        f"launch_id FROM ({agg}) t",
-                        1,
-                    )
-                )
-            done: set[str] = set()
+            for table, select in self._COMPACT_SQL.items():
+                self._temp_like(cur, "compact_tmp", table)
+                self._exec(cur, f"INSERT INTO compact_tmp {select}", [sid])
+                self._exec(cur, f"DELETE FROM {table} WHERE session_id = ?", [sid])
+                self._exec(cur, f"INSERT INTO {table} SELECT * FROM compact_tmp")
+                self._drop_materialised(cur, "compact_tmp")
+            # kernel_lod holds most of a session's summary rows (about one per three kernels at the finest
+            # level) and batches rarely share a bucket, since records arrive in time order: fold only the keys
+            # that have several rows, rather than rewrite the session's whole timeline each time (a cost that
+            # grew with the session). The rows that result are the same.
+            key = ("session_id", "level", "bucket", "device_id", "stream_id")
+            self._temp_like(cur, "compact_keys", "kernel_lod")
+            self._exec(
+                cur,
+                f"""INSERT INTO compact_keys ({", ".join(key)})
+                    SELECT {", ".join(key)} FROM kernel_lod WHERE session_id = ?
+                    GROUP BY {", ".join(key)} HAVING count(*) > 1""",
+                [sid],
+            )
+            on = " AND ".join(f"k.{c} = p.{c}" for c in key)
             self._temp_like(cur, "compact_lod", "kernel_lod")
-            for table, select, nparams in selects:
-                target = "compact_lod" if table == "kernel_lod" else "compact_tmp"
-                if table != "kernel_lod":
-                    self._temp_like(cur, "compact_tmp", table)
-                self._exec(cur, f"INSERT INTO {target} {select}", [sid] * nparams)
-                if table != "kernel_lod":
-                    self._exec(cur, f"DELETE FROM {table} WHERE session_id = ?", [sid])
-                    self._exec(cur, f"INSERT INTO {table} SELECT * FROM compact_tmp")
-                    self._drop_materialised(cur, "compact_tmp")
-                done.add(table)
-            self._exec(cur, "DELETE FROM kernel_lod WHERE session_id = ?", [sid])
+            inner = f"(SELECT p.* FROM kernel_lod p JOIN compact_keys k ON {on} WHERE p.session_id = ?) p"
+            agg = self._lod_select(
+                inner, "bucket", "n", "busy_ns", "seq", "start_ns", "end_ns", "launch_id", by="level"
+            )
+            self._exec(
+                cur,
+                f"""INSERT INTO compact_lod SELECT session_id, level, b, device_id, stream_id, n, busy, seq,
+                           start_ns, end_ns, launch_id FROM ({agg}) t""",
+                [sid],
+            )
+            on = " AND ".join(f"k.{c} = kernel_lod.{c}" for c in key)
+            self._exec(cur, f"DELETE FROM kernel_lod USING compact_keys k WHERE {on}")
             self._exec(cur, "INSERT INTO kernel_lod SELECT * FROM compact_lod")
             self._drop_materialised(cur, "compact_lod")
+            self._drop_materialised(cur, "compact_keys")
 
     def _store_dicts(self, cur: Any, rs: list[ev.DictEntry]) -> None:
         # The same entry is re-emitted in every segment (same id, same value): the first stored wins.

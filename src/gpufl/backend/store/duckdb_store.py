@@ -7,7 +7,7 @@ what makes ingest fast; writes are serialised by a lock, reads use per-thread cu
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import duckdb
 import pyarrow as pa
 
-from gpufl.backend.store.base import SqlStore, StoreError, ValueOutOfRange
+from gpufl.backend.store.base import SqlStore, StageRefused, StoreError, ValueOutOfRange
 from gpufl.backend.store.schema import TABLES
 
 _ARROW = {"I": pa.int64(), "F": pa.float64(), "T": pa.string(), "H": pa.decimal128(38, 0)}
@@ -30,7 +30,10 @@ class DuckDBStore(SqlStore):
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._con = duckdb.connect(self.path)
+            # Checkpoint when the WAL passes 128 MiB (default 16 MiB, i.e. every 2-3 batches of 50k kernels):
+            # each checkpoint recompresses the tables' last, partly filled row groups, so rare ones cost about
+            # half the CPU per record. A crash replays at most that much WAL (~0.5 s for 128 MiB).
+            self._con = duckdb.connect(self.path, config={"checkpoint_threshold": "128MiB"})
         except duckdb.Error as e:
             raise StoreError(f"cannot open DuckDB store {self.path}: {e}") from None
         self._wlock = threading.Lock()
@@ -62,7 +65,7 @@ class DuckDBStore(SqlStore):
                 raise
             cur.execute("COMMIT")
 
-    def _stage(self, cur: Any, name: str, table: str, columns: dict[str, list[Any]]) -> None:
+    def _stage(self, cur: Any, name: str, table: str, columns: Mapping[str, Sequence[Any]]) -> None:
         try:
             tbl = pa.Table.from_pydict(columns, schema=self._schemas[table])
         except (OverflowError, pa.ArrowInvalid) as e:
@@ -72,19 +75,54 @@ class DuckDBStore(SqlStore):
     def _unstage(self, cur: Any, name: str) -> None:
         cur.unregister(name)
 
+    json_stage = True
+
+    def _parse_json(
+        self, cur: Any, name: str, path: str, columns: Sequence[tuple[str, str, str | None]]
+    ) -> None:
+        # read_json parses in C++ without the GIL, so the Python work of other requests (HTTP, msgspec)
+        # runs meanwhile on the other core. It refuses duplicate keys and integers past int64 rather than
+        # picking a value, which is what makes it safe after msgspec's decode (SqlStore.ingest_json). A
+        # temporary table touches no table of the store: it neither waits for nor delays the writer.
+        types = ", ".join(f"'{c}': '{self.sql_types[code]}'" for c, code, _ in columns)
+        exprs = ", ".join(c if d is None else f"COALESCE({c}, {d}) AS {c}" for c, _, d in columns)
+        src = path.replace("'", "''")
+        try:
+            cur.execute(
+                f"""CREATE OR REPLACE TEMP TABLE {name} AS SELECT {exprs}
+                    FROM read_json('{src}', columns = {{{types}}}, format = 'newline_delimited',
+                                   compression = 'none')"""
+            )
+        except duckdb.Error as e:
+            raise StageRefused(str(e).splitlines()[0]) from None
+
+    def _script(self, cur: Any, statements: Sequence[str]) -> None:
+        # One call for them all: each return to Python waits for the GIL.
+        cur.execute(";\n".join(statements))
+
+    def _byte_length(self, expr: str) -> str:
+        return f"strlen({expr})"
+
     def _lod_select(
-        self, src: str, bucket: str, n: str, busy: str, seq: str, start: str, end: str, launch: str
+        self,
+        src: str,
+        bucket: str,
+        n: str,
+        busy: str,
+        seq: str,
+        start: str,
+        end: str,
+        launch: str,
+        by: str = "",
     ) -> str:
         # arg_max over a key unique per row (duration, then lowest seq): every field comes from the same
         # (longest) row. HUGEINT so that no duration can overflow it.
         key = f"(CAST({end} - {start} AS HUGEINT) * 18446744073709551616 - {seq})"
-        return f"""SELECT session_id, {bucket} AS b, device_id, stream_id, sum({n}) AS n, sum({busy}) AS busy,
+        by = f"{by}, " if by else ""
+        return f"""SELECT {by}session_id, {bucket} AS b, device_id, stream_id, sum({n}) AS n, sum({busy}) AS busy,
                           arg_max({seq}, {key}) AS seq, arg_max({start}, {key}) AS start_ns,
                           arg_max({end}, {key}) AS end_ns, arg_max({launch}, {key}) AS launch_id
-                   FROM {src} GROUP BY session_id, {bucket}, device_id, stream_id"""
-
-    def _materialise(self, cur: Any, name: str, select: str) -> None:
-        cur.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {select}")
+                   FROM {src} GROUP BY {by}session_id, {bucket}, device_id, stream_id"""
 
     def _temp_like(self, cur: Any, name: str, table: str) -> None:
         cur.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM {table} LIMIT 0")

@@ -7,7 +7,7 @@ re-delivered batch store it once.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -54,7 +54,7 @@ class PostgresStore(SqlStore):
         # Shared SQL uses DB-API qmark placeholders; psycopg wants %s (no literal % in our SQL).
         return sql.replace("?", "%s")
 
-    def _stage(self, cur: Any, name: str, table: str, columns: dict[str, list[Any]]) -> None:
+    def _stage(self, cur: Any, name: str, table: str, columns: Mapping[str, Sequence[Any]]) -> None:
         names = [c for c, _ in TABLES[table]]
         cur.execute(f"CREATE TEMP TABLE {name} (LIKE {table}) ON COMMIT DROP")
         try:
@@ -72,17 +72,24 @@ class PostgresStore(SqlStore):
             cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"{stream}:{sid}"])
 
     def _lod_select(
-        self, src: str, bucket: str, n: str, busy: str, seq: str, start: str, end: str, launch: str
+        self,
+        src: str,
+        bucket: str,
+        n: str,
+        busy: str,
+        seq: str,
+        start: str,
+        end: str,
+        launch: str,
+        by: str = "",
     ) -> str:
         # The same ORDER BY for every array_agg: all four fields come from the same (longest) row.
         o = f"ORDER BY {end} - {start} DESC, {seq}"
-        return f"""SELECT session_id, {bucket} AS b, device_id, stream_id, sum({n}) AS n, sum({busy}) AS busy,
+        by = f"{by}, " if by else ""
+        return f"""SELECT {by}session_id, {bucket} AS b, device_id, stream_id, sum({n}) AS n, sum({busy}) AS busy,
                           (array_agg({seq} {o}))[1] AS seq, (array_agg({start} {o}))[1] AS start_ns,
                           (array_agg({end} {o}))[1] AS end_ns, (array_agg({launch} {o}))[1] AS launch_id
-                   FROM {src} GROUP BY session_id, {bucket}, device_id, stream_id"""
-
-    def _materialise(self, cur: Any, name: str, select: str) -> None:
-        cur.execute(f"CREATE TEMP TABLE {name} ON COMMIT DROP AS {select}")
+                   FROM {src} GROUP BY {by}session_id, {bucket}, device_id, stream_id"""
 
     def _temp_like(self, cur: Any, name: str, table: str) -> None:
         cur.execute(f"CREATE TEMP TABLE {name} (LIKE {table}) ON COMMIT DROP")
