@@ -1222,8 +1222,19 @@ class SqlStore:
             shift = levels[-1]
             k = resolution_ns >> shift
             width = k << shift
-            where = ["session_id = ?", "level = ?", "bucket >= ?", "bucket <= ?"]
-            params += [shift, start_ns >> shift, (end_ns - 1) >> shift]
+            lo_b, hi_b = start_ns >> shift, (end_ns - 1) >> shift
+            # A row's start_ns (its longest kernel's) lies in its bucket, so the start_ns bounds select the
+            # same rows as the bucket bounds; but rows are stored in time order across levels, so only
+            # start_ns lets the engine skip the rest of the session (zone maps) at every level.
+            where = [
+                "session_id = ?",
+                "level = ?",
+                "bucket >= ?",
+                "bucket <= ?",
+                "start_ns >= ?",
+                "start_ns <= ?",
+            ]
+            params += [shift, lo_b, hi_b, lo_b << shift, min(((hi_b + 1) << shift) - 1, 2**63 - 1)]
             src, bucket, n, busy = "kernel_lod", self._idiv("bucket", str(k)), "n", "busy_ns"
         else:
             # Finer than every stored level: aggregate the raw kernels of the (small) window.
