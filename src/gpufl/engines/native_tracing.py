@@ -28,6 +28,7 @@ from gpufl.engines.tracing import (
     _explain,
     _torch_profiler_active,
     cuda_device_limits,
+    cuda_driver_version,
     measure_clock_offset,
 )
 from gpufl.scope import current as current_scope
@@ -177,13 +178,9 @@ class NativeTracingEngine:
             "clock": clock,
             "cupti_version": native.cupti_version(),
         }
-        try:
-            from cuda.bindings import driver
-
-            _err, ver = driver.cuDriverGetVersion()
-            facts["cuda_driver_version"] = int(ver)
-        except Exception:
-            pass
+        ver = cuda_driver_version()
+        if ver is not None:
+            facts["cuda_driver_version"] = ver
         return facts
 
     def start(self) -> None:

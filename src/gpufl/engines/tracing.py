@@ -81,6 +81,17 @@ def measure_clock_offset(gpu_clock: Any, samples: int = 25) -> events.ClockSync:
     return events.ClockSync(offset_ns=best[1], measured_at_ns=time.time_ns(), uncertainty_ns=best[0] // 2 + 1)
 
 
+def cuda_driver_version() -> int | None:
+    """cuDriverGetVersion (e.g. 13000), or None where cuda-bindings or the driver is missing."""
+    try:
+        from cuda.bindings import driver
+
+        _err, ver = driver.cuDriverGetVersion()
+        return int(ver)
+    except Exception:
+        return None
+
+
 def cuda_device_limits() -> dict[int, tuple[DeviceLimits, events.DeviceProperties]]:
     """Occupancy inputs and static properties of every CUDA device (cuda-bindings), keyed by CUDA ordinal."""
     from cuda.bindings import runtime as rt
@@ -172,13 +183,9 @@ class TracingEngine:
             raise EngineUnavailable("no_cuda_device", "no CUDA device is visible")
         self.limits = {i: lim for i, (lim, _) in devices.items()}
         facts["devices"] = [props for _, props in devices.values()]
-        try:
-            from cuda.bindings import driver
-
-            _err, ver = driver.cuDriverGetVersion()
-            facts["cuda_driver_version"] = int(ver)
-        except Exception:
-            pass
+        ver = cuda_driver_version()
+        if ver is not None:
+            facts["cuda_driver_version"] = ver
         clock = measure_clock_offset(cupti.get_timestamp)
         self.offset_ns = clock.offset_ns
         facts["clock"] = clock
