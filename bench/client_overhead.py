@@ -143,6 +143,19 @@ def main() -> None:
             f"{m:<22}{med:>16.3f}{min(meds):>10.3f}–{max(meds):<9.3f}{100 * (med / base - 1):>+9.1f}%"
             f"{exit_s:>9.2f}{kern:>13}{(f'{kb:.0f}' if kb else '-'):>10}"
         )
+    ins = {
+        m: [x["instructions_per_step"] for x in results[m] if x.get("instructions_per_step")] for m in modes
+    }
+    if ins.get(modes[0]) and any(ins.values()):
+        # the launching thread's user-space instructions per step: does not drift with the machine's speed
+        ib = statistics.median(ins[modes[0]])
+        print(f"\n{'mode':<22}{'instructions/step':>18}{'min–max':>24}{'vs ' + modes[0]:>12}")
+        for m in modes:
+            if ins[m]:
+                v = statistics.median(ins[m])
+                print(
+                    f"{m:<22}{v:>18,.0f}{f'{min(ins[m]):,.0f}–{max(ins[m]):,.0f}':>24}{100 * (v / ib - 1):>+11.1f}%"
+                )
     ref = results.get("torch-profiler-cuda")
     mine = results.get("gpufl") or results.get("gpufl-stacks")
     if ref and mine and mine[0]["gpufl"]:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the lent H100: build the native record path there, capture raw CUPTI buffers + logs for the no-GPU
 # tests, run the GPU tests on both paths, and a quick overhead check. Results go to $OUT.
-#   bash scripts/gpu_native.sh [build] [fixtures] [tests] [quick]
+#   bash scripts/gpu_native.sh [build] [fixtures] [tests] [quick] [probe] [bench-loop] [bench-gpt] [attribute] [native-tests] [launch-cost]
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=$PWD/src:/tmp/site PYTHONUNBUFFERED=1
@@ -37,4 +37,8 @@ if [[ $what == *attribute* ]]; then
 fi
 if [[ $what == *native-tests* ]]; then
   timeout 300 python3 -m pytest -p no:cacheprovider tests/gpu/test_native_gpu.py -q -s --timeout 200 2>&1 | tee "$OUT/native_tests.log" | tail -15
+fi
+if [[ $what == *launch-cost* ]]; then
+  (cat /proc/cpuinfo | grep -m1 "model name"; nproc; numactl -H 2>/dev/null | head -3; which perf; nvidia-smi -q | grep -i -m3 "persistence\|compute mode") > "$OUT/env.txt" 2>&1
+  python3 bench/launch_cost.py --rounds ${ROUNDS:-5} ${PIN:+--pin} --json "$OUT/launch_cost.json" 2>&1 | tee "$OUT/launch_cost.txt"
 fi

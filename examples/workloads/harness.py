@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import os
 import statistics
+import struct
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -54,6 +57,64 @@ def arguments(
     return ap.parse_args()
 
 
+class InstructionCounter:
+    """User-space instructions retired by the creating thread (``perf_event_open``), a noise-free companion
+    to step times on machines whose speed drifts: unlike time, it does not move with the host's load or the
+    CPU's clock. ``read()`` is None where the PMU is not exposed (then only times are reported)."""
+
+    def __init__(self) -> None:
+        self.fd = -1
+        try:
+            attr = bytearray(64)  # struct perf_event_attr, PERF_ATTR_SIZE_VER0
+            # type HARDWARE, size, config INSTRUCTIONS; flags: exclude_kernel | exclude_hv
+            struct.pack_into("IIQ", attr, 0, 0, 64, 1)
+            struct.pack_into("Q", attr, 40, (1 << 5) | (1 << 6))
+            buf = ctypes.create_string_buffer(bytes(attr), 64)
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.syscall.restype = ctypes.c_long
+            fd = libc.syscall(298, buf, 0, -1, -1, 0)  # __NR_perf_event_open on x86_64
+            self.fd = int(fd) if fd >= 0 else -1
+        except (OSError, AttributeError, struct.error):
+            self.fd = -1
+
+    def read(self) -> int | None:
+        if self.fd < 0:
+            return None
+        return int.from_bytes(os.read(self.fd, 8), "little")
+
+
+_PIN: tuple[int, set[int]] | None = None
+
+
+def pin_threads() -> None:
+    """Benchmark noise control (``GPUFL_BENCH_PIN=1``): the measuring thread alone on the last CPU, every
+    other thread of the process (CUDA's, CUPTI's, gpufl's, torch's) on CPUs that share no core with it, so a
+    busy helper thread never shares the launching thread's core. Applied the same way in every mode."""
+    global _PIN
+    if _PIN is None:
+        allowed = sorted(os.sched_getaffinity(0))
+        mine = allowed[-1]
+        try:
+            with open(f"/sys/devices/system/cpu/cpu{mine}/topology/thread_siblings_list") as f:
+                siblings = _cpu_list(f.read())
+        except OSError:
+            siblings = {mine}
+        _PIN = (mine, (set(allowed) - siblings) or set(allowed))
+    mine, others = _PIN
+    me = threading.get_native_id()
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(tid), {mine} if int(tid) == me else others)
+
+
+def _cpu_list(spec: str) -> set[int]:
+    out: set[int] = set()
+    for part in spec.strip().split(","):
+        a, _, b = part.partition("-")
+        out.update(range(int(a), int(b or a) + 1))
+    return out
+
+
 class Run:
     """Starts the chosen profiler, times steps, and writes the result."""
 
@@ -79,6 +140,9 @@ class Run:
             self.prof.__enter__()
         self.times: list[float] = []
         self.window: list[int] = []
+        self.pin = os.environ.get("GPUFL_BENCH_PIN") == "1"
+        self.counter = InstructionCounter()
+        self.instructions: list[int] = []
 
     def scope(self, name: str) -> contextlib.AbstractContextManager[object]:
         return self.gpufl.scope(name) if self.gpufl else contextlib.nullcontext()
@@ -96,11 +160,17 @@ class Run:
                     self.prof = profile(activities=[ProfilerActivity.CUDA])
                     self.prof.__enter__()
             sync()
+            if self.pin:
+                pin_threads()  # threads started since the last step get placed too
+            i0 = self.counter.read()
             t0 = time.perf_counter()
             yield step
             sync()
             if step >= a.warmup:
                 self.times.append(time.perf_counter() - t0)
+                i1 = self.counter.read()
+                if i0 is not None and i1 is not None:
+                    self.instructions.append(i1 - i0)
         self.window.append(time.time_ns())
 
     def finish(self, **extra: Any) -> dict[str, Any]:
@@ -123,6 +193,7 @@ class Run:
             "min_ms": 1000 * times[0],
             "max_ms": 1000 * times[-1],
             "exit_s": exit_s,
+            "instructions_per_step": statistics.median(self.instructions) if self.instructions else None,
             "window_ns": self.window,
             **extra,
         }

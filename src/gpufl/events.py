@@ -214,7 +214,8 @@ class Kernel(Record, tag="kernel", kw_only=True):
     api_lead_ns: int | None = None
     """How long before ``start_ns`` the launch API call was entered (CPU side): see ``api_start_ns()``."""
     api_dur_ns: int | None = None
-    """How long the launch API call took: api exit = api start + api_dur_ns."""
+    """How long the launch API call took: api exit = api start + api_dur_ns. The native path times the CUDA
+    driver call (which the runtime's launch functions wrap), the cupti-python path the outermost call."""
     api_start_ns: int | None = None
     """Schema v1 only: the absolute launch-API entry time (v2 writers send ``api_lead_ns``)."""
     graph_id: int | None = None

@@ -41,7 +41,7 @@ log = logging.getLogger("gpufl")
 
 # CUPTI delivers activity buffers when full or at this period: what a SIGKILL can lose at most (plus the
 # writer's flush interval).
-FLUSH_PERIOD_MS = 500
+FLUSH_PERIOD_MS = int(os.environ.get("GPUFL_NATIVE_FLUSH_MS", "500"))  # env: diagnostics only (0: when full)
 
 
 def libcupti_candidates() -> list[str]:

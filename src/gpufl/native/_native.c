@@ -1556,32 +1556,47 @@ static const char *start_tracing(size_t bufbytes, unsigned period_ms, int *enabl
     CUptiResult r;
     /* Subscribe first: failing here means another CUPTI client (torch.profiler, nsys) owns this process,
      * and registering activity buffers under its feet hung its flush (seen on the H100). */
-    r = p_cuptiSubscribe(&T.sub, (CUpti_CallbackFunc)on_api, NULL);
-    if (r != CUPTI_SUCCESS) {
-        snprintf(err, sizeof err, "cuptiSubscribe: %s", cupti_err(r));
-        return err;
-    }
-    T.subscribed = 1;
-    int enabled = 0;
-    /* Diagnostics only (the overhead bench attributes cost with them): GPUFL_NATIVE_CALLBACKS=0 leaves the
-     * launch callbacks off, GPUFL_NATIVE_ACTIVITY=0 the activity records. */
+    /* Diagnostics only (the overhead benches attribute cost with them): GPUFL_NATIVE_CALLBACKS=0 leaves the
+     * launch callbacks off, GPUFL_NATIVE_ACTIVITY=0 the activity records, GPUFL_NATIVE_SUBSCRIBE=0 the
+     * subscriber itself (so no callbacks of any domain), GPUFL_NATIVE_NVTX=0 the NVTX callbacks;
+     * GPUFL_NATIVE_DOMAINS lists the launch-callback domains ("driver" by default).
+     * Driver-API callbacks alone see every launch: the runtime's launches reach the driver too, and their
+     * kernels carry the driver call's correlation id (every kernel joined on the H100, runtime-launched and
+     * cuBLASLt's driver launches alike), so runtime-API callbacks would only add CUPTI dispatches. */
     const char *cb_env = getenv("GPUFL_NATIVE_CALLBACKS");
     const char *act_env = getenv("GPUFL_NATIVE_ACTIVITY");
-    int want_cb = !(cb_env && cb_env[0] == '0');
+    const char *sub_env = getenv("GPUFL_NATIVE_SUBSCRIBE");
+    const char *nvtx_env = getenv("GPUFL_NATIVE_NVTX");
+    const char *dom_env = getenv("GPUFL_NATIVE_DOMAINS");
+    int want_sub = !(sub_env && sub_env[0] == '0');
+    int want_cb = want_sub && !(cb_env && cb_env[0] == '0');
     int want_act = !(act_env && act_env[0] == '0');
+    int want_nvtx = want_sub && !(nvtx_env && nvtx_env[0] == '0');
+    int want_rt = dom_env && strstr(dom_env, "runtime");
+    int want_drv = !dom_env || strstr(dom_env, "driver");
+    if (want_sub) {
+        r = p_cuptiSubscribe(&T.sub, (CUpti_CallbackFunc)on_api, NULL);
+        if (r != CUPTI_SUCCESS) {
+            snprintf(err, sizeof err, "cuptiSubscribe: %s", cupti_err(r));
+            return err;
+        }
+        T.subscribed = 1;
+    }
+    int enabled = 0;
     if (want_cb) {
-        for (size_t i = 0; i < sizeof RUNTIME_CBIDS / sizeof *RUNTIME_CBIDS; i++)
+        for (size_t i = 0; want_rt && i < sizeof RUNTIME_CBIDS / sizeof *RUNTIME_CBIDS; i++)
             enabled += p_cuptiEnableCallback(1, T.sub, CUPTI_CB_DOMAIN_RUNTIME_API, RUNTIME_CBIDS[i]) == CUPTI_SUCCESS;
-        for (size_t i = 0; i < sizeof DRIVER_CBIDS / sizeof *DRIVER_CBIDS; i++)
+        for (size_t i = 0; want_drv && i < sizeof DRIVER_CBIDS / sizeof *DRIVER_CBIDS; i++)
             enabled += p_cuptiEnableCallback(1, T.sub, CUPTI_CB_DOMAIN_DRIVER_API, DRIVER_CBIDS[i]) == CUPTI_SUCCESS;
     }
     static const CUpti_CallbackId NVTX_CBIDS[] = {
         CUPTI_CBID_NVTX_nvtxRangePushA,       CUPTI_CBID_NVTX_nvtxRangePushEx,     CUPTI_CBID_NVTX_nvtxRangePop,
         CUPTI_CBID_NVTX_nvtxDomainRangePushEx, CUPTI_CBID_NVTX_nvtxDomainRangePop, CUPTI_CBID_NVTX_nvtxNameOsThreadA};
 #ifndef GPUFL_INJECTION /* scopes are written by the Python engine; the injection build has none */
-    for (size_t i = 0; i < sizeof NVTX_CBIDS / sizeof *NVTX_CBIDS; i++)
+    for (size_t i = 0; want_nvtx && i < sizeof NVTX_CBIDS / sizeof *NVTX_CBIDS; i++)
         p_cuptiEnableCallback(1, T.sub, CUPTI_CB_DOMAIN_NVTX, NVTX_CBIDS[i]);
 #else
+    (void)want_nvtx;
     (void)NVTX_CBIDS;
 #endif
     r = p_cuptiActivityRegisterCallbacks(buffer_requested, buffer_completed);
@@ -1594,7 +1609,7 @@ static const char *start_tracing(size_t bufbytes, unsigned period_ms, int *enabl
         p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
         p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_MEMCPY);
         p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_MEMSET);
-        p_cuptiUnsubscribe(T.sub);
+        if (T.subscribed) p_cuptiUnsubscribe(T.sub);
         T.subscribed = 0;
         snprintf(err, sizeof err, "CUPTI activity: %s", cupti_err(r));
         return err;
