@@ -241,3 +241,58 @@ def test_launch_sites_join_kernels_by_correlation_id(tmp_path: Path) -> None:
     assert k.thread_id is not None and k.thread_id > 0
     others = [r for r in mine if isinstance(r, events.Kernel) and r.corr_id != first.corr_id]
     assert others and all(r.thread_id is None for r in others)
+
+
+def test_nvtx_ranges_become_scope_records(tmp_path: Path) -> None:
+    """NVTX callbacks as CUPTI delivers them: push/pop ranges nest on the thread's scope stack (kernels are
+    attributed to them); start/end ranges hang under the starting thread's scope, may end on another thread,
+    and an end without a begin we saw (a range started before tracing) writes nothing."""
+    import threading
+
+    import gpufl
+    from gpufl.engines.native_tracing import NVTX_START_BASE, NativeTracingEngine
+
+    native = _native()
+    session = gpufl.init(app_name="nvtx", log_dir=str(tmp_path), engines="system")
+    assert session is not None
+    eng = NativeTracingEngine()
+    eng.native, eng.session = native, session
+    native.drain_nvtx()  # nothing left over from other tests
+    native.nvtx_call(native.NVTX_RANGE_PUSH_A, "outer", 0)
+    native.nvtx_call(native.NVTX_RANGE_START_A, "load", 41)
+    native.nvtx_call(native.NVTX_RANGE_PUSH_EX, "inner", 0)
+    native.nvtx_call(native.NVTX_RANGE_POP, None, 0)
+    native.nvtx_call(native.NVTX_RANGE_POP, None, 0)
+    native.nvtx_call(native.NVTX_DOMAIN_RANGE_START_EX, "io", 42)
+    ender = threading.Thread(target=native.nvtx_call, args=(native.NVTX_RANGE_END, None, 41))
+    ender.start()
+    ender.join()
+    native.nvtx_call(native.NVTX_DOMAIN_RANGE_END, None, 42)
+    native.nvtx_call(native.NVTX_RANGE_END, None, 40)  # began before tracing: ignored
+    native.nvtx_call(native.NVTX_NAME_OS_THREAD_A, "loader", 4242)
+    eng._drain_nvtx()
+    gpufl.shutdown()
+
+    scope = [
+        events.decode(ln)
+        for p in sorted(tmp_path.glob("*.scope.*.log"))
+        for ln in p.read_bytes().splitlines()
+    ]
+    paths = {r.id: r.value for r in scope if isinstance(r, events.DictEntry) and r.kind == "scope"}
+    begins = {paths[r.path_id]: r for r in scope if isinstance(r, events.ScopeBegin)}
+    ends = [r.inst for r in scope if isinstance(r, events.ScopeEnd)]
+    assert set(begins) == {"outer", "outer/load", "outer/inner", "io"}
+    outer, load, inner, io = (begins[k] for k in ("outer", "outer/load", "outer/inner", "io"))
+    assert all(b.tag == "nvtx" for b in begins.values())
+    assert inner.parent_inst == outer.inst and inner.depth == 1  # pushes nest
+    assert load.parent_inst == outer.inst and load.inst == NVTX_START_BASE + 41  # starts hang under the scope
+    assert io.parent_inst is None and io.depth == 0 and io.inst == NVTX_START_BASE + 42
+    assert sorted(ends) == sorted([inner.inst, outer.inst, load.inst, io.inst])  # no end for range 40
+    assert ends.index(inner.inst) < ends.index(outer.inst)
+    device = [
+        events.decode(ln)
+        for p in sorted(tmp_path.glob("*.device.*.log"))
+        for ln in p.read_bytes().splitlines()
+    ]
+    names = [(r.id, r.value) for r in device if isinstance(r, events.DictEntry) and r.kind == "thread"]
+    assert names == [(4242, "loader")]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from gpufl import events
+from gpufl.engines.native_tracing import NVTX_START_BASE
 
 
 def _run(code: str, tmp: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -144,12 +145,15 @@ def test_nvtx_ranges_become_scopes_and_threads_get_names(tmp_path: Path, tracing
         print("TID", threading.get_native_id())
         x = torch.randn(256, 256, device="cuda")
         with gpufl.scope("step"):
+            rid = torch.cuda.nvtx.range_start("cross")  # a start/end range, ended on another thread below
             torch.cuda.nvtx.range_push("fwd")
             x = torch.relu(x @ x)
             torch.cuda.nvtx.range_push("inner")
             x = torch.sigmoid(x)
             torch.cuda.nvtx.range_pop()
             torch.cuda.nvtx.range_pop()
+        t = threading.Thread(target=torch.cuda.nvtx.range_end, args=(rid,))
+        t.start(); t.join()
         torch.cuda.synchronize()
         gpufl.shutdown()
         """,
@@ -161,7 +165,10 @@ def test_nvtx_ranges_become_scopes_and_threads_get_names(tmp_path: Path, tracing
     paths = {r.id: r.value for r in scope_recs if isinstance(r, events.DictEntry) and r.kind == "scope"}
     begins = {paths[r.path_id]: r for r in scope_recs if isinstance(r, events.ScopeBegin)}
     ends = {r.inst for r in scope_recs if isinstance(r, events.ScopeEnd)}
-    assert {"step", "step/fwd", "step/fwd/inner"} <= set(begins), sorted(begins)
+    assert {"step", "step/fwd", "step/fwd/inner", "step/cross"} <= set(begins), sorted(begins)
+    cross = begins["step/cross"]
+    assert cross.tag == "nvtx" and cross.parent_inst == begins["step"].inst and cross.inst in ends
+    assert cross.inst >= NVTX_START_BASE and begins["step/fwd"].parent_inst == begins["step"].inst
     fwd, inner = begins["step/fwd"], begins["step/fwd/inner"]
     assert fwd.tag == "nvtx" and fwd.parent_inst == begins["step"].inst and inner.parent_inst == fwd.inst
     assert inner.depth == 2 and fwd.inst in ends and inner.inst in ends and inner.thread_id == tid

@@ -41,6 +41,9 @@ log = logging.getLogger("gpufl")
 
 # CUPTI delivers activity buffers when full or at this period: what a SIGKILL can lose at most (plus the
 # writer's flush interval).
+# NVTX start/end ranges' scope instance ids: 3·2^40 + NVTX's range id (_native.c); push/pop ranges count from 2^40.
+NVTX_START_BASE = 3 << 40
+
 FLUSH_PERIOD_MS = int(os.environ.get("GPUFL_NATIVE_FLUSH_MS", "500"))  # env: diagnostics only (0: when full)
 
 
@@ -126,6 +129,8 @@ class NativeTracingEngine:
     def __init__(self) -> None:
         self.native: Any = None
         self._scopes: collections.OrderedDict[int, tuple[str, int]] = collections.OrderedDict()
+        # nvtxRangeStart ranges begun and not yet ended (their end may come from any thread, or never)
+        self._open_starts: set[int] = set()
         self._nvtx_thread: threading.Thread | None = None
         self._nvtx_stop = threading.Event()
         self.started = False
@@ -229,6 +234,8 @@ class NativeTracingEngine:
                     path = f"{base[0]}/{clean}" if base else clean
                     depth = base[1] + 1 if base else 0
                     self._remember(inst, path, depth)
+                    if inst >= NVTX_START_BASE and len(self._open_starts) < 1_000_000:
+                        self._open_starts.add(inst)
                     scope_w.emit(
                         events.ScopeBegin(
                             session_id=sid, stream="scope", inst=inst,
@@ -237,6 +244,10 @@ class NativeTracingEngine:
                         )
                     )  # fmt: skip
                 elif kind == 1:
+                    if inst >= NVTX_START_BASE:
+                        if inst not in self._open_starts:
+                            continue  # started before tracing (or ended twice): no begin to close
+                        self._open_starts.discard(inst)
                     scope_w.emit(events.ScopeEnd(session_id=sid, stream="scope", inst=inst, ts_ns=ts))
                 else:
                     self.session.writers["device"].emit(
@@ -279,7 +290,7 @@ class NativeTracingEngine:
         try:
             self.native.start(self.session.options.cupti_buffer_bytes, FLUSH_PERIOD_MS)
         except RuntimeError as e:
-            self.started = False
+            self._release()
             self.session.notice(
                 "cupti_busy",
                 f"kernel tracing could not resume after {self._pause_reason} ({e}); it stays off for this session",
@@ -316,18 +327,23 @@ class NativeTracingEngine:
         except Exception:
             pass
         flush_err, finalize_err = self.native.stop()
-        self._nvtx_stop.set()
-        if self._nvtx_thread is not None:
-            self._nvtx_thread.join(5)
-        self._drain_nvtx()
         if flush_err:
             log.warning("gpufl: CUPTI flush failed: %s", flush_err)
         if finalize_err:
             log.warning("gpufl: CUPTI finalize failed: %s", finalize_err)
+        self._release()
+        return facts
+
+    def _release(self) -> None:
+        """After CUPTI is stopped: write the last NVTX ranges and let go of the device writer (the session
+        closes it next, so the C side must not keep a pointer to it)."""
+        self._nvtx_stop.set()
+        if self._nvtx_thread is not None:
+            self._nvtx_thread.join(5)
+        self._drain_nvtx()
         self.stats = self.native.stats()
         self.native.detach()
         self.started = False
-        return facts
 
 
 _hooked_engine: NativeTracingEngine | None = None

@@ -813,7 +813,12 @@ static PyObject *py_scope_exit(PyObject *self, PyObject *arg) {
 /* NVTX push/pop ranges become scopes (NVTX_INJECTION64_PATH names libcupti, so CUPTI sees NVTX calls): on the
  * calling thread they join the scope stack (kernels launched inside carry them); the begin/end events queue
  * here and the Python engine writes them to the scope stream. Instance ids start at 2^40, apart from
- * gpufl.scope's. */
+ * gpufl.scope's.
+ * Start/end ranges (nvtxRangeStart*, nvtxRangeEnd) belong to no thread — they may end on another one — so
+ * they become scopes under the starting thread's current scope but join no thread's stack (kernels are not
+ * attributed to them). Their instance id is 3·2^40 + the range id NVTX returned, so the end, which only
+ * has that id, finds it without a table. */
+#define NVTX_START_BASE (3ULL << 40)
 typedef struct {
     uint8_t kind; /* 0 begin, 1 end, 2 thread name */
     uint32_t tid;
@@ -829,6 +834,10 @@ static uint64_t g_nvtx_dropped;
 static _Atomic uint64_t g_nvtx_next = 1ULL << 40;
 static __thread uint64_t tls_nvtx[MAX_SCOPE_DEPTH];
 static __thread int tls_nvtx_depth;
+
+static uint64_t current_thread_scope(void) {
+    return tls_scope_depth > 0 && tls_scope_depth <= MAX_SCOPE_DEPTH ? tls_scopes[tls_scope_depth - 1] : 0;
+}
 
 static void nvtx_queue(uint8_t kind, uint64_t inst, uint64_t parent, const char *name, uint32_t tid) {
     pthread_mutex_lock(&g_nvtx_mu);
@@ -878,6 +887,30 @@ static void on_nvtx(CUpti_CallbackId cbid, const CUpti_NvtxData *d) {
             nvtx_queue(1, inst, 0, NULL, thread_id());
             return;
         }
+        case CUPTI_CBID_NVTX_nvtxRangeStartA:
+        case CUPTI_CBID_NVTX_nvtxRangeStartEx:
+        case CUPTI_CBID_NVTX_nvtxDomainRangeStartEx: {
+            if (!d->functionReturnValue) return;
+            uint64_t id = *(const nvtxRangeId_t *)d->functionReturnValue;
+            if (cbid == CUPTI_CBID_NVTX_nvtxRangeStartA) {
+                name = ((const nvtxRangeStartA_params *)d->functionParams)->message;
+            } else {
+                const nvtxEventAttributes_t *a = cbid == CUPTI_CBID_NVTX_nvtxRangeStartEx
+                                                     ? ((const nvtxRangeStartEx_params *)d->functionParams)->eventAttrib
+                                                     : ((const nvtxDomainRangeStartEx_params *)d->functionParams)->core.eventAttrib;
+                name = a && a->messageType == NVTX_MESSAGE_TYPE_ASCII ? a->message.ascii : NULL;
+            }
+            uint64_t parent = current_thread_scope();
+            nvtx_queue(0, NVTX_START_BASE + (id & ((1ULL << 40) - 1)), parent, name ? name : "(nvtx range)", thread_id());
+            return;
+        }
+        case CUPTI_CBID_NVTX_nvtxRangeEnd:
+        case CUPTI_CBID_NVTX_nvtxDomainRangeEnd: {
+            uint64_t id = cbid == CUPTI_CBID_NVTX_nvtxRangeEnd ? ((const nvtxRangeEnd_params *)d->functionParams)->id
+                                                               : ((const nvtxDomainRangeEnd_params *)d->functionParams)->core.id;
+            nvtx_queue(1, NVTX_START_BASE + (id & ((1ULL << 40) - 1)), 0, NULL, thread_id());
+            return;
+        }
         case CUPTI_CBID_NVTX_nvtxNameOsThreadA: {
             const nvtxNameOsThreadA_params *p = (const nvtxNameOsThreadA_params *)d->functionParams;
             nvtx_queue(2, 0, 0, p->name, p->threadId);
@@ -886,7 +919,7 @@ static void on_nvtx(CUpti_CallbackId cbid, const CUpti_NvtxData *d) {
         default:
             return;
     }
-    uint64_t parent = tls_scope_depth > 0 && tls_scope_depth <= MAX_SCOPE_DEPTH ? tls_scopes[tls_scope_depth - 1] : 0;
+    uint64_t parent = current_thread_scope();
     uint64_t inst = atomic_fetch_add(&g_nvtx_next, 1);
     if (tls_nvtx_depth < MAX_SCOPE_DEPTH) tls_nvtx[tls_nvtx_depth] = inst;
     tls_nvtx_depth++;
@@ -1591,7 +1624,9 @@ static const char *start_tracing(size_t bufbytes, unsigned period_ms, int *enabl
     }
     static const CUpti_CallbackId NVTX_CBIDS[] = {
         CUPTI_CBID_NVTX_nvtxRangePushA,       CUPTI_CBID_NVTX_nvtxRangePushEx,     CUPTI_CBID_NVTX_nvtxRangePop,
-        CUPTI_CBID_NVTX_nvtxDomainRangePushEx, CUPTI_CBID_NVTX_nvtxDomainRangePop, CUPTI_CBID_NVTX_nvtxNameOsThreadA};
+        CUPTI_CBID_NVTX_nvtxDomainRangePushEx, CUPTI_CBID_NVTX_nvtxDomainRangePop, CUPTI_CBID_NVTX_nvtxNameOsThreadA,
+        CUPTI_CBID_NVTX_nvtxRangeStartA,      CUPTI_CBID_NVTX_nvtxRangeStartEx,    CUPTI_CBID_NVTX_nvtxDomainRangeStartEx,
+        CUPTI_CBID_NVTX_nvtxRangeEnd,         CUPTI_CBID_NVTX_nvtxDomainRangeEnd};
 #ifndef GPUFL_INJECTION /* scopes are written by the Python engine; the injection build has none */
     for (size_t i = 0; want_nvtx && i < sizeof NVTX_CBIDS / sizeof *NVTX_CBIDS; i++)
         p_cuptiEnableCallback(1, T.sub, CUPTI_CB_DOMAIN_NVTX, NVTX_CBIDS[i]);
@@ -1785,6 +1820,46 @@ static PyObject *py_record_launch(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* nvtx_call(cbid, message, range_id): deliver an NVTX callback as CUPTI would (tests without a GPU);
+ * range_id is nvtxRangeStart*'s return value or nvtxRangeEnd's argument. */
+static PyObject *py_nvtx_call(PyObject *self, PyObject *args) {
+    unsigned int cbid;
+    const char *msg;
+    unsigned long long id;
+    if (!PyArg_ParseTuple(args, "IzK", &cbid, &msg, &id)) return NULL;
+    nvtxEventAttributes_t attr = {0};
+    attr.version = NVTX_VERSION;
+    attr.size = NVTX_EVENT_ATTRIB_STRUCT_SIZE;
+    attr.messageType = NVTX_MESSAGE_TYPE_ASCII;
+    attr.message.ascii = msg;
+    nvtxRangeId_t ret = id;
+    union {
+        nvtxRangePushA_params push;
+        nvtxRangePushEx_params pushex;
+        nvtxRangeStartA_params start;
+        nvtxRangeStartEx_params startex;
+        nvtxDomainRangeStartEx_params dstartex;
+        nvtxRangeEnd_params end;
+        nvtxDomainRangeEnd_params dend;
+        nvtxNameOsThreadA_params thread;
+    } p;
+    memset(&p, 0, sizeof p);
+    switch (cbid) {
+        case CUPTI_CBID_NVTX_nvtxRangePushA: p.push.message = msg; break;
+        case CUPTI_CBID_NVTX_nvtxRangePushEx: p.pushex.eventAttrib = &attr; break;
+        case CUPTI_CBID_NVTX_nvtxRangeStartA: p.start.message = msg; break;
+        case CUPTI_CBID_NVTX_nvtxRangeStartEx: p.startex.eventAttrib = &attr; break;
+        case CUPTI_CBID_NVTX_nvtxDomainRangeStartEx: p.dstartex.core.eventAttrib = &attr; break;
+        case CUPTI_CBID_NVTX_nvtxRangeEnd: p.end.id = id; break;
+        case CUPTI_CBID_NVTX_nvtxDomainRangeEnd: p.dend.core.id = id; break;
+        case CUPTI_CBID_NVTX_nvtxNameOsThreadA: p.thread.threadId = (uint32_t)id; p.thread.name = msg; break;
+        default: break;
+    }
+    CUpti_NvtxData d = {.functionName = "", .functionParams = &p, .functionReturnValue = &ret};
+    on_nvtx(cbid, &d);
+    Py_RETURN_NONE;
+}
+
 /* configure(callbacks, activity): switch the launch callbacks / activity records on or off while tracing
  * (diagnostics: bench/native_attribution.py measures each part's cost inside one process). */
 static PyObject *py_configure(PyObject *self, PyObject *args) {
@@ -1875,6 +1950,7 @@ static PyMethodDef methods[] = {
     {"scope_exit", py_scope_exit, METH_O, "scope_exit(inst) on the exiting thread"},
     {"replay_buffer", py_replay_buffer, METH_VARARGS, "parse a recorded raw CUPTI activity buffer"},
     {"record_launch", py_record_launch, METH_VARARGS, "store a launch site as the callback would"},
+    {"nvtx_call", py_nvtx_call, METH_VARARGS, "nvtx_call(cbid, message, range_id): an NVTX callback, as CUPTI delivers it"},
     {NULL}};
 
 static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "gpufl._native",
@@ -1887,6 +1963,20 @@ PyMODINIT_FUNC PyInit__native(void) {
     Py_INCREF(&WriterType);
     PyModule_AddObject(m, "Writer", (PyObject *)&WriterType);
     PyModule_AddIntConstant(m, "BUILT_CUPTI_API_VERSION", CUPTI_API_VERSION);
+    static const struct {
+        const char *name;
+        int cbid;
+    } nvtx_cbids[] = {{"NVTX_RANGE_PUSH_A", CUPTI_CBID_NVTX_nvtxRangePushA},
+                      {"NVTX_RANGE_PUSH_EX", CUPTI_CBID_NVTX_nvtxRangePushEx},
+                      {"NVTX_RANGE_POP", CUPTI_CBID_NVTX_nvtxRangePop},
+                      {"NVTX_RANGE_START_A", CUPTI_CBID_NVTX_nvtxRangeStartA},
+                      {"NVTX_RANGE_START_EX", CUPTI_CBID_NVTX_nvtxRangeStartEx},
+                      {"NVTX_DOMAIN_RANGE_START_EX", CUPTI_CBID_NVTX_nvtxDomainRangeStartEx},
+                      {"NVTX_RANGE_END", CUPTI_CBID_NVTX_nvtxRangeEnd},
+                      {"NVTX_DOMAIN_RANGE_END", CUPTI_CBID_NVTX_nvtxDomainRangeEnd},
+                      {"NVTX_NAME_OS_THREAD_A", CUPTI_CBID_NVTX_nvtxNameOsThreadA}};
+    for (size_t i = 0; i < sizeof nvtx_cbids / sizeof *nvtx_cbids; i++)
+        PyModule_AddIntConstant(m, nvtx_cbids[i].name, nvtx_cbids[i].cbid);
     PyModule_AddIntConstant(m, "STACKS_SUPPORTED", GPUFL_FRAMES);
     for (int k = 0; k < DK_N; k++) {
         char name[32];
