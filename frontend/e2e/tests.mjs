@@ -119,13 +119,15 @@ export const tests = [
       assert.equal(Number(drawnLanes), lanes.size, 'lane count');
       const rects = await page.evaluate(() => window.__gpuflTimeline.rects);
       assert.ok(rects > 0, 'timeline drew nothing');
-      // memory copies: their own lane, filled from /memcpy
+      // memory copies and memsets: one lane of their own, filled from /memcpy and /memsets
+      const mem = detail.totals.memcpys + detail.totals.memsets;
       const hasMemcpyLane = await page.evaluate(() => window.__gpuflTimeline.rows().some((r) => r.key === 'memcpy'));
-      assert.equal(hasMemcpyLane, detail.totals.memcpys > 0, 'memcpy lane');
-      if (detail.totals.memcpys > 0) {
+      assert.equal(hasMemcpyLane, mem > 0, 'memory lane');
+      if (mem > 0) {
         await page.waitForFunction(() => window.__gpuflTimeline.memcpyCount() > 0, null, { timeout: T });
         const n = await page.evaluate(() => window.__gpuflTimeline.memcpyCount());
-        assert.equal(n, Math.min(2000, detail.totals.memcpys), 'memory copies loaded for the whole-session view');
+        const want = Math.min(2000, detail.totals.memcpys) + Math.min(2000, detail.totals.memsets);
+        assert.equal(n, want, 'copies and memsets loaded for the whole-session view');
       }
       await shot('03-kernels-timeline');
     },

@@ -118,6 +118,20 @@ class SessionFactory:
             **kw,  # type: ignore[arg-type]
         )
 
+    def memset(self, start: int, dur: int, nbytes: int, **kw: object) -> ev.Memset:
+        return ev.Memset(
+            session_id=self.sid,
+            stream="device",
+            seq=self._next("device"),
+            device_id=0,
+            corr_id=2,
+            start_ns=self.t0 + start,
+            end_ns=self.t0 + start + dur,
+            bytes=nbytes,
+            mem_kind="Device",
+            **{"stream_id": 7, **kw},  # type: ignore[arg-type]
+        )
+
     def scope_begin(
         self, inst: int, path_id: int, ts: int, depth: int = 0, parent: int | None = None
     ) -> ev.ScopeBegin:

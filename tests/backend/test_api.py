@@ -202,6 +202,7 @@ def test_query_endpoints_shapes(api: Api) -> None:
     assert len(pts) == 3 and pts[0]["min"] == 0 and pts[-1]["max"] == 29
     S.SystemResponse.model_validate(sysr, strict=True)
     S.MemcpyPage.model_validate(api.get("/sessions/q1/memcpy").json(), strict=True)
+    S.MemsetPage.model_validate(api.get("/sessions/q1/memsets").json(), strict=True)
     assert api.get("/hosts").json()["hosts"][0]["apps"][0]["sessions"] == 1
     assert api.get("/sessions/q1/scopes").json() == {"roots": []}
     assert api.get("/sessions/q1/memcpy").json() == {"items": [], "next_cursor": None}
@@ -260,6 +261,7 @@ NEEDS = {
     ("GET", "/api/v1/sessions/{session_id}/kernels/summary"): "read",
     ("GET", "/api/v1/sessions/{session_id}/kernels/{kernel_id}"): "read",
     ("GET", "/api/v1/sessions/{session_id}/memcpy"): "read",
+    ("GET", "/api/v1/sessions/{session_id}/memsets"): "read",
     ("GET", "/api/v1/sessions/{session_id}/scopes"): "read",
     ("GET", "/api/v1/sessions/{session_id}/scopes/instances"): "read",
     ("GET", "/api/v1/sessions/{session_id}/scopes/{scope_id}/profile-samples"): "read",

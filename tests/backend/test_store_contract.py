@@ -392,6 +392,25 @@ def test_memcpy_rows(store: SqlStore) -> None:
     assert page[0]["bytes"] == 1 << 20 and page[0]["copy_kind"] == "HtoD" and page[0]["dur_ns"] == 500
 
 
+def test_memset_rows(store: SqlStore) -> None:
+    f = SessionFactory("ms")
+    start = f.start("device")
+    sets = [f.memset(i * 1000, 200 + i, 4096, value=i % 3, stream_id=7 + i % 2) for i in range(20)]
+    feed(store, [start, f.memcpy(0, 50, 8), *sets])
+    page, cur = store.memsets("ms", f.t0 + 5000, f.t0 + 12_000, limit=4)
+    assert [p["seq"] for p in page] == [m.seq for m in sets[5:9]] and cur is not None
+    assert (page[0]["bytes"], page[0]["value"], page[0]["mem_kind"], page[0]["dur_ns"]) == (
+        4096,
+        2,
+        "Device",
+        205,
+    )
+    rest, cur2 = store.memsets("ms", f.t0 + 5000, f.t0 + 12_000, limit=4, cursor=cur)
+    assert [p["seq"] for p in rest] == [m.seq for m in sets[9:12]] and cur2 is None
+    odd, _ = store.memsets("ms", stream=8)
+    assert [p["seq"] for p in odd] == [m.seq for m in sets[1::2]]
+
+
 def test_scope_instances_window_min_dur_open_and_pagination(store: SqlStore) -> None:
     f = SessionFactory("sinst")
     rng = random.Random(11)

@@ -49,6 +49,19 @@ describe('Api', () => {
     expect(r.items[1].start).toBe(100);
   });
 
+  it('reads memsets from /memsets as rows of the copy lane', async () => {
+    const f = mockFetch(
+      200,
+      '{"items":[{"id":"12","seq":12,"device_id":0,"stream_id":7,"corr_id":3,"start_ns":1732521600000000040,"end_ns":1732521600000000090,"dur_ns":50,"bytes":4096,"value":0,"mem_kind":"Device","scope_inst":null,"stack_id":null}],"next_cursor":"abc"}',
+    );
+    const r = await new Api('t').memsets(session, { start: 0, end: 1000 }, 2000);
+    const url = new URL(f.mock.calls[0][0], 'http://x');
+    expect(url.pathname).toBe('/api/v1/sessions/s%201/memsets');
+    expect(url.searchParams.get('limit')).toBe('2000');
+    expect(r.nextCursor).toBe('abc');
+    expect(r.items).toEqual([{ id: 'memset:12', device: 0, stream: 7, start: 40, end: 90, dur: 50, bytes: 4096, copyKind: 'memset', throughput: null }]);
+  });
+
   it('asks the LOD form with absolute window bounds and the resolution', async () => {
     const f = mockFetch(200, '{"start_ns":1732521600000000000,"end_ns":1732521600001048576,"bucket_ns":1048576,"buckets":[{"t_ns":1732521600000000000,"device_id":0,"stream_id":7,"count":3,"busy_ns":900,"longest":{"id":"9","name":"k","start_ns":1732521600000000010,"end_ns":1732521600000000510}}]}');
     const r = await new Api('t').kernelTimeline(session, { start: 0, end: 1048576 }, 2 ** 20);

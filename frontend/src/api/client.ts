@@ -390,6 +390,34 @@ export class Api {
     };
   }
 
+  /** Memsets in a window, shaped like copies (copyKind "memset") so they share the copy lane. */
+  async memsets(
+    s: SessionDetail,
+    win: KernelWindow,
+    limit: number,
+    signal?: AbortSignal,
+  ): Promise<{ items: MemcpyRow[]; nextCursor: string | null }> {
+    const w = await this.get<{ items: W<S['MemsetRow']>[]; next_cursor: string | null }>(
+      `/sessions/${enc(s.id)}/memsets`,
+      { ...winQuery(win, s.origin), limit },
+      signal,
+    );
+    return {
+      items: w.items.map((m) => ({
+        id: `memset:${m.id}`,
+        device: m.device_id,
+        stream: m.stream_id,
+        start: rel(m.start_ns, s.origin)!,
+        end: rel(m.end_ns, s.origin)!,
+        dur: Number(m.dur_ns),
+        bytes: m.bytes,
+        copyKind: 'memset',
+        throughput: null,
+      })),
+      nextCursor: w.next_cursor,
+    };
+  }
+
   scopes(id: string, signal?: AbortSignal): Promise<ScopeTree> {
     return this.get<ScopeTree>(`/sessions/${enc(id)}/scopes`, undefined, signal);
   }

@@ -189,6 +189,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/sessions/{session_id}/memsets": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Memsets */
+        get: operations["memsets_api_v1_sessions__session_id__memsets_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/sessions/{session_id}/scopes": {
         parameters: {
             query?: never;
@@ -559,6 +576,42 @@ export interface components {
             stream_id: number;
             /** Throughput Gbps */
             throughput_gbps: number | null;
+        };
+        /** MemsetPage */
+        MemsetPage: {
+            /** Items */
+            items: components["schemas"]["MemsetRow"][];
+            /** Next Cursor */
+            next_cursor: string | null;
+        };
+        /** MemsetRow */
+        MemsetRow: {
+            /** Bytes */
+            bytes: number;
+            /** Corr Id */
+            corr_id: number;
+            /** Device Id */
+            device_id: number;
+            /** Dur Ns */
+            dur_ns: number;
+            /** End Ns */
+            end_ns: number;
+            /** Id */
+            id: string;
+            /** Mem Kind */
+            mem_kind: string;
+            /** Scope Inst */
+            scope_inst: number | null;
+            /** Seq */
+            seq: number;
+            /** Stack Id */
+            stack_id: number | null;
+            /** Start Ns */
+            start_ns: number;
+            /** Stream Id */
+            stream_id: number;
+            /** Value */
+            value: number;
         };
         /** ProfileSamples */
         ProfileSamples: {
@@ -1268,6 +1321,45 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["MemcpyPage"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    memsets_api_v1_sessions__session_id__memsets_get: {
+        parameters: {
+            query?: {
+                start_ns?: number | null;
+                end_ns?: number | null;
+                device?: number | null;
+                stream?: number | null;
+                scope?: number | null;
+                limit?: number;
+                cursor?: string | null;
+            };
+            header?: never;
+            path: {
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MemsetPage"];
                 };
             };
             /** @description Validation Error */

@@ -39,6 +39,7 @@ function DashboardBody({ api, s, route, navigate }: { api: Api; s: SessionDetail
           <span>{gpus.length ? gpus.join(', ') : 'no GPU info'}</span>
           <span>{fmtInt(s.totals.kernels)} kernels</span>
           <span>{fmtInt(s.totals.memcpys)} copies</span>
+          {s.totals.memsets > 0 && <span>{fmtInt(s.totals.memsets)} memsets</span>}
           <span>GPU time {fmtDur(s.totals.gpu_time_ns)}</span>
           {s.cutShort && <span className="badge warn" title="Some stream has no session_end: the process was killed or is still running">cut short / live</span>}
           {s.dropped > 0 && <span className="badge warn">{fmtInt(s.dropped)} records dropped by the writer</span>}

@@ -251,14 +251,18 @@ export function Timeline(p: TimelineProps) {
           s.error = describeError(e);
         }
       }
-      if (sess.totals.memcpys > 0) {
+      if (sess.totals.memcpys + sess.totals.memsets > 0) {
         const have = s.memcpyWin;
         const covered = have && have.start <= s.vp.t0 && have.end >= s.vp.t1 && (!s.memcpyTruncated || have.end - have.start <= 4 * span);
         if (!covered) {
           try {
-            const r = await P.api.memcpy(sess, win, MEMCPY_LIMIT);
-            s.memcpy = r.items;
-            s.memcpyTruncated = r.nextCursor !== null;
+            const none = { items: [], nextCursor: null };
+            const [c, m] = await Promise.all([
+              sess.totals.memcpys > 0 ? P.api.memcpy(sess, win, MEMCPY_LIMIT) : none,
+              sess.totals.memsets > 0 ? P.api.memsets(sess, win, MEMCPY_LIMIT) : none,
+            ]);
+            s.memcpy = [...c.items, ...m.items].sort((a, b) => a.start - b.start);
+            s.memcpyTruncated = c.nextCursor !== null || m.nextCursor !== null;
             s.memcpyWin = win;
           } catch (e) {
             s.error = describeError(e);
@@ -297,7 +301,7 @@ export function Timeline(p: TimelineProps) {
         s.fetchTimer = window.setTimeout(fetchMissing, s.tiles.size === 0 ? 0 : 40);
       }
       const tiles = tilesToDraw(needed, P.session.origin, s.tiles as Map<string, Tile>) as DrawnTile[];
-      const L = layout(s.lanes, P.session.totals.memcpys > 0, plotWidth(), s.scopeRows);
+      const L = layout(s.lanes, P.session.totals.memcpys + P.session.totals.memsets > 0, plotWidth(), s.scopeRows);
       const W = s.width;
       const dpr = s.dpr;
       if (canvas.width !== Math.round(W * dpr) || canvas.height !== Math.round(L.height * dpr)) {
@@ -624,10 +628,10 @@ export function Timeline(p: TimelineProps) {
       <div className="hint">
         Wheel / pinch to zoom · drag to pan · W/S zoom · A/D pan · click a kernel to inspect · hover a scope for its
         timing
-        {p.session.totals.memcpys > 0 && (
+        {p.session.totals.memcpys + p.session.totals.memsets > 0 && (
           <span className="legend">
             {' '}
-            · copies:
+            · copies and memsets:
             {Object.entries(MEMCPY_COLORS).map(([k, c]) => (
               <span key={k}>
                 <span className="swatch" style={{ background: c }} />

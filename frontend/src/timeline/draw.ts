@@ -20,7 +20,7 @@ export interface Layout {
   rows: { key: string; label: string; y: number; h: number; kind: 'memcpy' | 'kernel' | 'scope'; lane?: Lane; depth?: number }[];
 }
 
-/** Rows top to bottom: `scopeRows` scope rows (one per depth), the memory-copy lane, the GPU lanes. */
+/** Rows top to bottom: `scopeRows` scope rows (one per depth), the memory lane (copies and memsets), the GPU lanes. */
 export function layout(lanes: Lane[], hasMemcpy: boolean, plotWidth: number, scopeRows = 0): Layout {
   const rows: Layout['rows'] = [];
   let y = AXIS_H;
@@ -29,7 +29,7 @@ export function layout(lanes: Lane[], hasMemcpy: boolean, plotWidth: number, sco
     y += SCOPE_ROW_H;
   }
   if (hasMemcpy) {
-    rows.push({ key: MEMCPY_KEY, label: 'Memory copies', y, h: LANE_H, kind: 'memcpy' });
+    rows.push({ key: MEMCPY_KEY, label: 'Memory copies & sets', y, h: LANE_H, kind: 'memcpy' });
     y += LANE_H;
   }
   for (const l of lanes) {
@@ -340,6 +340,7 @@ export const MEMCPY_COLORS: Record<string, string> = {
   DtoD: '#b5179e',
   PtoP: '#7209b7',
   HtoH: '#8d99ae',
+  memset: '#f4a261',
 };
 
 export type Hit =

@@ -241,6 +241,27 @@ class MemcpyPage(BaseModel):
     next_cursor: str | None
 
 
+class MemsetRow(BaseModel):
+    id: str
+    seq: int
+    device_id: int
+    stream_id: int
+    corr_id: int
+    start_ns: int
+    end_ns: int
+    dur_ns: int
+    bytes: int
+    value: int
+    mem_kind: str
+    scope_inst: int | None
+    stack_id: int | None
+
+
+class MemsetPage(BaseModel):
+    items: list[MemsetRow]
+    next_cursor: str | None
+
+
 # ---- scopes ------------------------------------------------------------------------------------------
 
 

@@ -1405,6 +1405,51 @@ class SqlStore:
             )
         return items, nxt
 
+    def memsets(
+        self,
+        sid: str,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        device: int | None = None,
+        stream: int | None = None,
+        scope: int | None = None,
+        limit: int = 1000,
+        cursor: Cursor | None = None,
+    ) -> tuple[list[dict[str, Any]], Cursor | None]:
+        """Memsets in a window, the same filters and ordering as copies."""
+        where: list[str] = ["k.session_id = ?"]
+        params: list[Any] = [sid]
+        self._window("memsets", sid, start_ns, end_ns, where, params)
+        self._activity_filters(sid, device, stream, scope, cursor, where, params)
+        rows = self._all(
+            f"""SELECT k.seq, k.device_id, k.stream_id, k.corr_id, k.start_ns, k.end_ns, k.bytes, k.value,
+                       k.mem_kind, k.scope_inst, k.stack_id
+                FROM memsets k WHERE {" AND ".join(where)} ORDER BY k.start_ns, k.seq LIMIT ?""",
+            [*params, limit + 1],
+        )
+        nxt = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            nxt = Cursor(int(rows[-1][4]), int(rows[-1][0]))
+        keys = (
+            "seq",
+            "device_id",
+            "stream_id",
+            "corr_id",
+            "start_ns",
+            "end_ns",
+            "bytes",
+            "value",
+            "mem_kind",
+        )
+        items = []
+        for row in rows:
+            item: dict[str, Any] = {"id": str(row[0]), **dict(zip(keys, row[:9], strict=True))}
+            item["dur_ns"] = row[5] - row[4]
+            item["scope_inst"], item["stack_id"] = row[9], row[10]
+            items.append(item)
+        return items, nxt
+
     # ---- scopes --------------------------------------------------------------------------------------
 
     def scope_tree(self, sid: str) -> list[dict[str, Any]]:

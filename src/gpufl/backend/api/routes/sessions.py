@@ -1,4 +1,4 @@
-"""Query endpoints: sessions, hosts, kernels, memcpy, scopes, profile samples, system metrics."""
+"""Query endpoints: sessions, hosts, kernels, memcpy, memsets, scopes, profile samples, system metrics."""
 
 from __future__ import annotations
 
@@ -166,6 +166,25 @@ def memcpy(
 ) -> Response:
     _exists(store, session_id)
     items, nxt = store.memcpys(
+        session_id, start_ns, end_ns, device, stream, scope, limit, decode_cursor(cursor, int)
+    )
+    return fast_json({"items": items, "next_cursor": encode_cursor(nxt)})
+
+
+@router.get("/sessions/{session_id}/memsets", response_model=S.MemsetPage, dependencies=[ReadRole])
+def memsets(
+    store: StoreDep,
+    session_id: SessionId,
+    start_ns: Ns = None,
+    end_ns: Ns = None,
+    device: SmallInt = None,
+    stream: AnyI64 = None,
+    scope: AnyI64 = None,
+    limit: PageLimit = 1000,
+    cursor: CursorParam = None,
+) -> Response:
+    _exists(store, session_id)
+    items, nxt = store.memsets(
         session_id, start_ns, end_ns, device, stream, scope, limit, decode_cursor(cursor, int)
     )
     return fast_json({"items": items, "next_cursor": encode_cursor(nxt)})
