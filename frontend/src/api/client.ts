@@ -208,6 +208,12 @@ export interface MemcpyRow {
   throughput: number | null;
 }
 
+/** A page of the memory lane: copies, or memsets shaped like them. */
+export interface MemoryPage {
+  items: MemcpyRow[];
+  nextCursor: string | null;
+}
+
 /** One scope instance (scope_begin .. scope_end), times relative to the session origin. */
 export interface ScopeInstance {
   inst: number;
@@ -363,56 +369,46 @@ export class Api {
     };
   }
 
-  async memcpy(
-    s: SessionDetail,
-    win: KernelWindow,
-    limit: number,
-    signal?: AbortSignal,
-  ): Promise<{ items: MemcpyRow[]; nextCursor: string | null }> {
-    const w = await this.get<{ items: W<S['MemcpyRow']>[]; next_cursor: string | null }>(
-      `/sessions/${enc(s.id)}/memcpy`,
-      { ...winQuery(win, s.origin), limit },
-      signal,
-    );
-    return {
-      items: w.items.map((m) => ({
-        id: m.id,
-        device: m.device_id,
-        stream: m.stream_id,
-        start: rel(m.start_ns, s.origin)!,
-        end: rel(m.end_ns, s.origin)!,
-        dur: Number(m.dur_ns),
-        bytes: m.bytes,
-        copyKind: m.copy_kind,
-        throughput: m.throughput_gbps,
-      })),
-      nextCursor: w.next_cursor,
-    };
+  /** Copies in a window (the kernels' window parameters). */
+  memcpy(s: SessionDetail, win: KernelWindow, limit: number, signal?: AbortSignal): Promise<MemoryPage> {
+    return this.memoryPage<S['MemcpyRow']>('memcpy', s, win, limit, signal, (m) => ({
+      id: m.id,
+      copyKind: m.copy_kind,
+      throughput: m.throughput_gbps,
+    }));
   }
 
   /** Memsets in a window, shaped like copies (copyKind "memset") so they share the copy lane. */
-  async memsets(
+  memsets(s: SessionDetail, win: KernelWindow, limit: number, signal?: AbortSignal): Promise<MemoryPage> {
+    return this.memoryPage<S['MemsetRow']>('memsets', s, win, limit, signal, (m) => ({
+      id: `memset:${m.id}`,
+      copyKind: 'memset',
+      throughput: null,
+    }));
+  }
+
+  private async memoryPage<R extends S['MemcpyRow'] | S['MemsetRow']>(
+    path: string,
     s: SessionDetail,
     win: KernelWindow,
     limit: number,
-    signal?: AbortSignal,
-  ): Promise<{ items: MemcpyRow[]; nextCursor: string | null }> {
-    const w = await this.get<{ items: W<S['MemsetRow']>[]; next_cursor: string | null }>(
-      `/sessions/${enc(s.id)}/memsets`,
+    signal: AbortSignal | undefined,
+    own: (m: W<R>) => Pick<MemcpyRow, 'id' | 'copyKind' | 'throughput'>,
+  ): Promise<MemoryPage> {
+    const w = await this.get<{ items: W<R>[]; next_cursor: string | null }>(
+      `/sessions/${enc(s.id)}/${path}`,
       { ...winQuery(win, s.origin), limit },
       signal,
     );
     return {
       items: w.items.map((m) => ({
-        id: `memset:${m.id}`,
         device: m.device_id,
         stream: m.stream_id,
         start: rel(m.start_ns, s.origin)!,
         end: rel(m.end_ns, s.origin)!,
         dur: Number(m.dur_ns),
         bytes: m.bytes,
-        copyKind: 'memset',
-        throughput: null,
+        ...own(m),
       })),
       nextCursor: w.next_cursor,
     };

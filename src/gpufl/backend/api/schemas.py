@@ -218,7 +218,9 @@ class KernelSummary(BaseModel):
     items: list[KernelSummaryRow]
 
 
-class MemcpyRow(BaseModel):
+class ActivityRow(BaseModel):
+    """What copies and memsets share (and kernels, in their own models)."""
+
     id: str
     seq: int
     device_id: int
@@ -228,12 +230,15 @@ class MemcpyRow(BaseModel):
     end_ns: int
     dur_ns: int
     bytes: int
+    scope_inst: int | None
+    stack_id: int | None
+
+
+class MemcpyRow(ActivityRow):
     copy_kind: str
     src_kind: str
     dst_kind: str
     throughput_gbps: float | None
-    scope_inst: int | None
-    stack_id: int | None
 
 
 class MemcpyPage(BaseModel):
@@ -241,20 +246,9 @@ class MemcpyPage(BaseModel):
     next_cursor: str | None
 
 
-class MemsetRow(BaseModel):
-    id: str
-    seq: int
-    device_id: int
-    stream_id: int
-    corr_id: int
-    start_ns: int
-    end_ns: int
-    dur_ns: int
-    bytes: int
+class MemsetRow(ActivityRow):
     value: int
     mem_kind: str
-    scope_inst: int | None
-    stack_id: int | None
 
 
 class MemsetPage(BaseModel):

@@ -1355,7 +1355,54 @@ class SqlStore:
         items.sort(key=lambda i: (keyf(i), i["name"] or ""))
         return {"gpu_time_ns": gpu, "items": items[:limit]}
 
-    # ---- memcpy --------------------------------------------------------------------------------------
+    # ---- memcpy, memset ------------------------------------------------------------------------------
+
+    _ACTIVITY_HEAD: ClassVar = ("seq", "device_id", "stream_id", "corr_id", "start_ns", "end_ns")
+    _ACTIVITY_COLUMNS: ClassVar = {
+        "memcpys": (
+            "bytes",
+            "copy_kind",
+            "src_kind",
+            "dst_kind",
+            "throughput_gbps",
+            "scope_inst",
+            "stack_id",
+        ),
+        "memsets": ("bytes", "value", "mem_kind", "scope_inst", "stack_id"),
+    }
+
+    def _activity_page(
+        self,
+        table: str,
+        sid: str,
+        start_ns: int | None,
+        end_ns: int | None,
+        device: int | None,
+        stream: int | None,
+        scope: int | None,
+        limit: int,
+        cursor: Cursor | None,
+    ) -> tuple[list[dict[str, Any]], Cursor | None]:
+        """Copies or memsets in a window: the kernels' filters and (start_ns, seq) order, every column."""
+        where: list[str] = ["k.session_id = ?"]
+        params: list[Any] = [sid]
+        self._window(table, sid, start_ns, end_ns, where, params)
+        self._activity_filters(sid, device, stream, scope, cursor, where, params)
+        keys = (*self._ACTIVITY_HEAD, *self._ACTIVITY_COLUMNS[table])
+        rows = self._all(
+            f"""SELECT {", ".join("k." + c for c in keys)}
+                FROM {table} k WHERE {" AND ".join(where)} ORDER BY k.start_ns, k.seq LIMIT ?""",
+            [*params, limit + 1],
+        )
+        nxt = None
+        if len(rows) > limit:
+            rows = rows[:limit]
+            nxt = Cursor(int(rows[-1][4]), int(rows[-1][0]))
+        items = []
+        for row in rows:
+            item = dict(zip(keys, row, strict=True))
+            items.append({"id": str(row[0]), **item, "dur_ns": row[5] - row[4]})
+        return items, nxt
 
     def memcpys(
         self,
@@ -1368,42 +1415,7 @@ class SqlStore:
         limit: int = 1000,
         cursor: Cursor | None = None,
     ) -> tuple[list[dict[str, Any]], Cursor | None]:
-        where: list[str] = ["k.session_id = ?"]
-        params: list[Any] = [sid]
-        self._window("memcpys", sid, start_ns, end_ns, where, params)
-        self._activity_filters(sid, device, stream, scope, cursor, where, params)
-        rows = self._all(
-            f"""SELECT k.seq, k.device_id, k.stream_id, k.corr_id, k.start_ns, k.end_ns, k.bytes, k.copy_kind,
-                       k.src_kind, k.dst_kind, k.throughput_gbps, k.scope_inst, k.stack_id
-                FROM memcpys k WHERE {" AND ".join(where)} ORDER BY k.start_ns, k.seq LIMIT ?""",
-            [*params, limit + 1],
-        )
-        nxt = None
-        if len(rows) > limit:
-            rows = rows[:limit]
-            nxt = Cursor(int(rows[-1][4]), int(rows[-1][0]))
-        items = []
-        for seq, dev, st, corr, s, e, nbytes, ck, sk_, dk, tp, scope_inst, stack in rows:
-            items.append(
-                {
-                    "id": str(seq),
-                    "seq": seq,
-                    "device_id": dev,
-                    "stream_id": st,
-                    "corr_id": corr,
-                    "start_ns": s,
-                    "end_ns": e,
-                    "dur_ns": e - s,
-                    "bytes": nbytes,
-                    "copy_kind": ck,
-                    "src_kind": sk_,
-                    "dst_kind": dk,
-                    "throughput_gbps": tp,
-                    "scope_inst": scope_inst,
-                    "stack_id": stack,
-                }
-            )
-        return items, nxt
+        return self._activity_page("memcpys", sid, start_ns, end_ns, device, stream, scope, limit, cursor)
 
     def memsets(
         self,
@@ -1416,39 +1428,7 @@ class SqlStore:
         limit: int = 1000,
         cursor: Cursor | None = None,
     ) -> tuple[list[dict[str, Any]], Cursor | None]:
-        """Memsets in a window, the same filters and ordering as copies."""
-        where: list[str] = ["k.session_id = ?"]
-        params: list[Any] = [sid]
-        self._window("memsets", sid, start_ns, end_ns, where, params)
-        self._activity_filters(sid, device, stream, scope, cursor, where, params)
-        rows = self._all(
-            f"""SELECT k.seq, k.device_id, k.stream_id, k.corr_id, k.start_ns, k.end_ns, k.bytes, k.value,
-                       k.mem_kind, k.scope_inst, k.stack_id
-                FROM memsets k WHERE {" AND ".join(where)} ORDER BY k.start_ns, k.seq LIMIT ?""",
-            [*params, limit + 1],
-        )
-        nxt = None
-        if len(rows) > limit:
-            rows = rows[:limit]
-            nxt = Cursor(int(rows[-1][4]), int(rows[-1][0]))
-        keys = (
-            "seq",
-            "device_id",
-            "stream_id",
-            "corr_id",
-            "start_ns",
-            "end_ns",
-            "bytes",
-            "value",
-            "mem_kind",
-        )
-        items = []
-        for row in rows:
-            item: dict[str, Any] = {"id": str(row[0]), **dict(zip(keys, row[:9], strict=True))}
-            item["dur_ns"] = row[5] - row[4]
-            item["scope_inst"], item["stack_id"] = row[9], row[10]
-            items.append(item)
-        return items, nxt
+        return self._activity_page("memsets", sid, start_ns, end_ns, device, stream, scope, limit, cursor)
 
     # ---- scopes --------------------------------------------------------------------------------------
 

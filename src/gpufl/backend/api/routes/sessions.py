@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 from fastapi import APIRouter, HTTPException, Path, Query, Response
+from pydantic import BaseModel
 
 from gpufl.backend.api import schemas as S
 from gpufl.backend.deps import AdminRole, ReadRole, StoreDep
@@ -152,42 +153,33 @@ def kernel_detail(
         raise HTTPException(404, f"kernel {kernel_id!r} not found in session {session_id!r}") from None
 
 
-@router.get("/sessions/{session_id}/memcpy", response_model=S.MemcpyPage, dependencies=[ReadRole])
-def memcpy(
-    store: StoreDep,
-    session_id: SessionId,
-    start_ns: Ns = None,
-    end_ns: Ns = None,
-    device: SmallInt = None,
-    stream: AnyI64 = None,
-    scope: AnyI64 = None,
-    limit: PageLimit = 1000,
-    cursor: CursorParam = None,
-) -> Response:
-    _exists(store, session_id)
-    items, nxt = store.memcpys(
-        session_id, start_ns, end_ns, device, stream, scope, limit, decode_cursor(cursor, int)
-    )
-    return fast_json({"items": items, "next_cursor": encode_cursor(nxt)})
+def _activity_route(table: str, model: type[BaseModel], path: str) -> None:
+    """GET copies or memsets: the same window, filters and cursor as raw kernels."""
+
+    def handler(
+        store: StoreDep,
+        session_id: SessionId,
+        start_ns: Ns = None,
+        end_ns: Ns = None,
+        device: SmallInt = None,
+        stream: AnyI64 = None,
+        scope: AnyI64 = None,
+        limit: PageLimit = 1000,
+        cursor: CursorParam = None,
+    ) -> Response:
+        _exists(store, session_id)
+        page = store.memcpys if table == "memcpys" else store.memsets
+        items, nxt = page(
+            session_id, start_ns, end_ns, device, stream, scope, limit, decode_cursor(cursor, int)
+        )
+        return fast_json({"items": items, "next_cursor": encode_cursor(nxt)})
+
+    handler.__name__ = path  # the OpenAPI operation id, as before
+    router.get(f"/sessions/{{session_id}}/{path}", response_model=model, dependencies=[ReadRole])(handler)
 
 
-@router.get("/sessions/{session_id}/memsets", response_model=S.MemsetPage, dependencies=[ReadRole])
-def memsets(
-    store: StoreDep,
-    session_id: SessionId,
-    start_ns: Ns = None,
-    end_ns: Ns = None,
-    device: SmallInt = None,
-    stream: AnyI64 = None,
-    scope: AnyI64 = None,
-    limit: PageLimit = 1000,
-    cursor: CursorParam = None,
-) -> Response:
-    _exists(store, session_id)
-    items, nxt = store.memsets(
-        session_id, start_ns, end_ns, device, stream, scope, limit, decode_cursor(cursor, int)
-    )
-    return fast_json({"items": items, "next_cursor": encode_cursor(nxt)})
+_activity_route("memcpys", S.MemcpyPage, "memcpy")
+_activity_route("memsets", S.MemsetPage, "memsets")
 
 
 @router.get("/sessions/{session_id}/scopes", response_model=S.ScopeTree, dependencies=[ReadRole])
