@@ -79,8 +79,45 @@ def _r(v: float | None) -> float | None:
     return None if v is None else round(v, 1)
 
 
+def cuda_ordinals(
+    nvml: list[tuple[str | None, str | None]], visible: str | None, order: str | None
+) -> list[int] | None:
+    """NVML indices of the devices CUDA gives this process, by CUDA ordinal — so system samples carry the
+    same device ids as kernels. ``nvml``: (uuid, name) per NVML index (NVML enumerates in PCI bus order);
+    ``visible`` / ``order``: CUDA_VISIBLE_DEVICES / CUDA_DEVICE_ORDER. Read from the environment, without
+    initialising CUDA in the process (which would break a later fork that uses CUDA). None where the
+    order cannot be known without CUDA: "fastest first" (CUDA's default) over GPUs of different models,
+    or MIG instances."""
+    base = list(range(len(nvml)))  # PCI bus order; also CUDA's "fastest first" on GPUs of one model
+    if (order or "FASTEST_FIRST").strip().upper() != "PCI_BUS_ID" and len({n for _, n in nvml}) > 1:
+        return None
+    if visible is None:
+        return base
+    out: list[int] = []
+    for entry in (e.strip() for e in visible.split(",")):
+        # CUDA reads the list up to the first entry it cannot use, and ignores the rest.
+        if entry.upper().startswith("MIG-"):
+            return None
+        if entry.lstrip("-").isdigit():
+            i = int(entry)
+            if not 0 <= i < len(base) or base[i] in out:
+                break
+            out.append(base[i])
+            continue
+        want = entry if entry.upper().startswith("GPU-") else "GPU-" + entry
+        hits = [i for i in base if (nvml[i][0] or "").lower().startswith(want.lower())]
+        if len(hits) != 1 or hits[0] in out:
+            break
+        out.append(hits[0])
+    return out
+
+
 class NvmlProbe:
-    """Per-GPU NVML readings. Construction raises EngineUnavailable when NVML cannot be used."""
+    """Per-GPU NVML readings. Construction raises EngineUnavailable when NVML cannot be used.
+
+    Device ids are CUDA ordinals (``cuda_ordinals``): only the GPUs CUDA gives this process are sampled.
+    Where the mapping cannot be known, every GPU is sampled under its NVML index, and ``ids_are_nvml``
+    says so (the engine writes a notice)."""
 
     def __init__(self) -> None:
         try:
@@ -96,9 +133,22 @@ class NvmlProbe:
             raise EngineUnavailable(
                 "nvml_init_failed", f"NVML could not start ({e}): no GPU or driver"
             ) from None
-        self.handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
         self._pcie_ok = True
         self._unsupported: set[tuple[int, str]] = set()
+        self.handles = handles
+        ident = [
+            (self._get(i, "uuid", partial(_call_str, pynvml.nvmlDeviceGetUUID, h)),
+             self._get(i, "name", partial(_call_str, pynvml.nvmlDeviceGetName, h)))
+            for i, h in enumerate(handles)
+        ]  # fmt: skip
+        picked = cuda_ordinals(
+            ident, os.environ.get("CUDA_VISIBLE_DEVICES"), os.environ.get("CUDA_DEVICE_ORDER")
+        )
+        self.ids_are_nvml = picked is None
+        self.nvml_index = list(range(len(handles))) if picked is None else picked
+        self.handles = [handles[i] for i in self.nvml_index]
+        self._unsupported = set()  # keyed by the position in self.handles from here on
 
     def close(self) -> None:
         try:
@@ -214,6 +264,15 @@ class SystemEngine:
             # Host metrics still run: say once what is missing, and go on.
             session.notice(e.code, f"GPU metrics unavailable: {e}", engine=self.name, level="info")
             return {}
+        if self.nvml.ids_are_nvml:
+            session.notice(
+                "nvml_device_ids",
+                "GPU metrics are labelled with NVML indices, which may differ from the CUDA device ids of "
+                "kernels here (GPUs of different models with CUDA_DEVICE_ORDER unset, or MIG); "
+                "set CUDA_DEVICE_ORDER=PCI_BUS_ID to align them",
+                engine=self.name,
+                level="info",
+            )
         return {"devices": self.nvml.devices(), "driver_version": self.nvml.driver_version()}
 
     def start(self) -> None:
