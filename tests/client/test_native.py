@@ -296,3 +296,65 @@ def test_nvtx_ranges_become_scope_records(tmp_path: Path) -> None:
     ]
     names = [(r.id, r.value) for r in device if isinstance(r, events.DictEntry) and r.kind == "thread"]
     assert names == [(4242, "loader")]
+
+
+def test_launches_in_interleaved_asyncio_tasks_carry_their_own_task_scope(tmp_path: Path) -> None:
+    """Two asyncio tasks on one thread, each inside its own gpufl.scope, launch while the other's scope is
+    the latest entered on the thread: each launch carries its task's scope (the launching thread holds the
+    GIL, so the C side reads gpufl.scope's ContextVar), as on the cupti-python path."""
+    import asyncio
+
+    import gpufl
+    from gpufl.scope import context_var
+
+    native = _with_libcupti()
+    h100 = _fixture_log()
+    start = h100[0]
+    assert isinstance(start, events.SessionStart) and start.clock is not None
+    k1, k2 = [r for r in h100 if isinstance(r, events.Kernel)][:2]
+    w = _writer(tmp_path)
+    w.start()
+    native.reset()
+    native.attach(w.native, [], start.clock.offset_ns, False)
+    native.set_scope_context(context_var())
+    insts: dict[str, int] = {}
+
+    a_in, b_in, a_done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def task_a() -> None:
+        with gpufl.scope("a") as sc:
+            native.scope_enter(sc._inst)  # what the native engine does on entry (the thread's stack)
+            insts["a"] = sc._inst
+            a_in.set()
+            await b_in.wait()  # b's scope is now the latest entered on this thread
+            native.record_launch(k1.corr_id, k1.start_ns - 1000, 10)
+            a_done.set()
+            native.scope_exit(sc._inst)
+
+    async def task_b() -> None:
+        await a_in.wait()
+        with gpufl.scope("b") as sc:
+            native.scope_enter(sc._inst)
+            insts["b"] = sc._inst
+            b_in.set()
+            await a_done.wait()
+            native.record_launch(k2.corr_id, k2.start_ns - 1000, 10)
+            native.scope_exit(sc._inst)
+
+    async def both() -> None:
+        await asyncio.gather(task_a(), task_b())
+
+    try:
+        asyncio.run(both())
+        _replay_all(native)
+    finally:
+        native.set_scope_context(None)
+        native.detach()
+    w.close(None)
+    (mine,) = _read(tmp_path)
+    got = {
+        r.corr_id: r.scope_inst
+        for r in mine
+        if isinstance(r, events.Kernel) and r.corr_id in (k1.corr_id, k2.corr_id)
+    }
+    assert got == {k1.corr_id: insts["a"], k2.corr_id: insts["b"]}
