@@ -336,6 +336,8 @@ def test_lod_rows_are_the_longest_kernel_per_bucket_at_every_level(store: SqlSto
         ("s", "stream", "scope", "device"),  # every record claims another stream
         ("s", None, None, "scope"),  # kernels posted to the scope stream
         ("s", "seq", -3, "device"),
+        ("s", "seq", -(2**63), "device"),  # a seq's distance to the one before it overflows a BIGINT
+        ("s", "start_ns", -(2**63), "device"),  # and so would a duration
     ],
 )
 def test_a_whole_batch_failing_one_check(
@@ -362,3 +364,50 @@ def test_without_a_usable_temp_directory_the_python_path_stores_the_batch(
     ks = lines(kernels(SessionFactory("notmp"), 100))
     same_as_records(store, reference, [("device", body_of(ks))])
     assert json_calls == ([False] if store.json_stage else [])
+
+
+def test_seqs_out_of_order_go_to_the_engine_repeats_do_not(
+    store: SqlStore, reference: SqlStore, json_calls: list[bool]
+) -> None:
+    """The engine path finds distinct seqs without hashing them when they increase in scan order; any other
+    order is counted exactly, and a repeat anywhere sends the batch down the record path."""
+    f = SessionFactory("order")
+    ks = lines(kernels(f, 900))
+    shuffled = ks[:300]
+    random.Random(11).shuffle(shuffled)
+    repeat_far = [*ks[300:600], ks[310]]  # increasing but for the last record, a repeat of an early one
+    repeat_next = ks[600:700] + ks[699:900]  # one repeat, right after itself
+    same_as_records(
+        store,
+        reference,
+        [("device", body_of(shuffled)), ("device", body_of(repeat_far)), ("device", body_of(repeat_next))],
+    )
+    assert json_calls == ([True, False, False] if store.json_stage else [])
+
+
+def test_extreme_times_in_a_whole_batch_are_rejected_not_an_error(
+    store: SqlStore, reference: SqlStore
+) -> None:
+    ks = [
+        json.dumps({**json.loads(k), "start_ns": -(2**63), "end_ns": 2**63 - 1}).encode()
+        for k in lines(kernels(SessionFactory("ext"), 30))
+    ]
+    body = body_of(ks)
+    got = ingest_body(store, "device", body, None, 50_000)
+    assert got.stored == 0 and len(got.rejected) == 30
+    assert answer(got) == answer(by_records(reference, "device", body))
+    assert dump(store) == dump(reference)
+
+
+def test_a_batch_the_engine_parses_alongside_the_decode_that_msgspec_refuses_is_not_written_by_it(
+    store: SqlStore, reference: SqlStore, json_calls: list[bool]
+) -> None:
+    """The engine's parse starts on a guess (first and last line are kernels) while msgspec decodes: a
+    record of another type between them, or one msgspec refuses, means the parse is thrown away."""
+    f = SessionFactory("guess")
+    ks = lines(kernels(f, 300))
+    mixed = [*ks[:100], ev.encode(f.launch(9, "late")), *ks[100:200]]
+    bad = ks[200:300]
+    bad[50] = bad[50].replace(b'"corr_id":', b'"corr_id":"x","_":')  # a string where an int belongs
+    same_as_records(store, reference, [("device", body_of(mixed)), ("device", body_of(bad))])
+    assert json_calls == ([False, False] if store.json_stage else [])

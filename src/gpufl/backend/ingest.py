@@ -7,7 +7,9 @@ so that one bad record is rejected with its reason while the rest of the batch i
 Where the store can parse NDJSON itself (DuckDB's ``read_json``, which runs without the GIL), a batch of
 one bulk record type goes to it as text: msgspec's decode stays the judge of what is valid, the store's
 parser only supplies the columns (see ``SqlStore.ingest_json``), and any disagreement sends the batch
-down the Python path instead.
+down the Python path instead. The engine's parse runs in a helper thread while msgspec decodes the same
+text in the request's thread (its first and last lines give the type to parse for); the helper writes
+nothing until the decode has cleared the batch, and throws its parse away otherwise.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from __future__ import annotations
 import gc
 import operator
 import re
+import threading
 import types
 import typing
 import zlib
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +31,7 @@ from typing import Any
 import msgspec
 
 from gpufl import events as ev
-from gpufl.backend.store import SqlStore, ValueOutOfRange
+from gpufl.backend.store import IngestOutcome, SqlStore, ValueOutOfRange
 from gpufl.backend.store.base import JSON_TYPES
 
 _RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
@@ -110,11 +114,14 @@ def ingest_body(
         json_array = m is not None and m.group() == b"["
     tried = 0  # lines of an NDJSON body whose whole-batch decode failed
     if not json_array:
-        text = body.rstrip(b"\n")
-        n = text.count(b"\n") + 1
-        if text and n <= max_records:
+        # The lines end at ``end`` (trailing newlines aside): no copy of the body without them.
+        end = len(body)
+        while end and body[end - 1] == 10:  # b"\n"
+            end -= 1
+        n = body.count(b"\n", 0, end) + 1
+        if end and n <= max_records:
             with _gc_paused():
-                res = _ingest_lines(store, stream, text, n)
+                res = _ingest_lines(store, stream, body, n, end)
             if res is not None:
                 return res
             tried = n
@@ -405,17 +412,17 @@ _CHUNK = 256 * 1024
 the previous batch, whose DuckDB queries need it briefly, again and again (see the backend CLI)."""
 
 
-def _decode_lines(text: bytes) -> list[ev.Record] | None:
-    """The records of NDJSON ``text`` (its newlines turned into the commas of JSON arrays), decoded in
-    chunks of whole lines; None if any chunk does not decode."""
+def _decode_lines(text: bytes, stop: int) -> list[ev.Record] | None:
+    """The records of the NDJSON lines of ``text[:stop]`` (their newlines turned into the commas of JSON
+    arrays), decoded in chunks of whole lines; None if any chunk does not decode."""
     arr = memoryview(text.replace(b"\n", b","))  # same length: a line ends at the same offset in both
     recs: list[ev.Record] = []
     start = 0
     try:
-        while start < len(arr):
-            end = text.find(b"\n", start + _CHUNK)
+        while start < stop:
+            end = text.find(b"\n", start + _CHUNK, stop)
             if end < 0:
-                end = len(arr)
+                end = stop
             recs += _BATCH.decode(b"".join((b"[", arr[start:end], b"]")))  # one copy of the chunk
             start = end + 1
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
@@ -423,29 +430,92 @@ def _decode_lines(text: bytes) -> list[ev.Record] | None:
     return recs
 
 
-def _ingest_lines(store: SqlStore, stream: str, text: bytes, n: int) -> BatchResult | None:
-    """Ingest NDJSON ``text`` of ``n`` lines (none of them blank if it is to decode), or None when the
-    batch does not decode whole with one record per line (a bad record, a blank line): the caller then
-    splits it and goes record by record."""
-    escaped = b"\\" in text  # memchr: ~25x faster than looking for the 6-byte escape below
-    if escaped and b"\\u0000" in text:
+_ONE: msgspec.json.Decoder[Any] = msgspec.json.Decoder(ev.Event)
+_PARSERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="gpufl-ingest-json")
+"""Threads that run ``SqlStore.ingest_json`` for a batch while its request's thread decodes it (the engine's
+parse releases the GIL): each waits for that decode's verdict before it writes, so at most one per batch in
+flight is busy or waiting (``max_inflight_ingests``, 8 by default; more only queue)."""
+
+
+class _Verdict:
+    """Whether msgspec's decode cleared the batch for the engine's parse, once known."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._ok = False
+
+    def set(self, ok: bool) -> None:
+        self._ok = ok
+        self._done.set()
+
+    def wait(self) -> bool:
+        self._done.wait()
+        return self._ok
+
+
+def _guess_type(body: bytes, end: int) -> type[ev.Record] | None:
+    """The record type of the first and the last line of ``body[:end]`` if they are of one type (a guess at
+    the batch's: the decode decides), else None."""
+    first = body.find(b"\n", 0, end)
+    last = body.rfind(b"\n", 0, end) + 1
+    try:
+        a = type(_ONE.decode(body[: end if first < 0 else first]))
+        b = type(_ONE.decode(body[last:end]))
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
-    recs = _decode_lines(text)
-    # Each line must be exactly one value: equal counts mean no line held two (two values without a comma
-    # between them don't decode at all).
-    if recs is None or len(recs) != n:
+    return a if a is b else None
+
+
+def _ingest_lines(
+    store: SqlStore, stream: str, body: bytes, n: int, end: int | None = None
+) -> BatchResult | None:
+    """Ingest the NDJSON ``body[:end]`` (``end``: after its last line's last byte, the rest of ``body``
+    newlines, if any) of ``n`` lines (none of them blank if it is to decode), or None when the batch does
+    not decode whole with one record per line (a bad record, a blank line): the caller then splits it and
+    goes record by record."""
+    if end is None:
+        end = len(body)
+    escaped = b"\\" in body  # memchr: ~25x faster than looking for the 6-byte escape below
+    if escaped and b"\\u0000" in body:
         return None
-    t0 = type(recs[0])
-    if (
-        store.json_stage
-        and t0 in JSON_CLASSES
-        and ev.type_tag(t0) in ev.STREAM_TYPES[stream]
-        and not escaped  # no escapes: every string reads the same in any JSON parser
-        and len(set(map(type, recs))) == 1
-    ):
-        out = store.ingest_json(stream, t0, text, n, len(text) - (n - 1))
+    # No escapes: every string reads the same in any JSON parser. The trailing newlines are harmless to the
+    # engine's reader (no copy without them).
+    jsonable = store.json_stage and not escaped
+    pending: Future[IngestOutcome | None] | None = None
+    verdict = _Verdict()
+    guess = _guess_type(body, end) if jsonable else None
+    if guess is not None and guess in JSON_CLASSES and ev.type_tag(guess) in ev.STREAM_TYPES[stream]:
+        # The engine parses the batch while msgspec decodes it here; it writes nothing before the verdict.
+        pending = _PARSERS.submit(store.ingest_json, stream, guess, body, n, end - (n - 1), verdict.wait)
+    decoded = one_type = False
+    t0: type[ev.Record] | None = None
+    try:
+        recs = _decode_lines(body, end)
+        # Each line must be exactly one value: equal counts mean no line held two (two values without a
+        # comma between them don't decode at all).
+        decoded = recs is not None and len(recs) == n
+        t0 = type(recs[0]) if recs else None
+        one_type = decoded and len(set(map(type, recs))) == 1  # type: ignore[arg-type]
+    finally:
+        verdict.set(pending is not None and decoded and one_type and t0 is guess)
+    if pending is not None:
+        out = pending.result()
         if out is not None:
             return BatchResult(out.stored, out.duplicates)
+    if not decoded:
+        return None
+    assert recs is not None and t0 is not None
+    if (
+        pending is None
+        and jsonable
+        and t0 in JSON_CLASSES
+        and ev.type_tag(t0) in ev.STREAM_TYPES[stream]
+        and one_type
+    ):
+        out = store.ingest_json(stream, t0, body, n, end - (n - 1))
+        if out is not None:
+            return BatchResult(out.stored, out.duplicates)
+    text = body if end == len(body) else body[:end]
     columns = _checked_columns(stream, recs)
     if columns is not None:
         try:

@@ -14,7 +14,7 @@ import os
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -341,19 +341,30 @@ class SqlStore:
         raise StageRefused where the engine's reader refuses a record. Runs outside the write lock."""
         raise NotImplementedError
 
-    def _script(self, cur: Any, statements: Sequence[str]) -> None:
-        """Run ``statements`` (no parameters) in order."""
+    def _script(self, cur: Any, statements: Sequence[str]) -> Any:
+        """Run ``statements`` (no parameters) in order; returns the cursor holding the last one's result."""
+        out = None
         for q in statements:
-            self._exec(cur, q)
+            out = self._exec(cur, q)
+        return out
 
     def _byte_length(self, expr: str) -> str:
         return f"octet_length({expr})"
 
     def ingest_json(
-        self, stream: str, cls: type[ev.Record], text: bytes, count: int, nbytes: int
+        self,
+        stream: str,
+        cls: type[ev.Record],
+        text: bytes,
+        count: int,
+        nbytes: int,
+        valid: Callable[[], bool] | None = None,
     ) -> IngestOutcome | None:
         """Store a batch of ``count`` records of one type of JSON_TYPES from its NDJSON ``text`` (one record
         per line, no backslash, ``nbytes`` bytes without the newlines), the engine parsing it (``_parse_json``).
+        ``valid``: where the caller's decode runs at the same time as the engine's parse, it waits for that
+        decode and says whether it found ``count`` valid records of ``cls``; nothing is written before it
+        said yes.
 
         The caller has decoded the batch with msgspec: that decode is what makes a record valid (types,
         required fields, literals), and the engine only supplies the values, which for such text are the
@@ -363,9 +374,10 @@ class SqlStore:
         engine refuses the text, the batch spans sessions, or a record repeats or is held already (it
         counts the duplicates).
 
-        Parsing, checking and the summaries' rows are done before the write lock is taken, overlapping the
-        batch being written; under the lock the statements go to the engine together, because each return
-        to Python has to wait for the GIL while another request's thread runs Python."""
+        Parsing and checking are done before the write lock is taken, overlapping the batch being written;
+        under the lock the writes and the summaries' rows (aggregated from the parsed batch straight into
+        their tables) go to the engine as one script, because each return to Python has to wait for the GIL
+        while another request's thread runs Python."""
         tag = ev.type_tag(cls)
         table = JSON_TYPES.get(tag)
         if (
@@ -393,16 +405,11 @@ class SqlStore:
                     return None  # e.g. the temp directory is full
                 finally:
                     os.unlink(path)
-                return self._ingest_parsed(cur, stream, tag, table, name, columns, count, nbytes)
+                return self._ingest_parsed(cur, stream, tag, table, name, columns, count, nbytes, valid)
             except StageRefused:
                 return None
             finally:
-                temps = [
-                    name,
-                    f"{name}_facts",
-                    *(f"{name}_{t}" for t, _ in self._kernel_summary_selects(name)),
-                ]
-                self._script(cur, [f"DROP TABLE IF EXISTS {t}" for t in temps])
+                self._script(cur, [f"DROP TABLE IF EXISTS {t}" for t in (name, f"{name}_facts")])
 
     def _ingest_parsed(
         self,
@@ -414,6 +421,7 @@ class SqlStore:
         columns: list[tuple[str, str, str | None]],
         count: int,
         nbytes: int,
+        valid: Callable[[], bool] | None = None,
     ) -> IngestOutcome | None:
         names = {c for c, _, _ in columns}
         blen = self._byte_length("session_id")
@@ -430,7 +438,10 @@ class SqlStore:
             "sid_bytes_max": f"max({blen})",
             "lo": "min(seq)",
             "hi": "max(seq)",
-            "seqs": "count(DISTINCT seq)",
+            # No seq at or below the one before it, in whatever order the rows are scanned: a strictly
+            # increasing sequence, so the seqs are distinct (the usual batch) without hashing them.
+            # (A comparison, not a difference: no overflow, whatever the seqs.)
+            "unordered": "count(*) FILTER (WHERE seq <= prev_seq)",
             "off_stream": f"count(*) FILTER (WHERE stream <> '{stream}')",
             "reversed": "count(*) FILTER (WHERE end_ns < start_ns)"
             if {"start_ns", "end_ns"} <= names
@@ -439,20 +450,21 @@ class SqlStore:
             "last_ns": f"max({last})",
             **{f"min_{c}": f"min({c})" for c in _CHECKED_NS if c in names},  # the maximum is a BIGINT's
         }
-        # The summaries' rows too are computed here, outside the write lock (only the batch's rows are
-        # needed), so that under the lock they are only appended.
-        summaries = self._kernel_summary_selects(name) if tag == "kernel" else []
-        self._script(
+        got = self._script(
             read_cur,
             [
                 f"CREATE OR REPLACE TEMP TABLE {name}_facts AS SELECT "
                 + ", ".join(f"{e} AS {k}" for k, e in facts.items())
-                + f" FROM {name}",
-                *(f"CREATE OR REPLACE TEMP TABLE {name}_{t} AS {q}" for t, q in summaries),
+                + f" FROM (SELECT *, lag(seq) OVER () AS prev_seq FROM {name}) t",
+                f"SELECT * FROM {name}_facts",
             ],
         )
-        row = dict(zip(facts, self._exec(read_cur, f"SELECT * FROM {name}_facts").fetchall()[0], strict=True))
+        row = dict(zip(facts, got.fetchall()[0], strict=True))
         n, sid, lo, hi = row["n"], row["sid"], row["lo"], row["hi"]
+        if row["unordered"]:
+            row["seqs"] = self._exec(read_cur, f"SELECT count(DISTINCT seq) FROM {name}").fetchall()[0][0]
+        else:
+            row["seqs"] = n
         if (
             n != count
             or sid != row["sid_max"]
@@ -464,6 +476,8 @@ class SqlStore:
             or any(v is not None and v < 0 for k, v in row.items() if k.startswith("min_"))
         ):
             return None
+        if valid is not None and not valid():
+            return None  # msgspec's decode did not clear the batch: nothing may be stored from this parse
         try:
             with self._write() as cur:
                 self._lock_streams(cur, [(sid, stream)])
@@ -488,7 +502,10 @@ class SqlStore:
                     + f") r(lo, hi), {name}_facts f",
                     f"INSERT INTO {table} SELECT {', '.join(c for c, _ in TABLES[table])} FROM {name}",
                 ]
-                script += [f"INSERT INTO {t} SELECT * FROM {name}_{t}" for t, _ in summaries]
+                # The summaries' rows go straight into their tables (temporary tables for them, made before
+                # the lock, cost four more CREATE and DROP statements and a copy of their rows per batch).
+                if tag == "kernel":
+                    script += [f"INSERT INTO {t} {q}" for t, q in self._kernel_summary_selects(name)]
                 script += [
                     f"""INSERT INTO session_streams SELECT sid, '{stream}', n, first_ns, last_ns, {int(nbytes)},
                                {time.time_ns()} FROM {name}_facts""",

@@ -96,9 +96,9 @@ class DuckDBStore(SqlStore):
         except duckdb.Error as e:
             raise StageRefused(str(e).splitlines()[0]) from None
 
-    def _script(self, cur: Any, statements: Sequence[str]) -> None:
+    def _script(self, cur: Any, statements: Sequence[str]) -> Any:
         # One call for them all: each return to Python waits for the GIL.
-        cur.execute(";\n".join(statements))
+        return cur.execute(";\n".join(statements))
 
     def _byte_length(self, expr: str) -> str:
         return f"strlen({expr})"
