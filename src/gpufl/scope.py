@@ -32,11 +32,6 @@ _instances = itertools.count(1)
 _open_anywhere: list[tuple[int, str]] = []
 
 
-def context_var() -> contextvars.ContextVar[tuple[tuple[int, str], ...]]:
-    """The ContextVar of open scopes: the native record path reads it at launches (per asyncio task)."""
-    return _open
-
-
 def current() -> tuple[int, str] | None:
     """(instance id, path) of the innermost scope open on this thread/task, else the most recently
     entered scope still open in the process, else None."""

@@ -31,7 +31,6 @@ from gpufl.engines.tracing import (
     cuda_driver_version,
     measure_clock_offset,
 )
-from gpufl.scope import context_var as scope_context_var
 from gpufl.scope import current as current_scope
 from gpufl.writer import NativeStreamWriter, StreamWriter
 
@@ -179,7 +178,6 @@ class NativeTracingEngine:
         ]
         native.reset()  # a previous session in this process (init after shutdown) starts its ids again
         native.attach(self.writer.native, limits, self.offset_ns, session.options.stacks)
-        native.set_scope_context(scope_context_var())
         facts: dict[str, Any] = {
             "devices": [props for _, props in devices.values()],
             "clock": clock,

@@ -751,52 +751,8 @@ static uint64_t *g_open;
 static size_t g_nopen, g_capopen;
 static _Atomic uint64_t g_last_open; /* the most recently entered scope still open anywhere */
 
-#ifndef GPUFL_INJECTION
-/* gpufl.scope's ContextVar (a tuple of (inst, path), innermost last), given by set_scope_context(). Asyncio
- * tasks interleave on one thread, so the thread's stack above can hold another task's scope: a thread that
- * holds the GIL while it launches (Python code calling into CUDA) reads its task's own value instead. */
-static PyObject *g_scope_var;
-
-/* 1 and *inst (0: no scope open in this task/thread) when the ContextVar could be read, else 0. */
-static int context_scope(uint64_t *inst) {
-#if PY_VERSION_HEX >= 0x030D0000
-    if (Py_IsFinalizing()) return 0;
-#else
-    if (_Py_IsFinalizing()) return 0;
-#endif
-    /* A thread without a Python thread state (CUDA's, PyTorch's autograd workers) never holds the GIL. */
-    if (!g_scope_var || !PyGILState_GetThisThreadState() || !PyGILState_Check()) return 0;
-    PyObject *et, *ev, *etb;
-    PyErr_Fetch(&et, &ev, &etb); /* never disturb an exception the program has pending */
-    PyObject *v = NULL;
-    int ok = PyContextVar_Get(g_scope_var, NULL, &v) == 0;
-    *inst = 0;
-    if (ok && v && PyTuple_Check(v) && PyTuple_GET_SIZE(v) > 0) {
-        PyObject *last = PyTuple_GET_ITEM(v, PyTuple_GET_SIZE(v) - 1);
-        if (PyTuple_Check(last) && PyTuple_GET_SIZE(last) >= 1) *inst = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(last, 0));
-        if (PyErr_Occurred()) *inst = 0;
-    }
-    Py_XDECREF(v);
-    PyErr_Clear();
-    PyErr_Restore(et, ev, etb);
-    return ok;
-}
-#else
-static int context_scope(uint64_t *inst) {
-    (void)inst;
-    return 0;
-}
-#endif
-
-/* The scope of a launch: an NVTX range open on this thread, else the launching task's or thread's innermost
- * gpufl.scope, else (a thread that opened none, e.g. PyTorch's autograd threads during backward) the most
- * recently entered scope still open anywhere. */
 static inline uint64_t current_scope(void) {
-    uint64_t top = tls_scope_depth > 0 && tls_scope_depth <= MAX_SCOPE_DEPTH ? tls_scopes[tls_scope_depth - 1] : 0;
-    if (top >= (1ULL << 40)) return top; /* NVTX ranges are per thread by definition */
-    uint64_t inst;
-    if (context_scope(&inst)) return inst ? inst : atomic_load_explicit(&g_last_open, memory_order_relaxed);
-    if (top) return top;
+    if (tls_scope_depth > 0) return tls_scopes[tls_scope_depth - 1];
     return atomic_load_explicit(&g_last_open, memory_order_relaxed);
 }
 
@@ -1775,13 +1731,6 @@ static PyObject *py_attach(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* set_scope_context(contextvar | None): gpufl.scope's ContextVar, read at launches on GIL-holding threads. */
-static PyObject *py_set_scope_context(PyObject *self, PyObject *var) {
-    if (var != Py_None && !PyContextVar_CheckExact(var)) return PyErr_Format(PyExc_TypeError, "a ContextVar or None");
-    Py_XSETREF(g_scope_var, var == Py_None ? NULL : Py_NewRef(var));
-    Py_RETURN_NONE;
-}
-
 /* start(buffer_bytes, flush_period_ms) -> launch callbacks enabled (-1: switched off) */
 static PyObject *py_start(PyObject *self, PyObject *args) {
     unsigned long long bufbytes;
@@ -2001,7 +1950,6 @@ static PyMethodDef methods[] = {
     {"scope_exit", py_scope_exit, METH_O, "scope_exit(inst) on the exiting thread"},
     {"replay_buffer", py_replay_buffer, METH_VARARGS, "parse a recorded raw CUPTI activity buffer"},
     {"record_launch", py_record_launch, METH_VARARGS, "store a launch site as the callback would"},
-    {"set_scope_context", py_set_scope_context, METH_O, "gpufl.scope's ContextVar (per-task scopes at launches)"},
     {"nvtx_call", py_nvtx_call, METH_VARARGS, "nvtx_call(cbid, message, range_id): an NVTX callback, as CUPTI delivers it"},
     {NULL}};
 
