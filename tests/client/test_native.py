@@ -296,3 +296,34 @@ def test_nvtx_ranges_become_scope_records(tmp_path: Path) -> None:
     ]
     names = [(r.id, r.value) for r in device if isinstance(r, events.DictEntry) and r.kind == "thread"]
     assert names == [(4242, "loader")]
+
+
+def test_shutdown_while_paused_for_torch_profiler_ends_the_nvtx_thread(tmp_path: Path) -> None:
+    """gpufl.shutdown() while torch.profiler still holds CUPTI: the stopped engine's NVTX thread must end,
+    or it would drain (and lose into a closed session) the NVTX ranges of a later session."""
+    import threading
+    import time
+
+    import gpufl
+    from gpufl.engines.native_tracing import NativeTracingEngine
+
+    native = _native()
+    session = gpufl.init(app_name="paused", log_dir=str(tmp_path), engines="system")
+    assert session is not None
+    eng = NativeTracingEngine()
+    eng.native, eng.session = native, session
+    eng.started = True  # as start() leaves it, with its NVTX thread
+    eng._nvtx_stop.clear()
+    eng._nvtx_thread = threading.Thread(target=eng._nvtx_loop, daemon=True)
+    eng._nvtx_thread.start()
+    eng._paused_at = time.time_ns()  # pause(): torch.profiler started
+    eng.stop()
+    gpufl.shutdown()
+    assert not eng._nvtx_thread.is_alive()
+    native.drain_nvtx()
+    native.nvtx_call(native.NVTX_RANGE_PUSH_A, "next session", 0)
+    time.sleep(0.25)  # the old thread drained every 0.1 s
+    evs, _ = native.drain_nvtx()
+    native.nvtx_call(native.NVTX_RANGE_POP, None, 0)
+    native.drain_nvtx()
+    assert [e[5] for e in evs] == ["next session"]

@@ -233,9 +233,12 @@ class NativeTracingEngine:
                     clean = name.replace("/", "|") or "(nvtx range)"
                     path = f"{base[0]}/{clean}" if base else clean
                     depth = base[1] + 1 if base else 0
-                    self._remember(inst, path, depth)
-                    if inst >= NVTX_START_BASE and len(self._open_starts) < 1_000_000:
+                    if inst >= NVTX_START_BASE:
+                        if len(self._open_starts) >= 1_000_000:  # never-ended ranges: bound the memory
+                            dropped += 1
+                            continue
                         self._open_starts.add(inst)
+                    self._remember(inst, path, depth)
                     scope_w.emit(
                         events.ScopeBegin(
                             session_id=sid, stream="scope", inst=inst,
@@ -255,7 +258,9 @@ class NativeTracingEngine:
                     )
             if dropped:
                 self.session.notice(
-                    "nvtx_dropped", f"{dropped} NVTX events dropped (queue full)", engine=self.name
+                    "nvtx_dropped",
+                    f"{dropped} NVTX events dropped (queue full, or over a million start/end ranges never ended)",
+                    engine=self.name,
                 )
         except Exception as e:  # never raise into the user's program
             log.warning("gpufl: NVTX ranges could not be written: %r", e)
@@ -318,7 +323,8 @@ class NativeTracingEngine:
                 )
             )
             self._paused_at = None
-            self.started = False
+            self._release()  # CUPTI was stopped at pause(): end the NVTX thread, let go of the writer
+            return {}
         if not self.started:
             return {}
         facts: dict[str, Any] = {}

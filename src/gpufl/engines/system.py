@@ -80,21 +80,26 @@ def _r(v: float | None) -> float | None:
 
 
 def cuda_ordinals(
-    nvml: list[tuple[str | None, str | None]], visible: str | None, order: str | None
+    nvml: list[tuple[str | None, str | None, str | None]], visible: str | None, order: str | None
 ) -> list[int] | None:
     """NVML indices of the devices CUDA gives this process, by CUDA ordinal — so system samples carry the
-    same device ids as kernels. ``nvml``: (uuid, name) per NVML index (NVML enumerates in PCI bus order);
-    ``visible`` / ``order``: CUDA_VISIBLE_DEVICES / CUDA_DEVICE_ORDER. Read from the environment, without
-    initialising CUDA in the process (which would break a later fork that uses CUDA). None where the
-    order cannot be known without CUDA: "fastest first" (CUDA's default) over GPUs of different models,
-    or MIG instances."""
-    base = list(range(len(nvml)))  # PCI bus order; also CUDA's "fastest first" on GPUs of one model
-    if (order or "FASTEST_FIRST").strip().upper() != "PCI_BUS_ID" and len({n for _, n in nvml}) > 1:
+    same device ids as kernels. ``nvml``: (uuid, name, PCI bus id) per NVML index; ``visible`` / ``order``:
+    CUDA_VISIBLE_DEVICES / CUDA_DEVICE_ORDER. Read from the environment, without initialising CUDA in the
+    process (which would break a later fork that uses CUDA). None where the order cannot be known without
+    CUDA: numeric indices under "fastest first" (CUDA's default) over GPUs of different models, or MIG
+    instances. Assumed: CUDA enumerates every GPU NVML sees (a GPU too old for the installed CUDA would
+    shift the indices)."""
+    # CUDA's PCI_BUS_ID order; also its "fastest first" order on GPUs of one model (ties go by bus id)
+    base = sorted(range(len(nvml)), key=lambda i: ((nvml[i][2] or "").lower(), i))
+    entries = [e.strip() for e in visible.split(",")] if visible is not None else None
+    numeric = entries is None or any(e.lstrip("-").isdigit() for e in entries)
+    fastest_first = (order or "FASTEST_FIRST").strip().upper() != "PCI_BUS_ID"
+    if numeric and fastest_first and len({n for _, n, _ in nvml}) > 1:
         return None
-    if visible is None:
+    if entries is None:
         return base
     out: list[int] = []
-    for entry in (e.strip() for e in visible.split(",")):
+    for entry in entries:
         # CUDA reads the list up to the first entry it cannot use, and ignores the rest.
         if entry.upper().startswith("MIG-"):
             return None
@@ -139,7 +144,8 @@ class NvmlProbe:
         self.handles = handles
         ident = [
             (self._get(i, "uuid", partial(_call_str, pynvml.nvmlDeviceGetUUID, h)),
-             self._get(i, "name", partial(_call_str, pynvml.nvmlDeviceGetName, h)))
+             self._get(i, "name", partial(_call_str, pynvml.nvmlDeviceGetName, h)),
+             self._get(i, "pci", partial(_pci_bus_id, pynvml, h)))
             for i, h in enumerate(handles)
         ]  # fmt: skip
         picked = cuda_ordinals(

@@ -1646,6 +1646,7 @@ static const char *start_tracing(size_t bufbytes, unsigned period_ms, int *enabl
         p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_MEMSET);
         if (T.subscribed) p_cuptiUnsubscribe(T.sub);
         T.subscribed = 0;
+        T.sub = NULL;
         snprintf(err, sizeof err, "CUPTI activity: %s", cupti_err(r));
         return err;
     }
@@ -1665,6 +1666,7 @@ static void stop_tracing(CUptiResult *flush, CUptiResult *fin) {
     p_cuptiActivityFlushAll(1);
     if (T.subscribed) p_cuptiUnsubscribe(T.sub);
     T.subscribed = 0;
+    T.sub = NULL;
     /* Without finalize, applications stayed 10-20% slower after profiling (pytorch/pytorch#146604). */
     *fin = p_cuptiFinalize();
     T.active = 0;
@@ -1863,9 +1865,10 @@ static PyObject *py_nvtx_call(PyObject *self, PyObject *args) {
 /* configure(callbacks, activity): switch the launch callbacks / activity records on or off while tracing
  * (diagnostics: bench/native_attribution.py measures each part's cost inside one process). */
 static PyObject *py_configure(PyObject *self, PyObject *args) {
-    int cb, act, runtime = 1, driver = 1, empty = 0;
+    int cb, act, runtime = 0, driver = 1, empty = 0; /* defaults: what start() enables */
     if (!PyArg_ParseTuple(args, "pp|ppp", &cb, &act, &runtime, &driver, &empty)) return NULL;
     if (!T.active) return PyErr_Format(PyExc_RuntimeError, "tracing is not active");
+    if (!T.subscribed) return PyErr_Format(PyExc_RuntimeError, "no CUPTI subscriber (GPUFL_NATIVE_SUBSCRIBE=0)");
     g_empty_callback = empty;
     Py_BEGIN_ALLOW_THREADS for (size_t i = 0; i < sizeof RUNTIME_CBIDS / sizeof *RUNTIME_CBIDS; i++)
         p_cuptiEnableCallback(cb && runtime, T.sub, CUPTI_CB_DOMAIN_RUNTIME_API, RUNTIME_CBIDS[i]);
@@ -1942,7 +1945,7 @@ static PyMethodDef methods[] = {
     {"stop", py_stop, METH_NOARGS, "stop() -> (flush error, finalize error)"},
     {"detach", py_detach, METH_NOARGS, "forget the writer"},
     {"configure", py_configure, METH_VARARGS,
-     "configure(callbacks, activity, runtime=True, driver=True, empty=False) while tracing (diagnostics)"},
+     "configure(callbacks, activity, runtime=False, driver=True, empty=False) while tracing (diagnostics)"},
     {"drain_nvtx", py_drain_nvtx, METH_NOARGS, "NVTX range/thread-name events since the last call"},
     {"reset", py_reset, METH_NOARGS, "forget launch configurations, stacks, sites, counters"},
     {"stats", py_stats, METH_NOARGS, "counters"},

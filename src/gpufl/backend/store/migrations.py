@@ -27,5 +27,13 @@ def _v2(engine: str, sql_types: dict[str, str]) -> list[str]:
     ]
 
 
-MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2}
+def _v3(engine: str, sql_types: dict[str, str]) -> list[str]:
+    """Memsets are listed by time window like copies (``/memsets``): PostgreSQL gets the same index
+    (DuckDB prunes by its zone maps)."""
+    if engine != "postgresql":
+        return []
+    return ["CREATE INDEX IF NOT EXISTS memsets_time ON memsets (session_id, start_ns)"]
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2, 3: _v3}
 LATEST = max(MIGRATIONS)
