@@ -137,24 +137,8 @@ def device_batches(
     span = template[-1].end_ns - t0 + 1000
     replace = msgspec.structs.replace
     enc = msgspec.json.Encoder()
-    seq = 0
-    buf = bytearray()
-    start = ev.SessionStart(
-        session_id=sid,
-        stream="device",
-        seq=0,
-        app="bench",
-        host="bench-host",
-        pid=1,
-        start_ns=t0,
-        gpufl_version="bench",
-        devices=[ev.DeviceProperties(device_id=0, name="NVIDIA H100 80GB HBM3")],
-    )
-    buf += enc.encode(start) + b"\n"
-    seq = 1
-    for d in dicts:
-        buf += enc.encode(replace(d, session_id=sid, seq=seq)) + b"\n"
-        seq += 1
+    buf = bytearray(_session_head(sid, dicts, t0))
+    seq = 1 + len(dicts)
     in_batch = 1 + len(dicts)
     made = 0
     tile = 0
