@@ -169,18 +169,25 @@ def device_batches(
         yield bytes(buf)
 
 
-def _session_head(sid: str, dicts: list[ev.DictEntry], t0: int) -> bytes:
-    """The first lines of the device stream: session_start, then the launch dict entries."""
-    start = ev.SessionStart(
+def _bench_start(sid: str, stream: str, t0: int, **kw: Any) -> ev.SessionStart:
+    """The session_start of the bench session's ``stream``."""
+    return ev.SessionStart(
         session_id=sid,
-        stream="device",
+        stream=stream,  # type: ignore[arg-type]
         seq=0,
         app="bench",
         host="bench-host",
         pid=1,
         start_ns=t0,
         gpufl_version="bench",
-        devices=[ev.DeviceProperties(device_id=0, name="NVIDIA H100 80GB HBM3")],
+        **kw,
+    )
+
+
+def _session_head(sid: str, dicts: list[ev.DictEntry], t0: int) -> bytes:
+    """The first lines of the device stream: session_start, then the launch dict entries."""
+    start = _bench_start(
+        sid, "device", t0, devices=[ev.DeviceProperties(device_id=0, name="NVIDIA H100 80GB HBM3")]
     )
     enc = msgspec.json.Encoder()
     lines = [enc.encode(start)]
@@ -292,18 +299,7 @@ def render_batches(
 
 def system_batch(sid: str, t0: int, t1: int, hz: float = 10) -> bytes:
     step = int(1e9 / hz)
-    recs: list[ev.Record] = [
-        ev.SessionStart(
-            session_id=sid,
-            stream="system",
-            seq=0,
-            app="bench",
-            host="bench-host",
-            pid=1,
-            start_ns=t0,
-            gpufl_version="bench",
-        )
-    ]
+    recs: list[ev.Record] = [_bench_start(sid, "system", t0)]
     rng = random.Random(1)
     for i, t in enumerate(range(t0, t1, step)):
         recs.append(

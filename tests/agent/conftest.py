@@ -40,6 +40,13 @@ def kafka_args(folder: str, brokers: str, prefix: str, *extra: str) -> list[str]
     ]
 
 
+def restartable_kafka_args(folder: str, brokers: str, prefix: str, cursor: str) -> list[str]:
+    """An agent for the kill/restart tests: a cursor file, fast polling, patient with a restarting broker."""
+    return kafka_args(
+        folder, brokers, prefix, f"--cursor-file={cursor}", "--poll-interval=0.1", "--connect-timeout=30"
+    )
+
+
 LOADGEN = os.path.join(os.path.dirname(__file__), "loadgen.py")
 
 

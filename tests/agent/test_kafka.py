@@ -20,7 +20,7 @@ from confluent_kafka import Consumer
 
 from gpufl.events import STREAMS
 
-from .conftest import kafka_args, require, run_agent, start_loadgen
+from .conftest import kafka_args, require, restartable_kafka_args, run_agent, start_loadgen
 from .producer import StreamWriter, dead_pid, write_session
 from .services import Moto, Tansu, free_port, moto_available, tansu_binary
 from .verify import check_contiguous, written
@@ -154,14 +154,7 @@ def test_kill_9_agent_and_restart_broker_while_writing(folder: str, tmp_path: st
     broker = Tansu(str(tmp_path), s3=s3).start()
     prefix = "soak"
     cursor = os.path.join(tmp_path, "cursor")
-    args = kafka_args(
-        folder,
-        broker.brokers,
-        prefix,
-        f"--cursor-file={cursor}",
-        "--poll-interval=0.1",
-        "--connect-timeout=30",
-    )
+    args = restartable_kafka_args(folder, broker.brokers, prefix, cursor)
     gen = start_loadgen(folder, events, rate, 256 * 1024)
     rng = random.Random(7)
     kills = restarts = 0

@@ -22,7 +22,7 @@ import httpx
 import psycopg
 import pytest
 
-from .conftest import kafka_args, require, run_agent, start_loadgen
+from .conftest import require, restartable_kafka_args, run_agent, start_loadgen
 from .services import Backend, Moto, Tansu, backend_available, moto_available, tansu_binary
 from .verify import assert_store_exactly_once, expected_counts
 
@@ -104,14 +104,7 @@ def _run(folder: str, tmp_path: str, broker: Tansu, store_url: str | None, n_bac
     if store_url is None:
         store_url = f"duckdb:///{os.path.join(tmp_path, 'backend0', 'gpufl.duckdb')}"
     cursor = os.path.join(tmp_path, "cursor")
-    args = kafka_args(
-        folder,
-        broker.brokers,
-        prefix,
-        f"--cursor-file={cursor}",
-        "--poll-interval=0.1",
-        "--connect-timeout=30",
-    )
+    args = restartable_kafka_args(folder, broker.brokers, prefix, cursor)
     agent_log = open(os.path.join(tmp_path, "agent.log"), "ab")  # noqa: SIM115 - shared by the agents
     faults: Counter[str] = Counter()
     rng = random.Random(2024 + n_backends)

@@ -835,6 +835,14 @@ static _Atomic uint64_t g_nvtx_next = 1ULL << 40;
 static __thread uint64_t tls_nvtx[MAX_SCOPE_DEPTH];
 static __thread int tls_nvtx_depth;
 
+/* A start/end range's instance id, from the range id NVTX gave it. */
+static uint64_t nvtx_start_inst(uint64_t range_id) { return NVTX_START_BASE + (range_id & ((1ULL << 40) - 1)); }
+
+/* The message of NVTX event attributes, NULL unless ASCII. */
+static const char *nvtx_message(const nvtxEventAttributes_t *a) {
+    return a && a->messageType == NVTX_MESSAGE_TYPE_ASCII ? a->message.ascii : NULL;
+}
+
 static uint64_t current_thread_scope(void) {
     return tls_scope_depth > 0 && tls_scope_depth <= MAX_SCOPE_DEPTH ? tls_scopes[tls_scope_depth - 1] : 0;
 }
@@ -871,10 +879,9 @@ static void on_nvtx(CUpti_CallbackId cbid, const CUpti_NvtxData *d) {
             break;
         case CUPTI_CBID_NVTX_nvtxRangePushEx:
         case CUPTI_CBID_NVTX_nvtxDomainRangePushEx: {
-            const nvtxEventAttributes_t *a = cbid == CUPTI_CBID_NVTX_nvtxRangePushEx
-                                                 ? ((const nvtxRangePushEx_params *)d->functionParams)->eventAttrib
-                                                 : ((const nvtxDomainRangePushEx_params *)d->functionParams)->core.eventAttrib;
-            name = a && a->messageType == NVTX_MESSAGE_TYPE_ASCII ? a->message.ascii : "(nvtx range)";
+            name = nvtx_message(cbid == CUPTI_CBID_NVTX_nvtxRangePushEx
+                                    ? ((const nvtxRangePushEx_params *)d->functionParams)->eventAttrib
+                                    : ((const nvtxDomainRangePushEx_params *)d->functionParams)->core.eventAttrib);
             break;
         }
         case CUPTI_CBID_NVTX_nvtxRangePop:
@@ -892,23 +899,20 @@ static void on_nvtx(CUpti_CallbackId cbid, const CUpti_NvtxData *d) {
         case CUPTI_CBID_NVTX_nvtxDomainRangeStartEx: {
             if (!d->functionReturnValue) return;
             uint64_t id = *(const nvtxRangeId_t *)d->functionReturnValue;
-            if (cbid == CUPTI_CBID_NVTX_nvtxRangeStartA) {
+            if (cbid == CUPTI_CBID_NVTX_nvtxRangeStartA)
                 name = ((const nvtxRangeStartA_params *)d->functionParams)->message;
-            } else {
-                const nvtxEventAttributes_t *a = cbid == CUPTI_CBID_NVTX_nvtxRangeStartEx
-                                                     ? ((const nvtxRangeStartEx_params *)d->functionParams)->eventAttrib
-                                                     : ((const nvtxDomainRangeStartEx_params *)d->functionParams)->core.eventAttrib;
-                name = a && a->messageType == NVTX_MESSAGE_TYPE_ASCII ? a->message.ascii : NULL;
-            }
-            uint64_t parent = current_thread_scope();
-            nvtx_queue(0, NVTX_START_BASE + (id & ((1ULL << 40) - 1)), parent, name ? name : "(nvtx range)", thread_id());
+            else
+                name = nvtx_message(cbid == CUPTI_CBID_NVTX_nvtxRangeStartEx
+                                        ? ((const nvtxRangeStartEx_params *)d->functionParams)->eventAttrib
+                                        : ((const nvtxDomainRangeStartEx_params *)d->functionParams)->core.eventAttrib);
+            nvtx_queue(0, nvtx_start_inst(id), current_thread_scope(), name ? name : "(nvtx range)", thread_id());
             return;
         }
         case CUPTI_CBID_NVTX_nvtxRangeEnd:
         case CUPTI_CBID_NVTX_nvtxDomainRangeEnd: {
             uint64_t id = cbid == CUPTI_CBID_NVTX_nvtxRangeEnd ? ((const nvtxRangeEnd_params *)d->functionParams)->id
                                                                : ((const nvtxDomainRangeEnd_params *)d->functionParams)->core.id;
-            nvtx_queue(1, NVTX_START_BASE + (id & ((1ULL << 40) - 1)), 0, NULL, thread_id());
+            nvtx_queue(1, nvtx_start_inst(id), 0, NULL, thread_id());
             return;
         }
         case CUPTI_CBID_NVTX_nvtxNameOsThreadA: {
@@ -1587,8 +1591,6 @@ static const char *start_tracing(size_t bufbytes, unsigned period_ms, int *enabl
     if (T.active) return NULL;
     T.buf_bytes = bufbytes;
     CUptiResult r;
-    /* Subscribe first: failing here means another CUPTI client (torch.profiler, nsys) owns this process,
-     * and registering activity buffers under its feet hung its flush (seen on the H100). */
     /* Diagnostics only (the overhead benches attribute cost with them): GPUFL_NATIVE_CALLBACKS=0 leaves the
      * launch callbacks off, GPUFL_NATIVE_ACTIVITY=0 the activity records, GPUFL_NATIVE_SUBSCRIBE=0 the
      * subscriber itself (so no callbacks of any domain), GPUFL_NATIVE_NVTX=0 the NVTX callbacks;
@@ -1608,6 +1610,8 @@ static const char *start_tracing(size_t bufbytes, unsigned period_ms, int *enabl
     int want_rt = dom_env && strstr(dom_env, "runtime");
     int want_drv = !dom_env || strstr(dom_env, "driver");
     if (want_sub) {
+        /* Subscribe first: failing here means another CUPTI client (torch.profiler, nsys) owns this process,
+         * and registering activity buffers under its feet hung its flush (seen on the H100). */
         r = p_cuptiSubscribe(&T.sub, (CUpti_CallbackFunc)on_api, NULL);
         if (r != CUPTI_SUCCESS) {
             snprintf(err, sizeof err, "cuptiSubscribe: %s", cupti_err(r));
