@@ -39,11 +39,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gpufl")
 
-# CUPTI delivers activity buffers when full or at this period: what a SIGKILL can lose at most (plus the
-# writer's flush interval).
 # NVTX start/end ranges' scope instance ids: 3·2^40 + NVTX's range id (_native.c); push/pop ranges count from 2^40.
 NVTX_START_BASE = 3 << 40
 
+# CUPTI delivers activity buffers when full or at this period: what a SIGKILL can lose at most (plus the
+# writer's flush interval).
 FLUSH_PERIOD_MS = int(os.environ.get("GPUFL_NATIVE_FLUSH_MS", "500"))  # env: diagnostics only (0: when full)
 
 
@@ -342,7 +342,7 @@ class NativeTracingEngine:
 
     def _release(self) -> None:
         """After CUPTI is stopped: write the last NVTX ranges and let go of the device writer (the session
-        closes it next, so the C side must not keep a pointer to it)."""
+        closes it next, so the C side must not keep a reference to it)."""
         self._nvtx_stop.set()
         if self._nvtx_thread is not None:
             self._nvtx_thread.join(5)
