@@ -11,7 +11,7 @@ only whole processes compare. The modes use the native path's diagnostic switche
 Two launch paths: ``add`` (``x.add_(1)`` on one element: the runtime's cudaLaunchKernel) and ``mm``
 (a 64×64 fp16 matmul: cuBLASLt, which launches through the driver API).
 
-    python bench/launch_cost.py [--rounds 5] [--cycles 10] [--launches 10000] [--pin]
+    python bench/launch_cost.py [--rounds 5] [--cycles 10] [--launches 10000]
 
 Prints ns per launch per configuration and the difference to the bare processes; ``--json`` keeps it all.
 """
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples/workloads"))
-from harness import InstructionCounter, pin_threads
+from harness import InstructionCounter
 
 # Fresh process per mode; the environment switches are the native path's diagnostics (see _native.c).
 MODES: dict[str, dict[str, str] | None] = {
@@ -63,8 +63,6 @@ def child(args: argparse.Namespace) -> None:
 
     def block(fn, n: int, w: str = "") -> float:  # type: ignore[no-untyped-def]
         torch.cuda.synchronize()
-        if args.pin:
-            pin_threads()
         i0 = counter.read()
         t0 = time.perf_counter_ns()
         for _ in range(n):
@@ -124,12 +122,6 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--cycles", type=int, default=10)
     ap.add_argument("--launches", type=int, default=10000)
-    ap.add_argument(
-        "--pin", action="store_true", help="launching thread alone on one CPU (see harness.pin_threads)"
-    )
-    ap.add_argument(
-        "--join", action="store_true", help="also: kernels joined with a launch site per callback set"
-    )
     ap.add_argument("--json")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -139,8 +131,6 @@ def main() -> None:
     info = probe()
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), flush=True)
     base = [sys.executable, __file__, "--cycles", str(args.cycles), "--launches", str(args.launches)]
-    if args.pin:
-        base.append("--pin")
     runs: list[dict] = []  # type: ignore[type-arg]
     for _ in range(args.rounds):
         for mode, env in MODES.items():

@@ -40,5 +40,5 @@ if [[ $what == *native-tests* ]]; then
 fi
 if [[ $what == *launch-cost* ]]; then
   (cat /proc/cpuinfo | grep -m1 "model name"; nproc; numactl -H 2>/dev/null | head -3; which perf; nvidia-smi -q | grep -i -m3 "persistence\|compute mode") > "$OUT/env.txt" 2>&1
-  python3 bench/launch_cost.py --rounds ${ROUNDS:-5} ${PIN:+--pin} --json "$OUT/launch_cost.json" 2>&1 | tee "$OUT/launch_cost.txt"
+  python3 bench/launch_cost.py --rounds ${ROUNDS:-5} --json "$OUT/launch_cost.json" 2>&1 | tee "$OUT/launch_cost.txt"
 fi

@@ -22,7 +22,6 @@ import os
 import statistics
 import struct
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -83,38 +82,6 @@ class InstructionCounter:
         return int.from_bytes(os.read(self.fd, 8), "little")
 
 
-_PIN: tuple[int, set[int]] | None = None
-
-
-def pin_threads() -> None:
-    """Benchmark noise control (``GPUFL_BENCH_PIN=1``): the measuring thread alone on the last CPU, every
-    other thread of the process (CUDA's, CUPTI's, gpufl's, torch's) on CPUs that share no core with it, so a
-    busy helper thread never shares the launching thread's core. Applied the same way in every mode."""
-    global _PIN
-    if _PIN is None:
-        allowed = sorted(os.sched_getaffinity(0))
-        mine = allowed[-1]
-        try:
-            with open(f"/sys/devices/system/cpu/cpu{mine}/topology/thread_siblings_list") as f:
-                siblings = _cpu_list(f.read())
-        except OSError:
-            siblings = {mine}
-        _PIN = (mine, (set(allowed) - siblings) or set(allowed))
-    mine, others = _PIN
-    me = threading.get_native_id()
-    for tid in os.listdir("/proc/self/task"):
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(int(tid), {mine} if int(tid) == me else others)
-
-
-def _cpu_list(spec: str) -> set[int]:
-    out: set[int] = set()
-    for part in spec.strip().split(","):
-        a, _, b = part.partition("-")
-        out.update(range(int(a), int(b or a) + 1))
-    return out
-
-
 class Run:
     """Starts the chosen profiler, times steps, and writes the result."""
 
@@ -140,7 +107,6 @@ class Run:
             self.prof.__enter__()
         self.times: list[float] = []
         self.window: list[int] = []
-        self.pin = os.environ.get("GPUFL_BENCH_PIN") == "1"
         self.counter = InstructionCounter()
         self.instructions: list[int] = []
 
@@ -160,8 +126,6 @@ class Run:
                     self.prof = profile(activities=[ProfilerActivity.CUDA])
                     self.prof.__enter__()
             sync()
-            if self.pin:
-                pin_threads()  # threads started since the last step get placed too
             i0 = self.counter.read()
             t0 = time.perf_counter()
             yield step
