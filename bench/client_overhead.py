@@ -11,6 +11,9 @@ duration (gpufl's from its first round in gpufl mode).
 
     python bench/client_overhead.py --workload gpt --rounds 5 --steps 60 \\
         --modes none,gpufl,gpufl-stacks,torch-profiler [--json OUT]
+
+A mode may carry environment settings for its processes after ``@`` (e.g. the native path's diagnostic
+switches): ``gpufl-activity-only@GPUFL_NATIVE_COPIES=0``.
 """
 
 from __future__ import annotations
@@ -35,11 +38,16 @@ WORKLOADS = {
 
 def run_once(workload: str, mode: str, steps: int, log_root: Path, idx: int) -> dict[str, Any]:
     script, extra = WORKLOADS[workload]
-    log_dir = log_root / f"{mode}-{idx}"
-    result = log_root / f"{mode}-{idx}.json"
-    cmd = [sys.executable, str(script), "--mode", mode, "--steps", str(steps), "--log-dir", str(log_dir)]
-    cmd += ["--result", str(result), *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    # "gpufl-activity-only@GPUFL_NATIVE_COPIES=0@...": the harness mode, then environment settings for
+    # that process (the native path's diagnostic switches)
+    harness_mode, *settings = mode.split("@")
+    env = dict(os.environ, **dict(kv.split("=", 1) for kv in settings))
+    label = mode.replace("@", "_").replace("=", "-")
+    log_dir = log_root / f"{label}-{idx}"
+    result = log_root / f"{label}-{idx}.json"
+    cmd = [sys.executable, str(script), "--mode", harness_mode, "--steps", str(steps)]
+    cmd += ["--log-dir", str(log_dir), "--result", str(result), *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{mode} failed:\n{proc.stderr[-3000:]}")
     res: dict[str, Any] = json.loads(result.read_text())
@@ -137,7 +145,7 @@ def main() -> None:
     print(f"\n{args.workload}: {per}, {args.rounds} interleaved rounds, fresh process per mode")
     print(f"machine: {os.uname().nodename} {_gpu_name()}")
     print(
-        f"{'mode':<22}{'median ms/step':>16}{'min–max':>20}{'overhead':>10}{'exit s':>9}{'kernels/run':>13}{'B/kernel':>10}"
+        f"{'mode':<40}{'median ms/step':>16}{'min–max':>20}{'overhead':>10}{'exit s':>9}{'kernels/run':>13}{'B/kernel':>10}"
     )
     for m in modes:
         meds = [x["median_ms"] for x in results[m]]
@@ -147,21 +155,40 @@ def main() -> None:
         kern = g["total"] if g else 0
         kb = g["bytes_per_kernel"] if g else None
         print(
-            f"{m:<22}{med:>16.3f}{min(meds):>10.3f}–{max(meds):<9.3f}{100 * (med / base - 1):>+9.1f}%"
+            f"{m:<40}{med:>16.3f}{min(meds):>10.3f}–{max(meds):<9.3f}{100 * (med / base - 1):>+9.1f}%"
             f"{exit_s:>9.2f}{kern:>13}{(f'{kb:.0f}' if kb else '-'):>10}"
         )
+    # Per round, each mode over that round's baseline process: the machine's speed drifts between rounds,
+    # and a ratio inside one round (processes run back to back) cancels most of that drift.
+    print(f"\n{'mode':<40}{'per-round ratio vs ' + modes[0] + ' (median, then each round)':<60}")
+    for m in modes[1:]:
+        ratios = [
+            x["median_ms"] / b["median_ms"] for x, b in zip(results[m], results[modes[0]], strict=False)
+        ]
+        each = " ".join(f"{r:.3f}" for r in ratios)
+        print(f"{m:<40}{100 * (statistics.median(ratios) - 1):>+7.1f}%   {each}")
+    cpu = {m: [x["cpu_ms"] for x in results[m] if x.get("cpu_ms")] for m in modes}
+    if cpu.get(modes[0]):
+        cb = statistics.median(cpu[modes[0]])
+        print(f"\n{'mode':<40}{'launching thread CPU ms/step':>30}{'min–max':>20}{'vs ' + modes[0]:>12}")
+        for m in modes:
+            if cpu[m]:
+                v = statistics.median(cpu[m])
+                print(
+                    f"{m:<40}{v:>30.3f}{f'{min(cpu[m]):.3f}–{max(cpu[m]):.3f}':>20}{100 * (v / cb - 1):>+11.1f}%"
+                )
     ins = {
         m: [x["instructions_per_step"] for x in results[m] if x.get("instructions_per_step")] for m in modes
     }
     if ins.get(modes[0]) and any(ins.values()):
         # the launching thread's user-space instructions per step: does not drift with the machine's speed
         ib = statistics.median(ins[modes[0]])
-        print(f"\n{'mode':<22}{'instructions/step':>18}{'min–max':>24}{'vs ' + modes[0]:>12}")
+        print(f"\n{'mode':<40}{'instructions/step':>18}{'min–max':>24}{'vs ' + modes[0]:>12}")
         for m in modes:
             if ins[m]:
                 v = statistics.median(ins[m])
                 print(
-                    f"{m:<22}{v:>18,.0f}{f'{min(ins[m]):,.0f}–{max(ins[m]):,.0f}':>24}{100 * (v / ib - 1):>+11.1f}%"
+                    f"{m:<40}{v:>18,.0f}{f'{min(ins[m]):,.0f}–{max(ins[m]):,.0f}':>24}{100 * (v / ib - 1):>+11.1f}%"
                 )
     ref = results.get("torch-profiler-cuda")
     mine = results.get("gpufl") or results.get("gpufl-stacks")

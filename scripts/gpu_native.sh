@@ -27,10 +27,10 @@ if [[ $what == *probe* ]]; then
   tail -n 5 "$OUT"/probe_prof_*.txt
 fi
 if [[ $what == *bench-loop* ]]; then
-  python3 bench/client_overhead.py --workload loop --rounds ${ROUNDS:-5} --steps 20 --modes none,gpufl,gpufl-stacks,torch-profiler-cuda --json "$OUT/overhead_loop.json" 2>&1 | tee "$OUT/overhead_loop.txt" | tail -30
+  python3 bench/client_overhead.py --workload loop --rounds ${ROUNDS:-5} --steps 20 --modes ${LOOP_MODES:-none,gpufl,gpufl-stacks,torch-profiler-cuda} --json "$OUT/overhead_loop.json" 2>&1 | tee "$OUT/overhead_loop.txt" | tail -30
 fi
 if [[ $what == *bench-gpt* ]]; then
-  python3 bench/client_overhead.py --workload gpt --rounds ${ROUNDS:-5} --steps 60 --modes none,gpufl,gpufl-stacks,torch-profiler-cuda --json "$OUT/overhead_gpt.json" 2>&1 | tee "$OUT/overhead_gpt.txt" | tail -40
+  python3 bench/client_overhead.py --workload gpt --rounds ${ROUNDS:-5} --steps ${STEPS:-60} --modes ${MODES:-none,gpufl,gpufl-stacks,torch-profiler-cuda} --json "$OUT/overhead_gpt.json" 2>&1 | tee "$OUT/overhead_gpt.txt" | tail -40
 fi
 if [[ $what == *attribute* ]]; then
   python3 bench/client_overhead.py --workload gpt --rounds ${ROUNDS:-3} --steps 60 --modes none,gpufl,gpufl-activity-only,gpufl-callbacks-only --json "$OUT/attribute_gpt.json" 2>&1 | tee "$OUT/attribute_gpt.txt" | grep -B2 -A8 "^gpt:"

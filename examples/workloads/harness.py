@@ -109,6 +109,7 @@ class Run:
         self.window: list[int] = []
         self.counter = InstructionCounter()
         self.instructions: list[int] = []
+        self.cpu: list[float] = []
 
     def scope(self, name: str) -> contextlib.AbstractContextManager[object]:
         return self.gpufl.scope(name) if self.gpufl else contextlib.nullcontext()
@@ -127,11 +128,15 @@ class Run:
                     self.prof.__enter__()
             sync()
             i0 = self.counter.read()
+            c0 = time.thread_time()
             t0 = time.perf_counter()
             yield step
             sync()
             if step >= a.warmup:
                 self.times.append(time.perf_counter() - t0)
+                # the launching thread's CPU time: unlike wall time, it leaves out the time the VM's vCPU
+                # was taken away (these leases' wall-clock speed drifts)
+                self.cpu.append(time.thread_time() - c0)
                 i1 = self.counter.read()
                 if i0 is not None and i1 is not None:
                     self.instructions.append(i1 - i0)
@@ -158,6 +163,7 @@ class Run:
             "max_ms": 1000 * times[-1],
             "exit_s": exit_s,
             "instructions_per_step": statistics.median(self.instructions) if self.instructions else None,
+            "cpu_ms": 1000 * statistics.median(self.cpu) if self.cpu else None,
             "window_ns": self.window,
             **extra,
         }

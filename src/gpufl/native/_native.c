@@ -680,6 +680,7 @@ CUPTI_FN(CUptiResult, cuptiActivityGetNextRecord, (uint8_t *, size_t, CUpti_Acti
 CUPTI_FN(CUptiResult, cuptiActivityFlushAll, (uint32_t))
 CUPTI_FN(CUptiResult, cuptiActivityFlushPeriod, (uint32_t))
 CUPTI_FN(CUptiResult, cuptiActivityGetNumDroppedRecords, (CUcontext, uint32_t, size_t *))
+CUPTI_FN(CUptiResult, cuptiActivitySetAttribute, (CUpti_ActivityAttribute, size_t *, void *))
 CUPTI_FN(CUptiResult, cuptiFinalize, (void))
 
 static void *g_lib;
@@ -737,6 +738,9 @@ static struct {
     LaunchKey *launches;
     size_t nlaunch_slots, nlaunch;
     char *dump_dir;
+    CUpti_ActivityKind kernel_kind; /* CONCURRENT_KERNEL; KERNEL only as a diagnostic (it serialises kernels) */
+    int copies;                     /* memcpy + memset activity on (diagnostics can leave them off) */
+    int discard;                    /* diagnostics: free CUPTI's buffers unread */
     _Atomic uint64_t buffers, kernels, memcpys, memsets, matched, unmatched, launches_cb, cupti_dropped,
         dump_seq;
 } T;
@@ -1519,7 +1523,7 @@ static void CUPTIAPI buffer_completed(CUcontext ctx, uint32_t stream, uint8_t *b
             }
             if (nf) fclose(nf);
         }
-        process_buffer(buf, valid);
+        if (!T.discard) process_buffer(buf, valid);
     }
     size_t dropped = 0;
     if (p_cuptiActivityGetNumDroppedRecords && p_cuptiActivityGetNumDroppedRecords(ctx, stream, &dropped) == CUPTI_SUCCESS &&
@@ -1565,6 +1569,7 @@ static const char *load_cupti(const char *path) {
     LOAD(cuptiFinalize);
     *(void **)&p_cuptiActivityFlushPeriod = dlsym(h, "cuptiActivityFlushPeriod");
     *(void **)&p_cuptiActivityGetNumDroppedRecords = dlsym(h, "cuptiActivityGetNumDroppedRecords");
+    *(void **)&p_cuptiActivitySetAttribute = dlsym(h, "cuptiActivitySetAttribute");
     *(void **)&p_demangle = dlsym(RTLD_DEFAULT, "__cxa_demangle");
     if (!p_demangle) {
         void *cxx = dlopen("libstdc++.so.6", RTLD_NOW | RTLD_GLOBAL);
@@ -1609,6 +1614,29 @@ static const char *start_tracing(size_t bufbytes, unsigned period_ms, int *enabl
     int want_nvtx = want_sub && !(nvtx_env && nvtx_env[0] == '0');
     int want_rt = dom_env && strstr(dom_env, "runtime");
     int want_drv = !dom_env || strstr(dom_env, "driver");
+    /* More diagnostics, to find what CUPTI's own activity tracing costs (docs/benchmarks.md):
+     * GPUFL_NATIVE_KERNEL_KIND=serial records kernels with CUPTI_ACTIVITY_KIND_KERNEL (which serialises
+     * them), GPUFL_NATIVE_COPIES=0 leaves memcpy/memset activity off, GPUFL_NATIVE_DISCARD=1 frees CUPTI's
+     * buffers unread, GPUFL_NATIVE_HOST_PINNED=1 puts CUPTI's device-side timestamp buffers in pinned host
+     * memory, GPUFL_NATIVE_DEVICE_BUFFER_MB sizes them. */
+    const char *kind_env = getenv("GPUFL_NATIVE_KERNEL_KIND");
+    const char *copies_env = getenv("GPUFL_NATIVE_COPIES");
+    const char *discard_env = getenv("GPUFL_NATIVE_DISCARD");
+    const char *pinned_env = getenv("GPUFL_NATIVE_HOST_PINNED");
+    const char *devbuf_env = getenv("GPUFL_NATIVE_DEVICE_BUFFER_MB");
+    T.kernel_kind = kind_env && !strcmp(kind_env, "serial") ? CUPTI_ACTIVITY_KIND_KERNEL
+                                                            : CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL;
+    T.copies = !(copies_env && copies_env[0] == '0');
+    T.discard = discard_env && discard_env[0] == '1';
+    if (p_cuptiActivitySetAttribute && pinned_env && pinned_env[0] == '1') {
+        uint8_t one = 1;
+        size_t sz = sizeof one;
+        p_cuptiActivitySetAttribute(CUPTI_ACTIVITY_ATTR_MEM_ALLOCATION_TYPE_HOST_PINNED, &sz, &one);
+    }
+    if (p_cuptiActivitySetAttribute && devbuf_env && atoi(devbuf_env) > 0) {
+        size_t bytes = (size_t)atoi(devbuf_env) << 20, sz = sizeof bytes;
+        p_cuptiActivitySetAttribute(CUPTI_ACTIVITY_ATTR_DEVICE_BUFFER_SIZE, &sz, &bytes);
+    }
     if (want_sub) {
         /* Subscribe first: failing here means another CUPTI client (torch.profiler, nsys) owns this process,
          * and registering activity buffers under its feet hung its flush (seen on the H100). */
@@ -1640,12 +1668,12 @@ static const char *start_tracing(size_t bufbytes, unsigned period_ms, int *enabl
 #endif
     r = p_cuptiActivityRegisterCallbacks(buffer_requested, buffer_completed);
     if (want_act) {
-        if (r == CUPTI_SUCCESS) r = p_cuptiActivityEnable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
-        if (r == CUPTI_SUCCESS) r = p_cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMCPY);
-        if (r == CUPTI_SUCCESS) r = p_cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMSET);
+        if (r == CUPTI_SUCCESS) r = p_cuptiActivityEnable(T.kernel_kind);
+        if (r == CUPTI_SUCCESS && T.copies) r = p_cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMCPY);
+        if (r == CUPTI_SUCCESS && T.copies) r = p_cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMSET);
     }
     if (r != CUPTI_SUCCESS) {
-        p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
+        p_cuptiActivityDisable(T.kernel_kind);
         p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_MEMCPY);
         p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_MEMSET);
         if (T.subscribed) p_cuptiUnsubscribe(T.sub);
@@ -1664,7 +1692,7 @@ static const char *start_tracing(size_t bufbytes, unsigned period_ms, int *enabl
 /* Flush, disable, unsubscribe, finalize (CUPTI may call back into us meanwhile). */
 static void stop_tracing(CUptiResult *flush, CUptiResult *fin) {
     *flush = p_cuptiActivityFlushAll(1);
-    p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
+    p_cuptiActivityDisable(T.kernel_kind);
     p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_MEMCPY);
     p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_MEMSET);
     p_cuptiActivityFlushAll(1);
@@ -1878,9 +1906,8 @@ static PyObject *py_configure(PyObject *self, PyObject *args) {
         p_cuptiEnableCallback(cb && runtime, T.sub, CUPTI_CB_DOMAIN_RUNTIME_API, RUNTIME_CBIDS[i]);
     for (size_t i = 0; i < sizeof DRIVER_CBIDS / sizeof *DRIVER_CBIDS; i++)
         p_cuptiEnableCallback(cb && driver, T.sub, CUPTI_CB_DOMAIN_DRIVER_API, DRIVER_CBIDS[i]);
-    CUpti_ActivityKind kinds[3] = {CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL, CUPTI_ACTIVITY_KIND_MEMCPY,
-                                   CUPTI_ACTIVITY_KIND_MEMSET};
-    for (int i = 0; i < 3; i++) {
+    CUpti_ActivityKind kinds[3] = {T.kernel_kind, CUPTI_ACTIVITY_KIND_MEMCPY, CUPTI_ACTIVITY_KIND_MEMSET};
+    for (int i = 0; i < (T.copies ? 3 : 1); i++) {
         if (act) p_cuptiActivityEnable(kinds[i]);
         else p_cuptiActivityDisable(kinds[i]);
     }
