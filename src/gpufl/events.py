@@ -21,6 +21,7 @@ the validating decoder used by the backend, and the JSON Schema in ``docs/event-
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -506,10 +507,23 @@ def to_builtins(rec: Record) -> dict[str, Any]:
 
 def json_schema() -> dict[str, Any]:
     """JSON Schema (2020-12) of one log line, generated from the structs above."""
-    schema: dict[str, Any] = msgspec.json.schema(Event)
+    schema: dict[str, Any] = _clean_descriptions(msgspec.json.schema(Event))
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = f"GPU Flight log record (schema version {SCHEMA_VERSION})"
     return schema
+
+
+def _clean_descriptions(node: Any) -> Any:
+    """Docstrings as ``inspect.cleandoc`` leaves them: msgspec releases differ in whether they dedent the
+    lines after the first (0.23 does), and the committed schema must not depend on which one is installed."""
+    if isinstance(node, dict):
+        return {
+            k: inspect.cleandoc(v) if k == "description" and isinstance(v, str) else _clean_descriptions(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_clean_descriptions(v) for v in node]
+    return node
 
 
 # --------------------------------------------------------------------------------------------------
