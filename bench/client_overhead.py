@@ -167,35 +167,32 @@ def main() -> None:
         ]
         each = " ".join(f"{r:.3f}" for r in ratios)
         print(f"{m:<40}{100 * (statistics.median(ratios) - 1):>+7.1f}%   {each}")
-    cpu = {m: [x["cpu_ms"] for x in results[m] if x.get("cpu_ms")] for m in modes}
-    if cpu.get(modes[0]):
-        cb = statistics.median(cpu[modes[0]])
-        print(f"\n{'mode':<40}{'launching thread CPU ms/step':>30}{'min–max':>20}{'vs ' + modes[0]:>12}")
-        for m in modes:
-            if cpu[m]:
-                v = statistics.median(cpu[m])
-                print(
-                    f"{m:<40}{v:>30.3f}{f'{min(cpu[m]):.3f}–{max(cpu[m]):.3f}':>20}{100 * (v / cb - 1):>+11.1f}%"
-                )
-    ins = {
-        m: [x["instructions_per_step"] for x in results[m] if x.get("instructions_per_step")] for m in modes
-    }
-    if ins.get(modes[0]) and any(ins.values()):
-        # the launching thread's user-space instructions per step: does not drift with the machine's speed
-        ib = statistics.median(ins[modes[0]])
-        print(f"\n{'mode':<40}{'instructions/step':>18}{'min–max':>24}{'vs ' + modes[0]:>12}")
-        for m in modes:
-            if ins[m]:
-                v = statistics.median(ins[m])
-                print(
-                    f"{m:<40}{v:>18,.0f}{f'{min(ins[m]):,.0f}–{max(ins[m]):,.0f}':>24}{100 * (v / ib - 1):>+11.1f}%"
-                )
+    # the launching thread's CPU time per step: leaves out the time the VM's vCPU was taken away
+    metric_table(results, modes, "cpu_ms", "launching thread CPU ms/step", "{:.3f}")
+    # its user-space instructions per step (where the PMU is exposed): does not drift with the machine's speed
+    metric_table(results, modes, "instructions_per_step", "instructions/step", "{:,.0f}")
     ref = results.get("torch-profiler-cuda")
     mine = results.get("gpufl") or results.get("gpufl-stacks")
     if ref and mine and mine[0]["gpufl"]:
         print("\n".join(fidelity([x["gpufl"] for x in mine], [x["kernels"] for x in ref], args.steps)))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+def metric_table(
+    results: dict[str, list[dict[str, Any]]], modes: list[str], key: str, title: str, fmt: str
+) -> None:
+    """Median and min–max of a per-process figure for each mode, vs the first mode (when it has one)."""
+    vals = {m: [x[key] for x in results[m] if x.get(key)] for m in modes}
+    if not vals.get(modes[0]):
+        return
+    base = statistics.median(vals[modes[0]])
+    print(f"\n{'mode':<40}{title:>30}{'min–max':>24}{'vs ' + modes[0]:>12}")
+    for m in modes:
+        if vals[m]:
+            v = statistics.median(vals[m])
+            span = f"{fmt.format(min(vals[m]))}–{fmt.format(max(vals[m]))}"
+            print(f"{m:<40}{fmt.format(v):>30}{span:>24}{100 * (v / base - 1):>+11.1f}%")
 
 
 def _gpu_name() -> str:
