@@ -207,6 +207,10 @@ typedef struct {
     int error;
     char errmsg[200];
     uint64_t segments_written, bytes_written;
+    uint64_t lost;       /* lines not written because writing failed (disk full, I/O error) */
+    _Atomic int64_t busy_since; /* CLOCK_MONOTONIC ns when the current write() began, 0 when idle (watchdog) */
+    int error_reported;  /* on_error was called (once) */
+    void *on_error;      /* a Python callable (not in the injection build) */
 } Writer;
 
 #ifndef GPUFL_INJECTION
@@ -220,9 +224,24 @@ static void w_set_error(Writer *w, const char *what) {
     }
 }
 
+static size_t count_lines(const char *p, size_t n) {
+    size_t lines = 0;
+    for (const char *e = p + n; (p = memchr(p, '\n', (size_t)(e - p))) != NULL; p++) lines++;
+    return lines;
+}
+
+/* Once a write fails (disk full, quota, I/O error) the stream stops writing: retrying into a full disk
+ * would cost the program time for nothing. What is not written is counted (`lost`) and said once. */
+static int64_t monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
 static void w_write_pending_locked(Writer *w) {
     size_t off = 0;
-    while (off < w->pending.n && w->fd >= 0) {
+    if (w->pending.n && w->fd >= 0 && !w->error) atomic_store(&w->busy_since, monotonic_ns());
+    while (off < w->pending.n && w->fd >= 0 && !w->error) {
         ssize_t k = write(w->fd, w->pending.p + off, w->pending.n - off);
         if (k < 0) {
             if (errno == EINTR) continue;
@@ -231,7 +250,13 @@ static void w_write_pending_locked(Writer *w) {
         }
         off += (size_t)k;
     }
+    atomic_store(&w->busy_since, 0);
     w->bytes_written += off;
+    if (off < w->pending.n) { /* a line cut by the failure counts as lost: the reader skips it */
+        size_t from = off;
+        while (from > 0 && w->pending.p[from - 1] != '\n') from--;
+        w->lost += count_lines(w->pending.p + from, w->pending.n - from);
+    }
     w->pending.n = 0;
 }
 
@@ -388,6 +413,20 @@ static void w_report_closed(Writer *w) {
 }
 #endif
 
+/* Tell Python (the session says it once, for every stream) that this stream stopped writing. */
+#ifdef GPUFL_INJECTION
+static void w_report_error(Writer *w) { fprintf(stderr, "gpufl: %s: gpufl stops writing the device log\n", w->errmsg); }
+#else
+static void w_report_error(Writer *w) {
+    if (!w->on_error) return;
+    PyGILState_STATE g = PyGILState_Ensure();
+    PyObject *r = PyObject_CallFunction((PyObject *)w->on_error, "s", w->errmsg);
+    if (!r) PyErr_Clear();
+    Py_XDECREF(r);
+    PyGILState_Release(g);
+}
+#endif
+
 static void *w_thread_main(void *arg) {
     Writer *w = arg;
     pthread_mutex_lock(&w->mu);
@@ -404,6 +443,12 @@ static void *w_thread_main(void *arg) {
         if (w->closed.n) {
             pthread_mutex_unlock(&w->mu);
             w_report_closed(w);
+            pthread_mutex_lock(&w->mu);
+        }
+        if (w->error && !w->error_reported) {
+            w->error_reported = 1;
+            pthread_mutex_unlock(&w->mu);
+            w_report_error(w);
             pthread_mutex_lock(&w->mu);
         }
     }
@@ -473,13 +518,13 @@ static void w_finish(Writer *w, const char *end, size_t end_n) {
 static PyObject *Writer_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"prefix", "suffix", "session_id", "stream", "segment_max_bytes",
                              "segment_max_age_s", "flush_interval_s", "max_pending_bytes",
-                             "on_segment_closed", NULL};
+                             "on_segment_closed", "on_error", NULL};
     const char *prefix, *suffix, *sid, *stream;
     unsigned long long max_bytes, max_pending;
     double max_age, interval;
-    PyObject *cb = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "ssssKddK|O", kwlist, &prefix, &suffix, &sid, &stream,
-                                     &max_bytes, &max_age, &interval, &max_pending, &cb))
+    PyObject *cb = Py_None, *on_error = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "ssssKddK|OO", kwlist, &prefix, &suffix, &sid, &stream,
+                                     &max_bytes, &max_age, &interval, &max_pending, &cb, &on_error))
         return NULL;
     Writer *w = (Writer *)type->tp_alloc(type, 0);
     if (!w) return NULL;
@@ -487,6 +532,10 @@ static PyObject *Writer_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     if (cb != Py_None) {
         Py_INCREF(cb);
         w->on_segment_closed = cb;
+    }
+    if (on_error != Py_None) {
+        Py_INCREF(on_error);
+        w->on_error = on_error;
     }
     return (PyObject *)w;
 }
@@ -605,14 +654,22 @@ static PyObject *Writer_close(Writer *w, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* busy_s() -> seconds the current write() has taken so far (0.0 when idle). Lock-free: the watchdog must
+ * not wait on the lock a stuck write holds. */
+static PyObject *Writer_busy_s(Writer *w, PyObject *unused) {
+    int64_t since = atomic_load(&w->busy_since);
+    return PyFloat_FromDouble(since ? (double)(monotonic_ns() - since) / 1e9 : 0.0);
+}
+
 static PyObject *Writer_stats(Writer *w, PyObject *unused) {
     pthread_mutex_lock(&w->mu);
-    PyObject *d = Py_BuildValue("{sKsKsKsKsKsLsKss}", "seq", (unsigned long long)w->seq, "dropped",
+    PyObject *d = Py_BuildValue("{sKsKsKsKsKsLsKsssK}", "seq", (unsigned long long)w->seq, "dropped",
                                 (unsigned long long)w->dropped_total, "segments",
                                 (unsigned long long)w->segments_written, "bytes",
                                 (unsigned long long)w->bytes_written, "pending",
                                 (unsigned long long)w->pending.n, "index", (long long)w->index, "error",
-                                (unsigned long long)w->error, "error_message", w->errmsg);
+                                (unsigned long long)w->error, "error_message", w->errmsg, "lost",
+                                (unsigned long long)w->lost);
     pthread_mutex_unlock(&w->mu);
     return d;
 }
@@ -639,6 +696,7 @@ static void Writer_dealloc(Writer *w) {
     free(w->envelope);
     free(w->stream_mark);
     Py_XDECREF((PyObject *)w->on_segment_closed);
+    Py_XDECREF((PyObject *)w->on_error);
     Py_TYPE(w)->tp_free((PyObject *)w);
 }
 
@@ -649,6 +707,7 @@ static PyMethodDef Writer_methods[] = {
     {"flush", (PyCFunction)Writer_flush, METH_NOARGS, "Hand everything queued to the OS now."},
     {"close", (PyCFunction)Writer_close, METH_VARARGS, "Write everything, then the end line; close."},
     {"stats", (PyCFunction)Writer_stats, METH_NOARGS, "Counters."},
+    {"busy_s", (PyCFunction)Writer_busy_s, METH_NOARGS, "Seconds the current write() has taken (watchdog)."},
     {NULL}};
 
 static PyTypeObject WriterType = {
