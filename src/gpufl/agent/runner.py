@@ -129,6 +129,12 @@ class Agent:
             self._threads.append(t)
         code = 0
         try:
+            # Measure the backlog before reading any of it: until a scan has, the lag gauges say unknown
+            # (NaN), and the first round may spend a while reading and blocked on the senders.
+            try:
+                self._update_lag(discovery.scan(self.s.folder))
+            except OSError:
+                pass  # reported by the first round; the lag stays unknown until a scan succeeds
             while not self.stop_event.is_set():
                 progressed, waiting = self._round()
                 if self._sender_error is not None:
@@ -394,6 +400,7 @@ class Agent:
             del self._pending_since[key]
         self.metrics.lag_bytes.set(lag)
         self.metrics.lag_seconds.set(oldest)
+        self.metrics.lag_known.set(1)
         self.metrics.segments.set(sum(len(v) for v in found.values()))
         self.metrics.sessions.set(len({k[0] for k in found}))
 
