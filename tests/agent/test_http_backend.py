@@ -237,3 +237,71 @@ def test_lag_is_unknown_not_zero_until_the_first_scan(folder: str, backend: Back
         else:
             assert s["gpufl_agent_lag_bytes"] > 0  # measured: most of the folder is still unsent
     assert samples[-1]["gpufl_agent_lag_known"] == 1
+
+
+def test_records_of_a_pruned_session_are_refused_counted_and_passed(folder: str, tmp_path: str) -> None:
+    """Regression: retention deleted a session while it was still arriving and its later records were
+    stored as a fragment, unnoticed on both sides. Now the backend refuses them (code "pruned"); the agent
+    counts them in gpufl_agent_records_refused_total{reason="pruned"}, logs once per session, does not
+    retry or dead-letter them (the segments still hold them) and goes on with the other sessions."""
+    data = os.path.join(tmp_path, "backend")
+    os.mkdir(data)
+    # Any session is over a 1-byte cap; no quiet period; the background job only runs at start (empty).
+    backend = Backend(data, max_store_bytes="1", retention_quiet_s="0", retention_interval_s="86400").start()
+    try:
+        writers = write_session(folder, "p1", 300, per_segment=100, pid=dead_pid())
+        r = run_agent(agent_args(folder, backend.url, backend.token, "--exit-when-idle"))
+        assert r.returncode == 0, r.stderr
+        admin = httpx.Client(base_url=backend.url.removesuffix("events/"), headers=backend.auth, timeout=30)
+        assert admin.post("admin/prune").json()["deleted"] == ["p1"]
+        for w in writers.values():  # p1's writer goes on after the deletion: 250 late records a stream
+            w.write(250)
+        write_session(folder, "p2", 200, per_segment=100, pid=dead_pid())
+        port = free_port()
+        agent = subprocess.Popen(
+            agent_args(
+                folder,
+                backend.url,
+                backend.token,
+                f"--metrics-port={port}",
+                "--batch-records=100",  # several batches of p1's late records: still one log line
+                "--poll-interval=0.1",
+            ),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                s = _scrape(port) or {}
+                if (
+                    s.get("gpufl_agent_lag_bytes") == 0
+                    and _metric(port, "gpufl_agent_records_refused_total") == 750
+                ):
+                    break
+                assert time.monotonic() < deadline, f"not delivered and refused: {s}"
+                assert agent.poll() is None
+                time.sleep(0.2)
+            metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        finally:
+            agent.send_signal(signal.SIGTERM)
+            _, err = agent.communicate(timeout=60)
+        assert agent.returncode == 0, err
+        assert 'gpufl_agent_records_refused_total{reason="pruned"} 750.0' in metrics
+        events = [x for x in metrics.splitlines() if x.startswith("gpufl_agent_events_total{")]
+        assert sum(float(x.rsplit(" ", 1)[1]) for x in events) == 3 * 200  # p2, every record
+        # Refused is not invalid: nothing dead-lettered (the segments still hold the records).
+        assert not [x for x in metrics.splitlines() if x.startswith("gpufl_agent_dead_letters_total{")]
+        assert os.path.getsize(os.path.join(folder, ".gpufl-agent.cursor.deadletter.jsonl")) == 0
+        refusals = [x for x in err.splitlines() if "p1" in x and "deleted by retention" in x]
+        assert len(refusals) == 1, err
+        # No fragment of p1 came back; p2 is whole.
+        assert admin.get("sessions/p1").status_code == 404
+        streams = admin.get("sessions/p2").json()["streams"]
+        assert sorted(x["received"] for x in streams) == [200, 200, 200]
+        # Nothing stuck: the cursor is past the refused records, a new run has nothing to send.
+        r = run_agent(agent_args(folder, backend.url, backend.token, "--exit-when-idle"))
+        assert r.returncode == 0 and "status events=0 " in r.stderr, r.stderr
+        admin.close()
+    finally:
+        backend.stop()

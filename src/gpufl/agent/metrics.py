@@ -29,6 +29,13 @@ class Metrics:
         self.dead_letters = Counter(
             "gpufl_agent_dead_letters", "Lines written to the dead-letter file", ["reason"], registry=r
         )
+        self.refused = Counter(
+            "gpufl_agent_records_refused",
+            "Records the target refused for good and the agent passed over, by reason (pruned: the "
+            "backend's retention deleted their session); not retried, not dead-lettered",
+            ["reason"],
+            registry=r,
+        )
         self.vanished = Counter(
             "gpufl_agent_segments_vanished", "Segments deleted before they were fully read", registry=r
         )
@@ -59,6 +66,7 @@ class Metrics:
         self.total_events = 0
         self.total_retries = 0
         self.total_dead = 0
+        self.total_refused = 0
         self._last_t = time.monotonic()
         self._last_events = 0
 
@@ -81,6 +89,11 @@ class Metrics:
         with self._lock:
             self.total_dead += 1
 
+    def refused_records(self, kind: str, n: int) -> None:
+        self.refused.labels(kind).inc(n)
+        with self._lock:
+            self.total_refused += n
+
     def serve(self, port: int, addr: str) -> None:
         start_http_server(port, addr=addr, registry=self.registry)
 
@@ -90,12 +103,13 @@ class Metrics:
             events = self.total_events
             rate = (events - self._last_events) / max(1e-9, now - self._last_t)
             self._last_t, self._last_events = now, events
-            retries, dead = self.total_retries, self.total_dead
+            retries, dead, refused = self.total_retries, self.total_dead, self.total_refused
         if self.lag_known._value.get():
             lag = f"{int(self.lag_bytes._value.get())}B/{self.lag_seconds._value.get():.1f}s"
         else:
             lag = "unknown"
         return (
             f"events={events} rate={rate:.0f}/s lag={lag} retries={retries} dead_letters={dead} "
+            f"refused={refused} "
             f"sessions={int(self.sessions._value.get())}"
         )
