@@ -183,6 +183,7 @@ def test_late_records_of_a_pruned_session_are_refused(api: Api) -> None:
     f, recs = _whole_session("gone", 100)
     assert _post(api, recs)["device"]["status"] == 200
     assert retention.prune(api.store, None, 1, quiet_s=0) == {"gone": "size"}
+    assert api.store.is_pruned("gone") and not api.store.session_exists("gone")
     late = f.kernel(1, 10**6, 50)
     r = api.post_events("device", ev.encode(late) + b"\n")
     assert r.status_code == 400, r.text  # every record refused: nothing usable
@@ -228,6 +229,7 @@ def test_marked_redelivery_restores_the_whole_session(api: Api) -> None:
     answers = _post(api, recs, **{"X-Gpufl-Redeliver": "1"})
     assert all(a["status"] == 200 and a["rejected"] == [] for a in answers.values()), answers
     assert sum(a["stored"] for a in answers.values()) == len(recs)  # type: ignore[misc]
+    assert not api.store.is_pruned("back")
     assert api.get("/sessions/back").json() == before
     assert api.get("/sessions/back/kernels", params={"limit": 1000}).json() == kernels_before
     # Restored: records that arrive later are stored again, marked or not.
