@@ -84,6 +84,7 @@ def create_app(settings: Settings, store: SqlStore, *, start_jobs: bool = True) 
                     settings.max_store_bytes,
                     settings.retention_interval_s,
                     metrics,
+                    settings.retention_quiet_s,
                 )
             )
         if start_jobs and settings.kafka_brokers:

@@ -29,6 +29,7 @@ _SERVE_FLAGS: tuple[tuple[str, str, type], ...] = (
     ("--kafka-group", "kafka_group", str),
     ("--retention-days", "retention_days", float),
     ("--max-store-bytes", "max_store_bytes", int),
+    ("--retention-quiet-s", "retention_quiet_s", float),
 )
 
 
@@ -179,7 +180,12 @@ def admin_command(cmd: str, argv: Sequence[str]) -> None:
             else:
                 from gpufl.backend.retention import prune
 
-                reasons = prune(store, settings.retention_days, settings.max_store_bytes)
+                reasons = prune(
+                    store,
+                    settings.retention_days,
+                    settings.max_store_bytes,
+                    quiet_s=settings.retention_quiet_s,
+                )
             for sid, why in reasons.items():
                 print(f"deleted {sid} ({why})")
             return

@@ -15,6 +15,7 @@ nothing until the decode has cleared the batch, and throws its parse away otherw
 from __future__ import annotations
 
 import gc
+import logging
 import operator
 import re
 import threading
@@ -34,6 +35,8 @@ from gpufl import events as ev
 from gpufl.backend.store import IngestOutcome, SqlStore, ValueOutOfRange
 from gpufl.backend.store.base import JSON_TYPES
 
+log = logging.getLogger("gpufl.backend.ingest")
+
 _RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
 _SEQ_PROBE = msgspec.json.Decoder(dict[str, Any])
 
@@ -51,6 +54,10 @@ class Rejected:
     index: int
     seq: int | None
     reason: str
+    code: str = "invalid"
+    """What the sender should do with the record (docs/ingest-protocol.md): ``invalid`` — it breaks the
+    event contract, keep it aside (the agent dead-letters it); ``pruned`` — its session was deleted by
+    retention, so it is refused for good: count it and move on."""
 
 
 @dataclass
@@ -63,8 +70,66 @@ class BatchResult:
         return {
             "stored": self.stored,
             "duplicates": self.duplicates,
-            "rejected": [{"index": r.index, "seq": r.seq, "reason": r.reason} for r in self.rejected],
+            "rejected": [
+                {"index": r.index, "seq": r.seq, "reason": r.reason, "code": r.code} for r in self.rejected
+            ],
         }
+
+
+# ---- records of sessions that retention deleted ----------------------------------------------------------
+
+PRUNED = "pruned"
+REDELIVER_HEADER = "X-Gpufl-Redeliver"
+
+_logged_refusals: dict[str, None] = {}
+"""Sessions whose refusal this process has logged (insertion-ordered, bounded): logged once, not per batch."""
+_logged_lock = threading.Lock()
+
+
+def _pruned_reason(sid: str, redeliver: bool) -> str:
+    if redeliver:
+        return (
+            f"session {sid} was deleted by retention: a re-delivery ({REDELIVER_HEADER}: 1) re-creates it only "
+            "from a batch that holds its session_start record"
+        )
+    return (
+        f"session {sid} was deleted by retention: its late records are refused (re-deliver the whole session "
+        f"with {REDELIVER_HEADER}: 1 to restore it)"
+    )
+
+
+def _refuse(
+    res: BatchResult,
+    out: IngestOutcome,
+    recs: Sequence[ev.Record],
+    idx: Sequence[int] | None,
+    redeliver: bool,
+) -> BatchResult:
+    """Add the store's refusals (``out.refused``: positions in ``recs``, whose batch indices are ``idx``, or
+    the same positions when None) to ``res`` as per-line rejections with code ``pruned``."""
+    if not out.refused:
+        return res
+    for sid, positions in out.refused.items():
+        reason = _pruned_reason(sid, redeliver)
+        res.rejected.extend(
+            Rejected(p if idx is None else idx[p], recs[p].seq, reason, PRUNED) for p in positions
+        )
+        with _logged_lock:
+            first = sid not in _logged_refusals
+            if first:
+                _logged_refusals[sid] = None
+                if len(_logged_refusals) > 10_000:
+                    del _logged_refusals[next(iter(_logged_refusals))]
+        if first:
+            log.warning(
+                "refusing records of session %s: it was deleted by retention (%d in this batch%s; logged "
+                'once per session, counted in gpufl_ingest_rejected_records_total{reason="pruned"})',
+                sid,
+                len(positions),
+                ", a re-delivery without its session_start" if redeliver else "",
+            )
+    res.rejected.sort(key=lambda r: r.index)
+    return res
 
 
 def gunzip(body: bytes, max_bytes: int) -> bytes:
@@ -101,10 +166,16 @@ _NON_SPACE = re.compile(rb"\S")
 
 
 def ingest_body(
-    store: SqlStore, stream: str, body: bytes, json_array: bool | None, max_records: int
+    store: SqlStore,
+    stream: str,
+    body: bytes,
+    json_array: bool | None,
+    max_records: int,
+    redeliver: bool = False,
 ) -> BatchResult:
     """Ingest a request body: a JSON array or NDJSON (detected from the first non-blank byte when
     ``json_array`` is None). Raises BadBody (nothing usable, no records) or TooLarge (over ``max_records``).
+    ``redeliver``: the body is part of a deliberate re-delivery of whole sessions (``SqlStore.ingest``).
 
     NDJSON is decoded without splitting it into lines first (its newlines become the commas of one JSON
     array); it is split only when that fails (a blank line, a bad record) or when the store needs one size
@@ -121,7 +192,7 @@ def ingest_body(
         n = body.count(b"\n", 0, end) + 1
         if end and n <= max_records:
             with _gc_paused():
-                res = _ingest_lines(store, stream, body, n, end)
+                res = _ingest_lines(store, stream, body, n, end, redeliver)
             if res is not None:
                 return res
             tried = n
@@ -132,7 +203,7 @@ def ingest_body(
         raise BadBody("no records in body")
     with _gc_paused():
         # Without blank lines the lines are the records already tried whole: go record by record.
-        return _ingest_raws(store, stream, raws, fast=len(raws) != tried)
+        return _ingest_raws(store, stream, raws, fast=len(raws) != tried, redeliver=redeliver)
 
 
 def _probe_seq(raw: bytes) -> int | None:
@@ -467,7 +538,7 @@ def _guess_type(body: bytes, end: int) -> type[ev.Record] | None:
 
 
 def _ingest_lines(
-    store: SqlStore, stream: str, body: bytes, n: int, end: int | None = None
+    store: SqlStore, stream: str, body: bytes, n: int, end: int | None = None, redeliver: bool = False
 ) -> BatchResult | None:
     """Ingest the NDJSON ``body[:end]`` (``end``: after its last line's last byte, the rest of ``body``
     newlines, if any) of ``n`` lines (none of them blank if it is to decode), or None when the batch does
@@ -519,30 +590,38 @@ def _ingest_lines(
     columns = _checked_columns(stream, recs)
     if columns is not None:
         try:
-            out = store.ingest(stream, recs, _LineSizes(text, n), columns=columns)
-            return BatchResult(out.stored, out.duplicates)
+            out = store.ingest(stream, recs, _LineSizes(text, n), columns=columns, redeliver=redeliver)
+            return _refuse(BatchResult(out.stored, out.duplicates), out, recs, None, redeliver)
         except ValueOutOfRange:
             pass  # an integer past int64 (the transaction rolled back): find it record by record
-    return _ingest_slow(store, stream, text.split(b"\n"))
+    return _ingest_slow(store, stream, text.split(b"\n"), redeliver)
 
 
-def _ingest_raws(store: SqlStore, stream: str, raws: list[bytes], fast: bool = True) -> BatchResult:
+def _ingest_raws(
+    store: SqlStore, stream: str, raws: list[bytes], fast: bool = True, redeliver: bool = False
+) -> BatchResult:
     if fast:
         checked = _validate_fast(stream, raws)
         if checked is not None:
             try:
-                out = store.ingest(stream, checked[0], list(map(len, raws)), columns=checked[1])
-                return BatchResult(out.stored, out.duplicates)
+                out = store.ingest(
+                    stream, checked[0], list(map(len, raws)), columns=checked[1], redeliver=redeliver
+                )
+                return _refuse(BatchResult(out.stored, out.duplicates), out, checked[0], None, redeliver)
             except ValueOutOfRange:
                 pass  # an integer past int64 (the transaction rolled back): find it record by record
-    return _ingest_slow(store, stream, raws)
+    return _ingest_slow(store, stream, raws, redeliver)
 
 
-def _ingest_slow(store: SqlStore, stream: str, raws: list[bytes]) -> BatchResult:
+def _ingest_slow(store: SqlStore, stream: str, raws: list[bytes], redeliver: bool = False) -> BatchResult:
     good, sizes, res = _validate_slow(stream, raws)
     if good:
-        out = store.ingest(stream, good, sizes)
+        out = store.ingest(stream, good, sizes, redeliver=redeliver)
         res.stored, res.duplicates = out.stored, out.duplicates
+        if out.refused:
+            # The valid records are the batch's records less the rejected ones, in order.
+            bad = {r.index for r in res.rejected}
+            _refuse(res, out, good, [i for i in range(len(raws)) if i not in bad], redeliver)
     return res
 
 

@@ -20,6 +20,7 @@ class _RejectedItem(msgspec.Struct):
     index: int
     reason: str = ""
     seq: int | None = None
+    code: str = "invalid"  # absent from backends before "pruned" existed: every rejection was invalid
 
 
 class _Response(msgspec.Struct):
@@ -102,7 +103,7 @@ class HttpSink:
                 if code == 200:
                     raise Retryable(f"unreadable 200 response: {resp.text[:200]!r}") from None
                 body = _Response(error=resp.text[:200])
-            rejected = [Rejected(r.index, r.reason) for r in body.rejected]
+            rejected = [Rejected(r.index, r.reason, r.code) for r in body.rejected]
             if code == 400 and not rejected:
                 # Nothing usable and no per-record reasons: every record is rejected with the error.
                 reason = body.error or "rejected by the backend (400)"

@@ -23,6 +23,8 @@ class Rejection(BaseModel):
     index: int
     seq: int | None
     reason: str
+    code: str = "invalid"
+    """``invalid`` (breaks the event contract) or ``pruned`` (its session was deleted by retention)."""
 
 
 class IngestResult(BaseModel):

@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     retention_days: float | None = Field(None, gt=0)
     max_store_bytes: int | None = Field(None, gt=0)
     retention_interval_s: float = Field(600.0, gt=0)
+    retention_quiet_s: float = Field(3600.0, ge=0)
+    """Retention never deletes a session that stored records within this many seconds (0: no quiet
+    period); keep in step with ``gpufl.backend.retention.DEFAULT_QUIET_S``."""
     admin_token: str | None = None
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0)
     max_batch_records: int = Field(50_000, gt=0)

@@ -16,7 +16,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import msgspec
@@ -55,6 +55,9 @@ class _NotHere(Exception):
 class IngestOutcome:
     stored: int = 0
     duplicates: int = 0
+    refused: dict[str, list[int]] = field(default_factory=dict)
+    """Per session that retention deleted (a tombstone), the positions in the batch of its records, which
+    were not stored: see ``SqlStore.ingest``'s ``redeliver``."""
 
 
 @dataclass
@@ -242,12 +245,18 @@ class SqlStore:
         records: Sequence[ev.Record],
         sizes: Sequence[int] | None = None,
         columns: dict[type, dict[str, Sequence[Any]]] | None = None,
+        redeliver: bool = False,
     ) -> IngestOutcome:
         """Store the records of one stream that the store does not hold yet; count the rest as duplicates.
 
         ``records`` are valid (decoded + checked) records of ``stream``; ``sizes`` their encoded sizes
         (for the per-session byte accounting used by retention); ``columns`` optionally, per record type,
-        every field of that type's records (in order) as a list, already built by the caller."""
+        every field of that type's records (in order) as a list, already built by the caller.
+
+        Records of a session that retention deleted (``prune_session``) are not stored but listed in
+        ``refused``: stored, they would be a fragment of it. ``redeliver`` marks a deliberate re-delivery
+        of whole sessions: a batch of it that holds a deleted session's session_start clears that session's
+        tombstone and is stored, re-creating the session; one without is refused like a late record."""
         out = IngestOutcome()
         if not records:
             return out
@@ -265,6 +274,14 @@ class SqlStore:
                 by_session.setdefault(sid, []).append(i)
         with self._write() as cur:
             self._lock_streams(cur, sorted((s, stream) for s in by_session))
+            # Under the stream locks, which prune_session takes too: a session is either deleted before
+            # this batch (its records refused here) or after it (and the batch counts as activity).
+            for sid in self._tombstoned(cur, by_session):
+                idx = by_session[sid]
+                if redeliver and any(type(records[i]) is ev.SessionStart for i in idx):
+                    self._exec(cur, "DELETE FROM pruned_sessions WHERE session_id = ?", [sid])
+                else:
+                    out.refused[sid] = by_session.pop(sid)
             new: list[ev.Record] = []
             new_bytes: dict[str, int] = defaultdict(int)
             for sid, idx in by_session.items():
@@ -307,8 +324,17 @@ class SqlStore:
                 whole = columns if len(new) == len(records) else None  # every record is new: reuse columns
                 self._store_new(cur, stream, new, new_bytes, whole)
         if out.stored:
-            self._count_batch(by_session)
+            self._count_batch(by_session)  # refused sessions were taken out of it
         return out
+
+    def _tombstoned(self, cur: Any, sids: Iterable[str]) -> list[str]:
+        """Which of ``sids`` retention deleted (their tombstones in pruned_sessions)."""
+        ids = list(sids)
+        marks = ", ".join("?" * len(ids))
+        rows = self._exec(
+            cur, f"SELECT session_id FROM pruned_sessions WHERE session_id IN ({marks})", ids
+        ).fetchall()
+        return [r[0] for r in rows]
 
     def _save_ranges(
         self, cur: Any, sid: str, stream: str, ranges: list[tuple[int, int]], merged: list[tuple[int, int]]
@@ -481,13 +507,21 @@ class SqlStore:
         try:
             with self._write() as cur:
                 self._lock_streams(cur, [(sid, stream)])
+                # A deleted session's tombstone comes back as a row (-1, -1), ahead of the real ranges
+                # (seqs are >= 0), in the same round trip: the record path then refuses the batch.
                 rows = self._exec(
                     cur,
-                    "SELECT lo, hi FROM seq_ranges WHERE session_id = ? AND stream = ? ORDER BY lo",
-                    [sid, stream],
+                    """SELECT lo, hi FROM seq_ranges WHERE session_id = ? AND stream = ?
+                       UNION ALL SELECT -1, -1 FROM pruned_sessions WHERE session_id = ?
+                       ORDER BY lo""",
+                    [sid, stream, sid],
                 ).fetchall()
                 ranges = [(int(a), int(b)) for a, b in rows]
-                if row["seqs"] != n or any(a <= hi and b >= lo for a, b in ranges):
+                if (
+                    row["seqs"] != n
+                    or any(a <= hi and b >= lo for a, b in ranges)
+                    or (ranges and ranges[0][0] < 0)
+                ):
                     raise _NotHere
                 if n == hi - lo + 1:  # gap-free (the usual batch): one run
                     merged = merge_ranges([*ranges, (lo, hi)], [])
@@ -1054,6 +1088,38 @@ class SqlStore:
             for t in SESSION_TABLES:
                 self._exec(cur, f"DELETE FROM {t} WHERE session_id = ?", [sid])
         return bool(found)
+
+    def prune_session(self, sid: str, reason: str, quiet_since_ns: int | None = None) -> bool:
+        """Delete a session for retention and leave its tombstone, so that its late records are refused
+        (``ingest``) rather than stored as a fragment. Spares it (returns False) if it received records at
+        or after ``quiet_since_ns``, checked under every stream's ingest lock: a batch commits either before
+        (and spares it) or after (and is refused). False too when it is gone already (another backend)."""
+        with self._write() as cur:
+            self._lock_streams(cur, [(sid, s) for s in sorted(ev.STREAMS)])
+            row = self._exec(
+                cur, "SELECT max(updated_ns) FROM session_streams WHERE session_id = ?", [sid]
+            ).fetchall()
+            last = row[0][0] if row else None
+            if last is None or (quiet_since_ns is not None and int(last) >= quiet_since_ns):
+                return False
+            for t in SESSION_TABLES:
+                self._exec(cur, f"DELETE FROM {t} WHERE session_id = ?", [sid])
+            self._exec(
+                cur,
+                "INSERT INTO pruned_sessions VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                [sid, time.time_ns(), reason],
+            )
+        self._since_compact.pop(sid, None)
+        return True
+
+    def is_pruned(self, sid: str) -> bool:
+        """Whether retention deleted the session (and no re-delivery has re-created it since)."""
+        return self._one("SELECT 1 FROM pruned_sessions WHERE session_id = ?", [sid]) is not None
+
+    def sessions_received_since(self, since_ns: int) -> set[str]:
+        """Sessions that stored records at or after ``since_ns`` (the backends' clock, not the records')."""
+        rows = self._all("SELECT DISTINCT session_id FROM session_streams WHERE updated_ns >= ?", [since_ns])
+        return {r[0] for r in rows}
 
     def session_usage(self) -> list[tuple[str, int, int]]:
         """(session_id, last activity ns, stored bytes) for every session, oldest activity first."""

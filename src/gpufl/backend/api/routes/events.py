@@ -11,7 +11,14 @@ from starlette.concurrency import run_in_threadpool
 from gpufl.backend.api.schemas import IngestResult
 from gpufl.backend.core.config import Settings
 from gpufl.backend.deps import IngestRole, SettingsDep, StoreDep
-from gpufl.backend.ingest import BadBody, BatchResult, TooLarge, decompress_if, ingest_body
+from gpufl.backend.ingest import (
+    REDELIVER_HEADER,
+    BadBody,
+    BatchResult,
+    TooLarge,
+    decompress_if,
+    ingest_body,
+)
 from gpufl.backend.metrics import reason_class
 from gpufl.backend.store import SqlStore
 
@@ -25,10 +32,19 @@ def _too_large(message: str, max_bytes: int, max_records: int) -> JSONResponse:
 
 
 def _ingest(
-    store: SqlStore, stream: str, body: bytes, encoding: str | None, as_array: bool | None, settings: Settings
+    store: SqlStore,
+    stream: str,
+    body: bytes,
+    encoding: str | None,
+    as_array: bool | None,
+    settings: Settings,
+    redeliver: bool = False,
 ) -> BatchResult:
     body = decompress_if(body, encoding, 4 * settings.max_body_bytes)
-    return ingest_body(store, stream, body, as_array, settings.max_batch_records)
+    return ingest_body(store, stream, body, as_array, settings.max_batch_records, redeliver)
+
+
+_REDELIVER_VALUES = {"1": True, "true": True, "0": False, "false": False}
 
 
 @router.post(
@@ -47,6 +63,15 @@ async def post_events(
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         metrics.batches.labels("413").inc()
         return _too_large(f"body of {declared} bytes exceeds {max_bytes}", max_bytes, max_records)
+    # A deliberate re-delivery of whole sessions (docs/ingest-protocol.md): a value we don't know is an
+    # error, not silently "unmarked", which would have the re-delivery refused record by record.
+    redeliver = _REDELIVER_VALUES.get((request.headers.get(REDELIVER_HEADER) or "0").strip().lower())
+    if redeliver is None:
+        metrics.batches.labels("400").inc()
+        return JSONResponse(
+            {"error": f"{REDELIVER_HEADER} must be 1 or 0", "stored": 0, "duplicates": 0, "rejected": []},
+            status_code=400,
+        )
     if app.state.inflight >= settings.max_inflight_ingests:
         metrics.batches.labels("503").inc()
         return JSONResponse(
@@ -67,7 +92,14 @@ async def post_events(
         try:
             # Everything from decompression on runs in a worker thread, off the event loop.
             res = await run_in_threadpool(
-                _ingest, store, stream, body, request.headers.get("content-encoding"), as_array, settings
+                _ingest,
+                store,
+                stream,
+                body,
+                request.headers.get("content-encoding"),
+                as_array,
+                settings,
+                redeliver,
             )
         except TooLarge as e:
             metrics.batches.labels("413").inc()
