@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -33,6 +34,7 @@ AnyI64 = Annotated[int | None, Query(ge=-I64, le=I64)]
 """A CUDA stream id or scope id filter: any 64-bit integer."""
 CursorParam = Annotated[str | None, Query(max_length=512)]
 PageLimit = Annotated[int, Query(ge=1, le=10_000)]
+_DECIMAL = re.compile(r"[0-9]{1,20}", re.ASCII)
 
 
 def encode_cursor(c: Cursor | None) -> str | None:
@@ -145,7 +147,8 @@ def kernel_summary(
 def kernel_detail(
     store: StoreDep, session_id: SessionId, kernel_id: Annotated[str, Path(max_length=20)]
 ) -> S.KernelDetail:
-    if not kernel_id.isdigit() or int(kernel_id) > I64:
+    # ASCII digits only: str.isdigit() also accepts '²' or '٣', which int() refuses or reads as 3.
+    if not _DECIMAL.fullmatch(kernel_id) or int(kernel_id) > I64:
         raise HTTPException(404, f"kernel {kernel_id!r} not found")
     try:
         return S.KernelDetail.model_validate(store.kernel(session_id, int(kernel_id)))
