@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -61,6 +62,32 @@ class LatencyMiddleware:
             self.metrics.latency.labels(scope["method"], path, str(status[0])).observe(
                 time.perf_counter() - t0
             )
+
+
+# ---- static paths (issue #16) -------------------------------------------------------------------------
+# The SPA fallback stats the requested path. A NUL made stat() raise ValueError and a name over NAME_MAX
+# raised ENAMETOOLONG: each was a 500 with two tracebacks in the log (~34 KB a request, a log-flooding
+# vector). Such paths are checked first: no built file has them, and no UI route is that long.
+STATIC_MAX_NAME_BYTES = 255
+"""Longest path segment (UTF-8 bytes): Linux's NAME_MAX."""
+STATIC_MAX_PATH_BYTES = 1024
+"""Longest path (UTF-8 bytes): far above any UI route (/sessions/<64-char id>/kernels/<20 digits>)."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def static_path_problem(path: str) -> tuple[int, str] | None:
+    """(status, message) when the SPA fallback cannot serve ``path``: 400 for control characters (NUL...),
+    404 for names or paths longer than a file system takes."""
+    if _CONTROL.search(path):
+        return 400, "invalid character in path"
+    if len(path.encode()) > STATIC_MAX_PATH_BYTES:
+        return 404, f"not found (path longer than {STATIC_MAX_PATH_BYTES} bytes)"
+    if any(len(seg.encode()) > STATIC_MAX_NAME_BYTES for seg in path.split("/")):
+        return 404, f"not found (a path segment is longer than {STATIC_MAX_NAME_BYTES} bytes)"
+    return None
+
+
+# ---- end static paths ------------------------------------------------------------------------------------
 
 
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -146,8 +173,15 @@ def create_app(settings: Settings, store: SqlStore, *, start_jobs: bool = True) 
             if path == "":
                 return HTMLResponse(_NOT_BUILT)
             return _error(404, "not found (UI not built)")
-        target = (STATIC_DIR / path).resolve()
-        if path and target.is_file() and target.is_relative_to(STATIC_DIR.resolve()):
+        problem = static_path_problem(path)
+        if problem is not None:
+            return _error(*problem)
+        try:
+            target = (STATIC_DIR / path).resolve()
+            is_file = bool(path) and target.is_file() and target.is_relative_to(STATIC_DIR.resolve())
+        except OSError:  # e.g. ELOOP, EACCES: not a file we can serve, and not worth a traceback
+            return _error(404, "not found")
+        if is_file:
             return FileResponse(target)
         return FileResponse(STATIC_DIR / "index.html")
 
