@@ -90,6 +90,43 @@ def static_path_problem(path: str) -> tuple[int, str] | None:
 # ---- end static paths ------------------------------------------------------------------------------------
 
 
+# ---- unexpected errors (issue #16) ------------------------------------------------------------------
+class UnhandledErrorMiddleware:
+    """Any exception no handler took becomes a JSON 500, logged once with its traceback, and the
+    connection stays open.
+
+    Not ``app.exception_handler(Exception)``: Starlette runs that one in its outermost error middleware,
+    which answers and then re-raises, so uvicorn logged a second traceback and closed the keep-alive
+    connection (the client found out when its next request failed). Swallowing the error here, inside, is
+    what keeps the connection. If the response had already started, no 500 can be sent: the error is
+    logged and uvicorn closes the connection, as it must for a truncated response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:
+            log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+            if not started:
+                await _error(500, "internal error")(scope, receive, send)
+
+
+# ---- end unexpected errors -----------------------------------------------------------------------------
+
+
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
@@ -138,6 +175,8 @@ def create_app(settings: Settings, store: SqlStore, *, start_jobs: bool = True) 
     app.state.store = store
     app.state.metrics = metrics
     app.state.inflight = 0
+    # Inside LatencyMiddleware (added after it = outside), so the latency metric sees the 500.
+    app.add_middleware(UnhandledErrorMiddleware)
     app.add_middleware(LatencyMiddleware, metrics=metrics)
 
     @app.exception_handler(AuthError)
@@ -152,11 +191,6 @@ def create_app(settings: Settings, store: SqlStore, *, start_jobs: bool = True) 
     async def on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
         return _error(422, "invalid request", detail=jsonable_encoder(errors))
-
-    @app.exception_handler(Exception)
-    async def on_crash(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", exc_info=exc)
-        return _error(500, "internal error")
 
     api = APIRouter(prefix=API_PREFIX)
     for r in (events.router, sessions.router, keys.router, admin.router):
