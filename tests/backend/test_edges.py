@@ -4,7 +4,6 @@ file names, the bootstrap admin token."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,9 @@ from fastapi.testclient import TestClient
 
 from gpufl import events as ev
 from gpufl.backend import app as app_mod
+from gpufl.backend import auth
 from gpufl.backend.app import create_app
+from gpufl.backend.store import SqlStore
 
 from .conftest import Api, make_settings
 from .factory import SessionFactory
@@ -66,3 +67,65 @@ def test_static_paths_the_spa_cannot_serve_are_4xx_without_traceback(
     assert api.client.get("/sessions/abc/kernels/12").text == "<html>spa</html>"
     assert api.client.get("/sessions/" + "s" * 64 + "/kernels/" + "9" * 20).text == "<html>spa</html>"
     assert api.client.get("/" + "a" * 255).text == "<html>spa</html>"
+
+
+# ---- the bootstrap admin token (GPUFL_ADMIN_TOKEN) ---------------------------------------------------
+
+
+def _start(store: SqlStore, admin_token: str | None) -> TestClient:
+    """What ``gpufl-backend`` does on start: install the bootstrap token, then serve."""
+    auth.install_bootstrap(store, admin_token)
+    return TestClient(create_app(make_settings(), store, start_jobs=False))
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_bootstrap_token_in_the_generated_format_is_accepted(store: SqlStore) -> None:
+    # A token printed by a backend (or `keys create`) used as GPUFL_ADMIN_TOKEN: it was stored under the id
+    # "bootstrap" but looked up by the id inside it, so it was never accepted.
+    _, token, _ = auth.new_token()
+    with _start(store, token) as c:
+        assert c.get("/api/v1/keys", headers=_bearer(token)).status_code == 200
+    with _start(store, token) as c:  # a restart with the same environment changes nothing
+        assert c.get("/api/v1/keys", headers=_bearer(token)).status_code == 200
+    # A generated admin key (as printed on a first start) later set as GPUFL_ADMIN_TOKEN.
+    key_id, generated = auth.create_key(store, auth.Role.admin, "printed")
+    with _start(store, generated) as c:
+        assert c.get("/api/v1/keys", headers=_bearer(generated)).status_code == 200
+    assert [k["name"] for k in store.list_keys() if k["id"] == key_id] == ["printed"]  # not replaced
+
+
+def test_bootstrap_token_naming_another_key_refuses_to_start(store: SqlStore) -> None:
+    key_id, read_token = auth.create_key(store, auth.Role.read, "reader")
+    with pytest.raises(auth.BootstrapError, match="role read"):
+        auth.install_bootstrap(store, read_token)  # would have made a read key admin
+    with pytest.raises(auth.BootstrapError, match="different secret"):
+        auth.install_bootstrap(store, f"gpufl_{key_id}_" + "z" * 43)
+    for bad in ("has space", "tab\there", "newline\n", "caf\u00e9"):
+        with pytest.raises(auth.BootstrapError, match="cannot be sent"):
+            auth.install_bootstrap(store, bad)
+    assert store.get_key(key_id) == ("read", auth.hash_secret(read_token.split("_", 2)[2]), None)
+
+
+@pytest.mark.parametrize("generated_format", [False, True])
+def test_revoking_the_bootstrap_token_survives_a_restart(
+    store: SqlStore, generated_format: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The revoked bootstrap key was re-installed, active, on every start: a leaked token came back.
+    token = auth.new_token()[1] if generated_format else "plain-bootstrap-admin-token"
+    key_id = token.split("_")[1] if generated_format else auth.BOOTSTRAP_ID
+    with _start(store, token) as c:
+        r = c.delete(f"/api/v1/keys/{key_id}", headers=_bearer(token))
+        assert r.json() == {"deleted": True}
+        assert c.get("/api/v1/keys", headers=_bearer(token)).status_code == 401
+    with caplog.at_level(logging.WARNING, logger="gpufl.backend"), _start(store, token) as c:
+        r = c.get("/api/v1/keys", headers=_bearer(token))
+        assert r.status_code == 401 and r.json()["error"] == "token revoked"
+    assert any("GPUFL_ADMIN_TOKEN" in r.getMessage() and "revoked" in r.getMessage() for r in caplog.records)
+    # Rotation: a new GPUFL_ADMIN_TOKEN replaces it (same id for a plain token, its own id otherwise).
+    new = auth.new_token()[1] if generated_format else "rotated-bootstrap-admin-token"
+    with _start(store, new) as c:
+        assert c.get("/api/v1/keys", headers=_bearer(new)).status_code == 200
+        assert c.get("/api/v1/keys", headers=_bearer(token)).status_code == 401

@@ -85,9 +85,13 @@ def serve(argv: Sequence[str]) -> None:
         except OSError as e:
             die(f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}")
     store = _open_store(settings)
-    from gpufl.backend.auth import install_bootstrap
+    from gpufl.backend.auth import BootstrapError, install_bootstrap
 
-    token = install_bootstrap(store, settings.admin_token)
+    try:
+        token = install_bootstrap(store, settings.admin_token)
+    except BootstrapError as e:
+        store.close()
+        die(str(e))
     if token:
         print(f"bootstrap admin token (shown once, store it now): {token}", flush=True)
 
