@@ -141,7 +141,9 @@ def test_keys_with_no_backend_open_the_store_and_bootstrap_token_is_printed_once
 def test_a_bootstrap_token_that_cannot_be_installed_is_one_line_and_no_start(tmp_path: Path) -> None:
     data = tmp_path / "data"
     port = str(_free_port())
-    p = run(["keys", "create", "--role", "read", "--name", "r", "--data-dir", str(data), "--port", port], _env())
+    p = run(
+        ["keys", "create", "--role", "read", "--name", "r", "--data-dir", str(data), "--port", port], _env()
+    )
     read_token = p.stdout.strip()
     for bad, why in ((read_token, "role read"), ("two words", "Authorization header")):
         msg = _one_line_error(run(["--data-dir", str(data), "--port", port], _env(GPUFL_ADMIN_TOKEN=bad)))

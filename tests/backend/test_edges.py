@@ -4,6 +4,7 @@ file names, the bootstrap admin token."""
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,41 @@ def test_revoking_the_bootstrap_token_survives_a_restart(
     with _start(store, new) as c:
         assert c.get("/api/v1/keys", headers=_bearer(new)).status_code == 200
         assert c.get("/api/v1/keys", headers=_bearer(token)).status_code == 401
+
+
+# ---- per-key request rate limits -------------------------------------------------------------------
+
+
+def test_rate_limits_per_key_answer_429_with_retry_after(store: SqlStore) -> None:
+    settings = make_settings(
+        rate_limit_query=2, rate_limit_query_burst=3, rate_limit_ingest=1, rate_limit_ingest_burst=2
+    )
+    with TestClient(create_app(settings, store, start_jobs=False)) as client:
+        api = Api(client, store, client.app)  # type: ignore[arg-type]
+        assert [api.get("/sessions").status_code for _ in range(3)] == [200] * 3  # the burst
+        r = api.get("/sessions")
+        assert r.status_code == 429, r.text
+        assert int(r.headers["Retry-After"]) >= 1 and "rate limit" in r.json()["error"]
+        # Per key: another read key, and the admin key, still have their own buckets.
+        other = auth.create_key(store, auth.Role.read, "other")[1]
+        assert client.get("/api/v1/sessions", headers=_bearer(other)).status_code == 200
+        assert api.get("/hosts", role="admin").status_code == 200
+        # Ingest has its own limit, per key too: this key's queries are throttled, its ingests are not.
+        assert [api.post_events("system", b"", role="admin").status_code for _ in range(2)] == [400, 400]
+        r = api.post_events("system", b"", role="admin")
+        assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+        assert api.post_events("system", b"").status_code == 400  # the ingest key's own bucket
+        # Bad tokens are refused before any bucket is touched (401, never 429).
+        assert client.get("/api/v1/sessions", headers=_bearer("nope")).status_code == 401
+        # Tokens come back at the configured rate: Retry-After was honest.
+        time.sleep(int(api.get("/sessions").headers["Retry-After"]))
+        assert api.get("/sessions").status_code == 200
+
+
+def test_rate_limits_zero_disables_and_defaults_are_generous(store: SqlStore) -> None:
+    defaults = make_settings()
+    assert defaults.rate_limit_query >= 100 and defaults.rate_limit_ingest >= 50
+    off = make_settings(rate_limit_query=0, rate_limit_ingest=0)
+    with TestClient(create_app(off, store, start_jobs=False)) as client:
+        api = Api(client, store, client.app)  # type: ignore[arg-type]
+        assert {api.get("/hosts").status_code for _ in range(300)} == {200}

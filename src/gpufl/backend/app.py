@@ -21,6 +21,7 @@ from gpufl.backend.api.routes import admin, events, health, keys, sessions
 from gpufl.backend.auth import AuthError
 from gpufl.backend.core.config import Settings
 from gpufl.backend.metrics import Metrics
+from gpufl.backend.ratelimit import RateLimited, RateLimiter
 from gpufl.backend.retention import RetentionJob
 from gpufl.backend.store import SqlStore
 
@@ -182,6 +183,18 @@ def create_app(settings: Settings, store: SqlStore, *, start_jobs: bool = True) 
     @app.exception_handler(AuthError)
     async def on_auth(_: Request, exc: AuthError) -> JSONResponse:
         return _error(exc.status, exc.message)
+
+    # Per-key rate limits (issue #16): the buckets live as long as the app; deps.require takes tokens.
+    app.state.rate_limits = {
+        "ingest": RateLimiter("ingest", settings.rate_limit_ingest, settings.rate_limit_ingest_burst),
+        "query": RateLimiter("query", settings.rate_limit_query, settings.rate_limit_query_burst),
+    }
+
+    @app.exception_handler(RateLimited)
+    async def on_rate_limited(_: Request, exc: RateLimited) -> JSONResponse:
+        return JSONResponse(
+            {"error": str(exc)}, status_code=429, headers={"Retry-After": str(exc.retry_after)}
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -117,6 +117,11 @@ class AuthError(Exception):
 
 def authenticate(store: SqlStore, token: str | None) -> Role:
     """The role of a valid, unrevoked token, else AuthError(401)."""
+    return authenticate_key(store, token)[1]
+
+
+def authenticate_key(store: SqlStore, token: str | None) -> tuple[str, Role]:
+    """(key id, role) of a valid, unrevoked token, else AuthError(401). The id keys the rate limits."""
     if not token:
         raise AuthError(401, "missing bearer token")
     m = _TOKEN.match(token)
@@ -129,7 +134,7 @@ def authenticate(store: SqlStore, token: str | None) -> Role:
         raise AuthError(401, "invalid token")
     if row[2] is not None:
         raise AuthError(401, "token revoked")
-    return Role(row[0])
+    return key_id, Role(row[0])
 
 
 def allowed(role: Role, needed: Role) -> bool:

@@ -30,6 +30,10 @@ _SERVE_FLAGS: tuple[tuple[str, str, type], ...] = (
     ("--retention-days", "retention_days", float),
     ("--max-store-bytes", "max_store_bytes", int),
     ("--retention-quiet-s", "retention_quiet_s", float),
+    ("--rate-limit-ingest", "rate_limit_ingest", float),
+    ("--rate-limit-ingest-burst", "rate_limit_ingest_burst", int),
+    ("--rate-limit-query", "rate_limit_query", float),
+    ("--rate-limit-query-burst", "rate_limit_query_burst", int),
 )
 
 

@@ -1,4 +1,4 @@
-"""FastAPI dependencies: the store and role checks."""
+"""FastAPI dependencies: the store, role checks and per-key rate limits."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from gpufl.backend.auth import AuthError, Role, allowed, authenticate
+from gpufl.backend.auth import AuthError, Role, allowed, authenticate_key
 from gpufl.backend.core.config import Settings
 from gpufl.backend.store import SqlStore
 
@@ -35,12 +35,16 @@ def _bearer(request: Request) -> str | None:
 
 
 def require(needed: Role) -> Callable[[Request], Role]:
-    """Dependency: the request's token must be valid (401) and carry ``needed`` or admin (403)."""
+    """Dependency: the request's token must be valid (401) and carry ``needed`` or admin (403); then the
+    key's ingest or query rate limit takes a token (429)."""
+    kind = "ingest" if needed == Role.ingest else "query"
 
     def check(request: Request) -> Role:
-        role = authenticate(request.app.state.store, _bearer(request))
+        key_id, role = authenticate_key(request.app.state.store, _bearer(request))
         if not allowed(role, needed):
             raise AuthError(403, f"token role {role.value!r} may not do this (needs {needed.value!r})")
+        # After the role check: a request refused with 403 costs the key nothing.
+        request.app.state.rate_limits[kind].take(key_id)
         return role
 
     return check

@@ -30,6 +30,14 @@ class Settings(BaseSettings):
     max_batch_records: int = Field(50_000, gt=0)
     max_inflight_ingests: int = Field(8, gt=0)
     """Ingest requests beyond this many in progress get 503 + Retry-After (the agent retries)."""
+    # Per-key request rate limits (backend/ratelimit.py): a token bucket per API key, refilled at this
+    # many requests/s and holding up to *_burst; beyond it 429 + Retry-After. 0 turns a limit off. The
+    # defaults are far above what an agent (a few batches a second), the dashboard, the benches and the
+    # test suite's fuzzer send; they stop a runaway loop from taking a backend for itself.
+    rate_limit_ingest: float = Field(100.0, ge=0)
+    rate_limit_ingest_burst: int = Field(200, ge=1)
+    rate_limit_query: float = Field(500.0, ge=0)
+    rate_limit_query_burst: int = Field(1000, ge=1)
 
     def database_url(self) -> str:
         if self.database:
