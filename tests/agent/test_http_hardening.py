@@ -61,3 +61,77 @@ def test_agent_honours_429_retry_after_and_delivers_everything(
         assert '/api/v1/events/device HTTP/1.1" 429' in f.read()
     # 6,000 emitted + session_start and session_end on each of the three streams.
     assert assert_store_holds_all(b.url, b.token, folder) == 6000 + 6
+
+
+# ---- TLS ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_files(tmp_path: str) -> dict[str, str]:
+    """A CA made for this test (trustme), a server certificate it signed for 127.0.0.1, and a second CA
+    that signed nothing here (an untrusted issuer for the backend's certificate)."""
+    trustme = pytest.importorskip("trustme")
+    ca, stranger = trustme.CA(), trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    out = {
+        "ca": os.path.join(tmp_path, "ca.pem"),
+        "stranger": os.path.join(tmp_path, "stranger.pem"),
+        "cert": os.path.join(tmp_path, "server.pem"),
+        "key": os.path.join(tmp_path, "server.key"),
+    }
+    ca.cert_pem.write_to_path(out["ca"])
+    stranger.cert_pem.write_to_path(out["stranger"])
+    cert.private_key_pem.write_to_path(out["key"])
+    for i, blob in enumerate(cert.cert_chain_pems):
+        blob.write_to_path(out["cert"], append=i > 0)
+    return out
+
+
+@pytest.fixture
+def tls_backend(tmp_path: str, tls_files: dict[str, str]) -> Iterator[Backend]:
+    require("the project's backend (gpufl.backend)", backend_available())
+    data = os.path.join(tmp_path, "backend")
+    os.mkdir(data)
+    args = ["--tls-cert", tls_files["cert"], "--tls-key", tls_files["key"]]
+    b = Backend(data, args=args, ca_bundle=tls_files["ca"]).start()
+    yield b
+    b.stop()
+
+
+def test_agent_ships_over_https_verifying_the_backend(
+    folder: str, tls_backend: Backend, tls_files: dict[str, str]
+) -> None:
+    b = tls_backend
+    assert b.url.startswith("https://")
+    token = _ingest_key(b, verify=b.verify)
+    gen = start_loadgen(folder, 3000, 1e9, 64 * 1024)
+    assert gen.wait(timeout=120) == 0
+    env = {**os.environ, "GPUFL_AGENT_TOKEN": token}
+    args = [*AGENT, f"--folder={folder}", "--type=http", f"--url={b.url}", "--exit-when-idle"]
+    # Verification is on by default: the system's CAs don't know this backend's issuer.
+    for extra in ([], [f"--ca-bundle={tls_files['stranger']}"]):
+        r = run_agent([*args, *extra, "--connect-timeout=5"], env=env, timeout=60)
+        assert r.returncode == 4, r.stderr  # refused at once, not retried as "unreachable"
+        assert "certificate" in r.stderr and "--ca-bundle" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = run_agent([*args, f"--ca-bundle={tls_files['ca']}"], env=env)
+    assert r.returncode == 0, r.stderr
+    # No plain HTTP on a TLS backend: an http:// URL gets no answer, not a silent downgrade.
+    with pytest.raises(httpx.TransportError):
+        httpx.get(b.url.replace("https://", "http://"), timeout=5)
+    assert assert_store_holds_all(b.url, b.token, folder, verify=b.verify) == 3000 + 6
+
+
+def test_ca_bundle_is_checked_when_configured(folder: str, tmp_path: str) -> None:
+    from gpufl.agent.config import ConfigError, parse
+
+    ca = os.path.join(tmp_path, "ca.pem")
+    with open(ca, "w") as f:
+        f.write("not a certificate\n")
+    base = [f"--folder={folder}", "--type=http", f"--ca-bundle={ca}"]
+    with pytest.raises(ConfigError, match="plain http"):
+        parse([*base, "--url=http://127.0.0.1:1/api/v1/events/"], environ={})
+    with pytest.raises(ConfigError, match="no such file"):
+        parse([f"--folder={folder}", "--url=https://h/api/v1/events/", "--ca-bundle=/nope.pem"], environ={})
+    r = run_agent([*AGENT, *base, "--url=https://127.0.0.1:1/api/v1/events/"], timeout=60)
+    assert r.returncode == 4 and "not a readable PEM CA file" in r.stderr, r.stderr

@@ -62,6 +62,7 @@ _OPTS: tuple[_Opt, ...] = (
     _Opt("type", str, "http", "target type", choices=("http", "kafka")),
     _Opt("url", str, None, "HTTP: ingest base URL, e.g. http://backend:8080/api/v1/events/"),
     _Opt("token", str, None, "HTTP: bearer token (role ingest)"),
+    _Opt("ca-bundle", str, None, "HTTPS: PEM file of the CA(s) to trust (default: the system's)"),
     _Opt("brokers", str, None, "Kafka: bootstrap servers, host:port[,host:port]"),
     _Opt("topic-prefix", str, "gpufl", "Kafka: topics are <prefix>.device|scope|system"),
     _Opt("topic-partitions", int, 3, "Kafka: partitions of topics the agent has to create"),
@@ -90,6 +91,7 @@ class Config:
     type: str
     url: str | None
     token: str | None
+    ca_bundle: str | None
     brokers: str | None
     topic_prefix: str
     topic_partitions: int
@@ -193,6 +195,11 @@ def _finish(v: dict[str, Any]) -> Config:
             raise ConfigError(f"--url {url!r} must start with http:// or https://")
         if not url.endswith("/"):
             v["url"] = url + "/"
+        if v["ca_bundle"] is not None:
+            if not url.startswith("https://"):
+                raise ConfigError("--ca-bundle verifies an https:// --url; this one is plain http")
+            if not os.path.isfile(v["ca_bundle"]):
+                raise ConfigError(f"--ca-bundle {v['ca_bundle']}: no such file")
         v["compression"] = v["compression"] or "gzip"
         if v["compression"] not in ("gzip", "none"):
             raise ConfigError(f"--compression for http must be gzip or none, not {v['compression']!r}")

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import os
 import socket
+import ssl
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -30,6 +32,8 @@ _SERVE_FLAGS: tuple[tuple[str, str, type], ...] = (
     ("--retention-days", "retention_days", float),
     ("--max-store-bytes", "max_store_bytes", int),
     ("--retention-quiet-s", "retention_quiet_s", float),
+    ("--tls-cert", "tls_cert", str),
+    ("--tls-key", "tls_key", str),
     ("--rate-limit-ingest", "rate_limit_ingest", float),
     ("--rate-limit-ingest-burst", "rate_limit_ingest_burst", int),
     ("--rate-limit-query", "rate_limit_query", float),
@@ -64,6 +68,25 @@ def _settings(ns: argparse.Namespace) -> Settings:
         die(f"invalid setting {'.'.join(str(x) for x in err['loc'])}: {err['msg']}", 2)
 
 
+def _check_tls(settings: Settings) -> None:
+    """Both TLS files or neither, and loadable: one clear line now rather than uvicorn's traceback later."""
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        die("--tls-cert and --tls-key go together (GPUFL_TLS_CERT, GPUFL_TLS_KEY)", 2)
+    if settings.tls_cert is None or settings.tls_key is None:
+        return
+    for flag, path in (("--tls-cert", settings.tls_cert), ("--tls-key", settings.tls_key)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as e:
+            die(f"{flag} {path}: {e.strerror or e}", 2)
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(settings.tls_cert, settings.tls_key)
+    except ssl.SSLError as e:  # (an OSError too: the files were readable above)
+        die(f"--tls-cert/--tls-key: not a matching PEM certificate and private key ({e.reason or e})", 2)
+
+
 def _open_store(settings: Settings) -> Any:
     from gpufl.backend.store import StoreError, open_store
 
@@ -81,6 +104,7 @@ def serve(argv: Sequence[str]) -> None:
     p.add_argument("--log-level", default="info")
     ns = p.parse_args(argv)
     settings = _settings(ns)
+    _check_tls(settings)
     logging.basicConfig(level=ns.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -110,7 +134,14 @@ def serve(argv: Sequence[str]) -> None:
     # 0.5 ms; in the ingest benchmark the write lock is held 5-10 % less). Costs a few more switches.
     sys.setswitchinterval(0.0005)
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level=ns.log_level.lower())
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=ns.log_level.lower(),
+            ssl_certfile=settings.tls_cert,
+            ssl_keyfile=settings.tls_key,
+        )
     finally:
         store.close()
 
@@ -119,12 +150,21 @@ def _backend_url(settings: Settings, url: str | None) -> str:
     if url:
         return url.rstrip("/")
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-    return f"http://{host}:{settings.port}"
+    # With GPUFL_TLS_CERT set the backend serves HTTPS only.
+    return f"{'https' if settings.tls_cert else 'http'}://{host}:{settings.port}"
+
+
+_verify: ssl.SSLContext | bool = True
+"""How the admin commands verify an https backend: the system's CAs, or --ca-bundle's."""
 
 
 def _running(url: str) -> bool:
     try:
-        return httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200
+        return httpx.get(f"{url}/healthz", timeout=1.0, verify=_verify).status_code == 200
+    except httpx.ConnectError as e:
+        if "CERTIFICATE_VERIFY_FAILED" in str(e):  # it runs, and opening its store would be wrong
+            die(f"{url}: the backend's TLS certificate is not trusted ({e}): pass --ca-bundle")
+        return False
     except httpx.HTTPError:
         return False
 
@@ -139,6 +179,7 @@ def _api(method: str, url: str, token: str | None, path: str, body: Any = None) 
             json=body,
             timeout=30.0,
             headers={"Authorization": f"Bearer {token}"},
+            verify=_verify,
         )
     except httpx.HTTPError as e:
         die(f"request to {url} failed: {e}")
@@ -161,7 +202,10 @@ def admin_command(cmd: str, argv: Sequence[str]) -> None:
     # The common flags go on the parser that parses last (argparse sub-parsers would reset them otherwise).
     common = _Parser(add_help=False)
     _add_settings_flags(common)
-    common.add_argument("--url", help="backend URL (default http://<host>:<port>)")
+    common.add_argument("--url", help="backend URL (default http(s)://<host>:<port>)")
+    common.add_argument(
+        "--ca-bundle", help="PEM CA file to verify an https backend with (default env GPUFL_CA_BUNDLE)"
+    )
     common.add_argument("--token", help="admin token for a running backend (default env GPUFL_ADMIN_TOKEN)")
     if cmd == "keys":
         p = _Parser(prog=f"gpufl-backend {cmd}")
@@ -177,6 +221,13 @@ def admin_command(cmd: str, argv: Sequence[str]) -> None:
     ns = p.parse_args(argv)
     settings = _settings(ns)
     url = _backend_url(settings, ns.url)
+    ca_bundle = ns.ca_bundle or os.environ.get("GPUFL_CA_BUNDLE")
+    if ca_bundle:
+        global _verify
+        try:
+            _verify = ssl.create_default_context(cafile=ca_bundle)
+        except (OSError, ssl.SSLError) as e:
+            die(f"--ca-bundle {ca_bundle}: not a readable PEM CA file ({e})", 2)
     token = ns.token or settings.admin_token
     remote = _running(url)
     store: Any = None if remote else _open_store(settings)

@@ -25,7 +25,7 @@ class Retryable(Exception):
         super().__init__(reason)
         self.retry_after = retry_after
         self.kind = kind
-        """Short label for metrics: unavailable, throttled, connect, auth, error."""
+        """Short label for metrics: unavailable, throttled, connect, tls, auth, error."""
 
 
 class TooLarge(Exception):

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     # many requests/s and holding up to *_burst; beyond it 429 + Retry-After. 0 turns a limit off. The
     # defaults are far above what an agent (a few batches a second), the dashboard, the benches and the
     # test suite's fuzzer send; they stop a runaway loop from taking a backend for itself.
+    tls_cert: Path | None = None
+    """PEM certificate (chain) to serve HTTPS with; needs tls_key. Without both: plain HTTP."""
+    tls_key: Path | None = None
     rate_limit_ingest: float = Field(100.0, ge=0)
     rate_limit_ingest_burst: int = Field(200, ge=1)
     rate_limit_query: float = Field(500.0, ge=0)
