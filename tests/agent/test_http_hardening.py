@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import httpx
@@ -135,3 +137,82 @@ def test_ca_bundle_is_checked_when_configured(folder: str, tmp_path: str) -> Non
         parse([f"--folder={folder}", "--url=https://h/api/v1/events/", "--ca-bundle=/nope.pem"], environ={})
     r = run_agent([*AGENT, *base, "--url=https://127.0.0.1:1/api/v1/events/"], timeout=60)
     assert r.returncode == 4 and "not a readable PEM CA file" in r.stderr, r.stderr
+
+
+# ---- tokens stay off command lines ---------------------------------------------------------------------
+
+# The profiled program looks at its siblings (the children of `gpufl run`) the way any local user can:
+# it waits for the agent to start, then fails if the agent's arguments hold the token.
+_SIBLINGS = r"""
+import os, sys, time
+token, parent = sys.argv[1], os.getppid()
+def siblings():
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) != parent:
+                    continue
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                yield f.read().decode(errors="replace").split("\0")
+        except (OSError, IndexError, ValueError):
+            pass
+deadline = time.monotonic() + 30
+while not (agents := [a for a in siblings() if any("gpufl-agent" in x for x in a[:2])]):
+    if time.monotonic() > deadline:
+        sys.exit("no agent started")
+    time.sleep(0.05)
+sys.exit("token on the agent's command line" if any(token in " ".join(a) for a in agents) else 0)
+"""
+
+
+def test_gpufl_run_keeps_the_token_off_the_agents_command_line(
+    tmp_path: str, throttled_backend: Backend
+) -> None:
+    # `gpufl run --agent --token T` started the agent as `gpufl-agent ... --token T`.
+    b = throttled_backend
+    token = _ingest_key(b)
+    script = os.path.join(tmp_path, "siblings.py")
+    with open(script, "w") as f:
+        f.write(_SIBLINGS)
+    token_file = os.path.join(tmp_path, "token")
+    with open(token_file, "w") as f:
+        f.write(token + "\n")
+    gpufl = [sys.executable, "-m", "gpufl", "run", "--agent", f"--url={b.url}"]
+    env = {k: v for k, v in os.environ.items() if k != "GPUFL_AGENT_TOKEN"}
+    for i, (extra, extra_env, warned) in enumerate(
+        (
+            ([], {"GPUFL_AGENT_TOKEN": token}, False),
+            ([f"--token-file={token_file}"], {}, False),
+            ([f"--token={token}"], {}, True),  # still works, with a warning
+        )
+    ):
+        logs = os.path.join(tmp_path, f"logs{i}")
+        r = subprocess.run(
+            [*gpufl, f"--log-dir={logs}", *extra, "--", sys.executable, script, token],
+            env={**env, **extra_env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert r.returncode == 0, (extra, r.stderr)
+        assert ("--token puts the token on the command line" in r.stderr) == warned, r.stderr
+
+
+def test_token_file_rules(folder: str, tmp_path: str) -> None:
+    from gpufl.agent.config import ConfigError, parse
+
+    path = os.path.join(tmp_path, "token")
+    base = [f"--folder={folder}", "--url=http://127.0.0.1:1/api/v1/events/", f"--token-file={path}"]
+    with pytest.raises(ConfigError, match="No such file"):
+        parse(base, environ={})
+    with open(path, "w") as f:
+        f.write("\n")
+    with pytest.raises(ConfigError, match="empty"):
+        parse(base, environ={})
+    with open(path, "w") as f:
+        f.write("  secret-token  \nignored\n")
+    cfg = parse(base, environ={})
+    assert cfg.token == "secret-token" and cfg.warnings == []
+    with pytest.raises(ConfigError, match="not both"):
+        parse(base, environ={"GPUFL_AGENT_TOKEN": "other"})
+    assert parse([*base[:2], "--token=x"], environ={}).warnings  # the flag is still taken, with a warning

@@ -72,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # httpx logs every request at INFO: far too much at thousands of batches a minute.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    for w in cfg.warnings:
+        log.warning("%s", w)
     sink: Sink | None = None
     try:
         sink = make_sink(cfg)

@@ -171,7 +171,7 @@ def _running(url: str) -> bool:
 
 def _api(method: str, url: str, token: str | None, path: str, body: Any = None) -> Any:
     if not token:
-        die(f"a backend is running at {url}: pass --token or set GPUFL_ADMIN_TOKEN (an admin token)")
+        die(f"a backend is running at {url}: set GPUFL_ADMIN_TOKEN or pass --token-file (an admin token)")
     try:
         r = httpx.request(
             method,
@@ -206,7 +206,11 @@ def admin_command(cmd: str, argv: Sequence[str]) -> None:
     common.add_argument(
         "--ca-bundle", help="PEM CA file to verify an https backend with (default env GPUFL_CA_BUNDLE)"
     )
-    common.add_argument("--token", help="admin token for a running backend (default env GPUFL_ADMIN_TOKEN)")
+    common.add_argument(
+        "--token",
+        help="admin token for a running backend (default env GPUFL_ADMIN_TOKEN; a flag is visible in ps)",
+    )
+    common.add_argument("--token-file", help="read the admin token from this file (first line)")
     if cmd == "keys":
         p = _Parser(prog=f"gpufl-backend {cmd}")
         sub = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
@@ -229,6 +233,18 @@ def admin_command(cmd: str, argv: Sequence[str]) -> None:
         except (OSError, ssl.SSLError) as e:
             die(f"--ca-bundle {ca_bundle}: not a readable PEM CA file ({e})", 2)
     token = ns.token or settings.admin_token
+    if ns.token is not None:
+        print(
+            "gpufl-backend: warning: --token puts the token on the command line, where any local user can"
+            " read it (ps): use GPUFL_ADMIN_TOKEN or --token-file",
+            file=sys.stderr,
+        )
+    if ns.token_file is not None:
+        try:
+            with open(ns.token_file, encoding="utf-8") as f:
+                token = f.readline().strip()
+        except (OSError, UnicodeDecodeError) as e:
+            die(f"--token-file {ns.token_file}: {getattr(e, 'strerror', None) or e}", 2)
     remote = _running(url)
     store: Any = None if remote else _open_store(settings)
     try:
