@@ -168,3 +168,60 @@ def test_rate_limits_zero_disables_and_defaults_are_generous(store: SqlStore) ->
     with TestClient(create_app(off, store, start_jobs=False)) as client:
         api = Api(client, store, client.app)  # type: ignore[arg-type]
         assert {api.get("/hosts").status_code for _ in range(300)} == {200}
+
+
+def test_405_says_which_methods_are_allowed(api: Api) -> None:
+    # Found by the fuzzer (ST204): the error handler dropped the exception's headers, so a 405 came without
+    # the Allow header RFC 9110 requires.
+    for method, path, allow in (
+        ("TRACE", "/api/v1/events/device", {"POST"}),
+        ("PUT", "/api/v1/sessions/x", {"GET", "DELETE"}),
+        ("PATCH", "/api/v1/keys", {"GET", "POST"}),
+    ):
+        r = api.client.request(method, path, headers=api.h("admin"))
+        assert r.status_code == 405 and "error" in r.json()
+        assert {m.strip() for m in r.headers["Allow"].split(",")} >= allow, (path, r.headers)
+
+
+def test_wrong_method_on_an_api_path_is_405_not_404(api: Api) -> None:
+    # Found by the fuzzer (ST204): a GET on a POST-only API path fell through to the UI's catch-all GET
+    # route, which answers 404 for every /api path.
+    for path, allow in (("/api/v1/admin/prune", "POST"), ("/api/v1/events/device", "POST")):
+        r = api.client.get(path, headers=api.h("admin"))
+        assert r.status_code == 405 and r.headers["Allow"] == allow and "error" in r.json(), (path, r.text)
+    assert api.client.get("/api/v1/nothing-here").status_code == 404
+
+
+def test_a_body_is_not_read_before_the_token_is_checked(api: Api) -> None:
+    # Found by the fuzzer: FastAPI parsed POST /keys' JSON body before the admin check, so without a token
+    # a bad body got 422 (or 400 for bytes that are not UTF-8) describing the body, instead of 401.
+    for body in (b"\xff{", b"{", b'{"role": "root"}', b'{"role": "read", "name": "ok"}'):
+        for headers, status in (({}, 401), (api.h("read"), 403)):
+            r = api.client.post(
+                "/api/v1/keys", content=body, headers={**headers, "Content-Type": "application/json"}
+            )
+            assert r.status_code == status and "detail" not in r.json(), (body, status, r.text)
+    for body in (b"\xff{", b"{", b'{"role": "root", "name": "x"}', b'{"role": "read"}', b""):
+        r = api.client.post("/api/v1/keys", content=body, headers=api.h("admin"))
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"][0] == "body", (body, r.text)
+    r = api.client.post("/api/v1/keys", json={"role": "read", "name": "ok"}, headers=api.h("admin"))
+    assert r.status_code == 200 and r.json()["token"].startswith("gpufl_")
+    doc = api.client.get("/api/v1/openapi.json").json()
+    body_doc = doc["paths"]["/api/v1/keys"]["post"]["requestBody"]
+    assert body_doc["required"] is True
+    role = body_doc["content"]["application/json"]["schema"]["properties"]["role"]
+    assert role["enum"] == ["ingest", "read", "admin"]
+
+
+def test_documented_error_responses(api: Api) -> None:
+    # Found by the fuzzer: /metrics documented its 401 as text/plain (it is JSON, like every error).
+    doc = api.client.get("/api/v1/openapi.json").json()
+    metrics = doc["paths"]["/metrics"]["get"]["responses"]
+    assert list(metrics["200"]["content"]) == ["text/plain"]
+    assert list(metrics["401"]["content"]) == ["application/json"]
+    # Every token-protected operation documents 401, 403 and 429, and declares the bearer scheme.
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            if path != "/healthz":
+                assert {"401", "403", "429"} <= set(op["responses"]), (method, path)
+                assert op["security"] == [{"HTTPBearer": []}], (method, path)

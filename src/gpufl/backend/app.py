@@ -17,6 +17,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gpufl.backend.api.errors import API_ERRORS
 from gpufl.backend.api.routes import admin, events, health, keys, sessions
 from gpufl.backend.auth import AuthError
 from gpufl.backend.core.config import Settings
@@ -128,6 +129,30 @@ class UnhandledErrorMiddleware:
 # ---- end unexpected errors -----------------------------------------------------------------------------
 
 
+# ---- 405 Allow (issue #16) -------------------------------------------------------------------------------
+def allowed_methods(app: FastAPI, path: str) -> str | None:
+    """Every method the API takes at ``path``, for a 405's Allow header. Starlette names only those of the
+    first route whose path matched, and each method of a path is its own route here (GET and DELETE
+    /sessions/{id}), so its Allow left methods out. Read from the OpenAPI document's path templates."""
+    patterns: list[tuple[re.Pattern[str], set[str]]] | None = getattr(app.state, "allow_patterns", None)
+    if patterns is None:
+        patterns = [
+            (
+                re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(p)) + "$"),
+                {m.upper() for m in ops},
+            )
+            for p, ops in app.openapi()["paths"].items()
+        ]
+        app.state.allow_patterns = patterns
+    methods = set().union(*(ms for rx, ms in patterns if rx.match(path)))
+    if "GET" in methods:
+        methods.add("HEAD")  # Starlette answers HEAD wherever it answers GET
+    return ", ".join(sorted(methods)) or None
+
+
+# ---- end 405 Allow ----------------------------------------------------------------------------------------
+
+
 def _error(status: int, message: str, **extra: Any) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
@@ -197,15 +222,20 @@ def create_app(settings: Settings, store: SqlStore, *, start_jobs: bool = True) 
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def on_http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail))
+    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        response = _error(exc.status_code, str(exc.detail))
+        response.headers.update(exc.headers or {})  # e.g. 405's Allow (RFC 9110 requires it)
+        if exc.status_code == 405 and (allow := allowed_methods(app, request.url.path)):
+            response.headers["Allow"] = allow
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
         return _error(422, "invalid request", detail=jsonable_encoder(errors))
 
-    api = APIRouter(prefix=API_PREFIX)
+    # Every /api/v1 operation documents the errors any of them may answer (api/errors.py).
+    api = APIRouter(prefix=API_PREFIX, responses=API_ERRORS)
     for r in (events.router, sessions.router, keys.router, admin.router):
         api.include_router(r)
     app.include_router(api)
@@ -215,6 +245,11 @@ def create_app(settings: Settings, store: SqlStore, *, start_jobs: bool = True) 
     def ui(path: str) -> Response:
         # The UI is public; anything under /api is an API path and never falls through to the SPA.
         if path == "api" or path.startswith("api/"):
+            # A GET on a path the API serves with other methods: 405, not "no such endpoint".
+            if allow := allowed_methods(app, f"/{path}"):
+                return JSONResponse(
+                    {"error": "Method Not Allowed"}, status_code=405, headers={"Allow": allow}
+                )
             return _error(404, f"no such endpoint /{path}")
         if not (STATIC_DIR / "index.html").is_file():
             if path == "":

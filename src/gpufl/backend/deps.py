@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gpufl.backend.auth import AuthError, Role, allowed, authenticate_key
 from gpufl.backend.core.config import Settings
@@ -34,12 +35,19 @@ def _bearer(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def require(needed: Role) -> Callable[[Request], Role]:
+# Declares the bearer scheme in the OpenAPI document (securitySchemes + each operation's security), so
+# clients and the fuzzer know which calls need a token. auto_error=False: the check below answers itself,
+# with the project's error body.
+_bearer_scheme = HTTPBearer(auto_error=False, description="an API key: gpufl_<id>_<secret>")
+BearerDoc = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)]
+
+
+def require(needed: Role) -> Callable[..., Role]:
     """Dependency: the request's token must be valid (401) and carry ``needed`` or admin (403); then the
     key's ingest or query rate limit takes a token (429)."""
     kind = "ingest" if needed == Role.ingest else "query"
 
-    def check(request: Request) -> Role:
+    def check(request: Request, _: BearerDoc) -> Role:
         key_id, role = authenticate_key(request.app.state.store, _bearer(request))
         if not allowed(role, needed):
             raise AuthError(403, f"token role {role.value!r} may not do this (needs {needed.value!r})")

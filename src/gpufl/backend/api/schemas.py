@@ -16,6 +16,28 @@ class ErrorBody(BaseModel):
     error: str
 
 
+class ValidationErrorItem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrorBody(BaseModel):
+    """422: a parameter or body the API does not take. ``detail`` lists pydantic's findings, when it made
+    them (a rule checked by the route itself gives ``error`` alone)."""
+
+    error: str
+    detail: list[ValidationErrorItem] | None = None
+
+
+class TooLargeBody(BaseModel):
+    """413 from ingest: the batch is over a limit; split it."""
+
+    error: str
+    max_bytes: int
+    max_records: int
+
+
 # ---- ingest ------------------------------------------------------------------------------------------
 
 
