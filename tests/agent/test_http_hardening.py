@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+import trustme
 
 from .conftest import AGENT, require, run_agent, start_loadgen
 from .services import Backend, backend_available
@@ -72,7 +73,6 @@ def test_agent_honours_429_retry_after_and_delivers_everything(
 def tls_files(tmp_path: str) -> dict[str, str]:
     """A CA made for this test (trustme), a server certificate it signed for 127.0.0.1, and a second CA
     that signed nothing here (an untrusted issuer for the backend's certificate)."""
-    trustme = pytest.importorskip("trustme")
     ca, stranger = trustme.CA(), trustme.CA()
     cert = ca.issue_cert("127.0.0.1", "localhost")
     out = {

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trustme
 
 CLI = [sys.executable, "-m", "gpufl.backend.cli"]
 
@@ -152,7 +153,6 @@ def test_a_bootstrap_token_that_cannot_be_installed_is_one_line_and_no_start(tmp
 
 
 def test_tls_serves_https_and_the_keys_commands_verify_it(tmp_path: Path) -> None:
-    trustme = pytest.importorskip("trustme")
     ca = trustme.CA()
     leaf = ca.issue_cert("127.0.0.1")
     cert, key, ca_pem = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
