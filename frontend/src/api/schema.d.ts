@@ -629,6 +629,11 @@ export interface components {
         };
         /** Rejection */
         Rejection: {
+            /**
+             * Code
+             * @default invalid
+             */
+            code: string;
             /** Index */
             index: number;
             /** Reason */
