@@ -10,10 +10,12 @@ imported, else when ``torch.autograd.profiler`` is first imported (``gpufl run``
 
 from __future__ import annotations
 
+import atexit
 import importlib.abc
 import importlib.util
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any, Protocol
 
 log = logging.getLogger("gpufl")
@@ -26,6 +28,33 @@ class SteppingAside(Protocol):
 
 
 _engine: SteppingAside | None = None
+_finalize_at_exit: Callable[[], Any] | None = None
+
+
+def cupti_kept_by_profiler(finalize: Callable[[], Any]) -> None:
+    """The engine could not take CUPTI back: torch.profiler's Kineto keeps its CUPTI subscription after it
+    stops (torch 2.11). Left so, Kineto's callback runs during the CUDA runtime's own teardown at process
+    exit, after Kineto's callback object was destroyed: SIGABRT in
+    ``libkineto::callback_switchboard`` (core dump on the H200, issue #15; only when CUDA was initialised
+    after gpufl took CUPTI, e.g. ``import torch`` after ``gpufl.init``). At interpreter exit, while no
+    profiler runs, ``finalize`` detaches every CUPTI subscriber first, so that callback never comes."""
+    global _finalize_at_exit
+    if _finalize_at_exit is None:
+        atexit.register(_finalize_cupti_at_exit)
+    _finalize_at_exit = finalize
+
+
+def _finalize_cupti_at_exit() -> None:
+    finalize = _finalize_at_exit
+    if finalize is None:
+        return
+    try:
+        torch = sys.modules.get("torch")
+        if torch is not None and torch._C._autograd._profiler_enabled():
+            return  # a profiler still records: never tear CUPTI down under it
+        finalize()
+    except Exception as e:  # at exit: say it, never raise
+        log.warning("gpufl: CUPTI finalize at exit failed: %r", e)
 
 
 def install_torch_profiler_hook(engine: SteppingAside) -> None:

@@ -150,7 +150,8 @@ class NativeTracingEngine:
             raise EngineUnavailable("no_cuda_device", f"CUDA devices could not be queried: {e!r}") from None
         if not devices:
             raise EngineUnavailable("no_cuda_device", "no CUDA device is visible")
-        if _libcupti_path and "NVTX_INJECTION64_PATH" not in os.environ:
+        nvtx_on = os.environ.get("GPUFL_NATIVE_NVTX", "1") != "0"  # diagnostics: NVTX off entirely
+        if nvtx_on and _libcupti_path and "NVTX_INJECTION64_PATH" not in os.environ:
             # NVTX calls reach CUPTI (and so us) only when NVTX loads it; read at the first NVTX call.
             os.environ["NVTX_INJECTION64_PATH"] = _libcupti_path
         clock = measure_clock_offset(native.timestamp)
@@ -295,6 +296,7 @@ class NativeTracingEngine:
             self.native.start(self.session.options.cupti_buffer_bytes, FLUSH_PERIOD_MS)
         except RuntimeError as e:
             self._release()
+            handover.cupti_kept_by_profiler(self.native.finalize)
             self.session.notice(
                 "cupti_busy",
                 f"kernel tracing could not resume after {self._pause_reason} ({e}); it stays off for this session",

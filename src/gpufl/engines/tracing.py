@@ -256,6 +256,7 @@ class TracingEngine:
             self.start()
         except EngineUnavailable as e:
             handover.uninstall(self)
+            handover.cupti_kept_by_profiler(self.cupti.finalize)
             self.session.notice(
                 "cupti_busy",
                 f"kernel tracing could not resume after {self._pause_reason} ({e}); "

@@ -1914,6 +1914,15 @@ static PyObject *py_start(PyObject *self, PyObject *args) {
     return PyLong_FromLong(enabled);
 }
 
+/* finalize() -> error text ("" on success): cuptiFinalize, detaching every subscriber (gpufl.engines.handover
+ * calls it at interpreter exit when torch.profiler's Kineto kept CUPTI). */
+static PyObject *py_finalize(PyObject *self, PyObject *unused) {
+    if (!T.loaded || T.active) return PyUnicode_FromString(T.loaded ? "tracing is active" : "not loaded");
+    CUptiResult r;
+    Py_BEGIN_ALLOW_THREADS r = p_cuptiFinalize();
+    Py_END_ALLOW_THREADS return PyUnicode_FromString(r == CUPTI_SUCCESS ? "" : cupti_err(r));
+}
+
 /* stop(finalize=True) -> (flush error, finalize error); without the GIL (CUPTI may call back into us). */
 static PyObject *py_stop(PyObject *self, PyObject *args) {
     int finalize = 1;
@@ -2143,6 +2152,7 @@ static PyMethodDef methods[] = {
     {"attach", py_attach, METH_VARARGS, "attach(writer, device_limits, offset_ns, stacks)"},
     {"start", py_start, METH_VARARGS, "start(buffer_bytes, flush_period_ms) -> launch callbacks enabled"},
     {"stop", py_stop, METH_VARARGS, "stop(finalize=True) -> (flush error, finalize error)"},
+    {"finalize", py_finalize, METH_NOARGS, "cuptiFinalize() while not tracing -> error text"},
     {"detach", py_detach, METH_NOARGS, "forget the writer"},
     {"configure", py_configure, METH_VARARGS,
      "configure(callbacks, activity, runtime=False, driver=True, empty=False) while tracing (diagnostics)"},
