@@ -80,14 +80,19 @@ def _fixture_log() -> list[events.Record]:
     return [events.decode(line) for line in log.read_bytes().splitlines()]
 
 
+T0 = 1_700_000_000_000_000_000  # inside the contract's time window
+
+
 def test_writer_orders_seq_and_ends_with_counts(tmp_path: Path) -> None:
     _native()
     w = _writer(tmp_path)
     w.start()
     for i in range(100):
-        w.emit(events.Notice(session_id=w.session_id, stream="device", ts_ns=i, code="c", message=f"m{i}"))
+        w.emit(
+            events.Notice(session_id=w.session_id, stream="device", ts_ns=T0 + i, code="c", message=f"m{i}")
+        )
     w.close(
-        events.SessionEnd(session_id=w.session_id, stream="device", end_ns=1, reason="shutdown", records=0)
+        events.SessionEnd(session_id=w.session_id, stream="device", end_ns=T0, reason="shutdown", records=0)
     )
     (recs,) = _read(tmp_path)
     assert [r.seq for r in recs] == list(range(101))

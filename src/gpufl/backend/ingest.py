@@ -19,7 +19,6 @@ import logging
 import operator
 import re
 import threading
-import types
 import typing
 import zlib
 from collections import defaultdict
@@ -214,25 +213,7 @@ def _probe_seq(raw: bytes) -> int | None:
     return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
 
 
-_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 MAX_OPTIONS_DEPTH = 32
-
-
-# Top-level integer fields per record type: they become BIGINT columns, so they must fit in 64 bits
-# (msgspec accepts up to 2^64 - 1). Checked per column with min/max, per record only when one is off.
-def _is_int(tp: Any) -> bool:
-    """``int`` or ``int | None`` (not containers of ints)."""
-    return tp is int or (isinstance(tp, types.UnionType) and set(typing.get_args(tp)) == {int, type(None)})
-
-
-_INT_FIELDS: dict[type[ev.Record], tuple[str, ...]] = {
-    t: tuple(f.name for f in msgspec.structs.fields(t) if _is_int(f.type)) for t in ev.EVENT_TYPES
-}
-
-
-def _out_of_range(recs: list[ev.Record], name: str) -> bool:
-    vals = [v for v in (getattr(r, name) for r in recs) if v is not None]
-    return bool(vals) and (min(vals) < _I64_MIN or max(vals) > _I64_MAX)
 
 
 def _depth(obj: Any, limit: int) -> int:
@@ -246,25 +227,6 @@ def _depth(obj: Any, limit: int) -> int:
     return 0
 
 
-def _range_check(good: list[ev.Record], idx: list[int], res: BatchResult) -> set[int]:
-    """Positions in ``good`` of records with an integer field outside int64 (recorded as rejections)."""
-    by_type: dict[type[ev.Record], list[int]] = defaultdict(list)
-    for pos, r in enumerate(good):
-        by_type[type(r)].append(pos)
-    bad: set[int] = set()
-    for t, positions in by_type.items():
-        recs = [good[p] for p in positions]
-        for name in _INT_FIELDS[t]:
-            if not _out_of_range(recs, name):
-                continue
-            for p in positions:
-                v = getattr(good[p], name)
-                if v is not None and not (_I64_MIN <= v <= _I64_MAX) and p not in bad:
-                    bad.add(p)
-                    res.rejected.append(Rejected(idx[p], good[p].seq, f"{name} out of 64-bit range: {v}"))
-    return bad
-
-
 def validate(stream: str, raws: list[bytes]) -> tuple[list[ev.Record], list[int], BatchResult]:
     """Decode every raw record; return the valid ones, their sizes, and a result holding the rejections
     (record by record through ``gpufl.events.decode``, which gives each rejection its reason).
@@ -276,25 +238,10 @@ def validate(stream: str, raws: list[bytes]) -> tuple[list[ev.Record], list[int]
 
 _BATCH: msgspec.json.Decoder[list[Any]] = msgspec.json.Decoder(list[ev.Event])
 _FIELDS = {t: [f.name for f in msgspec.structs.fields(t)] for t in ev.EVENT_TYPES}
-_TIME_FIELDS = ("start_ns", "end_ns", "ts_ns", "api_start_ns")
-_MAX = 2**63 - 1
-
-
-# Types that arrive in bulk: every top-level integer field of theirs is a BIGINT column, so an integer
-# past int64 makes the store raise ValueOutOfRange and the batch is redone record by record. The other
-# (rare) types are range-checked here, column-wise.
-BULK_TYPES: tuple[type[ev.Record], ...] = (
-    ev.Kernel,
-    ev.Memcpy,
-    ev.Memset,
-    ev.ScopeBegin,
-    ev.ScopeEnd,
-    ev.ProfileSample,
-    ev.SystemSample,
-    ev.DictEntry,
-)
 _OPTIONAL = {t: {f.name for f in msgspec.structs.fields(t) if f.default is None} for t in ev.EVENT_TYPES}
-
+# Every number's range is a constraint of the contract's types, which ``_BATCH`` enforces as it decodes: a
+# batch with a value out of range fails to decode whole and is redone record by record, where that record
+# is rejected with its reason.
 
 Columns = dict[type[ev.Record], dict[str, Sequence[Any]]]
 
@@ -321,7 +268,7 @@ def _validate_fast(stream: str, raws: list[bytes]) -> tuple[list[ev.Record], Col
 
 def _checked_columns(stream: str, recs: list[ev.Record]) -> Columns | None:
     """Per record type, the columns of its records' fields, if every record passes exactly the checks of
-    ``_validate_slow`` (integers past int64 in bulk types aside: the store catches those); else None."""
+    ``_validate_slow``; else None."""
     groups: dict[type[ev.Record], list[ev.Record]]
     if len(set(map(type, recs))) == 1:  # the usual batch: one type
         groups = {type(recs[0]): recs}
@@ -346,13 +293,13 @@ _astuple = msgspec.structs.astuple
 
 def _group_ok(t: type[ev.Record], rs: list[ev.Record], cols: dict[str, Sequence[Any]], stream: str) -> bool:
     """Column-wise form of ``gpufl.events.check`` plus this module's own checks, for records of one type
-    (integers already known to fit in int64); ``cols``: their fields as columns."""
+    (decoded, so within the contract's types and ranges); ``cols``: their fields as columns."""
     if ev.type_tag(t) not in ev.STREAM_TYPES[stream]:
         return False
     if cols["stream"].count(stream) != len(rs):
         return False
-    sids = set(cols["session_id"])  # usually one: check each distinct id once
-    if min(map(len, sids)) < 1 or max(map(len, sids)) > 64:
+    # Usually one id per batch: the id's form is checked once per distinct id.
+    if not all(map(ev.valid_session_id, set(cols["session_id"]))):
         return False
     if min(cols["seq"]) < 0:
         return False
@@ -361,21 +308,8 @@ def _group_ok(t: type[ev.Record], rs: list[ev.Record], cols: dict[str, Sequence[
         for r in rs
     ):
         return False
-    optional = _OPTIONAL[t]
-    for n in _TIME_FIELDS:
-        if n not in cols:
-            continue
-        col = cols[n]
-        # filter(None) drops the Nones in C (and zeros, which can't be out of range either).
-        vals = list(filter(None, col)) if n in optional else col
-        if vals and (min(vals) < 0 or max(vals) > _MAX):
-            return False
-    if t not in BULK_TYPES:
-        for n in _INT_FIELDS[t]:
-            vals = [v for v in cols[n] if v is not None]
-            if vals and (min(vals) < _I64_MIN or max(vals) > _I64_MAX):
-                return False
     if "start_ns" in cols and "end_ns" in cols:
+        optional = _OPTIONAL[t]
         starts: Sequence[Any]
         ends: Sequence[Any]
         if "start_ns" in optional or "end_ns" in optional:
@@ -396,7 +330,6 @@ def _validate_slow(stream: str, raws: list[bytes]) -> tuple[list[ev.Record], lis
     res = BatchResult()
     good: list[ev.Record] = []
     sizes: list[int] = []
-    idx: list[int] = []
     decode = ev.decode
     for i, raw in enumerate(raws):
         try:
@@ -411,20 +344,11 @@ def _validate_slow(stream: str, raws: list[bytes]) -> tuple[list[ev.Record], lis
                 and _depth(rec.options, MAX_OPTIONS_DEPTH) > MAX_OPTIONS_DEPTH
             ):
                 raise ev.ContractError(f"options nested deeper than {MAX_OPTIONS_DEPTH} levels")
-        except ev.ContractError as e:
+        except ev.ContractError as e:  # the only error decode raises, whatever the bytes
             res.rejected.append(Rejected(i, _probe_seq(raw), str(e)[:500]))
-            continue
-        except RecursionError:
-            res.rejected.append(Rejected(i, None, "JSON nested too deeply"))
             continue
         good.append(rec)
         sizes.append(len(raw))
-        idx.append(i)
-    bad = _range_check(good, idx, res)
-    if bad:
-        good = [r for p, r in enumerate(good) if p not in bad]
-        sizes = [n for p, n in enumerate(sizes) if p not in bad]
-        res.rejected.sort(key=lambda r: r.index)
     return good, sizes, res
 
 
