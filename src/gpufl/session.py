@@ -324,6 +324,11 @@ def _install_exit_hooks() -> None:
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    from gpufl.engines import tracing
+
+    if tracing.in_api_callback:  # inside a CUPTI callback: no CUPTI flush or finalize may run here
+        tracing.redeliver_signal(signum)
+        return
     shutdown("signal")
     prev = _previous_sigterm
     if callable(prev):

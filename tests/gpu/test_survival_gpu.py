@@ -210,6 +210,7 @@ def test_a_cuda_error_in_the_users_code_keeps_the_records_and_the_exception(tmp_
         idx = torch.tensor([10**6], device="cuda")
         print(x.flatten()[idx].sum().item())  # device-side assert: out of range
         """
+    body = textwrap.dedent(body)
     with_gpufl = _script(tmp_path, f"gpufl.init(app_name='cudaerr', log_dir={str(log_dir)!r})\n" + body)
     proc = subprocess.run([sys.executable, str(with_gpufl)], capture_output=True, text=True, timeout=120)
     bare_dir = tmp_path / "bare"

@@ -20,7 +20,9 @@ becomes ``EngineUnavailable`` with the cause; nothing here may raise into the us
 
 from __future__ import annotations
 
+import _thread
 import logging
+import signal
 import sys
 import threading
 import time
@@ -308,6 +310,8 @@ class TracingEngine:
 
     def _api_callback(self, userdata: Any, domain: Any, cbid: Any, data: Any) -> None:
         """On the launching thread, at API enter and exit. Must be cheap and must never raise."""
+        global in_api_callback
+        in_api_callback = True
         try:
             corr = data.correlation_id
             if data.callback_site == 0:  # API_ENTER
@@ -327,8 +331,12 @@ class TracingEngine:
                 site = self._launch_site.get(corr)
                 if site is not None:
                     site[3] = time.time_ns() - site[2]
+        except KeyboardInterrupt:  # Ctrl-C landed in this callback, inside the user's CUDA call
+            redeliver_signal(signal.SIGINT)
         except Exception:
             pass
+        finally:
+            in_api_callback = False
 
     def _stack_id(self, frame: Any) -> int:
         frames: list[tuple[str, int, str]] = []
@@ -519,6 +527,19 @@ class TracingEngine:
         return events.DictEntry(
             session_id=self.session.session_id, stream="device", kind="launch", id=0, launch=launch
         )
+
+
+in_api_callback = False
+"""True while the launch callback runs: Python code CUPTI calls inside the user's CUDA call (main thread
+or not). A signal handler that raises or shuts down there would corrupt that call."""
+
+
+def redeliver_signal(signum: int) -> None:
+    """A signal reached Python inside the launch callback: raising there leaves the user's CUDA call
+    with an exception set (torch: SystemError, and the program exits 1 instead of by the signal). Deliver
+    it again a moment later from another thread; it then lands in the program's own code, as it would
+    without gpufl (the callback is a tiny part of the thread's time; if it lands there again, again)."""
+    threading.Timer(0.002, _thread.interrupt_main, (signum,)).start()
 
 
 def _torch_profiler_active() -> bool:
