@@ -29,6 +29,11 @@ _SERVE_FLAGS: tuple[tuple[str, str, type], ...] = (
     ("--kafka-group", "kafka_group", str),
     ("--retention-days", "retention_days", float),
     ("--max-store-bytes", "max_store_bytes", int),
+    # Memory limits (docs/operations.md, "Limits").
+    ("--max-body-bytes", "max_body_bytes", int),
+    ("--max-decompressed-bytes", "max_decompressed_bytes", int),
+    ("--max-inflight-bytes", "max_inflight_bytes", int),
+    ("--duckdb-memory-limit", "duckdb_memory_limit", int),
 )
 
 
@@ -63,7 +68,7 @@ def _open_store(settings: Settings) -> Any:
     from gpufl.backend.store import StoreError, open_store
 
     try:
-        return open_store(settings.database_url())
+        return open_store(settings.database_url(), duckdb_memory_limit=settings.duckdb_memory_limit)
     except StoreError as e:
         die(str(e))
     except Exception as e:  # e.g. a DuckDB file locked by a running backend
