@@ -34,15 +34,28 @@ def _bearer(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
+AUTHENTICATED = "gpufl.role"
+"""Scope key of the role the request's token was authenticated as (by ``require`` or, before the body is
+read, by ``guard.AuthBeforeBody``): the store is asked once per request."""
+
+
+def authorize(role: Role, needed: Role) -> None:
+    if not allowed(role, needed):
+        raise AuthError(403, f"token role {role.value!r} may not do this (needs {needed.value!r})")
+
+
 def require(needed: Role) -> Callable[[Request], Role]:
     """Dependency: the request's token must be valid (401) and carry ``needed`` or admin (403)."""
 
     def check(request: Request) -> Role:
-        role = authenticate(request.app.state.store, _bearer(request))
-        if not allowed(role, needed):
-            raise AuthError(403, f"token role {role.value!r} may not do this (needs {needed.value!r})")
+        role = request.scope.get(AUTHENTICATED)
+        if not isinstance(role, Role):
+            role = authenticate(request.app.state.store, _bearer(request))
+            request.scope[AUTHENTICATED] = role
+        authorize(role, needed)
         return role
 
+    check.needed_role = needed  # type: ignore[attr-defined]  # read by guard.AuthBeforeBody
     return check
 
 
