@@ -20,6 +20,7 @@ from gpufl.backend.api.routes import admin, events, health, keys, sessions
 from gpufl.backend.auth import AuthError
 from gpufl.backend.core.config import Settings
 from gpufl.backend.guard import AuthBeforeBody
+from gpufl.backend.limits import MemoryBudget
 from gpufl.backend.metrics import Metrics
 from gpufl.backend.retention import RetentionJob
 from gpufl.backend.store import SqlStore
@@ -111,6 +112,7 @@ def create_app(settings: Settings, store: SqlStore, *, start_jobs: bool = True) 
     app.state.store = store
     app.state.metrics = metrics
     app.state.inflight = 0
+    app.state.ingest_budget = MemoryBudget(settings.max_inflight_bytes)  # ingest memory (limits.py)
     app.add_middleware(AuthBeforeBody)  # inside the latency middleware: its 401/403s are timed too
     app.add_middleware(LatencyMiddleware, metrics=metrics)
 
