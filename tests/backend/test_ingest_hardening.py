@@ -8,13 +8,18 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
 from gpufl import events as ev
+from gpufl.backend import cli
 from gpufl.backend.app import create_app
+from gpufl.backend.core.config import Settings
+from gpufl.backend.limits import MemoryBudget, OverBudget, Reservation
 from gpufl.backend.store import SqlStore
 
 from .conftest import Api, make_settings
@@ -223,3 +228,62 @@ def test_a_body_whose_decode_alone_would_exceed_the_budget_is_413(tight_api: Api
     assert len(body) > len(start)
     assert tight_api.post_events("device", body).json()["stored"] == n
     assert tight_api.app.state.ingest_budget.used == 0
+
+
+def test_limit_flags_and_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each limit of docs/operations.md "Limits" is a serve flag and a GPUFL_ variable."""
+    p = cli._Parser()
+    cli._add_settings_flags(p)
+    flags = ["--max-body-bytes", "500", "--max-decompressed-bytes", "1000", "--max-inflight-bytes", "2000"]
+    s = cli._settings(p.parse_args([*flags, "--duckdb-memory-limit", "3000"]))
+    assert (s.max_body_bytes, s.max_decompressed_bytes, s.max_inflight_bytes, s.duckdb_memory_limit) == (
+        500,
+        1000,
+        2000,
+        3000,
+    )
+    d = Settings()
+    assert (d.max_body_bytes, d.max_decompressed_bytes, d.max_inflight_bytes, d.duckdb_memory_limit) == (
+        32 << 20,
+        64 << 20,
+        512 << 20,
+        512 << 20,
+    )
+    for var in ("MAX_DECOMPRESSED_BYTES", "MAX_INFLIGHT_BYTES", "DUCKDB_MEMORY_LIMIT"):
+        monkeypatch.setenv(f"GPUFL_{var}", "4096")
+        assert getattr(Settings(), var.lower()) == 4096
+
+
+def test_the_oldest_request_waits_for_memory_newer_ones_are_refused() -> None:
+    """Concurrent batches that each hold part of the budget must not all be refused (again at every retry):
+    the oldest in progress waits for the others to give memory back, and what it waits for is not given to
+    newer ones meanwhile."""
+    budget = MemoryBudget(100)
+    old, new = Reservation(budget), Reservation(budget)
+    old.add(30)
+    new.add(60)
+    with pytest.raises(OverBudget) as refused:
+        new.add(20, wait=True)  # not the oldest: refused at once, and told to retry (not alone over)
+    assert not refused.value.alone
+    got: list[bool] = []
+
+    def oldest() -> None:
+        old.add(50, wait=True)  # needs 50 of the 10 left: waits
+        got.append(True)
+
+    t = threading.Thread(target=oldest)
+    t.start()
+    time.sleep(0.2)
+    assert got == [] and t.is_alive()
+    later = Reservation(budget)
+    with pytest.raises(OverBudget):
+        later.add(5)  # 10 are free, but the waiting oldest needs them
+    new.release()
+    t.join(5)
+    assert got == [True] and budget.used == 80
+    with pytest.raises(OverBudget) as alone:
+        old.add(21)  # 101 in all: over the budget by itself
+    assert alone.value.alone
+    for r in (old, later):
+        r.release()
+    assert budget.used == 0

@@ -82,6 +82,9 @@ def serve(argv: Sequence[str]) -> None:
     ns = p.parse_args(argv)
     settings = _settings(ns)
     logging.basicConfig(level=ns.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from gpufl.backend.limits import tune_malloc
+
+    tune_malloc()  # before the store and the threads allocate: freed bodies go back to the OS
     with socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

@@ -67,8 +67,9 @@ class BatchResult:
         }
 
 
-_SLICE = 8 << 20
-"""Bytes decompressed per step: each slice is charged to the memory budget before the next is made."""
+_SLICE = 1 << 20
+"""Bytes decompressed per step: each slice is charged to the memory budget before the next is made (and
+zlib's output buffer for a step, up to twice the slice, is short-lived)."""
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -601,14 +602,12 @@ def _ingest_slow(store: SqlStore, stream: str, raws: list[bytes]) -> BatchResult
 def decompress_if(
     body: bytes, encoding: str | None, max_bytes: int, charge: Callable[[bytes], None] | None = None
 ) -> bytes:
-    """The body's text: ``gunzip`` for gzip, the body itself for identity (checked against ``max_bytes``
-    and handed to ``charge`` too)."""
+    """The body's text: ``gunzip`` for gzip (each decompressed slice handed to ``charge``), the body itself
+    for identity (checked against ``max_bytes``)."""
     enc = (encoding or "").strip().lower()
     if enc in ("", "identity"):
         if len(body) > max_bytes:
             raise TooLarge(f"body of {len(body)} bytes exceeds {max_bytes} (max_decompressed_bytes)")
-        if charge is not None:
-            charge(body)
         return body
     if enc in ("gzip", "x-gzip"):
         return gunzip(body, max_bytes, charge)

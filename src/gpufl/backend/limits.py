@@ -1,8 +1,8 @@
 """The ingest path's memory budget: what the requests in progress may hold at once, all of them together.
 
-A request holds its body's bytes while it arrives, then, once its text is known (decompressed slice by
-slice), what decoding that text may take: ``decode_cost``. Bytes alone don't bound that: decoded JSON is
-Python objects, ~90-180 bytes per value whatever its text, so a body of small values (``{},`` is 3 bytes)
+A request holds its body's bytes while it arrives and its text's while it is decompressed (slice by
+slice), then, in one step before the decode, what decoding that text may take: ``decode_cost``. Bytes
+alone don't bound that: decoded JSON is Python objects, ~90-180 bytes per value whatever its text, so a body of small values (``{},`` is 3 bytes)
 takes ~53x its size (measured: a 12 MiB session_start of ``{}`` options peaked 634 MB above idle), a kernel
 batch ~10x, whitespace ~3x. Counting values (by their commas, a C-speed scan at ~3 GB/s) bounds all of
 them. A request that would take the budget past its limit is refused at once: 503 + Retry-After while
@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import itertools
+import os
 import platform
 import threading
+import time
 from collections.abc import Callable
 
 TEXT_FACTOR = 3
@@ -53,44 +56,117 @@ once no ingest is in progress."""
 
 
 class MemoryBudget:
-    """Bytes held by the ingests in progress (thread-safe: taken on the event loop and in worker threads)."""
+    """Bytes held by the ingests in progress (thread-safe: taken on the event loop and in worker threads).
+
+    A request that does not fit is refused at once, except the oldest one in progress, which may wait (in
+    its worker thread, ``WAIT_S`` at most) for the others to give memory back, while newer ones are refused
+    what it waits for: without it, concurrent large batches, each holding a part, can all be refused, again
+    at every retry (seen with 8 at once)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
         self._since_trim = 0
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._tickets = itertools.count()
+        self._active: set[int] = set()
+        self._waiter: int | None = None
+        self._wanted = 0
 
-    def try_take(self, n: int) -> bool:
-        with self._lock:
-            if self.used + n > self.limit:
-                return False
-            self.used += n
-            self._since_trim += n
-            return True
+    def open(self) -> int:
+        """A ticket for a new request: its place in line."""
+        with self._cond:
+            ticket = next(self._tickets)
+            self._active.add(ticket)
+            return ticket
 
-    def give(self, n: int) -> bool:
-        """Give back ``n`` bytes; True when that left no ingest in progress after at least ``TRIM_AFTER``
-        bytes were held since the last True: the moment to call ``release_memory``."""
-        with self._lock:
+    def take(self, ticket: int, n: int, wait: float = 0.0) -> bool:
+        """Take ``n`` bytes for ``ticket``; False when they don't fit (after waiting up to ``wait`` seconds
+        where ``ticket`` is the oldest in progress)."""
+        deadline = time.monotonic() + wait
+        with self._cond:
+            try:
+                while True:
+                    kept = self._wanted if self._waiter not in (None, ticket) else 0
+                    if self.used + n + kept <= self.limit:
+                        self.used += n
+                        self._since_trim += n
+                        return True
+                    left = deadline - time.monotonic()
+                    if left <= 0 or ticket != min(self._active) or self._waiter not in (None, ticket):
+                        return False
+                    self._waiter, self._wanted = ticket, n
+                    self._cond.wait(left)
+            finally:
+                if self._waiter == ticket:
+                    self._waiter, self._wanted = None, 0
+
+    def close(self, ticket: int, n: int) -> bool:
+        """Give back the ``n`` bytes ``ticket`` held; True when that left no ingest in progress after at
+        least ``TRIM_AFTER`` bytes were held since the last True: the moment to call ``release_memory``."""
+        with self._cond:
+            self._active.discard(ticket)
             self.used -= n
+            self._cond.notify_all()
             if self.used == 0 and self._since_trim >= TRIM_AFTER:
                 self._since_trim = 0
                 return True
             return False
 
+    def try_take(self, n: int) -> bool:
+        """Take ``n`` bytes outside any request (tests: as if others held them); give back with ``give``."""
+        with self._cond:
+            if self.used + n > self.limit:
+                return False
+            self.used += n
+            return True
 
-def _find_malloc_trim() -> Callable[[int], int] | None:
+    def give(self, n: int) -> None:
+        with self._cond:
+            self.used -= n
+            self._cond.notify_all()
+
+
+def _libc() -> ctypes.CDLL | None:
     if platform.libc_ver()[0] != "glibc":
         return None
     try:
-        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
+        return ctypes.CDLL(None)
+    except OSError:
         return None
-    return trim
 
 
-_malloc_trim = _find_malloc_trim()
+_LIBC = _libc()
+_malloc_trim: Callable[[int], int] | None = getattr(_LIBC, "malloc_trim", None)
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+MALLOC_THRESHOLD = 1 << 20
+
+
+def tune_malloc() -> bool:
+    """Fix glibc's mmap and trim thresholds at 1 MiB (the backend's ``serve`` calls this at start).
+
+    By default glibc raises its mmap threshold to the size of each large block freed (up to 32 MiB) and
+    its trim threshold to twice that: after one 8 MiB slice or body, blocks that size come from the
+    arenas, and up to 64 MiB free at the top of each arena (one per thread that allocated) stays resident.
+    Measured on the worst-case bodies of tests/backend/test_backend_process.py: 452 MiB resident after,
+    idle 249, with malloc_info showing 370 MB free in the arenas that malloc_trim could not return (tops of
+    thread arenas); with both thresholds fixed at 1 MiB, 266 after, idle 245 (at 128 KiB: 289, and every
+    DuckDB block of 256 KiB would be a fresh mmap). Setting them turns the dynamic adjustment off; the
+    environment's MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ win where set."""
+    mallopt = getattr(_LIBC, "mallopt", None)
+    if mallopt is None:
+        return False
+    ok = True
+    for param, env in (
+        (_M_MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_"),
+        (_M_TRIM_THRESHOLD, "MALLOC_TRIM_THRESHOLD_"),
+    ):
+        if env not in os.environ:
+            ok = bool(mallopt(param, MALLOC_THRESHOLD)) and ok
+    return ok
+
+
 _releasing = threading.Lock()
 
 
@@ -112,31 +188,37 @@ def release_memory() -> None:
         _releasing.release()
 
 
+WAIT_S = 20.0
+"""Seconds the oldest request in progress may wait for memory (well within the agent's 60 s timeout)."""
+
+
 class Reservation:
     """One request's share of a budget, grown as it learns what it needs and given back whole at the end."""
 
     def __init__(self, budget: MemoryBudget) -> None:
         self.budget = budget
         self.held = 0
+        self._ticket = budget.open()
 
-    def add(self, n: int) -> None:
-        """Hold ``n`` more bytes, or raise OverBudget (holding what it held)."""
+    def add(self, n: int, wait: bool = False) -> None:
+        """Hold ``n`` more bytes, or raise OverBudget (holding what it held). ``wait``: this runs in a
+        worker thread, where the oldest request may wait for memory (never on the event loop)."""
         if n <= 0:
             return
         if self.held + n > self.budget.limit:
             raise OverBudget(self.held + n, self.budget.limit, alone=True)
-        if not self.budget.try_take(n):
+        if not self.budget.take(self._ticket, n, WAIT_S if wait else 0.0):
             raise OverBudget(self.held + n, self.budget.limit, alone=False)
         self.held += n
 
-    def grow_to(self, n: int) -> None:
+    def grow_to(self, n: int, wait: bool = False) -> None:
         """Hold at least ``n`` bytes in all."""
-        self.add(n - self.held)
+        self.add(n - self.held, wait)
 
     def release(self) -> bool:
-        """Give back what it holds; True when it is time for ``release_memory`` (``MemoryBudget.give``)."""
+        """Give back what it holds; True when it is time for ``release_memory`` (``MemoryBudget.close``)."""
         held, self.held = self.held, 0
-        return self.budget.give(held)
+        return self.budget.close(self._ticket, held)
 
 
-__all__ = ["MemoryBudget", "OverBudget", "Reservation", "decode_cost", "release_memory"]
+__all__ = ["MemoryBudget", "OverBudget", "Reservation", "decode_cost", "release_memory", "tune_malloc"]

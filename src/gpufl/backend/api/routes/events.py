@@ -75,15 +75,13 @@ def _ingest(
     settings: Settings,
     held: Reservation,
 ) -> BatchResult:
-    def charge(text: bytes) -> None:
-        held.add(decode_cost(text))
-
-    if (encoding or "").strip().lower() in ("", "identity"):
-        # The body is the text: it is held already; what its decode takes comes on top of its bytes.
-        text = decompress_if(body, encoding, settings.max_decompressed_bytes)
-        held.grow_to(decode_cost(text))
-    else:
-        text = decompress_if(body, encoding, settings.max_decompressed_bytes, charge)
+    # While decompressing, each slice holds twice its bytes (itself, and its share of the text they are
+    # joined into); then what the decode takes is held in one step (all of it or nothing: concurrent
+    # requests that each took part of it could all end refused).
+    text = decompress_if(
+        body, encoding, settings.max_decompressed_bytes, lambda piece: held.add(2 * len(piece), wait=True)
+    )
+    held.grow_to(decode_cost(text), wait=True)
     return ingest_body(store, stream, text, as_array, settings.max_batch_records)
 
 
