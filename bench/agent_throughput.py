@@ -101,6 +101,7 @@ def run_agent(args: list[str]) -> tuple[float, float, int]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "gpufl.agent.cli", *args, "--exit-when-idle", "--status-interval=0"],
         stderr=subprocess.PIPE,
+        env={**os.environ, "GPUFL_AGENT_TOKEN": TOKEN},  # not --token: arguments are visible in ps
     )
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t
@@ -138,7 +139,6 @@ def bench_http(folder: str, work: str, n: int, nbytes: int) -> list[tuple[str, f
                     f"--folder={folder}",
                     "--type=http",
                     f"--url=http://127.0.0.1:{port}/api/v1/events/",
-                    f"--token={TOKEN}",
                     f"--compression={compression}",
                     f"--cursor-file={cursor}",
                 ]

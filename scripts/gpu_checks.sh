@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs on the lent H100 (device tool): GPU tests, real captures, overhead bench. Results go to $OUT.
-# Usage there:  bash scripts/gpu_checks.sh [tests] [captures] [bench]
+# Usage there:  bash scripts/gpu_checks.sh [tests] [captures] [bench] [survival] [run]
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=$PWD/src:/tmp/site PYTHONUNBUFFERED=1
@@ -19,6 +19,10 @@ if [[ $what == *captures* ]]; then
 fi
 if [[ $what == *bench* ]]; then
   python3 bench/client_overhead.py --rounds ${ROUNDS:-5} --steps ${STEPS:-100} --modes ${MODES:-none,gpufl,torch-profiler} --json "$OUT/overhead.json" 2>&1 | tee "$OUT/overhead.txt"
+fi
+if [[ $what == *survival* ]]; then
+  # #15's hand-over soak: every case RUNS times per record path, fresh process each, interleaved
+  python3 bench/survival.py --runs ${RUNS:-20} --jobs ${JOBS:-12} --json "$OUT/survival.json" 2>&1 | tee "$OUT/survival.txt" | tail -20
 fi
 if [[ $what == *run* ]]; then
   # `gpufl run` on an unmodified training script (gpt_train.py --mode none never imports gpufl).

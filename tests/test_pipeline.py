@@ -47,12 +47,11 @@ def ship(folder: Path, url: str, token: str, cursor: Path) -> None:
             "http",
             "--url",
             f"{url}/api/v1/events/",
-            "--token",
-            token,
             "--exit-when-idle",
             "--cursor-file",
             str(cursor),
         ],
+        env={**os.environ, "GPUFL_AGENT_TOKEN": token},  # not --token: arguments are visible in ps
         capture_output=True,
         text=True,
         timeout=300,

@@ -136,8 +136,9 @@ export async function loadCaptures(backend, dirs) {
       const cursorDir = mkdtempSync(join(tmpdir(), 'gpufl-agent-'));
       const r = spawnSync(
         PYTHON,
-        ['-m', 'gpufl.agent.cli', '--folder', dir, '--type', 'http', '--url', `${backend.api}/events/`, '--token', backend.adminToken, '--exit-when-idle', '--cursor-file', join(cursorDir, 'cursor')],
-        { stdio: ['ignore', 'inherit', 'inherit'], timeout: 600_000 },
+        ['-m', 'gpufl.agent.cli', '--folder', dir, '--type', 'http', '--url', `${backend.api}/events/`, '--exit-when-idle', '--cursor-file', join(cursorDir, 'cursor')],
+        // The token in the environment, not the arguments (visible to every local user in ps).
+        { stdio: ['ignore', 'inherit', 'inherit'], timeout: 600_000, env: { ...process.env, GPUFL_AGENT_TOKEN: backend.adminToken } },
       );
       rmSync(cursorDir, { recursive: true, force: true });
       if (r.status !== 0) throw new Error(`gpufl-agent exited with ${r.status} for ${dir}`);

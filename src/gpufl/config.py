@@ -41,6 +41,9 @@ class Options:
     """Capture the Python call stack of every kernel launch (costly on the cupti-python path)."""
     job_id: str | None = None
     cupti_buffer_bytes: int = 8 * 1024 * 1024
+    watchdog_s: float = 10.0
+    """A gpufl thread step (a log write, an NVML snapshot) busy longer than this disables gpufl for the
+    session, so the program never waits on it; 0 turns the watchdog off."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     # name -> (environment variable, parser)
@@ -58,6 +61,7 @@ class Options:
         "stacks": ("GPUFL_STACKS", _env_bool),
         "job_id": ("GPUFL_JOB_ID", str),
         "cupti_buffer_bytes": ("GPUFL_CUPTI_BUFFER_BYTES", int),
+        "watchdog_s": ("GPUFL_WATCHDOG_S", float),
     }
 
     @classmethod

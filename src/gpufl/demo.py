@@ -175,17 +175,17 @@ def main(argv: list[str] | None = None) -> int:
             "http",
             "--url",
             f"{url}/api/v1/events/",
-            "--token",
-            ingest,
             "--log-level",
             "warning",
         ]
+        # The token goes in the agent's environment: its arguments are visible to every local user (ps).
+        agent_env = dict(env, GPUFL_AGENT_TOKEN=ingest)
         if args.exit_after_load:
-            done = subprocess.run([*agent_cmd, "--exit-when-idle"], env=env)
+            done = subprocess.run([*agent_cmd, "--exit-when-idle"], env=agent_env)
             if done.returncode != 0:
                 raise DemoError(f"the agent exited with code {done.returncode}")
         else:
-            procs.append(subprocess.Popen(agent_cmd, env=env))
+            procs.append(subprocess.Popen(agent_cmd, env=agent_env))
         print("\nGPU Flight demo is running.")
         for s in sessions:
             print(f"  session: {s}")

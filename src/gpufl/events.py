@@ -11,6 +11,9 @@ Absent fields take their schema default (``null`` for optional values): the writ
 keep a kernel record small, and a reader must treat a missing field exactly like its default. Values that
 are unknown are null, never invented.
 
+Every number has a range and every session id a form, stated below (``Limits``) and in the JSON Schema: what
+the store can compute with and the API can address. A record outside them is rejected with the reason.
+
 Repeated strings (kernel names, call stacks, scope paths) are ``dict`` records referred to by id. A
 stream's writer emits the ``dict`` record once per segment before its first use in that segment, so every
 segment decodes on its own. Ids are per (session, stream, kind).
@@ -22,15 +25,100 @@ the validating decoder used by the backend, and the JSON Schema in ``docs/event-
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import Meta
 
 SCHEMA_VERSION = 2
 """Bumped on any change of meaning; readers accept every version up to their own.
 v2: kernels and copies carry the launch-API entry as ``api_lead_ns`` (a duration before ``start_ns``) instead
-of the absolute ``api_start_ns`` (16 bytes less per line); v1's ``api_start_ns`` stays readable."""
+of the absolute ``api_start_ns`` (16 bytes less per line); v1's ``api_start_ns`` stays readable.
+
+The limits below (numeric ranges, the session id's form) came later without a bump: they change no field's
+meaning, so no reader has anything to branch on, and they only exclude values that no writer of v1 or v2
+produces (every committed capture of both versions passes them, tests/backend/test_captures.py). A session's
+version says how to read it; a bump here would only make new writers claim a version that reads the same."""
+
+# --------------------------------------------------------------------------------------------------
+# Limits: every number's range and the session id's form
+# --------------------------------------------------------------------------------------------------
+# The ranges are msgspec constraints, so the decoder enforces them (in C, also in the backend's whole-batch
+# decode) and the JSON Schema states them. They are chosen so that the store can compute with any accepted
+# value: its columns are 64-bit, and the differences and sums of two values it takes (end - start,
+# start - api lead, a bucket's start) must fit in one; sums over many records go to wide columns
+# (HUGEINT / NUMERIC). Timestamps and spans stay below 2^62, so any such pair fits. The window is fixed,
+# not "now + a day": a record's validity must not depend on when or where it is checked (a batch retried
+# tomorrow, a host with a skewed clock, a capture replayed years later), the schema is a constant, and
+# arithmetic needs only a fixed bound.
+
+I64_MAX = 2**63 - 1
+TIME_MIN_NS = 946_684_800 * 10**9
+"""2000-01-01T00:00:00Z: earlier times come from an unset clock (a board booted without NTP starts at 1970)
+or an unmapped GPU clock (nanoseconds since boot); a session there would sort last and age out at once."""
+TIME_MAX_NS = 4_102_444_800 * 10**9
+"""2100-01-01T00:00:00Z (< 2^62): far enough for any real clock, low enough that a timestamp plus any span
+fits in int64."""
+SPAN_MAX_NS = TIME_MAX_NS - TIME_MIN_NS
+"""The longest duration: the whole window (~100 years)."""
+FLOAT_MAX = 1e18
+"""Bound of every measurement (float): a sum of any number of them stays finite. PostgreSQL raises on a
+float overflow in ``sum``/``avg`` and DuckDB returns infinity, which JSON can't carry."""
+DEVICE_ID_MAX = 2**31 - 1
+"""A CUDA ordinal / NVML index: the API's device filter is a 32-bit integer, and the store gives the host's
+metrics device -1, so GPU ids are non-negative."""
+SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+"""What every route carries as one path segment, as is (no percent-encoding, no dot-segments that URL
+normalisation removes: no ``.``), and what segment file names (``host.app.session.stream.index.log``,
+split on ``.``) and every file system hold. The client's ids are 16 lower-case base32 characters."""
+_SESSION_ID = re.compile(SESSION_ID_PATTERN)
+
+Ns = Annotated[
+    int,
+    Meta(
+        ge=TIME_MIN_NS,
+        le=TIME_MAX_NS,
+        description="CLOCK_REALTIME nanoseconds, 2000-01-01T00:00:00Z to 2100-01-01T00:00:00Z.",
+    ),
+]
+Span = Annotated[int, Meta(ge=0, le=SPAN_MAX_NS, description="Nanoseconds, at most the timestamps' window.")]
+Lead = Annotated[
+    int,
+    Meta(
+        ge=-SPAN_MAX_NS,
+        le=SPAN_MAX_NS,
+        description="Nanoseconds between a CPU and a GPU time, within the timestamps' window either way.",
+    ),
+]
+"""Signed: the difference of a GPU time (mapped with the offset measured at start) and a CPU time. A realtime
+clock step (NTP) after the offset was measured makes it negative on real hosts, and the writer has no truer
+value to give; ``start_ns - lead`` fits in int64 either way."""
+Count = Annotated[int, Meta(ge=0, le=I64_MAX)]
+"""Counts, sizes, device limits, line numbers: non-negative, 64-bit."""
+Id = Annotated[int, Meta(ge=0, le=I64_MAX)]
+"""Ids (dict, correlation, stream, context, graph, thread, scope instance): non-negative, 64-bit."""
+DeviceId = Annotated[int, Meta(ge=0, le=DEVICE_ID_MAX)]
+Offset = Annotated[int, Meta(ge=-I64_MAX, le=I64_MAX)]
+"""A clock offset: any 64-bit value that can be negated (informational: the store computes nothing with it)."""
+U32 = Annotated[int, Meta(ge=0, le=2**32 - 1)]
+"""A memset's fill value (CUPTI's is 32-bit)."""
+Version = Annotated[int, Meta(ge=1, le=I64_MAX)]
+Fraction = Annotated[float, Meta(ge=0.0, le=1.0)]
+Measure = Annotated[float, Meta(ge=0.0, le=FLOAT_MAX)]
+Real = Annotated[float, Meta(ge=-FLOAT_MAX, le=FLOAT_MAX)]
+SessionId = Annotated[
+    str, Meta(min_length=1, max_length=64, extra_json_schema={"pattern": SESSION_ID_PATTERN})
+]
+"""The pattern is checked by ``check`` (one regex per distinct id in the backend's batches) rather than by
+the decoder, where a pattern costs every record ~50 % more decode time (measured on the H100 capture's
+kernels): a batch repeats one session id thousands of times."""
+
+
+def valid_session_id(sid: str) -> bool:
+    return _SESSION_ID.fullmatch(sid) is not None
+
 
 STREAMS: tuple[str, ...] = ("device", "scope", "system")
 Stream = Literal["device", "scope", "system"]
@@ -42,9 +130,11 @@ DictKind = Literal["launch", "kernel", "stack", "scope", "thread"]
 class Record(msgspec.Struct, tag_field="type", omit_defaults=True, kw_only=True):
     """Fields common to every record. ``seq`` is -1 until the stream's writer stamps it."""
 
-    session_id: str
+    session_id: SessionId
     stream: Stream
-    seq: int = -1
+    seq: Count = -1
+    """Stamped by the writer, so never absent from a log: the default -1 (outside the range) marks a record
+    not stamped yet, and readers reject it."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -55,33 +145,33 @@ class Record(msgspec.Struct, tag_field="type", omit_defaults=True, kw_only=True)
 class DeviceProperties(msgspec.Struct, omit_defaults=True, kw_only=True):
     """Static properties of one visible GPU (inputs for occupancy and for the UI's header)."""
 
-    device_id: int
+    device_id: DeviceId
     name: str | None = None
     uuid: str | None = None
     pci_bus_id: str | None = None
-    compute_capability: tuple[int, int] | None = None
-    sm_count: int | None = None
-    total_memory_bytes: int | None = None
-    max_threads_per_sm: int | None = None
-    max_blocks_per_sm: int | None = None
-    max_threads_per_block: int | None = None
-    regs_per_sm: int | None = None
-    regs_per_block: int | None = None
-    shared_mem_per_sm: int | None = None
-    shared_mem_per_block_optin: int | None = None
-    reserved_shared_mem_per_block: int | None = None
-    warp_size: int | None = None
-    clock_sm_max_mhz: int | None = None
-    clock_mem_max_mhz: int | None = None
-    power_limit_mw: int | None = None
+    compute_capability: tuple[Count, Count] | None = None
+    sm_count: Count | None = None
+    total_memory_bytes: Count | None = None
+    max_threads_per_sm: Count | None = None
+    max_blocks_per_sm: Count | None = None
+    max_threads_per_block: Count | None = None
+    regs_per_sm: Count | None = None
+    regs_per_block: Count | None = None
+    shared_mem_per_sm: Count | None = None
+    shared_mem_per_block_optin: Count | None = None
+    reserved_shared_mem_per_block: Count | None = None
+    warp_size: Count | None = None
+    clock_sm_max_mhz: Count | None = None
+    clock_mem_max_mhz: Count | None = None
+    power_limit_mw: Count | None = None
 
 
 class ClockSync(msgspec.Struct, omit_defaults=True, kw_only=True):
     """How GPU timestamps were mapped to CLOCK_REALTIME: realtime_ns = gpu_ns + offset_ns."""
 
-    offset_ns: int
-    measured_at_ns: int
-    uncertainty_ns: int | None = None
+    offset_ns: Offset
+    measured_at_ns: Ns
+    uncertainty_ns: Span | None = None
 
 
 class SessionStart(Record, tag="session_start", kw_only=True):
@@ -89,30 +179,30 @@ class SessionStart(Record, tag="session_start", kw_only=True):
 
     app: str
     host: str
-    pid: int
+    pid: Count
     argv: list[str] = []
-    start_ns: int
+    start_ns: Ns
     gpufl_version: str
-    schema_version: int = 1
+    schema_version: Version = 1
     """The contract version that wrote this session. Writers always set it; it is absent only in v1 logs
     (written while it equalled the default then), hence the default 1."""
     job_id: str | None = None
     options: dict[str, Any] = {}
     devices: list[DeviceProperties] = []
     driver_version: str | None = None
-    cuda_driver_version: int | None = None
-    cupti_version: int | None = None
+    cuda_driver_version: Count | None = None
+    cupti_version: Count | None = None
     clock: ClockSync | None = None
 
 
 class SessionEnd(Record, tag="session_end", kw_only=True):
     """Last record of every stream. Its absence marks a session cut short (e.g. SIGKILL)."""
 
-    end_ns: int
+    end_ns: Ns
     reason: Literal["shutdown", "atexit", "signal"] = "shutdown"
-    records: int
+    records: Count
     """Records written on this stream, this one included."""
-    dropped: int = 0
+    dropped: Count = 0
     """Records this stream dropped because its queue was full (each also reported by a ``dropped``)."""
     clock: ClockSync | None = None
     """The GPU clock offset re-measured at shutdown (compare with session_start's)."""
@@ -123,10 +213,10 @@ class DictEntry(Record, tag="dict", kw_only=True):
     ``thread``: the name; ``stack``: ``frames``; ``launch``: ``launch``."""
 
     kind: DictKind
-    id: int
+    id: Id
     value: str | None = None
     mangled: str | None = None
-    frames: list[tuple[str, int, str]] | None = None
+    frames: list[tuple[str, Count, str]] | None = None
     """For ``stack``: (file, line, function) from the innermost frame outwards."""
     launch: LaunchConfig | None = None
 
@@ -134,24 +224,24 @@ class DictEntry(Record, tag="dict", kw_only=True):
 class Dropped(Record, tag="dropped", kw_only=True):
     """The writer's queue was full: ``count`` records were dropped between first_ns and last_ns."""
 
-    count: int
-    first_ns: int
-    last_ns: int
-    by_type: dict[str, int] = {}
+    count: Count
+    first_ns: Ns
+    last_ns: Ns
+    by_type: dict[str, Count] = {}
 
 
 class SegmentsDeleted(Record, tag="segments_deleted", kw_only=True):
     """The session's byte cap was exceeded and these closed segments were deleted, oldest first."""
 
     files: list[str]
-    bytes: int
-    ts_ns: int
+    bytes: Count
+    ts_ns: Ns
 
 
 class Notice(Record, tag="notice", kw_only=True):
     """Something the user should know (an engine unavailable, a capture gap), said once, with its cause."""
 
-    ts_ns: int
+    ts_ns: Ns
     level: Literal["info", "warning", "error"] = "warning"
     code: str
     message: str
@@ -161,8 +251,8 @@ class Notice(Record, tag="notice", kw_only=True):
 class CaptureGap(Record, tag="capture_gap", kw_only=True):
     """The tracing engine stepped aside (another profiler took CUPTI): nothing was captured in between."""
 
-    start_ns: int
-    end_ns: int | None = None
+    start_ns: Ns
+    end_ns: Ns | None = None
     reason: str
 
 
@@ -180,52 +270,52 @@ class LaunchConfig(msgspec.Struct, omit_defaults=True, kw_only=True):
     name: str
     """Demangled kernel name."""
     mangled: str | None = None
-    device_id: int
-    context_id: int | None = None
-    grid: tuple[int, int, int]
-    block: tuple[int, int, int]
-    num_regs: int
-    static_shared_bytes: int = 0
-    dyn_shared_bytes: int = 0
-    local_bytes: int = 0
+    device_id: DeviceId
+    context_id: Id | None = None
+    grid: tuple[Count, Count, Count]
+    block: tuple[Count, Count, Count]
+    num_regs: Count
+    static_shared_bytes: Count = 0
+    dyn_shared_bytes: Count = 0
+    local_bytes: Count = 0
     """Local memory per thread."""
-    const_bytes: int | None = None
-    occupancy: float | None = None
+    const_bytes: Count | None = None
+    occupancy: Fraction | None = None
     """Theoretical occupancy: active warps per SM / max warps per SM."""
-    reg_occupancy: float | None = None
-    smem_occupancy: float | None = None
-    warp_occupancy: float | None = None
-    block_occupancy: float | None = None
+    reg_occupancy: Fraction | None = None
+    smem_occupancy: Fraction | None = None
+    warp_occupancy: Fraction | None = None
+    block_occupancy: Fraction | None = None
     limiting_resource: Limiter | None = None
-    max_active_blocks: int | None = None
+    max_active_blocks: Count | None = None
     """Max resident blocks per SM for this configuration."""
-    cache_config_requested: int | None = None
-    cache_config_executed: int | None = None
-    shared_mem_config_bytes: int | None = None
+    cache_config_requested: Count | None = None
+    cache_config_executed: Count | None = None
+    shared_mem_config_bytes: Count | None = None
 
 
 class Kernel(Record, tag="kernel", kw_only=True):
-    launch_id: int
+    launch_id: Id
     """``dict`` id (kind ``launch``): name, grid/block, registers, shared/local memory, occupancy."""
-    device_id: int
-    stream_id: int
-    corr_id: int
-    start_ns: int
-    end_ns: int
-    api_lead_ns: int | None = None
+    device_id: DeviceId
+    stream_id: Id
+    corr_id: Id
+    start_ns: Ns
+    end_ns: Ns
+    api_lead_ns: Lead | None = None
     """How long before ``start_ns`` the launch API call was entered (CPU side): see ``api_start_ns()``."""
-    api_dur_ns: int | None = None
+    api_dur_ns: Span | None = None
     """How long the launch API call took: api exit = api start + api_dur_ns. The native path times the CUDA
     driver call (which the runtime's launch functions wrap), the cupti-python path the outermost call."""
-    api_start_ns: int | None = None
+    api_start_ns: Ns | None = None
     """Schema v1 only: the absolute launch-API entry time (v2 writers send ``api_lead_ns``)."""
-    graph_id: int | None = None
-    graph_node_id: int | None = None
-    thread_id: int | None = None
+    graph_id: Id | None = None
+    graph_node_id: Id | None = None
+    thread_id: Id | None = None
     """OS thread id that launched the kernel, where known."""
-    stack_id: int | None = None
+    stack_id: Id | None = None
     """``dict`` id (kind ``stack``) of the CPU call stack that launched it."""
-    scope_inst: int | None = None
+    scope_inst: Id | None = None
     """Instance id of the innermost ``gpufl.scope`` open on the launching thread (scope stream's ``inst``)."""
 
 
@@ -236,46 +326,46 @@ MemKind = Literal[
 
 
 class Memcpy(Record, tag="memcpy", kw_only=True):
-    device_id: int
-    stream_id: int
-    corr_id: int
-    start_ns: int
-    end_ns: int
-    bytes: int
+    device_id: DeviceId
+    stream_id: Id
+    corr_id: Id
+    start_ns: Ns
+    end_ns: Ns
+    bytes: Count
     copy_kind: CopyKind
     src_kind: MemKind = "unknown"
     dst_kind: MemKind = "unknown"
-    src_device_id: int | None = None
-    dst_device_id: int | None = None
-    throughput_gbps: float | None = None
+    src_device_id: DeviceId | None = None
+    dst_device_id: DeviceId | None = None
+    throughput_gbps: Measure | None = None
     """bytes / duration in GB/s (10^9 bytes per second); null for a zero-length interval."""
-    context_id: int | None = None
-    graph_id: int | None = None
-    api_lead_ns: int | None = None
-    api_dur_ns: int | None = None
-    api_start_ns: int | None = None
+    context_id: Id | None = None
+    graph_id: Id | None = None
+    api_lead_ns: Lead | None = None
+    api_dur_ns: Span | None = None
+    api_start_ns: Ns | None = None
     """Schema v1 only (v2: ``api_lead_ns``)."""
-    thread_id: int | None = None
-    stack_id: int | None = None
-    scope_inst: int | None = None
-    scope_depth: int | None = None
+    thread_id: Id | None = None
+    stack_id: Id | None = None
+    scope_inst: Id | None = None
+    scope_depth: Count | None = None
 
 
 class Memset(Record, tag="memset", kw_only=True):
-    device_id: int
-    stream_id: int
-    corr_id: int
-    start_ns: int
-    end_ns: int
-    bytes: int
-    value: int = 0
+    device_id: DeviceId
+    stream_id: Id
+    corr_id: Id
+    start_ns: Ns
+    end_ns: Ns
+    bytes: Count
+    value: U32 = 0
     mem_kind: MemKind = "unknown"
-    context_id: int | None = None
-    graph_id: int | None = None
-    thread_id: int | None = None
-    stack_id: int | None = None
-    scope_inst: int | None = None
-    scope_depth: int | None = None
+    context_id: Id | None = None
+    graph_id: Id | None = None
+    thread_id: Id | None = None
+    stack_id: Id | None = None
+    scope_inst: Id | None = None
+    scope_depth: Count | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -284,20 +374,20 @@ class Memset(Record, tag="memset", kw_only=True):
 
 
 class ScopeBegin(Record, tag="scope_begin", kw_only=True):
-    inst: int
+    inst: Id
     """Session-wide instance id; GPU work launched inside carries it as ``scope_inst``."""
-    path_id: int
+    path_id: Id
     """``dict`` id (kind ``scope``) of the full path, e.g. ``train/forward``."""
-    parent_inst: int | None = None
-    depth: int
-    ts_ns: int
-    thread_id: int
+    parent_inst: Id | None = None
+    depth: Count
+    ts_ns: Ns
+    thread_id: Id
     tag: str | None = None
 
 
 class ScopeEnd(Record, tag="scope_end", kw_only=True):
-    inst: int
-    ts_ns: int
+    inst: Id
+    ts_ns: Ns
     error: str | None = None
     """Exception type name when the scope was left by an exception."""
 
@@ -306,19 +396,19 @@ class ProfileSample(Record, tag="profile_sample", kw_only=True):
     """A deep-engine sample attributed to a scope: a SASS metric per PC, or PC-sampling stall counts."""
 
     source: Literal["sass_metric", "pc_sampling"]
-    scope_inst: int | None = None
-    device_id: int
-    kernel_name_id: int | None = None
+    scope_inst: Id | None = None
+    device_id: DeviceId
+    kernel_name_id: Id | None = None
     """``dict`` id (kind ``kernel``) on the scope stream."""
     function_name: str | None = None
-    pc_offset: int | None = None
+    pc_offset: Count | None = None
     source_file: str | None = None
-    source_line: int | None = None
+    source_line: Count | None = None
     metric_name: str | None = None
-    metric_value: float | None = None
+    metric_value: Real | None = None
     stall_reason: str | None = None
-    sample_count: int | None = None
-    ts_ns: int | None = None
+    sample_count: Count | None = None
+    ts_ns: Ns | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -327,37 +417,37 @@ class ProfileSample(Record, tag="profile_sample", kw_only=True):
 
 
 class GpuSample(msgspec.Struct, omit_defaults=True, kw_only=True):
-    device_id: int
-    util_gpu_pct: float | None = None
-    util_mem_pct: float | None = None
-    mem_used_mib: float | None = None
-    mem_free_mib: float | None = None
-    mem_total_mib: float | None = None
-    temp_c: float | None = None
-    power_mw: float | None = None
-    energy_mj: int | None = None
+    device_id: DeviceId
+    util_gpu_pct: Measure | None = None
+    util_mem_pct: Measure | None = None
+    mem_used_mib: Measure | None = None
+    mem_free_mib: Measure | None = None
+    mem_total_mib: Measure | None = None
+    temp_c: Real | None = None
+    power_mw: Measure | None = None
+    energy_mj: Count | None = None
     """Total energy since driver load, millijoules."""
-    fan_pct: float | None = None
-    clk_gfx_mhz: int | None = None
-    clk_sm_mhz: int | None = None
-    clk_mem_mhz: int | None = None
-    throttle_reasons: int | None = None
+    fan_pct: Measure | None = None
+    clk_gfx_mhz: Count | None = None
+    clk_sm_mhz: Count | None = None
+    clk_mem_mhz: Count | None = None
+    throttle_reasons: Count | None = None
     """NVML clocks-event reasons bitmask."""
     throttle_pwr: bool | None = None
     throttle_therm: bool | None = None
-    pcie_rx_kbs: float | None = None
-    pcie_tx_kbs: float | None = None
+    pcie_rx_kbs: Measure | None = None
+    pcie_tx_kbs: Measure | None = None
 
 
 class HostSample(msgspec.Struct, omit_defaults=True, kw_only=True):
-    cpu_pct: float | None = None
-    ram_used_mib: float | None = None
-    ram_total_mib: float | None = None
-    proc_rss_mib: float | None = None
+    cpu_pct: Measure | None = None
+    ram_used_mib: Measure | None = None
+    ram_total_mib: Measure | None = None
+    proc_rss_mib: Measure | None = None
 
 
 class SystemSample(Record, tag="system_sample", kw_only=True):
-    ts_ns: int
+    ts_ns: Ns
     host: HostSample | None = None
     gpus: list[GpuSample] = []
 
@@ -452,39 +542,38 @@ class ContractError(ValueError):
 
 
 def decode(line: bytes | str) -> Record:
-    """Decode and validate one JSON line into its typed record, or raise ContractError with the reason."""
+    """Decode and validate one JSON line into its typed record, or raise ContractError with the reason.
+    ContractError is the only exception it raises, whatever the input."""
     try:
         rec: Record = _decoder.decode(line)
     except msgspec.ValidationError as e:
         raise ContractError(str(e)) from None
     except msgspec.DecodeError as e:
         raise ContractError(f"malformed JSON: {e}") from None
+    except RecursionError:  # msgspec's depth guard (e.g. deeply nested session_start options)
+        raise ContractError("malformed JSON: nested too deeply") from None
+    except UnicodeEncodeError:  # a str holding a lone surrogate, which no UTF-8 line can
+        raise ContractError("malformed JSON: not valid UTF-8 text") from None
     check(rec)
     return rec
 
 
-_MAX_SEQ = 2**63 - 1
-
-
 def check(rec: Record) -> None:
-    """Semantic checks the types alone cannot express. Raises ContractError."""
+    """Semantic checks the types and ranges alone cannot express (the decoder checked those). Raises
+    ContractError."""
     tag = type_tag(type(rec))
     if tag not in STREAM_TYPES[rec.stream]:
         raise ContractError(f"record type {tag!r} does not belong on stream {rec.stream!r}")
-    if not (0 <= rec.seq <= _MAX_SEQ):
+    if rec.seq < 0:  # absent: the writer's "not stamped yet"
         raise ContractError(f"seq must be a non-negative 64-bit integer, got {rec.seq}")
-    if not rec.session_id or len(rec.session_id) > 64:
-        raise ContractError("session_id must be 1..64 characters")
+    if not valid_session_id(rec.session_id):
+        raise ContractError(f"session_id {rec.session_id!r} does not match {SESSION_ID_PATTERN}")
     if isinstance(rec, SessionStart) and rec.seq != 0:
         raise ContractError("session_start must have seq 0")
     start = getattr(rec, "start_ns", None)
     end = getattr(rec, "end_ns", None)
     if isinstance(start, int) and isinstance(end, int) and end < start:
         raise ContractError(f"end_ns ({end}) is before start_ns ({start})")
-    for name in ("start_ns", "end_ns", "ts_ns", "api_start_ns"):
-        v = getattr(rec, name, None)
-        if v is not None and not (0 <= v <= _MAX_SEQ):
-            raise ContractError(f"{name} out of range: {v}")
 
 
 def api_start_ns(rec: Kernel | Memcpy) -> int | None:

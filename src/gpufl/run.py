@@ -117,17 +117,29 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--job-id")
     ap.add_argument("--stacks", action="store_true", help="record the Python call stack of every launch")
     ap.add_argument(
-        "--agent", action="store_true", help="run gpufl-agent alongside (needs --url and --token)"
+        "--agent",
+        action="store_true",
+        help="run gpufl-agent alongside (needs --url and an ingest token: GPUFL_AGENT_TOKEN or --token-file)",
     )
     ap.add_argument("--url", help="agent: backend ingest URL, e.g. http://host:8080/api/v1/events/")
-    ap.add_argument("--token", help="agent: ingest token")
+    ap.add_argument("--token-file", help="agent: file holding the ingest token")
+    ap.add_argument(
+        "--token", help="agent: ingest token (visible to every local user in ps: prefer GPUFL_AGENT_TOKEN)"
+    )
     ap.add_argument("command", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
     cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not cmd:
         ap.error("nothing to run: gpufl run [options] -- python train.py …")
-    if args.agent and not (args.url and args.token):
-        ap.error("--agent needs --url and --token")
+    if args.token is not None:
+        print(
+            "gpufl run: warning: --token puts the token on the command line, where any local user can read"
+            " it (ps): use GPUFL_AGENT_TOKEN or --token-file",
+            file=sys.stderr,
+        )
+    has_token = args.token or args.token_file or os.environ.get("GPUFL_AGENT_TOKEN")
+    if args.agent and not (args.url and has_token):
+        ap.error("--agent needs --url and an ingest token (GPUFL_AGENT_TOKEN, --token-file or --token)")
     Path(args.log_dir).mkdir(parents=True, exist_ok=True)
     session = None
     if is_python_program(cmd):
@@ -139,6 +151,8 @@ def main(argv: list[str]) -> int:
             print(f"gpufl run: not profiling {cmd[0]}: {e}", file=sys.stderr)
             env = dict(os.environ)
     agent = None
+    # The token reaches the agent through its environment or a file name, never its arguments (which any
+    # local user can read with ps); the profiled program's environment does not get it.
     agent_cmd = [
         str(Path(sys.executable).parent / "gpufl-agent"),
         "--folder",
@@ -147,11 +161,15 @@ def main(argv: list[str]) -> int:
         "http",
         "--url",
         args.url or "",
-        "--token",
-        args.token or "",
+        *(["--token-file", args.token_file] if args.token_file and not args.token else []),
     ]
+    agent_env = dict(os.environ)
+    if args.token:
+        agent_env["GPUFL_AGENT_TOKEN"] = args.token
+    elif args.token_file:
+        agent_env.pop("GPUFL_AGENT_TOKEN", None)  # the file was asked for: it wins
     if args.agent:
-        agent = subprocess.Popen(agent_cmd)
+        agent = subprocess.Popen(agent_cmd, env=agent_env)
     if session is not None:
         session.start()
     try:
@@ -171,6 +189,6 @@ def main(argv: list[str]) -> int:
         agent.terminate()
         agent.wait(30)
         # A last pass from the saved cursor ships what remains, then exits.
-        subprocess.run([*agent_cmd, "--exit-when-idle"])
+        subprocess.run([*agent_cmd, "--exit-when-idle"], env=agent_env)
     # Exit like the child: a negative code means it died by a signal.
     return rc if rc >= 0 else 128 - rc

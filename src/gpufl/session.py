@@ -15,6 +15,7 @@ import secrets
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from types import FrameType
@@ -23,6 +24,7 @@ from typing import Any
 from gpufl import __version__, events
 from gpufl.config import Options
 from gpufl.engines import Engine, EngineUnavailable, create
+from gpufl.watchdog import Watchdog
 from gpufl.writer import DiskBudget, NativeStreamWriter, SegmentFiles, StreamWriter
 
 log = logging.getLogger("gpufl")
@@ -70,7 +72,7 @@ class Session:
         self.pid = os.getpid()
         self.start_ns = time.time_ns()
         self.files = SegmentFiles(opts.log_dir, self.host, opts.app_name, self.session_id)
-        budget = DiskBudget(opts.session_max_bytes)
+        self.budget = budget = DiskBudget(opts.session_max_bytes)
         self.writers: dict[str, StreamWriter | NativeStreamWriter] = {
             s: StreamWriter(
                 self.files,
@@ -87,6 +89,11 @@ class Session:
         self.engines: list[Engine] = []
         self.notices: list[events.Notice] = []
         self.closed = False
+        self.disabled = False  # by the watchdog: a gpufl thread got stuck
+        self.watchdog = Watchdog(opts.watchdog_s, self._stalled)
+        for w in self.writers.values():
+            if isinstance(w, StreamWriter):
+                w.watchdog = self.watchdog
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -111,6 +118,8 @@ class Session:
         for w in self.writers.values():
             w.start()
         for stream, w in self.writers.items():
+            if isinstance(w, NativeStreamWriter):  # its flush thread is C: it reports its busy time itself
+                self.watchdog.watch(f"{stream} writer", w.native.busy_s)
             w.emit(self._session_start(stream, facts))
         for n in self.notices:  # notices raised while preparing go after seq 0
             if "device" in self.writers:
@@ -128,6 +137,29 @@ class Session:
                     engine=engine.name,
                     level="error",
                 )
+        self.watchdog.start()
+
+    def _stalled(self, name: str, seconds: float) -> None:
+        """The watchdog's thread: a gpufl thread is stuck. Disable gpufl without waiting on anything it
+        may hold: writers stop accepting, engines stop sampling; the program goes on."""
+        self.disabled = True
+        message = (
+            f"gpufl's {name} thread has not come back for {seconds:.1f} s (limit {self.watchdog.stall_s:g} s, "
+            "GPUFL_WATCHDOG_S): gpufl disables itself for this session; the program goes on"
+        )
+        if name != "device writer":  # the stuck native writer holds the lock its emit needs
+            self.notice("watchdog", message, level="error")
+        else:
+            log.warning("gpufl: %s", message)
+        for w in self.writers.values():
+            w.disable()
+        for engine in self.engines:
+            disable = getattr(engine, "disable", None)
+            if disable is not None:
+                try:
+                    disable()
+                except Exception:
+                    pass
 
     def _session_start(self, stream: str, facts: dict[str, Any]) -> events.SessionStart:
         return events.SessionStart(
@@ -174,6 +206,13 @@ class Session:
         if self.closed:
             return
         self.closed = True
+        self.watchdog.stop()
+        if self.disabled:  # a gpufl thread is stuck: end the other streams, never wait on the stuck one
+            stuck = self.watchdog.fired[0] if self.watchdog.fired else ""
+            for stream, w in self.writers.items():
+                if f"{stream} writer" != stuck:
+                    w.close(self._end(stream, reason, None), timeout=1.0)
+            return
         end_facts: dict[str, Any] = {}
         for engine in reversed(self.engines):
             try:
@@ -181,17 +220,30 @@ class Session:
             except Exception as e:
                 log.warning("gpufl: %s engine failed to stop cleanly: %r", engine.name, e)
         end_ns = time.time_ns()
+        lost = 0
         for stream, w in self.writers.items():
-            w.close(
-                events.SessionEnd(
-                    session_id=self.session_id,
-                    stream=stream,  # type: ignore[arg-type]
-                    end_ns=end_ns,
-                    reason=reason,  # type: ignore[arg-type]
-                    records=0,  # filled by the writer: it alone knows the count
-                    clock=end_facts.get("clock"),
-                )
+            w.close(self._end(stream, reason, end_facts.get("clock"), end_ns))
+            lost += w.lost
+        if self.budget.write_error is not None:
+            log.warning(
+                "gpufl: %d records of session %s were not written to %s (%s)",
+                lost,
+                self.session_id,
+                self.options.log_dir,
+                self.budget.write_error,
             )
+
+    def _end(
+        self, stream: str, reason: str, clock: events.ClockSync | None, end_ns: int | None = None
+    ) -> events.SessionEnd:
+        return events.SessionEnd(
+            session_id=self.session_id,
+            stream=stream,  # type: ignore[arg-type]
+            end_ns=end_ns or time.time_ns(),
+            reason=reason,  # type: ignore[arg-type]
+            records=0,  # filled by the writer: it alone knows the count
+            clock=clock,
+        )
 
     def emit(self, stream: str, record: events.Record) -> bool:
         return self.writers[stream].emit(record)
@@ -217,12 +269,29 @@ def init(app_name: str | None = None, log_dir: str | None = None, **options: Any
         opts = Options.resolve(app_name=app_name, log_dir=log_dir, **options)
         if not opts.enabled:
             return None
+        problem = _log_dir_problem(opts.log_dir)
+        if problem:  # never raise into the program: say why once and leave it alone
+            log.warning("gpufl: not profiling: the log folder %s is not writable (%s)", opts.log_dir, problem)
+            return None
         _forked_child = False
         session = Session(opts)
         session.start()
         _session = session
         _install_exit_hooks()
         return session
+
+
+def _log_dir_problem(log_dir: str) -> str | None:
+    """Why segments cannot be created in ``log_dir`` (None: they can). Probes with a real file, since
+    permissions alone do not tell (root, read-only mounts, ACLs)."""
+    try:
+        os.makedirs(log_dir, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".gpufl-probe-", dir=log_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        return f"{type(e).__name__}: {e.strerror or e}"
+    return None
 
 
 def shutdown(reason: str = "shutdown") -> None:

@@ -12,6 +12,7 @@ When the queue is full, records are dropped and counted; the count is written as
 from __future__ import annotations
 
 import collections
+import logging
 import operator
 import os
 import threading
@@ -24,8 +25,11 @@ import msgspec
 
 from gpufl import events
 from gpufl.events import DictEntry, Dropped, Record, SegmentsDeleted, SessionEnd
+from gpufl.watchdog import Watchdog
 
 _CHUNK = 256  # records encoded per call; rotation happens between chunks (bounds the overshoot)
+
+log = logging.getLogger("gpufl")
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,22 @@ class DiskBudget:
         self._lock = threading.Lock()
         self._closed: collections.deque[tuple[str, int]] = collections.deque()  # (path, bytes), oldest first
         self._open: dict[str, int] = {}
+        self.write_error: str | None = None  # the first failed write of any stream (disk full, I/O error)
+
+    def write_failed(self, stream: str, log_dir: str, error: BaseException | str) -> None:
+        """A stream could not write (disk full, quota, I/O error): it stops writing and counts what it
+        drops. Said once per session, whichever stream fails first; the program goes on."""
+        with self._lock:
+            if self.write_error is not None:
+                return
+            self.write_error = str(error)
+        log.warning(
+            "gpufl: cannot write to %s (%s stream: %s): gpufl stops writing this session's logs; "
+            "the program goes on, and the records not written are counted (total at shutdown)",
+            log_dir,
+            stream,
+            error,
+        )
 
     def update_open(self, stream: str, size: int) -> None:
         self._open[stream] = size
@@ -131,6 +151,8 @@ class StreamWriter:
         }
         self.segments_written = 0
         self.error: BaseException | None = None
+        self.lost = 0  # records not written because writing failed (disk full, I/O error)
+        self.watchdog: Watchdog | None = None
 
         self._thread = threading.Thread(target=self._run, name=f"gpufl-writer-{stream}", daemon=True)
 
@@ -138,7 +160,11 @@ class StreamWriter:
 
     def start(self) -> None:
         os.makedirs(self.files.log_dir, exist_ok=True)
-        self._open_segment()
+        try:
+            self._open_segment()
+        except OSError as e:  # e.g. the disk is full already: this stream counts instead of writing
+            self.error = e
+            self._budget.write_failed(self.stream, self.files.log_dir, e)
         self._thread.start()
 
     @property
@@ -193,6 +219,10 @@ class StreamWriter:
             self._dropped_pending += 1
             self.dropped_total += 1
             self._dropped_by_type[events.type_tag(type(record))] += 1
+
+    def disable(self) -> None:
+        """Stop accepting records (the watchdog found a gpufl thread stuck); never blocks."""
+        self._accepting = False
 
     def close(self, end: SessionEnd | None = None, timeout: float = 10.0) -> None:
         """Stop accepting, write everything queued, then ``end`` as the last record, and close."""
@@ -266,6 +296,21 @@ class StreamWriter:
         return rec
 
     def _write_chunk(self, chunk: list[Record]) -> None:
+        if self.lost or self._fd < 0:  # writing failed before: count, never retry into a full disk
+            self.lost += len(chunk)
+            return
+        try:
+            if self.watchdog is None:
+                self._encode_and_write(chunk)
+            else:
+                with self.watchdog.busy(f"{self.stream} writer"):
+                    self._encode_and_write(chunk)
+        except OSError as e:
+            self.error = e
+            self.lost += len(chunk)  # a partial line at most reached the file; the reader skips it
+            self._budget.write_failed(self.stream, self.files.log_dir, e)
+
+    def _encode_and_write(self, chunk: list[Record]) -> None:
         if self._size >= self._max_bytes or (
             self._size > 0 and self._clock() - self._opened_ns >= self._max_age_ns
         ):
@@ -319,7 +364,7 @@ class StreamWriter:
         self._fd = -1
         deleted = self._budget.segment_closed(self.stream, old_path, self._size)
         self._index += 1
-        self._open_segment()
+        self._open_segment()  # OSError (disk full) reaches _write_chunk, which stops this stream
         if deleted:
             rec = SegmentsDeleted(
                 session_id=self.session_id,
@@ -366,6 +411,7 @@ class NativeStreamWriter:
             base._interval,
             max_pending_bytes,
             self._segment_closed,
+            self._write_failed,
         )
         self._kinds = {
             k: getattr(_native, f"DICT_{k.upper()}") for k in ("launch", "stack", "kernel", "scope", "thread")
@@ -378,6 +424,7 @@ class NativeStreamWriter:
         self._next_id: dict[str, int] = collections.defaultdict(int)
         self._intern_lock = threading.Lock()
         self._running = False
+        self._accepting = True
         self.error: BaseException | None = None
 
     @property
@@ -400,13 +447,17 @@ class NativeStreamWriter:
     def segments_written(self) -> int:
         return int(self._w.stats()["segments"])
 
+    @property
+    def lost(self) -> int:
+        return int(self._w.stats()["lost"])
+
     def start(self) -> None:
         os.makedirs(self.files.log_dir, exist_ok=True)
         self._w.start()
         self._running = True
 
     def emit(self, record: Record) -> bool:
-        if not self._running:
+        if not (self._running and self._accepting):
             return False
         refs: tuple[tuple[int, int], ...] = ()
         getters = self._refs_by_type.get(record.__class__)
@@ -450,6 +501,10 @@ class NativeStreamWriter:
     def flush(self, timeout: float = 5.0) -> None:
         self._w.flush()
 
+    def disable(self) -> None:
+        """Stop accepting records (the watchdog found a gpufl thread stuck); never blocks."""
+        self._accepting = False
+
     def close(self, end: SessionEnd | None = None, timeout: float = 10.0) -> None:
         if not self._running:
             return
@@ -462,6 +517,16 @@ class NativeStreamWriter:
             end.seq = -1
             line = _encoder.encode(end)
         self._w.close(line)
+        stats = self._w.stats()
+        if stats["error"]:  # a failure in the last writes, after the flush thread ended
+            self._write_failed(str(stats["error_message"]))
+
+    def _write_failed(self, message: str) -> None:
+        """From the C flush thread (with the GIL), once: this stream stopped writing."""
+        try:
+            self._budget.write_failed(self.stream, self.files.log_dir, message)
+        except BaseException as e:  # never raise into the C thread
+            self.error = e
 
     def _segment_closed(self, path: str, size: int) -> None:
         """From the C flush thread (with the GIL): the session's disk budget, shared with the other streams."""

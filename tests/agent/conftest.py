@@ -59,8 +59,10 @@ def start_loadgen(folder: str, events: int, rate: float, seg_bytes: int) -> subp
     )
 
 
-def run_agent(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, capture_output=True, text=True, timeout=timeout)
+def run_agent(
+    args: list[str], timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 @pytest.fixture

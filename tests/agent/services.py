@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import stat
 import subprocess
 import sys
@@ -81,14 +82,25 @@ class Backend(_Process):
     token = "agent-test-admin-token"
 
     def __init__(
-        self, data_dir: str, port: int | None = None, args: Sequence[str] = (), **settings: str
+        self,
+        data_dir: str,
+        port: int | None = None,
+        args: Sequence[str] = (),
+        ca_bundle: str | None = None,
+        **settings: str,
     ) -> None:
+        """``ca_bundle``: the backend serves HTTPS (``args`` give --tls-cert/--tls-key) with a certificate
+        this CA file verifies."""
         super().__init__(os.path.join(data_dir, "backend.log"))
         self.data_dir = data_dir
         self.port = port or free_port()
         self.args = list(args)
         self.settings = settings
-        self.url = f"http://127.0.0.1:{self.port}/api/v1/events/"
+        self.verify: ssl.SSLContext | bool = True
+        scheme = "http"
+        if ca_bundle is not None:
+            self.verify, scheme = ssl.create_default_context(cafile=ca_bundle), "https"
+        self.url = f"{scheme}://127.0.0.1:{self.port}/api/v1/events/"
 
     def start(self) -> Backend:
         env = {
@@ -112,7 +124,7 @@ class Backend(_Process):
         deadline = time.monotonic() + 30
         while True:
             try:
-                httpx.post(f"{self.url}system", content=b"", headers=self.auth, timeout=5)
+                httpx.post(f"{self.url}system", content=b"", headers=self.auth, timeout=5, verify=self.verify)
                 return self
             except httpx.TransportError:
                 if time.monotonic() > deadline:

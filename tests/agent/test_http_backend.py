@@ -6,6 +6,7 @@ Sizes: CI-sized by default; GPUFL_SOAK=1 runs the full bars (1M events, 60 s out
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import re
@@ -18,6 +19,7 @@ import httpx
 import pytest
 
 from .conftest import agent_args, require, run_agent, start_loadgen
+from .producer import dead_pid, write_session
 from .services import Backend, backend_available, free_port
 from .verify import assert_store_holds_all
 
@@ -105,7 +107,7 @@ def test_backend_down_under_load(folder: str, backend: Backend) -> None:
         assert gen.wait(timeout=120) == 0
         # Delivery resumes by itself: the running agent catches up with everything written.
         deadline = time.monotonic() + 120
-        while _metric(metrics_port, "gpufl_agent_lag_bytes") > 0:
+        while _metric(metrics_port, "gpufl_agent_lag_bytes") != 0:  # NaN (unknown) is not 0
             peak = max(peak, _rss_mb(agent.pid))
             assert time.monotonic() < deadline, "the agent did not catch up after the backend came back"
             time.sleep(0.5)
@@ -169,7 +171,7 @@ def test_kill_9_backend_while_writing(folder: str, backend: Backend) -> None:
             restarts += 1
         assert gen.returncode == 0
         deadline = time.monotonic() + 300
-        while _metric(metrics_port, "gpufl_agent_lag_bytes") > 0:
+        while _metric(metrics_port, "gpufl_agent_lag_bytes") != 0:  # NaN (unknown) is not 0
             assert time.monotonic() < deadline and agent.poll() is None
             time.sleep(0.5)
     finally:
@@ -178,3 +180,128 @@ def test_kill_9_backend_while_writing(folder: str, backend: Backend) -> None:
     print(f"{events} events, backend killed and restarted {restarts} times")
     assert restarts >= 2
     assert assert_store_holds_all(backend.url, backend.token, folder) == events + 6
+
+
+def _scrape(port: int) -> dict[str, float] | None:
+    """The agent's unlabelled samples, or None while its metrics endpoint does not answer yet."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    except httpx.TransportError:
+        return None
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#") and "{" not in line:
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)  # "NaN" parses too
+    return out
+
+
+def test_lag_is_unknown_not_zero_until_the_first_scan(folder: str, backend: Backend) -> None:
+    """Regression: gpufl_agent_lag_bytes read 0 for ~0.4 s after start in front of 363 MB unsent, and 0
+    is documented as "everything was shipped". Until its first scan has measured the folder the agent must
+    say "unknown" (lag NaN and gpufl_agent_lag_known 0), never 0."""
+    # ~45 MB unsent in 8 sessions of many small segments: the first scan and read take a while.
+    for i in range(8):
+        write_session(folder, f"lag{i}", 12_000, per_segment=1_000, pid=dead_pid())
+    unsent = sum(os.path.getsize(os.path.join(folder, n)) for n in os.listdir(folder))
+    assert unsent > 30 << 20
+    port = free_port()
+    agent = subprocess.Popen(
+        agent_args(folder, backend.url, backend.token, f"--metrics-port={port}", "--status-interval=0"),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    samples: list[dict[str, float]] = []
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            s = _scrape(port)
+            if s is None:
+                assert agent.poll() is None, agent.communicate()[1]
+                continue
+            samples.append(s)
+            if s.get("gpufl_agent_lag_known") == 1 and len(samples) > 3:
+                break
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        _, err = agent.communicate(timeout=60)
+    assert agent.returncode == 0, err
+    assert samples, "the metrics endpoint never answered"
+    lags = [s["gpufl_agent_lag_bytes"] for s in samples]
+    assert 0.0 not in lags, f"lag read 0 with {unsent} bytes unsent: {lags[:10]}"
+    for s in samples:
+        known = s.get("gpufl_agent_lag_known")
+        assert known in (0.0, 1.0), s
+        if known == 0:
+            assert math.isnan(s["gpufl_agent_lag_bytes"]) and math.isnan(s["gpufl_agent_lag_seconds"])
+        else:
+            assert s["gpufl_agent_lag_bytes"] > 0  # measured: most of the folder is still unsent
+    assert samples[-1]["gpufl_agent_lag_known"] == 1
+
+
+def test_records_of_a_pruned_session_are_refused_counted_and_passed(folder: str, tmp_path: str) -> None:
+    """Regression: retention deleted a session while it was still arriving and its later records were
+    stored as a fragment, unnoticed on both sides. Now the backend refuses them (code "pruned"); the agent
+    counts them in gpufl_agent_records_refused_total{reason="pruned"}, logs once per session, does not
+    retry or dead-letter them (the segments still hold them) and goes on with the other sessions."""
+    data = os.path.join(tmp_path, "backend")
+    os.mkdir(data)
+    # Any session is over a 1-byte cap; no quiet period; the background job only runs at start (empty).
+    backend = Backend(data, max_store_bytes="1", retention_quiet_s="0", retention_interval_s="86400").start()
+    try:
+        writers = write_session(folder, "p1", 300, per_segment=100, pid=dead_pid())
+        r = run_agent(agent_args(folder, backend.url, backend.token, "--exit-when-idle"))
+        assert r.returncode == 0, r.stderr
+        admin = httpx.Client(base_url=backend.url.removesuffix("events/"), headers=backend.auth, timeout=30)
+        assert admin.post("admin/prune").json()["deleted"] == ["p1"]
+        for w in writers.values():  # p1's writer goes on after the deletion: 250 late records a stream
+            w.write(250)
+        write_session(folder, "p2", 200, per_segment=100, pid=dead_pid())
+        port = free_port()
+        agent = subprocess.Popen(
+            agent_args(
+                folder,
+                backend.url,
+                backend.token,
+                f"--metrics-port={port}",
+                "--batch-records=100",  # several batches of p1's late records: still one log line
+                "--poll-interval=0.1",
+            ),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                s = _scrape(port) or {}
+                if (
+                    s.get("gpufl_agent_lag_bytes") == 0
+                    and _metric(port, "gpufl_agent_records_refused_total") == 750
+                ):
+                    break
+                assert time.monotonic() < deadline, f"not delivered and refused: {s}"
+                assert agent.poll() is None
+                time.sleep(0.2)
+            metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        finally:
+            agent.send_signal(signal.SIGTERM)
+            _, err = agent.communicate(timeout=60)
+        assert agent.returncode == 0, err
+        assert 'gpufl_agent_records_refused_total{reason="pruned"} 750.0' in metrics
+        events = [x for x in metrics.splitlines() if x.startswith("gpufl_agent_events_total{")]
+        assert sum(float(x.rsplit(" ", 1)[1]) for x in events) == 3 * 200  # p2, every record
+        # Refused is not invalid: nothing dead-lettered (the segments still hold the records).
+        assert not [x for x in metrics.splitlines() if x.startswith("gpufl_agent_dead_letters_total{")]
+        assert os.path.getsize(os.path.join(folder, ".gpufl-agent.cursor.deadletter.jsonl")) == 0
+        refusals = [x for x in err.splitlines() if "p1" in x and "deleted by retention" in x]
+        assert len(refusals) == 1, err
+        # No fragment of p1 came back; p2 is whole.
+        assert admin.get("sessions/p1").status_code == 404
+        streams = admin.get("sessions/p2").json()["streams"]
+        assert sorted(x["received"] for x in streams) == [200, 200, 200]
+        # Nothing stuck: the cursor is past the refused records, a new run has nothing to send.
+        r = run_agent(agent_args(folder, backend.url, backend.token, "--exit-when-idle"))
+        assert r.returncode == 0 and "status events=0 " in r.stderr, r.stderr
+        admin.close()
+    finally:
+        backend.stop()

@@ -146,7 +146,7 @@ def test_partial_line_of_a_live_writer_is_waited_for(folder: str, fault_server: 
         assert 'gpufl_agent_events_total{stream="system"} 3.0' in metrics
         # What is not delivered yet is the partial line, 41 bytes.
         assert "gpufl_agent_lag_bytes 41.0" in metrics
-        w.write_raw(b',"stream":"system","seq":3,"ts_ns":5}\n')
+        w.write_raw(b',"stream":"system","seq":3,"ts_ns":1700000000000000000}\n')
         assert proc.wait(timeout=20) == 0
     finally:
         proc.kill()

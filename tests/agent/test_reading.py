@@ -120,3 +120,21 @@ def test_corrupt_cursor_is_refused(tmp_path: os.PathLike[str]) -> None:
     with open(path, "wb") as f:
         f.write(msgspec.json.encode({"segments": {"a": 1}}))
     assert Cursor(path).get("a") == 1
+
+
+def test_lag_reads_unknown_before_any_scan() -> None:
+    """What a scrape sees between the metrics endpoint opening and the first scan: not 0 (which means
+    "everything shipped") but NaN with gpufl_agent_lag_known 0, and the status line says unknown."""
+    from prometheus_client import generate_latest
+
+    from gpufl.agent.metrics import Metrics
+
+    m = Metrics()
+    text = generate_latest(m.registry).decode()
+    assert "gpufl_agent_lag_bytes NaN" in text and "gpufl_agent_lag_seconds NaN" in text
+    assert "gpufl_agent_lag_known 0.0" in text
+    assert " lag=unknown " in m.status_line()
+    m.lag_bytes.set(5)
+    m.lag_seconds.set(1.5)
+    m.lag_known.set(1)
+    assert " lag=5B/1.5s " in m.status_line()

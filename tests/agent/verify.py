@@ -12,6 +12,7 @@ the counts, and the raw rows' seqs of each record type kept in its own table."""
 from __future__ import annotations
 
 import os
+import ssl
 from collections import defaultdict
 
 import httpx
@@ -73,10 +74,10 @@ def check_contiguous(lines: dict[str, list[bytes]]) -> int:
     return total
 
 
-def assert_store_holds_all(url: str, token: str, folder: str) -> int:
+def assert_store_holds_all(url: str, token: str, folder: str, verify: ssl.SSLContext | bool = True) -> int:
     lines = written(folder)
     total = check_contiguous(lines)
-    with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=120) as client:
+    with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=120, verify=verify) as client:
         for stream, stream_lines in lines.items():
             for i in range(0, len(stream_lines), 20_000):
                 part = stream_lines[i : i + 20_000]

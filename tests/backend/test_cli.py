@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import trustme
 
 CLI = [sys.executable, "-m", "gpufl.backend.cli"]
 
@@ -136,3 +138,56 @@ def test_keys_with_no_backend_open_the_store_and_bootstrap_token_is_printed_once
     finally:
         out2 = second.stop()
     assert "bootstrap admin token" not in out2
+
+
+def test_a_bootstrap_token_that_cannot_be_installed_is_one_line_and_no_start(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    port = str(_free_port())
+    p = run(
+        ["keys", "create", "--role", "read", "--name", "r", "--data-dir", str(data), "--port", port], _env()
+    )
+    read_token = p.stdout.strip()
+    for bad, why in ((read_token, "role read"), ("two words", "Authorization header")):
+        msg = _one_line_error(run(["--data-dir", str(data), "--port", port], _env(GPUFL_ADMIN_TOKEN=bad)))
+        assert why in msg and "GPUFL_ADMIN_TOKEN" in msg
+
+
+def test_tls_serves_https_and_the_keys_commands_verify_it(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    leaf = ca.issue_cert("127.0.0.1")
+    cert, key, ca_pem = tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "ca.pem"
+    leaf.cert_chain_pems[0].write_to_path(str(cert))
+    leaf.private_key_pem.write_to_path(str(key))
+    ca.cert_pem.write_to_path(str(ca_pem))
+    data, port = tmp_path / "data", str(_free_port())
+    # Mistakes are one line and no start.
+    assert "go together" in _one_line_error(run(["--data-dir", str(data), "--tls-cert", str(cert)], _env()))
+    msg = _one_line_error(run(["--tls-cert", str(cert), "--tls-key", str(tmp_path / "nope.pem")], _env()))
+    assert "nope.pem" in msg
+    other_key = tmp_path / "other.pem"
+    trustme.CA().issue_cert("x").private_key_pem.write_to_path(str(other_key))
+    assert "matching" in _one_line_error(run(["--tls-cert", str(cert), "--tls-key", str(other_key)], _env()))
+    env = _env(GPUFL_ADMIN_TOKEN="admin-secret-for-tests", GPUFL_TLS_CERT=str(cert), GPUFL_TLS_KEY=str(key))
+    proc = subprocess.Popen([*CLI, "--port", port, "--data-dir", str(data)], env=env, stderr=subprocess.PIPE)
+    try:
+        ctx = ssl.create_default_context(cafile=str(ca_pem))
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert httpx.get(f"https://127.0.0.1:{port}/healthz", verify=ctx).status_code == 200
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+        # The keys commands find the backend at https:// (GPUFL_TLS_CERT) and verify it with --ca-bundle;
+        # without it they stop with one line rather than open the store behind the running backend.
+        untrusted = run(["keys", "list", "--port", port], env)
+        assert "--ca-bundle" in _one_line_error(untrusted)
+        p = run(
+            ["keys", "create", "--role", "read", "--name", "r", "--port", port, "--ca-bundle", str(ca_pem)],
+            env,
+        )
+        assert p.returncode == 0 and p.stdout.startswith("gpufl_"), p.stderr
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)

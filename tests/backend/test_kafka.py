@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections import defaultdict
@@ -13,12 +14,15 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from gpufl import events as ev
+from gpufl.backend import retention
 from gpufl.backend.core.config import Settings
 from gpufl.backend.kafka_bridge import KafkaBridge
+from gpufl.backend.metrics import Metrics
 from gpufl.backend.store import SqlStore
 
 from .conftest import need_env
 from .factory import SessionFactory
+from .helpers import feed
 
 pytestmark = pytest.mark.kafka
 
@@ -199,3 +203,48 @@ def test_failed_offset_commit_is_retried_and_the_bridge_keeps_consuming(
     d = store.session_detail(f.sid)
     assert {s["stream"]: s["received"] for s in d["streams"]}["device"] == n_dev
     assert d["totals"]["kernels"] == 300
+
+
+def test_late_records_of_a_pruned_session_are_refused_and_committed(
+    store: SqlStore, brokers: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Over Kafka no agent hears the refusal: the bridge counts the records (rejected, reason "pruned"),
+    the ingest path logs once per session rather than once per record, and the offsets are committed like
+    any rejected record's (re-reading them would never make them welcome): nothing stuck, no fragment."""
+    prefix = "t" + secrets.token_hex(4)
+    group = "g" + secrets.token_hex(4)
+    _topics(brokers, prefix)
+    f = SessionFactory("kafka-pruned-" + secrets.token_hex(4))
+    feed(store, [f.start("device"), f.launch(1, "gemm"), *(f.kernel(1, i * 100, 50) for i in range(10))])
+    assert retention.prune(store, None, 1, quiet_s=0) == {f.sid: "size"}
+    g = SessionFactory("kafka-live-" + secrets.token_hex(4))
+    late = [f.kernel(1, 10**6 + i * 100, 50) for i in range(200)]
+    p = Producer({"bootstrap.servers": brokers})
+    for r in late[:100]:
+        p.produce(f"{prefix}.device", ev.encode(r), key=f.sid.encode())
+    p.produce(f"{prefix}.device", ev.encode_lines(late[100:]), key=f.sid.encode())
+    live = [g.start("device"), g.launch(1, "k"), *(g.kernel(1, i * 100, 50) for i in range(5))]
+    p.produce(f"{prefix}.device", ev.encode_lines(live), key=g.sid.encode())
+    assert p.flush(30) == 0
+    metrics = Metrics()
+    bridge = KafkaBridge(store, _settings(brokers, prefix, group), metrics, poll_timeout_s=0.2)
+
+    def refused() -> float:
+        v = metrics.registry.get_sample_value("gpufl_ingest_rejected_records_total", {"reason": "pruned"})
+        return v or 0.0
+
+    def committed() -> int:
+        return sum(
+            max(o, 0) for (t, _), o in _committed(brokers, group, prefix).items() if t.endswith("device")
+        )
+
+    with caplog.at_level(logging.WARNING):
+        bridge.start()
+        try:
+            _wait(lambda: store.session_exists(g.sid) and refused() == 200 and committed() == 102)
+        finally:
+            bridge.stop()
+    assert not store.session_exists(f.sid)
+    assert store.session_detail(g.sid)["totals"]["kernels"] == 5
+    about = [r.getMessage() for r in caplog.records if f.sid in r.getMessage()]
+    assert len(about) == 1 and "deleted by retention" in about[0], about

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -71,3 +72,52 @@ def test_demo_unwritable_data_dir_is_one_clear_line(tmp_path: Path) -> None:
         and r.stderr.startswith("gpufl demo: cannot write to")
         and "Traceback" not in r.stderr
     )
+
+
+def _children_cmdlines(parent: int) -> list[list[str]]:
+    """The arguments of ``parent``'s child processes, as any local user reads them (ps, /proc/PID/cmdline)."""
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            if ppid == parent:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    out.append(f.read().decode(errors="replace").split("\0"))
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def test_demo_keeps_tokens_off_command_lines(tmp_path: Path) -> None:
+    # The demo passed the agent's ingest token as `--token TOKEN`: readable by every local user with ps.
+    port = free_port()
+    env = dict(os.environ, GPUFL_ADMIN_TOKEN="demo-test-admin-token-456")
+    args = [
+        sys.executable,
+        "-m",
+        "gpufl",
+        "demo",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(tmp_path),
+        "--replay",
+    ]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("Press Ctrl-C"):
+                break
+        else:
+            raise AssertionError(f"the demo ended early: {proc.communicate()[1]}")
+        children = _children_cmdlines(proc.pid)
+        assert any(a.endswith("gpufl-agent") for argv in children for a in argv[:2]), children
+        for argv in children:  # the backend and the agent
+            assert "--token" not in argv and not any(a.startswith(("gpufl_", "--token=")) for a in argv), argv
+            assert "demo-test-admin-token-456" not in " ".join(argv)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    assert "--token puts the token" not in err

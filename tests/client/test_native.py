@@ -80,14 +80,19 @@ def _fixture_log() -> list[events.Record]:
     return [events.decode(line) for line in log.read_bytes().splitlines()]
 
 
+T0 = 1_700_000_000_000_000_000  # inside the contract's time window
+
+
 def test_writer_orders_seq_and_ends_with_counts(tmp_path: Path) -> None:
     _native()
     w = _writer(tmp_path)
     w.start()
     for i in range(100):
-        w.emit(events.Notice(session_id=w.session_id, stream="device", ts_ns=i, code="c", message=f"m{i}"))
+        w.emit(
+            events.Notice(session_id=w.session_id, stream="device", ts_ns=T0 + i, code="c", message=f"m{i}")
+        )
     w.close(
-        events.SessionEnd(session_id=w.session_id, stream="device", end_ns=1, reason="shutdown", records=0)
+        events.SessionEnd(session_id=w.session_id, stream="device", end_ns=T0, reason="shutdown", records=0)
     )
     (recs,) = _read(tmp_path)
     assert [r.seq for r in recs] == list(range(101))
@@ -327,3 +332,66 @@ def test_shutdown_while_paused_for_torch_profiler_ends_the_nvtx_thread(tmp_path:
     native.nvtx_call(native.NVTX_RANGE_POP, None, 0)
     native.drain_nvtx()
     assert [e[5] for e in evs] == ["next session"]
+
+
+HANDOVER = r"""
+import ctypes, sys, threading
+from pathlib import Path
+sys.path[:0] = [SRC]
+from gpufl import _native as native
+from gpufl.engines.native_tracing import libcupti_candidates
+from gpufl.writer import DiskBudget, NativeStreamWriter, SegmentFiles, StreamWriter
+for path in libcupti_candidates():
+    try:
+        native.load(path); break
+    except OSError:
+        pass
+def writer(i):
+    files = SegmentFiles(TMP, "host", "app", f"sid{i:013d}")
+    return NativeStreamWriter(StreamWriter(files, "device", queue_size=100, segment_max_bytes=1 << 20,
+                                           segment_max_age_s=600, flush_interval_s=0.01, budget=DiskBudget(0)))
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+w = writer(0)
+native.attach(w.native, [], 0, False)
+# 1. Our buffers in flight when we step aside come back through our callback, are freed once.
+ours = [native.request_buffer() for _ in range(3)]
+assert native.stats()["buffers_outstanding"] == 3
+for b in ours:
+    native.complete_buffer(b, 0)
+assert native.stats()["buffers_outstanding"] == 0
+# 2. The next client (Kineto) allocates its own buffers (malloc, as its std::vector does); CUPTI completes
+#    one through our callback (the hand-over order that killed the process): left alone, its owner frees it.
+foreign = libc.malloc(1 << 20)
+native.complete_buffer(foreign, 4096)
+libc.free(foreign)
+# 3. Detach racing CUPTI's buffer thread: buffers keep completing while the writer is swapped and dropped.
+stop = threading.Event()
+def cupti_thread():
+    while not stop.is_set():
+        native.complete_buffer(native.request_buffer(), 0)
+t = threading.Thread(target=cupti_thread); t.start()
+for i in range(1, 200):
+    native.attach(writer(i).native, [], 0, False)
+    native.detach()
+stop.set(); t.join()
+s = native.stats()
+print("FOREIGN", s["foreign_buffers"], "OUTSTANDING", s["buffers_outstanding"])
+"""
+
+
+def test_a_hand_over_never_frees_another_clients_buffer(tmp_path: Path) -> None:
+    """Issue #15: torch.profiler after gpufl.init died with "double free or corruption". CUPTI's buffer
+    callbacks are process-wide, so around a hand-over it can complete another client's buffer through ours;
+    the extension must read and free only the buffers it handed out, and a detach racing CUPTI's buffer
+    thread must not free the writer under it. Run in a child: the defect aborts the process."""
+    import subprocess
+    import sys
+
+    _with_libcupti()
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    code = f"SRC = {src!r}\nTMP = {str(tmp_path)!r}\n" + HANDOVER
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "FOREIGN 1 OUTSTANDING 0" in proc.stdout, proc.stdout + proc.stderr[-3000:]

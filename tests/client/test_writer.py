@@ -33,6 +33,9 @@ def make_writer(tmp: Path, **kw: object) -> StreamWriter:
     return StreamWriter(SegmentFiles(str(tmp), "host", "app", "sess"), "device", **opts)  # type: ignore[arg-type]
 
 
+T0 = 1_700_000_000_000_000_000  # inside the contract's time window
+
+
 def kernel(launch_id: int, i: int) -> events.Kernel:
     return events.Kernel(
         session_id="sess",
@@ -41,8 +44,8 @@ def kernel(launch_id: int, i: int) -> events.Kernel:
         device_id=0,
         stream_id=i % 4,
         corr_id=i,
-        start_ns=i,
-        end_ns=i + 1,
+        start_ns=T0 + i,
+        end_ns=T0 + i + 1,
     )
 
 
@@ -74,7 +77,7 @@ def test_rotation_under_eight_threads_every_seq_once_and_segments_decode_alone(t
         t.start()
     for t in threads:
         t.join()
-    w.close(events.SessionEnd(session_id="sess", stream="device", end_ns=1, records=0))
+    w.close(events.SessionEnd(session_id="sess", stream="device", end_ns=T0, records=0))
     segs = segments(tmp_path, "device")
     assert len(segs) > 5, "rotation happened"
     seqs: list[int] = []
@@ -97,7 +100,7 @@ def test_full_queue_drops_are_counted_and_written(tmp_path: Path) -> None:
     w = make_writer(tmp_path, queue_size=100, flush_interval_s=5)
     w.start()
     accepted = sum(w.emit(kernel(0, i)) for i in range(1000))
-    w.close(events.SessionEnd(session_id="sess", stream="device", end_ns=1, records=0))
+    w.close(events.SessionEnd(session_id="sess", stream="device", end_ns=T0, records=0))
     recs = [r for s in segments(tmp_path, "device") for r in records_of(s)]
     dropped = [r for r in recs if isinstance(r, events.Dropped)]
     kernels = [r for r in recs if isinstance(r, events.Kernel)]
@@ -117,7 +120,7 @@ def test_session_byte_cap_deletes_oldest_closed_segments_and_says_so(tmp_path: P
         w.emit(kernel(0, i))
         if i % 500 == 0:
             w.flush()
-    w.close(events.SessionEnd(session_id="sess", stream="device", end_ns=1, records=0))
+    w.close(events.SessionEnd(session_id="sess", stream="device", end_ns=T0, records=0))
     segs = segments(tmp_path, "device")
     assert sum(p.stat().st_size for p in segs[:-1]) <= 40 * 1024
     assert not (tmp_path / events.segment_name("host", "app", "sess", "device", 0)).exists()
@@ -144,11 +147,9 @@ def test_segments_are_never_rewritten(tmp_path: Path) -> None:
     existing = tmp_path / events.segment_name("host", "app", "sess", "device", 0)
     existing.write_bytes(b"old\n")
     w = make_writer(tmp_path)
-    try:
-        w.start()
-        raise AssertionError("opening an existing segment must fail")
-    except FileExistsError:
-        pass
+    w.start()  # opening the existing segment fails: the stream stops writing instead of raising (#15)
+    assert isinstance(w.error, FileExistsError)
+    w.close()
     assert existing.read_bytes() == b"old\n"
 
 

@@ -29,7 +29,7 @@ def make_sink(cfg: Config) -> Sink:
         from gpufl.agent.sinks.http import HttpSink
 
         assert cfg.url is not None
-        return HttpSink(cfg.url, cfg.token, cfg.compression, cfg.gzip_level)
+        return HttpSink(cfg.url, cfg.token, cfg.compression, cfg.gzip_level, ca_bundle=cfg.ca_bundle)
     from gpufl.agent.sinks.kafka import KafkaSink
 
     assert cfg.brokers is not None
@@ -72,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # httpx logs every request at INFO: far too much at thousands of batches a minute.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    for w in cfg.warnings:
+        log.warning("%s", w)
     sink: Sink | None = None
     try:
         sink = make_sink(cfg)

@@ -61,7 +61,15 @@ _OPTS: tuple[_Opt, ...] = (
     _Opt("folder", str, None, "log folder to tail (required)"),
     _Opt("type", str, "http", "target type", choices=("http", "kafka")),
     _Opt("url", str, None, "HTTP: ingest base URL, e.g. http://backend:8080/api/v1/events/"),
-    _Opt("token", str, None, "HTTP: bearer token (role ingest)"),
+    _Opt(
+        "token",
+        str,
+        None,
+        "HTTP: bearer token (role ingest). Prefer GPUFL_AGENT_TOKEN or --token-file: a flag is visible to "
+        "every local user in ps",
+    ),
+    _Opt("token-file", str, None, "HTTP: read the bearer token from this file (first line)"),
+    _Opt("ca-bundle", str, None, "HTTPS: PEM file of the CA(s) to trust (default: the system's)"),
     _Opt("brokers", str, None, "Kafka: bootstrap servers, host:port[,host:port]"),
     _Opt("topic-prefix", str, "gpufl", "Kafka: topics are <prefix>.device|scope|system"),
     _Opt("topic-partitions", int, 3, "Kafka: partitions of topics the agent has to create"),
@@ -90,6 +98,8 @@ class Config:
     type: str
     url: str | None
     token: str | None
+    token_file: str | None
+    ca_bundle: str | None
     brokers: str | None
     topic_prefix: str
     topic_partitions: int
@@ -110,6 +120,8 @@ class Config:
     connect_timeout: float
     log_level: str
     kafka_settings: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    """Printed by the command once logging is set up (e.g. a token given on the command line)."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -177,10 +189,35 @@ def parse(argv: Sequence[str] | None = None, environ: dict[str, str] | None = No
         if o.choices and v not in o.choices:
             raise ConfigError(f"{where}: must be one of {', '.join(o.choices)}, not {v!r}")
         values[dest] = v
-    return _finish(values)
+    warnings = []
+    if ns.token is not None:
+        # Any local user sees a process's arguments (ps, /proc/PID/cmdline); the environment and files
+        # are private to the user.
+        warnings.append(
+            "--token puts the token on the command line, where any local user can read it (ps): "
+            "use GPUFL_AGENT_TOKEN or --token-file"
+        )
+    return _finish(values, warnings)
 
 
-def _finish(v: dict[str, Any]) -> Config:
+def _read_token_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            token = f.readline().strip()
+    except OSError as e:
+        raise ConfigError(f"--token-file {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--token-file {path}: not a text file") from None
+    if not token:
+        raise ConfigError(f"--token-file {path}: the first line is empty")
+    return token
+
+
+def _finish(v: dict[str, Any], warnings: list[str] | None = None) -> Config:
+    if v["token_file"] is not None:
+        if v["token"] is not None:
+            raise ConfigError("give a token (--token, GPUFL_AGENT_TOKEN, token =) or --token-file, not both")
+        v["token"] = _read_token_file(v["token_file"])
     if not v["folder"]:
         raise ConfigError("--folder is required (or GPUFL_AGENT_FOLDER)")
     if not os.path.isdir(v["folder"]):
@@ -193,6 +230,11 @@ def _finish(v: dict[str, Any]) -> Config:
             raise ConfigError(f"--url {url!r} must start with http:// or https://")
         if not url.endswith("/"):
             v["url"] = url + "/"
+        if v["ca_bundle"] is not None:
+            if not url.startswith("https://"):
+                raise ConfigError("--ca-bundle verifies an https:// --url; this one is plain http")
+            if not os.path.isfile(v["ca_bundle"]):
+                raise ConfigError(f"--ca-bundle {v['ca_bundle']}: no such file")
         v["compression"] = v["compression"] or "gzip"
         if v["compression"] not in ("gzip", "none"):
             raise ConfigError(f"--compression for http must be gzip or none, not {v['compression']!r}")
@@ -222,4 +264,4 @@ def _finish(v: dict[str, Any]) -> Config:
     cursor_dir = os.path.dirname(os.path.abspath(v["cursor_file"]))
     if not os.access(cursor_dir, os.W_OK):
         raise ConfigError(f"--cursor-file: cannot write in {cursor_dir}")
-    return Config(**v, kafka_settings=kafka_settings)
+    return Config(**v, kafka_settings=kafka_settings, warnings=list(warnings or ()))

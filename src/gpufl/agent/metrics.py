@@ -29,19 +29,44 @@ class Metrics:
         self.dead_letters = Counter(
             "gpufl_agent_dead_letters", "Lines written to the dead-letter file", ["reason"], registry=r
         )
+        self.refused = Counter(
+            "gpufl_agent_records_refused",
+            "Records the target refused for good and the agent passed over, by reason (pruned: the "
+            "backend's retention deleted their session); not retried, not dead-lettered",
+            ["reason"],
+            registry=r,
+        )
         self.vanished = Counter(
             "gpufl_agent_segments_vanished", "Segments deleted before they were fully read", registry=r
         )
-        self.lag_bytes = Gauge("gpufl_agent_lag_bytes", "Bytes in the folder not yet delivered", registry=r)
-        self.lag_seconds = Gauge(
-            "gpufl_agent_lag_seconds", "How long the oldest undelivered data has been waiting", registry=r
+        # The lag is unknown until the first scan has measured the folder: NaN, not 0, since 0 means
+        # "everything present was shipped" (an agent starting in front of a backlog read 0 for ~0.4 s).
+        # NaN fails every comparison in PromQL, so neither "lag == 0" nor "lag > X" holds on it;
+        # gpufl_agent_lag_known says so explicitly for rules that want to alert on it.
+        self.lag_bytes = Gauge(
+            "gpufl_agent_lag_bytes",
+            "Bytes in the folder not yet delivered (NaN until the first scan)",
+            registry=r,
         )
+        self.lag_seconds = Gauge(
+            "gpufl_agent_lag_seconds",
+            "How long the oldest undelivered data has been waiting (NaN until the first scan)",
+            registry=r,
+        )
+        self.lag_known = Gauge(
+            "gpufl_agent_lag_known",
+            "1 once a scan of the folder has measured the lag gauges, 0 before (they are NaN then)",
+            registry=r,
+        )
+        self.lag_bytes.set(float("nan"))
+        self.lag_seconds.set(float("nan"))
         self.segments = Gauge("gpufl_agent_segments", "Segment files in the folder", registry=r)
         self.sessions = Gauge("gpufl_agent_sessions", "Sessions in the folder", registry=r)
         self._lock = threading.Lock()
         self.total_events = 0
         self.total_retries = 0
         self.total_dead = 0
+        self.total_refused = 0
         self._last_t = time.monotonic()
         self._last_events = 0
 
@@ -64,6 +89,11 @@ class Metrics:
         with self._lock:
             self.total_dead += 1
 
+    def refused_records(self, kind: str, n: int) -> None:
+        self.refused.labels(kind).inc(n)
+        with self._lock:
+            self.total_refused += n
+
     def serve(self, port: int, addr: str) -> None:
         start_http_server(port, addr=addr, registry=self.registry)
 
@@ -73,9 +103,13 @@ class Metrics:
             events = self.total_events
             rate = (events - self._last_events) / max(1e-9, now - self._last_t)
             self._last_t, self._last_events = now, events
-            retries, dead = self.total_retries, self.total_dead
+            retries, dead, refused = self.total_retries, self.total_dead, self.total_refused
+        if self.lag_known._value.get():
+            lag = f"{int(self.lag_bytes._value.get())}B/{self.lag_seconds._value.get():.1f}s"
+        else:
+            lag = "unknown"
         return (
-            f"events={events} rate={rate:.0f}/s lag={int(self.lag_bytes._value.get())}B/"
-            f"{self.lag_seconds._value.get():.1f}s retries={retries} dead_letters={dead} "
+            f"events={events} rate={rate:.0f}/s lag={lag} retries={retries} dead_letters={dead} "
+            f"refused={refused} "
             f"sessions={int(self.sessions._value.get())}"
         )

@@ -14,6 +14,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from gpufl.agent import discovery, liveness, tailer
 from gpufl.agent.batcher import Batch, BatchBuilder, Piece
@@ -116,6 +117,8 @@ class Agent:
         self._threads: list[threading.Thread] = []
         self._sender_error: BaseException | None = None
         self._pending_since: dict[discovery.StreamKey, float] = {}
+        self._refused_sessions: set[str] = set()
+        self._refused_lock = threading.Lock()
         self._last_lag = 0.0
         self._last_status = time.monotonic()
 
@@ -129,6 +132,12 @@ class Agent:
             self._threads.append(t)
         code = 0
         try:
+            # Measure the backlog before reading any of it: until a scan has, the lag gauges say unknown
+            # (NaN), and the first round may spend a while reading and blocked on the senders.
+            try:
+                self._update_lag(discovery.scan(self.s.folder))
+            except OSError:
+                pass  # reported by the first round; the lag stays unknown until a scan succeeds
             while not self.stop_event.is_set():
                 progressed, waiting = self._round()
                 if self._sender_error is not None:
@@ -202,14 +211,33 @@ class Agent:
             self.stop_event.set()
 
     def _acknowledged(self, batch: Batch, result: Result) -> None:
+        refused: dict[str, list[Any]] = {}  # session -> [records, the backend's reason]
         for r in result.rejected:
             try:
                 piece, offset, line = batch.locate(r.index)
             except IndexError:
                 log.error("target rejected index %d of a %d-record batch", r.index, batch.count)
                 continue
+            if r.code == "pruned":
+                # The backend's retention deleted this record's session: storing the rest would only make a
+                # fragment of it. Final, not transient: pass over it (no retry), and no dead letter either,
+                # since nothing is wrong with the line and the segment still holds it for a re-delivery.
+                refused.setdefault(piece.session_id, [0, r.reason])[0] += 1
+                continue
             self.dead.add(piece.segment, offset, line, f"rejected by target: {r.reason}")
             self.metrics.dead_letter("rejected")
+        for sid, (n, reason) in refused.items():
+            self.metrics.refused_records("pruned", n)
+            with self._refused_lock:
+                first = sid not in self._refused_sessions
+                self._refused_sessions.add(sid)
+            if first:
+                log.warning(
+                    "session %s: passing over records the target refuses (%s); counted in "
+                    "gpufl_agent_records_refused_total, logged once per session",
+                    sid,
+                    reason,
+                )
         self.metrics.delivered(
             batch.stream, batch.count - len(result.rejected), batch.nbytes, result.duplicates
         )
@@ -394,6 +422,7 @@ class Agent:
             del self._pending_since[key]
         self.metrics.lag_bytes.set(lag)
         self.metrics.lag_seconds.set(oldest)
+        self.metrics.lag_known.set(1)
         self.metrics.segments.set(sum(len(v) for v in found.values()))
         self.metrics.sessions.set(len({k[0] for k in found}))
 

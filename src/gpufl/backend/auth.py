@@ -3,18 +3,22 @@
 A token is ``gpufl_<id>_<secret>``: the id finds the row, the secret's hash is compared with
 ``hmac.compare_digest`` (timing-safe). Nothing is cached, so a revocation takes effect on the next request
 on every backend sharing the store. The bootstrap admin token from ``GPUFL_ADMIN_TOKEN`` may be any string;
-it is stored under the fixed id ``bootstrap`` and checked the same way.
+it is stored under the fixed id ``bootstrap`` (or, in the generated format, under its own id) and checked
+the same way (``install_bootstrap``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 from enum import StrEnum
 
 from gpufl.backend.store import SqlStore
+
+log = logging.getLogger("gpufl.backend")
 
 
 class Role(StrEnum):
@@ -44,13 +48,59 @@ def create_key(store: SqlStore, role: Role, name: str) -> tuple[str, str]:
     return key_id, token
 
 
+class BootstrapError(ValueError):
+    """GPUFL_ADMIN_TOKEN cannot be installed: the backend refuses to start (one line on stderr)."""
+
+
+# Printable ASCII without spaces: what a client can put after "Bearer " (the server strips whitespace).
+_SENDABLE = re.compile(r"[\x21-\x7e]+")
+
+
 def install_bootstrap(store: SqlStore, admin_token: str | None) -> str | None:
-    """Install GPUFL_ADMIN_TOKEN as the bootstrap admin key; without it, generate an admin key on first start
-    (no active admin key yet) and return its token so the caller prints it once."""
+    """Install GPUFL_ADMIN_TOKEN as an admin key; without it, generate an admin key on first start (no
+    active admin key yet) and return its token so the caller prints it once.
+
+    - Any string works. One in the generated format (``gpufl_<16 hex>_<secret>``: a token a backend
+      printed, set as GPUFL_ADMIN_TOKEN) is installed under the id inside it, since that is the id
+      ``authenticate`` looks it up by; other strings under the id ``bootstrap``. If that id already holds
+      another key (a different secret, or a role other than admin) the backend refuses to start rather
+      than replace or promote it.
+    - A revocation sticks: if the stored key has this very token's hash and was revoked (``DELETE
+      /keys/<id>``, ``keys revoke``), it stays revoked across restarts, with a warning; a leaked token
+      must not come back because the environment still names it. Setting a new GPUFL_ADMIN_TOKEN rotates
+      it.
+    """
     if admin_token:
-        store.put_key(
-            BOOTSTRAP_ID, "bootstrap (GPUFL_ADMIN_TOKEN)", Role.admin.value, hash_secret(admin_token)
-        )
+        if not _SENDABLE.fullmatch(admin_token):
+            raise BootstrapError(
+                "GPUFL_ADMIN_TOKEN cannot be sent in an Authorization header: use printable ASCII without "
+                "spaces (e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
+            )
+        m = _TOKEN.match(admin_token)
+        key_id, secret = (m.group(1), m.group(2)) if m else (BOOTSTRAP_ID, admin_token)
+        h = hash_secret(secret)
+        row = store.get_key(key_id)
+        if row is not None and m is not None:
+            role, stored, _ = row
+            if not hmac.compare_digest(stored, h):
+                raise BootstrapError(
+                    f"GPUFL_ADMIN_TOKEN has the format of a generated token, but key {key_id} exists with a "
+                    "different secret: use the key's own token, or another string"
+                )
+            if role != Role.admin.value:
+                raise BootstrapError(
+                    f"GPUFL_ADMIN_TOKEN is the token of key {key_id}, role {role}, not admin: "
+                    "it will not be promoted; use an admin token"
+                )
+        if row is not None and hmac.compare_digest(row[1], h):
+            if row[2] is not None:
+                log.warning(
+                    "GPUFL_ADMIN_TOKEN (key %s) was revoked and stays revoked: set a new GPUFL_ADMIN_TOKEN "
+                    "to rotate it",
+                    key_id,
+                )
+            return None  # installed before (and its role checked above or fixed as admin)
+        store.put_key(key_id, "bootstrap (GPUFL_ADMIN_TOKEN)", Role.admin.value, h)
         return None
     if store.has_active_admin():
         return None
@@ -67,6 +117,11 @@ class AuthError(Exception):
 
 def authenticate(store: SqlStore, token: str | None) -> Role:
     """The role of a valid, unrevoked token, else AuthError(401)."""
+    return authenticate_key(store, token)[1]
+
+
+def authenticate_key(store: SqlStore, token: str | None) -> tuple[str, Role]:
+    """(key id, role) of a valid, unrevoked token, else AuthError(401). The id keys the rate limits."""
     if not token:
         raise AuthError(401, "missing bearer token")
     m = _TOKEN.match(token)
@@ -79,7 +134,7 @@ def authenticate(store: SqlStore, token: str | None) -> Role:
         raise AuthError(401, "invalid token")
     if row[2] is not None:
         raise AuthError(401, "token revoked")
-    return Role(row[0])
+    return key_id, Role(row[0])
 
 
 def allowed(role: Role, needed: Role) -> bool:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+import os
 import socket
+import ssl
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -34,6 +36,13 @@ _SERVE_FLAGS: tuple[tuple[str, str, type], ...] = (
     ("--max-decompressed-bytes", "max_decompressed_bytes", int),
     ("--max-inflight-bytes", "max_inflight_bytes", int),
     ("--duckdb-memory-limit", "duckdb_memory_limit", int),
+    ("--retention-quiet-s", "retention_quiet_s", float),
+    ("--tls-cert", "tls_cert", str),
+    ("--tls-key", "tls_key", str),
+    ("--rate-limit-ingest", "rate_limit_ingest", float),
+    ("--rate-limit-ingest-burst", "rate_limit_ingest_burst", int),
+    ("--rate-limit-query", "rate_limit_query", float),
+    ("--rate-limit-query-burst", "rate_limit_query_burst", int),
 )
 
 
@@ -64,6 +73,25 @@ def _settings(ns: argparse.Namespace) -> Settings:
         die(f"invalid setting {'.'.join(str(x) for x in err['loc'])}: {err['msg']}", 2)
 
 
+def _check_tls(settings: Settings) -> None:
+    """Both TLS files or neither, and loadable: one clear line now rather than uvicorn's traceback later."""
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        die("--tls-cert and --tls-key go together (GPUFL_TLS_CERT, GPUFL_TLS_KEY)", 2)
+    if settings.tls_cert is None or settings.tls_key is None:
+        return
+    for flag, path in (("--tls-cert", settings.tls_cert), ("--tls-key", settings.tls_key)):
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as e:
+            die(f"{flag} {path}: {e.strerror or e}", 2)
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(settings.tls_cert, settings.tls_key)
+    except ssl.SSLError as e:  # (an OSError too: the files were readable above)
+        die(f"--tls-cert/--tls-key: not a matching PEM certificate and private key ({e.reason or e})", 2)
+
+
 def _open_store(settings: Settings) -> Any:
     from gpufl.backend.store import StoreError, open_store
 
@@ -81,6 +109,7 @@ def serve(argv: Sequence[str]) -> None:
     p.add_argument("--log-level", default="info")
     ns = p.parse_args(argv)
     settings = _settings(ns)
+    _check_tls(settings)
     logging.basicConfig(level=ns.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from gpufl.backend.limits import tune_malloc
 
@@ -92,9 +121,13 @@ def serve(argv: Sequence[str]) -> None:
         except OSError as e:
             die(f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}")
     store = _open_store(settings)
-    from gpufl.backend.auth import install_bootstrap
+    from gpufl.backend.auth import BootstrapError, install_bootstrap
 
-    token = install_bootstrap(store, settings.admin_token)
+    try:
+        token = install_bootstrap(store, settings.admin_token)
+    except BootstrapError as e:
+        store.close()
+        die(str(e))
     if token:
         print(f"bootstrap admin token (shown once, store it now): {token}", flush=True)
 
@@ -109,7 +142,14 @@ def serve(argv: Sequence[str]) -> None:
     # 0.5 ms; in the ingest benchmark the write lock is held 5-10 % less). Costs a few more switches.
     sys.setswitchinterval(0.0005)
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level=ns.log_level.lower())
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=ns.log_level.lower(),
+            ssl_certfile=settings.tls_cert,
+            ssl_keyfile=settings.tls_key,
+        )
     finally:
         store.close()
 
@@ -118,19 +158,28 @@ def _backend_url(settings: Settings, url: str | None) -> str:
     if url:
         return url.rstrip("/")
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-    return f"http://{host}:{settings.port}"
+    # With GPUFL_TLS_CERT set the backend serves HTTPS only.
+    return f"{'https' if settings.tls_cert else 'http'}://{host}:{settings.port}"
+
+
+_verify: ssl.SSLContext | bool = True
+"""How the admin commands verify an https backend: the system's CAs, or --ca-bundle's."""
 
 
 def _running(url: str) -> bool:
     try:
-        return httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200
+        return httpx.get(f"{url}/healthz", timeout=1.0, verify=_verify).status_code == 200
+    except httpx.ConnectError as e:
+        if "CERTIFICATE_VERIFY_FAILED" in str(e):  # it runs, and opening its store would be wrong
+            die(f"{url}: the backend's TLS certificate is not trusted ({e}): pass --ca-bundle")
+        return False
     except httpx.HTTPError:
         return False
 
 
 def _api(method: str, url: str, token: str | None, path: str, body: Any = None) -> Any:
     if not token:
-        die(f"a backend is running at {url}: pass --token or set GPUFL_ADMIN_TOKEN (an admin token)")
+        die(f"a backend is running at {url}: set GPUFL_ADMIN_TOKEN or pass --token-file (an admin token)")
     try:
         r = httpx.request(
             method,
@@ -138,6 +187,7 @@ def _api(method: str, url: str, token: str | None, path: str, body: Any = None) 
             json=body,
             timeout=30.0,
             headers={"Authorization": f"Bearer {token}"},
+            verify=_verify,
         )
     except httpx.HTTPError as e:
         die(f"request to {url} failed: {e}")
@@ -160,8 +210,15 @@ def admin_command(cmd: str, argv: Sequence[str]) -> None:
     # The common flags go on the parser that parses last (argparse sub-parsers would reset them otherwise).
     common = _Parser(add_help=False)
     _add_settings_flags(common)
-    common.add_argument("--url", help="backend URL (default http://<host>:<port>)")
-    common.add_argument("--token", help="admin token for a running backend (default env GPUFL_ADMIN_TOKEN)")
+    common.add_argument("--url", help="backend URL (default http(s)://<host>:<port>)")
+    common.add_argument(
+        "--ca-bundle", help="PEM CA file to verify an https backend with (default env GPUFL_CA_BUNDLE)"
+    )
+    common.add_argument(
+        "--token",
+        help="admin token for a running backend (default env GPUFL_ADMIN_TOKEN; a flag is visible in ps)",
+    )
+    common.add_argument("--token-file", help="read the admin token from this file (first line)")
     if cmd == "keys":
         p = _Parser(prog=f"gpufl-backend {cmd}")
         sub = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
@@ -176,7 +233,26 @@ def admin_command(cmd: str, argv: Sequence[str]) -> None:
     ns = p.parse_args(argv)
     settings = _settings(ns)
     url = _backend_url(settings, ns.url)
+    ca_bundle = ns.ca_bundle or os.environ.get("GPUFL_CA_BUNDLE")
+    if ca_bundle:
+        global _verify
+        try:
+            _verify = ssl.create_default_context(cafile=ca_bundle)
+        except (OSError, ssl.SSLError) as e:
+            die(f"--ca-bundle {ca_bundle}: not a readable PEM CA file ({e})", 2)
     token = ns.token or settings.admin_token
+    if ns.token is not None:
+        print(
+            "gpufl-backend: warning: --token puts the token on the command line, where any local user can"
+            " read it (ps): use GPUFL_ADMIN_TOKEN or --token-file",
+            file=sys.stderr,
+        )
+    if ns.token_file is not None:
+        try:
+            with open(ns.token_file, encoding="utf-8") as f:
+                token = f.readline().strip()
+        except (OSError, UnicodeDecodeError) as e:
+            die(f"--token-file {ns.token_file}: {getattr(e, 'strerror', None) or e}", 2)
     remote = _running(url)
     store: Any = None if remote else _open_store(settings)
     try:
@@ -187,7 +263,12 @@ def admin_command(cmd: str, argv: Sequence[str]) -> None:
             else:
                 from gpufl.backend.retention import prune
 
-                reasons = prune(store, settings.retention_days, settings.max_store_bytes)
+                reasons = prune(
+                    store,
+                    settings.retention_days,
+                    settings.max_store_bytes,
+                    quiet_s=settings.retention_quiet_s,
+                )
             for sid, why in reasons.items():
                 print(f"deleted {sid} ({why})")
             return

@@ -15,10 +15,10 @@ nothing until the decode has cleared the batch, and throws its parse away otherw
 from __future__ import annotations
 
 import gc
+import logging
 import operator
 import re
 import threading
-import types
 import typing
 import zlib
 from collections import defaultdict
@@ -33,6 +33,8 @@ import msgspec
 from gpufl import events as ev
 from gpufl.backend.store import IngestOutcome, SqlStore, ValueOutOfRange
 from gpufl.backend.store.base import JSON_TYPES
+
+log = logging.getLogger("gpufl.backend.ingest")
 
 _RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
 _SEQ_PROBE = msgspec.json.Decoder(dict[str, Any])
@@ -51,6 +53,10 @@ class Rejected:
     index: int
     seq: int | None
     reason: str
+    code: str = "invalid"
+    """What the sender should do with the record (docs/ingest-protocol.md): ``invalid`` — it breaks the
+    event contract, keep it aside (the agent dead-letters it); ``pruned`` — its session was deleted by
+    retention, so it is refused for good: count it and move on."""
 
 
 @dataclass
@@ -63,8 +69,66 @@ class BatchResult:
         return {
             "stored": self.stored,
             "duplicates": self.duplicates,
-            "rejected": [{"index": r.index, "seq": r.seq, "reason": r.reason} for r in self.rejected],
+            "rejected": [
+                {"index": r.index, "seq": r.seq, "reason": r.reason, "code": r.code} for r in self.rejected
+            ],
         }
+
+
+# ---- records of sessions that retention deleted ----------------------------------------------------------
+
+PRUNED = "pruned"
+REDELIVER_HEADER = "X-Gpufl-Redeliver"
+
+_logged_refusals: dict[str, None] = {}
+"""Sessions whose refusal this process has logged (insertion-ordered, bounded): logged once, not per batch."""
+_logged_lock = threading.Lock()
+
+
+def _pruned_reason(sid: str, redeliver: bool) -> str:
+    if redeliver:
+        return (
+            f"session {sid} was deleted by retention: a re-delivery ({REDELIVER_HEADER}: 1) re-creates it only "
+            "from a batch that holds its session_start record"
+        )
+    return (
+        f"session {sid} was deleted by retention: its late records are refused (re-deliver the whole session "
+        f"with {REDELIVER_HEADER}: 1 to restore it)"
+    )
+
+
+def _refuse(
+    res: BatchResult,
+    out: IngestOutcome,
+    recs: Sequence[ev.Record],
+    idx: Sequence[int] | None,
+    redeliver: bool,
+) -> BatchResult:
+    """Add the store's refusals (``out.refused``: positions in ``recs``, whose batch indices are ``idx``, or
+    the same positions when None) to ``res`` as per-line rejections with code ``pruned``."""
+    if not out.refused:
+        return res
+    for sid, positions in out.refused.items():
+        reason = _pruned_reason(sid, redeliver)
+        res.rejected.extend(
+            Rejected(p if idx is None else idx[p], recs[p].seq, reason, PRUNED) for p in positions
+        )
+        with _logged_lock:
+            first = sid not in _logged_refusals
+            if first:
+                _logged_refusals[sid] = None
+                if len(_logged_refusals) > 10_000:
+                    del _logged_refusals[next(iter(_logged_refusals))]
+        if first:
+            log.warning(
+                "refusing records of session %s: it was deleted by retention (%d in this batch%s; logged "
+                'once per session, counted in gpufl_ingest_rejected_records_total{reason="pruned"})',
+                sid,
+                len(positions),
+                ", a re-delivery without its session_start" if redeliver else "",
+            )
+    res.rejected.sort(key=lambda r: r.index)
+    return res
 
 
 _SLICE = 1 << 20
@@ -136,10 +200,16 @@ _NON_SPACE = re.compile(rb"\S")
 
 
 def ingest_body(
-    store: SqlStore, stream: str, body: bytes, json_array: bool | None, max_records: int
+    store: SqlStore,
+    stream: str,
+    body: bytes,
+    json_array: bool | None,
+    max_records: int,
+    redeliver: bool = False,
 ) -> BatchResult:
     """Ingest a request body: a JSON array or NDJSON (detected from the first non-blank byte when
     ``json_array`` is None). Raises BadBody (nothing usable, no records) or TooLarge (over ``max_records``).
+    ``redeliver``: the body is part of a deliberate re-delivery of whole sessions (``SqlStore.ingest``).
 
     NDJSON is decoded without splitting it into lines first (its newlines become the commas of one JSON
     array); it is split only when that fails (a blank line, a bad record) or when the store needs one size
@@ -156,7 +226,7 @@ def ingest_body(
         n = body.count(b"\n", 0, end) + 1
         if end and n <= max_records:
             with _gc_paused():
-                res = _ingest_lines(store, stream, body, n, end)
+                res = _ingest_lines(store, stream, body, n, end, redeliver)
             if res is not None:
                 return res
             tried = n
@@ -167,7 +237,7 @@ def ingest_body(
         raise BadBody("no records in body")
     with _gc_paused():
         # Without blank lines the lines are the records already tried whole: go record by record.
-        return _ingest_raws(store, stream, raws, fast=len(raws) != tried)
+        return _ingest_raws(store, stream, raws, fast=len(raws) != tried, redeliver=redeliver)
 
 
 def _probe_seq(raw: bytes) -> int | None:
@@ -178,25 +248,7 @@ def _probe_seq(raw: bytes) -> int | None:
     return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
 
 
-_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 MAX_OPTIONS_DEPTH = 32
-
-
-# Top-level integer fields per record type: they become BIGINT columns, so they must fit in 64 bits
-# (msgspec accepts up to 2^64 - 1). Checked per column with min/max, per record only when one is off.
-def _is_int(tp: Any) -> bool:
-    """``int`` or ``int | None`` (not containers of ints)."""
-    return tp is int or (isinstance(tp, types.UnionType) and set(typing.get_args(tp)) == {int, type(None)})
-
-
-_INT_FIELDS: dict[type[ev.Record], tuple[str, ...]] = {
-    t: tuple(f.name for f in msgspec.structs.fields(t) if _is_int(f.type)) for t in ev.EVENT_TYPES
-}
-
-
-def _out_of_range(recs: list[ev.Record], name: str) -> bool:
-    vals = [v for v in (getattr(r, name) for r in recs) if v is not None]
-    return bool(vals) and (min(vals) < _I64_MIN or max(vals) > _I64_MAX)
 
 
 def _depth(obj: Any, limit: int) -> int:
@@ -210,25 +262,6 @@ def _depth(obj: Any, limit: int) -> int:
     return 0
 
 
-def _range_check(good: list[ev.Record], idx: list[int], res: BatchResult) -> set[int]:
-    """Positions in ``good`` of records with an integer field outside int64 (recorded as rejections)."""
-    by_type: dict[type[ev.Record], list[int]] = defaultdict(list)
-    for pos, r in enumerate(good):
-        by_type[type(r)].append(pos)
-    bad: set[int] = set()
-    for t, positions in by_type.items():
-        recs = [good[p] for p in positions]
-        for name in _INT_FIELDS[t]:
-            if not _out_of_range(recs, name):
-                continue
-            for p in positions:
-                v = getattr(good[p], name)
-                if v is not None and not (_I64_MIN <= v <= _I64_MAX) and p not in bad:
-                    bad.add(p)
-                    res.rejected.append(Rejected(idx[p], good[p].seq, f"{name} out of 64-bit range: {v}"))
-    return bad
-
-
 def validate(stream: str, raws: list[bytes]) -> tuple[list[ev.Record], list[int], BatchResult]:
     """Decode every raw record; return the valid ones, their sizes, and a result holding the rejections
     (record by record through ``gpufl.events.decode``, which gives each rejection its reason).
@@ -240,25 +273,10 @@ def validate(stream: str, raws: list[bytes]) -> tuple[list[ev.Record], list[int]
 
 _BATCH: msgspec.json.Decoder[list[Any]] = msgspec.json.Decoder(list[ev.Event])
 _FIELDS = {t: [f.name for f in msgspec.structs.fields(t)] for t in ev.EVENT_TYPES}
-_TIME_FIELDS = ("start_ns", "end_ns", "ts_ns", "api_start_ns")
-_MAX = 2**63 - 1
-
-
-# Types that arrive in bulk: every top-level integer field of theirs is a BIGINT column, so an integer
-# past int64 makes the store raise ValueOutOfRange and the batch is redone record by record. The other
-# (rare) types are range-checked here, column-wise.
-BULK_TYPES: tuple[type[ev.Record], ...] = (
-    ev.Kernel,
-    ev.Memcpy,
-    ev.Memset,
-    ev.ScopeBegin,
-    ev.ScopeEnd,
-    ev.ProfileSample,
-    ev.SystemSample,
-    ev.DictEntry,
-)
 _OPTIONAL = {t: {f.name for f in msgspec.structs.fields(t) if f.default is None} for t in ev.EVENT_TYPES}
-
+# Every number's range is a constraint of the contract's types, which ``_BATCH`` enforces as it decodes: a
+# batch with a value out of range fails to decode whole and is redone record by record, where that record
+# is rejected with its reason.
 
 Columns = dict[type[ev.Record], dict[str, Sequence[Any]]]
 
@@ -285,7 +303,7 @@ def _validate_fast(stream: str, raws: list[bytes]) -> tuple[list[ev.Record], Col
 
 def _checked_columns(stream: str, recs: list[ev.Record]) -> Columns | None:
     """Per record type, the columns of its records' fields, if every record passes exactly the checks of
-    ``_validate_slow`` (integers past int64 in bulk types aside: the store catches those); else None."""
+    ``_validate_slow``; else None."""
     groups: dict[type[ev.Record], list[ev.Record]]
     if len(set(map(type, recs))) == 1:  # the usual batch: one type
         groups = {type(recs[0]): recs}
@@ -310,13 +328,13 @@ _astuple = msgspec.structs.astuple
 
 def _group_ok(t: type[ev.Record], rs: list[ev.Record], cols: dict[str, Sequence[Any]], stream: str) -> bool:
     """Column-wise form of ``gpufl.events.check`` plus this module's own checks, for records of one type
-    (integers already known to fit in int64); ``cols``: their fields as columns."""
+    (decoded, so within the contract's types and ranges); ``cols``: their fields as columns."""
     if ev.type_tag(t) not in ev.STREAM_TYPES[stream]:
         return False
     if cols["stream"].count(stream) != len(rs):
         return False
-    sids = set(cols["session_id"])  # usually one: check each distinct id once
-    if min(map(len, sids)) < 1 or max(map(len, sids)) > 64:
+    # Usually one id per batch: the id's form is checked once per distinct id.
+    if not all(map(ev.valid_session_id, set(cols["session_id"]))):
         return False
     if min(cols["seq"]) < 0:
         return False
@@ -325,21 +343,8 @@ def _group_ok(t: type[ev.Record], rs: list[ev.Record], cols: dict[str, Sequence[
         for r in rs
     ):
         return False
-    optional = _OPTIONAL[t]
-    for n in _TIME_FIELDS:
-        if n not in cols:
-            continue
-        col = cols[n]
-        # filter(None) drops the Nones in C (and zeros, which can't be out of range either).
-        vals = list(filter(None, col)) if n in optional else col
-        if vals and (min(vals) < 0 or max(vals) > _MAX):
-            return False
-    if t not in BULK_TYPES:
-        for n in _INT_FIELDS[t]:
-            vals = [v for v in cols[n] if v is not None]
-            if vals and (min(vals) < _I64_MIN or max(vals) > _I64_MAX):
-                return False
     if "start_ns" in cols and "end_ns" in cols:
+        optional = _OPTIONAL[t]
         starts: Sequence[Any]
         ends: Sequence[Any]
         if "start_ns" in optional or "end_ns" in optional:
@@ -360,7 +365,6 @@ def _validate_slow(stream: str, raws: list[bytes]) -> tuple[list[ev.Record], lis
     res = BatchResult()
     good: list[ev.Record] = []
     sizes: list[int] = []
-    idx: list[int] = []
     decode = ev.decode
     for i, raw in enumerate(raws):
         try:
@@ -375,20 +379,11 @@ def _validate_slow(stream: str, raws: list[bytes]) -> tuple[list[ev.Record], lis
                 and _depth(rec.options, MAX_OPTIONS_DEPTH) > MAX_OPTIONS_DEPTH
             ):
                 raise ev.ContractError(f"options nested deeper than {MAX_OPTIONS_DEPTH} levels")
-        except ev.ContractError as e:
+        except ev.ContractError as e:  # the only error decode raises, whatever the bytes
             res.rejected.append(Rejected(i, _probe_seq(raw), _reason(raw, e)))
-            continue
-        except RecursionError:
-            res.rejected.append(Rejected(i, None, "JSON nested too deeply"))
             continue
         good.append(rec)
         sizes.append(len(raw))
-        idx.append(i)
-    bad = _range_check(good, idx, res)
-    if bad:
-        good = [r for p, r in enumerate(good) if p not in bad]
-        sizes = [n for p, n in enumerate(sizes) if p not in bad]
-        res.rejected.sort(key=lambda r: r.index)
     return good, sizes, res
 
 
@@ -520,7 +515,7 @@ def _guess_type(body: bytes, end: int) -> type[ev.Record] | None:
 
 
 def _ingest_lines(
-    store: SqlStore, stream: str, body: bytes, n: int, end: int | None = None
+    store: SqlStore, stream: str, body: bytes, n: int, end: int | None = None, redeliver: bool = False
 ) -> BatchResult | None:
     """Ingest the NDJSON ``body[:end]`` (``end``: after its last line's last byte, the rest of ``body``
     newlines, if any) of ``n`` lines (none of them blank if it is to decode), or None when the batch does
@@ -572,30 +567,38 @@ def _ingest_lines(
     columns = _checked_columns(stream, recs)
     if columns is not None:
         try:
-            out = store.ingest(stream, recs, _LineSizes(text, n), columns=columns)
-            return BatchResult(out.stored, out.duplicates)
+            out = store.ingest(stream, recs, _LineSizes(text, n), columns=columns, redeliver=redeliver)
+            return _refuse(BatchResult(out.stored, out.duplicates), out, recs, None, redeliver)
         except ValueOutOfRange:
             pass  # an integer past int64 (the transaction rolled back): find it record by record
-    return _ingest_slow(store, stream, text.split(b"\n"))
+    return _ingest_slow(store, stream, text.split(b"\n"), redeliver)
 
 
-def _ingest_raws(store: SqlStore, stream: str, raws: list[bytes], fast: bool = True) -> BatchResult:
+def _ingest_raws(
+    store: SqlStore, stream: str, raws: list[bytes], fast: bool = True, redeliver: bool = False
+) -> BatchResult:
     if fast:
         checked = _validate_fast(stream, raws)
         if checked is not None:
             try:
-                out = store.ingest(stream, checked[0], list(map(len, raws)), columns=checked[1])
-                return BatchResult(out.stored, out.duplicates)
+                out = store.ingest(
+                    stream, checked[0], list(map(len, raws)), columns=checked[1], redeliver=redeliver
+                )
+                return _refuse(BatchResult(out.stored, out.duplicates), out, checked[0], None, redeliver)
             except ValueOutOfRange:
                 pass  # an integer past int64 (the transaction rolled back): find it record by record
-    return _ingest_slow(store, stream, raws)
+    return _ingest_slow(store, stream, raws, redeliver)
 
 
-def _ingest_slow(store: SqlStore, stream: str, raws: list[bytes]) -> BatchResult:
+def _ingest_slow(store: SqlStore, stream: str, raws: list[bytes], redeliver: bool = False) -> BatchResult:
     good, sizes, res = _validate_slow(stream, raws)
     if good:
-        out = store.ingest(stream, good, sizes)
+        out = store.ingest(stream, good, sizes, redeliver=redeliver)
         res.stored, res.duplicates = out.stored, out.duplicates
+        if out.refused:
+            # The valid records are the batch's records less the rejected ones, in order.
+            bad = {r.index for r in res.rejected}
+            _refuse(res, out, good, [i for i in range(len(raws)) if i not in bad], redeliver)
     return res
 
 

@@ -133,7 +133,9 @@ class KafkaBridge:
 
     def _account(self, stream: str, res: BatchResult) -> None:
         for r in res.rejected:
-            log.warning("kafka: rejected %s record (seq %s): %s", stream, r.seq, r.reason)
+            # A pruned session's records can come by the thousand: the ingest path logs them once per session.
+            if r.code != "pruned":
+                log.warning("kafka: rejected %s record (seq %s): %s", stream, r.seq, r.reason)
         if self.metrics is None:
             return
         self.metrics.records.labels("stored", stream).inc(res.stored)

@@ -40,6 +40,8 @@ class Metrics:
 def reason_class(reason: str) -> str:
     """A low-cardinality label for a rejection reason."""
     r = reason.lower()
+    if "deleted by retention" in r:  # gpufl.backend.ingest._pruned_reason: refused, not invalid
+        return "pruned"
     if r.startswith("malformed json") or "nested" in r:
         return "malformed"
     if "posted to /events" in r or "does not belong on stream" in r:

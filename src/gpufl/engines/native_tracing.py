@@ -12,8 +12,6 @@ from __future__ import annotations
 import collections
 import ctypes.util
 import glob
-import importlib.abc
-import importlib.util
 import logging
 import os
 import sys
@@ -22,7 +20,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from gpufl import events
-from gpufl.engines import EngineUnavailable
+from gpufl.engines import EngineUnavailable, handover
 from gpufl.engines.tracing import (
     _cause_code,
     _explain,
@@ -152,7 +150,8 @@ class NativeTracingEngine:
             raise EngineUnavailable("no_cuda_device", f"CUDA devices could not be queried: {e!r}") from None
         if not devices:
             raise EngineUnavailable("no_cuda_device", "no CUDA device is visible")
-        if _libcupti_path and "NVTX_INJECTION64_PATH" not in os.environ:
+        nvtx_on = os.environ.get("GPUFL_NATIVE_NVTX", "1") != "0"  # diagnostics: NVTX off entirely
+        if nvtx_on and _libcupti_path and "NVTX_INJECTION64_PATH" not in os.environ:
             # NVTX calls reach CUPTI (and so us) only when NVTX loads it; read at the first NVTX call.
             os.environ["NVTX_INJECTION64_PATH"] = _libcupti_path
         clock = measure_clock_offset(native.timestamp)
@@ -208,7 +207,7 @@ class NativeTracingEngine:
             )
         self.started = True
         self._paused_at = None
-        _install_torch_profiler_hook(self)
+        handover.install_torch_profiler_hook(self)
         self._nvtx_stop.clear()
         self._nvtx_thread = threading.Thread(target=self._nvtx_loop, name="gpufl-nvtx", daemon=True)
         self._nvtx_thread.start()
@@ -271,13 +270,14 @@ class NativeTracingEngine:
             self._scopes.popitem(last=False)
 
     def pause(self, reason: str) -> None:
-        """Step aside for another CUPTI client (torch.profiler): flush, unsubscribe, finalize; the gap is
-        recorded when tracing resumes."""
+        """Step aside for another CUPTI client (torch.profiler): flush, disable, unsubscribe — not finalize,
+        which would tear down CUPTI under the client that takes it over next (see stop_tracing in
+        _native.c); the gap is recorded when tracing resumes."""
         if not self.started or self._paused_at is not None:
             return
         self._paused_at = time.time_ns()
         self._pause_reason = reason
-        self.native.stop()
+        self.native.stop(False)
         log.warning("gpufl: %s started: gpufl's kernel tracing steps aside until it stops", reason)
 
     def resume(self) -> None:
@@ -296,6 +296,7 @@ class NativeTracingEngine:
             self.native.start(self.session.options.cupti_buffer_bytes, FLUSH_PERIOD_MS)
         except RuntimeError as e:
             self._release()
+            handover.cupti_kept_by_profiler(self.native.finalize)
             self.session.notice(
                 "cupti_busy",
                 f"kernel tracing could not resume after {self._pause_reason} ({e}); it stays off for this session",
@@ -350,78 +351,13 @@ class NativeTracingEngine:
         self.stats = self.native.stats()
         self.native.detach()
         self.started = False
-
-
-_hooked_engine: NativeTracingEngine | None = None
-
-
-def _install_torch_profiler_hook(engine: NativeTracingEngine) -> None:
-    """torch.profiler (Kineto) needs CUPTI to itself: wrap the two functions every torch profiler goes
-    through, so gpufl steps aside before Kineto prepares and resumes after it is disabled. Now if torch is
-    imported, else when ``torch.autograd.profiler`` is first imported (``gpufl run`` starts gpufl first)."""
-    global _hooked_engine
-    _hooked_engine = engine
-    prof_mod = sys.modules.get("torch.autograd.profiler")
-    if prof_mod is None:
-        # torch not imported yet (`gpufl run` starts gpufl first): hook the module when it is imported
-        if not any(isinstance(f, _TorchProfilerFinder) for f in sys.meta_path):
-            sys.meta_path.insert(0, _TorchProfilerFinder())
-        return
-    _hook_profiler_module(prof_mod)
-
-
-class _TorchProfilerFinder(importlib.abc.MetaPathFinder):
-    """Wraps the loader of ``torch.autograd.profiler`` so the module is hooked right after it executes."""
-
-    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
-        if name != "torch.autograd.profiler":
-            return None
-        sys.meta_path.remove(self)  # one shot; and the normal finders find the real spec
-        try:
-            spec = importlib.util.find_spec(name)
-        except Exception:
-            return None
-        loader = spec.loader if spec is not None else None
-        exec_module = getattr(loader, "exec_module", None)
-        if exec_module is None:
-            return spec
-
-        def exec_and_hook(module: Any) -> None:
-            exec_module(module)
-            try:
-                _hook_profiler_module(module)
-            except Exception as e:
-                log.warning("gpufl: could not hook torch.profiler: %r", e)
-
-        setattr(loader, "exec_module", exec_and_hook)  # noqa: B010
-        return spec
-
-
-def _hook_profiler_module(prof_mod: Any) -> None:
-    if getattr(prof_mod, "_gpufl_hooked", False):
-        return
-    prepare = getattr(prof_mod, "_prepare_profiler", None)
-    disable = getattr(prof_mod, "_disable_profiler", None)
-    if prepare is None or disable is None:
-        return
-
-    def _prepare_profiler(config: Any, activities: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            if any("CUDA" in str(a) for a in activities or ()) and _hooked_engine is not None:
-                _hooked_engine.pause("torch.profiler")
-        except Exception as e:  # never break the user's profiler
-            log.warning("gpufl: could not step aside for torch.profiler: %r", e)
-        return prepare(config, activities, *args, **kwargs)
-
-    def _disable_profiler(*args: Any, **kwargs: Any) -> Any:
-        result = disable(*args, **kwargs)
-        try:
-            if _hooked_engine is not None:
-                _hooked_engine.resume()
-        except Exception as e:
-            log.warning("gpufl: could not resume after torch.profiler: %r", e)
-        return result
-
-    setattr(prof_mod, "_prepare_profiler", _prepare_profiler)  # noqa: B010
-    setattr(prof_mod, "_disable_profiler", _disable_profiler)  # noqa: B010
-    setattr(prof_mod, "_gpufl_hooked", True)  # noqa: B010
+        handover.uninstall(self)
+        foreign = self.stats.get("foreign_buffers", 0)
+        if foreign:  # the mechanism behind the torch.profiler double free (#15): now counted, never freed
+            self.session.notice(
+                "cupti_foreign_buffers",
+                f"CUPTI completed {foreign} activity buffer(s) of another CUPTI client through gpufl's "
+                "callback; they were left to their owner",
+                engine=self.name,
+                level="info",
+            )

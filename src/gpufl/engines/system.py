@@ -298,9 +298,14 @@ class SystemEngine:
     def _run(self) -> None:
         w = self.session.writers["system"]
         next_t = time.monotonic()
+        watchdog = self.session.watchdog
         while not self._stop.is_set():
             try:
-                w.emit(self.sample_once())
+                with watchdog.busy("NVML sampler"):  # NVML takes a driver lock: a wedged driver stalls here
+                    sample = self.sample_once()
+                if self._stop.is_set():
+                    break
+                w.emit(sample)
                 self.samples += 1
             except Exception as e:  # keep sampling; one bad read must not end the engine
                 self.session.notice("system_sample_failed", f"system sample failed: {e!r}", engine=self.name)
@@ -312,6 +317,10 @@ class SystemEngine:
 
     def scope_exit(self, inst: int) -> None:
         pass
+
+    def disable(self) -> None:
+        """The watchdog: stop sampling, without waiting for a snapshot in progress."""
+        self._stop.set()
 
     def stop(self) -> dict[str, Any]:
         self._stop.set()

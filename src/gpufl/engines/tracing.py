@@ -27,7 +27,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from gpufl import events
-from gpufl.engines import EngineUnavailable
+from gpufl.engines import EngineUnavailable, handover
 from gpufl.engines.demangle import demangle
 from gpufl.engines.occupancy import DeviceLimits
 from gpufl.engines.occupancy import compute as compute_occupancy
@@ -158,6 +158,8 @@ class TracingEngine:
         self.records = 0
         self.started = False
         self._subscriber: Any = None
+        self._paused_at: int | None = None  # stepped aside for torch.profiler since then
+        self._pause_reason = ""
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -226,8 +228,62 @@ class TracingEngine:
                 cupti.activity_enable(getattr(cupti.ActivityKind, kind))
         except Exception as e:
             self._disable_all()
+            self._unsubscribe()
             raise EngineUnavailable(_cause_code(e), _explain(e)) from None
         self.started = True
+        handover.install_torch_profiler_hook(self)
+
+    def pause(self, reason: str) -> None:
+        """Step aside for torch.profiler (gpufl.engines.handover): flush, disable, unsubscribe."""
+        if not self.started or self._paused_at is not None:
+            return
+        self._paused_at = time.time_ns()
+        self._pause_reason = reason
+        try:
+            self.cupti.activity_flush_all(1)
+        except Exception as e:
+            log.warning("gpufl: CUPTI flush failed: %r", e)
+        self._disable_all()
+        self._unsubscribe()
+        log.warning("gpufl: %s started: gpufl's kernel tracing steps aside until it stops", reason)
+
+    def resume(self) -> None:
+        if self._paused_at is None:
+            return
+        self._close_gap()
+        try:
+            self.started = False
+            self.start()
+        except EngineUnavailable as e:
+            handover.uninstall(self)
+            handover.cupti_kept_by_profiler(self.cupti.finalize)
+            self.session.notice(
+                "cupti_busy",
+                f"kernel tracing could not resume after {self._pause_reason} ({e}); "
+                "it stays off for this session",
+                engine=self.name,
+            )
+
+    def _close_gap(self) -> None:
+        start, self._paused_at = self._paused_at, None
+        if start is not None:
+            self.writer.emit(
+                events.CaptureGap(
+                    session_id=self.session.session_id,
+                    stream="device",
+                    start_ns=start,
+                    end_ns=time.time_ns(),
+                    reason=self._pause_reason,
+                )
+            )
+
+    def _unsubscribe(self) -> None:
+        try:
+            if self._subscriber is not None:
+                self.cupti.unsubscribe(self._subscriber)
+        except Exception:
+            pass
+        self._subscriber = None
 
     def _enable_api_callbacks(self) -> None:
         cupti = self.cupti
@@ -295,8 +351,14 @@ class TracingEngine:
         pass
 
     def stop(self) -> dict[str, Any]:
+        if self._paused_at is not None:  # shut down while torch.profiler owns CUPTI
+            self._close_gap()
+            self.started = False
+            handover.uninstall(self)
+            return {}  # no finalize: it would tear CUPTI down under the profiler
         if not self.started:
             return {}
+        handover.uninstall(self)
         cupti = self.cupti
         facts: dict[str, Any] = {}
         try:
@@ -308,11 +370,7 @@ class TracingEngine:
         except Exception:
             pass
         self._disable_all()
-        try:
-            if self._subscriber is not None:
-                cupti.unsubscribe(self._subscriber)
-        except Exception:
-            pass
+        self._unsubscribe()
         try:
             # Without finalize, applications stayed 10-20% slower after profiling (pytorch/pytorch#146604).
             cupti.finalize()

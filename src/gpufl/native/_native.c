@@ -207,6 +207,10 @@ typedef struct {
     int error;
     char errmsg[200];
     uint64_t segments_written, bytes_written;
+    uint64_t lost;       /* lines not written because writing failed (disk full, I/O error) */
+    _Atomic int64_t busy_since; /* CLOCK_MONOTONIC ns when the current write() began, 0 when idle (watchdog) */
+    int error_reported;  /* on_error was called (once) */
+    void *on_error;      /* a Python callable (not in the injection build) */
 } Writer;
 
 #ifndef GPUFL_INJECTION
@@ -220,9 +224,24 @@ static void w_set_error(Writer *w, const char *what) {
     }
 }
 
+static size_t count_lines(const char *p, size_t n) {
+    size_t lines = 0;
+    for (const char *e = p + n; (p = memchr(p, '\n', (size_t)(e - p))) != NULL; p++) lines++;
+    return lines;
+}
+
+/* Once a write fails (disk full, quota, I/O error) the stream stops writing: retrying into a full disk
+ * would cost the program time for nothing. What is not written is counted (`lost`) and said once. */
+static int64_t monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
 static void w_write_pending_locked(Writer *w) {
     size_t off = 0;
-    while (off < w->pending.n && w->fd >= 0) {
+    if (w->pending.n && w->fd >= 0 && !w->error) atomic_store(&w->busy_since, monotonic_ns());
+    while (off < w->pending.n && w->fd >= 0 && !w->error) {
         ssize_t k = write(w->fd, w->pending.p + off, w->pending.n - off);
         if (k < 0) {
             if (errno == EINTR) continue;
@@ -231,7 +250,13 @@ static void w_write_pending_locked(Writer *w) {
         }
         off += (size_t)k;
     }
+    atomic_store(&w->busy_since, 0);
     w->bytes_written += off;
+    if (off < w->pending.n) { /* a line cut by the failure counts as lost: the reader skips it */
+        size_t from = off;
+        while (from > 0 && w->pending.p[from - 1] != '\n') from--;
+        w->lost += count_lines(w->pending.p + from, w->pending.n - from);
+    }
     w->pending.n = 0;
 }
 
@@ -388,6 +413,20 @@ static void w_report_closed(Writer *w) {
 }
 #endif
 
+/* Tell Python (the session says it once, for every stream) that this stream stopped writing. */
+#ifdef GPUFL_INJECTION
+static void w_report_error(Writer *w) { fprintf(stderr, "gpufl: %s: gpufl stops writing the device log\n", w->errmsg); }
+#else
+static void w_report_error(Writer *w) {
+    if (!w->on_error) return;
+    PyGILState_STATE g = PyGILState_Ensure();
+    PyObject *r = PyObject_CallFunction((PyObject *)w->on_error, "s", w->errmsg);
+    if (!r) PyErr_Clear();
+    Py_XDECREF(r);
+    PyGILState_Release(g);
+}
+#endif
+
 static void *w_thread_main(void *arg) {
     Writer *w = arg;
     pthread_mutex_lock(&w->mu);
@@ -404,6 +443,12 @@ static void *w_thread_main(void *arg) {
         if (w->closed.n) {
             pthread_mutex_unlock(&w->mu);
             w_report_closed(w);
+            pthread_mutex_lock(&w->mu);
+        }
+        if (w->error && !w->error_reported) {
+            w->error_reported = 1;
+            pthread_mutex_unlock(&w->mu);
+            w_report_error(w);
             pthread_mutex_lock(&w->mu);
         }
     }
@@ -473,13 +518,13 @@ static void w_finish(Writer *w, const char *end, size_t end_n) {
 static PyObject *Writer_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"prefix", "suffix", "session_id", "stream", "segment_max_bytes",
                              "segment_max_age_s", "flush_interval_s", "max_pending_bytes",
-                             "on_segment_closed", NULL};
+                             "on_segment_closed", "on_error", NULL};
     const char *prefix, *suffix, *sid, *stream;
     unsigned long long max_bytes, max_pending;
     double max_age, interval;
-    PyObject *cb = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "ssssKddK|O", kwlist, &prefix, &suffix, &sid, &stream,
-                                     &max_bytes, &max_age, &interval, &max_pending, &cb))
+    PyObject *cb = Py_None, *on_error = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "ssssKddK|OO", kwlist, &prefix, &suffix, &sid, &stream,
+                                     &max_bytes, &max_age, &interval, &max_pending, &cb, &on_error))
         return NULL;
     Writer *w = (Writer *)type->tp_alloc(type, 0);
     if (!w) return NULL;
@@ -487,6 +532,10 @@ static PyObject *Writer_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
     if (cb != Py_None) {
         Py_INCREF(cb);
         w->on_segment_closed = cb;
+    }
+    if (on_error != Py_None) {
+        Py_INCREF(on_error);
+        w->on_error = on_error;
     }
     return (PyObject *)w;
 }
@@ -605,14 +654,22 @@ static PyObject *Writer_close(Writer *w, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* busy_s() -> seconds the current write() has taken so far (0.0 when idle). Lock-free: the watchdog must
+ * not wait on the lock a stuck write holds. */
+static PyObject *Writer_busy_s(Writer *w, PyObject *unused) {
+    int64_t since = atomic_load(&w->busy_since);
+    return PyFloat_FromDouble(since ? (double)(monotonic_ns() - since) / 1e9 : 0.0);
+}
+
 static PyObject *Writer_stats(Writer *w, PyObject *unused) {
     pthread_mutex_lock(&w->mu);
-    PyObject *d = Py_BuildValue("{sKsKsKsKsKsLsKss}", "seq", (unsigned long long)w->seq, "dropped",
+    PyObject *d = Py_BuildValue("{sKsKsKsKsKsLsKsssK}", "seq", (unsigned long long)w->seq, "dropped",
                                 (unsigned long long)w->dropped_total, "segments",
                                 (unsigned long long)w->segments_written, "bytes",
                                 (unsigned long long)w->bytes_written, "pending",
                                 (unsigned long long)w->pending.n, "index", (long long)w->index, "error",
-                                (unsigned long long)w->error, "error_message", w->errmsg);
+                                (unsigned long long)w->error, "error_message", w->errmsg, "lost",
+                                (unsigned long long)w->lost);
     pthread_mutex_unlock(&w->mu);
     return d;
 }
@@ -639,6 +696,7 @@ static void Writer_dealloc(Writer *w) {
     free(w->envelope);
     free(w->stream_mark);
     Py_XDECREF((PyObject *)w->on_segment_closed);
+    Py_XDECREF((PyObject *)w->on_error);
     Py_TYPE(w)->tp_free((PyObject *)w);
 }
 
@@ -649,6 +707,7 @@ static PyMethodDef Writer_methods[] = {
     {"flush", (PyCFunction)Writer_flush, METH_NOARGS, "Hand everything queued to the OS now."},
     {"close", (PyCFunction)Writer_close, METH_VARARGS, "Write everything, then the end line; close."},
     {"stats", (PyCFunction)Writer_stats, METH_NOARGS, "Counters."},
+    {"busy_s", (PyCFunction)Writer_busy_s, METH_NOARGS, "Seconds the current write() has taken (watchdog)."},
     {NULL}};
 
 static PyTypeObject WriterType = {
@@ -742,7 +801,7 @@ static struct {
     int copies;                     /* memcpy + memset activity on (diagnostics can leave them off) */
     int discard;                    /* diagnostics: free CUPTI's buffers unread */
     _Atomic uint64_t buffers, kernels, memcpys, memsets, matched, unmatched, launches_cb, cupti_dropped,
-        dump_seq;
+        dump_seq, foreign_buffers;
 } T;
 
 /* ------------------------------------------------------------------------------------------------ scopes */
@@ -1479,27 +1538,91 @@ static void handle_record_locked(Writer *w, const CUpti_Activity *rec) {
     w_account_locked(w, before);
 }
 
+/* T.w is read on CUPTI's buffer thread and replaced or cleared by Python (attach, detach): this lock keeps
+ * the writer alive while a buffer is written to it, so a detach racing a late buffer cannot free it
+ * mid-use. Order: g_writer_mu before the writer's own lock; never taken with the GIL held while waiting. */
+static pthread_mutex_t g_writer_mu = PTHREAD_MUTEX_INITIALIZER;
+
 static void process_buffer(uint8_t *buf, size_t valid) {
+    if (!p_cuptiActivityGetNextRecord) return;
+    pthread_mutex_lock(&g_writer_mu);
     Writer *w = T.w;
-    if (!w || !p_cuptiActivityGetNextRecord) return;
-    pthread_mutex_lock(&w->mu);
-    sync_stacks_locked(w);
-    CUpti_Activity *rec = NULL;
-    while (p_cuptiActivityGetNextRecord(buf, valid, &rec) == CUPTI_SUCCESS) handle_record_locked(w, rec);
-    pthread_mutex_unlock(&w->mu);
-    atomic_fetch_add_explicit(&T.buffers, 1, memory_order_relaxed);
+    if (w) {
+        pthread_mutex_lock(&w->mu);
+        sync_stacks_locked(w);
+        CUpti_Activity *rec = NULL;
+        while (p_cuptiActivityGetNextRecord(buf, valid, &rec) == CUPTI_SUCCESS) handle_record_locked(w, rec);
+        pthread_mutex_unlock(&w->mu);
+        atomic_fetch_add_explicit(&T.buffers, 1, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&g_writer_mu);
+}
+
+/* CUPTI's buffer callbacks are process-wide, not per subscriber. Around a hand-over with another CUPTI
+ * client (torch.profiler's Kineto registers its own callbacks; gpufl registers again when it resumes),
+ * CUPTI can complete a buffer through the callback that did not allocate it. Freeing a buffer Kineto
+ * allocated (memory of a std::vector it frees itself later) is a double free; reading it would record
+ * another tool's activity as ours. So only buffers handed out here are read and freed; others are left
+ * to their owner and counted. A handful are outstanding at a time: a locked list is enough. */
+#define OWNED_BUFFERS_MAX 4096
+static pthread_mutex_t g_owned_mu = PTHREAD_MUTEX_INITIALIZER;
+static uint8_t *g_owned[OWNED_BUFFERS_MAX];
+static size_t g_owned_hi; /* slots [0, hi) may be in use */
+
+static int owned_add(uint8_t *p) {
+    int ok = 0;
+    pthread_mutex_lock(&g_owned_mu);
+    for (size_t i = 0; i < OWNED_BUFFERS_MAX && !ok; i++) {
+        if (!g_owned[i]) {
+            g_owned[i] = p;
+            if (i >= g_owned_hi) g_owned_hi = i + 1;
+            ok = 1;
+        }
+    }
+    pthread_mutex_unlock(&g_owned_mu);
+    return ok;
+}
+
+static int owned_take(uint8_t *p) {
+    int found = 0;
+    pthread_mutex_lock(&g_owned_mu);
+    for (size_t i = 0; i < g_owned_hi && !found; i++) {
+        if (g_owned[i] == p) {
+            g_owned[i] = NULL;
+            found = 1;
+        }
+    }
+    while (g_owned_hi && !g_owned[g_owned_hi - 1]) g_owned_hi--;
+    pthread_mutex_unlock(&g_owned_mu);
+    return found;
+}
+
+static size_t owned_count(void) {
+    size_t n = 0;
+    pthread_mutex_lock(&g_owned_mu);
+    for (size_t i = 0; i < g_owned_hi; i++) n += g_owned[i] != NULL;
+    pthread_mutex_unlock(&g_owned_mu);
+    return n;
 }
 
 static void CUPTIAPI buffer_requested(uint8_t **buffer, size_t *size, size_t *max_records) {
     size_t n = T.buf_bytes ? T.buf_bytes : (8u << 20);
     void *p = NULL;
     if (posix_memalign(&p, 8, n)) p = NULL;
+    if (p && !owned_add(p)) { /* never reached in practice (4096 × the buffer size outstanding) */
+        free(p);
+        p = NULL;
+    }
     *buffer = p;
     *size = p ? n : 0;
     *max_records = 0;
 }
 
 static void CUPTIAPI buffer_completed(CUcontext ctx, uint32_t stream, uint8_t *buf, size_t size, size_t valid) {
+    if (buf && !owned_take(buf)) { /* another CUPTI client's buffer: not ours to read or free */
+        atomic_fetch_add_explicit(&T.foreign_buffers, 1, memory_order_relaxed);
+        return;
+    }
     if (buf && valid) {
         if (T.dump_dir) { /* raw buffers for the no-GPU tests (GPUFL_NATIVE_DUMP_DIR) */
             char path[4096];
@@ -1527,11 +1650,15 @@ static void CUPTIAPI buffer_completed(CUcontext ctx, uint32_t stream, uint8_t *b
     }
     size_t dropped = 0;
     if (p_cuptiActivityGetNumDroppedRecords && p_cuptiActivityGetNumDroppedRecords(ctx, stream, &dropped) == CUPTI_SUCCESS &&
-        dropped && T.w) {
+        dropped) {
         atomic_fetch_add(&T.cupti_dropped, dropped);
-        pthread_mutex_lock(&T.w->mu);
-        for (size_t i = 0; i < dropped; i++) w_count_drop_locked(T.w, DROP_CUPTI);
-        pthread_mutex_unlock(&T.w->mu);
+        pthread_mutex_lock(&g_writer_mu);
+        if (T.w) {
+            pthread_mutex_lock(&T.w->mu);
+            for (size_t i = 0; i < dropped; i++) w_count_drop_locked(T.w, DROP_CUPTI);
+            pthread_mutex_unlock(&T.w->mu);
+        }
+        pthread_mutex_unlock(&g_writer_mu);
     }
     free(buf);
 }
@@ -1689,8 +1816,11 @@ static const char *start_tracing(size_t bufbytes, unsigned period_ms, int *enabl
     return NULL;
 }
 
-/* Flush, disable, unsubscribe, finalize (CUPTI may call back into us meanwhile). */
-static void stop_tracing(CUptiResult *flush, CUptiResult *fin) {
+/* Flush, disable, unsubscribe, and finalize when `finalize` (CUPTI may call back into us meanwhile).
+ * Stepping aside for another CUPTI client does not finalize: unsubscribing is all the other client needs
+ * to subscribe, and a finalize followed by its re-initialisation is the teardown CUPTI users report
+ * crashes in (Kineto turns its own CUPTI teardown off around CUDA graphs for that reason). */
+static void stop_tracing(CUptiResult *flush, CUptiResult *fin, int finalize) {
     *flush = p_cuptiActivityFlushAll(1);
     p_cuptiActivityDisable(T.kernel_kind);
     p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_MEMCPY);
@@ -1700,7 +1830,9 @@ static void stop_tracing(CUptiResult *flush, CUptiResult *fin) {
     T.subscribed = 0;
     T.sub = NULL;
     /* Without finalize, applications stayed 10-20% slower after profiling (pytorch/pytorch#146604). */
-    *fin = p_cuptiFinalize();
+    /* our delivery period must not stay on for the next client (CUPTI keeps it until finalize) */
+    if (p_cuptiActivityFlushPeriod) p_cuptiActivityFlushPeriod(0);
+    *fin = finalize ? p_cuptiFinalize() : CUPTI_SUCCESS;
     T.active = 0;
 }
 
@@ -1756,7 +1888,12 @@ static PyObject *py_attach(PyObject *self, PyObject *args) {
     if (set_limits(limits)) return NULL;
     if (alloc_sites()) return PyErr_NoMemory();
     Py_INCREF(w);
-    Py_XSETREF(T.w, (Writer *)w);
+    Writer *old;
+    Py_BEGIN_ALLOW_THREADS pthread_mutex_lock(&g_writer_mu); /* a buffer may be being written to the old one */
+    old = T.w;
+    T.w = (Writer *)w;
+    pthread_mutex_unlock(&g_writer_mu);
+    Py_END_ALLOW_THREADS Py_XDECREF(old);
     T.offset_ns = offset;
     T.stacks = stacks;
     const char *dump = getenv("GPUFL_NATIVE_DUMP_DIR");
@@ -1777,11 +1914,22 @@ static PyObject *py_start(PyObject *self, PyObject *args) {
     return PyLong_FromLong(enabled);
 }
 
-/* stop() -> (flush error, finalize error); without the GIL (CUPTI may call back into us). */
-static PyObject *py_stop(PyObject *self, PyObject *unused) {
+/* finalize() -> error text ("" on success): cuptiFinalize, detaching every subscriber (gpufl.engines.handover
+ * calls it at interpreter exit when torch.profiler's Kineto kept CUPTI). */
+static PyObject *py_finalize(PyObject *self, PyObject *unused) {
+    if (!T.loaded || T.active) return PyUnicode_FromString(T.loaded ? "tracing is active" : "not loaded");
+    CUptiResult r;
+    Py_BEGIN_ALLOW_THREADS r = p_cuptiFinalize();
+    Py_END_ALLOW_THREADS return PyUnicode_FromString(r == CUPTI_SUCCESS ? "" : cupti_err(r));
+}
+
+/* stop(finalize=True) -> (flush error, finalize error); without the GIL (CUPTI may call back into us). */
+static PyObject *py_stop(PyObject *self, PyObject *args) {
+    int finalize = 1;
+    if (!PyArg_ParseTuple(args, "|p", &finalize)) return NULL;
     if (!T.active) Py_RETURN_NONE;
     CUptiResult fr = CUPTI_SUCCESS, zr = CUPTI_SUCCESS;
-    Py_BEGIN_ALLOW_THREADS stop_tracing(&fr, &zr);
+    Py_BEGIN_ALLOW_THREADS stop_tracing(&fr, &zr, finalize);
     Py_END_ALLOW_THREADS return Py_BuildValue("(ss)", fr == CUPTI_SUCCESS ? "" : cupti_err(fr),
                                               zr == CUPTI_SUCCESS ? "" : cupti_err(zr));
 }
@@ -1791,12 +1939,13 @@ static PyObject *py_stats(PyObject *self, PyObject *unused) {
     pthread_mutex_lock(&g_stack_mu);
     nst = g_nstacks;
     pthread_mutex_unlock(&g_stack_mu);
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsnsn}", "buffers", (unsigned long long)T.buffers, "kernels",
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsnsnsKsn}", "buffers", (unsigned long long)T.buffers, "kernels",
                          (unsigned long long)T.kernels, "memcpys", (unsigned long long)T.memcpys, "memsets",
                          (unsigned long long)T.memsets, "matched", (unsigned long long)T.matched, "unmatched",
                          (unsigned long long)T.unmatched, "launch_callbacks", (unsigned long long)T.launches_cb,
                          "cupti_dropped", (unsigned long long)T.cupti_dropped, "stacks", (Py_ssize_t)nst,
-                         "launch_configs", (Py_ssize_t)T.nlaunch);
+                         "launch_configs", (Py_ssize_t)T.nlaunch, "foreign_buffers",
+                         (unsigned long long)T.foreign_buffers, "buffers_outstanding", (Py_ssize_t)owned_count());
 }
 
 /* replay_buffer(bytes, names): parse a recorded raw activity buffer as if CUPTI had delivered it (tests).
@@ -1942,8 +2091,37 @@ static PyObject *py_drain_nvtx(PyObject *self, PyObject *unused) {
 }
 
 static PyObject *py_detach(PyObject *self, PyObject *unused) {
-    Py_CLEAR(T.w);
+    Writer *old;
+    /* Wait (without the GIL) for a buffer being written, then drop the reference: a late buffer from
+     * CUPTI's thread finds no writer instead of a freed one. */
+    Py_BEGIN_ALLOW_THREADS pthread_mutex_lock(&g_writer_mu);
+    old = T.w;
+    T.w = NULL;
+    pthread_mutex_unlock(&g_writer_mu);
+    Py_END_ALLOW_THREADS Py_XDECREF(old);
     Py_RETURN_NONE;
+}
+
+/* request_buffer() -> address; complete_buffer(address, valid): CUPTI's two buffer callbacks, driven by the
+ * no-GPU tests in the order CUPTI calls them across a hand-over (complete_buffer with an address we did not
+ * hand out is what CUPTI does when another client's buffer reaches our callback). */
+static PyObject *py_request_buffer(PyObject *self, PyObject *unused) {
+    uint8_t *buf = NULL;
+    size_t size = 0, maxrec = 0;
+    buffer_requested(&buf, &size, &maxrec);
+    if (!buf) return PyErr_NoMemory();
+    memset(buf, 0, size);
+    return PyLong_FromVoidPtr(buf);
+}
+
+static PyObject *py_complete_buffer(PyObject *self, PyObject *args) {
+    PyObject *addr;
+    unsigned long long valid;
+    if (!PyArg_ParseTuple(args, "OK", &addr, &valid)) return NULL;
+    void *p = PyLong_AsVoidPtr(addr);
+    if (!p && PyErr_Occurred()) return NULL;
+    Py_BEGIN_ALLOW_THREADS buffer_completed(NULL, 0, (uint8_t *)p, 0, (size_t)valid);
+    Py_END_ALLOW_THREADS Py_RETURN_NONE;
 }
 
 /* reset(): forget launch configurations, stacks, sites and counters (between sessions, never while active). */
@@ -1963,7 +2141,7 @@ static PyObject *py_reset(PyObject *self, PyObject *unused) {
     pthread_mutex_unlock(&g_stack_mu);
     if (T.sites) memset(T.sites, 0, ((size_t)SITE_MASK + 1) * sizeof(Site));
     T.buffers = T.kernels = T.memcpys = T.memsets = T.matched = T.unmatched = T.launches_cb = 0;
-    T.cupti_dropped = 0;
+    T.cupti_dropped = T.foreign_buffers = 0;
     Py_RETURN_NONE;
 }
 
@@ -1973,7 +2151,8 @@ static PyMethodDef methods[] = {
     {"cupti_version", py_cupti_version, METH_NOARGS, "cuptiGetVersion() of the loaded libcupti"},
     {"attach", py_attach, METH_VARARGS, "attach(writer, device_limits, offset_ns, stacks)"},
     {"start", py_start, METH_VARARGS, "start(buffer_bytes, flush_period_ms) -> launch callbacks enabled"},
-    {"stop", py_stop, METH_NOARGS, "stop() -> (flush error, finalize error)"},
+    {"stop", py_stop, METH_VARARGS, "stop(finalize=True) -> (flush error, finalize error)"},
+    {"finalize", py_finalize, METH_NOARGS, "cuptiFinalize() while not tracing -> error text"},
     {"detach", py_detach, METH_NOARGS, "forget the writer"},
     {"configure", py_configure, METH_VARARGS,
      "configure(callbacks, activity, runtime=False, driver=True, empty=False) while tracing (diagnostics)"},
@@ -1983,6 +2162,8 @@ static PyMethodDef methods[] = {
     {"scope_enter", py_scope_enter, METH_O, "scope_enter(inst) on the entering thread"},
     {"scope_exit", py_scope_exit, METH_O, "scope_exit(inst) on the exiting thread"},
     {"replay_buffer", py_replay_buffer, METH_VARARGS, "parse a recorded raw CUPTI activity buffer"},
+    {"request_buffer", py_request_buffer, METH_NOARGS, "CUPTI's buffer-requested callback (tests)"},
+    {"complete_buffer", py_complete_buffer, METH_VARARGS, "CUPTI's buffer-completed callback (tests)"},
     {"record_launch", py_record_launch, METH_VARARGS, "store a launch site as the callback would"},
     {"nvtx_call", py_nvtx_call, METH_VARARGS, "nvtx_call(cbid, message, range_id): an NVTX callback, as CUPTI delivers it"},
     {NULL}};
@@ -2080,7 +2261,7 @@ static void measure_clock(int64_t *offset, int64_t *width) {
 static void injection_exit(void) {
     if (!T.w) return;
     CUptiResult a = CUPTI_SUCCESS, b = CUPTI_SUCCESS;
-    if (T.active) stop_tracing(&a, &b);
+    if (T.active) stop_tracing(&a, &b, 1);
     pthread_mutex_lock(&g_iw.mu);
     uint64_t records = g_iw.seq + 1 + (g_iw.drop_pending ? 1 : 0), dropped = g_iw.dropped_total;
     pthread_mutex_unlock(&g_iw.mu);

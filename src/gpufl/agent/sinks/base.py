@@ -25,7 +25,7 @@ class Retryable(Exception):
         super().__init__(reason)
         self.retry_after = retry_after
         self.kind = kind
-        """Short label for metrics: unavailable, throttled, connect, auth, error."""
+        """Short label for metrics: unavailable, throttled, connect, tls, auth, error."""
 
 
 class TooLarge(Exception):
@@ -40,6 +40,9 @@ class Fatal(Exception):
 class Rejected:
     index: int
     reason: str
+    code: str = "invalid"
+    """The backend's verdict (docs/ingest-protocol.md): ``invalid`` records are dead-lettered; ``pruned``
+    ones belong to a session the backend's retention deleted, and are counted and passed over."""
 
 
 @dataclass(slots=True)
@@ -112,7 +115,7 @@ def deliver(
             r2 = deliver(sink, second, stop, stats, backoff_base, backoff_cap)
             if r2 is None:
                 return None
-            rejected = r1.rejected + [Rejected(r.index + first.count, r.reason) for r in r2.rejected]
+            rejected = r1.rejected + [Rejected(r.index + first.count, r.reason, r.code) for r in r2.rejected]
             return Result(r1.delivered + r2.delivered, r1.duplicates + r2.duplicates, rejected)
         except Retryable as e:
             stats.retry(e.kind)

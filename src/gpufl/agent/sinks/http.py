@@ -7,6 +7,7 @@ the bytes ~15×; ``compression="none"`` is faster still on loopback).
 
 from __future__ import annotations
 
+import ssl
 import zlib
 
 import httpx
@@ -20,6 +21,7 @@ class _RejectedItem(msgspec.Struct):
     index: int
     reason: str = ""
     seq: int | None = None
+    code: str = "invalid"  # absent from backends before "pruned" existed: every rejection was invalid
 
 
 class _Response(msgspec.Struct):
@@ -37,6 +39,16 @@ def _retry_after(resp: httpx.Response) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None  # an HTTP date: rare from our backend; fall back to our own backoff
+
+
+def _cert_error(e: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification failure behind an httpx transport error, if that is what it is."""
+    seen: BaseException | None = e
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _error_text(resp: httpx.Response) -> str:
@@ -57,7 +69,10 @@ class HttpSink:
         compression: str = "gzip",
         gzip_level: int = 1,
         timeout: float = 60.0,
+        ca_bundle: str | None = None,
     ) -> None:
+        """``ca_bundle``: PEM file of the CAs an https:// backend's certificate must chain to; without it,
+        the system's CAs (httpx's default). Certificates are always verified."""
         if compression not in ("gzip", "none"):
             raise Fatal(f"--compression for http must be gzip or none, not {compression!r}")
         self.url = url
@@ -69,7 +84,15 @@ class HttpSink:
             headers["Authorization"] = f"Bearer {token}"
         if compression == "gzip":
             headers["Content-Encoding"] = "gzip"
-        self._client = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout, connect=10.0))
+        verify: ssl.SSLContext | bool = True
+        if ca_bundle is not None:
+            try:
+                verify = ssl.create_default_context(cafile=ca_bundle)
+            except (OSError, ssl.SSLError) as e:
+                raise Fatal(f"--ca-bundle {ca_bundle}: not a readable PEM CA file ({e})") from None
+        self._client = httpx.Client(
+            headers=headers, timeout=httpx.Timeout(timeout, connect=10.0), verify=verify
+        )
 
     def _post(self, stream: str, body: bytes) -> httpx.Response:
         if self.compression == "gzip":
@@ -79,10 +102,23 @@ class HttpSink:
         try:
             return self._client.post(f"{self.url}{stream}", content=body)
         except httpx.TransportError as e:
+            cert = _cert_error(e)
+            if cert is not None:
+                # Retried while running (a certificate being replaced); refused at start, see probe().
+                raise Retryable(
+                    f"the backend's TLS certificate is not trusted ({cert.verify_message}): "
+                    "pass the CA that signed it with --ca-bundle",
+                    kind="tls",
+                ) from None
             raise Retryable(f"{type(e).__name__}: {e}", kind="connect") from None
 
     def probe(self) -> None:
-        resp = self._post("system", b"")
+        try:
+            resp = self._post("system", b"")
+        except Retryable as e:
+            if e.kind == "tls":  # waiting will not make the certificate trusted: say so at once
+                raise Fatal(f"{self.url}: {e}") from None
+            raise
         if resp.status_code in (401, 403):
             raise Fatal(f"{self.url}: token refused ({resp.status_code}: {_error_text(resp)})")
         if resp.status_code in (404, 405):
@@ -102,7 +138,7 @@ class HttpSink:
                 if code == 200:
                     raise Retryable(f"unreadable 200 response: {resp.text[:200]!r}") from None
                 body = _Response(error=resp.text[:200])
-            rejected = [Rejected(r.index, r.reason) for r in body.rejected]
+            rejected = [Rejected(r.index, r.reason, r.code) for r in body.rejected]
             if code == 400 and not rejected:
                 # Nothing usable and no per-record reasons: every record is rejected with the error.
                 reason = body.error or "rejected by the backend (400)"

@@ -16,6 +16,28 @@ class ErrorBody(BaseModel):
     error: str
 
 
+class ValidationErrorItem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrorBody(BaseModel):
+    """422: a parameter or body the API does not take. ``detail`` lists pydantic's findings, when it made
+    them (a rule checked by the route itself gives ``error`` alone)."""
+
+    error: str
+    detail: list[ValidationErrorItem] | None = None
+
+
+class TooLargeBody(BaseModel):
+    """413 from ingest: the batch is over a limit; split it."""
+
+    error: str
+    max_bytes: int
+    max_records: int
+
+
 # ---- ingest ------------------------------------------------------------------------------------------
 
 
@@ -23,6 +45,8 @@ class Rejection(BaseModel):
     index: int
     seq: int | None
     reason: str
+    code: str = "invalid"
+    """``invalid`` (breaks the event contract) or ``pruned`` (its session was deleted by retention)."""
 
 
 class IngestResult(BaseModel):

@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     retention_days: float | None = Field(None, gt=0)
     max_store_bytes: int | None = Field(None, gt=0)
     retention_interval_s: float = Field(600.0, gt=0)
+    retention_quiet_s: float = Field(3600.0, ge=0)
+    """Retention never deletes a session that stored records within this many seconds (0: no quiet
+    period); keep in step with ``gpufl.backend.retention.DEFAULT_QUIET_S``."""
     admin_token: str | None = None
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0)
     max_batch_records: int = Field(50_000, gt=0)
@@ -35,6 +38,17 @@ class Settings(BaseSettings):
     does not fit gets 503 + Retry-After, one that alone is over it 413."""
     duckdb_memory_limit: int = Field(512 * 1024 * 1024, gt=0)
     """DuckDB's ``memory_limit`` in bytes (its own default is 80 % of the machine's memory)."""
+    # Per-key request rate limits (backend/ratelimit.py): a token bucket per API key, refilled at this
+    # many requests/s and holding up to *_burst; beyond it 429 + Retry-After. 0 turns a limit off. The
+    # defaults are far above what an agent (a few batches a second), the dashboard, the benches and the
+    # test suite's fuzzer send; they stop a runaway loop from taking a backend for itself.
+    tls_cert: Path | None = None
+    """PEM certificate (chain) to serve HTTPS with; needs tls_key. Without both: plain HTTP."""
+    tls_key: Path | None = None
+    rate_limit_ingest: float = Field(100.0, ge=0)
+    rate_limit_ingest_burst: int = Field(200, ge=1)
+    rate_limit_query: float = Field(500.0, ge=0)
+    rate_limit_query_burst: int = Field(1000, ge=1)
 
     def database_url(self) -> str:
         if self.database:

@@ -16,7 +16,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -80,6 +80,9 @@ class _NotHere(Exception):
 class IngestOutcome:
     stored: int = 0
     duplicates: int = 0
+    refused: dict[str, list[int]] = field(default_factory=dict)
+    """Per session that retention deleted (a tombstone), the positions in the batch of its records, which
+    were not stored: see ``SqlStore.ingest``'s ``redeliver``."""
 
 
 @dataclass
@@ -164,7 +167,6 @@ _TS_FIELDS = {
 JSON_TYPES: dict[str, str] = {
     tag: table for tag, table in _PLAIN.items() if all(code != "F" for _, code in TABLES[table])
 }
-_CHECKED_NS = ("start_ns", "end_ns", "ts_ns", "api_start_ns")  # gpufl.events.check: 0 <= value <= 2^63 - 1
 
 
 def _sql_literal(value: Any) -> str | None:
@@ -267,12 +269,18 @@ class SqlStore:
         records: Sequence[ev.Record],
         sizes: Sequence[int] | None = None,
         columns: dict[type, dict[str, Sequence[Any]]] | None = None,
+        redeliver: bool = False,
     ) -> IngestOutcome:
         """Store the records of one stream that the store does not hold yet; count the rest as duplicates.
 
         ``records`` are valid (decoded + checked) records of ``stream``; ``sizes`` their encoded sizes
         (for the per-session byte accounting used by retention); ``columns`` optionally, per record type,
-        every field of that type's records (in order) as a list, already built by the caller."""
+        every field of that type's records (in order) as a list, already built by the caller.
+
+        Records of a session that retention deleted (``prune_session``) are not stored but listed in
+        ``refused``: stored, they would be a fragment of it. ``redeliver`` marks a deliberate re-delivery
+        of whole sessions: a batch of it that holds a deleted session's session_start clears that session's
+        tombstone and is stored, re-creating the session; one without is refused like a late record."""
         out = IngestOutcome()
         if not records:
             return out
@@ -290,6 +298,14 @@ class SqlStore:
                 by_session.setdefault(sid, []).append(i)
         with self._write() as cur:
             self._lock_streams(cur, sorted((s, stream) for s in by_session))
+            # Under the stream locks, which prune_session takes too: a session is either deleted before
+            # this batch (its records refused here) or after it (and the batch counts as activity).
+            for sid in self._tombstoned(cur, by_session):
+                idx = by_session[sid]
+                if redeliver and any(type(records[i]) is ev.SessionStart for i in idx):
+                    self._exec(cur, "DELETE FROM pruned_sessions WHERE session_id = ?", [sid])
+                else:
+                    out.refused[sid] = by_session.pop(sid)
             new: list[ev.Record] = []
             new_bytes: dict[str, int] = defaultdict(int)
             for sid, idx in by_session.items():
@@ -332,8 +348,17 @@ class SqlStore:
                 whole = columns if len(new) == len(records) else None  # every record is new: reuse columns
                 self._store_new(cur, stream, new, new_bytes, whole)
         if out.stored:
-            self._count_batch(by_session)
+            self._count_batch(by_session)  # refused sessions were taken out of it
         return out
+
+    def _tombstoned(self, cur: Any, sids: Iterable[str]) -> list[str]:
+        """Which of ``sids`` retention deleted (their tombstones in pruned_sessions)."""
+        ids = list(sids)
+        marks = ", ".join("?" * len(ids))
+        rows = self._exec(
+            cur, f"SELECT session_id FROM pruned_sessions WHERE session_id IN ({marks})", ids
+        ).fetchall()
+        return [r[0] for r in rows]
 
     def _save_ranges(
         self, cur: Any, sid: str, stream: str, ranges: list[tuple[int, int]], merged: list[tuple[int, int]]
@@ -375,9 +400,6 @@ class SqlStore:
         for q in statements:
             out = self._exec(cur, q)
         return out
-
-    def _byte_length(self, expr: str) -> str:
-        return f"octet_length({expr})"
 
     def ingest_json(
         self,
@@ -454,18 +476,13 @@ class SqlStore:
         valid: Callable[[], bool] | None = None,
     ) -> IngestOutcome | None:
         names = {c for c, _, _ in columns}
-        blen = self._byte_length("session_id")
         first, last = _TS_FIELDS[tag]
         # The batch's facts, kept in a one-row table so that the writes below take the session id from
         # it: no value of a record is spliced into SQL (``stream`` and ``tag`` are this module's names).
         facts = {
             "n": "count(*)",
             "sid": "min(session_id)",
-            "sid_max": "max(session_id)",
-            # Bytes bound characters from above: within 1..64 bytes is within 1..64 characters; a longer
-            # id in bytes goes to the record path, which counts characters.
-            "sid_bytes_min": f"min({blen})",
-            "sid_bytes_max": f"max({blen})",
+            "sid_max": "max(session_id)",  # equal to the minimum: one id, whose form is checked below
             "lo": "min(seq)",
             "hi": "max(seq)",
             # No seq at or below the one before it, in whatever order the rows are scanned: a strictly
@@ -478,7 +495,6 @@ class SqlStore:
             else "0",
             "first_ns": f"min({first})",
             "last_ns": f"max({last})",
-            **{f"min_{c}": f"min({c})" for c in _CHECKED_NS if c in names},  # the maximum is a BIGINT's
         }
         got = self._script(
             read_cur,
@@ -495,15 +511,16 @@ class SqlStore:
             row["seqs"] = self._exec(read_cur, f"SELECT count(DISTINCT seq) FROM {name}").fetchall()[0][0]
         else:
             row["seqs"] = n
+        # The numbers' ranges are the decoder's (types of the contract): its verdict (``valid``) covers them.
+        # What ``gpufl.events.check`` adds is checked here: the session id's form, a stamped seq, the stream,
+        # the order of start and end.
         if (
             n != count
             or sid != row["sid_max"]
-            or row["sid_bytes_min"] < 1
-            or row["sid_bytes_max"] > 64
+            or not ev.valid_session_id(sid)
             or lo < 0
             or row["off_stream"]
             or row["reversed"]
-            or any(v is not None and v < 0 for k, v in row.items() if k.startswith("min_"))
         ):
             return None
         if valid is not None and not valid():
@@ -511,13 +528,21 @@ class SqlStore:
         try:
             with self._write() as cur:
                 self._lock_streams(cur, [(sid, stream)])
+                # A deleted session's tombstone comes back as a row (-1, -1), ahead of the real ranges
+                # (seqs are >= 0), in the same round trip: the record path then refuses the batch.
                 rows = self._exec(
                     cur,
-                    "SELECT lo, hi FROM seq_ranges WHERE session_id = ? AND stream = ? ORDER BY lo",
-                    [sid, stream],
+                    """SELECT lo, hi FROM seq_ranges WHERE session_id = ? AND stream = ?
+                       UNION ALL SELECT -1, -1 FROM pruned_sessions WHERE session_id = ?
+                       ORDER BY lo""",
+                    [sid, stream, sid],
                 ).fetchall()
                 ranges = [(int(a), int(b)) for a, b in rows]
-                if row["seqs"] != n or any(a <= hi and b >= lo for a, b in ranges):
+                if (
+                    row["seqs"] != n
+                    or any(a <= hi and b >= lo for a, b in ranges)
+                    or (ranges and ranges[0][0] < 0)
+                ):
                     raise _NotHere
                 if n == hi - lo + 1:  # gap-free (the usual batch): one run
                     merged = merge_ranges([*ranges, (lo, hi)], [])
@@ -1084,6 +1109,38 @@ class SqlStore:
             for t in SESSION_TABLES:
                 self._exec(cur, f"DELETE FROM {t} WHERE session_id = ?", [sid])
         return bool(found)
+
+    def prune_session(self, sid: str, reason: str, quiet_since_ns: int | None = None) -> bool:
+        """Delete a session for retention and leave its tombstone, so that its late records are refused
+        (``ingest``) rather than stored as a fragment. Spares it (returns False) if it received records at
+        or after ``quiet_since_ns``, checked under every stream's ingest lock: a batch commits either before
+        (and spares it) or after (and is refused). False too when it is gone already (another backend)."""
+        with self._write() as cur:
+            self._lock_streams(cur, [(sid, s) for s in sorted(ev.STREAMS)])
+            row = self._exec(
+                cur, "SELECT max(updated_ns) FROM session_streams WHERE session_id = ?", [sid]
+            ).fetchall()
+            last = row[0][0] if row else None
+            if last is None or (quiet_since_ns is not None and int(last) >= quiet_since_ns):
+                return False
+            for t in SESSION_TABLES:
+                self._exec(cur, f"DELETE FROM {t} WHERE session_id = ?", [sid])
+            self._exec(
+                cur,
+                "INSERT INTO pruned_sessions VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                [sid, time.time_ns(), reason],
+            )
+        self._since_compact.pop(sid, None)
+        return True
+
+    def is_pruned(self, sid: str) -> bool:
+        """Whether retention deleted the session (and no re-delivery has re-created it since)."""
+        return self._one("SELECT 1 FROM pruned_sessions WHERE session_id = ?", [sid]) is not None
+
+    def sessions_received_since(self, since_ns: int) -> set[str]:
+        """Sessions that stored records at or after ``since_ns`` (the backends' clock, not the records')."""
+        rows = self._all("SELECT DISTINCT session_id FROM session_streams WHERE updated_ns >= ?", [since_ns])
+        return {r[0] for r in rows}
 
     def session_usage(self) -> list[tuple[str, int, int]]:
         """(session_id, last activity ns, stored bytes) for every session, oldest activity first."""

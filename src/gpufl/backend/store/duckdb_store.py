@@ -109,9 +109,6 @@ class DuckDBStore(SqlStore):
         # One call for them all: each return to Python waits for the GIL.
         return cur.execute(";\n".join(statements))
 
-    def _byte_length(self, expr: str) -> str:
-        return f"strlen({expr})"
-
     def _lod_select(
         self,
         src: str,

@@ -35,5 +35,15 @@ def _v3(engine: str, sql_types: dict[str, str]) -> list[str]:
     return ["CREATE INDEX IF NOT EXISTS memsets_time ON memsets (session_id, start_ns)"]
 
 
-MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2, 3: _v3}
+def _v4(engine: str, sql_types: dict[str, str]) -> list[str]:
+    """Tombstones of sessions that retention deleted (``SqlStore.prune_session``): their late records are
+    refused instead of coming back as a fragment, until a marked re-delivery re-creates the session. Not in
+    TABLES: it must outlive the session's rows, which ``delete_session`` removes from every table there."""
+    return [
+        f"""CREATE TABLE IF NOT EXISTS pruned_sessions (session_id {sql_types["T"]} PRIMARY KEY,
+            pruned_ns {sql_types["I"]}, reason {sql_types["T"]})"""
+    ]
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2, 3: _v3, 4: _v4}
 LATEST = max(MIGRATIONS)

@@ -13,5 +13,11 @@ router = APIRouter(tags=["admin"], dependencies=[AdminRole])
 
 @router.post("/admin/prune", response_model=PruneResult)
 def prune_now(request: Request, store: StoreDep, settings: SettingsDep) -> PruneResult:
-    reasons = prune(store, settings.retention_days, settings.max_store_bytes, request.app.state.metrics)
+    reasons = prune(
+        store,
+        settings.retention_days,
+        settings.max_store_bytes,
+        request.app.state.metrics,
+        quiet_s=settings.retention_quiet_s,
+    )
     return PruneResult(deleted=list(reasons), reasons=reasons)

@@ -14,7 +14,14 @@ from starlette.concurrency import run_in_threadpool
 from gpufl.backend.api.schemas import IngestResult
 from gpufl.backend.core.config import Settings
 from gpufl.backend.deps import IngestRole, SettingsDep, StoreDep
-from gpufl.backend.ingest import BadBody, BatchResult, TooLarge, decompress_if, ingest_body
+from gpufl.backend.ingest import (
+    REDELIVER_HEADER,
+    BadBody,
+    BatchResult,
+    TooLarge,
+    decompress_if,
+    ingest_body,
+)
 from gpufl.backend.limits import OverBudget, Reservation, decode_cost, release_memory
 from gpufl.backend.metrics import Metrics, reason_class
 from gpufl.backend.store import SqlStore
@@ -74,6 +81,7 @@ def _ingest(
     as_array: bool | None,
     settings: Settings,
     held: Reservation,
+    redeliver: bool = False,
 ) -> BatchResult:
     # While decompressing, each slice holds twice its bytes (itself, and its share of the text they are
     # joined into); then what the decode takes is held in one step (all of it or nothing: concurrent
@@ -82,7 +90,10 @@ def _ingest(
         body, encoding, settings.max_decompressed_bytes, lambda piece: held.add(2 * len(piece), wait=True)
     )
     held.grow_to(decode_cost(text), wait=True)
-    return ingest_body(store, stream, text, as_array, settings.max_batch_records)
+    return ingest_body(store, stream, text, as_array, settings.max_batch_records, redeliver)
+
+
+_REDELIVER_VALUES = {"1": True, "true": True, "0": False, "false": False}
 
 
 def _refused(e: Exception, settings: Settings, metrics: Metrics) -> JSONResponse:
@@ -120,6 +131,15 @@ async def post_events(
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         metrics.batches.labels("413").inc()
         return _too_large(f"body of {declared} bytes exceeds {max_bytes}", settings)
+    # A deliberate re-delivery of whole sessions (docs/ingest-protocol.md): a value we don't know is an
+    # error, not silently "unmarked", which would have the re-delivery refused record by record.
+    redeliver = _REDELIVER_VALUES.get((request.headers.get(REDELIVER_HEADER) or "0").strip().lower())
+    if redeliver is None:
+        metrics.batches.labels("400").inc()
+        return JSONResponse(
+            {"error": f"{REDELIVER_HEADER} must be 1 or 0", "stored": 0, "duplicates": 0, "rejected": []},
+            status_code=400,
+        )
     if app.state.inflight >= settings.max_inflight_ingests:
         metrics.batches.labels("503").inc()
         return JSONResponse(
@@ -141,7 +161,9 @@ async def post_events(
         body = b"".join(chunks)
         del chunks
         # Everything from decompression on runs in a worker thread, off the event loop.
-        res = await run_in_threadpool(_ingest, store, stream, body, encoding, as_array, settings, held)
+        res = await run_in_threadpool(
+            _ingest, store, stream, body, encoding, as_array, settings, held, redeliver
+        )
     except (OverBudget, TooLarge, BadBody) as e:
         # The exception's traceback holds the frames it passed, and with them the body, its decompressed
         # slices or text; anyio keeps the exception in a future that those frames reference, a cycle only
@@ -169,3 +191,6 @@ async def post_events(
         return JSONResponse(body_out, status_code=400)
     metrics.batches.labels("200").inc()
     return JSONResponse(body_out)
+
+
+post_events.own_body_limits = True  # type: ignore[attr-defined]  # guard.AuthBeforeBody: no 1 MiB cap

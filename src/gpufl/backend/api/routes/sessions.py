@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -12,6 +13,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Response
 from pydantic import BaseModel
 
 from gpufl.backend.api import schemas as S
+from gpufl.backend.api.errors import BAD_CURSOR, NOT_FOUND
 from gpufl.backend.deps import AdminRole, ReadRole, StoreDep
 from gpufl.backend.store import Cursor, NotFound
 
@@ -33,6 +35,7 @@ AnyI64 = Annotated[int | None, Query(ge=-I64, le=I64)]
 """A CUDA stream id or scope id filter: any 64-bit integer."""
 CursorParam = Annotated[str | None, Query(max_length=512)]
 PageLimit = Annotated[int, Query(ge=1, le=10_000)]
+_DECIMAL = re.compile(r"[0-9]{1,20}", re.ASCII)
 
 
 def encode_cursor(c: Cursor | None) -> str | None:
@@ -60,7 +63,7 @@ def _exists(store: StoreDep, sid: str) -> None:
         raise HTTPException(404, f"session {sid!r} not found")
 
 
-@router.get("/sessions", response_model=S.SessionPage, dependencies=[ReadRole])
+@router.get("/sessions", response_model=S.SessionPage, dependencies=[ReadRole], responses=BAD_CURSOR)
 def list_sessions(
     store: StoreDep,
     host: Annotated[str | None, Query(max_length=256)] = None,
@@ -79,7 +82,9 @@ def hosts(store: StoreDep) -> S.HostsResponse:
     return S.HostsResponse.model_validate({"hosts": store.hosts()})
 
 
-@router.get("/sessions/{session_id}", response_model=S.SessionDetail, dependencies=[ReadRole])
+@router.get(
+    "/sessions/{session_id}", response_model=S.SessionDetail, dependencies=[ReadRole], responses=NOT_FOUND
+)
 def session_detail(store: StoreDep, session_id: SessionId) -> S.SessionDetail:
     try:
         return S.SessionDetail.model_validate(store.session_detail(session_id))
@@ -87,7 +92,9 @@ def session_detail(store: StoreDep, session_id: SessionId) -> S.SessionDetail:
         raise HTTPException(404, f"session {session_id!r} not found") from None
 
 
-@router.delete("/sessions/{session_id}", response_model=S.Deleted, dependencies=[AdminRole])
+@router.delete(
+    "/sessions/{session_id}", response_model=S.Deleted, dependencies=[AdminRole], responses=NOT_FOUND
+)
 def delete_session(store: StoreDep, session_id: SessionId) -> S.Deleted:
     if not store.delete_session(session_id):
         raise HTTPException(404, f"session {session_id!r} not found")
@@ -98,6 +105,7 @@ def delete_session(store: StoreDep, session_id: SessionId) -> S.Deleted:
     "/sessions/{session_id}/kernels",
     response_model=S.KernelPage | S.KernelTimeline,
     dependencies=[ReadRole],
+    responses={**NOT_FOUND, **BAD_CURSOR},
 )
 def kernels(
     store: StoreDep,
@@ -128,7 +136,12 @@ def kernels(
     return fast_json({"items": items, "next_cursor": encode_cursor(nxt)})
 
 
-@router.get("/sessions/{session_id}/kernels/summary", response_model=S.KernelSummary, dependencies=[ReadRole])
+@router.get(
+    "/sessions/{session_id}/kernels/summary",
+    response_model=S.KernelSummary,
+    dependencies=[ReadRole],
+    responses=NOT_FOUND,
+)
 def kernel_summary(
     store: StoreDep,
     session_id: SessionId,
@@ -140,12 +153,16 @@ def kernel_summary(
 
 
 @router.get(
-    "/sessions/{session_id}/kernels/{kernel_id}", response_model=S.KernelDetail, dependencies=[ReadRole]
+    "/sessions/{session_id}/kernels/{kernel_id}",
+    response_model=S.KernelDetail,
+    dependencies=[ReadRole],
+    responses=NOT_FOUND,
 )
 def kernel_detail(
     store: StoreDep, session_id: SessionId, kernel_id: Annotated[str, Path(max_length=20)]
 ) -> S.KernelDetail:
-    if not kernel_id.isdigit() or int(kernel_id) > I64:
+    # ASCII digits only: str.isdigit() also accepts '²' or '٣', which int() refuses or reads as 3.
+    if not _DECIMAL.fullmatch(kernel_id) or int(kernel_id) > I64:
         raise HTTPException(404, f"kernel {kernel_id!r} not found")
     try:
         return S.KernelDetail.model_validate(store.kernel(session_id, int(kernel_id)))
@@ -175,14 +192,21 @@ def _activity_route(table: str, model: type[BaseModel], path: str) -> None:
         return fast_json({"items": items, "next_cursor": encode_cursor(nxt)})
 
     handler.__name__ = path  # the OpenAPI operation id, as before
-    router.get(f"/sessions/{{session_id}}/{path}", response_model=model, dependencies=[ReadRole])(handler)
+    router.get(
+        f"/sessions/{{session_id}}/{path}",
+        response_model=model,
+        dependencies=[ReadRole],
+        responses={**NOT_FOUND, **BAD_CURSOR},
+    )(handler)
 
 
 _activity_route("memcpys", S.MemcpyPage, "memcpy")
 _activity_route("memsets", S.MemsetPage, "memsets")
 
 
-@router.get("/sessions/{session_id}/scopes", response_model=S.ScopeTree, dependencies=[ReadRole])
+@router.get(
+    "/sessions/{session_id}/scopes", response_model=S.ScopeTree, dependencies=[ReadRole], responses=NOT_FOUND
+)
 def scopes(store: StoreDep, session_id: SessionId) -> S.ScopeTree:
     _exists(store, session_id)
     return S.ScopeTree.model_validate({"roots": store.scope_tree(session_id)})
@@ -190,7 +214,10 @@ def scopes(store: StoreDep, session_id: SessionId) -> S.ScopeTree:
 
 # Registered before /scopes/{scope_id}/... (different segment counts today, but keep the literal path first).
 @router.get(
-    "/sessions/{session_id}/scopes/instances", response_model=S.ScopeInstancePage, dependencies=[ReadRole]
+    "/sessions/{session_id}/scopes/instances",
+    response_model=S.ScopeInstancePage,
+    dependencies=[ReadRole],
+    responses={**NOT_FOUND, **BAD_CURSOR},
 )
 def scope_instances(
     store: StoreDep,
@@ -214,6 +241,7 @@ def scope_instances(
     "/sessions/{session_id}/scopes/{scope_id}/profile-samples",
     response_model=S.ProfileSamples,
     dependencies=[ReadRole],
+    responses=NOT_FOUND,
 )
 def profile_samples(
     store: StoreDep, session_id: SessionId, scope_id: Annotated[int, Path(ge=-I64, le=I64)]
@@ -222,7 +250,12 @@ def profile_samples(
     return S.ProfileSamples.model_validate(store.profile_samples(session_id, scope_id))
 
 
-@router.get("/sessions/{session_id}/system", response_model=S.SystemResponse, dependencies=[ReadRole])
+@router.get(
+    "/sessions/{session_id}/system",
+    response_model=S.SystemResponse,
+    dependencies=[ReadRole],
+    responses=NOT_FOUND,
+)
 def system(
     store: StoreDep,
     session_id: SessionId,
