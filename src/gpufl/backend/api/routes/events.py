@@ -176,9 +176,13 @@ async def post_events(
     finally:
         app.state.inflight -= 1
         if held.release():
-            # After this coroutine is done (its frame no longer holds the body), off the event loop.
+            # Off the event loop, a second after the last big ingest ended (its frames and response are
+            # gone by then), and again once the idle worker threads have retired (anyio: after 10 s idle),
+            # whose per-thread leftovers (DuckDB cursors among them) only the cyclic GC frees: measured
+            # ~35 MB back on the process test.
             loop = asyncio.get_running_loop()
-            loop.call_soon(loop.run_in_executor, None, release_memory)
+            for delay in (1.0, 15.0):
+                loop.call_later(delay, loop.run_in_executor, None, release_memory)
     metrics.records.labels("stored", stream).inc(res.stored)
     metrics.records.labels("duplicate", stream).inc(res.duplicates)
     metrics.records.labels("rejected", stream).inc(len(res.rejected))
