@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from gpufl.backend.api.schemas import IngestResult
+from gpufl.backend.api.schemas import ErrorBody, IngestResult
 from gpufl.backend.core.config import Settings
 from gpufl.backend.deps import IngestRole, SettingsDep, StoreDep
 from gpufl.backend.ingest import (
@@ -111,7 +111,15 @@ def _refused(e: Exception, settings: Settings, metrics: Metrics) -> JSONResponse
     "/events/{stream}",
     response_model=IngestResult,
     dependencies=[IngestRole],
-    responses={400: {}, 413: {}, 415: {}, 503: {}},
+    responses={
+        400: {},
+        413: {},
+        415: {
+            "model": ErrorBody,
+            "description": "A Content-Type or Content-Encoding the endpoint does not read",
+        },
+        503: {},
+    },
 )
 async def post_events(
     stream: Literal["device", "scope", "system"], request: Request, store: StoreDep, settings: SettingsDep
