@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import random
 import secrets
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -353,14 +354,11 @@ def test_a_whole_batch_failing_one_check(
     assert got.stored == 0
 
 
-def test_without_a_usable_temp_directory_the_python_path_stores_the_batch(
-    store: SqlStore,
-    reference: SqlStore,
-    json_calls: list[bool],
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
+def test_without_a_usable_staging_folder_the_python_path_stores_the_batch(
+    store: SqlStore, reference: SqlStore, json_calls: list[bool]
 ) -> None:
-    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "missing"))
+    if store.staging_dir is not None:
+        shutil.rmtree(store.staging_dir)  # removed under the running store: mkstemp fails
     ks = lines(kernels(SessionFactory("notmp"), 100))
     same_as_records(store, reference, [("device", body_of(ks))])
     assert json_calls == ([False] if store.json_stage else [])

@@ -1025,6 +1025,15 @@ export interface operations {
                 };
                 content?: never;
             };
+            /** @description A Content-Type or Content-Encoding the endpoint does not read */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description A parameter or body the API does not take */
             422: {
                 headers: {

@@ -21,6 +21,8 @@ from gpufl.backend.api.errors import API_ERRORS
 from gpufl.backend.api.routes import admin, events, health, keys, sessions
 from gpufl.backend.auth import AuthError
 from gpufl.backend.core.config import Settings
+from gpufl.backend.guard import AuthBeforeBody
+from gpufl.backend.limits import MemoryBudget
 from gpufl.backend.metrics import Metrics
 from gpufl.backend.ratelimit import RateLimited, RateLimiter
 from gpufl.backend.retention import RetentionJob
@@ -201,6 +203,8 @@ def create_app(settings: Settings, store: SqlStore, *, start_jobs: bool = True) 
     app.state.store = store
     app.state.metrics = metrics
     app.state.inflight = 0
+    app.state.ingest_budget = MemoryBudget(settings.max_inflight_bytes)  # ingest memory (limits.py)
+    app.add_middleware(AuthBeforeBody)  # inside the latency middleware: its 401/403s are timed too
     # Inside LatencyMiddleware (added after it = outside), so the latency metric sees the 500.
     app.add_middleware(UnhandledErrorMiddleware)
     app.add_middleware(LatencyMiddleware, metrics=metrics)

@@ -31,6 +31,11 @@ _SERVE_FLAGS: tuple[tuple[str, str, type], ...] = (
     ("--kafka-group", "kafka_group", str),
     ("--retention-days", "retention_days", float),
     ("--max-store-bytes", "max_store_bytes", int),
+    # Memory limits (docs/operations.md, "Limits").
+    ("--max-body-bytes", "max_body_bytes", int),
+    ("--max-decompressed-bytes", "max_decompressed_bytes", int),
+    ("--max-inflight-bytes", "max_inflight_bytes", int),
+    ("--duckdb-memory-limit", "duckdb_memory_limit", int),
     ("--retention-quiet-s", "retention_quiet_s", float),
     ("--tls-cert", "tls_cert", str),
     ("--tls-key", "tls_key", str),
@@ -91,7 +96,7 @@ def _open_store(settings: Settings) -> Any:
     from gpufl.backend.store import StoreError, open_store
 
     try:
-        return open_store(settings.database_url())
+        return open_store(settings.database_url(), duckdb_memory_limit=settings.duckdb_memory_limit)
     except StoreError as e:
         die(str(e))
     except Exception as e:  # e.g. a DuckDB file locked by a running backend
@@ -106,6 +111,9 @@ def serve(argv: Sequence[str]) -> None:
     settings = _settings(ns)
     _check_tls(settings)
     logging.basicConfig(level=ns.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from gpufl.backend.limits import tune_malloc
+
+    tune_malloc()  # before the store and the threads allocate: freed bodies go back to the OS
     with socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

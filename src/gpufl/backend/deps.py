@@ -41,6 +41,15 @@ def _bearer(request: Request) -> str | None:
 _bearer_scheme = HTTPBearer(auto_error=False, description="an API key: gpufl_<id>_<secret>")
 BearerDoc = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)]
 
+AUTHENTICATED = "gpufl.key"
+"""Scope key of the (key id, role) the request's token was authenticated as (by ``require`` or, before the
+body is read, by ``guard.AuthBeforeBody``): the store is asked once per request."""
+
+
+def authorize(role: Role, needed: Role) -> None:
+    if not allowed(role, needed):
+        raise AuthError(403, f"token role {role.value!r} may not do this (needs {needed.value!r})")
+
 
 def require(needed: Role) -> Callable[..., Role]:
     """Dependency: the request's token must be valid (401) and carry ``needed`` or admin (403); then the
@@ -48,13 +57,17 @@ def require(needed: Role) -> Callable[..., Role]:
     kind = "ingest" if needed == Role.ingest else "query"
 
     def check(request: Request, _: BearerDoc) -> Role:
-        key_id, role = authenticate_key(request.app.state.store, _bearer(request))
-        if not allowed(role, needed):
-            raise AuthError(403, f"token role {role.value!r} may not do this (needs {needed.value!r})")
+        found = request.scope.get(AUTHENTICATED)
+        if found is None:
+            found = authenticate_key(request.app.state.store, _bearer(request))
+            request.scope[AUTHENTICATED] = found
+        key_id, role = found
+        authorize(role, needed)
         # After the role check: a request refused with 403 costs the key nothing.
         request.app.state.rate_limits[kind].take(key_id)
         return role
 
+    check.needed_role = needed  # type: ignore[attr-defined]  # read by guard.AuthBeforeBody
     return check
 
 

@@ -22,7 +22,7 @@ import threading
 import typing
 import zlib
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -131,18 +131,53 @@ def _refuse(
     return res
 
 
-def gunzip(body: bytes, max_bytes: int) -> bytes:
-    """Decompress, refusing to inflate past ``max_bytes`` (a gzip bomb is a 413, not an OOM)."""
-    d = zlib.decompressobj(wbits=31)
-    try:
-        out = d.decompress(body, max_bytes + 1)
-    except zlib.error as e:
-        raise BadBody(f"body is not valid gzip: {e}") from None
-    if len(out) > max_bytes or d.unconsumed_tail:
-        raise TooLarge(f"decompressed body exceeds {max_bytes} bytes")
-    if not d.eof:
-        raise BadBody("body is not valid gzip: truncated")
-    return out
+_SLICE = 1 << 20
+"""Bytes decompressed per step: each slice is charged to the memory budget before the next is made (and
+zlib's output buffer for a step, up to twice the slice, is short-lived)."""
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def gunzip(body: bytes, max_bytes: int, charge: Callable[[bytes], None] | None = None) -> bytes:
+    """Decompress every member of a gzip body (RFC 1952 2.2: a gzip file is a series of members, which
+    ``gzip -c a b`` and appending writers produce; zlib stops at the end of the first), refusing to inflate
+    past ``max_bytes`` in all (a gzip bomb is a 413, not an OOM) and refusing bytes after the last member
+    that do not start another: the body would otherwise be stored in part with nothing said.
+
+    Slice by slice (``_SLICE``), each handed to ``charge`` (the memory budget) before the next is made.
+    zlib itself, not the ``gzip`` module, because the module's reader is ~1.7x slower (8 KiB reads: 14 vs
+    8 ms for a 50,000-kernel batch) and accepts zero padding after the last member."""
+    parts: list[bytes] = []
+    total = 0
+    data = body
+    while True:
+        d = zlib.decompressobj(wbits=31)  # one gzip member: header, deflate stream, CRC-32 and size checked
+        while True:
+            room = min(_SLICE, max_bytes + 1 - total)
+            try:
+                out = d.decompress(data, room)
+            except zlib.error as e:
+                raise BadBody(f"body is not valid gzip: {e}") from None
+            total += len(out)
+            if total > max_bytes:
+                raise TooLarge(f"decompressed body exceeds {max_bytes} bytes (max_decompressed_bytes)")
+            if out:
+                if charge is not None:
+                    charge(out)
+                parts.append(out)
+            data = d.unconsumed_tail
+            if d.eof or (not data and len(out) < room):
+                break  # the member ended, or the input did (and nothing is left inside zlib)
+        if not d.eof:
+            raise BadBody("body is not valid gzip: truncated (a member ends before its end-of-stream marker)")
+        data = d.unused_data
+        if not data:
+            break
+        if not data.startswith(_GZIP_MAGIC[: len(data)]):
+            raise BadBody(
+                f"body is not valid gzip: {len(data)} trailing bytes after the last gzip member "
+                f"(starting {data[:8]!r}) are not another member"
+            )
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def split_records(body: bytes, json_array: bool | None = None) -> list[bytes]:
@@ -345,11 +380,29 @@ def _validate_slow(stream: str, raws: list[bytes]) -> tuple[list[ev.Record], lis
             ):
                 raise ev.ContractError(f"options nested deeper than {MAX_OPTIONS_DEPTH} levels")
         except ev.ContractError as e:  # the only error decode raises, whatever the bytes
-            res.rejected.append(Rejected(i, _probe_seq(raw), str(e)[:500]))
+            res.rejected.append(Rejected(i, _probe_seq(raw), _reason(raw, e)))
             continue
         good.append(rec)
         sizes.append(len(raw))
     return good, sizes, res
+
+
+_BAD_CHAR = re.compile(r"invalid character \(byte (\d+)\)")
+
+
+def _reason(raw: bytes, e: ev.ContractError) -> str:
+    """The rejection reason for ``raw``: the contract's, or, where the decoder stopped at a raw control
+    character (RFC 8259 7: U+0000..U+001F must be escaped in strings, and only tab, LF, CR are whitespace;
+    msgspec and DuckDB's reader both refuse them), one that names it."""
+    msg = str(e)
+    m = _BAD_CHAR.search(msg) if msg.startswith("malformed JSON") else None
+    if m is not None and int(m.group(1)) < len(raw) and raw[int(m.group(1))] < 0x20:
+        pos = int(m.group(1))
+        return (
+            f"malformed JSON: unescaped control character U+{raw[pos]:04X} at byte {pos} "
+            f"(JSON strings must escape U+0000..U+001F, e.g. \\u{raw[pos]:04x})"
+        )
+    return msg[:500]
 
 
 @contextmanager
@@ -549,12 +602,18 @@ def _ingest_slow(store: SqlStore, stream: str, raws: list[bytes], redeliver: boo
     return res
 
 
-def decompress_if(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
+def decompress_if(
+    body: bytes, encoding: str | None, max_bytes: int, charge: Callable[[bytes], None] | None = None
+) -> bytes:
+    """The body's text: ``gunzip`` for gzip (each decompressed slice handed to ``charge``), the body itself
+    for identity (checked against ``max_bytes``)."""
     enc = (encoding or "").strip().lower()
     if enc in ("", "identity"):
+        if len(body) > max_bytes:
+            raise TooLarge(f"body of {len(body)} bytes exceeds {max_bytes} (max_decompressed_bytes)")
         return body
     if enc in ("gzip", "x-gzip"):
-        return gunzip(body, max_bytes)
+        return gunzip(body, max_bytes, charge)
     raise BadBody(f"unsupported Content-Encoding {encoding!r} (use gzip)")
 
 

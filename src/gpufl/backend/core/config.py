@@ -30,6 +30,14 @@ class Settings(BaseSettings):
     max_batch_records: int = Field(50_000, gt=0)
     max_inflight_ingests: int = Field(8, gt=0)
     """Ingest requests beyond this many in progress get 503 + Retry-After (the agent retries)."""
+    # Memory limits of the ingest path and the store (docs/operations.md, "Limits").
+    max_decompressed_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    """A body's size once decompressed (every gzip member together), or as sent: over it, 413."""
+    max_inflight_bytes: int = Field(512 * 1024 * 1024, gt=0)
+    """Memory budget of the ingests in progress, all together (``gpufl.backend.limits``): a request that
+    does not fit gets 503 + Retry-After, one that alone is over it 413."""
+    duckdb_memory_limit: int = Field(512 * 1024 * 1024, gt=0)
+    """DuckDB's ``memory_limit`` in bytes (its own default is 80 % of the machine's memory)."""
     # Per-key request rate limits (backend/ratelimit.py): a token bucket per API key, refilled at this
     # many requests/s and holding up to *_burst; beyond it 429 + Retry-After. 0 turns a limit off. The
     # defaults are far above what an agent (a few batches a second), the dashboard, the benches and the

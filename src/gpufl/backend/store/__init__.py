@@ -18,9 +18,9 @@ __all__ = [
 ]
 
 
-def open_store(url: str) -> SqlStore:
+def open_store(url: str, duckdb_memory_limit: int | None = None) -> SqlStore:
     """``postgresql://...`` (or ``postgres://``) → PostgreSQL; ``duckdb:///path``, ``duckdb::memory:`` or a
-    plain path → DuckDB."""
+    plain path → DuckDB (``duckdb_memory_limit``: its memory_limit in bytes; None: DuckDB's default)."""
     if url.startswith(("postgresql://", "postgres://")):
         from gpufl.backend.store.postgres_store import PostgresStore
 
@@ -35,4 +35,4 @@ def open_store(url: str) -> SqlStore:
         raise StoreError(f"bad database URL {url!r}")
     from gpufl.backend.store.duckdb_store import DuckDBStore
 
-    return DuckDBStore(path)
+    return DuckDBStore(path, memory_limit=duckdb_memory_limit)

@@ -17,6 +17,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import msgspec
@@ -27,6 +28,30 @@ from gpufl.backend.store.migrations import LATEST, MIGRATIONS
 from gpufl.backend.store.schema import LOD_SHIFTS, SESSION_TABLES, TABLES
 
 Row = tuple[Any, ...]
+
+
+STAGING_PREFIX, STAGING_SUFFIX = "gpufl-batch-", ".ndjson"
+_STALE_TMP_S = 3600
+
+
+def sweep_staging(folder: Path) -> None:
+    """Delete the batch files left in a store's staging ``folder`` (a backend killed mid-batch leaves its
+    file: every one there is stale once the store is open, its engine locking the store file), and those
+    over an hour old in the system temp directory, where earlier versions staged them (a batch file lives
+    for one batch's parse, so a younger one may be another backend's)."""
+    for p in folder.glob(f"{STAGING_PREFIX}*{STAGING_SUFFIX}"):
+        p.unlink(missing_ok=True)
+    cutoff = time.time() - _STALE_TMP_S
+    try:
+        old = list(Path(tempfile.gettempdir()).glob(f"{STAGING_PREFIX}*{STAGING_SUFFIX}"))
+    except OSError:
+        return
+    for p in old:
+        try:
+            if p.is_file() and p.stat().st_mtime < cutoff:
+                p.unlink()
+        except OSError:
+            pass  # another user's, or gone meanwhile
 
 
 class StoreError(RuntimeError):
@@ -357,6 +382,9 @@ class SqlStore:
 
     json_stage: ClassVar[bool] = False
     """The engine reads NDJSON itself (``_parse_json``), so ``ingest_json`` can store a batch."""
+    staging_dir: Path | None = None
+    """Where ``ingest_json`` writes a batch for the engine to read: a folder of the store's own (swept when
+    the store opens, ``sweep_staging``), or None for the system temp directory (an in-memory store)."""
 
     def _parse_json(
         self, cur: Any, name: str, path: str, columns: Sequence[tuple[str, str, str | None]]
@@ -416,9 +444,11 @@ class SqlStore:
         with self._read() as cur:
             try:
                 try:
-                    fd, path = tempfile.mkstemp(prefix="gpufl-batch-", suffix=".ndjson")
+                    fd, path = tempfile.mkstemp(
+                        prefix=STAGING_PREFIX, suffix=STAGING_SUFFIX, dir=self.staging_dir
+                    )
                 except OSError:
-                    return None  # no writable temp directory: the Python path needs none
+                    return None  # no writable staging folder: the Python path needs none
                 try:
                     with os.fdopen(fd, "wb") as fh:
                         fh.write(text)

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import duckdb
 import pyarrow as pa
 
-from gpufl.backend.store.base import SqlStore, StageRefused, StoreError, ValueOutOfRange
+from gpufl.backend.store.base import SqlStore, StageRefused, StoreError, ValueOutOfRange, sweep_staging
 from gpufl.backend.store.schema import TABLES
 
 _ARROW = {"I": pa.int64(), "F": pa.float64(), "T": pa.string(), "H": pa.decimal128(38, 0)}
@@ -25,17 +25,26 @@ class DuckDBStore(SqlStore):
     engine = "duckdb"
     sql_types: ClassVar[dict[str, str]] = {"I": "BIGINT", "F": "DOUBLE", "T": "VARCHAR", "H": "HUGEINT"}
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, memory_limit: int | None = None) -> None:
         self.path = str(path)
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        # Checkpoint when the WAL passes 128 MiB (default 16 MiB, i.e. every 2-3 batches of 50k kernels):
+        # each checkpoint recompresses the tables' last, partly filled row groups, so rare ones cost about
+        # half the CPU per record. A crash replays at most that much WAL (~0.5 s for 128 MiB).
+        config: dict[str, str | bool | int | float | list[str]] = {"checkpoint_threshold": "128MiB"}
+        if memory_limit is not None:
+            # DuckDB's default is 80 % of the machine's memory, on top of what the Python side holds.
+            config["memory_limit"] = f"{int(memory_limit)}B"
         try:
-            # Checkpoint when the WAL passes 128 MiB (default 16 MiB, i.e. every 2-3 batches of 50k kernels):
-            # each checkpoint recompresses the tables' last, partly filled row groups, so rare ones cost about
-            # half the CPU per record. A crash replays at most that much WAL (~0.5 s for 128 MiB).
-            self._con = duckdb.connect(self.path, config={"checkpoint_threshold": "128MiB"})
+            self._con = duckdb.connect(self.path, config=config)
         except duckdb.Error as e:
             raise StoreError(f"cannot open DuckDB store {self.path}: {e}") from None
+        if self.path != ":memory:":
+            # The file is ours now (DuckDB locks it): whatever is in its staging folder is left over.
+            self.staging_dir = Path(self.path + ".staging")
+            self.staging_dir.mkdir(exist_ok=True)
+            sweep_staging(self.staging_dir)
         self._wlock = threading.Lock()
         self._since_compact = {}
         self._local = threading.local()
