@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs on the lent H100 (device tool): GPU tests, real captures, overhead bench. Results go to $OUT.
-# Usage there:  bash scripts/gpu_checks.sh [tests] [captures] [bench] [survival] [run]
+# Usage there:  bash scripts/gpu_checks.sh [tests] [captures] [bench] [suite] [survival] [run]
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=$PWD/src:/tmp/site PYTHONUNBUFFERED=1
@@ -19,6 +19,15 @@ if [[ $what == *captures* ]]; then
 fi
 if [[ $what == *bench* ]]; then
   python3 bench/client_overhead.py --rounds ${ROUNDS:-5} --steps ${STEPS:-100} --modes ${MODES:-none,gpufl,torch-profiler} --json "$OUT/overhead.json" 2>&1 | tee "$OUT/overhead.txt"
+fi
+if [[ $what == *suite* ]]; then
+  # the GPU suite N times in a row on both record paths (issue #15's bar: 3); carry pytest-xdist and execnet
+  # wheels in .whl to run it 4 at a time (95 s on the H100), else it runs serially
+  xdist=(); python3 -c "import xdist" 2>/dev/null && xdist=(-p xdist -n "${JOBS:-4}")
+  for i in $(seq "${N:-3}"); do
+    python3 -m pytest -p no:cacheprovider "${xdist[@]}" tests/gpu -q -rfEs --timeout 300 > "$OUT/gpu_suite_$i.log" 2>&1
+    echo "GPU suite run $i: exit $? — $(tail -1 "$OUT/gpu_suite_$i.log")"
+  done
 fi
 if [[ $what == *survival* ]]; then
   # #15's hand-over soak: every case RUNS times per record path, fresh process each, interleaved
