@@ -382,10 +382,11 @@ print("FOREIGN", s["foreign_buffers"], "OUTSTANDING", s["buffers_outstanding"])
 
 
 def test_a_hand_over_never_frees_another_clients_buffer(tmp_path: Path) -> None:
-    """Issue #15: torch.profiler after gpufl.init died with "double free or corruption". CUPTI's buffer
-    callbacks are process-wide, so around a hand-over it can complete another client's buffer through ours;
-    the extension must read and free only the buffers it handed out, and a detach racing CUPTI's buffer
-    thread must not free the writer under it. Run in a child: the defect aborts the process."""
+    """Issue #15 (hand-over teardown, hardening): CUPTI's buffer callbacks are process-wide, so around a
+    hand-over with torch.profiler it can complete another client's buffer through ours; the extension must
+    read and free only the buffers it handed out, and a detach racing CUPTI's buffer thread must not free
+    the writer under it. Run in a child: freeing a foreign buffer aborts the process. (The exit-time abort
+    seen on the H200 had another cause: Kineto's callback in CUDA's exit teardown, see handover.py.)"""
     import subprocess
     import sys
 

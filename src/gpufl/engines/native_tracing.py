@@ -353,7 +353,7 @@ class NativeTracingEngine:
         self.started = False
         handover.uninstall(self)
         foreign = self.stats.get("foreign_buffers", 0)
-        if foreign:  # the mechanism behind the torch.profiler double free (#15): now counted, never freed
+        if foreign:  # another client's buffers reached our callback around a hand-over: counted, never freed
             self.session.notice(
                 "cupti_foreign_buffers",
                 f"CUPTI completed {foreign} activity buffer(s) of another CUPTI client through gpufl's "
