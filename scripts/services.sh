@@ -43,9 +43,10 @@ services_start() {
 }
 
 services_stop() {
-  [ -f "$GPUFL_WORK/tansu.pid" ] && kill "$(cat "$GPUFL_WORK/tansu.pid")" 2>/dev/null
+  # never fail the caller (an EXIT trap under set -e): the broker may have died already
+  [ -f "$GPUFL_WORK/tansu.pid" ] && { kill "$(cat "$GPUFL_WORK/tansu.pid")" 2>/dev/null || true; }
   rm -f "$GPUFL_WORK/tansu.pid"
   local ver; ver=$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1)
-  [ -n "$ver" ] && pg_ctlcluster "$ver" main stop 2>/dev/null
+  [ -n "$ver" ] && { pg_ctlcluster "$ver" main stop 2>/dev/null || true; }
   return 0
 }
