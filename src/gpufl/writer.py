@@ -153,6 +153,7 @@ class StreamWriter:
         self.error: BaseException | None = None
         self.lost = 0  # records not written because writing failed (disk full, I/O error)
         self.watchdog: Watchdog | None = None
+        self._busy_name = f"{stream} writer"  # the watchdog's name for this thread's write step
 
         self._thread = threading.Thread(target=self._run, name=f"gpufl-writer-{stream}", daemon=True)
 
@@ -303,7 +304,7 @@ class StreamWriter:
             if self.watchdog is None:
                 self._encode_and_write(chunk)
             else:
-                with self.watchdog.busy(f"{self.stream} writer"):
+                with self.watchdog.busy(self._busy_name):
                     self._encode_and_write(chunk)
         except OSError as e:
             self.error = e
