@@ -1,4 +1,4 @@
-"""Builds the native record path (``gpufl._native``, a small C extension) against NVIDIA's CUPTI headers.
+"""Builds the native record path (``gpufl.client._native``, a small C extension) against NVIDIA's CUPTI headers.
 
 libcupti itself is loaded at run time, so only the headers are needed here: from ``$GPUFL_CUDA_INCLUDE``,
 ``$CUDA_HOME/include``, ``/usr/local/cuda/include`` or NVIDIA's pip wheels (``nvidia-cuda-cupti`` +
@@ -44,8 +44,8 @@ if includes and sys.platform.startswith("linux"):
     flags = ["-O2", "-std=gnu11", "-fvisibility=hidden", "-Wall", "-Wno-unused-function"]
     ext_modules.append(
         Extension(
-            "gpufl._native",
-            sources=["src/gpufl/native/_native.c"],
+            "gpufl.client._native",
+            sources=["src/gpufl/client/native/_native.c"],
             include_dirs=includes,
             extra_compile_args=flags,
             libraries=["dl", "pthread"],
@@ -56,8 +56,8 @@ if includes and sys.platform.startswith("linux"):
     # CUDA_INJECTION64_PATH (`gpufl run -- ./app`). Not a Python module; it exports InitializeInjection.
     ext_modules.append(
         Extension(
-            "gpufl._cuda_inject",
-            sources=["src/gpufl/native/_native.c"],
+            "gpufl.client._cuda_inject",
+            sources=["src/gpufl/client/native/_native.c"],
             include_dirs=includes,
             define_macros=[("GPUFL_INJECTION", "1")],
             extra_compile_args=[*flags, "-Wno-unused-variable"],

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 
-from gpufl import events as ev
+from gpufl.contract import events as ev
 
 TOKEN = "bench-token"
 

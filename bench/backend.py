@@ -43,7 +43,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from gpufl import events as ev
+from gpufl.contract import events as ev
 
 TOKEN = "bench-admin-token"
 BATCH = 50_000

@@ -18,9 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from gpufl import events
-from gpufl.config import Options
-from gpufl.writer import SegmentFiles, StreamWriter
+from gpufl.client.config import Options
+from gpufl.client.writer import SegmentFiles, StreamWriter
+from gpufl.contract import events
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -77,7 +77,7 @@ def child(args: argparse.Namespace) -> None:
     native = None
     if args.child != "bare (no gpufl)":
         import gpufl
-        from gpufl import _native  # type: ignore[attr-defined]
+        from gpufl.client import _native  # type: ignore[attr-defined]
 
         gpufl.init(app_name="launch-cost", log_dir=tempfile.mkdtemp(), engines="tracing")
         native = _native

@@ -43,7 +43,7 @@ def main() -> None:
     from gpt_train import MiniGPT
 
     import gpufl
-    from gpufl import _native  # type: ignore[attr-defined]
+    from gpufl.client import _native  # type: ignore[attr-defined]
 
     gpufl.init(app_name="attribution", log_dir=tempfile.mkdtemp(), engines="tracing")
     torch.manual_seed(0)

@@ -26,7 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from gpufl import events  # noqa: E402
+from gpufl.contract import events  # noqa: E402
 
 WORK = """
 def work(x, n):

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build gpufl._native in place for one interpreter with plain gcc (no setuptools): what the H100 runs use,
+# Build gpufl.client._native in place for one interpreter with plain gcc (no setuptools): what the H100 runs use,
 # since pip installs there are offline. `pip install -e .` builds the same extension through setup.py.
 #   bash scripts/build_native.sh [PYTHON]
 set -euo pipefail
@@ -15,7 +15,7 @@ for d in "${GPUFL_CUDA_INCLUDE:-}" "${CUDA_HOME:-/nonexistent}/include" /usr/loc
 done
 [ -n "$cudainc" ] || { echo "build_native.sh: CUPTI headers (cupti.h, cuda.h) not found" >&2; exit 2; }
 gcc -shared -fPIC -O2 -std=gnu11 -fvisibility=hidden -Wall -Wno-unused-function \
-  -I"$pyinc" -I"$cudainc" src/gpufl/native/_native.c -o "src/gpufl/_native$suffix" -ldl -lpthread
+  -I"$pyinc" -I"$cudainc" src/gpufl/client/native/_native.c -o "src/gpufl/client/_native$suffix" -ldl -lpthread
 gcc -shared -fPIC -O2 -std=gnu11 -fvisibility=hidden -Wall -Wno-unused-function -Wno-unused-variable \
-  -DGPUFL_INJECTION -I"$cudainc" src/gpufl/native/_native.c -o "src/gpufl/_cuda_inject$suffix" -ldl -lpthread
-echo "built src/gpufl/_native$suffix and _cuda_inject$suffix (CUPTI headers: $cudainc)"
+  -DGPUFL_INJECTION -I"$cudainc" src/gpufl/client/native/_native.c -o "src/gpufl/client/_cuda_inject$suffix" -ldl -lpthread
+echo "built src/gpufl/client/_native$suffix and _cuda_inject$suffix (CUPTI headers: $cudainc)"

@@ -8,7 +8,7 @@ export PYTHONPATH=$PWD/src:/tmp/site PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 what=${*:-build fixtures tests quick}
 bash scripts/build_native.sh python3 2>&1 | tee "$OUT/build.txt" || exit 1
-python3 -c "import gpufl._native as n, gpufl.engines.native_tracing as t; print(n.__file__, t.unavailable_reason())" 2>&1 | tee -a "$OUT/build.txt"
+python3 -c "import gpufl.client._native as n, gpufl.client.engines.native_tracing as t; print(n.__file__, t.unavailable_reason())" 2>&1 | tee -a "$OUT/build.txt"
 if [[ $what == *fixtures* ]]; then
   fx=/tmp/fixtures; rm -rf $fx; mkdir -p $fx/loop/dump $fx/gpt/dump
   GPUFL_NATIVE_DUMP_DIR=$fx/loop/dump python3 examples/workloads/matmul_loop.py --mode gpufl --steps 2 --warmup 1 --iters 100 --log-dir $fx/loop/logs > "$OUT/fx_loop.txt" 2>&1

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gpufl.replay import replay
+from gpufl.client.replay import replay
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -6,9 +6,8 @@ The plain install holds only what runs inside the user's process (msgspec). GPU 
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from gpufl.scope import scope
-from gpufl.session import Session, active_session, init, shutdown
+from gpufl._version import __version__
+from gpufl.client.scope import scope
+from gpufl.client.session import Session, active_session, init, shutdown
 
 __all__ = ["Session", "__version__", "active_session", "init", "scope", "shutdown"]

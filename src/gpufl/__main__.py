@@ -2,6 +2,6 @@
 
 import sys
 
-from gpufl.cli import main
+from gpufl.client.cli import main
 
 sys.exit(main())

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import msgspec
 
-from gpufl import events as ev
+from gpufl.contract import events as ev
 
 
 class FaultServer:

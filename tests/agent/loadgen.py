@@ -8,7 +8,7 @@ import sys
 import time
 
 import gpufl
-from gpufl import events as ev
+from gpufl.contract import events as ev
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Writes contract-conforming segment files the way the client's writer lays them out: one folder,
 ``<host>.<app>.<session>.<stream>.<NNNNNN>.log``, append-only, rotating by index, seq 0.. per stream
-starting with session_start. Records are encoded with the contract's own encoder (gpufl.events)."""
+starting with session_start. Records are encoded with the contract's own encoder (gpufl.contract.events)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from gpufl import events as ev
+from gpufl.contract import events as ev
 
 HOST = socket.gethostname()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gpufl.events import STREAMS
+from gpufl.contract.events import STREAMS
 
 from .conftest import AGENT, agent_args, run_agent
 from .faultserver import FaultServer

@@ -18,7 +18,7 @@ import msgspec
 import pytest
 from confluent_kafka import Consumer
 
-from gpufl.events import STREAMS
+from gpufl.contract.events import STREAMS
 
 from .conftest import kafka_args, require, restartable_kafka_args, run_agent, start_loadgen
 from .producer import StreamWriter, dead_pid, write_session

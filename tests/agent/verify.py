@@ -18,7 +18,7 @@ from collections import defaultdict
 import httpx
 import msgspec
 
-from gpufl.events import parse_segment_name
+from gpufl.contract.events import parse_segment_name
 
 
 class _Key(msgspec.Struct):

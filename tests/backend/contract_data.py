@@ -1,4 +1,4 @@
-"""Records built from the contract's own types and ranges (msgspec.inspect of gpufl.events), not from a copy
+"""Records built from the contract's own types and ranges (msgspec.inspect of gpufl.contract.events), not from a copy
 of them: records with every field set and every number at one of its bounds, the numeric leaves of a record
 with their bounds, and hypothesis strategies for valid records."""
 
@@ -11,7 +11,7 @@ import msgspec
 import msgspec.inspect as mi
 from hypothesis import strategies as st
 
-from gpufl import events as ev
+from gpufl.contract import events as ev
 
 Bound = Literal["min", "max"]
 Path = tuple[str | int, ...]

@@ -1,8 +1,8 @@
-"""Builds contract records for tests with the structs of gpufl.events (the writer's own types)."""
+"""Builds contract records for tests with the structs of gpufl.contract.events (the writer's own types)."""
 
 from __future__ import annotations
 
-from gpufl import events as ev
+from gpufl.contract import events as ev
 
 T0 = 1_700_000_000_000_000_000
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from gpufl import events as ev
 from gpufl.backend.ingest import BatchResult, ingest_raws
 from gpufl.backend.store import SqlStore
+from gpufl.contract import events as ev
 
 
 def feed(store: SqlStore, records: Iterable[ev.Record]) -> dict[str, BatchResult]:

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from gpufl import events as ev
 from gpufl.backend.api import schemas as S
 from gpufl.backend.app import create_app
 from gpufl.backend.store import SqlStore
+from gpufl.contract import events as ev
 
 from .conftest import Api, make_settings
 from .factory import SessionFactory

@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gpufl import events as ev
 from gpufl.backend.core.config import Settings
+from gpufl.contract import events as ev
 
 from .factory import SessionFactory
 

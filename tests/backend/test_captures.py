@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gpufl import events as ev
+from gpufl.contract import events as ev
 
 from .conftest import Api
 

@@ -11,8 +11,8 @@ from urllib.parse import quote
 import msgspec.inspect as mi
 import pytest
 
-from gpufl import events as ev
 from gpufl.backend.store import SqlStore
+from gpufl.contract import events as ev
 
 from . import contract_data as cd
 from .conftest import Api
@@ -208,7 +208,7 @@ def test_the_engines_own_parse_rejects_what_the_record_path_rejects(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A batch of kernels only is parsed by DuckDB itself (``SqlStore.ingest_json``), which re-checks in SQL
-    what ``gpufl.events.check`` adds to the decoder: the session id's form must be among those checks."""
+    what ``gpufl.contract.events.check`` adds to the decoder: the session id's form must be among those checks."""
     calls: list[bool] = []
     real = SqlStore.ingest_json
 

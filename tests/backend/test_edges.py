@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from gpufl import events as ev
 from gpufl.backend import app as app_mod
 from gpufl.backend import auth
 from gpufl.backend.app import create_app
 from gpufl.backend.store import SqlStore
+from gpufl.contract import events as ev
 
 from .conftest import Api, make_settings
 from .factory import SessionFactory

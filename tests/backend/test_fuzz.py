@@ -22,9 +22,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from gpufl import events as ev
 from gpufl.backend.app import create_app
 from gpufl.backend.core.config import Settings
+from gpufl.contract import events as ev
 
 from .conftest import need_env
 from .factory import SessionFactory

@@ -16,12 +16,12 @@ from typing import Any
 import psycopg
 import pytest
 
-from gpufl import events as ev
 from gpufl.backend import ingest
 from gpufl.backend.ingest import BadBody, BatchResult, TooLarge, ingest_body
 from gpufl.backend.store import IngestOutcome, SqlStore, open_store
 from gpufl.backend.store.base import JSON_TYPES
 from gpufl.backend.store.schema import LOD_SHIFTS, SESSION_TABLES, TABLES
+from gpufl.contract import events as ev
 
 from .conftest import _with_search_path
 from .factory import SessionFactory

@@ -24,10 +24,10 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gpufl import events as ev
 from gpufl.backend.app import create_app
 from gpufl.backend.ingest import BadBody, TooLarge, ingest_body
 from gpufl.backend.store import SqlStore, open_store
+from gpufl.contract import events as ev
 
 from . import contract_data as cd
 from .conftest import Api, make_settings

@@ -15,12 +15,12 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
-from gpufl import events as ev
 from gpufl.backend import cli
 from gpufl.backend.app import create_app
 from gpufl.backend.core.config import Settings
 from gpufl.backend.limits import MemoryBudget, OverBudget, Reservation
 from gpufl.backend.store import SqlStore
+from gpufl.contract import events as ev
 
 from .conftest import Api, make_settings
 from .factory import SessionFactory

@@ -1,5 +1,5 @@
 """The ingest fast path (whole-batch decode, column-wise checks) must accept and reject exactly what the
-record-by-record path (gpufl.events.decode + this backend's checks) does."""
+record-by-record path (gpufl.contract.events.decode + this backend's checks) does."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import random
 
 import pytest
 
-from gpufl import events as ev
 from gpufl.backend import ingest
 from gpufl.backend.store import SqlStore
+from gpufl.contract import events as ev
 
 from .factory import SessionFactory
 

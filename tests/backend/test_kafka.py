@@ -13,12 +13,12 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from gpufl import events as ev
 from gpufl.backend import retention
 from gpufl.backend.core.config import Settings
 from gpufl.backend.kafka_bridge import KafkaBridge
 from gpufl.backend.metrics import Metrics
 from gpufl.backend.store import SqlStore
+from gpufl.contract import events as ev
 
 from .conftest import need_env
 from .factory import SessionFactory

@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from gpufl import events as ev
 from gpufl.backend.ingest import ingest_raws
 from gpufl.backend.store import open_store
+from gpufl.contract import events as ev
 
 from .factory import SessionFactory
 

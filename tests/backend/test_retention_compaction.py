@@ -6,11 +6,11 @@ import time
 
 from fastapi.testclient import TestClient
 
-from gpufl import events as ev
 from gpufl.backend import retention
 from gpufl.backend.app import create_app
 from gpufl.backend.ingest import ingest_raws
 from gpufl.backend.store import SqlStore
+from gpufl.contract import events as ev
 
 from .conftest import Api, make_settings
 from .factory import SessionFactory

@@ -10,10 +10,10 @@ import math
 import random
 from collections import defaultdict
 
-from gpufl import events as ev
 from gpufl.backend import sketch
 from gpufl.backend.ingest import ingest_raws
 from gpufl.backend.store import SqlStore, open_store
+from gpufl.contract import events as ev
 
 from .factory import SessionFactory
 from .helpers import feed

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-from gpufl import events as ev
 from gpufl.backend import cli
 from gpufl.backend.core.config import Settings
 from gpufl.backend.ingest import ingest_body
 from gpufl.backend.store import open_store
 from gpufl.backend.store.duckdb_store import DuckDBStore
+from gpufl.contract import events as ev
 
 from .factory import SessionFactory
 

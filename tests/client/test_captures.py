@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gpufl import events
-from gpufl.replay import read_capture
+from gpufl.client.replay import read_capture
+from gpufl.contract import events
 
 CAPTURES = Path(__file__).resolve().parents[2] / "examples/captures"
 

@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gpufl import events
+from gpufl.contract import events
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import msgspec.inspect as mi
 import pytest
 
-from gpufl import events
-from gpufl.session import new_session_id
+from gpufl.client.session import new_session_id
+from gpufl.contract import events
 
 ROOT = Path(__file__).resolve().parents[2]
 T = 1_700_000_000_000_000_000  # a time inside the contract's window

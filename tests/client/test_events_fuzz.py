@@ -14,7 +14,7 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gpufl import events
+from gpufl.contract import events
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from gpufl import events
-from gpufl.engines.demangle import demangle
-from gpufl.engines.occupancy import DeviceLimits, compute
-from gpufl.writer import DiskBudget, NativeStreamWriter, SegmentFiles, StreamWriter
+from gpufl.client.engines.demangle import demangle
+from gpufl.client.engines.occupancy import DeviceLimits, compute
+from gpufl.client.writer import DiskBudget, NativeStreamWriter, SegmentFiles, StreamWriter
+from gpufl.contract import events
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "native_gpt"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -21,17 +21,17 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 def _native() -> Any:
     try:
-        from gpufl import _native  # type: ignore[attr-defined]
+        from gpufl.client import _native  # type: ignore[attr-defined]
     except ImportError as e:
         if IN_CI:  # CI builds the extension (scripts/install.sh): a missing one is a failure there
-            pytest.fail(f"gpufl._native is not built: {e}")
-        pytest.skip(f"gpufl._native is not built here: {e}")
+            pytest.fail(f"gpufl.client._native is not built: {e}")
+        pytest.skip(f"gpufl.client._native is not built here: {e}")
     return _native
 
 
 def _with_libcupti() -> Any:
     native = _native()
-    from gpufl.engines.native_tracing import libcupti_candidates
+    from gpufl.client.engines.native_tracing import libcupti_candidates
 
     for path in libcupti_candidates():
         try:
@@ -255,7 +255,7 @@ def test_nvtx_ranges_become_scope_records(tmp_path: Path) -> None:
     import threading
 
     import gpufl
-    from gpufl.engines.native_tracing import NVTX_START_BASE, NativeTracingEngine
+    from gpufl.client.engines.native_tracing import NVTX_START_BASE, NativeTracingEngine
 
     native = _native()
     session = gpufl.init(app_name="nvtx", log_dir=str(tmp_path), engines="system")
@@ -310,7 +310,7 @@ def test_shutdown_while_paused_for_torch_profiler_ends_the_nvtx_thread(tmp_path:
     import time
 
     import gpufl
-    from gpufl.engines.native_tracing import NativeTracingEngine
+    from gpufl.client.engines.native_tracing import NativeTracingEngine
 
     native = _native()
     session = gpufl.init(app_name="paused", log_dir=str(tmp_path), engines="system")
@@ -338,9 +338,9 @@ HANDOVER = r"""
 import ctypes, sys, threading
 from pathlib import Path
 sys.path[:0] = [SRC]
-from gpufl import _native as native
-from gpufl.engines.native_tracing import libcupti_candidates
-from gpufl.writer import DiskBudget, NativeStreamWriter, SegmentFiles, StreamWriter
+from gpufl.client import _native as native
+from gpufl.client.engines.native_tracing import libcupti_candidates
+from gpufl.client.writer import DiskBudget, NativeStreamWriter, SegmentFiles, StreamWriter
 for path in libcupti_candidates():
     try:
         native.load(path); break

@@ -3,8 +3,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from gpufl import events
-from gpufl.replay import read_capture, replay
+from gpufl.client.replay import read_capture, replay
+from gpufl.contract import events
 
 CAPTURES = Path(__file__).resolve().parents[2] / "examples/captures"
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from gpufl import events
-from gpufl.engines.native_tracing import injection_library
-from gpufl.run import is_python_program, native_env
+from gpufl.client.engines.native_tracing import injection_library
+from gpufl.client.run import is_python_program, native_env
+from gpufl.contract import events
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -35,8 +35,8 @@ def test_python_programs_take_the_sitecustomize_path(tmp_path: Path) -> None:
 def test_injected_program_writes_the_device_stream_of_the_parents_session(tmp_path: Path) -> None:
     if injection_library() is None:
         if IN_CI:
-            pytest.fail("gpufl._cuda_inject is not built")
-        pytest.skip("gpufl._cuda_inject is not built here")
+            pytest.fail("gpufl.client._cuda_inject is not built")
+        pytest.skip("gpufl.client._cuda_inject is not built here")
     log_dir = tmp_path / "logs"
     args = argparse.Namespace(app_name="app", log_dir=str(log_dir), system_interval=0.2, job_id="j1")
     session, env = native_env(args, ["./app", "--n", "3"], dict(os.environ))

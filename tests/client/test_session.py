@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 import gpufl
-from gpufl import events, session
-from gpufl.config import Options
+from gpufl.client import session
+from gpufl.client.config import Options
+from gpufl.contract import events
 
 
 def read(log_dir: Path, stream: str) -> list[events.Record]:

@@ -11,7 +11,7 @@ import textwrap
 
 PROGRAM = """
 import time
-from gpufl.engines.tracing import TracingEngine
+from gpufl.client.engines.tracing import TracingEngine
 
 class Data:  # what CUPTI passes; Ctrl-C arrives while the callback reads it
     callback_site = 0

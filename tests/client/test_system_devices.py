@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gpufl.engines.system import cuda_ordinals
+from gpufl.client.engines.system import cuda_ordinals
 
 H100 = "NVIDIA H100 80GB HBM3"
 FOUR = [

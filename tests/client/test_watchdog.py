@@ -9,8 +9,8 @@ import threading
 import time
 from pathlib import Path
 
-from gpufl import events
-from gpufl.watchdog import Watchdog
+from gpufl.client.watchdog import Watchdog
+from gpufl.contract import events
 
 
 def test_a_step_busy_past_the_bound_is_reported_once() -> None:
@@ -48,7 +48,7 @@ def test_a_probe_reports_busy_time_of_a_thread_it_cannot_mark() -> None:
 
 PROGRAM = """
 import time, gpufl
-from gpufl.engines import system
+from gpufl.client.engines import system
 real = system.HostProbe.sample
 calls = [0]
 def sample(self):

@@ -9,8 +9,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from gpufl import events
-from gpufl.writer import DiskBudget, SegmentFiles, StreamWriter
+from gpufl.client.writer import DiskBudget, SegmentFiles, StreamWriter
+from gpufl.contract import events
 
 
 def records_of(path: Path) -> list[events.Record]:

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from gpufl.backend.core.config import Settings
-from gpufl.config import Options
+from gpufl.client.config import Options
 
 from . import clicheck
 from .clicheck import BIN, ROOT

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from gpufl import events
-from gpufl.engines.occupancy import compute
-from gpufl.engines.tracing import cuda_device_limits
+from gpufl.client.engines.occupancy import compute
+from gpufl.client.engines.tracing import cuda_device_limits
+from gpufl.contract import events
 
 ROOT = Path(__file__).resolve().parents[2]
 

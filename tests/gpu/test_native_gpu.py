@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gpufl import events
-from gpufl.engines.native_tracing import NVTX_START_BASE
+from gpufl.client.engines.native_tracing import NVTX_START_BASE
+from gpufl.contract import events
 
 
 def _run(code: str, tmp: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

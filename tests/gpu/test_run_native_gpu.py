@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gpufl import events
+from gpufl.contract import events
 
 APP = r"""
 #include <cstdio>

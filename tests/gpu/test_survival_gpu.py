@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from gpufl import events
+from gpufl.contract import events
 
 PRELUDE = """
 import os, sys, time

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from gpufl.events import parse_segment_name
+from gpufl.contract.events import parse_segment_name
 
 StreamKey = tuple[str, str]
 """(session_id, stream)."""

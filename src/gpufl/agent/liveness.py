@@ -13,7 +13,7 @@ import socket
 import msgspec
 
 from gpufl.agent.cursor import WriterInfo
-from gpufl.events import ContractError, SessionStart, decode
+from gpufl.contract.events import ContractError, SessionStart, decode
 
 _HOST = socket.gethostname()
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100

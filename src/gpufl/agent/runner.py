@@ -22,7 +22,7 @@ from gpufl.agent.cursor import Cursor, WriterInfo
 from gpufl.agent.deadletter import DeadLetters
 from gpufl.agent.metrics import Metrics
 from gpufl.agent.sinks.base import Result, Sink, deliver
-from gpufl.events import STREAMS, segment_name
+from gpufl.contract.events import STREAMS, segment_name
 
 log = logging.getLogger("gpufl.agent")
 

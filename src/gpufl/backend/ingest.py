@@ -1,7 +1,7 @@
 """The ingest path shared by HTTP and Kafka: body → records → validate → dedup + store.
 
 A batch is first decoded whole (msgspec, in chunks of whole lines) and checked column-wise; only a batch
-with a bad record (or one the store can't take as is) is redone record by record (``gpufl.events.decode``),
+with a bad record (or one the store can't take as is) is redone record by record (``gpufl.contract.events.decode``),
 so that one bad record is rejected with its reason while the rest of the batch is stored.
 
 Where the store can parse NDJSON itself (DuckDB's ``read_json``, which runs without the GIL), a batch of
@@ -30,9 +30,9 @@ from typing import Any
 
 import msgspec
 
-from gpufl import events as ev
 from gpufl.backend.store import IngestOutcome, SqlStore, ValueOutOfRange
 from gpufl.backend.store.base import JSON_TYPES
+from gpufl.contract import events as ev
 
 log = logging.getLogger("gpufl.backend.ingest")
 
@@ -264,7 +264,7 @@ def _depth(obj: Any, limit: int) -> int:
 
 def validate(stream: str, raws: list[bytes]) -> tuple[list[ev.Record], list[int], BatchResult]:
     """Decode every raw record; return the valid ones, their sizes, and a result holding the rejections
-    (record by record through ``gpufl.events.decode``, which gives each rejection its reason).
+    (record by record through ``gpufl.contract.events.decode``, which gives each rejection its reason).
 
     ``ingest_raws`` first tries a fast path: the batch decodes as one array in a single msgspec call and
     is checked column-wise per record type; only a batch it can't clear comes here."""
@@ -327,7 +327,7 @@ _astuple = msgspec.structs.astuple
 
 
 def _group_ok(t: type[ev.Record], rs: list[ev.Record], cols: dict[str, Sequence[Any]], stream: str) -> bool:
-    """Column-wise form of ``gpufl.events.check`` plus this module's own checks, for records of one type
+    """Column-wise form of ``gpufl.contract.events.check`` plus this module's own checks, for records of one type
     (decoded, so within the contract's types and ranges); ``cols``: their fields as columns."""
     if ev.type_tag(t) not in ev.STREAM_TYPES[stream]:
         return False

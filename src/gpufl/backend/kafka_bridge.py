@@ -25,7 +25,7 @@ from gpufl.backend.core.config import Settings
 from gpufl.backend.ingest import BadBody, BatchResult, ingest_raws, split_records
 from gpufl.backend.metrics import Metrics, reason_class
 from gpufl.backend.store import SqlStore
-from gpufl.events import STREAMS
+from gpufl.contract.events import STREAMS
 
 log = logging.getLogger("gpufl.backend.kafka")
 

@@ -27,7 +27,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from gpufl.agent.batcher import Batch
 from gpufl.agent.sinks.base import Fatal, Rejected, Result, Retryable
-from gpufl.events import STREAMS
+from gpufl.contract.events import STREAMS
 
 log = logging.getLogger("gpufl.agent")
 

@@ -22,10 +22,10 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from gpufl import events as ev
 from gpufl.backend import sketch
 from gpufl.backend.store.migrations import LATEST, MIGRATIONS
 from gpufl.backend.store.schema import LOD_SHIFTS, SESSION_TABLES, TABLES
+from gpufl.contract import events as ev
 
 Row = tuple[Any, ...]
 
@@ -419,7 +419,7 @@ class SqlStore:
         The caller has decoded the batch with msgspec: that decode is what makes a record valid (types,
         required fields, literals), and the engine only supplies the values, which for such text are the
         same (a duplicate key, where msgspec keeps the last value, makes the engine refuse the batch). The
-        rest of the contract (``gpufl.events.check``) is checked here in SQL. Returns None, having stored
+        rest of the contract (``gpufl.contract.events.check``) is checked here in SQL. Returns None, having stored
         nothing, where the record path must do it: a check fails (it finds which record and why), the
         engine refuses the text, the batch spans sessions, or a record repeats or is held already (it
         counts the duplicates).
@@ -512,7 +512,7 @@ class SqlStore:
         else:
             row["seqs"] = n
         # The numbers' ranges are the decoder's (types of the contract): its verdict (``valid``) covers them.
-        # What ``gpufl.events.check`` adds is checked here: the session id's form, a stamped seq, the stream,
+        # What ``gpufl.contract.events.check`` adds is checked here: the session id's form, a stamped seq, the stream,
         # the order of start and end.
         if (
             n != count

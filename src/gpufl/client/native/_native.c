@@ -1,4 +1,4 @@
-/* gpufl._native — the native record path.
+/* gpufl.client._native — the native record path.
  *
  * Why C: receiving CUPTI activity records as Python objects cost +12-35% per step on a launch-bound training
  * loop (the decoder and the launching thread fight for the GIL; docs/benchmarks.md). Here nothing per record
@@ -711,7 +711,7 @@ static PyMethodDef Writer_methods[] = {
     {NULL}};
 
 static PyTypeObject WriterType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "gpufl._native.Writer",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "gpufl.client._native.Writer",
     .tp_basicsize = sizeof(Writer),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_doc = "One stream's writer: segments, rotation, seq, per-segment dictionary records.",
@@ -1276,7 +1276,7 @@ static void put_site_fields(sbuf *b, const SiteCopy *s, uint64_t start, int api)
     if (s->scope) KEY_U64(b, ",\"scope_inst\":", s->scope);
 }
 
-/* Theoretical occupancy, as gpufl/engines/occupancy.py (the CUDA occupancy calculator). */
+/* Theoretical occupancy, as gpufl/client/engines/occupancy.py (the CUDA occupancy calculator). */
 typedef struct {
     double occ, reg, smem, warp, block;
     int max_blocks;
@@ -1914,7 +1914,7 @@ static PyObject *py_start(PyObject *self, PyObject *args) {
     return PyLong_FromLong(enabled);
 }
 
-/* finalize() -> error text ("" on success): cuptiFinalize, detaching every subscriber (gpufl.engines.handover
+/* finalize() -> error text ("" on success): cuptiFinalize, detaching every subscriber (gpufl.client.engines.handover
  * calls it at interpreter exit when torch.profiler's Kineto kept CUPTI). */
 static PyObject *py_finalize(PyObject *self, PyObject *unused) {
     if (!T.loaded || T.active) return PyUnicode_FromString(T.loaded ? "tracing is active" : "not loaded");
@@ -2168,7 +2168,7 @@ static PyMethodDef methods[] = {
     {"nvtx_call", py_nvtx_call, METH_VARARGS, "nvtx_call(cbid, message, range_id): an NVTX callback, as CUPTI delivers it"},
     {NULL}};
 
-static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "gpufl._native",
+static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "gpufl.client._native",
                                        "The native record path (CUPTI in C).", -1, methods};
 
 PyMODINIT_FUNC PyInit__native(void) {

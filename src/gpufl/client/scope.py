@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from gpufl import events
+from gpufl.contract import events
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,7 +59,7 @@ class scope:
         self._session: Any = None
 
     def __enter__(self) -> scope:
-        from gpufl.session import active_session
+        from gpufl.client.session import active_session
 
         session = active_session()
         stack = _open.get()

@@ -15,11 +15,11 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from gpufl import events
-from gpufl.engines import EngineUnavailable
+from gpufl.client.engines import EngineUnavailable
+from gpufl.contract import events
 
 if TYPE_CHECKING:
-    from gpufl.session import Session
+    from gpufl.client.session import Session
 
 MIB = 1024 * 1024
 

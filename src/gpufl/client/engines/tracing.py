@@ -28,15 +28,15 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from gpufl import events
-from gpufl.engines import EngineUnavailable, handover
-from gpufl.engines.demangle import demangle
-from gpufl.engines.occupancy import DeviceLimits
-from gpufl.engines.occupancy import compute as compute_occupancy
-from gpufl.scope import current as current_scope
+from gpufl.client.engines import EngineUnavailable, handover
+from gpufl.client.engines.demangle import demangle
+from gpufl.client.engines.occupancy import DeviceLimits
+from gpufl.client.engines.occupancy import compute as compute_occupancy
+from gpufl.client.scope import current as current_scope
+from gpufl.contract import events
 
 if TYPE_CHECKING:
-    from gpufl.session import Session
+    from gpufl.client.session import Session
 
 log = logging.getLogger("gpufl")
 
@@ -236,7 +236,7 @@ class TracingEngine:
         handover.install_torch_profiler_hook(self)
 
     def pause(self, reason: str) -> None:
-        """Step aside for torch.profiler (gpufl.engines.handover): flush, disable, unsubscribe."""
+        """Step aside for torch.profiler (gpufl.client.engines.handover): flush, disable, unsubscribe."""
         if not self.started or self._paused_at is not None:
             return
         self._paused_at = time.time_ns()

@@ -21,11 +21,12 @@ import time
 from types import FrameType
 from typing import Any
 
-from gpufl import __version__, events
-from gpufl.config import Options
-from gpufl.engines import Engine, EngineUnavailable, create
-from gpufl.watchdog import Watchdog
-from gpufl.writer import DiskBudget, NativeStreamWriter, SegmentFiles, StreamWriter
+from gpufl._version import __version__
+from gpufl.client.config import Options
+from gpufl.client.engines import Engine, EngineUnavailable, create
+from gpufl.client.watchdog import Watchdog
+from gpufl.client.writer import DiskBudget, NativeStreamWriter, SegmentFiles, StreamWriter
+from gpufl.contract import events
 
 log = logging.getLogger("gpufl")
 
@@ -259,7 +260,7 @@ def active_session() -> Session | None:
 def init(app_name: str | None = None, log_dir: str | None = None, **options: Any) -> Session | None:
     """Start profiling this process (idempotent: a second call returns the running session).
 
-    Every option may also come from a ``GPUFL_*`` environment variable (see ``gpufl.config.Options``).
+    Every option may also come from a ``GPUFL_*`` environment variable (see ``gpufl.client.config.Options``).
     Returns None when disabled (``GPUFL_ENABLED=0``).
     """
     global _session, _forked_child
@@ -324,7 +325,7 @@ def _install_exit_hooks() -> None:
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    from gpufl.engines import tracing
+    from gpufl.client.engines import tracing
 
     if tracing.in_api_callback:  # inside a CUPTI callback: no CUPTI flush or finalize may run here
         tracing.redeliver_signal(signum)

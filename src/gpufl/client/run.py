@@ -60,15 +60,16 @@ def is_python_program(cmd: list[str]) -> bool:
 def native_env(args: argparse.Namespace, cmd: list[str], base: dict[str, str]) -> tuple[Any, dict[str, str]]:
     """The session of a non-Python program: this process writes its scope and system streams (NVML), the
     injection library inside the program writes the device stream under the same session id."""
-    from gpufl import __version__, events
-    from gpufl.config import Options
-    from gpufl.engines.native_tracing import injection_library, libcupti_candidates
-    from gpufl.session import Session
-    from gpufl.writer import _split_segment_path
+    from gpufl._version import __version__
+    from gpufl.client.config import Options
+    from gpufl.client.engines.native_tracing import injection_library, libcupti_candidates
+    from gpufl.client.session import Session
+    from gpufl.client.writer import _split_segment_path
+    from gpufl.contract import events
 
     lib = injection_library()
     if lib is None:
-        raise RuntimeError("the native injection library (gpufl._cuda_inject) is not built")
+        raise RuntimeError("the native injection library (gpufl.client._cuda_inject) is not built")
     opts = Options.resolve(
         app_name=args.app_name or os.path.basename(cmd[0]),
         log_dir=args.log_dir,

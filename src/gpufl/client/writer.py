@@ -23,9 +23,9 @@ from typing import Any
 
 import msgspec
 
-from gpufl import events
-from gpufl.events import DictEntry, Dropped, Record, SegmentsDeleted, SessionEnd
-from gpufl.watchdog import Watchdog
+from gpufl.client.watchdog import Watchdog
+from gpufl.contract import events
+from gpufl.contract.events import DictEntry, Dropped, Record, SegmentsDeleted, SessionEnd
 
 _CHUNK = 256  # records encoded per call; rotation happens between chunks (bounds the overshoot)
 
@@ -383,7 +383,7 @@ _encoder = msgspec.json.Encoder()
 
 
 class NativeStreamWriter:
-    """The device stream's writer in C (``gpufl._native.Writer``), with ``StreamWriter``'s interface.
+    """The device stream's writer in C (``gpufl.client._native.Writer``), with ``StreamWriter``'s interface.
 
     The native tracing engine appends kernel/memcpy/memset lines to it from CUPTI's buffer thread without
     the GIL; the few records Python writes (session_start/end, notices) are encoded here and given their
@@ -393,7 +393,7 @@ class NativeStreamWriter:
     """
 
     def __init__(self, base: StreamWriter, max_pending_bytes: int = 64 << 20) -> None:
-        from gpufl import _native  # type: ignore[attr-defined]
+        from gpufl.client import _native  # type: ignore[attr-defined]
 
         self._native = _native
         self.files = base.files

@@ -14,9 +14,9 @@ from typing import Any
 
 import msgspec
 
-from gpufl import events
-from gpufl.session import new_session_id
-from gpufl.writer import SegmentFiles, StreamWriter
+from gpufl.client.session import new_session_id
+from gpufl.client.writer import SegmentFiles, StreamWriter
+from gpufl.contract import events
 
 _TIME_FIELDS = ("start_ns", "end_ns", "ts_ns", "api_start_ns", "first_ns", "last_ns")
 

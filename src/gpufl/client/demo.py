@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CAPTURES = ROOT / "examples" / "captures"
 
 
@@ -83,7 +83,7 @@ def produce_sessions(log_dir: Path, gpu: bool) -> list[str]:
             check=True,
         )
         return ["gpt_train (live, this GPU)"]
-    from gpufl.replay import replay
+    from gpufl.client.replay import replay
 
     made = []
     folders = sorted(p for p in CAPTURES.iterdir() if p.is_dir()) if CAPTURES.is_dir() else []

@@ -30,27 +30,27 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("agent", help="run the log shipper (gpufl-agent)")
     sub.add_parser("backend", help="run the backend (gpufl-backend)")
     if argv and argv[0] == "demo":
-        from gpufl.demo import main as demo_main
+        from gpufl.client.demo import main as demo_main
 
         return demo_main(argv[1:])
     if argv and argv[0] == "run":
-        from gpufl.run import main as run_main
+        from gpufl.client.run import main as run_main
 
         return run_main(argv[1:])
     if argv and argv[0] == "summary":
-        from gpufl.summary import main as summary_main
+        from gpufl.client.summary import main as summary_main
 
         return summary_main(argv[1:])
     args = ap.parse_args(argv)
     if args.cmd == "replay":
         from pathlib import Path
 
-        from gpufl.replay import replay
+        from gpufl.client.replay import replay
 
         for folder in args.capture:
             print(replay(Path(folder), Path(args.log_dir)))
     if args.cmd == "schema":
-        from gpufl import events
+        from gpufl.contract import events
 
         json.dump(events.json_schema(), sys.stdout, indent=1, sort_keys=True)
         sys.stdout.write("\n")

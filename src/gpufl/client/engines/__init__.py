@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from gpufl.session import Session
+    from gpufl.client.session import Session
 
 
 class EngineUnavailable(Exception):
@@ -43,15 +43,15 @@ class Engine(Protocol):
 def create(name: str) -> Engine:
     if name == "tracing":
         # The native record path when it can run here; else the cupti-python path, which says why.
-        from gpufl.engines.native_tracing import NativeTracingEngine, unavailable_reason
-        from gpufl.engines.tracing import TracingEngine
+        from gpufl.client.engines.native_tracing import NativeTracingEngine, unavailable_reason
+        from gpufl.client.engines.tracing import TracingEngine
 
         reason = unavailable_reason()
         if reason is None:
             return NativeTracingEngine()
         return TracingEngine(native_unavailable=reason)
     if name == "system":
-        from gpufl.engines.system import SystemEngine
+        from gpufl.client.engines.system import SystemEngine
 
         return SystemEngine()
     raise ValueError(f"unknown engine {name!r}")

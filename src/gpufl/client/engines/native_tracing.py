@@ -1,10 +1,10 @@
-"""Tracing engine, native record path: CUPTI handled in C (``gpufl._native``), Python keeps the control plane.
+"""Tracing engine, native record path: CUPTI handled in C (``gpufl.client._native``), Python keeps the control plane.
 
-What the C side does per launch and per record, and why, is in ``src/gpufl/native/_native.c``. Here: finding
+What the C side does per launch and per record, and why, is in ``src/gpufl/client/native/_native.c``. Here: finding
 libcupti, checking its version against the headers the extension was built with, device properties and the
 clock offset (shared with the cupti-python path), swapping the device stream's writer for the C one, and
 lifecycle. When any of that is not possible, ``unavailable_reason`` says why and the session uses the
-cupti-python path (``gpufl.engines.tracing``) instead, saying so once.
+cupti-python path (``gpufl.client.engines.tracing``) instead, saying so once.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from gpufl import events
-from gpufl.engines import EngineUnavailable, handover
-from gpufl.engines.tracing import (
+from gpufl.client.engines import EngineUnavailable, handover
+from gpufl.client.engines.tracing import (
     _cause_code,
     _explain,
     _torch_profiler_active,
@@ -29,11 +28,12 @@ from gpufl.engines.tracing import (
     cuda_driver_version,
     measure_clock_offset,
 )
-from gpufl.scope import current as current_scope
-from gpufl.writer import NativeStreamWriter, StreamWriter
+from gpufl.client.scope import current as current_scope
+from gpufl.client.writer import NativeStreamWriter, StreamWriter
+from gpufl.contract import events
 
 if TYPE_CHECKING:
-    from gpufl.session import Session
+    from gpufl.client.session import Session
 
 log = logging.getLogger("gpufl")
 
@@ -88,7 +88,7 @@ def _load() -> tuple[Any, str | None]:
     if os.environ.get("GPUFL_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
         return None, "disabled by GPUFL_NATIVE=0"
     try:
-        from gpufl import _native  # type: ignore[attr-defined]
+        from gpufl.client import _native  # type: ignore[attr-defined]
     except ImportError as e:
         return None, f"the C extension is not built ({e})"
     errors: list[str] = []
@@ -110,7 +110,7 @@ def _load() -> tuple[Any, str | None]:
 
 
 def injection_library() -> str | None:
-    """The CUDA injection build of the native path (``gpufl._cuda_inject``), if built."""
+    """The CUDA injection build of the native path (``gpufl.client._cuda_inject``), if built."""
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     found = sorted(glob.glob(os.path.join(here, "_cuda_inject*.so")))
     return found[0] if found else None

@@ -9,7 +9,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from gpufl import events
+from gpufl.contract import events
 
 
 def _sessions(target: Path, session: str | None) -> dict[str, dict[str, list[events.Record]]]:
