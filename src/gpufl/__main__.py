@@ -2,6 +2,6 @@
 
 import sys
 
-from gpufl.client.cli import main
+from gpufl.cli import main
 
 sys.exit(main())

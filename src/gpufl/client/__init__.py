@@ -1,2 +1,2 @@
 """The client: what runs inside the profiled program (session, scopes, capture engines, writers, native code),
-and the ``gpufl`` command (run, replay, summary, demo). Imports nothing from ``gpufl.agent`` or ``gpufl.backend``."""
+and what the ``gpufl`` command runs for it (run, replay, summary). Imports nothing from ``gpufl.agent`` or ``gpufl.backend``."""

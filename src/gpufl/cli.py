@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("agent", help="run the log shipper (gpufl-agent)")
     sub.add_parser("backend", help="run the backend (gpufl-backend)")
     if argv and argv[0] == "demo":
-        from gpufl.client.demo import main as demo_main
+        from gpufl.demo import main as demo_main
 
         return demo_main(argv[1:])
     if argv and argv[0] == "run":
