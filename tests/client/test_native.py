@@ -5,6 +5,7 @@ GPUFL_NATIVE_DUMP_DIR, and the device log the same run wrote there)."""
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +161,54 @@ def test_replay_equals_what_the_h100_run_wrote(tmp_path: Path) -> None:
     assert la == lb and len(la) > 50
     # The H100 run had its launch callbacks: every kernel there was joined with its site.
     assert all(r.thread_id and r.api_dur_ns for r in theirs.values() if isinstance(r, events.Kernel))
+
+
+def test_records_without_timestamps_are_counted_and_not_written(tmp_path: Path) -> None:
+    """After a CUDA error (device-side assert) CUPTI delivers the records it had not read with start 0: the
+    H200 run wrote them as kernels at 1970 that the contract refused. Here two recorded kernels lose their
+    timestamps (start 0; end before start) and one copy too: all three are counted, none written, the rest
+    unchanged."""
+    native = _with_libcupti()
+    h100 = _fixture_log()
+    start = h100[0]
+    assert isinstance(start, events.SessionStart) and start.clock is not None
+    off = start.clock.offset_ns
+    first = sorted(FIXTURE.glob("buffer-*.bin"))[0]
+    raw = bytearray(first.read_bytes())
+    kernels = [r for r in h100 if isinstance(r, events.Kernel)]
+    copies = [r for r in h100 if isinstance(r, events.Memcpy)]
+    spoiled = []
+    for rec, (new_start, new_end) in zip(
+        [kernels[0], kernels[1], copies[0]], [(0, 0), (None, 1), (0, None)], strict=True
+    ):
+        old = struct.pack("<QQ", rec.start_ns - off, rec.end_ns - off)
+        at = raw.find(old)
+        if at < 0:
+            continue  # not in the first buffer
+        s = rec.start_ns - off if new_start is None else new_start
+        e = rec.end_ns - off if new_end is None else new_end
+        raw[at : at + 16] = struct.pack("<QQ", s, e)
+        spoiled.append((type(rec).__name__, rec.corr_id))
+    assert len(spoiled) == 3, "the first recorded buffer should hold the first kernels and copy"
+    w = _writer(tmp_path)
+    w.start()
+    native.reset()
+    native.attach(w.native, [], off, False)
+    try:
+        names = {}
+        for line in first.with_suffix(".names").read_bytes().splitlines():
+            ptr, name = line.split(b"\t", 1)
+            names[int(ptr, 16)] = name
+        native.replay_buffer(bytes(raw), names)
+        stats = native.stats()
+    finally:
+        native.detach()
+    w.close(None)
+    (mine,) = _read(tmp_path)  # every line decodes: nothing at 1970
+    written = {(type(r).__name__, r.corr_id) for r in mine if isinstance(r, events.Kernel | events.Memcpy)}
+    assert stats["untimed"] == 3
+    assert not written & set(spoiled)
+    assert ("Kernel", kernels[2].corr_id) in written
 
 
 def test_occupancy_and_names_match_the_python_implementations() -> None:

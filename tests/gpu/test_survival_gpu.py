@@ -207,6 +207,7 @@ def test_a_cuda_error_in_the_users_code_keeps_the_records_and_the_exception(tmp_
     log_dir = tmp_path / "logs"
     body = """
         x = work(torch.randn(256, 256, device="cuda"), 30)
+        time.sleep(1.0)  # past CUPTI's flush period (500 ms): what ran so far is delivered before the error
         idx = torch.tensor([10**6], device="cuda")
         print(x.flatten()[idx].sum().item())  # device-side assert: out of range
         """
@@ -225,7 +226,11 @@ def test_a_cuda_error_in_the_users_code_keeps_the_records_and_the_exception(tmp_
     assert last_error(proc.stderr) == last_error(bare.stderr)  # the user's exception, unchanged
     recs = _only_session(log_dir)
     assert isinstance(recs[-1], events.SessionEnd)
-    assert len(_kernels(recs)) >= 60  # what ran before the error is kept
+    assert len(_kernels(recs)) >= 60  # what ran before the error is kept, every record valid
+    # What CUPTI had not delivered when the context failed comes back without timestamps: counted, not
+    # written (H100, 2026-12-05: written, they were kernels at 1970 the contract refused).
+    untimed = [r for r in recs if isinstance(r, events.Notice) and r.code == "cupti_untimed_records"]
+    assert len(untimed) <= 1
 
 
 def _small_fs(tmp: Path) -> tuple[Path, str]:

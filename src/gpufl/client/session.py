@@ -22,6 +22,7 @@ from types import FrameType
 from typing import Any
 
 from gpufl._version import __version__
+from gpufl.client import signals
 from gpufl.client.config import Options
 from gpufl.client.engines import Engine, EngineUnavailable, create
 from gpufl.client.watchdog import Watchdog
@@ -307,10 +308,11 @@ def shutdown(reason: str = "shutdown") -> None:
 
 _hooks_installed = False
 _previous_sigterm: Any = None
+_previous_sigint: Any = None
 
 
 def _install_exit_hooks() -> None:
-    global _hooks_installed, _previous_sigterm
+    global _hooks_installed, _previous_sigterm, _previous_sigint
     if _hooks_installed:
         return
     _hooks_installed = True
@@ -320,15 +322,19 @@ def _install_exit_hooks() -> None:
         try:
             _previous_sigterm = signal.getsignal(signal.SIGTERM)
             signal.signal(signal.SIGTERM, _on_sigterm)
+            # Ctrl-C keeps the program's own handler (Python's KeyboardInterrupt by default); gpufl only
+            # moves it out of its CUPTI callback when it lands there (gpufl.client.signals says why).
+            prev_int = signal.getsignal(signal.SIGINT)
+            if prev_int is not None:  # None: set from C, which gpufl cannot chain to
+                _previous_sigint = prev_int
+                signal.signal(signal.SIGINT, _on_sigint)
         except (ValueError, OSError):  # embedded interpreters may forbid it
             _previous_sigterm = None
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    from gpufl.client.engines import tracing
-
-    if tracing.in_api_callback:  # inside a CUPTI callback: no CUPTI flush or finalize may run here
-        tracing.redeliver_signal(signum)
+    if signals.inside_callback(frame):  # inside a CUPTI callback: no CUPTI flush or finalize may run here
+        signals.defer(_on_sigterm, signum)
         return
     shutdown("signal")
     prev = _previous_sigterm
@@ -340,6 +346,18 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     # Default action: die by the signal, so the exit status still says SIGTERM.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _on_sigint(signum: int, frame: FrameType | None) -> None:
+    if signals.inside_callback(frame):
+        signals.defer(_on_sigint, signum)
+        return
+    prev = _previous_sigint
+    if callable(prev):
+        prev(signum, frame)  # Python's default raises KeyboardInterrupt here, in the program's code
+    elif prev == signal.SIG_DFL:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
 
 
 def _after_fork_in_child() -> None:

@@ -8,10 +8,27 @@ may be unavailable (no GPU, no libcupti, another profiler holding CUPTI): ``prep
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from gpufl.client.session import Session
+
+
+# CUPTI delivers activity buffers when full or at this period, on both record paths: what a SIGKILL or a
+# failed CUDA context can lose at most (plus the writer's flush interval). GPUFL_NATIVE_FLUSH_MS: diagnostics.
+CUPTI_FLUSH_PERIOD_MS = int(os.environ.get("GPUFL_NATIVE_FLUSH_MS", "500"))
+
+
+def untimed_records_message(count: int) -> str:
+    """Both record paths skip activity records CUPTI delivers without timestamps (start 0 or end before
+    start): after a CUDA error such as a device-side assert, the records not yet delivered come back so.
+    Written, they would be kernels at 1970 that the contract refuses; skipped, they are counted here."""
+    return (
+        f"CUPTI delivered {count} kernel/copy/memset record(s) without timestamps (the CUDA context failed "
+        f"before CUPTI read them, e.g. a device-side assert; at most the last {CUPTI_FLUSH_PERIOD_MS} ms); "
+        "they were not written"
+    )
 
 
 class EngineUnavailable(Exception):

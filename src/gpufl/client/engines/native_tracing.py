@@ -19,7 +19,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from gpufl.client.engines import EngineUnavailable, handover
+from gpufl.client.engines import CUPTI_FLUSH_PERIOD_MS, EngineUnavailable, handover, untimed_records_message
 from gpufl.client.engines.tracing import (
     _cause_code,
     _explain,
@@ -40,9 +40,7 @@ log = logging.getLogger("gpufl")
 # NVTX start/end ranges' scope instance ids: 3·2^40 + NVTX's range id (_native.c); push/pop ranges count from 2^40.
 NVTX_START_BASE = 3 << 40
 
-# CUPTI delivers activity buffers when full or at this period: what a SIGKILL can lose at most (plus the
-# writer's flush interval).
-FLUSH_PERIOD_MS = int(os.environ.get("GPUFL_NATIVE_FLUSH_MS", "500"))  # env: diagnostics only (0: when full)
+FLUSH_PERIOD_MS = CUPTI_FLUSH_PERIOD_MS
 
 
 def libcupti_candidates() -> list[str]:
@@ -352,6 +350,9 @@ class NativeTracingEngine:
         self.native.detach()
         self.started = False
         handover.uninstall(self)
+        untimed = self.stats.get("untimed", 0)
+        if untimed:
+            self.session.notice("cupti_untimed_records", untimed_records_message(untimed), engine=self.name)
         foreign = self.stats.get("foreign_buffers", 0)
         if foreign:  # another client's buffers reached our callback around a hand-over: counted, never freed
             self.session.notice(

@@ -20,7 +20,6 @@ becomes ``EngineUnavailable`` with the cause; nothing here may raise into the us
 
 from __future__ import annotations
 
-import _thread
 import logging
 import signal
 import sys
@@ -28,7 +27,13 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from gpufl.client.engines import EngineUnavailable, handover
+from gpufl.client import signals
+from gpufl.client.engines import (
+    CUPTI_FLUSH_PERIOD_MS,
+    EngineUnavailable,
+    handover,
+    untimed_records_message,
+)
 from gpufl.client.engines.demangle import demangle
 from gpufl.client.engines.occupancy import DeviceLimits
 from gpufl.client.engines.occupancy import compute as compute_occupancy
@@ -158,6 +163,8 @@ class TracingEngine:
         self._stacks = False
         self._lock = threading.Lock()
         self.records = 0
+        self.untimed = 0  # records CUPTI delivered without timestamps (engines.untimed_records_message)
+        signals.register_callback(self._api_callback)
         self.started = False
         self._subscriber: Any = None
         self._paused_at: int | None = None  # stepped aside for torch.profiler since then
@@ -226,6 +233,8 @@ class TracingEngine:
         try:
             self._enable_api_callbacks()
             cupti.activity_register_callbacks(requested, self._completed)
+            if CUPTI_FLUSH_PERIOD_MS:
+                cupti.activity_flush_period(CUPTI_FLUSH_PERIOD_MS)
             for kind in _ACTIVITY_KINDS:
                 cupti.activity_enable(getattr(cupti.ActivityKind, kind))
         except Exception as e:
@@ -310,8 +319,6 @@ class TracingEngine:
 
     def _api_callback(self, userdata: Any, domain: Any, cbid: Any, data: Any) -> None:
         """On the launching thread, at API enter and exit. Must be cheap and must never raise."""
-        global in_api_callback
-        in_api_callback = True
         try:
             corr = data.correlation_id
             if data.callback_site == 0:  # API_ENTER
@@ -331,12 +338,10 @@ class TracingEngine:
                 site = self._launch_site.get(corr)
                 if site is not None:
                     site[3] = time.time_ns() - site[2]
-        except KeyboardInterrupt:  # Ctrl-C landed in this callback, inside the user's CUDA call
-            redeliver_signal(signal.SIGINT)
+        except KeyboardInterrupt:  # Ctrl-C landed here past gpufl's handler (one the program set after init)
+            signals.defer(signals.raise_keyboard_interrupt, signal.SIGINT)
         except Exception:
             pass
-        finally:
-            in_api_callback = False
 
     def _stack_id(self, frame: Any) -> int:
         frames: list[tuple[str, int, str]] = []
@@ -377,6 +382,10 @@ class TracingEngine:
             facts["clock"] = measure_clock_offset(cupti.get_timestamp)
         except Exception:
             pass
+        if self.untimed:
+            self.session.notice(
+                "cupti_untimed_records", untimed_records_message(self.untimed), engine=self.name
+            )
         self._disable_all()
         self._unsubscribe()
         try:
@@ -408,6 +417,7 @@ class TracingEngine:
         cupti = self.cupti
         K = cupti.ActivityKind
         kernel_kinds = (K.CONCURRENT_KERNEL, K.KERNEL)
+        timed_kinds = (*kernel_kinds, K.MEMCPY, K.MEMSET)
         emit = self.writer.emit
         sites = self._launch_site
         sid = self.session.session_id
@@ -418,6 +428,11 @@ class TracingEngine:
             # A graph launch is one API call for many kernels: keep its site until the buffer is done.
             site = sites.get(corr) if getattr(a, "graph_id", 0) else sites.pop(corr, None)
             scope_inst = site[4] if site else None
+            if kind not in timed_kinds:
+                continue
+            if a.start == 0 or a.end < a.start:
+                self.untimed += 1
+                continue
             if kind in kernel_kinds:
                 rec: events.Record = events.Kernel(
                     session_id=sid,
@@ -527,19 +542,6 @@ class TracingEngine:
         return events.DictEntry(
             session_id=self.session.session_id, stream="device", kind="launch", id=0, launch=launch
         )
-
-
-in_api_callback = False
-"""True while the launch callback runs: Python code CUPTI calls inside the user's CUDA call (main thread
-or not). A signal handler that raises or shuts down there would corrupt that call."""
-
-
-def redeliver_signal(signum: int) -> None:
-    """A signal reached Python inside the launch callback: raising there leaves the user's CUDA call
-    with an exception set (torch: SystemError, and the program exits 1 instead of by the signal). Deliver
-    it again a moment later from another thread; it then lands in the program's own code, as it would
-    without gpufl (the callback is a tiny part of the thread's time; if it lands there again, again)."""
-    threading.Timer(0.002, _thread.interrupt_main, (signum,)).start()
 
 
 def _torch_profiler_active() -> bool:

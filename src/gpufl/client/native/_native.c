@@ -801,7 +801,7 @@ static struct {
     int copies;                     /* memcpy + memset activity on (diagnostics can leave them off) */
     int discard;                    /* diagnostics: free CUPTI's buffers unread */
     _Atomic uint64_t buffers, kernels, memcpys, memsets, matched, unmatched, launches_cb, cupti_dropped,
-        dump_seq, foreign_buffers;
+        dump_seq, foreign_buffers, untimed;
 } T;
 
 /* ------------------------------------------------------------------------------------------------ scopes */
@@ -1456,6 +1456,24 @@ static void handle_record_locked(Writer *w, const CUpti_Activity *rec) {
         default:
             return;
     }
+    /* No timestamps (start 0 or end before start): after a CUDA error such as a device-side assert, CUPTI
+     * delivers the records it had not read yet so. Written, they would be kernels at 1970 that the contract
+     * refuses; skipped and counted, the engine says how many (notice cupti_untimed_records). */
+    uint64_t t_start, t_end;
+    if (drop_type == DROP_KERNEL) {
+        t_start = ((const CUpti_ActivityKernel10 *)rec)->start;
+        t_end = ((const CUpti_ActivityKernel10 *)rec)->end;
+    } else if (drop_type == DROP_MEMCPY) {
+        t_start = ((const CUpti_ActivityMemcpy6 *)rec)->start;
+        t_end = ((const CUpti_ActivityMemcpy6 *)rec)->end;
+    } else {
+        t_start = ((const CUpti_ActivityMemset4 *)rec)->start;
+        t_end = ((const CUpti_ActivityMemset4 *)rec)->end;
+    }
+    if (t_start == 0 || t_end < t_start) {
+        atomic_fetch_add_explicit(&T.untimed, 1, memory_order_relaxed);
+        return;
+    }
     if (w->pending.n > w->max_pending) { /* the disk cannot keep up: count, never block CUPTI */
         w_count_drop_locked(w, drop_type);
         return;
@@ -1939,13 +1957,14 @@ static PyObject *py_stats(PyObject *self, PyObject *unused) {
     pthread_mutex_lock(&g_stack_mu);
     nst = g_nstacks;
     pthread_mutex_unlock(&g_stack_mu);
-    return Py_BuildValue("{sKsKsKsKsKsKsKsKsnsnsKsn}", "buffers", (unsigned long long)T.buffers, "kernels",
+    return Py_BuildValue("{sKsKsKsKsKsKsKsKsnsnsKsnsK}", "buffers", (unsigned long long)T.buffers, "kernels",
                          (unsigned long long)T.kernels, "memcpys", (unsigned long long)T.memcpys, "memsets",
                          (unsigned long long)T.memsets, "matched", (unsigned long long)T.matched, "unmatched",
                          (unsigned long long)T.unmatched, "launch_callbacks", (unsigned long long)T.launches_cb,
                          "cupti_dropped", (unsigned long long)T.cupti_dropped, "stacks", (Py_ssize_t)nst,
                          "launch_configs", (Py_ssize_t)T.nlaunch, "foreign_buffers",
-                         (unsigned long long)T.foreign_buffers, "buffers_outstanding", (Py_ssize_t)owned_count());
+                         (unsigned long long)T.foreign_buffers, "buffers_outstanding", (Py_ssize_t)owned_count(),
+                         "untimed", (unsigned long long)T.untimed);
 }
 
 /* replay_buffer(bytes, names): parse a recorded raw activity buffer as if CUPTI had delivered it (tests).
@@ -2141,7 +2160,7 @@ static PyObject *py_reset(PyObject *self, PyObject *unused) {
     pthread_mutex_unlock(&g_stack_mu);
     if (T.sites) memset(T.sites, 0, ((size_t)SITE_MASK + 1) * sizeof(Site));
     T.buffers = T.kernels = T.memcpys = T.memsets = T.matched = T.unmatched = T.launches_cb = 0;
-    T.cupti_dropped = T.foreign_buffers = 0;
+    T.cupti_dropped = T.foreign_buffers = T.untimed = 0;
     Py_RETURN_NONE;
 }
 
