@@ -103,7 +103,7 @@ class Session:
         prepared: list[Engine] = []
         for name in self.options.engines:
             try:
-                engine = create(name)
+                engine = create(name, self.options)
                 for k, v in engine.prepare(self).items():
                     if k == "devices" and "devices" in facts:
                         facts[k] = merge_devices(facts[k], v)

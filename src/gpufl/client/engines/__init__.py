@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from gpufl.client.config import Options
     from gpufl.client.session import Session
 
 
@@ -40,13 +41,13 @@ class Engine(Protocol):
         ...
 
 
-def create(name: str) -> Engine:
+def create(name: str, options: Options) -> Engine:
     if name == "tracing":
         # The native record path when it can run here; else the cupti-python path, which says why.
         from gpufl.client.engines.native_tracing import NativeTracingEngine, unavailable_reason
         from gpufl.client.engines.tracing import TracingEngine
 
-        reason = unavailable_reason()
+        reason = unavailable_reason(options.native)
         if reason is None:
             return NativeTracingEngine()
         return TracingEngine(native_unavailable=reason)
