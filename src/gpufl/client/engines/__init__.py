@@ -1,9 +1,15 @@
 """Capture engines plug in behind one small interface.
 
-An engine is prepared before ``session_start`` is written (so it can contribute facts to it: devices,
+An engine is created with the session's options, prepared before ``session_start`` is written (so it can contribute facts to it: devices,
 clock offsets, versions), started after, told about scope entry/exit, and stopped at shutdown. Any engine
 may be unavailable (no GPU, no libcupti, another profiler holding CUPTI): ``prepare`` then raises
 ``EngineUnavailable`` with the cause, which the session reports once as a ``notice`` and goes on without it.
+
+Engines see the session only as an ``EngineHost`` (options, id, writers, notices, watchdog), so this package
+never imports the session module; the session imports the engines.
+
+A new engine: a module here with a class satisfying ``Engine``, a name in ``create`` (and in
+``config.Options.validate``); docs/client-internals.md says more.
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from gpufl.client.config import Options
-    from gpufl.client.session import Session
+    from gpufl.client.watchdog import Watchdog
+    from gpufl.client.writer import RecordWriter
 
 
 class EngineUnavailable(Exception):
@@ -23,10 +30,26 @@ class EngineUnavailable(Exception):
         self.code = code
 
 
+class EngineHost(Protocol):
+    """What an engine may use of its session (gpufl.client.session.Session is one)."""
+
+    options: Options
+    session_id: str
+    writers: dict[str, RecordWriter]
+    watchdog: Watchdog
+
+    def notice(
+        self, code: str, message: str, *, engine: str | None = None, level: str = "warning"
+    ) -> None: ...
+
+
 class Engine(Protocol):
     name: str
+    device_writer: str
+    """The device stream's writer this engine needs: "python" (StreamWriter) or "native" (the C writer the
+    native record path appends to). The session chooses the writer from it once, after preparing."""
 
-    def prepare(self, session: Session) -> dict[str, Any]:
+    def prepare(self, session: EngineHost) -> dict[str, Any]:
         """Probe; return facts for session_start (keys of SessionStart). Raise EngineUnavailable."""
         ...
 
@@ -38,6 +61,11 @@ class Engine(Protocol):
 
     def stop(self) -> dict[str, Any]:
         """Flush and stop; return facts for session_end (e.g. the re-measured clock)."""
+        ...
+
+    def in_callback(self) -> bool:
+        """Whether Python code of this engine is running inside a CUPTI callback now (a signal handler
+        must then not flush or finalize CUPTI: gpufl.client.signals)."""
         ...
 
 

@@ -1,9 +1,10 @@
 """Tracing engine, native record path: CUPTI handled in C (``gpufl.client._native``), Python keeps the control plane.
 
-What the C side does per launch and per record, and why, is in ``src/gpufl/client/native/_native.c``. Here: finding
+What the C side does per launch and per record, and why, is in ``src/gpufl/client/native/`` (map:
+docs/client-internals.md). Here: finding
 libcupti, checking its version against the headers the extension was built with, device properties and the
-clock offset (shared with the cupti-python path), swapping the device stream's writer for the C one, and
-lifecycle. When any of that is not possible, ``unavailable_reason`` says why and the session uses the
+clock offset (``cuda_probe``, shared with the cupti-python path), attaching the device stream's C writer (the
+session builds it for ``device_writer = "native"``), and lifecycle. When any of that is not possible, ``unavailable_reason`` says why and the session uses the
 cupti-python path (``gpufl.client.engines.tracing``) instead, saying so once.
 """
 
@@ -23,11 +24,11 @@ from gpufl.client.config import NativeOptions
 from gpufl.client.engines import EngineUnavailable, cuda_probe, handover
 from gpufl.client.engines.cuda_probe import measure_clock_offset
 from gpufl.client.scope import current as current_scope
-from gpufl.client.writer import NativeStreamWriter, StreamWriter
+from gpufl.client.writer import NativeStreamWriter
 from gpufl.contract import events
 
 if TYPE_CHECKING:
-    from gpufl.client.session import Session
+    from gpufl.client.engines import EngineHost
 
 log = logging.getLogger("gpufl")
 
@@ -114,6 +115,7 @@ def unavailable_reason(options: NativeOptions | None = None) -> str | None:
 class NativeTracingEngine:
     name = "tracing"
     path = "native"
+    device_writer = "native"  # the C writer the buffer thread appends to; the session builds it
 
     def __init__(self) -> None:
         self.native: Any = None
@@ -127,7 +129,7 @@ class NativeTracingEngine:
         self._pause_reason = ""
         self.offset_ns = 0
 
-    def prepare(self, session: Session) -> dict[str, Any]:
+    def prepare(self, session: EngineHost) -> dict[str, Any]:
         self.session = session
         opts = session.options.native
         native, reason = load_native(opts.enabled)
@@ -140,17 +142,7 @@ class NativeTracingEngine:
             os.environ["NVTX_INJECTION64_PATH"] = _libcupti_path
         clock = measure_clock_offset(native.timestamp)
         self.offset_ns = clock.offset_ns
-        base = session.writers["device"]
-        assert isinstance(base, StreamWriter)
-        self.writer = NativeStreamWriter(base)
-        session.writers["device"] = self.writer
-        native.reset()  # a previous session in this process (init after shutdown) starts its ids again
-        native.attach(
-            self.writer.native,
-            cuda_probe.native_limits(probe.devices),
-            self.offset_ns,
-            session.options.stacks,
-        )
+        self._limits = cuda_probe.native_limits(probe.devices)
         facts: dict[str, Any] = probe.facts()
         facts["clock"] = clock
         facts["cupti_version"] = native.cupti_version()
@@ -163,8 +155,17 @@ class NativeTracingEngine:
             self.native.start(opts.cupti_buffer_bytes, opts.native.flush_ms, **opts.native.start_kwargs())
         )
 
+    def in_callback(self) -> bool:
+        return False  # its callbacks are C
+
     def start(self) -> None:
         cuda_probe.refuse_if_torch_profiler()
+        writer = self.session.writers["device"]
+        assert isinstance(writer, NativeStreamWriter)  # the session's choice for device_writer = "native"
+        self.writer = writer
+        native = self.native
+        native.reset()  # a previous session in this process (init after shutdown) starts its ids again
+        native.attach(writer.native, self._limits, self.offset_ns, self.session.options.stacks)
         try:
             enabled = self._start_native()
         except RuntimeError as e:

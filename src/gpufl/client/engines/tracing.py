@@ -20,7 +20,6 @@ becomes ``EngineUnavailable`` with the cause; nothing here may raise into the us
 
 from __future__ import annotations
 
-import _thread
 import logging
 import signal
 import sys
@@ -34,10 +33,11 @@ from gpufl.client.engines.demangle import demangle
 from gpufl.client.engines.occupancy import DeviceLimits
 from gpufl.client.engines.occupancy import compute as compute_occupancy
 from gpufl.client.scope import current as current_scope
+from gpufl.client.signals import redeliver_signal
 from gpufl.contract import events
 
 if TYPE_CHECKING:
-    from gpufl.client.session import Session
+    from gpufl.client.engines import EngineHost
 
 log = logging.getLogger("gpufl")
 
@@ -73,6 +73,7 @@ _DRIVER_PREFIXES = ("cuLaunch", "cuGraphLaunch", "cuMemcpy", "cuMemset")
 class TracingEngine:
     name = "tracing"
     path = "cupti-python"
+    device_writer = "python"
 
     def __init__(self, native_unavailable: str | None = None) -> None:
         self.native_unavailable = native_unavailable
@@ -91,9 +92,8 @@ class TracingEngine:
 
     # ---------------------------------------------------------------- lifecycle
 
-    def prepare(self, session: Session) -> dict[str, Any]:
+    def prepare(self, session: EngineHost) -> dict[str, Any]:
         self.session = session
-        self.writer = session.writers["device"]
         try:
             from cupti import cupti
         except ImportError as e:
@@ -120,6 +120,7 @@ class TracingEngine:
     def start(self) -> None:
         cupti = self.cupti
         opts = self.session.options
+        self.writer = self.session.writers["device"]  # the session chose it after prepare
         buf = opts.cupti_buffer_bytes
 
         def requested() -> tuple[int, int]:
@@ -261,6 +262,9 @@ class TracingEngine:
                 session_id=self.session.session_id, stream="device", kind="stack", id=0, frames=frames
             ),
         )
+
+    def in_callback(self) -> bool:
+        return in_api_callback
 
     def scope_enter(self, inst: int) -> None:
         pass
@@ -442,14 +446,6 @@ class TracingEngine:
 in_api_callback = False
 """True while the launch callback runs: Python code CUPTI calls inside the user's CUDA call (main thread
 or not). A signal handler that raises or shuts down there would corrupt that call."""
-
-
-def redeliver_signal(signum: int) -> None:
-    """A signal reached Python inside the launch callback: raising there leaves the user's CUDA call
-    with an exception set (torch: SystemError, and the program exits 1 instead of by the signal). Deliver
-    it again a moment later from another thread; it then lands in the program's own code, as it would
-    without gpufl (the callback is a tiny part of the thread's time; if it lands there again, again)."""
-    threading.Timer(0.002, _thread.interrupt_main, (signum,)).start()
 
 
 def _enum_name(enum: Any, value: int, names: dict[str, str]) -> str:
