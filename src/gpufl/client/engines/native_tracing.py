@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gpufl")
 
-# NVTX start/end ranges' scope instance ids: 3·2^40 + NVTX's range id (_native.c); push/pop ranges count from 2^40.
+# NVTX start/end ranges' scope instance ids: 3·2^40 + NVTX's range id (native/scopes.c); push/pop ranges count from 2^40.
 NVTX_START_BASE = 3 << 40
 
 
@@ -243,7 +243,7 @@ class NativeTracingEngine:
     def pause(self, reason: str) -> None:
         """Step aside for another CUPTI client (torch.profiler): flush, disable, unsubscribe — not finalize,
         which would tear down CUPTI under the client that takes it over next (see stop_tracing in
-        _native.c); the gap is recorded when tracing resumes."""
+        native/cupti.c); the gap is recorded when tracing resumes."""
         if not self.started or self._paused_at is not None:
             return
         self._paused_at = time.time_ns()

@@ -81,7 +81,7 @@ class TracingEngine:
         self.offset_ns = 0
         self.limits: dict[int, DeviceLimits] = {}
         # corr id -> [thread id, stack id, api enter ns, api duration ns, scope inst]; insertion-ordered
-        self._launch_site: dict[int, list[Any]] = {}
+        self._sites: dict[int, list[Any]] = {}
         self._stacks = False
         self._lock = threading.Lock()
         self.records = 0
@@ -228,7 +228,7 @@ class TracingEngine:
             if data.callback_site == 0:  # API_ENTER
                 stack_id = self._stack_id(sys._getframe(1)) if self._stacks else None
                 cur = current_scope()
-                sites = self._launch_site
+                sites = self._sites
                 sites[corr] = [
                     threading.get_native_id(),
                     stack_id,
@@ -239,7 +239,7 @@ class TracingEngine:
                 if len(sites) > _MAX_PENDING_CORRELATIONS:
                     del sites[next(iter(sites))]
             else:
-                site = self._launch_site.get(corr)
+                site = self._sites.get(corr)
                 if site is not None:
                     site[3] = time.time_ns() - site[2]
         except KeyboardInterrupt:  # Ctrl-C landed in this callback, inside the user's CUDA call
@@ -323,7 +323,7 @@ class TracingEngine:
         K = cupti.ActivityKind
         kernel_kinds = (K.CONCURRENT_KERNEL, K.KERNEL)
         emit = self.writer.emit
-        sites = self._launch_site
+        sites = self._sites
         sid = self.session.session_id
         off = self.offset_ns
         for a in activities:
