@@ -38,6 +38,14 @@ def _include_dirs() -> list[str]:
     return dirs
 
 
+def _sources() -> list[str]:
+    """The native record path's C files (the list scripts/build_native.sh reads too)."""
+    native = Path("src/gpufl/client/native")
+    lines = (native / "sources.txt").read_text().splitlines()
+    names = [line.split("#", 1)[0].strip() for line in lines]
+    return [str(native / n) for n in names if n]
+
+
 includes = _include_dirs()
 ext_modules = []
 if includes and sys.platform.startswith("linux"):
@@ -45,8 +53,9 @@ if includes and sys.platform.startswith("linux"):
     ext_modules.append(
         Extension(
             "gpufl.client._native",
-            sources=["src/gpufl/client/native/_native.c"],
+            sources=_sources(),
             include_dirs=includes,
+            depends=[str(p) for p in Path("src/gpufl/client/native").glob("*.h")],
             extra_compile_args=flags,
             libraries=["dl", "pthread"],
             optional=True,  # never fail the install: the cupti-python path is the fallback
@@ -57,8 +66,9 @@ if includes and sys.platform.startswith("linux"):
     ext_modules.append(
         Extension(
             "gpufl.client._cuda_inject",
-            sources=["src/gpufl/client/native/_native.c"],
+            sources=_sources(),
             include_dirs=includes,
+            depends=[str(p) for p in Path("src/gpufl/client/native").glob("*.h")],
             define_macros=[("GPUFL_INJECTION", "1")],
             extra_compile_args=[*flags, "-Wno-unused-variable"],
             libraries=["dl", "pthread"],

@@ -6,7 +6,7 @@ hides the 1–2 % this path aims at. Here each block is thousands of back-to-bac
 thread's cost per launch. Each mode runs in a fresh process, modes interleaved over several rounds: switching
 CUPTI parts off inside a running process does not take their cost away (a process whose callbacks and
 activity kinds were all switched off again still paid ~1 µs per launch over one that never had gpufl), so
-only whole processes compare. The modes use the native path's diagnostic switches (``_native.c``).
+only whole processes compare. The modes use the native path's diagnostic switches (``config.NativeOptions``).
 
 Two launch paths: ``add`` (``x.add_(1)`` on one element: the runtime's cudaLaunchKernel) and ``mm``
 (a 64×64 fp16 matmul: cuBLASLt, which launches through the driver API).
@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples/workloads"))
 from harness import InstructionCounter
 
-# Fresh process per mode; the environment switches are the native path's diagnostics (see _native.c).
+# Fresh process per mode; the environment switches are the native path's diagnostics (see config.NativeOptions).
 MODES: dict[str, dict[str, str] | None] = {
     "bare (no gpufl)": None,
     "gpufl (driver callbacks)": {},

@@ -14,8 +14,13 @@ for d in "${GPUFL_CUDA_INCLUDE:-}" "${CUDA_HOME:-/nonexistent}/include" /usr/loc
   [ -n "$d" ] && [ -f "$d/cupti.h" ] && [ -f "$d/cuda.h" ] && { cudainc=$d; break; }
 done
 [ -n "$cudainc" ] || { echo "build_native.sh: CUPTI headers (cupti.h, cuda.h) not found" >&2; exit 2; }
+# The same source list as setup.py (one file each: src/gpufl/client/native/sources.txt).
+src=src/gpufl/client/native
+sources=$(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' -e "s|^|$src/|" "$src/sources.txt")
+# shellcheck disable=SC2086  # one word per source file
 gcc -shared -fPIC -O2 -std=gnu11 -fvisibility=hidden -Wall -Wno-unused-function \
-  -I"$pyinc" -I"$cudainc" src/gpufl/client/native/_native.c -o "src/gpufl/client/_native$suffix" -ldl -lpthread
+  -I"$pyinc" -I"$cudainc" $sources -o "src/gpufl/client/_native$suffix" -ldl -lpthread
+# shellcheck disable=SC2086
 gcc -shared -fPIC -O2 -std=gnu11 -fvisibility=hidden -Wall -Wno-unused-function -Wno-unused-variable \
-  -DGPUFL_INJECTION -I"$cudainc" src/gpufl/client/native/_native.c -o "src/gpufl/client/_cuda_inject$suffix" -ldl -lpthread
+  -DGPUFL_INJECTION -I"$cudainc" $sources -o "src/gpufl/client/_cuda_inject$suffix" -ldl -lpthread
 echo "built src/gpufl/client/_native$suffix and _cuda_inject$suffix (CUPTI headers: $cudainc)"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from gpufl.client.engines.cuda_probe import cuda_device_limits
 from gpufl.client.engines.occupancy import compute
-from gpufl.client.engines.tracing import cuda_device_limits
 from gpufl.contract import events
 
 ROOT = Path(__file__).resolve().parents[2]

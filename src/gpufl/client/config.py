@@ -21,6 +21,109 @@ def _env_bool(value: str) -> bool:
     raise ValueError(f"expected a boolean, got {value!r}")
 
 
+def _flag_off(value: str) -> bool:
+    """A diagnostic switch that is on unless its variable starts with 0 (as the C side always read it)."""
+    return not value.startswith("0")
+
+
+def _flag_on(value: str) -> bool:
+    return value.startswith("1")
+
+
+def _leading_int(value: str) -> int:
+    """atoi: the leading digits, 0 without any (a diagnostic must never stop gpufl.init)."""
+    digits = ""
+    for c in value.strip():
+        if not c.isdigit():
+            break
+        digits += c
+    return int(digits) if digits else 0
+
+
+@dataclass
+class NativeOptions:
+    """How the native record path runs (``gpufl.client._native``; NativeOptions in native/gpufl_native.h).
+
+    All but ``enabled`` are diagnostics for attributing cost (``bench/launch_cost.py``,
+    ``bench/client_overhead.py``, docs/troubleshooting.md), not for production. Each has a ``GPUFL_NATIVE_*``
+    variable, read once at ``gpufl.init``; the C side receives them once per start and, with the defaults,
+    tests at most one flag per launch callback and one per activity buffer. The injection build
+    (``gpufl run -- ./app``) reads the same variables itself (native/inject.c).
+    """
+
+    enabled: bool = True
+    """``GPUFL_NATIVE``: 0/false/no/off selects the cupti-python path."""
+    flush_ms: int = 500
+    """``GPUFL_NATIVE_FLUSH_MS``: CUPTI delivers activity buffers at least this often (0: when full)."""
+    subscribe: bool = True
+    """``GPUFL_NATIVE_SUBSCRIBE=0``: no CUPTI subscriber, so no callbacks of any domain (activity only)."""
+    callbacks: bool = True
+    """``GPUFL_NATIVE_CALLBACKS=0``: no launch callbacks (no scope/stack/thread attribution)."""
+    domains: str = "driver"
+    """``GPUFL_NATIVE_DOMAINS``: the launch callbacks' API domains, e.g. ``runtime,driver``."""
+    activity: bool = True
+    """``GPUFL_NATIVE_ACTIVITY=0``: no activity records (kernels, copies)."""
+    nvtx: bool = True
+    """``GPUFL_NATIVE_NVTX=0``: NVTX ranges are not turned into scopes."""
+    kernel_kind: str = "concurrent"
+    """``GPUFL_NATIVE_KERNEL_KIND=serial``: CUPTI_ACTIVITY_KIND_KERNEL, which serialises kernels."""
+    copies: bool = True
+    """``GPUFL_NATIVE_COPIES=0``: no memcpy/memset activity (kernels only)."""
+    discard: bool = False
+    """``GPUFL_NATIVE_DISCARD=1``: CUPTI's buffers are freed unread (CUPTI without gpufl's processing)."""
+    host_pinned: bool = False
+    """``GPUFL_NATIVE_HOST_PINNED=1``: CUPTI's device-side timestamp buffers in pinned host memory."""
+    device_buffer_mb: int = 0
+    """``GPUFL_NATIVE_DEVICE_BUFFER_MB``: their size (0: CUPTI's default)."""
+    dump_dir: str = ""
+    """``GPUFL_NATIVE_DUMP_DIR``: write CUPTI's raw activity buffers here (the no-GPU test fixtures)."""
+
+    _ENV: ClassVar[dict[str, tuple[str, Any]]] = {
+        "enabled": ("GPUFL_NATIVE", lambda v: v.strip().lower() not in ("0", "false", "no", "off")),
+        "flush_ms": ("GPUFL_NATIVE_FLUSH_MS", int),
+        "subscribe": ("GPUFL_NATIVE_SUBSCRIBE", _flag_off),
+        "callbacks": ("GPUFL_NATIVE_CALLBACKS", _flag_off),
+        "domains": ("GPUFL_NATIVE_DOMAINS", str),
+        "activity": ("GPUFL_NATIVE_ACTIVITY", _flag_off),
+        "nvtx": ("GPUFL_NATIVE_NVTX", _flag_off),
+        "kernel_kind": ("GPUFL_NATIVE_KERNEL_KIND", str),
+        "copies": ("GPUFL_NATIVE_COPIES", _flag_off),
+        "discard": ("GPUFL_NATIVE_DISCARD", _flag_on),
+        "host_pinned": ("GPUFL_NATIVE_HOST_PINNED", _flag_on),
+        "device_buffer_mb": ("GPUFL_NATIVE_DEVICE_BUFFER_MB", _leading_int),
+        "dump_dir": ("GPUFL_NATIVE_DUMP_DIR", str),
+    }
+
+    @classmethod
+    def from_env(cls) -> NativeOptions:
+        opts = cls()
+        for name, (var, parse) in cls._ENV.items():
+            raw = os.environ.get(var)
+            if raw is not None:
+                try:
+                    setattr(opts, name, parse(raw))
+                except ValueError as e:
+                    raise ValueError(f"{var}={raw!r}: {e}") from None
+        return opts
+
+    def start_kwargs(self) -> dict[str, Any]:
+        """The keyword options of ``_native.start`` (the C NativeOptions' diagnostics)."""
+        return {
+            "subscribe": self.subscribe,
+            "callbacks": self.callbacks,
+            "runtime": "runtime" in self.domains,
+            "driver": "driver" in self.domains,
+            "activity": self.activity,
+            "nvtx": self.nvtx,
+            "serial_kernels": self.kernel_kind == "serial",
+            "copies": self.copies,
+            "discard": self.discard,
+            "host_pinned": self.host_pinned,
+            "device_buffer_mb": max(0, self.device_buffer_mb),
+            "dump_dir": self.dump_dir or None,
+        }
+
+
 @dataclass
 class Options:
     app_name: str = ""
@@ -44,6 +147,8 @@ class Options:
     watchdog_s: float = 10.0
     """A gpufl thread step (a log write, an NVML snapshot) busy longer than this disables gpufl for the
     session, so the program never waits on it; 0 turns the watchdog off."""
+    native: NativeOptions = field(default_factory=NativeOptions)
+    """The native record path's options (``GPUFL_NATIVE*``): see NativeOptions."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     # name -> (environment variable, parser)
@@ -75,6 +180,7 @@ class Options:
                     setattr(opts, name, parse(raw))
                 except ValueError as e:
                     raise ValueError(f"{var}={raw!r}: {e}") from None
+        opts.native = NativeOptions.from_env()
         known = {f.name for f in dataclasses.fields(cls)}
         for name, value in kwargs.items():
             if value is None:
@@ -82,6 +188,8 @@ class Options:
             if name not in known:
                 opts.extra[name] = value
                 continue
+            if name == "native" and isinstance(value, dict):
+                value = dataclasses.replace(opts.native, **value)
             if name == "engines" and isinstance(value, str):
                 value = tuple(e.strip() for e in value.split(",") if e.strip())
             setattr(opts, name, value)
@@ -107,6 +215,8 @@ class Options:
         """The options as written into session_start."""
         d = dataclasses.asdict(self)
         d["engines"] = list(self.engines)
+        if self.native == NativeOptions():  # recorded only when a diagnostic is set, so logs say so
+            del d["native"]
         return d
 
 

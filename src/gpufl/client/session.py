@@ -26,7 +26,7 @@ from gpufl.client import signals
 from gpufl.client.config import Options
 from gpufl.client.engines import Engine, EngineUnavailable, create
 from gpufl.client.watchdog import Watchdog
-from gpufl.client.writer import DiskBudget, NativeStreamWriter, SegmentFiles, StreamWriter
+from gpufl.client.writer import DiskBudget, RecordWriter, SegmentFiles, WriterConfig, writer_class
 from gpufl.contract import events
 
 log = logging.getLogger("gpufl")
@@ -74,28 +74,34 @@ class Session:
         self.pid = os.getpid()
         self.start_ns = time.time_ns()
         self.files = SegmentFiles(opts.log_dir, self.host, opts.app_name, self.session_id)
-        self.budget = budget = DiskBudget(opts.session_max_bytes)
-        self.writers: dict[str, StreamWriter | NativeStreamWriter] = {
-            s: StreamWriter(
-                self.files,
-                s,
-                queue_size=opts.queue_size,
-                segment_max_bytes=opts.segment_max_bytes,
-                segment_max_age_s=opts.segment_max_age_s,
-                flush_interval_s=opts.flush_interval_s,
-                budget=budget,
-            )
-            for s in events.STREAMS
-            if device_stream or s != "device"
-        }
+        self.budget = DiskBudget(opts.session_max_bytes)
         self.engines: list[Engine] = []
         self.notices: list[events.Notice] = []
         self.closed = False
         self.disabled = False  # by the watchdog: a gpufl thread got stuck
         self.watchdog = Watchdog(opts.watchdog_s, self._stalled)
-        for w in self.writers.values():
-            if isinstance(w, StreamWriter):
-                w.watchdog = self.watchdog
+        self._device_stream = device_stream
+        # The scope and system streams are written by Python; the device stream's writer is chosen in start(),
+        # once the engines are prepared (the native record path writes it in C).
+        self.writers: dict[str, RecordWriter] = {}
+        for s in events.STREAMS:
+            if s != "device":
+                self._add_writer(s, native=False)
+
+    def _add_writer(self, stream: str, native: bool) -> None:
+        opts = self.options
+        config = WriterConfig(
+            self.files,
+            stream,
+            queue_size=opts.queue_size,
+            segment_max_bytes=opts.segment_max_bytes,
+            segment_max_age_s=opts.segment_max_age_s,
+            flush_interval_s=opts.flush_interval_s,
+            budget=self.budget,
+        )
+        w = writer_class(native)(config)
+        w.watch(self.watchdog)
+        self.writers[stream] = w
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -104,7 +110,7 @@ class Session:
         prepared: list[Engine] = []
         for name in self.options.engines:
             try:
-                engine = create(name)
+                engine = create(name, self.options)
                 for k, v in engine.prepare(self).items():
                     if k == "devices" and "devices" in facts:
                         facts[k] = merge_devices(facts[k], v)
@@ -117,11 +123,14 @@ class Session:
                 self.notice(
                     "engine_error", f"{name} engine failed to start: {e!r}", engine=name, level="error"
                 )
+        if self._device_stream:  # chosen once: the C writer when a prepared engine records into it in C
+            self._add_writer("device", native=any(e.device_writer == "native" for e in prepared))
+            ordered = {s: self.writers[s] for s in events.STREAMS if s in self.writers}  # streams' order
+            self.writers.clear()
+            self.writers.update(ordered)
         for w in self.writers.values():
             w.start()
         for stream, w in self.writers.items():
-            if isinstance(w, NativeStreamWriter):  # its flush thread is C: it reports its busy time itself
-                self.watchdog.watch(f"{stream} writer", w.native.busy_s)
             w.emit(self._session_start(stream, facts))
         for n in self.notices:  # notices raised while preparing go after seq 0
             if "device" in self.writers:

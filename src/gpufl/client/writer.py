@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -95,6 +95,68 @@ class DiskBudget:
         return deleted
 
 
+@dataclass(frozen=True)
+class WriterConfig:
+    """What a stream's writer is built from, whichever implementation writes it."""
+
+    files: SegmentFiles
+    stream: str
+    queue_size: int
+    segment_max_bytes: int
+    segment_max_age_s: float
+    flush_interval_s: float
+    budget: DiskBudget
+    clock: Callable[[], int] = time.time_ns
+
+
+class RecordWriter(Protocol):
+    """One stream's single writer, as the session and the engines use it. Two implementations:
+    ``StreamWriter`` (Python: a queue and a writer thread) and ``NativeStreamWriter`` (the device stream's
+    writer in C, which the native record path appends to without the GIL). The session picks one per
+    stream, once (``writer_class``); nothing else chooses or swaps them."""
+
+    stream: str
+    session_id: str
+    error: BaseException | None
+
+    @property
+    def running(self) -> bool: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def dropped_total(self) -> int: ...
+    @property
+    def segments_written(self) -> int: ...
+    @property
+    def lost(self) -> int: ...
+
+    def watch(self, watchdog: Watchdog) -> None:
+        """Let the watchdog see this writer's write steps (it disables gpufl if one hangs)."""
+        ...
+
+    def start(self) -> None: ...
+
+    def emit(self, record: Record) -> bool:
+        """Queue a record; never blocks; False when it was dropped."""
+        ...
+
+    def intern(self, kind: str, key: Any, make: Callable[[], DictEntry]) -> int: ...
+
+    def intern_string(self, kind: str, value: str) -> int: ...
+
+    def flush(self, timeout: float = 5.0) -> None: ...
+
+    def disable(self) -> None: ...
+
+    def close(self, end: SessionEnd | None = None, timeout: float = 10.0) -> None: ...
+
+
+def writer_class(native: bool) -> Callable[[WriterConfig], RecordWriter]:
+    """The implementation a stream gets: chosen once per stream by the session (``native``: the native
+    record path runs and writes this stream)."""
+    return NativeStreamWriter if native else StreamWriter.from_config
+
+
 class StreamWriter:
     def __init__(
         self,
@@ -108,6 +170,16 @@ class StreamWriter:
         budget: DiskBudget | None = None,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
+        self.config = WriterConfig(
+            files,
+            stream,
+            queue_size,
+            segment_max_bytes,
+            segment_max_age_s,
+            flush_interval_s,
+            budget or DiskBudget(0),
+            clock,
+        )
         self.files = files
         self.stream = stream
         self.session_id = files.session_id
@@ -115,7 +187,7 @@ class StreamWriter:
         self._max_bytes = segment_max_bytes
         self._max_age_ns = int(segment_max_age_s * 1e9)
         self._interval = flush_interval_s
-        self._budget = budget or DiskBudget(0)
+        self._budget = self.config.budget
         self._clock = clock
 
         self._q: collections.deque[Record] = collections.deque()
@@ -157,7 +229,23 @@ class StreamWriter:
 
         self._thread = threading.Thread(target=self._run, name=f"gpufl-writer-{stream}", daemon=True)
 
+    @classmethod
+    def from_config(cls, c: WriterConfig) -> StreamWriter:
+        return cls(
+            c.files,
+            c.stream,
+            queue_size=c.queue_size,
+            segment_max_bytes=c.segment_max_bytes,
+            segment_max_age_s=c.segment_max_age_s,
+            flush_interval_s=c.flush_interval_s,
+            budget=c.budget,
+            clock=c.clock,
+        )
+
     # ---------------------------------------------------------------- caller side (any thread)
+
+    def watch(self, watchdog: Watchdog) -> None:
+        self.watchdog = watchdog  # the writer thread marks its write steps busy (_write_all)
 
     def start(self) -> None:
         os.makedirs(self.files.log_dir, exist_ok=True)
@@ -392,24 +480,26 @@ class NativeStreamWriter:
     are interned here and handed to C.
     """
 
-    def __init__(self, base: StreamWriter, max_pending_bytes: int = 64 << 20) -> None:
+    def __init__(self, config: WriterConfig | StreamWriter, max_pending_bytes: int = 64 << 20) -> None:
+        """``config``: a WriterConfig, or a StreamWriter's (the tests build one that way)."""
         from gpufl.client import _native  # type: ignore[attr-defined]
 
+        c = config.config if isinstance(config, StreamWriter) else config
         self._native = _native
-        self.files = base.files
-        self.stream = base.stream
-        self.session_id = base.session_id
-        self._budget = base._budget
-        self._clock = base._clock
-        prefix, suffix = _split_segment_path(base.files, base.stream)
+        self.files = c.files
+        self.stream = c.stream
+        self.session_id = c.files.session_id
+        self._budget = c.budget
+        self._clock = c.clock
+        prefix, suffix = _split_segment_path(c.files, c.stream)
         self._w = _native.Writer(
             prefix,
             suffix,
-            base.session_id,
-            base.stream,
-            base._max_bytes,
-            base._max_age_ns / 1e9,
-            base._interval,
+            self.session_id,
+            c.stream,
+            c.segment_max_bytes,
+            c.segment_max_age_s,
+            c.flush_interval_s,
             max_pending_bytes,
             self._segment_closed,
             self._write_failed,
@@ -451,6 +541,9 @@ class NativeStreamWriter:
     @property
     def lost(self) -> int:
         return int(self._w.stats()["lost"])
+
+    def watch(self, watchdog: Watchdog) -> None:
+        watchdog.watch(f"{self.stream} writer", self._w.busy_s)  # its flush thread is C: it reports itself
 
     def start(self) -> None:
         os.makedirs(self.files.log_dir, exist_ok=True)

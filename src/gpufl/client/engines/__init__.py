@@ -1,32 +1,34 @@
 """Capture engines plug in behind one small interface.
 
-An engine is prepared before ``session_start`` is written (so it can contribute facts to it: devices,
+An engine is created with the session's options, prepared before ``session_start`` is written (so it can contribute facts to it: devices,
 clock offsets, versions), started after, told about scope entry/exit, and stopped at shutdown. Any engine
 may be unavailable (no GPU, no libcupti, another profiler holding CUPTI): ``prepare`` then raises
 ``EngineUnavailable`` with the cause, which the session reports once as a ``notice`` and goes on without it.
+
+Engines see the session only as an ``EngineHost`` (options, id, writers, notices, watchdog), so this package
+never imports the session module; the session imports the engines.
+
+A new engine: a module here with a class satisfying ``Engine``, a name in ``create`` (and in
+``config.Options.validate``); docs/client-internals.md says more.
 """
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from gpufl.client.session import Session
+    from gpufl.client.config import Options
+    from gpufl.client.watchdog import Watchdog
+    from gpufl.client.writer import RecordWriter
 
 
-# CUPTI delivers activity buffers when full or at this period, on both record paths: what a SIGKILL or a
-# failed CUDA context can lose at most (plus the writer's flush interval). GPUFL_NATIVE_FLUSH_MS: diagnostics.
-CUPTI_FLUSH_PERIOD_MS = int(os.environ.get("GPUFL_NATIVE_FLUSH_MS", "500"))
-
-
-def untimed_records_message(count: int) -> str:
+def untimed_records_message(count: int, flush_ms: int) -> str:
     """Both record paths skip activity records CUPTI delivers without timestamps (start 0 or end before
     start): after a CUDA error such as a device-side assert, the records not yet delivered come back so.
     Written, they would be kernels at 1970 that the contract refuses; skipped, they are counted here."""
     return (
         f"CUPTI delivered {count} kernel/copy/memset record(s) without timestamps (the CUDA context failed "
-        f"before CUPTI read them, e.g. a device-side assert; at most the last {CUPTI_FLUSH_PERIOD_MS} ms); "
+        f"before CUPTI read them, e.g. a device-side assert; at most the last {flush_ms} ms); "
         "they were not written"
     )
 
@@ -39,10 +41,26 @@ class EngineUnavailable(Exception):
         self.code = code
 
 
+class EngineHost(Protocol):
+    """What an engine may use of its session (gpufl.client.session.Session is one)."""
+
+    options: Options
+    session_id: str
+    writers: dict[str, RecordWriter]
+    watchdog: Watchdog
+
+    def notice(
+        self, code: str, message: str, *, engine: str | None = None, level: str = "warning"
+    ) -> None: ...
+
+
 class Engine(Protocol):
     name: str
+    device_writer: str
+    """The device stream's writer this engine needs: "python" (StreamWriter) or "native" (the C writer the
+    native record path appends to). The session chooses the writer from it once, after preparing."""
 
-    def prepare(self, session: Session) -> dict[str, Any]:
+    def prepare(self, session: EngineHost) -> dict[str, Any]:
         """Probe; return facts for session_start (keys of SessionStart). Raise EngineUnavailable."""
         ...
 
@@ -57,13 +75,13 @@ class Engine(Protocol):
         ...
 
 
-def create(name: str) -> Engine:
+def create(name: str, options: Options) -> Engine:
     if name == "tracing":
         # The native record path when it can run here; else the cupti-python path, which says why.
         from gpufl.client.engines.native_tracing import NativeTracingEngine, unavailable_reason
         from gpufl.client.engines.tracing import TracingEngine
 
-        reason = unavailable_reason()
+        reason = unavailable_reason(options.native)
         if reason is None:
             return NativeTracingEngine()
         return TracingEngine(native_unavailable=reason)

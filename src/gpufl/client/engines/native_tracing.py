@@ -1,9 +1,10 @@
 """Tracing engine, native record path: CUPTI handled in C (``gpufl.client._native``), Python keeps the control plane.
 
-What the C side does per launch and per record, and why, is in ``src/gpufl/client/native/_native.c``. Here: finding
+What the C side does per launch and per record, and why, is in ``src/gpufl/client/native/`` (map:
+docs/client-internals.md). Here: finding
 libcupti, checking its version against the headers the extension was built with, device properties and the
-clock offset (shared with the cupti-python path), swapping the device stream's writer for the C one, and
-lifecycle. When any of that is not possible, ``unavailable_reason`` says why and the session uses the
+clock offset (``cuda_probe``, shared with the cupti-python path), attaching the device stream's C writer (the
+session builds it for ``device_writer = "native"``), and lifecycle. When any of that is not possible, ``unavailable_reason`` says why and the session uses the
 cupti-python path (``gpufl.client.engines.tracing``) instead, saying so once.
 """
 
@@ -19,28 +20,20 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from gpufl.client.engines import CUPTI_FLUSH_PERIOD_MS, EngineUnavailable, handover, untimed_records_message
-from gpufl.client.engines.tracing import (
-    _cause_code,
-    _explain,
-    _torch_profiler_active,
-    cuda_device_limits,
-    cuda_driver_version,
-    measure_clock_offset,
-)
+from gpufl.client.config import NativeOptions
+from gpufl.client.engines import EngineUnavailable, cuda_probe, handover, untimed_records_message
+from gpufl.client.engines.cuda_probe import measure_clock_offset
 from gpufl.client.scope import current as current_scope
-from gpufl.client.writer import NativeStreamWriter, StreamWriter
+from gpufl.client.writer import NativeStreamWriter
 from gpufl.contract import events
 
 if TYPE_CHECKING:
-    from gpufl.client.session import Session
+    from gpufl.client.engines import EngineHost
 
 log = logging.getLogger("gpufl")
 
-# NVTX start/end ranges' scope instance ids: 3·2^40 + NVTX's range id (_native.c); push/pop ranges count from 2^40.
+# NVTX start/end ranges' scope instance ids: 3·2^40 + NVTX's range id (native/scopes.c); push/pop ranges count from 2^40.
 NVTX_START_BASE = 3 << 40
-
-FLUSH_PERIOD_MS = CUPTI_FLUSH_PERIOD_MS
 
 
 def libcupti_candidates() -> list[str]:
@@ -73,9 +66,12 @@ _load_result: tuple[Any, str | None] | None = None
 _libcupti_path: str | None = None
 
 
-def load_native() -> tuple[Any, str | None]:
-    """(module, None) when the native path can run here, else (None, the reason). Cached."""
+def load_native(enabled: bool = True) -> tuple[Any, str | None]:
+    """(module, None) when the native path can run here, else (None, the reason). Cached (but for
+    ``enabled``: NativeOptions.enabled, GPUFL_NATIVE)."""
     global _load_result
+    if not enabled:
+        return None, "disabled by GPUFL_NATIVE=0"
     if _load_result is not None:
         return _load_result
     _load_result = _load()
@@ -83,8 +79,6 @@ def load_native() -> tuple[Any, str | None]:
 
 
 def _load() -> tuple[Any, str | None]:
-    if os.environ.get("GPUFL_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
-        return None, "disabled by GPUFL_NATIVE=0"
     try:
         from gpufl.client import _native  # type: ignore[attr-defined]
     except ImportError as e:
@@ -114,13 +108,14 @@ def injection_library() -> str | None:
     return found[0] if found else None
 
 
-def unavailable_reason() -> str | None:
-    return load_native()[1]
+def unavailable_reason(options: NativeOptions | None = None) -> str | None:
+    return load_native((options or NativeOptions()).enabled)[1]
 
 
 class NativeTracingEngine:
     name = "tracing"
     path = "native"
+    device_writer = "native"  # the C writer the buffer thread appends to; the session builds it
 
     def __init__(self) -> None:
         self.native: Any = None
@@ -134,69 +129,44 @@ class NativeTracingEngine:
         self._pause_reason = ""
         self.offset_ns = 0
 
-    def prepare(self, session: Session) -> dict[str, Any]:
+    def prepare(self, session: EngineHost) -> dict[str, Any]:
         self.session = session
-        native, reason = load_native()
+        opts = session.options.native
+        native, reason = load_native(opts.enabled)
         if native is None:
             raise EngineUnavailable("native_unavailable", f"native record path unavailable: {reason}")
         self.native = native
-        try:
-            devices = cuda_device_limits()
-        except EngineUnavailable:
-            raise
-        except Exception as e:
-            raise EngineUnavailable("no_cuda_device", f"CUDA devices could not be queried: {e!r}") from None
-        if not devices:
-            raise EngineUnavailable("no_cuda_device", "no CUDA device is visible")
-        nvtx_on = os.environ.get("GPUFL_NATIVE_NVTX", "1") != "0"  # diagnostics: NVTX off entirely
-        if nvtx_on and _libcupti_path and "NVTX_INJECTION64_PATH" not in os.environ:
+        probe = cuda_probe.probe_devices()
+        if opts.nvtx and _libcupti_path and "NVTX_INJECTION64_PATH" not in os.environ:
             # NVTX calls reach CUPTI (and so us) only when NVTX loads it; read at the first NVTX call.
             os.environ["NVTX_INJECTION64_PATH"] = _libcupti_path
         clock = measure_clock_offset(native.timestamp)
         self.offset_ns = clock.offset_ns
-        base = session.writers["device"]
-        assert isinstance(base, StreamWriter)
-        self.writer = NativeStreamWriter(base)
-        session.writers["device"] = self.writer
-        limits = [
-            (
-                i,
-                lim.warp_size,
-                lim.max_threads_per_sm,
-                lim.max_blocks_per_sm,
-                lim.max_threads_per_block,
-                lim.regs_per_sm,
-                lim.regs_per_block,
-                lim.shared_mem_per_sm,
-                lim.shared_mem_per_block_optin,
-                lim.reserved_shared_mem_per_block,
-            )
-            for i, (lim, _) in devices.items()
-        ]
-        native.reset()  # a previous session in this process (init after shutdown) starts its ids again
-        native.attach(self.writer.native, limits, self.offset_ns, session.options.stacks)
-        facts: dict[str, Any] = {
-            "devices": [props for _, props in devices.values()],
-            "clock": clock,
-            "cupti_version": native.cupti_version(),
-        }
-        ver = cuda_driver_version()
-        if ver is not None:
-            facts["cuda_driver_version"] = ver
+        self._limits = cuda_probe.native_limits(probe.devices)
+        facts: dict[str, Any] = probe.facts()
+        facts["clock"] = clock
+        facts["cupti_version"] = native.cupti_version()
         return facts
 
+    def _start_native(self) -> int:
+        """Start CUPTI tracing in C with the session's options; the launch callbacks enabled (-1: off)."""
+        opts = self.session.options
+        return int(
+            self.native.start(opts.cupti_buffer_bytes, opts.native.flush_ms, **opts.native.start_kwargs())
+        )
+
     def start(self) -> None:
-        if _torch_profiler_active():
-            raise EngineUnavailable(
-                "cupti_busy",
-                "torch.profiler is running and owns CUPTI in this process; kernels are not traced. "
-                "Start gpufl before other profilers, or run without them",
-            )
+        cuda_probe.refuse_if_torch_profiler()
+        writer = self.session.writers["device"]
+        assert isinstance(writer, NativeStreamWriter)  # the session's choice for device_writer = "native"
+        self.writer = writer
+        native = self.native
+        native.reset()  # a previous session in this process (init after shutdown) starts its ids again
+        native.attach(writer.native, self._limits, self.offset_ns, self.session.options.stacks)
         try:
-            enabled = self.native.start(self.session.options.cupti_buffer_bytes, FLUSH_PERIOD_MS)
+            enabled = self._start_native()
         except RuntimeError as e:
-            subscribing = str(e).startswith("cuptiSubscribe")
-            raise EngineUnavailable(_cause_code(e, subscribing), _explain(e, subscribing)) from None
+            raise cuda_probe.unavailable(e, subscribing=str(e).startswith("cuptiSubscribe")) from None
         if enabled == 0:
             self.session.notice(
                 "cupti_callbacks",
@@ -270,7 +240,7 @@ class NativeTracingEngine:
     def pause(self, reason: str) -> None:
         """Step aside for another CUPTI client (torch.profiler): flush, disable, unsubscribe — not finalize,
         which would tear down CUPTI under the client that takes it over next (see stop_tracing in
-        _native.c); the gap is recorded when tracing resumes."""
+        native/cupti.c); the gap is recorded when tracing resumes."""
         if not self.started or self._paused_at is not None:
             return
         self._paused_at = time.time_ns()
@@ -291,7 +261,7 @@ class NativeTracingEngine:
         )
         self.session.writers["device"].emit(gap)
         try:
-            self.native.start(self.session.options.cupti_buffer_bytes, FLUSH_PERIOD_MS)
+            self._start_native()
         except RuntimeError as e:
             self._release()
             handover.cupti_kept_by_profiler(self.native.finalize)
@@ -352,7 +322,11 @@ class NativeTracingEngine:
         handover.uninstall(self)
         untimed = self.stats.get("untimed", 0)
         if untimed:
-            self.session.notice("cupti_untimed_records", untimed_records_message(untimed), engine=self.name)
+            self.session.notice(
+                "cupti_untimed_records",
+                untimed_records_message(untimed, self.session.options.native.flush_ms),
+                engine=self.name,
+            )
         foreign = self.stats.get("foreign_buffers", 0)
         if foreign:  # another client's buffers reached our callback around a hand-over: counted, never freed
             self.session.notice(

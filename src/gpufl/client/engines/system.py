@@ -19,7 +19,7 @@ from gpufl.client.engines import EngineUnavailable
 from gpufl.contract import events
 
 if TYPE_CHECKING:
-    from gpufl.client.session import Session
+    from gpufl.client.engines import EngineHost
 
 MIB = 1024 * 1024
 
@@ -253,6 +253,7 @@ def _s(v: Any) -> str:
 
 class SystemEngine:
     name = "system"
+    device_writer = "python"
 
     def __init__(self) -> None:
         self._stop = threading.Event()
@@ -261,7 +262,7 @@ class SystemEngine:
         self.host = HostProbe()
         self.samples = 0
 
-    def prepare(self, session: Session) -> dict[str, Any]:
+    def prepare(self, session: EngineHost) -> dict[str, Any]:
         self.session = session
         self.interval = session.options.system_interval_s
         try:

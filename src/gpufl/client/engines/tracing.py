@@ -29,11 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 from gpufl.client import signals
 from gpufl.client.engines import (
-    CUPTI_FLUSH_PERIOD_MS,
     EngineUnavailable,
+    cuda_probe,
     handover,
     untimed_records_message,
 )
+from gpufl.client.engines.cuda_probe import measure_clock_offset
 from gpufl.client.engines.demangle import demangle
 from gpufl.client.engines.occupancy import DeviceLimits
 from gpufl.client.engines.occupancy import compute as compute_occupancy
@@ -41,7 +42,7 @@ from gpufl.client.scope import current as current_scope
 from gpufl.contract import events
 
 if TYPE_CHECKING:
-    from gpufl.client.session import Session
+    from gpufl.client.engines import EngineHost
 
 log = logging.getLogger("gpufl")
 
@@ -74,84 +75,10 @@ _RUNTIME_PREFIXES = ("cudaLaunch", "cudaGraphLaunch", "cudaMemcpy", "cudaMemset"
 _DRIVER_PREFIXES = ("cuLaunch", "cuGraphLaunch", "cuMemcpy", "cuMemset")
 
 
-def measure_clock_offset(gpu_clock: Any, samples: int = 25) -> events.ClockSync:
-    """realtime = cupti + offset; the bracket with the smallest width wins (least scheduling noise)."""
-    best: tuple[int, int] | None = None
-    for _ in range(samples):
-        t0 = time.time_ns()
-        c = gpu_clock()
-        t1 = time.time_ns()
-        width = t1 - t0
-        if best is None or width < best[0]:
-            best = (width, (t0 + t1) // 2 - c)
-    assert best is not None
-    return events.ClockSync(offset_ns=best[1], measured_at_ns=time.time_ns(), uncertainty_ns=best[0] // 2 + 1)
-
-
-def cuda_driver_version() -> int | None:
-    """cuDriverGetVersion (e.g. 13000), or None where cuda-bindings or the driver is missing."""
-    try:
-        from cuda.bindings import driver
-
-        _err, ver = driver.cuDriverGetVersion()
-        return int(ver)
-    except Exception:
-        return None
-
-
-def cuda_device_limits() -> dict[int, tuple[DeviceLimits, events.DeviceProperties]]:
-    """Occupancy inputs and static properties of every CUDA device (cuda-bindings), keyed by CUDA ordinal."""
-    from cuda.bindings import runtime as rt
-
-    err, count = rt.cudaGetDeviceCount()
-    if err != rt.cudaError_t.cudaSuccess:
-        raise EngineUnavailable("no_cuda_device", f"no usable CUDA device ({err.name})")
-    out: dict[int, tuple[DeviceLimits, events.DeviceProperties]] = {}
-    for i in range(count):
-        err, p = rt.cudaGetDeviceProperties(i)
-        if err != rt.cudaError_t.cudaSuccess:
-            continue
-        lim = DeviceLimits(
-            warp_size=p.warpSize,
-            max_threads_per_sm=p.maxThreadsPerMultiProcessor,
-            max_blocks_per_sm=p.maxBlocksPerMultiProcessor,
-            max_threads_per_block=p.maxThreadsPerBlock,
-            regs_per_sm=p.regsPerMultiprocessor,
-            regs_per_block=p.regsPerBlock,
-            shared_mem_per_sm=p.sharedMemPerMultiprocessor,
-            shared_mem_per_block_optin=p.sharedMemPerBlockOptin,
-            reserved_shared_mem_per_block=p.reservedSharedMemPerBlock,
-        )
-        raw_uuid = bytes(p.uuid.bytes) if hasattr(p.uuid, "bytes") else b""
-        uuid = None
-        if len(raw_uuid) == 16:
-            h = raw_uuid.hex()
-            uuid = f"GPU-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-        name = p.name.decode(errors="replace").rstrip("\x00") if isinstance(p.name, bytes) else str(p.name)
-        props = events.DeviceProperties(
-            device_id=i,
-            name=name,
-            uuid=uuid,
-            compute_capability=(p.major, p.minor),
-            sm_count=p.multiProcessorCount,
-            total_memory_bytes=p.totalGlobalMem,
-            max_threads_per_sm=lim.max_threads_per_sm,
-            max_blocks_per_sm=lim.max_blocks_per_sm,
-            max_threads_per_block=lim.max_threads_per_block,
-            regs_per_sm=lim.regs_per_sm,
-            regs_per_block=lim.regs_per_block,
-            shared_mem_per_sm=lim.shared_mem_per_sm,
-            shared_mem_per_block_optin=lim.shared_mem_per_block_optin,
-            reserved_shared_mem_per_block=lim.reserved_shared_mem_per_block,
-            warp_size=lim.warp_size,
-        )
-        out[i] = (lim, props)
-    return out
-
-
 class TracingEngine:
     name = "tracing"
     path = "cupti-python"
+    device_writer = "python"
 
     def __init__(self, native_unavailable: str | None = None) -> None:
         self.native_unavailable = native_unavailable
@@ -159,7 +86,7 @@ class TracingEngine:
         self.offset_ns = 0
         self.limits: dict[int, DeviceLimits] = {}
         # corr id -> [thread id, stack id, api enter ns, api duration ns, scope inst]; insertion-ordered
-        self._launch_site: dict[int, list[Any]] = {}
+        self._sites: dict[int, list[Any]] = {}
         self._stacks = False
         self._lock = threading.Lock()
         self.records = 0
@@ -172,9 +99,8 @@ class TracingEngine:
 
     # ---------------------------------------------------------------- lifecycle
 
-    def prepare(self, session: Session) -> dict[str, Any]:
+    def prepare(self, session: EngineHost) -> dict[str, Any]:
         self.session = session
-        self.writer = session.writers["device"]
         try:
             from cupti import cupti
         except ImportError as e:
@@ -183,20 +109,9 @@ class TracingEngine:
                 f"cupti-python is not installed or libcupti not found ({e}); pip install 'gpufl[cuda]'",
             ) from None
         self.cupti = cupti
-        facts: dict[str, Any] = {}
-        try:
-            devices = cuda_device_limits()
-        except EngineUnavailable:
-            raise
-        except Exception as e:
-            raise EngineUnavailable("no_cuda_device", f"CUDA devices could not be queried: {e!r}") from None
-        if not devices:
-            raise EngineUnavailable("no_cuda_device", "no CUDA device is visible")
-        self.limits = {i: lim for i, (lim, _) in devices.items()}
-        facts["devices"] = [props for _, props in devices.values()]
-        ver = cuda_driver_version()
-        if ver is not None:
-            facts["cuda_driver_version"] = ver
+        probe = cuda_probe.probe_devices()
+        self.limits = {i: d.limits for i, d in probe.devices.items()}
+        facts: dict[str, Any] = probe.facts()
         clock = measure_clock_offset(cupti.get_timestamp)
         self.offset_ns = clock.offset_ns
         facts["clock"] = clock
@@ -212,35 +127,31 @@ class TracingEngine:
     def start(self) -> None:
         cupti = self.cupti
         opts = self.session.options
+        self.writer = self.session.writers["device"]  # the session chose it after prepare
         buf = opts.cupti_buffer_bytes
 
         def requested() -> tuple[int, int]:
             return buf, 0
 
         self._stacks = opts.stacks
-        if _torch_profiler_active():
-            raise EngineUnavailable(
-                "cupti_busy",
-                "torch.profiler is running and owns CUPTI in this process; kernels are not traced. "
-                "Start gpufl before other profilers, or run without them",
-            )
+        cuda_probe.refuse_if_torch_profiler()
         try:
             # Subscribe before touching activity buffers: failing here means another CUPTI client owns
             # this process, and we must leave its buffers alone.
             self._subscriber = cupti.subscribe(self._api_callback, None)
         except Exception as e:
-            raise EngineUnavailable(_cause_code(e, subscribing=True), _explain(e, subscribing=True)) from None
+            raise cuda_probe.unavailable(e, subscribing=True) from None
         try:
             self._enable_api_callbacks()
             cupti.activity_register_callbacks(requested, self._completed)
-            if CUPTI_FLUSH_PERIOD_MS:
-                cupti.activity_flush_period(CUPTI_FLUSH_PERIOD_MS)
+            if opts.native.flush_ms:  # as the native path: what a kill or a failed context loses at most
+                cupti.activity_flush_period(opts.native.flush_ms)
             for kind in _ACTIVITY_KINDS:
                 cupti.activity_enable(getattr(cupti.ActivityKind, kind))
         except Exception as e:
             self._disable_all()
             self._unsubscribe()
-            raise EngineUnavailable(_cause_code(e), _explain(e)) from None
+            raise cuda_probe.unavailable(e) from None
         self.started = True
         handover.install_torch_profiler_hook(self)
 
@@ -324,7 +235,7 @@ class TracingEngine:
             if data.callback_site == 0:  # API_ENTER
                 stack_id = self._stack_id(sys._getframe(1)) if self._stacks else None
                 cur = current_scope()
-                sites = self._launch_site
+                sites = self._sites
                 sites[corr] = [
                     threading.get_native_id(),
                     stack_id,
@@ -335,7 +246,7 @@ class TracingEngine:
                 if len(sites) > _MAX_PENDING_CORRELATIONS:
                     del sites[next(iter(sites))]
             else:
-                site = self._launch_site.get(corr)
+                site = self._sites.get(corr)
                 if site is not None:
                     site[3] = time.time_ns() - site[2]
         except KeyboardInterrupt:  # Ctrl-C landed here past gpufl's handler (one the program set after init)
@@ -384,7 +295,9 @@ class TracingEngine:
             pass
         if self.untimed:
             self.session.notice(
-                "cupti_untimed_records", untimed_records_message(self.untimed), engine=self.name
+                "cupti_untimed_records",
+                untimed_records_message(self.untimed, self.session.options.native.flush_ms),
+                engine=self.name,
             )
         self._disable_all()
         self._unsubscribe()
@@ -419,7 +332,7 @@ class TracingEngine:
         kernel_kinds = (K.CONCURRENT_KERNEL, K.KERNEL)
         timed_kinds = (*kernel_kinds, K.MEMCPY, K.MEMSET)
         emit = self.writer.emit
-        sites = self._launch_site
+        sites = self._sites
         sid = self.session.session_id
         off = self.offset_ns
         for a in activities:
@@ -544,42 +457,8 @@ class TracingEngine:
         )
 
 
-def _torch_profiler_active() -> bool:
-    """Kineto may hold CUPTI's activity buffers without a callback subscription: ask torch directly."""
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return False
-    try:
-        return bool(torch._C._autograd._profiler_enabled())
-    except Exception:
-        return False
-
-
 def _enum_name(enum: Any, value: int, names: dict[str, str]) -> str:
     try:
         return names.get(enum(value).name, "unknown")
     except ValueError:
         return "unknown"
-
-
-def _cause_code(e: BaseException, subscribing: bool = False) -> str:
-    text = str(e).upper()
-    if "MULTIPLE_SUBSCRIBERS" in text or (subscribing and "NOT_INITIALIZED" not in text):
-        return "cupti_busy"
-    if "INSUFFICIENT_PRIVILEGES" in text:
-        return "cupti_permissions"
-    if "NOT_INITIALIZED" in text or "NO_DEVICE" in text:
-        return "no_cuda_device"
-    return "cupti_error"
-
-
-def _explain(e: BaseException, subscribing: bool = False) -> str:
-    code = _cause_code(e, subscribing)
-    if code == "cupti_busy":
-        return (
-            "another CUPTI client (torch.profiler/Kineto, Nsight Systems) already holds CUPTI in this "
-            f"process; kernels are not traced. Start gpufl before other profilers, or run without them ({e})"
-        )
-    if code == "cupti_permissions":
-        return f"the driver denies profiling to this user (see docs/troubleshooting.md) ({e})"
-    return f"CUPTI could not start tracing: {e}"

@@ -1,0 +1,185 @@
+/* cupti.c — the seam to libcupti: loading it at run time (dlopen), and starting and stopping tracing
+ * (subscriber, launch and NVTX callbacks, activity kinds and buffers) as g_opts says. The callbacks
+ * themselves live in sites.c (launch), scopes.c (NVTX) and buffers.c (activity buffers). */
+#include "gpufl_native.h"
+
+#define CUPTI_FN(ret, name, args) ret(CUPTIAPI *p_##name) args;
+#include "cupti_fns.h"
+#undef CUPTI_FN
+char *(*p_demangle)(const char *, char *, size_t *, int *);
+
+TraceState g_trace;
+NativeOptions g_opts = {.subscribe = 1, .callbacks = 1, .driver_domain = 1, .activity = 1, .nvtx = 1, .copies = 1};
+
+/* What start_tracing does without being told otherwise (the extension's start() and inject.c begin here). */
+void options_defaults(NativeOptions *o) {
+    int empty = o->empty_callback;
+    memset(o, 0, sizeof *o);
+    o->buffer_bytes = 8u << 20;
+    o->flush_period_ms = 500;
+    o->subscribe = o->callbacks = o->driver_domain = o->activity = o->nvtx = o->copies = 1;
+    o->empty_callback = empty; /* configure()'s, not start's */
+}
+
+const char *cupti_err(CUptiResult r) {
+    const char *s = NULL;
+    if (p_cuptiGetResultString && p_cuptiGetResultString(r, &s) == CUPTI_SUCCESS && s) return s;
+    return "CUPTI_ERROR_UNKNOWN";
+}
+
+/* dlopen libcupti and resolve what we call; NULL on success, else why not. */
+const char *load_cupti(const char *path) {
+    static char err[512];
+    if (g_trace.loaded) return NULL;
+    void *h = dlopen(path, RTLD_NOW | RTLD_GLOBAL);
+    if (!h) {
+        snprintf(err, sizeof err, "cannot load %s: %s", path, dlerror());
+        return err;
+    }
+#define LOAD(name)                                                    \
+    do {                                                              \
+        *(void **)&p_##name = dlsym(h, #name);                        \
+        if (!p_##name) {                                              \
+            snprintf(err, sizeof err, "%s has no %s", path, #name);   \
+            return err;                                               \
+        }                                                             \
+    } while (0)
+    LOAD(cuptiGetVersion);
+    LOAD(cuptiGetResultString);
+    LOAD(cuptiGetTimestamp);
+    LOAD(cuptiSubscribe);
+    LOAD(cuptiUnsubscribe);
+    LOAD(cuptiEnableCallback);
+    LOAD(cuptiActivityEnable);
+    LOAD(cuptiActivityDisable);
+    LOAD(cuptiActivityRegisterCallbacks);
+    LOAD(cuptiActivityGetNextRecord);
+    LOAD(cuptiActivityFlushAll);
+    LOAD(cuptiFinalize);
+    *(void **)&p_cuptiActivityFlushPeriod = dlsym(h, "cuptiActivityFlushPeriod");
+    *(void **)&p_cuptiActivityGetNumDroppedRecords = dlsym(h, "cuptiActivityGetNumDroppedRecords");
+    *(void **)&p_cuptiActivitySetAttribute = dlsym(h, "cuptiActivitySetAttribute");
+    *(void **)&p_demangle = dlsym(RTLD_DEFAULT, "__cxa_demangle");
+    if (!p_demangle) {
+        void *cxx = dlopen("libstdc++.so.6", RTLD_NOW | RTLD_GLOBAL);
+        if (cxx) *(void **)&p_demangle = dlsym(cxx, "__cxa_demangle");
+    }
+    uint32_t v = 0;
+    p_cuptiGetVersion(&v);
+    g_trace.version = v;
+    g_trace.loaded = 1;
+    return NULL;
+}
+
+/* Launch callbacks on or off, per domain (start_tracing; configure() while tracing, for diagnostics). */
+void enable_launch_callbacks(int on, int runtime, int driver) {
+    for (size_t i = 0; i < sizeof RUNTIME_CBIDS / sizeof *RUNTIME_CBIDS; i++)
+        p_cuptiEnableCallback(on && runtime, g_trace.sub, CUPTI_CB_DOMAIN_RUNTIME_API, RUNTIME_CBIDS[i]);
+    for (size_t i = 0; i < sizeof DRIVER_CBIDS / sizeof *DRIVER_CBIDS; i++)
+        p_cuptiEnableCallback(on && driver, g_trace.sub, CUPTI_CB_DOMAIN_DRIVER_API, DRIVER_CBIDS[i]);
+}
+
+/* The activity kinds start_tracing enabled, on or off (configure(), diagnostics). */
+void enable_activity(int on) {
+    CUpti_ActivityKind kinds[3] = {g_trace.kernel_kind, CUPTI_ACTIVITY_KIND_MEMCPY, CUPTI_ACTIVITY_KIND_MEMSET};
+    for (int i = 0; i < (g_opts.copies ? 3 : 1); i++) {
+        if (on) p_cuptiActivityEnable(kinds[i]);
+        else p_cuptiActivityDisable(kinds[i]);
+    }
+}
+
+/* Subscribe, enable launch callbacks and activity kinds, as g_opts says. NULL on success (*enabled = launch
+ * callbacks enabled, -1 when switched off for diagnostics), else why not (the CUPTI error text).
+ * Driver-API callbacks alone see every launch: the runtime's launches reach the driver too, and their
+ * kernels carry the driver call's correlation id (every kernel joined on the H100, runtime-launched and
+ * cuBLASLt's driver launches alike), so runtime-API callbacks would only add CUPTI dispatches. */
+const char *start_tracing(int *enabled_out) {
+    static char err[256];
+    if (g_trace.active) return NULL;
+    const NativeOptions *o = &g_opts;
+    CUptiResult r;
+    int want_sub = o->subscribe;
+    int want_cb = want_sub && o->callbacks;
+    int want_nvtx = want_sub && o->nvtx;
+    g_trace.kernel_kind = o->serial_kernels ? CUPTI_ACTIVITY_KIND_KERNEL : CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL;
+    if (p_cuptiActivitySetAttribute && o->host_pinned) {
+        uint8_t one = 1;
+        size_t sz = sizeof one;
+        p_cuptiActivitySetAttribute(CUPTI_ACTIVITY_ATTR_MEM_ALLOCATION_TYPE_HOST_PINNED, &sz, &one);
+    }
+    if (p_cuptiActivitySetAttribute && o->device_buffer_mb > 0) {
+        size_t bytes = (size_t)o->device_buffer_mb << 20, sz = sizeof bytes;
+        p_cuptiActivitySetAttribute(CUPTI_ACTIVITY_ATTR_DEVICE_BUFFER_SIZE, &sz, &bytes);
+    }
+    if (want_sub) {
+        /* Subscribe first: failing here means another CUPTI client (torch.profiler, nsys) owns this process,
+         * and registering activity buffers under its feet hung its flush (seen on the H100). */
+        r = p_cuptiSubscribe(&g_trace.sub, (CUpti_CallbackFunc)on_api, NULL);
+        if (r != CUPTI_SUCCESS) {
+            snprintf(err, sizeof err, "cuptiSubscribe: %s", cupti_err(r));
+            return err;
+        }
+        g_trace.subscribed = 1;
+    }
+    int enabled = 0;
+    if (want_cb) {
+        for (size_t i = 0; o->runtime_domain && i < sizeof RUNTIME_CBIDS / sizeof *RUNTIME_CBIDS; i++)
+            enabled += p_cuptiEnableCallback(1, g_trace.sub, CUPTI_CB_DOMAIN_RUNTIME_API, RUNTIME_CBIDS[i]) ==
+                       CUPTI_SUCCESS;
+        for (size_t i = 0; o->driver_domain && i < sizeof DRIVER_CBIDS / sizeof *DRIVER_CBIDS; i++)
+            enabled += p_cuptiEnableCallback(1, g_trace.sub, CUPTI_CB_DOMAIN_DRIVER_API, DRIVER_CBIDS[i]) ==
+                       CUPTI_SUCCESS;
+    }
+#ifndef GPUFL_INJECTION /* scopes are written by the Python engine; the injection build has none */
+    static const CUpti_CallbackId NVTX_CBIDS[] = {
+        CUPTI_CBID_NVTX_nvtxRangePushA,       CUPTI_CBID_NVTX_nvtxRangePushEx,     CUPTI_CBID_NVTX_nvtxRangePop,
+        CUPTI_CBID_NVTX_nvtxDomainRangePushEx, CUPTI_CBID_NVTX_nvtxDomainRangePop, CUPTI_CBID_NVTX_nvtxNameOsThreadA,
+        CUPTI_CBID_NVTX_nvtxRangeStartA,      CUPTI_CBID_NVTX_nvtxRangeStartEx,    CUPTI_CBID_NVTX_nvtxDomainRangeStartEx,
+        CUPTI_CBID_NVTX_nvtxRangeEnd,         CUPTI_CBID_NVTX_nvtxDomainRangeEnd};
+    for (size_t i = 0; want_nvtx && i < sizeof NVTX_CBIDS / sizeof *NVTX_CBIDS; i++)
+        p_cuptiEnableCallback(1, g_trace.sub, CUPTI_CB_DOMAIN_NVTX, NVTX_CBIDS[i]);
+#else
+    (void)want_nvtx;
+#endif
+    r = p_cuptiActivityRegisterCallbacks(buffer_requested, buffer_completed);
+    if (o->activity) {
+        if (r == CUPTI_SUCCESS) r = p_cuptiActivityEnable(g_trace.kernel_kind);
+        if (r == CUPTI_SUCCESS && o->copies) r = p_cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMCPY);
+        if (r == CUPTI_SUCCESS && o->copies) r = p_cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMSET);
+    }
+    if (r != CUPTI_SUCCESS) {
+        p_cuptiActivityDisable(g_trace.kernel_kind);
+        p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_MEMCPY);
+        p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_MEMSET);
+        if (g_trace.subscribed) p_cuptiUnsubscribe(g_trace.sub);
+        g_trace.subscribed = 0;
+        g_trace.sub = NULL;
+        snprintf(err, sizeof err, "CUPTI activity: %s", cupti_err(r));
+        return err;
+    }
+    /* A killed program loses at most about this much (buffers are otherwise delivered when full). */
+    if (p_cuptiActivityFlushPeriod && o->flush_period_ms) p_cuptiActivityFlushPeriod(o->flush_period_ms);
+    g_trace.active = 1;
+    *enabled_out = want_cb ? enabled : -1;
+    return NULL;
+}
+
+/* Flush, disable, unsubscribe, and finalize when `finalize` (CUPTI may call back into us meanwhile).
+ * Stepping aside for another CUPTI client does not finalize: unsubscribing is all the other client needs
+ * to subscribe, and a finalize followed by its re-initialisation is the teardown CUPTI users report
+ * crashes in (Kineto turns its own CUPTI teardown off around CUDA graphs for that reason). */
+void stop_tracing(CUptiResult *flush, CUptiResult *fin, int finalize) {
+    *flush = p_cuptiActivityFlushAll(1);
+    p_cuptiActivityDisable(g_trace.kernel_kind);
+    p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_MEMCPY);
+    p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_MEMSET);
+    p_cuptiActivityFlushAll(1);
+    if (g_trace.subscribed) p_cuptiUnsubscribe(g_trace.sub);
+    g_trace.subscribed = 0;
+    g_trace.sub = NULL;
+    /* Without finalize, applications stayed 10-20% slower after profiling (pytorch/pytorch#146604). */
+    /* our delivery period must not stay on for the next client (CUPTI keeps it until finalize) */
+    if (p_cuptiActivityFlushPeriod) p_cuptiActivityFlushPeriod(0);
+    *fin = finalize ? p_cuptiFinalize() : CUPTI_SUCCESS;
+    g_trace.active = 0;
+}

@@ -1,0 +1,174 @@
+/* scopes.c — which scope a launch belongs to: per-thread stacks of open scopes (gpufl.scope, through the
+ * extension's scope_enter/exit) and NVTX ranges, which CUPTI's NVTX callbacks turn into scopes. */
+#include "gpufl_native.h"
+
+GPUFL_TLS uint64_t tls_scopes[MAX_SCOPE_DEPTH];
+GPUFL_TLS int tls_scope_depth;
+static pthread_mutex_t g_scope_mu = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t *g_open;
+static size_t g_nopen, g_capopen;
+_Atomic uint64_t g_last_open;
+
+void scope_push(uint64_t inst) {
+    if (tls_scope_depth < MAX_SCOPE_DEPTH) tls_scopes[tls_scope_depth] = inst;
+    tls_scope_depth++;
+    pthread_mutex_lock(&g_scope_mu);
+    if (g_nopen == g_capopen) {
+        size_t cap = g_capopen ? g_capopen * 2 : 64;
+        uint64_t *p = realloc(g_open, cap * sizeof *p);
+        if (p) {
+            g_open = p;
+            g_capopen = cap;
+        }
+    }
+    if (g_nopen < g_capopen) g_open[g_nopen++] = inst;
+    atomic_store(&g_last_open, inst);
+    pthread_mutex_unlock(&g_scope_mu);
+}
+
+void scope_pop(uint64_t inst) {
+    /* pop this thread's innermost entry with that id (scopes exit in order on a thread) */
+    for (int i = (tls_scope_depth < MAX_SCOPE_DEPTH ? tls_scope_depth : MAX_SCOPE_DEPTH) - 1; i >= 0; i--) {
+        if (tls_scopes[i] == inst) {
+            tls_scope_depth = i;
+            break;
+        }
+    }
+    pthread_mutex_lock(&g_scope_mu);
+    for (size_t i = g_nopen; i-- > 0;) {
+        if (g_open[i] == inst) {
+            memmove(g_open + i, g_open + i + 1, (g_nopen - i - 1) * sizeof *g_open);
+            g_nopen--;
+            break;
+        }
+    }
+    atomic_store(&g_last_open, g_nopen ? g_open[g_nopen - 1] : 0);
+    pthread_mutex_unlock(&g_scope_mu);
+}
+
+
+/* NVTX push/pop ranges become scopes (NVTX_INJECTION64_PATH names libcupti, so CUPTI sees NVTX calls): on the
+ * calling thread they join the scope stack (kernels launched inside carry them); the begin/end events queue
+ * here and the Python engine writes them to the scope stream. Instance ids start at 2^40, apart from
+ * gpufl.scope's.
+ * Start/end ranges (nvtxRangeStart*, nvtxRangeEnd) belong to no thread — they may end on another one — so
+ * they become scopes under the starting thread's current scope but join no thread's stack (kernels are not
+ * attributed to them). Their instance id is 3·2^40 + the range id NVTX returned, so the end, which only
+ * has that id, finds it without a table. */
+#define NVTX_MAX_QUEUED 200000 /* ~45 MB; drained every 0.1 s */
+static pthread_mutex_t g_nvtx_mu = PTHREAD_MUTEX_INITIALIZER;
+static NvtxEvent *g_nvtx;
+static size_t g_nnvtx, g_capnvtx;
+static uint64_t g_nvtx_dropped;
+static _Atomic uint64_t g_nvtx_next = 1ULL << 40;
+static __thread uint64_t tls_nvtx[MAX_SCOPE_DEPTH];
+static __thread int tls_nvtx_depth;
+
+/* A start/end range's instance id, from the range id NVTX gave it. */
+static uint64_t nvtx_start_inst(uint64_t range_id) { return NVTX_START_BASE + (range_id & ((1ULL << 40) - 1)); }
+
+/* The message of NVTX event attributes, NULL unless ASCII. */
+static const char *nvtx_message(const nvtxEventAttributes_t *a) {
+    return a && a->messageType == NVTX_MESSAGE_TYPE_ASCII ? a->message.ascii : NULL;
+}
+
+static uint64_t current_thread_scope(void) {
+    return tls_scope_depth > 0 && tls_scope_depth <= MAX_SCOPE_DEPTH ? tls_scopes[tls_scope_depth - 1] : 0;
+}
+
+static void nvtx_queue(uint8_t kind, uint64_t inst, uint64_t parent, const char *name, uint32_t tid) {
+    pthread_mutex_lock(&g_nvtx_mu);
+    if (g_nnvtx == g_capnvtx && g_capnvtx < NVTX_MAX_QUEUED) {
+        size_t cap = g_capnvtx ? g_capnvtx * 2 : 1024;
+        NvtxEvent *p = realloc(g_nvtx, cap * sizeof *p);
+        if (p) {
+            g_nvtx = p;
+            g_capnvtx = cap;
+        }
+    }
+    if (g_nnvtx < g_capnvtx) {
+        NvtxEvent *e = &g_nvtx[g_nnvtx++];
+        e->kind = kind;
+        e->tid = tid;
+        e->inst = inst;
+        e->parent = parent;
+        e->ts = realtime_ns();
+        snprintf(e->name, sizeof e->name, "%s", name ? name : "");
+    } else {
+        g_nvtx_dropped++;
+    }
+    pthread_mutex_unlock(&g_nvtx_mu);
+}
+
+void on_nvtx(CUpti_CallbackId cbid, const CUpti_NvtxData *d) {
+    const char *name = NULL;
+    switch (cbid) {
+        case CUPTI_CBID_NVTX_nvtxRangePushA:
+            name = ((const nvtxRangePushA_params *)d->functionParams)->message;
+            break;
+        case CUPTI_CBID_NVTX_nvtxRangePushEx:
+        case CUPTI_CBID_NVTX_nvtxDomainRangePushEx: {
+            name = nvtx_message(cbid == CUPTI_CBID_NVTX_nvtxRangePushEx
+                                    ? ((const nvtxRangePushEx_params *)d->functionParams)->eventAttrib
+                                    : ((const nvtxDomainRangePushEx_params *)d->functionParams)->core.eventAttrib);
+            break;
+        }
+        case CUPTI_CBID_NVTX_nvtxRangePop:
+        case CUPTI_CBID_NVTX_nvtxDomainRangePop: {
+            if (tls_nvtx_depth <= 0) return;
+            uint64_t inst = tls_nvtx_depth <= MAX_SCOPE_DEPTH ? tls_nvtx[tls_nvtx_depth - 1] : 0;
+            tls_nvtx_depth--;
+            if (!inst) return;
+            scope_pop(inst);
+            nvtx_queue(1, inst, 0, NULL, thread_id());
+            return;
+        }
+        case CUPTI_CBID_NVTX_nvtxRangeStartA:
+        case CUPTI_CBID_NVTX_nvtxRangeStartEx:
+        case CUPTI_CBID_NVTX_nvtxDomainRangeStartEx: {
+            if (!d->functionReturnValue) return;
+            uint64_t id = *(const nvtxRangeId_t *)d->functionReturnValue;
+            if (cbid == CUPTI_CBID_NVTX_nvtxRangeStartA)
+                name = ((const nvtxRangeStartA_params *)d->functionParams)->message;
+            else
+                name = nvtx_message(cbid == CUPTI_CBID_NVTX_nvtxRangeStartEx
+                                        ? ((const nvtxRangeStartEx_params *)d->functionParams)->eventAttrib
+                                        : ((const nvtxDomainRangeStartEx_params *)d->functionParams)->core.eventAttrib);
+            nvtx_queue(0, nvtx_start_inst(id), current_thread_scope(), name ? name : "(nvtx range)", thread_id());
+            return;
+        }
+        case CUPTI_CBID_NVTX_nvtxRangeEnd:
+        case CUPTI_CBID_NVTX_nvtxDomainRangeEnd: {
+            uint64_t id = cbid == CUPTI_CBID_NVTX_nvtxRangeEnd ? ((const nvtxRangeEnd_params *)d->functionParams)->id
+                                                               : ((const nvtxDomainRangeEnd_params *)d->functionParams)->core.id;
+            nvtx_queue(1, nvtx_start_inst(id), 0, NULL, thread_id());
+            return;
+        }
+        case CUPTI_CBID_NVTX_nvtxNameOsThreadA: {
+            const nvtxNameOsThreadA_params *p = (const nvtxNameOsThreadA_params *)d->functionParams;
+            nvtx_queue(2, 0, 0, p->name, p->threadId);
+            return;
+        }
+        default:
+            return;
+    }
+    uint64_t parent = current_thread_scope();
+    uint64_t inst = atomic_fetch_add(&g_nvtx_next, 1);
+    if (tls_nvtx_depth < MAX_SCOPE_DEPTH) tls_nvtx[tls_nvtx_depth] = inst;
+    tls_nvtx_depth++;
+    scope_push(inst);
+    nvtx_queue(0, inst, parent, name ? name : "(nvtx range)", thread_id());
+}
+
+/* drain_nvtx (the Python engine writes the queued events to the scope stream every 0.1 s). */
+size_t nvtx_take(NvtxEvent **out, uint64_t *dropped) {
+    pthread_mutex_lock(&g_nvtx_mu);
+    *out = g_nvtx;
+    size_t n = g_nnvtx;
+    *dropped = g_nvtx_dropped;
+    g_nvtx = NULL;
+    g_nnvtx = g_capnvtx = 0;
+    g_nvtx_dropped = 0;
+    pthread_mutex_unlock(&g_nvtx_mu);
+    return n;
+}
