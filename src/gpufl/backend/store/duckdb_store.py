@@ -32,7 +32,11 @@ class DuckDBStore(SqlStore):
         # Checkpoint when the WAL passes 128 MiB (default 16 MiB, i.e. every 2-3 batches of 50k kernels):
         # each checkpoint recompresses the tables' last, partly filled row groups, so rare ones cost about
         # half the CPU per record. A crash replays at most that much WAL (~0.5 s for 128 MiB).
-        config: dict[str, str | bool | int | float | list[str]] = {"checkpoint_threshold": "128MiB"}
+        config: dict[str, str | bool | int | float | list[str]] = {
+            "checkpoint_threshold": "128MiB",
+            "allocator_flush_threshold": "16MiB",
+            "allocator_bulk_deallocation_flush_threshold": "64MiB",
+        }
         if memory_limit is not None:
             # DuckDB's default is 80 % of the machine's memory, on top of what the Python side holds.
             config["memory_limit"] = f"{int(memory_limit)}B"
