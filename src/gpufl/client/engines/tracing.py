@@ -90,6 +90,8 @@ class TracingEngine:
         self._stacks = False
         self._lock = threading.Lock()
         self.records = 0
+        self._flusher: threading.Thread | None = None
+        self._flush_stop = threading.Event()
         self.untimed = 0  # records CUPTI delivered without timestamps (engines.untimed_records_message)
         signals.register_callback(self._api_callback)
         self.started = False
@@ -153,7 +155,32 @@ class TracingEngine:
             self._unsubscribe()
             raise cuda_probe.unavailable(e) from None
         self.started = True
+        self._start_flusher()
         handover.install_torch_profiler_hook(self)
+
+    def _start_flusher(self) -> None:
+        """CUPTI's periodic flush returns only full buffers (its documentation; so a device-side assert a
+        second after 60 kernels left them untimed on the H100): force one every period from a thread."""
+        period_ms = self.session.options.native.flush_ms
+        if not period_ms:
+            return
+        stop = self._flush_stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(period_ms / 1000):
+                try:
+                    self.cupti.activity_flush_all(1)
+                except Exception:
+                    return
+
+        self._flusher = threading.Thread(target=loop, name="gpufl-cupti-flush", daemon=True)
+        self._flusher.start()
+
+    def _stop_flusher(self) -> None:
+        if self._flusher is not None:
+            self._flush_stop.set()
+            self._flusher.join(5)
+            self._flusher = None
 
     def pause(self, reason: str) -> None:
         """Step aside for torch.profiler (gpufl.client.engines.handover): flush, disable, unsubscribe."""
@@ -161,6 +188,7 @@ class TracingEngine:
             return
         self._paused_at = time.time_ns()
         self._pause_reason = reason
+        self._stop_flusher()
         try:
             self.cupti.activity_flush_all(1)
         except Exception as e:
@@ -282,6 +310,7 @@ class TracingEngine:
             return {}  # no finalize: it would tear CUPTI down under the profiler
         if not self.started:
             return {}
+        self._stop_flusher()
         handover.uninstall(self)
         cupti = self.cupti
         facts: dict[str, Any] = {}

@@ -93,6 +93,61 @@ void enable_activity(int on) {
  * Driver-API callbacks alone see every launch: the runtime's launches reach the driver too, and their
  * kernels carry the driver call's correlation id (every kernel joined on the H100, runtime-launched and
  * cuBLASLt's driver launches alike), so runtime-API callbacks would only add CUPTI dispatches. */
+/* CUPTI's own periodic flush (cuptiActivityFlushPeriod) returns only buffers that are full with every record
+ * complete (CUPTI's documentation), so a partly filled buffer waited for the next buffer or for the end: on the
+ * H100 a program that hit a device-side assert 1 s after 60 kernels got them back untimed, none written. A
+ * forced flush every period, from a thread of ours, delivers whatever is complete: what a killed program or a
+ * failed context can lose is then about one period. */
+static pthread_t g_flusher;
+static int g_flusher_on, g_flush_stop, g_atfork_set;
+static pthread_mutex_t g_flush_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_flush_cv = PTHREAD_COND_INITIALIZER;
+
+static void *flusher_main(void *arg) {
+    unsigned period_ms = (unsigned)(uintptr_t)arg;
+    pthread_mutex_lock(&g_flush_mu);
+    while (!g_flush_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += period_ms / 1000;
+        ts.tv_nsec += (long)(period_ms % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&g_flush_cv, &g_flush_mu, &ts);
+        if (g_flush_stop) break;
+        pthread_mutex_unlock(&g_flush_mu);
+        p_cuptiActivityFlushAll(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
+        pthread_mutex_lock(&g_flush_mu);
+    }
+    pthread_mutex_unlock(&g_flush_mu);
+    return NULL;
+}
+
+/* A forked child has no flusher thread (threads do not survive fork): it must not join one. */
+static void flusher_after_fork_child(void) { g_flusher_on = 0; }
+
+static void flusher_start(unsigned period_ms) {
+    if (g_flusher_on || !period_ms) return;
+    if (!g_atfork_set) {
+        pthread_atfork(NULL, NULL, flusher_after_fork_child);
+        g_atfork_set = 1;
+    }
+    g_flush_stop = 0;
+    g_flusher_on = pthread_create(&g_flusher, NULL, flusher_main, (void *)(uintptr_t)period_ms) == 0;
+}
+
+static void flusher_stop(void) {
+    if (!g_flusher_on) return;
+    pthread_mutex_lock(&g_flush_mu);
+    g_flush_stop = 1;
+    pthread_cond_signal(&g_flush_cv);
+    pthread_mutex_unlock(&g_flush_mu);
+    pthread_join(g_flusher, NULL);
+    g_flusher_on = 0;
+}
+
 const char *start_tracing(int *enabled_out) {
     static char err[256];
     if (g_trace.active) return NULL;
@@ -160,6 +215,7 @@ const char *start_tracing(int *enabled_out) {
     /* A killed program loses at most about this much (buffers are otherwise delivered when full). */
     if (p_cuptiActivityFlushPeriod && o->flush_period_ms) p_cuptiActivityFlushPeriod(o->flush_period_ms);
     g_trace.active = 1;
+    if (o->activity) flusher_start(o->flush_period_ms);
     *enabled_out = want_cb ? enabled : -1;
     return NULL;
 }
@@ -169,6 +225,7 @@ const char *start_tracing(int *enabled_out) {
  * to subscribe, and a finalize followed by its re-initialisation is the teardown CUPTI users report
  * crashes in (Kineto turns its own CUPTI teardown off around CUDA graphs for that reason). */
 void stop_tracing(CUptiResult *flush, CUptiResult *fin, int finalize) {
+    flusher_stop(); /* before CUPTI is torn down under it */
     *flush = p_cuptiActivityFlushAll(1);
     p_cuptiActivityDisable(g_trace.kernel_kind);
     p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_MEMCPY);
