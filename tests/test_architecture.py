@@ -136,7 +136,8 @@ def test_no_module_level_import_cycle() -> None:
     ("part", "forbidden"),
     [
         ("gpufl.client", ("gpufl.agent", "gpufl.backend")),
-        ("gpufl.contract", ("gpufl.client", "gpufl.agent", "gpufl.backend")),
+        ("gpufl.contract", ("gpufl.client", "gpufl.agent", "gpufl.backend", "gpufl.export")),
+        ("gpufl.export", ("gpufl.client", "gpufl.agent", "gpufl.backend")),
         ("gpufl.agent", ("gpufl.client", "gpufl.backend")),
         ("gpufl.backend", ("gpufl.client", "gpufl.agent")),
     ],

@@ -1,5 +1,5 @@
 """``gpufl``: the umbrella command. ``gpufl demo`` runs the whole stack locally; ``gpufl replay`` re-writes
-recorded sessions as new ones; ``gpufl schema`` prints the event JSON Schema; ``gpufl agent ...`` and
+recorded sessions as new ones; ``gpufl export`` writes a session for Perfetto; ``gpufl schema`` prints the event JSON Schema; ``gpufl agent ...`` and
 ``gpufl backend ...`` forward to ``gpufl-agent`` and ``gpufl-backend``."""
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("demo", help="run the whole stack locally on real data (see README)", add_help=False)
     sub.add_parser("run", help="profile an unmodified program: gpufl run -- python train.py", add_help=False)
     sub.add_parser("summary", help="terminal report of a log folder or session", add_help=False)
+    sub.add_parser("export", help="a session to Perfetto (.pftrace) or trace-event JSON", add_help=False)
     rp = sub.add_parser("replay", help="write recorded sessions into a log folder as new sessions, now")
     rp.add_argument("capture", nargs="+", help="folders holding one recorded session each")
     rp.add_argument("--log-dir", required=True)
@@ -37,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         from gpufl.client.run import main as run_main
 
         return run_main(argv[1:])
+    if argv and argv[0] == "export":
+        from gpufl.export.cli import main as export_main
+
+        return export_main(argv[1:])
     if argv and argv[0] == "summary":
         from gpufl.client.summary import main as summary_main
 
