@@ -109,7 +109,9 @@ def build() -> dashboard.Dashboard:
         .with_target(_query(f"sum by (host, app) (gpufl_sessions_running{{{HOST_SEL}}})", "{{host}} {{app}}"))
         .data_links([_link()])
     )
-    d = d.with_panel(_series("GPU utilisation", "percentunit", _query(f"gpufl_gpu_utilization_ratio{{{SEL}}}")))
+    d = d.with_panel(
+        _series("GPU utilisation", "percentunit", _query(f"gpufl_gpu_utilization_ratio{{{SEL}}}"))
+    )
     d = d.with_panel(
         _series(
             "Memory used",
@@ -125,7 +127,9 @@ def build() -> dashboard.Dashboard:
             "watt",
             _query(f"gpufl_gpu_power_watts{{{SEL}}}", LEGEND + " sampled"),
             _query(
-                f"rate(gpufl_gpu_energy_joules_total{{{SEL}}}[$__rate_interval])", LEGEND + " from energy", "B"
+                f"rate(gpufl_gpu_energy_joules_total{{{SEL}}}[$__rate_interval])",
+                LEGEND + " from energy",
+                "B",
             ),
             description="Sampled draw, and the average over the interval from the energy counter",
         )

@@ -92,7 +92,11 @@ def _captures() -> list[Capture]:
         samples = [r for r in recs if isinstance(r, ev.SystemSample)]
         out.append(
             Capture(
-                start.host, start.app, start.job_id or "", {d.device_id: d for d in start.devices}, samples[-1]
+                start.host,
+                start.app,
+                start.job_id or "",
+                {d.device_id: d for d in start.devices},
+                samples[-1],
             )
         )
     return out
@@ -352,7 +356,9 @@ def test_exposition_is_valid_openmetrics(stack: Stack) -> None:
 def test_hundred_sessions_of_one_app_make_the_series_of_one(stack: Stack) -> None:
     def series(job: str) -> set[tuple[tuple[str, str], ...]]:
         res = stack.query(f'{{job="{job}", __name__=~"{GPUFL_SERIES}"}}')
-        return {tuple(sorted((k, v) for k, v in r["metric"].items() if k not in ("job", "instance"))) for r in res}
+        return {
+            tuple(sorted((k, v) for k, v in r["metric"].items() if k not in ("job", "instance"))) for r in res
+        }
 
     one, hundred = series("one"), series("hundred")
     assert len(one) == 14 + 4 + 2  # 14 recorded GPU fields, 4 host fields, sample time, sessions running
@@ -371,7 +377,11 @@ def _dashboard_exprs() -> list[tuple[str, str]]:
         d = json.load(f)
     out = [(p["title"], t["expr"]) for p in d["panels"] for t in p.get("targets", [])]
     for v in d["templating"]["list"]:
-        m = re.fullmatch(r"label_values\((.+), (\w+)\)", v.get("query") or "") if v["type"] == "query" else None
+        m = (
+            re.fullmatch(r"label_values\((.+), (\w+)\)", v.get("query") or "")
+            if v["type"] == "query"
+            else None
+        )
         if m:
             out.append((f"variable {v['name']}", m.group(1)))
     return out
