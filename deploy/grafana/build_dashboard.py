@@ -16,7 +16,7 @@ import sys
 
 from grafana_foundation_sdk.builders import dashboard, prometheus, stat, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
-from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableRefresh
+from grafana_foundation_sdk.models.dashboard import Dashboard, DataSourceRef, VariableRefresh
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gpufl-dashboard.json")
 DS = DataSourceRef(type_val="prometheus", uid="${datasource}")
@@ -69,7 +69,7 @@ def _label_var(name: str, label: str, query: str) -> dashboard.QueryVariable:
     )
 
 
-def build() -> dashboard.Dashboard:
+def build() -> Dashboard:
     d = (
         dashboard.Dashboard("GPU Flight: GPUs")
         .uid("gpufl-gpus")

@@ -117,8 +117,8 @@ def _copy_system(src_folder: str, dest: str, session_id: str | None, keep_end: b
     if session_id is not None:
         data = data.replace(old.session_id.encode(), session_id.encode())
         name = name.replace(old.session_id, session_id)
-    with open(os.path.join(dest, name), "wb") as f:
-        f.write(data)
+    with open(os.path.join(dest, name), "wb") as out:
+        out.write(data)
 
 
 class Stack:
@@ -221,7 +221,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             time.sleep(0.2)
         drained = time.time()
         prom_yml = os.path.join(base, "prometheus.yml")
-        with open(prom_yml, "w") as f:
+        with open(prom_yml, "w") as cfg:
             json.dump(  # YAML is a superset of JSON
                 {
                     "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
@@ -231,7 +231,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                         for n, p in st.agent_ports.items()
                     ],
                 },
-                f,
+                cfg,
             )
         prom, _ = _prometheus() or ("", "")
         proc = st.spawn(
