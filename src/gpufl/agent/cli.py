@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from gpufl.agent.config import Config, ConfigError, parse
 from gpufl.agent.cursor import CursorError
+from gpufl.agent.gpumetrics import SystemMetrics
 from gpufl.agent.metrics import Metrics
 from gpufl.agent.runner import Agent, Settings
 from gpufl.agent.sinks.base import Fatal, Retryable, Sink
@@ -79,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sink = make_sink(cfg)
         _probe(sink, cfg.connect_timeout)
         metrics = Metrics()
+        system_metrics = SystemMetrics(cfg.gpu_metrics, cfg.gpu_metrics_ttl)
+        metrics.registry.register(system_metrics)
         if cfg.metrics_port is not None:
             metrics.serve(cfg.metrics_port, cfg.metrics_addr)
         agent = Agent(
@@ -97,6 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
             sink,
             metrics,
+            on_system=system_metrics.observe,
         )
     except Fatal as e:
         print(f"gpufl-agent: error: {e}", file=sys.stderr)

@@ -81,6 +81,14 @@ _OPTS: tuple[_Opt, ...] = (
     _Opt("exit-when-idle", _bool, False, "deliver everything present, then exit 0", flag=True),
     _Opt("metrics-port", int, None, "serve Prometheus metrics on this port"),
     _Opt("metrics-addr", str, "127.0.0.1", "address for --metrics-port"),
+    _Opt(
+        "gpu-metrics",
+        str,
+        "gpufl",
+        "GPU/host metrics of the shipped sessions on /metrics: gpufl_* names, dcgm-exporter names, both, off",
+        choices=("gpufl", "dcgm", "both", "off"),
+    ),
+    _Opt("gpu-metrics-ttl", float, 300.0, "seconds a GPU/host series stays after its last sample was read"),
     _Opt("status-interval", float, 10.0, "seconds between status lines (0: none)"),
     _Opt("poll-interval", float, 0.5, "seconds between folder scans when idle"),
     _Opt("batch-records", int, 25_000, "records per batch at most (the backend takes up to 50,000)"),
@@ -111,6 +119,8 @@ class Config:
     exit_when_idle: bool
     metrics_port: int | None
     metrics_addr: str
+    gpu_metrics: str
+    gpu_metrics_ttl: float
     status_interval: float
     poll_interval: float
     batch_records: int
@@ -255,6 +265,8 @@ def _finish(v: dict[str, Any], warnings: list[str] | None = None) -> Config:
     for name in ("batch_records", "batch_bytes", "senders", "queue_batches"):
         if v[name] < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+    if not v["gpu_metrics_ttl"] > 0:
+        raise ConfigError("--gpu-metrics-ttl must be positive")
     if not 0 <= v["gzip_level"] <= 9:
         raise ConfigError("--gzip-level must be 0..9")
     if v["log_level"].lower() not in ("debug", "info", "warning", "error"):

@@ -13,6 +13,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,8 +102,16 @@ class _Committer:
 
 
 class Agent:
-    def __init__(self, settings: Settings, sink: Sink, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        sink: Sink,
+        metrics: Metrics | None = None,
+        on_system: Callable[[discovery.Segment, bytes], None] | None = None,
+    ) -> None:
         self.s = settings
+        # Sees every run of good system-stream lines as it is read (the GPU/host metrics, gpumetrics.py).
+        self.on_system = on_system
         self.sink = sink
         self.metrics = metrics or Metrics()
         self.cursor = Cursor(settings.cursor_file)
@@ -319,6 +328,8 @@ class Agent:
                         self.dead.add(seg.name, offset + b.offset, b.line, b.reason)
                         self.metrics.dead_letter("malformed")
                     offsets = _good_offsets(chunk.data, offset, {b.offset for b in bad})
+                if stream == "system" and self.on_system is not None:
+                    self.on_system(seg, good)
                 full = builder.add(Piece(seg.name, session_id, offset, chunk.end, good, n, offsets))
                 offset = self._read_off[seg.name] = chunk.end
                 progressed = True
