@@ -109,6 +109,7 @@ def test_export_of_a_real_capture_reads_back_with_perfettos_definitions(capture:
         else:
             name = "memset"
         want[(r.device_id, r.stream_id)].append((r.start_ns, r.end_ns, name, r.corr_id))
+    by_corr = {(r.corr_id, r.start_ns): r for r in activity if isinstance(r, events.Kernel)}
     got: dict[tuple[int, int], list[tuple[int, int, str, int]]] = defaultdict(list)
     for uuid, slices in t.slices.items():
         d = t.tracks[uuid]
@@ -119,6 +120,11 @@ def test_export_of_a_real_capture_reads_back_with_perfettos_definitions(capture:
         assert start.devices and gpu.name == f"GPU {dev}: {start.devices[0].name}"
         for sl in slices:
             assert sl["depth"] == 0  # a CUDA stream runs one thing at a time
+            if "kernel" in sl["cat"]:  # the launch configuration, encoded once per configuration and copied
+                k = by_corr[(sl["args"]["corr_id"].int_value, sl["start"])]
+                cfg = launches[k.launch_id]
+                assert cfg is not None and sl["args"]["grid"].string_value == "x".join(map(str, cfg.grid))
+                assert sl["args"]["registers"].int_value == cfg.num_regs
             got[(dev, int(d.name.split()[1]))].append(
                 (sl["start"], sl["end"], sl["name"], sl["args"]["corr_id"].int_value)
             )

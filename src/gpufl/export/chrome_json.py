@@ -73,7 +73,7 @@ class _Writer:
         pid, tid = self.where[s.track.key]
         ts = self.us(s.start_ns)
         self.emit({"ph": "X", "name": s.name, "cat": s.category, "ts": ts, "dur": (s.end_ns - s.start_ns) / 1000,
-                   "pid": pid, "tid": tid, "args": s.args})  # fmt: skip
+                   "pid": pid, "tid": tid, "args": {**s.shared_args, **s.args}})  # fmt: skip
         if s.flow_out is not None:
             self.emit(
                 {

@@ -70,6 +70,10 @@ class Slice:
     """A flow starts at this slice (the launch call) ..."""
     flow_in: int | None = None
     """... and ends at this one (its kernel, copy or memset)."""
+    shared_key: tuple[Any, ...] | None = None
+    """Slices with the same key share ``shared_args`` (a kernel's launch configuration): writers may encode
+    them once."""
+    shared_args: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -132,6 +136,7 @@ class Walk:
         self._launches: dict[int, events.LaunchConfig] = {}
         self._names: dict[tuple[str, int], str] = {}  # (dict kind, id) → value
         self._open: dict[int, Track] = {}  # scope inst → its thread track
+        self._launch_args: dict[int, dict[str, Any]] = {}
         self._graph_calls: dict[int, None] = {}  # recent graph launches' correlation ids, oldest first
         self._pid = 0
         self.t0_ns = 0
@@ -192,6 +197,7 @@ class Walk:
         elif isinstance(rec, events.DictEntry):
             if rec.kind == "launch" and rec.launch is not None:
                 self._launches[rec.id] = rec.launch
+                self._launch_args.pop(rec.id, None)
             elif rec.value is not None:
                 self._names[(rec.kind, rec.id)] = rec.value
         elif isinstance(rec, events.Kernel):
@@ -241,18 +247,16 @@ class Walk:
         name = cfg.name if cfg is not None else f"kernel (launch {k.launch_id})"
         track = self._stream(k.device_id, k.stream_id)
         yield from self._track(track)
-        args: dict[str, Any] = {"corr_id": k.corr_id, "stream": k.stream_id, "device": k.device_id}
-        if cfg is not None:
-            args.update(grid=list(cfg.grid), block=list(cfg.block), registers=cfg.num_regs)
-            shared = cfg.static_shared_bytes + cfg.dyn_shared_bytes
-            args["shared_bytes"] = shared
-            if cfg.occupancy is not None:
-                args["occupancy"] = cfg.occupancy
+        args: dict[str, Any] = {"corr_id": k.corr_id}
         if k.graph_id is not None:
             args["graph_id"] = k.graph_id
+        shared = self._launch_args.get(k.launch_id)
+        if shared is None:
+            shared = self._launch_args[k.launch_id] = _launch_args(cfg)
         flow = yield from self._launch(k, f"launch {name}")
         self.counts.kernels += 1
-        yield Slice(track, name, k.start_ns, k.end_ns, "kernel", args, flow_in=flow)
+        yield Slice(track, name, k.start_ns, k.end_ns, "kernel", args, flow_in=flow,
+                    shared_key=("launch", k.launch_id), shared_args=shared)  # fmt: skip
 
     def _copy(self, m: events.Memcpy | events.Memset) -> Iterator[Event]:
         track = self._stream(m.device_id, m.stream_id)
@@ -320,3 +324,18 @@ class Walk:
                 yield from self._track(track)
                 self.counts.counters += 1
                 yield Counter(track, s.ts_ns, float(value) * scale)
+
+
+def _launch_args(cfg: events.LaunchConfig | None) -> dict[str, Any]:
+    """What every kernel of one launch configuration shares."""
+    if cfg is None:
+        return {}
+    args: dict[str, Any] = {
+        "grid": list(cfg.grid),
+        "block": list(cfg.block),
+        "registers": cfg.num_regs,
+        "shared_bytes": cfg.static_shared_bytes + cfg.dyn_shared_bytes,
+    }
+    if cfg.occupancy is not None:
+        args["occupancy"] = cfg.occupancy
+    return args

@@ -6,7 +6,8 @@ writes one packet at a time — so a long session exports in bounded memory.
 
 One packet sequence: the first packet clears the incremental state, event names (kernel and scope names)
 are interned on first use, later packets that use them say they need that state. Tracks are
-``TrackDescriptor`` packets written just before their first event; slices are BEGIN/END pairs on their track
+``TrackDescriptor`` packets written just before their first event; a kernel's launch configuration is
+encoded once and copied; slices are BEGIN/END pairs on their track
 (written next to each other, so equal timestamps keep their order), flows go from the launch call on the
 CPU thread to the kernel or copy on its CUDA stream.
 """
@@ -19,6 +20,9 @@ from gpufl.export.model import Begin, Counter, Counts, End, Instant, Slice, Trac
 from gpufl.export.source import LogSession
 
 SEQUENCE_ID = 1
+BATCH_PACKETS = 4096
+"""Packets are built inside a ``Trace`` message and written every this many: concatenated ``Trace``
+serialisations are one ``Trace`` (a repeated field), and building in place saves a copy per packet."""
 
 
 def _pb() -> Any:
@@ -33,16 +37,22 @@ def _pb() -> Any:
 
 class _Writer:
     def __init__(self, out: IO[bytes]) -> None:
-        from perfetto.trace_builder.proto_builder import StreamingTraceProtoBuilder
-
         self.pb = _pb()
-        self.builder = StreamingTraceProtoBuilder(out)
+        self.out = out
+        self.trace = self.pb.Trace()
         self.uuids: dict[tuple[Any, ...], int] = {}
         self.names: dict[str, int] = {}
+        self.protos: dict[tuple[Any, ...], Any] = {}  # (shared key, name, category) → a BEGIN TrackEvent
         self.first = True
 
+    def flush(self) -> None:
+        self.out.write(self.trace.SerializeToString())
+        self.trace = self.pb.Trace()  # a new arena: Clear() keeps the old one's memory (upb)
+
     def packet(self) -> Any:
-        p = self.pb.TracePacket()
+        if len(self.trace.packet) >= BATCH_PACKETS:
+            self.flush()
+        p = self.trace.packet.add()
         p.trusted_packet_sequence_id = SEQUENCE_ID
         if self.first:
             p.sequence_flags = self.pb.TracePacket.SEQ_INCREMENTAL_STATE_CLEARED
@@ -72,7 +82,6 @@ class _Writer:
                 d.parent_uuid = self.uuid(t.parent)
             if t.kind == "counter":
                 d.counter.unit_name = t.unit or ""
-        self.builder.write_packet(p)
 
     def _name(self, p: Any, name: str) -> None:
         iid = self.names.get(name)
@@ -83,29 +92,39 @@ class _Writer:
         p.track_event.name_iid = iid
         p.sequence_flags |= self.pb.TracePacket.SEQ_NEEDS_INCREMENTAL_STATE
 
-    def begin(self, track: Track, name: str, ts: int, category: str, args: dict[str, Any], flow_out: int | None,
-              flow_in: int | None) -> None:  # fmt: skip
+    def begin(self, track: Track, name: str, ts: int, category: str, args: dict[str, Any], flow_out: int | None = None,
+              flow_in: int | None = None, shared_key: tuple[Any, ...] | None = None,
+              shared_args: dict[str, Any] | None = None) -> None:  # fmt: skip
         p = self.packet()
         p.timestamp = ts
         e = p.track_event
-        e.type = self.pb.TrackEvent.TYPE_SLICE_BEGIN
+        key = (shared_key, name, category) if shared_key is not None else None
+        proto = self.protos.get(key) if key is not None else None
+        if proto is not None:  # name interned and shared annotations encoded before: copy them
+            e.CopyFrom(proto)
+            p.sequence_flags |= self.pb.TracePacket.SEQ_NEEDS_INCREMENTAL_STATE
+        else:
+            e.type = self.pb.TrackEvent.TYPE_SLICE_BEGIN
+            e.categories.append(category)
+            self._name(p, name)
+            for k, v in (shared_args or {}).items():
+                _annotate(e.debug_annotations.add(), k, v)
+            if key is not None:
+                proto = self.protos[key] = self.pb.TrackEvent()
+                proto.CopyFrom(e)
         e.track_uuid = self.uuid(track.key)
-        e.categories.append(category)
-        self._name(p, name)
         for k, v in args.items():
             _annotate(e.debug_annotations.add(), k, v)
         if flow_out is not None:
             e.flow_ids.append(flow_out)
         if flow_in is not None:
             e.terminating_flow_ids.append(flow_in)
-        self.builder.write_packet(p)
 
     def end(self, track: Track, ts: int) -> None:
         p = self.packet()
         p.timestamp = ts
         p.track_event.type = self.pb.TrackEvent.TYPE_SLICE_END
         p.track_event.track_uuid = self.uuid(track.key)
-        self.builder.write_packet(p)
 
     def counter(self, c: Counter) -> None:
         p = self.packet()
@@ -113,7 +132,6 @@ class _Writer:
         p.track_event.type = self.pb.TrackEvent.TYPE_COUNTER
         p.track_event.track_uuid = self.uuid(c.track.key)
         p.track_event.double_counter_value = c.value
-        self.builder.write_packet(p)
 
     def instant(self, i: Instant) -> None:
         p = self.packet()
@@ -125,7 +143,6 @@ class _Writer:
         self._name(p, i.name)
         for k, v in i.args.items():
             _annotate(e.debug_annotations.add(), k, v)
-        self.builder.write_packet(p)
 
 
 def _annotate(a: Any, key: str, value: Any) -> None:
@@ -150,7 +167,8 @@ def export(session: LogSession, out: IO[bytes]) -> Counts:
         if isinstance(ev, Track):
             w.track(ev)
         elif isinstance(ev, Slice):
-            w.begin(ev.track, ev.name, ev.start_ns, ev.category, ev.args, ev.flow_out, ev.flow_in)
+            w.begin(ev.track, ev.name, ev.start_ns, ev.category, ev.args, ev.flow_out, ev.flow_in, ev.shared_key,
+                    ev.shared_args)  # fmt: skip
             w.end(ev.track, ev.end_ns)
         elif isinstance(ev, Begin):
             w.begin(ev.track, ev.name, ev.ts_ns, ev.category, ev.args, None, None)
@@ -160,4 +178,5 @@ def export(session: LogSession, out: IO[bytes]) -> Counts:
             w.counter(ev)
         elif isinstance(ev, Instant):
             w.instant(ev)
+    w.flush()
     return walk.counts
