@@ -188,6 +188,26 @@ def _worker_task(x: int) -> tuple[int, bool]:
     return x * x, gpufl.active_session() is None
 
 
+def test_a_forked_child_gets_the_programs_own_signal_handling_back(fresh: Path) -> None:
+    """gpufl's SIGTERM/SIGINT handlers run in Python; inherited by a forked pool worker, SIGTERM from
+    Pool.terminate() could land between the worker's last signal check and its blocking wait, and the worker
+    waited forever (this test file's pool test hung in CI). The child is off, so it gets the program's own
+    dispositions back (here the defaults)."""
+    import signal as sig
+
+    assert gpufl.init(app_name="sigfork", log_dir=str(fresh), engines="system") is not None
+    assert sig.getsignal(sig.SIGTERM) is not sig.SIG_DFL  # gpufl's, in the parent
+    pid = os.fork()
+    if pid == 0:  # the child: exit code says what it found
+        ok = (
+            sig.getsignal(sig.SIGTERM) is sig.SIG_DFL and sig.getsignal(sig.SIGINT) is sig.default_int_handler
+        )
+        os._exit(0 if ok else 3)
+    _, status = os.waitpid(pid, 0)
+    gpufl.shutdown()
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
 def test_forking_worker_pool_like_a_dataloader(fresh: Path) -> None:
     import multiprocessing as mp
 

@@ -371,6 +371,20 @@ def _on_sigint(signum: int, frame: FrameType | None) -> None:
 
 def _after_fork_in_child() -> None:
     """A forked child (e.g. a DataLoader worker) is off: its parent's writer threads do not exist here."""
-    global _session, _forked_child
+    global _session, _forked_child, _lock
     _forked_child = True
     _session = None
+    _lock = threading.RLock()  # another thread of the parent may have held it at the fork
+    # Give the child back the program's own signal handling. gpufl's handlers run in Python, and a Python
+    # handler loses a race with a blocking wait: a pool worker idle in sem_wait when Pool.terminate() sends
+    # SIGTERM can take the signal after its last check and before the wait, and waits forever (CI, 1 run in
+    # ~10 under load), where the default action would have ended it at once.
+    for signum, previous, ours in (
+        (signal.SIGTERM, _previous_sigterm, _on_sigterm),
+        (signal.SIGINT, _previous_sigint, _on_sigint),
+    ):
+        try:
+            if signal.getsignal(signum) is ours:
+                signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+        except (ValueError, OSError):  # not the main thread of the child (a fork from a C thread)
+            pass
