@@ -117,7 +117,9 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_the_checker_sees_a_cycle_and_an_import_inside_a_function_is_not_one(tmp_path: Path) -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c"]]
     mod = tmp_path / "m.py"
-    mod.write_text("import x\nif TYPE_CHECKING:\n    import y\ndef f():\n    import z\ntry:\n    import w\nexcept ImportError:\n    pass\n")
+    mod.write_text(
+        "import x\nif TYPE_CHECKING:\n    import y\ndef f():\n    import z\ntry:\n    import w\nexcept ImportError:\n    pass\n"
+    )
     tree_known = {"x", "y", "z", "w"}
     # parse as if it lived at SRC/m.py
     imports = _top_level_imports("m", mod, tree_known)
@@ -169,7 +171,8 @@ def _is_generated(path: Path) -> bool:
 
 
 @pytest.mark.xfail(
-    strict=True, reason="store/base.py (#17) and native/_native.c (#18) are being split; strict: passing fails"
+    strict=True,
+    reason="store/base.py (#17) and native/_native.c (#18) are being split; strict: passing fails",
 )
 def test_no_hand_written_source_file_over_700_lines() -> None:
     files = _source_files()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from typing import Any
+
+import msgspec
 
 from gpufl.backend.ingest import BatchResult, ingest_raws
 from gpufl.backend.store import SqlStore
@@ -16,3 +19,11 @@ def feed(store: SqlStore, records: Iterable[ev.Record]) -> dict[str, BatchResult
     for r in records:
         by_stream[r.stream].append(ev.encode(r))
     return {s: ingest_raws(store, s, raws) for s, raws in by_stream.items()}
+
+
+def timeline(store: SqlStore, sid: str, start_ns: int, end_ns: int, resolution_ns: int) -> dict[str, Any]:
+    """The kernel timeline as the API sends it (``kernel_timeline_json``), decoded."""
+    out: dict[str, Any] = msgspec.json.decode(
+        store.kernel_timeline_json(sid, start_ns, end_ns, resolution_ns)
+    )
+    return out

@@ -19,7 +19,7 @@ import pytest
 from gpufl.backend import ingest
 from gpufl.backend.ingest import BadBody, BatchResult, TooLarge, ingest_body
 from gpufl.backend.store import IngestOutcome, SqlStore, open_store
-from gpufl.backend.store.base import JSON_TYPES
+from gpufl.backend.store.json_ingest import JSON_TYPES
 from gpufl.backend.store.schema import LOD_SHIFTS, SESSION_TABLES, TABLES
 from gpufl.contract import events as ev
 

@@ -14,7 +14,7 @@ from gpufl.contract import events as ev
 
 from .conftest import Api, make_settings
 from .factory import SessionFactory
-from .helpers import feed
+from .helpers import feed, timeline
 
 DAY = 86400 * 10**9
 
@@ -86,8 +86,8 @@ def test_compaction_keeps_every_answer_and_folds_rows(store: SqlStore) -> None:
         t1 = f.t0 + 2000 * 300_000
         return (
             store.kernel_summary("cmp"),
-            store.kernel_timeline("cmp", f.t0, t1, 1 << 24),
-            store.kernel_timeline("cmp", f.t0, t1, 1 << 20),
+            timeline(store, "cmp", f.t0, t1, 1 << 24),
+            timeline(store, "cmp", f.t0, t1, 1 << 20),
             store.scope_tree("cmp"),
             store.session_detail("cmp"),
             store.list_sessions()[0],

@@ -16,7 +16,7 @@ from gpufl.backend.store import SqlStore, open_store
 from gpufl.contract import events as ev
 
 from .factory import SessionFactory
-from .helpers import feed
+from .helpers import feed, timeline
 
 
 def _workload(f: SessionFactory, n: int = 3000, seed: int = 3) -> tuple[list[ev.Record], list[ev.Kernel]]:
@@ -145,7 +145,7 @@ def test_timeline_lod_is_the_longest_kernel_per_bucket(store: SqlStore) -> None:
     t1 = max(k.end_ns for k in kernels) + 1
     # Resolutions at a stored level, and between levels (3 level-buckets per output bucket).
     for resolution, width in ((1 << 20, 1 << 20), (1 << 24, 1 << 24), ((3 << 20) + 5, 3 << 20)):
-        got = store.kernel_timeline("lod", t0, t1, resolution)
+        got = timeline(store, "lod", t0, t1, resolution)
         assert got["bucket_ns"] == width
         want: dict[tuple[int, int], list[ev.Kernel]] = defaultdict(list)
         for k in kernels:
@@ -162,7 +162,7 @@ def test_timeline_lod_is_the_longest_kernel_per_bucket(store: SqlStore) -> None:
     # Finer than the stored levels: computed from the raw kernels of the window, same shape.
     res = 100_000
     w0, w1 = t0 + 10_000_000, t0 + 30_000_000
-    fine = store.kernel_timeline("lod", w0, w1, res)
+    fine = timeline(store, "lod", w0, w1, res)
     assert fine["bucket_ns"] == res
     inwin = [k for k in kernels if k.start_ns < w1 and k.end_ns > w0]
     assert sum(b["count"] for b in fine["buckets"]) == len(inwin)

@@ -31,7 +31,7 @@ from typing import Any
 import msgspec
 
 from gpufl.backend.store import IngestOutcome, SqlStore, ValueOutOfRange
-from gpufl.backend.store.base import JSON_TYPES
+from gpufl.backend.store.json_ingest import JSON_TYPES
 from gpufl.contract import events as ev
 
 log = logging.getLogger("gpufl.backend.ingest")
@@ -260,15 +260,6 @@ def _depth(obj: Any, limit: int) -> int:
     if isinstance(obj, list):
         return 1 + max((_depth(v, limit - 1) for v in obj), default=0)
     return 0
-
-
-def validate(stream: str, raws: list[bytes]) -> tuple[list[ev.Record], list[int], BatchResult]:
-    """Decode every raw record; return the valid ones, their sizes, and a result holding the rejections
-    (record by record through ``gpufl.contract.events.decode``, which gives each rejection its reason).
-
-    ``ingest_raws`` first tries a fast path: the batch decodes as one array in a single msgspec call and
-    is checked column-wise per record type; only a batch it can't clear comes here."""
-    return _validate_slow(stream, raws)
 
 
 _BATCH: msgspec.json.Decoder[list[Any]] = msgspec.json.Decoder(list[ev.Event])

@@ -21,7 +21,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from gpufl.backend.core.config import Settings
+from gpufl.backend.config import Settings
 from gpufl.backend.ingest import BadBody, BatchResult, ingest_raws, split_records
 from gpufl.backend.metrics import Metrics, reason_class
 from gpufl.backend.store import SqlStore

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from gpufl.backend.api.schemas import ErrorBody, IngestResult
-from gpufl.backend.core.config import Settings
+from gpufl.backend.config import Settings
 from gpufl.backend.deps import IngestRole, SettingsDep, StoreDep
 from gpufl.backend.ingest import (
     REDELIVER_HEADER,
