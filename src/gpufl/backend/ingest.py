@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import operator
 import re
 import threading
 import typing
@@ -32,6 +31,7 @@ import msgspec
 
 from gpufl.backend.store import IngestOutcome, SqlStore, ValueOutOfRange
 from gpufl.backend.store.json_ingest import JSON_TYPES
+from gpufl.contract import checks
 from gpufl.contract import events as ev
 
 log = logging.getLogger("gpufl.backend.ingest")
@@ -248,23 +248,8 @@ def _probe_seq(raw: bytes) -> int | None:
     return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
 
 
-MAX_OPTIONS_DEPTH = 32
-
-
-def _depth(obj: Any, limit: int) -> int:
-    """Nesting depth of a decoded JSON value, stopping once past ``limit``."""
-    if limit < 0:
-        return 1
-    if isinstance(obj, dict):
-        return 1 + max((_depth(v, limit - 1) for v in obj.values()), default=0)
-    if isinstance(obj, list):
-        return 1 + max((_depth(v, limit - 1) for v in obj), default=0)
-    return 0
-
-
 _BATCH: msgspec.json.Decoder[list[Any]] = msgspec.json.Decoder(list[ev.Event])
 _FIELDS = {t: [f.name for f in msgspec.structs.fields(t)] for t in ev.EVENT_TYPES}
-_OPTIONAL = {t: {f.name for f in msgspec.structs.fields(t) if f.default is None} for t in ev.EVENT_TYPES}
 # Every number's range is a constraint of the contract's types, which ``_BATCH`` enforces as it decodes: a
 # batch with a value out of range fails to decode whole and is redone record by record, where that record
 # is rejected with its reason.
@@ -279,7 +264,7 @@ def _validate_fast(stream: str, raws: list[bytes]) -> tuple[list[ev.Record], Col
     """All records, and per record type the columns of its fields (built once here, reused by the store),
     if every record passes exactly the checks of ``_validate_slow``; else None."""
     body = b"[" + b",".join(raws) + b"]"
-    if b"\\u0000" in body:
+    if checks.NUL_ESCAPE in body:
         return None
     try:
         recs: list[ev.Record] = _BATCH.decode(body)
@@ -293,8 +278,7 @@ def _validate_fast(stream: str, raws: list[bytes]) -> tuple[list[ev.Record], Col
 
 
 def _checked_columns(stream: str, recs: list[ev.Record]) -> Columns | None:
-    """Per record type, the columns of its records' fields, if every record passes exactly the checks of
-    ``_validate_slow``; else None."""
+    """Per record type, the columns of its records' fields, if every record passes the contract's checks (``gpufl.contract.checks``); else None."""
     groups: dict[type[ev.Record], list[ev.Record]]
     if len(set(map(type, recs))) == 1:  # the usual batch: one type
         groups = {type(recs[0]): recs}
@@ -308,7 +292,7 @@ def _checked_columns(stream: str, recs: list[ev.Record]) -> Columns | None:
         cols: dict[str, Sequence[Any]] = dict(
             zip(_FIELDS[t], zip(*map(_astuple, rs), strict=True), strict=True)
         )
-        if not _group_ok(t, rs, cols, stream):
+        if not checks.columns_ok(t, rs, cols, stream):
             return None
         columns[t] = cols
     return columns
@@ -317,60 +301,15 @@ def _checked_columns(stream: str, recs: list[ev.Record]) -> Columns | None:
 _astuple = msgspec.structs.astuple
 
 
-def _group_ok(t: type[ev.Record], rs: list[ev.Record], cols: dict[str, Sequence[Any]], stream: str) -> bool:
-    """Column-wise form of ``gpufl.contract.events.check`` plus this module's own checks, for records of one type
-    (decoded, so within the contract's types and ranges); ``cols``: their fields as columns."""
-    if ev.type_tag(t) not in ev.STREAM_TYPES[stream]:
-        return False
-    if cols["stream"].count(stream) != len(rs):
-        return False
-    # Usually one id per batch: the id's form is checked once per distinct id.
-    if not all(map(ev.valid_session_id, set(cols["session_id"]))):
-        return False
-    if min(cols["seq"]) < 0:
-        return False
-    if t is ev.SessionStart and any(
-        r.seq != 0 or _depth(r.options, MAX_OPTIONS_DEPTH) > MAX_OPTIONS_DEPTH  # type: ignore[attr-defined]
-        for r in rs
-    ):
-        return False
-    if "start_ns" in cols and "end_ns" in cols:
-        optional = _OPTIONAL[t]
-        starts: Sequence[Any]
-        ends: Sequence[Any]
-        if "start_ns" in optional or "end_ns" in optional:
-            pairs = [
-                (a, b)
-                for a, b in zip(cols["start_ns"], cols["end_ns"], strict=True)
-                if a is not None and b is not None
-            ]
-            starts, ends = [a for a, _ in pairs], [b for _, b in pairs]
-        else:
-            starts, ends = cols["start_ns"], cols["end_ns"]
-        if any(map(operator.lt, ends, starts)):
-            return False
-    return True
-
-
 def _validate_slow(stream: str, raws: list[bytes]) -> tuple[list[ev.Record], list[int], BatchResult]:
     res = BatchResult()
     good: list[ev.Record] = []
     sizes: list[int] = []
-    decode = ev.decode
+    check_posted = checks.check_posted
     for i, raw in enumerate(raws):
         try:
-            if b"\\u0000" in raw:
-                # A NUL can't be stored in PostgreSQL text and has no business in a name or path.
-                raise ev.ContractError("strings must not contain NUL (\\u0000)")
-            rec = decode(raw)
-            if rec.stream != stream:
-                raise ev.ContractError(f"record of stream {rec.stream!r} posted to /events/{stream}")
-            if (
-                isinstance(rec, ev.SessionStart)
-                and _depth(rec.options, MAX_OPTIONS_DEPTH) > MAX_OPTIONS_DEPTH
-            ):
-                raise ev.ContractError(f"options nested deeper than {MAX_OPTIONS_DEPTH} levels")
-        except ev.ContractError as e:  # the only error decode raises, whatever the bytes
+            rec = check_posted(raw, stream)
+        except ev.ContractError as e:  # the only error check_posted raises, whatever the bytes
             res.rejected.append(Rejected(i, _probe_seq(raw), _reason(raw, e)))
             continue
         good.append(rec)
@@ -515,7 +454,7 @@ def _ingest_lines(
     if end is None:
         end = len(body)
     escaped = b"\\" in body  # memchr: ~25x faster than looking for the 6-byte escape below
-    if escaped and b"\\u0000" in body:
+    if escaped and checks.NUL_ESCAPE in body:
         return None
     # No escapes: every string reads the same in any JSON parser. The trailing newlines are harmless to the
     # engine's reader (no copy without them).

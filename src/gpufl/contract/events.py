@@ -508,6 +508,31 @@ DICT_REFS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
+# The span of the session's time axis each record type covers, as its (first, last) time fields: what the
+# store keeps per stream as first_ns / last_ns (``dict`` and ``profile_sample`` cover none).
+TIME_SPAN: dict[str, tuple[str, str]] = {
+    "kernel": ("start_ns", "end_ns"),
+    "memcpy": ("start_ns", "end_ns"),
+    "memset": ("start_ns", "end_ns"),
+    "scope_begin": ("ts_ns", "ts_ns"),
+    "scope_end": ("ts_ns", "ts_ns"),
+    "system_sample": ("ts_ns", "ts_ns"),
+    "session_start": ("start_ns", "start_ns"),
+    "session_end": ("end_ns", "end_ns"),
+    "dropped": ("first_ns", "first_ns"),
+    "segments_deleted": ("ts_ns", "ts_ns"),
+    "notice": ("ts_ns", "ts_ns"),
+    "capture_gap": ("start_ns", "start_ns"),
+}
+
+# Pairs of time fields in order: where a record has both (and both are set), the second is not before the
+# first. ``check`` states it per record; ``gpufl.contract.checks`` per column and in SQL.
+ORDERED: tuple[tuple[str, str], ...] = (("start_ns", "end_ns"),)
+
+# Record types whose seq is fixed: a stream's session_start is its first record.
+FIXED_SEQ: dict[str, int] = {"session_start": 0}
+
+
 def type_tag(cls: type[Record]) -> str:
     tag = cls.__struct_config__.tag
     assert isinstance(tag, str)
@@ -568,12 +593,14 @@ def check(rec: Record) -> None:
         raise ContractError(f"seq must be a non-negative 64-bit integer, got {rec.seq}")
     if not valid_session_id(rec.session_id):
         raise ContractError(f"session_id {rec.session_id!r} does not match {SESSION_ID_PATTERN}")
-    if isinstance(rec, SessionStart) and rec.seq != 0:
-        raise ContractError("session_start must have seq 0")
-    start = getattr(rec, "start_ns", None)
-    end = getattr(rec, "end_ns", None)
-    if isinstance(start, int) and isinstance(end, int) and end < start:
-        raise ContractError(f"end_ns ({end}) is before start_ns ({start})")
+    fixed = FIXED_SEQ.get(tag)
+    if fixed is not None and rec.seq != fixed:
+        raise ContractError(f"{tag} must have seq {fixed}")
+    for first, last in ORDERED:
+        start = getattr(rec, first, None)
+        end = getattr(rec, last, None)
+        if isinstance(start, int) and isinstance(end, int) and end < start:
+            raise ContractError(f"{last} ({end}) is before {first} ({start})")
 
 
 def api_start_ns(rec: Kernel | Memcpy) -> int | None:

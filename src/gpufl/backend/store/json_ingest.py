@@ -14,7 +14,8 @@ import msgspec
 from gpufl.backend.store.engine import IngestOutcome, StageRefused
 from gpufl.backend.store.lod import LodStore
 from gpufl.backend.store.schema import TABLES
-from gpufl.backend.store.write import _PLAIN, _TS_FIELDS, merge_ranges
+from gpufl.backend.store.write import _PLAIN, merge_ranges
+from gpufl.contract import checks
 from gpufl.contract import events as ev
 
 STAGING_PREFIX, STAGING_SUFFIX = "gpufl-batch-", ".ndjson"
@@ -82,7 +83,7 @@ class JsonIngestStore(LodStore):
         The caller has decoded the batch with msgspec: that decode is what makes a record valid (types,
         required fields, literals), and the engine only supplies the values, which for such text are the
         same (a duplicate key, where msgspec keeps the last value, makes the engine refuse the batch). The
-        rest of the contract (``gpufl.contract.events.check``) is checked here in SQL. Returns None, having stored
+        rest of the contract is checked here in SQL (``gpufl.contract.checks.sql_violations``). Returns None, having stored
         nothing, where the record path must do it: a check fails (it finds which record and why), the
         engine refuses the text, the batch spans sessions, or a record repeats or is held already (it
         counts the duplicates).
@@ -98,6 +99,7 @@ class JsonIngestStore(LodStore):
             or table is None
             or stream not in ev.STREAMS
             or tag not in ev.STREAM_TYPES[stream]
+            or checks.sql_violations(cls, stream) is None
         ):
             return None
         defaults = {f.name: f.default for f in msgspec.structs.fields(cls)}
@@ -138,8 +140,9 @@ class JsonIngestStore(LodStore):
         nbytes: int,
         valid: Callable[[], bool] | None = None,
     ) -> IngestOutcome | None:
-        names = {c for c, _, _ in columns}
-        first, last = _TS_FIELDS[tag]
+        violations = checks.sql_violations(ev.TYPE_BY_TAG[tag], stream)
+        assert violations is not None  # ingest_json takes only types whose rules have an SQL form
+        first, last = ev.TIME_SPAN[tag]
         # The batch's facts, kept in a one-row table so that the writes below take the session id from
         # it: no value of a record is spliced into SQL (``stream`` and ``tag`` are this module's names).
         facts = {
@@ -152,12 +155,10 @@ class JsonIngestStore(LodStore):
             # increasing sequence, so the seqs are distinct (the usual batch) without hashing them.
             # (A comparison, not a difference: no overflow, whatever the seqs.)
             "unordered": "count(*) FILTER (WHERE seq <= prev_seq)",
-            "off_stream": f"count(*) FILTER (WHERE stream <> '{stream}')",
-            "reversed": "count(*) FILTER (WHERE end_ns < start_ns)"
-            if {"start_ns", "end_ns"} <= names
-            else "0",
             "first_ns": f"min({first})",
             "last_ns": f"max({last})",
+            # The contract's rules in their SQL form (``gpufl.contract.checks``): rows breaking each.
+            **{f"bad_{k}": e for k, e in violations.items()},
         }
         got = self._script(
             read_cur,
@@ -175,15 +176,13 @@ class JsonIngestStore(LodStore):
         else:
             row["seqs"] = n
         # The numbers' ranges are the decoder's (types of the contract): its verdict (``valid``) covers them.
-        # What ``gpufl.contract.events.check`` adds is checked here: the session id's form, a stamped seq, the stream,
-        # the order of start and end.
+        # The rest of the contract is checked here: the batch's one session id and its form, and every rule
+        # in SQL form (the stream, a stamped seq, the order of start and end).
         if (
             n != count
             or sid != row["sid_max"]
             or not ev.valid_session_id(sid)
-            or lo < 0
-            or row["off_stream"]
-            or row["reversed"]
+            or any(row[f"bad_{k}"] for k in violations)
         ):
             return None
         if valid is not None and not valid():

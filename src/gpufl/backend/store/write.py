@@ -70,18 +70,6 @@ def _plain_columns(table: str) -> list[str]:
 # Record types whose table's columns are exactly fields of the record, stored verbatim.
 _PLAIN = {"kernel": "kernels", "memcpy": "memcpys", "memset": "memsets", "scope_begin": "scope_begins"}
 _PLAIN |= {"scope_end": "scope_ends", "profile_sample": "profile_samples"}
-_TS_FIELDS = {
-    "kernel": ("start_ns", "end_ns"),
-    "memcpy": ("start_ns", "end_ns"),
-    "memset": ("start_ns", "end_ns"),
-    "scope_begin": ("ts_ns", "ts_ns"),
-    "scope_end": ("ts_ns", "ts_ns"),
-    "system_sample": ("ts_ns", "ts_ns"),
-    "session_start": ("start_ns", "start_ns"),
-    "session_end": ("end_ns", "end_ns"),
-}
-
-_OTHER_TS = {"dropped": "first_ns", "segments_deleted": "ts_ns", "notice": "ts_ns", "capture_gap": "start_ns"}
 
 
 class WriteStore(LodStore):
@@ -255,12 +243,9 @@ class WriteStore(LodStore):
             sids = col(rs, "session_id", tag)
             for s_, n_ in Counter(sids).items():
                 counts[(s_, tag)] += n_
-            if tag in _TS_FIELDS:
-                a, b = _TS_FIELDS[tag]
+            if tag in ev.TIME_SPAN:
+                a, b = ev.TIME_SPAN[tag]
                 note(sids, col(rs, a, tag), col(rs, b, tag))
-            elif tag in _OTHER_TS:
-                t = _col(rs, _OTHER_TS[tag])
-                note(sids, t, t)
             else:
                 note(sids, [None] * len(rs), [None] * len(rs))
 
@@ -287,7 +272,7 @@ class WriteStore(LodStore):
             elif tag == "system_sample":
                 self._store_system(cur, rs)
             else:
-                tcol = _col(rs, _OTHER_TS[tag])
+                tcol = _col(rs, ev.TIME_SPAN[tag][0])
                 cols = {
                     "session_id": sids,
                     "stream": _col(rs, "stream"),
