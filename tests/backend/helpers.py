@@ -8,12 +8,12 @@ from typing import Any
 
 import msgspec
 
-from gpufl.backend.ingest import BatchResult, ingest_raws
+from gpufl.backend.ingest import IngestResult, ingest_raws
 from gpufl.backend.store import SqlStore
 from gpufl.contract import events as ev
 
 
-def feed(store: SqlStore, records: Iterable[ev.Record]) -> dict[str, BatchResult]:
+def feed(store: SqlStore, records: Iterable[ev.Record]) -> dict[str, IngestResult]:
     """Encode and ingest records, one batch per stream, through ingest_raws (decode + validate + store)."""
     by_stream: dict[str, list[bytes]] = defaultdict(list)
     for r in records:

@@ -24,7 +24,6 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -33,6 +32,7 @@ from gpufl.backend.store import IngestOutcome, SqlStore, ValueOutOfRange
 from gpufl.backend.store.json_ingest import JSON_TYPES
 from gpufl.contract import checks
 from gpufl.contract import events as ev
+from gpufl.contract.protocol import PRUNED, REDELIVER_HEADER, IngestResult, Rejection
 
 log = logging.getLogger("gpufl.backend.ingest")
 
@@ -48,37 +48,8 @@ class TooLarge(ValueError):
     """Over a body or batch limit (→ 413)."""
 
 
-@dataclass
-class Rejected:
-    index: int
-    seq: int | None
-    reason: str
-    code: str = "invalid"
-    """What the sender should do with the record (docs/ingest-protocol.md): ``invalid`` — it breaks the
-    event contract, keep it aside (the agent dead-letters it); ``pruned`` — its session was deleted by
-    retention, so it is refused for good: count it and move on."""
-
-
-@dataclass
-class BatchResult:
-    stored: int = 0
-    duplicates: int = 0
-    rejected: list[Rejected] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "stored": self.stored,
-            "duplicates": self.duplicates,
-            "rejected": [
-                {"index": r.index, "seq": r.seq, "reason": r.reason, "code": r.code} for r in self.rejected
-            ],
-        }
-
-
 # ---- records of sessions that retention deleted ----------------------------------------------------------
 
-PRUNED = "pruned"
-REDELIVER_HEADER = "X-Gpufl-Redeliver"
 
 _logged_refusals: dict[str, None] = {}
 """Sessions whose refusal this process has logged (insertion-ordered, bounded): logged once, not per batch."""
@@ -98,12 +69,12 @@ def _pruned_reason(sid: str, redeliver: bool) -> str:
 
 
 def _refuse(
-    res: BatchResult,
+    res: IngestResult,
     out: IngestOutcome,
     recs: Sequence[ev.Record],
     idx: Sequence[int] | None,
     redeliver: bool,
-) -> BatchResult:
+) -> IngestResult:
     """Add the store's refusals (``out.refused``: positions in ``recs``, whose batch indices are ``idx``, or
     the same positions when None) to ``res`` as per-line rejections with code ``pruned``."""
     if not out.refused:
@@ -111,7 +82,7 @@ def _refuse(
     for sid, positions in out.refused.items():
         reason = _pruned_reason(sid, redeliver)
         res.rejected.extend(
-            Rejected(p if idx is None else idx[p], recs[p].seq, reason, PRUNED) for p in positions
+            Rejection(p if idx is None else idx[p], recs[p].seq, reason, PRUNED) for p in positions
         )
         with _logged_lock:
             first = sid not in _logged_refusals
@@ -206,7 +177,7 @@ def ingest_body(
     json_array: bool | None,
     max_records: int,
     redeliver: bool = False,
-) -> BatchResult:
+) -> IngestResult:
     """Ingest a request body: a JSON array or NDJSON (detected from the first non-blank byte when
     ``json_array`` is None). Raises BadBody (nothing usable, no records) or TooLarge (over ``max_records``).
     ``redeliver``: the body is part of a deliberate re-delivery of whole sessions (``SqlStore.ingest``).
@@ -301,8 +272,8 @@ def _checked_columns(stream: str, recs: list[ev.Record]) -> Columns | None:
 _astuple = msgspec.structs.astuple
 
 
-def _validate_slow(stream: str, raws: list[bytes]) -> tuple[list[ev.Record], list[int], BatchResult]:
-    res = BatchResult()
+def _validate_slow(stream: str, raws: list[bytes]) -> tuple[list[ev.Record], list[int], IngestResult]:
+    res = IngestResult(0, 0, [])
     good: list[ev.Record] = []
     sizes: list[int] = []
     check_posted = checks.check_posted
@@ -310,7 +281,7 @@ def _validate_slow(stream: str, raws: list[bytes]) -> tuple[list[ev.Record], lis
         try:
             rec = check_posted(raw, stream)
         except ev.ContractError as e:  # the only error check_posted raises, whatever the bytes
-            res.rejected.append(Rejected(i, _probe_seq(raw), _reason(raw, e)))
+            res.rejected.append(Rejection(i, _probe_seq(raw), _reason(raw, e)))
             continue
         good.append(rec)
         sizes.append(len(raw))
@@ -351,7 +322,7 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def ingest_raws(store: SqlStore, stream: str, raws: list[bytes]) -> BatchResult:
+def ingest_raws(store: SqlStore, stream: str, raws: list[bytes]) -> IngestResult:
     """Ingest a batch given as its raw records (the Kafka bridge, tests)."""
     with _gc_paused():
         if raws:
@@ -446,7 +417,7 @@ def _guess_type(body: bytes, end: int) -> type[ev.Record] | None:
 
 def _ingest_lines(
     store: SqlStore, stream: str, body: bytes, n: int, end: int | None = None, redeliver: bool = False
-) -> BatchResult | None:
+) -> IngestResult | None:
     """Ingest the NDJSON ``body[:end]`` (``end``: after its last line's last byte, the rest of ``body``
     newlines, if any) of ``n`` lines (none of them blank if it is to decode), or None when the batch does
     not decode whole with one record per line (a bad record, a blank line): the caller then splits it and
@@ -479,7 +450,7 @@ def _ingest_lines(
     if pending is not None:
         out = pending.result()
         if out is not None:
-            return BatchResult(out.stored, out.duplicates)
+            return IngestResult(out.stored, out.duplicates, [])
     if not decoded:
         return None
     assert recs is not None and t0 is not None
@@ -492,13 +463,13 @@ def _ingest_lines(
     ):
         out = store.ingest_json(stream, t0, body, n, end - (n - 1))
         if out is not None:
-            return BatchResult(out.stored, out.duplicates)
+            return IngestResult(out.stored, out.duplicates, [])
     text = body if end == len(body) else body[:end]
     columns = _checked_columns(stream, recs)
     if columns is not None:
         try:
             out = store.ingest(stream, recs, _LineSizes(text, n), columns=columns, redeliver=redeliver)
-            return _refuse(BatchResult(out.stored, out.duplicates), out, recs, None, redeliver)
+            return _refuse(IngestResult(out.stored, out.duplicates, []), out, recs, None, redeliver)
         except ValueOutOfRange:
             pass  # an integer past int64 (the transaction rolled back): find it record by record
     return _ingest_slow(store, stream, text.split(b"\n"), redeliver)
@@ -506,7 +477,7 @@ def _ingest_lines(
 
 def _ingest_raws(
     store: SqlStore, stream: str, raws: list[bytes], fast: bool = True, redeliver: bool = False
-) -> BatchResult:
+) -> IngestResult:
     if fast:
         checked = _validate_fast(stream, raws)
         if checked is not None:
@@ -514,13 +485,13 @@ def _ingest_raws(
                 out = store.ingest(
                     stream, checked[0], list(map(len, raws)), columns=checked[1], redeliver=redeliver
                 )
-                return _refuse(BatchResult(out.stored, out.duplicates), out, checked[0], None, redeliver)
+                return _refuse(IngestResult(out.stored, out.duplicates, []), out, checked[0], None, redeliver)
             except ValueOutOfRange:
                 pass  # an integer past int64 (the transaction rolled back): find it record by record
     return _ingest_slow(store, stream, raws, redeliver)
 
 
-def _ingest_slow(store: SqlStore, stream: str, raws: list[bytes], redeliver: bool = False) -> BatchResult:
+def _ingest_slow(store: SqlStore, stream: str, raws: list[bytes], redeliver: bool = False) -> IngestResult:
     good, sizes, res = _validate_slow(stream, raws)
     if good:
         out = store.ingest(stream, good, sizes, redeliver=redeliver)
@@ -549,8 +520,8 @@ def decompress_if(
 
 __all__ = [
     "BadBody",
-    "BatchResult",
-    "Rejected",
+    "IngestResult",
+    "Rejection",
     "TooLarge",
     "decompress_if",
     "ingest_body",

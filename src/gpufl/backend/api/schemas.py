@@ -11,6 +11,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
+# The ingest answer is the protocol's: one definition for backend and agent.
+from gpufl.contract.protocol import IngestResult as IngestResult
+from gpufl.contract.protocol import Rejection as Rejection
+
 
 class ErrorBody(BaseModel):
     error: str
@@ -39,20 +43,6 @@ class TooLargeBody(BaseModel):
 
 
 # ---- ingest ------------------------------------------------------------------------------------------
-
-
-class Rejection(BaseModel):
-    index: int
-    seq: int | None
-    reason: str
-    code: str = "invalid"
-    """``invalid`` (breaks the event contract) or ``pruned`` (its session was deleted by retention)."""
-
-
-class IngestResult(BaseModel):
-    stored: int
-    duplicates: int
-    rejected: list[Rejection]
 
 
 # ---- sessions ----------------------------------------------------------------------------------------
