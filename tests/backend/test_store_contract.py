@@ -185,7 +185,7 @@ def test_kernel_window_filters_and_pagination(store: SqlStore) -> None:
         if cursor is None:
             break
     assert [g["seq"] for g in got] == [k.seq for k in want]
-    only = store.kernels("win", w0, w1, stream=8, name="relu_kernel", limit=10_000)[0]
+    only = store.kernels("win", w0, w1, stream_id=8, name="relu_kernel", limit=10_000)[0]
     assert [g["seq"] for g in only] == [k.seq for k in want if k.stream_id == 8 and k.launch_id == 2]
     assert store.kernels("win", w0, w1, device=3)[0] == []
     assert store.kernels("win", name="no such kernel")[0] == []
@@ -407,7 +407,7 @@ def test_memset_rows(store: SqlStore) -> None:
     )
     rest, cur2 = store.memsets("ms", f.t0 + 5000, f.t0 + 12_000, limit=4, cursor=cur)
     assert [p["seq"] for p in rest] == [m.seq for m in sets[9:12]] and cur2 is None
-    odd, _ = store.memsets("ms", stream=8)
+    odd, _ = store.memsets("ms", stream_id=8)
     assert [p["seq"] for p in odd] == [m.seq for m in sets[1::2]]
     if store.engine == "postgresql":  # migration 3: windows of memsets use an index, as copies do
         assert store._one("SELECT count(*) FROM pg_indexes WHERE indexname = 'memsets_time'") == (1,)

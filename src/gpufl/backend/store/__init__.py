@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from gpufl.backend.store.engine import Cursor, IngestOutcome, NotFound, StoreError, ValueOutOfRange
+from gpufl.backend.store.engine import IngestOutcome, NotFound, PageCursor, StoreError, ValueOutOfRange
 from gpufl.backend.store.sql_store import SqlStore
 
 __all__ = [
-    "Cursor",
     "IngestOutcome",
     "NotFound",
+    "PageCursor",
     "SqlStore",
     "StoreError",
     "ValueOutOfRange",

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from gpufl.backend import sketch
-from gpufl.backend.store.engine import Cursor, NotFound, Row, SqlEngine
+from gpufl.backend.store.engine import NotFound, PageCursor, Row, SqlEngine
 from gpufl.backend.store.schema import LOD_SHIFTS
 
 
@@ -50,9 +50,9 @@ class ActivityQueries(SqlEngine):
     def _activity_filters(
         sid: str,
         device: int | None,
-        stream: int | None,
+        stream_id: int | None,
         scope: int | None,
-        cursor: Cursor | None,
+        cursor: PageCursor | None,
         where: list[str],
         params: list[Any],
     ) -> None:
@@ -61,9 +61,9 @@ class ActivityQueries(SqlEngine):
         if device is not None:
             where.append("k.device_id = ?")
             params.append(device)
-        if stream is not None:
+        if stream_id is not None:
             where.append("k.stream_id = ?")
-            params.append(stream)
+            params.append(stream_id)
         if scope is not None:
             where.append(
                 "k.scope_inst IN (SELECT inst FROM scope_begins WHERE session_id = ? AND path_id = ?)"
@@ -79,12 +79,12 @@ class ActivityQueries(SqlEngine):
         start_ns: int | None = None,
         end_ns: int | None = None,
         device: int | None = None,
-        stream: int | None = None,
+        stream_id: int | None = None,
         name: str | None = None,
         scope: int | None = None,
         limit: int = 1000,
-        cursor: Cursor | None = None,
-    ) -> tuple[list[dict[str, Any]], Cursor | None]:
+        cursor: PageCursor | None = None,
+    ) -> tuple[list[dict[str, Any]], PageCursor | None]:
         where: list[str] = ["k.session_id = ?"]
         params: list[Any] = [sid]
         self._window("kernels", sid, start_ns, end_ns, where, params)
@@ -94,7 +94,7 @@ class ActivityQueries(SqlEngine):
                 "AND kind = 'launch' AND value = ?)"
             )
             params += [sid, name]
-        self._activity_filters(sid, device, stream, scope, cursor, where, params)
+        self._activity_filters(sid, device, stream_id, scope, cursor, where, params)
         rows = self._all(
             f"""SELECT k.seq, d.value, k.launch_id, k.device_id, k.stream_id, k.corr_id, k.start_ns, k.end_ns,
                        k.scope_inst, k.stack_id, k.graph_id, k.thread_id
@@ -105,19 +105,19 @@ class ActivityQueries(SqlEngine):
         nxt = None
         if len(rows) > limit:
             rows = rows[:limit]
-            nxt = Cursor(int(rows[-1][6]), int(rows[-1][0]))
+            nxt = PageCursor(int(rows[-1][6]), int(rows[-1][0]))
         return [self._kernel_row(r) for r in rows], nxt
 
     @staticmethod
     def _kernel_row(r: Row) -> dict[str, Any]:
-        seq, name, launch, dev, stream, corr, start, end, scope_inst, stack, graph, thread = r[:12]
+        seq, name, launch, dev, stream_id, corr, start, end, scope_inst, stack, graph, thread = r[:12]
         return {
             "id": str(seq),
             "seq": seq,
             "name": name,
             "launch_id": launch,
             "device_id": dev,
-            "stream_id": stream,
+            "stream_id": stream_id,
             "corr_id": corr,
             "start_ns": start,
             "end_ns": end,
@@ -177,7 +177,7 @@ class ActivityQueries(SqlEngine):
         end_ns: int,
         resolution_ns: int,
         device: int | None = None,
-        stream: int | None = None,
+        stream_id: int | None = None,
         max_buckets: int = 100_000,
     ) -> bytes:
         """The level-of-detail timeline (schemas.KernelTimeline) as JSON bytes."""
@@ -215,9 +215,9 @@ class ActivityQueries(SqlEngine):
         if device is not None:
             where.append("device_id = ?")
             params.append(device)
-        if stream is not None:
+        if stream_id is not None:
             where.append("stream_id = ?")
-            params.append(stream)
+            params.append(stream_id)
         inner = f"(SELECT * FROM {src} WHERE {' AND '.join(where)}) p"
         agg = self._lod_select(inner, bucket, n, busy, "seq", "start_ns", "end_ns", "launch_id")
         # The buckets leave the database as one JSON array (built by the engine): thousands of rows never
@@ -323,16 +323,16 @@ class ActivityQueries(SqlEngine):
         start_ns: int | None,
         end_ns: int | None,
         device: int | None,
-        stream: int | None,
+        stream_id: int | None,
         scope: int | None,
         limit: int,
-        cursor: Cursor | None,
-    ) -> tuple[list[dict[str, Any]], Cursor | None]:
+        cursor: PageCursor | None,
+    ) -> tuple[list[dict[str, Any]], PageCursor | None]:
         """Copies or memsets in a window: the kernels' filters and (start_ns, seq) order, every column."""
         where: list[str] = ["k.session_id = ?"]
         params: list[Any] = [sid]
         self._window(table, sid, start_ns, end_ns, where, params)
-        self._activity_filters(sid, device, stream, scope, cursor, where, params)
+        self._activity_filters(sid, device, stream_id, scope, cursor, where, params)
         keys = (*self._ACTIVITY_HEAD, *self._ACTIVITY_COLUMNS[table])
         rows = self._all(
             f"""SELECT {", ".join("k." + c for c in keys)}
@@ -342,7 +342,7 @@ class ActivityQueries(SqlEngine):
         nxt = None
         if len(rows) > limit:
             rows = rows[:limit]
-            nxt = Cursor(int(rows[-1][4]), int(rows[-1][0]))
+            nxt = PageCursor(int(rows[-1][4]), int(rows[-1][0]))
         items = []
         for row in rows:
             item = dict(zip(keys, row, strict=True))
@@ -355,12 +355,12 @@ class ActivityQueries(SqlEngine):
         start_ns: int | None = None,
         end_ns: int | None = None,
         device: int | None = None,
-        stream: int | None = None,
+        stream_id: int | None = None,
         scope: int | None = None,
         limit: int = 1000,
-        cursor: Cursor | None = None,
-    ) -> tuple[list[dict[str, Any]], Cursor | None]:
-        return self._activity_page("memcpys", sid, start_ns, end_ns, device, stream, scope, limit, cursor)
+        cursor: PageCursor | None = None,
+    ) -> tuple[list[dict[str, Any]], PageCursor | None]:
+        return self._activity_page("memcpys", sid, start_ns, end_ns, device, stream_id, scope, limit, cursor)
 
     def memsets(
         self,
@@ -368,9 +368,9 @@ class ActivityQueries(SqlEngine):
         start_ns: int | None = None,
         end_ns: int | None = None,
         device: int | None = None,
-        stream: int | None = None,
+        stream_id: int | None = None,
         scope: int | None = None,
         limit: int = 1000,
-        cursor: Cursor | None = None,
-    ) -> tuple[list[dict[str, Any]], Cursor | None]:
-        return self._activity_page("memsets", sid, start_ns, end_ns, device, stream, scope, limit, cursor)
+        cursor: PageCursor | None = None,
+    ) -> tuple[list[dict[str, Any]], PageCursor | None]:
+        return self._activity_page("memsets", sid, start_ns, end_ns, device, stream_id, scope, limit, cursor)

@@ -49,7 +49,7 @@ class IngestOutcome:
 
 
 @dataclass
-class Cursor:
+class PageCursor:
     """An opaque position in an ordered list: (sort key, tie-breaker)."""
 
     key: int

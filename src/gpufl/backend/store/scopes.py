@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from gpufl.backend.store.engine import Cursor, SqlEngine
+from gpufl.backend.store.engine import PageCursor, SqlEngine
 
 
 class ScopeQueries(SqlEngine):
@@ -188,8 +188,8 @@ class ScopeQueries(SqlEngine):
         end_ns: int | None = None,
         min_dur_ns: int | None = None,
         limit: int = 1000,
-        cursor: Cursor | None = None,
-    ) -> tuple[list[dict[str, Any]], Cursor | None]:
+        cursor: PageCursor | None = None,
+    ) -> tuple[list[dict[str, Any]], PageCursor | None]:
         """Scope instances overlapping [start_ns, end_ns), ordered by (start, inst). An instance without a
         scope_end is open (end_ns None): it overlaps every window from its start on, and is never skipped
         by ``min_dur_ns`` (its duration is unknown)."""
@@ -219,7 +219,7 @@ class ScopeQueries(SqlEngine):
         nxt = None
         if len(rows) > limit:
             rows = rows[:limit]
-            nxt = Cursor(int(rows[-1][6]), int(rows[-1][0]))
+            nxt = PageCursor(int(rows[-1][6]), int(rows[-1][0]))
         items = []
         for inst, path_id, path, depth, parent, thread, start, end in rows:
             p = path if path is not None else f"#{path_id}"  # as in scope_tree: the dict entry is late

@@ -7,7 +7,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from gpufl.backend.store.engine import Cursor, NotFound, Row, SqlEngine
+from gpufl.backend.store.engine import NotFound, PageCursor, Row, SqlEngine
 from gpufl.backend.store.schema import SESSION_TABLES
 from gpufl.contract import events as ev
 
@@ -83,8 +83,8 @@ class SessionStore(SqlEngine):
         since: int | None = None,
         until: int | None = None,
         limit: int = 50,
-        cursor: Cursor | None = None,
-    ) -> tuple[list[dict[str, Any]], Cursor | None]:
+        cursor: PageCursor | None = None,
+    ) -> tuple[list[dict[str, Any]], PageCursor | None]:
         where: list[str] = ["1 = 1"]
         params: list[Any] = []
         if host is not None:
@@ -107,7 +107,7 @@ class SessionStore(SqlEngine):
         nxt = None
         if len(rows) > limit:
             rows = rows[:limit]
-            nxt = Cursor(int(rows[-1][14]), rows[-1][0])
+            nxt = PageCursor(int(rows[-1][14]), rows[-1][0])
         return [self._session_item(r) for r in rows], nxt
 
     def hosts(self) -> list[dict[str, Any]]:
