@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from gpufl.backend.store.migrations import LATEST, MIGRATIONS
+from gpufl.backend.store.migrations import LATEST, MIGRATIONS, missing_columns
 
 Row = tuple[Any, ...]
 
@@ -163,8 +163,9 @@ class SqlEngine:
     # ---- migrations ----------------------------------------------------------------------------------
 
     def migrate(self) -> None:
-        """Apply the missing schema versions in order, one transaction each. Backends starting together
-        on one PostgreSQL serialise on an advisory lock, so each version is applied once."""
+        """Apply the missing schema versions in order, one transaction each, then add the record tables'
+        missing contract columns (``migrations.missing_columns``). Backends starting together on one
+        PostgreSQL serialise on an advisory lock, so each version is applied once."""
         for version in sorted(MIGRATIONS):
             with self._write() as cur:
                 self._lock_streams(cur, [("__migrations__", "")])
@@ -180,6 +181,18 @@ class SqlEngine:
                 for stmt in MIGRATIONS[version](self.engine, self.sql_types):
                     self._exec(cur, stmt)
                 self._exec(cur, "INSERT INTO schema_migrations VALUES (?, ?)", [version, time.time_ns()])
+        with self._write() as cur:
+            self._lock_streams(cur, [("__migrations__", "")])
+            rows = self._exec(
+                cur,
+                """SELECT table_name, column_name FROM information_schema.columns
+                   WHERE table_catalog = current_database() AND table_schema = current_schema()""",
+            ).fetchall()
+            existing: dict[str, set[str]] = {}
+            for table, column in rows:
+                existing.setdefault(table, set()).add(column)
+            for stmt in missing_columns(existing, self.sql_types):
+                self._exec(cur, stmt)
 
     def schema_version(self) -> int:
         row = self._one("SELECT max(version) FROM schema_migrations")

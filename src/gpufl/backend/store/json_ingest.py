@@ -13,8 +13,8 @@ import msgspec
 
 from gpufl.backend.store.engine import IngestOutcome, StageRefused
 from gpufl.backend.store.lod import LodStore
-from gpufl.backend.store.schema import TABLES
-from gpufl.backend.store.write import _PLAIN, merge_ranges
+from gpufl.backend.store.schema import RECORD_TABLES, TABLES
+from gpufl.backend.store.write import merge_ranges
 from gpufl.contract import checks
 from gpufl.contract import events as ev
 
@@ -51,7 +51,7 @@ class _NotHere(Exception):
 # verbatim in one table, with no float column (integers and escape-free strings read the same in any JSON
 # parser; two float parsers need not agree on every digit string).
 JSON_TYPES: dict[str, str] = {
-    tag: table for tag, table in _PLAIN.items() if all(code != "F" for _, code in TABLES[table])
+    tag: table for tag, table in RECORD_TABLES.items() if all(code != "F" for _, code in TABLES[table])
 }
 
 
@@ -212,12 +212,13 @@ class JsonIngestStore(LodStore):
                     seqs = self._exec(cur, f"SELECT seq FROM {name} ORDER BY seq").fetchall()
                     merged = merge_ranges(ranges, [int(r[0]) for r in seqs])
                 the_sid = f"(SELECT sid FROM {name}_facts)"
+                table_cols = ", ".join(c for c, _ in TABLES[table])
                 script = [
                     f"DELETE FROM seq_ranges WHERE session_id = {the_sid} AND stream = '{stream}'",
                     f"INSERT INTO seq_ranges SELECT f.sid, '{stream}', r.lo, r.hi FROM (VALUES "
                     + ", ".join(f"({int(a)}, {int(b)})" for a, b in merged)
                     + f") r(lo, hi), {name}_facts f",
-                    f"INSERT INTO {table} SELECT {', '.join(c for c, _ in TABLES[table])} FROM {name}",
+                    f"INSERT INTO {table} ({table_cols}) SELECT {table_cols} FROM {name}",
                 ]
                 # The summaries' rows go straight into their tables (temporary tables for them, made before
                 # the lock, cost four more CREATE and DROP statements and a copy of their rows per batch).

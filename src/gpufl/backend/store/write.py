@@ -14,7 +14,7 @@ import msgspec
 
 from gpufl.backend.store.engine import IngestOutcome
 from gpufl.backend.store.lod import LodStore
-from gpufl.backend.store.schema import TABLES
+from gpufl.backend.store.schema import RECORD_TABLES, TABLES
 from gpufl.contract import events as ev
 
 
@@ -65,11 +65,6 @@ def _col(recs: Sequence[Any], name: str) -> list[Any]:
 
 def _plain_columns(table: str) -> list[str]:
     return [c for c, _ in TABLES[table]]
-
-
-# Record types whose table's columns are exactly fields of the record, stored verbatim.
-_PLAIN = {"kernel": "kernels", "memcpy": "memcpys", "memset": "memsets", "scope_begin": "scope_begins"}
-_PLAIN |= {"scope_end": "scope_ends", "profile_sample": "profile_samples"}
 
 
 class WriteStore(LodStore):
@@ -249,11 +244,12 @@ class WriteStore(LodStore):
             else:
                 note(sids, [None] * len(rs), [None] * len(rs))
 
-            if tag in _PLAIN:
-                table = _PLAIN[tag]
+            if tag in RECORD_TABLES:
+                table = RECORD_TABLES[tag]
                 cols = {n: col(rs, n, tag) for n in _plain_columns(table)}
                 self._stage(cur, "stage_" + table, table, cols)
-                self._exec(cur, f"INSERT INTO {table} SELECT * FROM stage_{table}")
+                names = ", ".join(cols)  # named: a store made by older code may order its columns otherwise
+                self._exec(cur, f"INSERT INTO {table} ({names}) SELECT {names} FROM stage_{table}")
                 if tag == "kernel":
                     self._kernel_summaries(cur)
                 self._unstage(cur, "stage_" + table)
