@@ -14,7 +14,7 @@ from gpufl.contract import events as ev
 
 from .conftest import Api, make_settings
 from .factory import SessionFactory
-from .helpers import feed, timeline
+from .helpers import feed, session_page, timeline
 
 DAY = 86400 * 10**9
 
@@ -45,7 +45,7 @@ def test_prune_deletes_whole_sessions_past_window_and_over_cap(store: SqlStore) 
     assert retention.prune(store, 30, None, quiet_s=0) == {"old": "age"}
     assert {s for s, _, _ in store.session_usage()} == {"mid", "new"}
     assert retention.prune(store, 30, sizes["new"], quiet_s=0) == {"mid": "size"}
-    assert [s["session_id"] for s in store.list_sessions()[0]] == ["new"]
+    assert [s["session_id"] for s in session_page(store)[0]] == ["new"]
     assert store._one("SELECT count(*) FROM kernels WHERE session_id IN ('old', 'mid')") == (0,)
 
 

@@ -11,7 +11,7 @@ from gpufl.contract import events as ev
 from gpufl.contract import fields
 
 from .factory import SessionFactory
-from .helpers import feed
+from .helpers import feed, kernel_detail
 
 
 def test_record_tables_hold_every_field_of_their_record() -> None:
@@ -50,7 +50,7 @@ def test_a_store_missing_a_contract_column_gets_it_at_open(tmp_path: object) -> 
         head = [f.start("device"), f.launch(1, "gemm")]
         k = f.kernel(1, 100, 50, graph_node_id=7)
         feed(store, [*head, k])
-        assert store.kernel("grown", k.seq)["graph_node_id"] == 7
+        assert kernel_detail(store, "grown", k.seq)["graph_node_id"] == 7
         cols = [
             r[0]
             for r in store._all(

@@ -9,8 +9,9 @@ from typing import Any, ClassVar
 
 import msgspec
 
+import gpufl.backend.store.rows as rows
 from gpufl.backend import sketch
-from gpufl.backend.store.engine import NotFound, PageCursor, Row, SqlEngine
+from gpufl.backend.store.engine import NotFound, PageCursor, SqlEngine
 from gpufl.backend.store.schema import LOD_SHIFTS
 
 
@@ -84,7 +85,7 @@ class ActivityQueries(SqlEngine):
         scope: int | None = None,
         limit: int = 1000,
         cursor: PageCursor | None = None,
-    ) -> tuple[list[dict[str, Any]], PageCursor | None]:
+    ) -> tuple[list[rows.Kernel], PageCursor | None]:
         where: list[str] = ["k.session_id = ?"]
         params: list[Any] = [sid]
         self._window("kernels", sid, start_ns, end_ns, where, params)
@@ -95,76 +96,59 @@ class ActivityQueries(SqlEngine):
             )
             params += [sid, name]
         self._activity_filters(sid, device, stream_id, scope, cursor, where, params)
-        rows = self._all(
-            f"""SELECT k.seq, d.value, k.launch_id, k.device_id, k.stream_id, k.corr_id, k.start_ns, k.end_ns,
-                       k.scope_inst, k.stack_id, k.graph_id, k.thread_id
+        found = self._all(
+            f"""SELECT {self._KERNEL_SELECT}
                 FROM kernels k {self._LAUNCH_JOIN}
                 WHERE {" AND ".join(where)} ORDER BY k.start_ns, k.seq LIMIT ?""",
             [*params, limit + 1],
         )
         nxt = None
-        if len(rows) > limit:
-            rows = rows[:limit]
-            nxt = PageCursor(int(rows[-1][6]), int(rows[-1][0]))
-        return [self._kernel_row(r) for r in rows], nxt
+        if len(found) > limit:
+            found = found[:limit]
+            nxt = PageCursor(int(found[-1][6]), int(found[-1][0]))
+        return [rows.Kernel(*r) for r in found], nxt
 
-    @staticmethod
-    def _kernel_row(r: Row) -> dict[str, Any]:
-        seq, name, launch, dev, stream_id, corr, start, end, scope_inst, stack, graph, thread = r[:12]
-        return {
-            "id": str(seq),
-            "seq": seq,
-            "name": name,
-            "launch_id": launch,
-            "device_id": dev,
-            "stream_id": stream_id,
-            "corr_id": corr,
-            "start_ns": start,
-            "end_ns": end,
-            "dur_ns": end - start,
-            "scope_inst": scope_inst,
-            "stack_id": stack,
-            "graph_id": graph,
-            "thread_id": thread,
-        }
+    # rows.Kernel's columns: the name from the launch dict entry, the rest from the kernel's row.
+    _KERNEL_SELECT = ", ".join("d.value" if c == "name" else f"k.{c}" for c in rows.columns(rows.Kernel))
 
-    def kernel(self, sid: str, seq: int) -> dict[str, Any]:
+    def kernel(self, sid: str, seq: int) -> rows.KernelDetail:
         row = self._one(
-            f"""SELECT k.seq, d.value, k.launch_id, k.device_id, k.stream_id, k.corr_id, k.start_ns, k.end_ns,
-                       k.scope_inst, k.stack_id, k.graph_id, k.thread_id,
+            f"""SELECT {self._KERNEL_SELECT},
                        d.mangled, coalesce(k.api_start_ns, k.start_ns - k.api_lead_ns), k.api_dur_ns, k.graph_node_id, d.launch
                 FROM kernels k {self._LAUNCH_JOIN} WHERE k.session_id = ? AND k.seq = ?""",
             [sid, seq],
         )
         if row is None:
             raise NotFound(f"kernel {seq}")
-        out = self._kernel_row(row)
-        out.update(
-            mangled=row[12],
-            api_start_ns=row[13],
-            api_dur_ns=row[14],
-            graph_node_id=row[15],
-            launch=json.loads(row[16]) if row[16] else None,
+        names = rows.columns(rows.Kernel)
+        n = len(names)
+        out = rows.KernelDetail(
+            **dict(zip(names, row[:n], strict=True)),
+            mangled=row[n],
+            api_start_ns=row[n + 1],
+            api_dur_ns=row[n + 2],
+            graph_node_id=row[n + 3],
+            launch=json.loads(row[n + 4]) if row[n + 4] else None,
             stack=None,
             scope=None,
         )
-        if out["stack_id"] is not None:
+        if out.stack_id is not None:
             st = self._one(
                 "SELECT frames FROM dicts WHERE session_id = ? AND stream = 'device' AND kind = 'stack' AND id = ?",
-                [sid, out["stack_id"]],
+                [sid, out.stack_id],
             )
             if st and st[0]:
-                out["stack"] = [{"file": f, "line": ln, "function": fn} for f, ln, fn in json.loads(st[0])]
-        if out["scope_inst"] is not None:
+                out.stack = [{"file": f, "line": ln, "function": fn} for f, ln, fn in json.loads(st[0])]
+        if out.scope_inst is not None:
             sc = self._one(
                 """SELECT b.path_id, d.value FROM scope_begins b
                    LEFT JOIN dicts d ON d.session_id = b.session_id AND d.stream = 'scope' AND d.kind = 'scope'
                         AND d.id = b.path_id
                    WHERE b.session_id = ? AND b.inst = ?""",
-                [sid, out["scope_inst"]],
+                [sid, out.scope_inst],
             )
-            out["scope"] = {
-                "inst": out["scope_inst"],
+            out.scope = {
+                "inst": out.scope_inst,
                 "path_id": sc[0] if sc else None,
                 "path": sc[1] if sc else None,
             }
@@ -302,18 +286,9 @@ class ActivityQueries(SqlEngine):
 
     # ---- memcpy, memset ------------------------------------------------------------------------------
 
-    _ACTIVITY_HEAD: ClassVar = ("seq", "device_id", "stream_id", "corr_id", "start_ns", "end_ns")
-    _ACTIVITY_COLUMNS: ClassVar = {
-        "memcpys": (
-            "bytes",
-            "copy_kind",
-            "src_kind",
-            "dst_kind",
-            "throughput_gbps",
-            "scope_inst",
-            "stack_id",
-        ),
-        "memsets": ("bytes", "value", "mem_kind", "scope_inst", "stack_id"),
+    _ACTIVITY_ROWS: ClassVar[dict[str, type[rows.Copy] | type[rows.Memset]]] = {
+        "memcpys": rows.Copy,
+        "memsets": rows.Memset,
     }
 
     def _activity_page(
@@ -327,27 +302,24 @@ class ActivityQueries(SqlEngine):
         scope: int | None,
         limit: int,
         cursor: PageCursor | None,
-    ) -> tuple[list[dict[str, Any]], PageCursor | None]:
+    ) -> tuple[list[Any], PageCursor | None]:
         """Copies or memsets in a window: the kernels' filters and (start_ns, seq) order, every column."""
         where: list[str] = ["k.session_id = ?"]
         params: list[Any] = [sid]
         self._window(table, sid, start_ns, end_ns, where, params)
         self._activity_filters(sid, device, stream_id, scope, cursor, where, params)
-        keys = (*self._ACTIVITY_HEAD, *self._ACTIVITY_COLUMNS[table])
-        rows = self._all(
+        row_type = self._ACTIVITY_ROWS[table]
+        keys = rows.columns(row_type)
+        found = self._all(
             f"""SELECT {", ".join("k." + c for c in keys)}
                 FROM {table} k WHERE {" AND ".join(where)} ORDER BY k.start_ns, k.seq LIMIT ?""",
             [*params, limit + 1],
         )
         nxt = None
-        if len(rows) > limit:
-            rows = rows[:limit]
-            nxt = PageCursor(int(rows[-1][4]), int(rows[-1][0]))
-        items = []
-        for row in rows:
-            item = dict(zip(keys, row, strict=True))
-            items.append({"id": str(row[0]), **item, "dur_ns": row[5] - row[4]})
-        return items, nxt
+        if len(found) > limit:
+            found = found[:limit]
+            nxt = PageCursor(int(found[-1][keys.index("start_ns")]), int(found[-1][0]))
+        return [row_type(*r) for r in found], nxt
 
     def memcpys(
         self,
@@ -359,7 +331,7 @@ class ActivityQueries(SqlEngine):
         scope: int | None = None,
         limit: int = 1000,
         cursor: PageCursor | None = None,
-    ) -> tuple[list[dict[str, Any]], PageCursor | None]:
+    ) -> tuple[list[rows.Copy], PageCursor | None]:
         return self._activity_page("memcpys", sid, start_ns, end_ns, device, stream_id, scope, limit, cursor)
 
     def memsets(
@@ -372,5 +344,5 @@ class ActivityQueries(SqlEngine):
         scope: int | None = None,
         limit: int = 1000,
         cursor: PageCursor | None = None,
-    ) -> tuple[list[dict[str, Any]], PageCursor | None]:
+    ) -> tuple[list[rows.Memset], PageCursor | None]:
         return self._activity_page("memsets", sid, start_ns, end_ns, device, stream_id, scope, limit, cursor)

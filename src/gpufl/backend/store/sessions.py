@@ -7,6 +7,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
+import gpufl.backend.store.rows as rows
 from gpufl.backend.store.engine import NotFound, PageCursor, Row, SqlEngine
 from gpufl.backend.store.schema import SESSION_TABLES
 from gpufl.contract import events as ev
@@ -35,7 +36,7 @@ class SessionStore(SqlEngine):
                records, nstreams, nended, sort_ns FROM x"""
 
     @staticmethod
-    def _session_item(row: Row) -> dict[str, Any]:
+    def _session_item(row: Row) -> rows.Session:
         (
             sid,
             host,
@@ -58,23 +59,21 @@ class SessionStore(SqlEngine):
             gpus = [
                 d.get("name") or f"GPU {d.get('device_id')}" for d in json.loads(header).get("devices", [])
             ]
-        ended = (nended or 0) >= nstreams
-        return {
-            "session_id": sid,
-            "host": host,
-            "app": app,
-            "pid": pid,
-            "job_id": job,
-            "start_ns": start,
-            "end_ns": end,
-            "last_ns": int(last or 0),
-            "gpus": gpus,
-            "kernels": int(kernels or 0),
-            "memcpys": int(memcpys or 0),
-            "records": int(records or 0),
-            "ended": ended,
-            "cut_short": not ended,
-        }
+        return rows.Session(
+            session_id=sid,
+            host=host,
+            app=app,
+            pid=pid,
+            job_id=job,
+            start_ns=start,
+            end_ns=end,
+            last_ns=int(last or 0),
+            gpus=gpus,
+            kernels=int(kernels or 0),
+            memcpys=int(memcpys or 0),
+            records=int(records or 0),
+            ended=(nended or 0) >= nstreams,
+        )
 
     def list_sessions(
         self,
@@ -84,7 +83,7 @@ class SessionStore(SqlEngine):
         until: int | None = None,
         limit: int = 50,
         cursor: PageCursor | None = None,
-    ) -> tuple[list[dict[str, Any]], PageCursor | None]:
+    ) -> tuple[list[rows.Session], PageCursor | None]:
         where: list[str] = ["1 = 1"]
         params: list[Any] = []
         if host is not None:

@@ -13,6 +13,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Response
 from pydantic import BaseModel
 
 from gpufl.backend.api import schemas as S
+from gpufl.backend.api import shape
 from gpufl.backend.api.errors import BAD_CURSOR, NOT_FOUND
 from gpufl.backend.deps import AdminRole, ReadRole, StoreDep
 from gpufl.backend.store import NotFound, PageCursor, SqlStore
@@ -74,7 +75,9 @@ def list_sessions(
     cursor: CursorParam = None,
 ) -> S.SessionPage:
     items, nxt = store.list_sessions(host, app, since, until, limit, decode_cursor(cursor, str))
-    return S.SessionPage(items=[S.SessionItem(**i) for i in items], next_cursor=encode_cursor(nxt))
+    return S.SessionPage(
+        items=[S.SessionItem(**shape.session_item(i)) for i in items], next_cursor=encode_cursor(nxt)
+    )
 
 
 @router.get("/hosts", response_model=S.HostsResponse, dependencies=[ReadRole])
@@ -131,7 +134,7 @@ def kernels(
     items, nxt = store.kernels(
         session_id, start_ns, end_ns, device, stream, name, scope, limit, decode_cursor(cursor, int)
     )
-    return fast_json({"items": items, "next_cursor": encode_cursor(nxt)})
+    return fast_json({"items": [shape.kernel_item(r) for r in items], "next_cursor": encode_cursor(nxt)})
 
 
 def _kernel_timeline(
@@ -180,7 +183,7 @@ def kernel_detail(
     if not _DECIMAL.fullmatch(kernel_id) or int(kernel_id) > I64:
         raise HTTPException(404, f"kernel {kernel_id!r} not found")
     try:
-        return S.KernelDetail.model_validate(store.kernel(session_id, int(kernel_id)))
+        return S.KernelDetail.model_validate(shape.kernel_detail(store.kernel(session_id, int(kernel_id))))
     except NotFound:
         raise HTTPException(404, f"kernel {kernel_id!r} not found in session {session_id!r}") from None
 
@@ -204,7 +207,9 @@ def _activity_route(table: str, model: type[BaseModel], path: str) -> None:
         items, nxt = page(
             session_id, start_ns, end_ns, device, stream, scope, limit, decode_cursor(cursor, int)
         )
-        return fast_json({"items": items, "next_cursor": encode_cursor(nxt)})
+        return fast_json(
+            {"items": [shape.activity_item(r) for r in items], "next_cursor": encode_cursor(nxt)}
+        )
 
     handler.__name__ = path  # the OpenAPI operation id, as before
     router.get(
