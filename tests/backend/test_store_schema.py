@@ -31,6 +31,9 @@ def test_field_specs_read_kinds_and_nullability_from_the_structs() -> None:
     assert (specs["copy_kind"].kind, specs["src_kind"].required) == ("str", False)  # a literal of strings
     assert fields.field_specs(ev.SessionStart)[-1].kind == "other"  # clock: a struct
     assert [f.name for f in fields.own_fields(ev.ScopeEnd)] == ["inst", "ts_ns", "error"]
+    assert (specs["device_id"].ge, specs["device_id"].le) == (0, ev.DEVICE_ID_MAX)
+    assert fields.timestamps(ev.Kernel) == ("start_ns", "end_ns", "api_start_ns")  # not api_lead/dur
+    assert fields.timestamps(ev.Dropped) == ("first_ns", "last_ns")
 
 
 def test_a_store_missing_a_contract_column_gets_it_at_open(tmp_path: object) -> None:

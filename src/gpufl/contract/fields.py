@@ -25,29 +25,32 @@ class FieldSpec:
     """``int``, ``float``, ``str`` (strings and string literals) or ``other`` (lists, objects, structs)."""
     nullable: bool
     required: bool
+    ge: int | float | None = None
+    """The range of a number (the contract's ``Meta``); None where unbounded or not a number."""
+    le: int | float | None = None
 
 
-def _kind(t: mi.Type) -> tuple[Kind, bool]:
+def _spec(name: str, t: mi.Type, required: bool) -> FieldSpec:
     if isinstance(t, mi.Metadata):
-        return _kind(t.type)
+        t = t.type
     nullable = False
     if isinstance(t, mi.UnionType):
         rest = [x for x in t.types if not isinstance(x, mi.NoneType)]
         nullable = len(rest) < len(t.types)
         if len(rest) != 1:
-            return "other", nullable
+            return FieldSpec(name, "other", nullable, required)
         t = rest[0]
         if isinstance(t, mi.Metadata):
             t = t.type
     if isinstance(t, mi.IntType):
-        return "int", nullable
+        return FieldSpec(name, "int", nullable, required, t.ge, t.le)
     if isinstance(t, mi.FloatType):
-        return "float", nullable
+        return FieldSpec(name, "float", nullable, required, t.ge, t.le)
     if isinstance(t, mi.StrType) or (
         isinstance(t, mi.LiteralType) and all(isinstance(v, str) for v in t.values)
     ):
-        return "str", nullable
-    return "other", nullable
+        return FieldSpec(name, "str", nullable, required)
+    return FieldSpec(name, "other", nullable, required)
 
 
 @cache
@@ -55,14 +58,16 @@ def field_specs(cls: type[msgspec.Struct]) -> tuple[FieldSpec, ...]:
     """The fields of ``cls`` in the contract's order (``Record``'s first: session_id, stream, seq)."""
     info = mi.type_info(cls)
     assert isinstance(info, mi.StructType)
-    out = []
-    for f in info.fields:
-        kind, nullable = _kind(f.type)
-        out.append(FieldSpec(f.name, kind, nullable, f.required))
-    return tuple(out)
+    return tuple(_spec(f.name, f.type, f.required) for f in info.fields)
 
 
 def own_fields(cls: type[ev.Record]) -> tuple[FieldSpec, ...]:
     """The fields of a record type beyond ``Record``'s (session_id, stream, seq)."""
     common = {f.name for f in field_specs(ev.Record)}
     return tuple(f for f in field_specs(cls) if f.name not in common)
+
+
+def timestamps(cls: type[msgspec.Struct]) -> tuple[str, ...]:
+    """The fields of ``cls`` that are points on the session's time axis (typed ``events.Ns``): what a replay
+    shifts, unlike durations and leads."""
+    return tuple(f.name for f in field_specs(cls) if f.kind == "int" and f.ge == ev.TIME_MIN_NS)
