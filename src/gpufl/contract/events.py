@@ -294,14 +294,21 @@ class LaunchConfig(msgspec.Struct, omit_defaults=True, kw_only=True):
     shared_mem_config_bytes: Count | None = None
 
 
-class Kernel(Record, tag="kernel", kw_only=True):
-    launch_id: Id
-    """``dict`` id (kind ``launch``): name, grid/block, registers, shared/local memory, occupancy."""
+class Activity(Record, kw_only=True):
+    """What kernels, copies and memsets share: the GPU and CUDA stream they ran on, the CUPTI correlation id of
+    the API call that launched them, and when they ran. Not a record type of its own."""
+
     device_id: DeviceId
     stream_id: Id
+    """The CUDA stream (``stream`` is the log stream the record is written to)."""
     corr_id: Id
     start_ns: Ns
     end_ns: Ns
+
+
+class Kernel(Activity, tag="kernel", kw_only=True):
+    launch_id: Id
+    """``dict`` id (kind ``launch``): name, grid/block, registers, shared/local memory, occupancy."""
     api_lead_ns: Lead | None = None
     """How long before ``start_ns`` the launch API call was entered (CPU side): see ``api_start_ns()``."""
     api_dur_ns: Span | None = None
@@ -325,12 +332,7 @@ MemKind = Literal[
 ]
 
 
-class Memcpy(Record, tag="memcpy", kw_only=True):
-    device_id: DeviceId
-    stream_id: Id
-    corr_id: Id
-    start_ns: Ns
-    end_ns: Ns
+class Memcpy(Activity, tag="memcpy", kw_only=True):
     bytes: Count
     copy_kind: CopyKind
     src_kind: MemKind = "unknown"
@@ -351,12 +353,7 @@ class Memcpy(Record, tag="memcpy", kw_only=True):
     scope_depth: Count | None = None
 
 
-class Memset(Record, tag="memset", kw_only=True):
-    device_id: DeviceId
-    stream_id: Id
-    corr_id: Id
-    start_ns: Ns
-    end_ns: Ns
+class Memset(Activity, tag="memset", kw_only=True):
     bytes: Count
     value: U32 = 0
     mem_kind: MemKind = "unknown"
