@@ -171,10 +171,6 @@ def _is_generated(path: Path) -> bool:
     return GENERATED_MARK in head and ("do not edit" in head or "by hand" in head)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store/base.py (#17) is being split; strict: passing fails",
-)
 def test_no_hand_written_source_file_over_700_lines() -> None:
     files = _source_files()
     assert any(p.suffix == ".c" for p in files) and any(p.suffix == ".tsx" for p in files)

@@ -5,7 +5,7 @@ import sys
 import tempfile
 
 from gpufl.backend.app import create_app
-from gpufl.backend.core.config import Settings
+from gpufl.backend.config import Settings
 from gpufl.backend.store import open_store
 
 with tempfile.TemporaryDirectory() as d:

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 
 from gpufl.backend import auth
 from gpufl.backend.app import create_app
-from gpufl.backend.core.config import Settings
+from gpufl.backend.config import Settings
 from gpufl.backend.store import SqlStore, open_store
 
 

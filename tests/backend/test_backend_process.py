@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gpufl.backend.core.config import Settings
+from gpufl.backend.config import Settings
 from gpufl.contract import events as ev
 
 from .factory import SessionFactory

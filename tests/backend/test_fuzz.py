@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from gpufl.backend.app import create_app
-from gpufl.backend.core.config import Settings
+from gpufl.backend.config import Settings
 from gpufl.contract import events as ev
 
 from .conftest import need_env

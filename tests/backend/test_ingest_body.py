@@ -17,9 +17,9 @@ import psycopg
 import pytest
 
 from gpufl.backend import ingest
-from gpufl.backend.ingest import BadBody, BatchResult, TooLarge, ingest_body
+from gpufl.backend.ingest import BadBody, IngestResult, TooLarge, ingest_body
 from gpufl.backend.store import IngestOutcome, SqlStore, open_store
-from gpufl.backend.store.base import JSON_TYPES
+from gpufl.backend.store.json_ingest import JSON_TYPES
 from gpufl.backend.store.schema import LOD_SHIFTS, SESSION_TABLES, TABLES
 from gpufl.contract import events as ev
 
@@ -71,13 +71,13 @@ def dump(store: SqlStore) -> dict[str, list[tuple[Any, ...]]]:
     return out
 
 
-def by_records(store: SqlStore, stream: str, body: bytes) -> BatchResult:
+def by_records(store: SqlStore, stream: str, body: bytes) -> IngestResult:
     """The reference: split the body, decode and check each record on its own, store the valid ones."""
     raws = ingest.split_records(body, False)
     return ingest._ingest_slow(store, stream, raws)
 
 
-def answer(r: BatchResult) -> tuple[int, int, list[tuple[int, int | None, str]]]:
+def answer(r: IngestResult) -> tuple[int, int, list[tuple[int, int | None, str]]]:
     return r.stored, r.duplicates, [(x.index, x.seq, x.reason) for x in r.rejected]
 
 

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from gpufl.backend import cli
 from gpufl.backend.app import create_app
-from gpufl.backend.core.config import Settings
+from gpufl.backend.config import Settings
 from gpufl.backend.limits import MemoryBudget, OverBudget, Reservation
 from gpufl.backend.store import SqlStore
 from gpufl.contract import events as ev

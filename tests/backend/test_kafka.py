@@ -14,7 +14,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from gpufl.backend import retention
-from gpufl.backend.core.config import Settings
+from gpufl.backend.config import Settings
 from gpufl.backend.kafka_bridge import KafkaBridge
 from gpufl.backend.metrics import Metrics
 from gpufl.backend.store import SqlStore

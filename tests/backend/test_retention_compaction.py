@@ -14,7 +14,7 @@ from gpufl.contract import events as ev
 
 from .conftest import Api, make_settings
 from .factory import SessionFactory
-from .helpers import feed
+from .helpers import feed, session_page, timeline
 
 DAY = 86400 * 10**9
 
@@ -45,7 +45,7 @@ def test_prune_deletes_whole_sessions_past_window_and_over_cap(store: SqlStore) 
     assert retention.prune(store, 30, None, quiet_s=0) == {"old": "age"}
     assert {s for s, _, _ in store.session_usage()} == {"mid", "new"}
     assert retention.prune(store, 30, sizes["new"], quiet_s=0) == {"mid": "size"}
-    assert [s["session_id"] for s in store.list_sessions()[0]] == ["new"]
+    assert [s["session_id"] for s in session_page(store)[0]] == ["new"]
     assert store._one("SELECT count(*) FROM kernels WHERE session_id IN ('old', 'mid')") == (0,)
 
 
@@ -86,8 +86,8 @@ def test_compaction_keeps_every_answer_and_folds_rows(store: SqlStore) -> None:
         t1 = f.t0 + 2000 * 300_000
         return (
             store.kernel_summary("cmp"),
-            store.kernel_timeline("cmp", f.t0, t1, 1 << 24),
-            store.kernel_timeline("cmp", f.t0, t1, 1 << 20),
+            timeline(store, "cmp", f.t0, t1, 1 << 24),
+            timeline(store, "cmp", f.t0, t1, 1 << 20),
             store.scope_tree("cmp"),
             store.session_detail("cmp"),
             store.list_sessions()[0],

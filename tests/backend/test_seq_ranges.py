@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 
-from gpufl.backend.store.base import covered, merge_ranges
+from gpufl.backend.store.write import covered, merge_ranges
 
 
 def _expand(ranges: list[tuple[int, int]]) -> set[int]:

@@ -16,7 +16,7 @@ from gpufl.backend.store import SqlStore, open_store
 from gpufl.contract import events as ev
 
 from .factory import SessionFactory
-from .helpers import feed
+from .helpers import feed, kernel_detail, kernel_page, memcpy_page, memset_page, session_page, timeline
 
 
 def _workload(f: SessionFactory, n: int = 3000, seed: int = 3) -> tuple[list[ev.Record], list[ev.Kernel]]:
@@ -88,9 +88,9 @@ def test_records_before_session_start_and_dicts_resolve_at_query_time(store: Sql
     launch = f.launch(1, "late_named_kernel")
     k = f.kernel(1, 1000, 500)
     feed(store, [k])
-    page, _ = store.kernels("late")
+    page, _ = kernel_page(store, "late")
     assert page[0]["name"] is None  # the dict entry has not arrived yet
-    item = store.list_sessions()[0][0]
+    item = session_page(store)[0][0]
     assert item["session_id"] == "late" and item["host"] is None and item["start_ns"] is None
     feed(store, [launch, start])
     # The same dict entry re-emitted in a later segment (same id and value, new seq) is an upsert.
@@ -99,9 +99,9 @@ def test_records_before_session_start_and_dicts_resolve_at_query_time(store: Sql
     )
     assert feed(store, [again])["device"].stored == 1
     assert store._one("SELECT count(*) FROM dicts WHERE session_id = 'late'") == (1,)
-    page, _ = store.kernels("late")
+    page, _ = kernel_page(store, "late")
     assert page[0]["name"] == "late_named_kernel"
-    item = store.list_sessions()[0][0]
+    item = session_page(store)[0][0]
     assert (item["host"], item["app"], item["start_ns"]) == ("hostA", "appA", start.start_ns)
     assert item["gpus"] == ["NVIDIA H100 80GB HBM3"]
 
@@ -145,7 +145,7 @@ def test_timeline_lod_is_the_longest_kernel_per_bucket(store: SqlStore) -> None:
     t1 = max(k.end_ns for k in kernels) + 1
     # Resolutions at a stored level, and between levels (3 level-buckets per output bucket).
     for resolution, width in ((1 << 20, 1 << 20), (1 << 24, 1 << 24), ((3 << 20) + 5, 3 << 20)):
-        got = store.kernel_timeline("lod", t0, t1, resolution)
+        got = timeline(store, "lod", t0, t1, resolution)
         assert got["bucket_ns"] == width
         want: dict[tuple[int, int], list[ev.Kernel]] = defaultdict(list)
         for k in kernels:
@@ -162,7 +162,7 @@ def test_timeline_lod_is_the_longest_kernel_per_bucket(store: SqlStore) -> None:
     # Finer than the stored levels: computed from the raw kernels of the window, same shape.
     res = 100_000
     w0, w1 = t0 + 10_000_000, t0 + 30_000_000
-    fine = store.kernel_timeline("lod", w0, w1, res)
+    fine = timeline(store, "lod", w0, w1, res)
     assert fine["bucket_ns"] == res
     inwin = [k for k in kernels if k.start_ns < w1 and k.end_ns > w0]
     assert sum(b["count"] for b in fine["buckets"]) == len(inwin)
@@ -180,15 +180,15 @@ def test_kernel_window_filters_and_pagination(store: SqlStore) -> None:
     )
     got, cursor = [], None
     while True:
-        page, cursor = store.kernels("win", w0, w1, limit=97, cursor=cursor)
+        page, cursor = kernel_page(store, "win", w0, w1, limit=97, cursor=cursor)
         got += page
         if cursor is None:
             break
     assert [g["seq"] for g in got] == [k.seq for k in want]
-    only = store.kernels("win", w0, w1, stream=8, name="relu_kernel", limit=10_000)[0]
+    only = kernel_page(store, "win", w0, w1, stream_id=8, name="relu_kernel", limit=10_000)[0]
     assert [g["seq"] for g in only] == [k.seq for k in want if k.stream_id == 8 and k.launch_id == 2]
-    assert store.kernels("win", w0, w1, device=3)[0] == []
-    assert store.kernels("win", name="no such kernel")[0] == []
+    assert kernel_page(store, "win", w0, w1, device=3)[0] == []
+    assert kernel_page(store, "win", name="no such kernel")[0] == []
 
 
 def test_kernel_detail_with_stack_and_scope(store: SqlStore) -> None:
@@ -205,8 +205,8 @@ def test_kernel_detail_with_stack_and_scope(store: SqlStore) -> None:
     k2 = f.kernel(1, 600, 300, api_lead_ns=70, api_dur_ns=20)  # event contract v2: lead before the GPU start
     recs += [f.launch(1, "gemm"), f.stack(3, frames), k, k2]
     feed(store, recs)
-    assert store.kernel("detail", k2.seq)["api_start_ns"] == f.t0 + 600 - 70
-    d = store.kernel("detail", k.seq)
+    assert kernel_detail(store, "detail", k2.seq)["api_start_ns"] == f.t0 + 600 - 70
+    d = kernel_detail(store, "detail", k.seq)
     assert d["id"] == str(k.seq) and d["name"] == "gemm" and d["dur_ns"] == 300
     assert d["launch"]["grid"] == [128, 1, 1] and d["launch"]["limiting_resource"] == "registers"
     assert d["stack"] == [{"file": a, "line": b, "function": c} for a, b, c in frames]
@@ -348,7 +348,7 @@ def test_session_detail_end_dropped_missing_cut_short(store: SqlStore) -> None:
     feed(store, [lost, f.end("system", f.t0 + 2000)])
     d = store.session_detail("detail2")
     assert not d["cut_short"] and all(s["missing"] == 0 for s in d["streams"])
-    item = store.list_sessions()[0][0]
+    item = session_page(store)[0][0]
     assert item["ended"] and item["end_ns"] == f.t0 + 2000 and item["kernels"] == 10
 
 
@@ -360,13 +360,13 @@ def test_session_list_order_filters_cursor_hosts_and_delete(store: SqlStore) -> 
         made.append(f)
     got, cursor = [], None
     while True:
-        page, cursor = store.list_sessions(limit=3, cursor=cursor)
+        page, cursor = session_page(store, limit=3, cursor=cursor)
         got += [p["session_id"] for p in page]
         if cursor is None:
             break
     assert got == [f.sid for f in reversed(made)]
-    assert [p["session_id"] for p in store.list_sessions(host="h1")[0]] == ["s5", "s3", "s1"]
-    since = store.list_sessions(since=10**18 + 2 * 10**9, until=10**18 + 5 * 10**9)[0]
+    assert [p["session_id"] for p in session_page(store, host="h1")[0]] == ["s5", "s3", "s1"]
+    since = session_page(store, since=10**18 + 2 * 10**9, until=10**18 + 5 * 10**9)[0]
     assert [p["session_id"] for p in since] == ["s4", "s3", "s2"]
     hosts = {h["host"]: h for h in store.hosts()}
     assert hosts["h0"]["sessions"] == 4 and {a["app"]: a["sessions"] for a in hosts["h0"]["apps"]} == {
@@ -375,7 +375,7 @@ def test_session_list_order_filters_cursor_hosts_and_delete(store: SqlStore) -> 
         "a2": 1,
     }
     assert store.delete_session("s3") and not store.delete_session("s3")
-    assert "s3" not in [p["session_id"] for p in store.list_sessions()[0]]
+    assert "s3" not in [p["session_id"] for p in session_page(store)[0]]
     for table in ("kernels", "dicts", "kernel_stats", "kernel_lod", "seq_ranges", "sessions"):
         assert store._one(f"SELECT count(*) FROM {table} WHERE session_id = 's3'") == (0,)
     # After deletion the same records are new again (the dedup ranges went with the session).
@@ -387,7 +387,7 @@ def test_memcpy_rows(store: SqlStore) -> None:
     start = f.start("device")
     cps = [f.memcpy(i * 1000, 500, 1 << 20, throughput_gbps=2.0) for i in range(20)]
     feed(store, [start, *cps])
-    page, cur = store.memcpys("mc", f.t0 + 5000, f.t0 + 10_000, limit=3)
+    page, cur = memcpy_page(store, "mc", f.t0 + 5000, f.t0 + 10_000, limit=3)
     assert [p["seq"] for p in page] == [c.seq for c in cps[5:8]] and cur is not None
     assert page[0]["bytes"] == 1 << 20 and page[0]["copy_kind"] == "HtoD" and page[0]["dur_ns"] == 500
 
@@ -397,7 +397,7 @@ def test_memset_rows(store: SqlStore) -> None:
     start = f.start("device")
     sets = [f.memset(i * 1000, 200 + i, 4096, value=i % 3, stream_id=7 + i % 2) for i in range(20)]
     feed(store, [start, f.memcpy(0, 50, 8), *sets])
-    page, cur = store.memsets("ms", f.t0 + 5000, f.t0 + 12_000, limit=4)
+    page, cur = memset_page(store, "ms", f.t0 + 5000, f.t0 + 12_000, limit=4)
     assert [p["seq"] for p in page] == [m.seq for m in sets[5:9]] and cur is not None
     assert (page[0]["bytes"], page[0]["value"], page[0]["mem_kind"], page[0]["dur_ns"]) == (
         4096,
@@ -405,9 +405,9 @@ def test_memset_rows(store: SqlStore) -> None:
         "Device",
         205,
     )
-    rest, cur2 = store.memsets("ms", f.t0 + 5000, f.t0 + 12_000, limit=4, cursor=cur)
+    rest, cur2 = memset_page(store, "ms", f.t0 + 5000, f.t0 + 12_000, limit=4, cursor=cur)
     assert [p["seq"] for p in rest] == [m.seq for m in sets[9:12]] and cur2 is None
-    odd, _ = store.memsets("ms", stream=8)
+    odd, _ = memset_page(store, "ms", stream_id=8)
     assert [p["seq"] for p in odd] == [m.seq for m in sets[1::2]]
     if store.engine == "postgresql":  # migration 3: windows of memsets use an index, as copies do
         assert store._one("SELECT count(*) FROM pg_indexes WHERE indexname = 'memsets_time'") == (1,)
@@ -500,6 +500,6 @@ def test_migration_2_upgrades_a_store_made_before_it(tmp_path: object) -> None:
         head = [f.start("device"), f.launch(1, "gemm")]
         k = f.kernel(1, 100, 50, api_lead_ns=30)
         feed(store, [*head, k])
-        assert store.kernel("upgraded", k.seq)["api_start_ns"] == f.t0 + 100 - 30
+        assert kernel_detail(store, "upgraded", k.seq)["api_start_ns"] == f.t0 + 100 - 30
     finally:
         store.close()

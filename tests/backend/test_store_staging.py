@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from gpufl.backend import cli
-from gpufl.backend.core.config import Settings
+from gpufl.backend.config import Settings
 from gpufl.backend.ingest import ingest_body
 from gpufl.backend.store import open_store
 from gpufl.backend.store.duckdb_store import DuckDBStore

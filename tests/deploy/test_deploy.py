@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gpufl.backend.core.config import Settings
+from gpufl.backend.config import Settings
 from gpufl.client.config import Options
 
 from . import clicheck

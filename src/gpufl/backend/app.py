@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gpufl.backend.api.errors import API_ERRORS
 from gpufl.backend.api.routes import admin, events, health, keys, sessions
 from gpufl.backend.auth import AuthError
-from gpufl.backend.core.config import Settings
+from gpufl.backend.config import Settings
 from gpufl.backend.guard import AuthBeforeBody
 from gpufl.backend.limits import MemoryBudget
 from gpufl.backend.metrics import Metrics

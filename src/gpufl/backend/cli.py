@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import httpx
 from pydantic import ValidationError
 
-from gpufl.backend.core.config import Settings
+from gpufl.backend.config import Settings
 
 _SERVE_FLAGS: tuple[tuple[str, str, type], ...] = (
     ("--host", "host", str),

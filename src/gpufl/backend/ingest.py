@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import operator
 import re
 import threading
 import typing
@@ -25,14 +24,15 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
 from gpufl.backend.store import IngestOutcome, SqlStore, ValueOutOfRange
-from gpufl.backend.store.base import JSON_TYPES
+from gpufl.backend.store.json_ingest import JSON_TYPES
+from gpufl.contract import checks
 from gpufl.contract import events as ev
+from gpufl.contract.protocol import PRUNED, REDELIVER_HEADER, IngestResult, Rejection
 
 log = logging.getLogger("gpufl.backend.ingest")
 
@@ -48,37 +48,8 @@ class TooLarge(ValueError):
     """Over a body or batch limit (→ 413)."""
 
 
-@dataclass
-class Rejected:
-    index: int
-    seq: int | None
-    reason: str
-    code: str = "invalid"
-    """What the sender should do with the record (docs/ingest-protocol.md): ``invalid`` — it breaks the
-    event contract, keep it aside (the agent dead-letters it); ``pruned`` — its session was deleted by
-    retention, so it is refused for good: count it and move on."""
-
-
-@dataclass
-class BatchResult:
-    stored: int = 0
-    duplicates: int = 0
-    rejected: list[Rejected] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "stored": self.stored,
-            "duplicates": self.duplicates,
-            "rejected": [
-                {"index": r.index, "seq": r.seq, "reason": r.reason, "code": r.code} for r in self.rejected
-            ],
-        }
-
-
 # ---- records of sessions that retention deleted ----------------------------------------------------------
 
-PRUNED = "pruned"
-REDELIVER_HEADER = "X-Gpufl-Redeliver"
 
 _logged_refusals: dict[str, None] = {}
 """Sessions whose refusal this process has logged (insertion-ordered, bounded): logged once, not per batch."""
@@ -98,12 +69,12 @@ def _pruned_reason(sid: str, redeliver: bool) -> str:
 
 
 def _refuse(
-    res: BatchResult,
+    res: IngestResult,
     out: IngestOutcome,
     recs: Sequence[ev.Record],
     idx: Sequence[int] | None,
     redeliver: bool,
-) -> BatchResult:
+) -> IngestResult:
     """Add the store's refusals (``out.refused``: positions in ``recs``, whose batch indices are ``idx``, or
     the same positions when None) to ``res`` as per-line rejections with code ``pruned``."""
     if not out.refused:
@@ -111,7 +82,7 @@ def _refuse(
     for sid, positions in out.refused.items():
         reason = _pruned_reason(sid, redeliver)
         res.rejected.extend(
-            Rejected(p if idx is None else idx[p], recs[p].seq, reason, PRUNED) for p in positions
+            Rejection(p if idx is None else idx[p], recs[p].seq, reason, PRUNED) for p in positions
         )
         with _logged_lock:
             first = sid not in _logged_refusals
@@ -206,7 +177,7 @@ def ingest_body(
     json_array: bool | None,
     max_records: int,
     redeliver: bool = False,
-) -> BatchResult:
+) -> IngestResult:
     """Ingest a request body: a JSON array or NDJSON (detected from the first non-blank byte when
     ``json_array`` is None). Raises BadBody (nothing usable, no records) or TooLarge (over ``max_records``).
     ``redeliver``: the body is part of a deliberate re-delivery of whole sessions (``SqlStore.ingest``).
@@ -248,32 +219,8 @@ def _probe_seq(raw: bytes) -> int | None:
     return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
 
 
-MAX_OPTIONS_DEPTH = 32
-
-
-def _depth(obj: Any, limit: int) -> int:
-    """Nesting depth of a decoded JSON value, stopping once past ``limit``."""
-    if limit < 0:
-        return 1
-    if isinstance(obj, dict):
-        return 1 + max((_depth(v, limit - 1) for v in obj.values()), default=0)
-    if isinstance(obj, list):
-        return 1 + max((_depth(v, limit - 1) for v in obj), default=0)
-    return 0
-
-
-def validate(stream: str, raws: list[bytes]) -> tuple[list[ev.Record], list[int], BatchResult]:
-    """Decode every raw record; return the valid ones, their sizes, and a result holding the rejections
-    (record by record through ``gpufl.contract.events.decode``, which gives each rejection its reason).
-
-    ``ingest_raws`` first tries a fast path: the batch decodes as one array in a single msgspec call and
-    is checked column-wise per record type; only a batch it can't clear comes here."""
-    return _validate_slow(stream, raws)
-
-
 _BATCH: msgspec.json.Decoder[list[Any]] = msgspec.json.Decoder(list[ev.Event])
 _FIELDS = {t: [f.name for f in msgspec.structs.fields(t)] for t in ev.EVENT_TYPES}
-_OPTIONAL = {t: {f.name for f in msgspec.structs.fields(t) if f.default is None} for t in ev.EVENT_TYPES}
 # Every number's range is a constraint of the contract's types, which ``_BATCH`` enforces as it decodes: a
 # batch with a value out of range fails to decode whole and is redone record by record, where that record
 # is rejected with its reason.
@@ -288,7 +235,7 @@ def _validate_fast(stream: str, raws: list[bytes]) -> tuple[list[ev.Record], Col
     """All records, and per record type the columns of its fields (built once here, reused by the store),
     if every record passes exactly the checks of ``_validate_slow``; else None."""
     body = b"[" + b",".join(raws) + b"]"
-    if b"\\u0000" in body:
+    if checks.NUL_ESCAPE in body:
         return None
     try:
         recs: list[ev.Record] = _BATCH.decode(body)
@@ -302,8 +249,7 @@ def _validate_fast(stream: str, raws: list[bytes]) -> tuple[list[ev.Record], Col
 
 
 def _checked_columns(stream: str, recs: list[ev.Record]) -> Columns | None:
-    """Per record type, the columns of its records' fields, if every record passes exactly the checks of
-    ``_validate_slow``; else None."""
+    """Per record type, the columns of its records' fields, if every record passes the contract's checks (``gpufl.contract.checks``); else None."""
     groups: dict[type[ev.Record], list[ev.Record]]
     if len(set(map(type, recs))) == 1:  # the usual batch: one type
         groups = {type(recs[0]): recs}
@@ -317,7 +263,7 @@ def _checked_columns(stream: str, recs: list[ev.Record]) -> Columns | None:
         cols: dict[str, Sequence[Any]] = dict(
             zip(_FIELDS[t], zip(*map(_astuple, rs), strict=True), strict=True)
         )
-        if not _group_ok(t, rs, cols, stream):
+        if not checks.columns_ok(t, rs, cols, stream):
             return None
         columns[t] = cols
     return columns
@@ -326,61 +272,16 @@ def _checked_columns(stream: str, recs: list[ev.Record]) -> Columns | None:
 _astuple = msgspec.structs.astuple
 
 
-def _group_ok(t: type[ev.Record], rs: list[ev.Record], cols: dict[str, Sequence[Any]], stream: str) -> bool:
-    """Column-wise form of ``gpufl.contract.events.check`` plus this module's own checks, for records of one type
-    (decoded, so within the contract's types and ranges); ``cols``: their fields as columns."""
-    if ev.type_tag(t) not in ev.STREAM_TYPES[stream]:
-        return False
-    if cols["stream"].count(stream) != len(rs):
-        return False
-    # Usually one id per batch: the id's form is checked once per distinct id.
-    if not all(map(ev.valid_session_id, set(cols["session_id"]))):
-        return False
-    if min(cols["seq"]) < 0:
-        return False
-    if t is ev.SessionStart and any(
-        r.seq != 0 or _depth(r.options, MAX_OPTIONS_DEPTH) > MAX_OPTIONS_DEPTH  # type: ignore[attr-defined]
-        for r in rs
-    ):
-        return False
-    if "start_ns" in cols and "end_ns" in cols:
-        optional = _OPTIONAL[t]
-        starts: Sequence[Any]
-        ends: Sequence[Any]
-        if "start_ns" in optional or "end_ns" in optional:
-            pairs = [
-                (a, b)
-                for a, b in zip(cols["start_ns"], cols["end_ns"], strict=True)
-                if a is not None and b is not None
-            ]
-            starts, ends = [a for a, _ in pairs], [b for _, b in pairs]
-        else:
-            starts, ends = cols["start_ns"], cols["end_ns"]
-        if any(map(operator.lt, ends, starts)):
-            return False
-    return True
-
-
-def _validate_slow(stream: str, raws: list[bytes]) -> tuple[list[ev.Record], list[int], BatchResult]:
-    res = BatchResult()
+def _validate_slow(stream: str, raws: list[bytes]) -> tuple[list[ev.Record], list[int], IngestResult]:
+    res = IngestResult(0, 0, [])
     good: list[ev.Record] = []
     sizes: list[int] = []
-    decode = ev.decode
+    check_posted = checks.check_posted
     for i, raw in enumerate(raws):
         try:
-            if b"\\u0000" in raw:
-                # A NUL can't be stored in PostgreSQL text and has no business in a name or path.
-                raise ev.ContractError("strings must not contain NUL (\\u0000)")
-            rec = decode(raw)
-            if rec.stream != stream:
-                raise ev.ContractError(f"record of stream {rec.stream!r} posted to /events/{stream}")
-            if (
-                isinstance(rec, ev.SessionStart)
-                and _depth(rec.options, MAX_OPTIONS_DEPTH) > MAX_OPTIONS_DEPTH
-            ):
-                raise ev.ContractError(f"options nested deeper than {MAX_OPTIONS_DEPTH} levels")
-        except ev.ContractError as e:  # the only error decode raises, whatever the bytes
-            res.rejected.append(Rejected(i, _probe_seq(raw), _reason(raw, e)))
+            rec = check_posted(raw, stream)
+        except ev.ContractError as e:  # the only error check_posted raises, whatever the bytes
+            res.rejected.append(Rejection(i, _probe_seq(raw), _reason(raw, e)))
             continue
         good.append(rec)
         sizes.append(len(raw))
@@ -421,7 +322,7 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def ingest_raws(store: SqlStore, stream: str, raws: list[bytes]) -> BatchResult:
+def ingest_raws(store: SqlStore, stream: str, raws: list[bytes]) -> IngestResult:
     """Ingest a batch given as its raw records (the Kafka bridge, tests)."""
     with _gc_paused():
         if raws:
@@ -516,7 +417,7 @@ def _guess_type(body: bytes, end: int) -> type[ev.Record] | None:
 
 def _ingest_lines(
     store: SqlStore, stream: str, body: bytes, n: int, end: int | None = None, redeliver: bool = False
-) -> BatchResult | None:
+) -> IngestResult | None:
     """Ingest the NDJSON ``body[:end]`` (``end``: after its last line's last byte, the rest of ``body``
     newlines, if any) of ``n`` lines (none of them blank if it is to decode), or None when the batch does
     not decode whole with one record per line (a bad record, a blank line): the caller then splits it and
@@ -524,7 +425,7 @@ def _ingest_lines(
     if end is None:
         end = len(body)
     escaped = b"\\" in body  # memchr: ~25x faster than looking for the 6-byte escape below
-    if escaped and b"\\u0000" in body:
+    if escaped and checks.NUL_ESCAPE in body:
         return None
     # No escapes: every string reads the same in any JSON parser. The trailing newlines are harmless to the
     # engine's reader (no copy without them).
@@ -549,7 +450,7 @@ def _ingest_lines(
     if pending is not None:
         out = pending.result()
         if out is not None:
-            return BatchResult(out.stored, out.duplicates)
+            return IngestResult(out.stored, out.duplicates, [])
     if not decoded:
         return None
     assert recs is not None and t0 is not None
@@ -562,13 +463,13 @@ def _ingest_lines(
     ):
         out = store.ingest_json(stream, t0, body, n, end - (n - 1))
         if out is not None:
-            return BatchResult(out.stored, out.duplicates)
+            return IngestResult(out.stored, out.duplicates, [])
     text = body if end == len(body) else body[:end]
     columns = _checked_columns(stream, recs)
     if columns is not None:
         try:
             out = store.ingest(stream, recs, _LineSizes(text, n), columns=columns, redeliver=redeliver)
-            return _refuse(BatchResult(out.stored, out.duplicates), out, recs, None, redeliver)
+            return _refuse(IngestResult(out.stored, out.duplicates, []), out, recs, None, redeliver)
         except ValueOutOfRange:
             pass  # an integer past int64 (the transaction rolled back): find it record by record
     return _ingest_slow(store, stream, text.split(b"\n"), redeliver)
@@ -576,7 +477,7 @@ def _ingest_lines(
 
 def _ingest_raws(
     store: SqlStore, stream: str, raws: list[bytes], fast: bool = True, redeliver: bool = False
-) -> BatchResult:
+) -> IngestResult:
     if fast:
         checked = _validate_fast(stream, raws)
         if checked is not None:
@@ -584,13 +485,13 @@ def _ingest_raws(
                 out = store.ingest(
                     stream, checked[0], list(map(len, raws)), columns=checked[1], redeliver=redeliver
                 )
-                return _refuse(BatchResult(out.stored, out.duplicates), out, checked[0], None, redeliver)
+                return _refuse(IngestResult(out.stored, out.duplicates, []), out, checked[0], None, redeliver)
             except ValueOutOfRange:
                 pass  # an integer past int64 (the transaction rolled back): find it record by record
     return _ingest_slow(store, stream, raws, redeliver)
 
 
-def _ingest_slow(store: SqlStore, stream: str, raws: list[bytes], redeliver: bool = False) -> BatchResult:
+def _ingest_slow(store: SqlStore, stream: str, raws: list[bytes], redeliver: bool = False) -> IngestResult:
     good, sizes, res = _validate_slow(stream, raws)
     if good:
         out = store.ingest(stream, good, sizes, redeliver=redeliver)
@@ -619,8 +520,8 @@ def decompress_if(
 
 __all__ = [
     "BadBody",
-    "BatchResult",
-    "Rejected",
+    "IngestResult",
+    "Rejection",
     "TooLarge",
     "decompress_if",
     "ingest_body",

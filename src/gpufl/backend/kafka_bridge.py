@@ -21,8 +21,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from gpufl.backend.core.config import Settings
-from gpufl.backend.ingest import BadBody, BatchResult, ingest_raws, split_records
+from gpufl.backend.config import Settings
+from gpufl.backend.ingest import BadBody, IngestResult, ingest_raws, split_records
 from gpufl.backend.metrics import Metrics, reason_class
 from gpufl.backend.store import SqlStore
 from gpufl.contract.events import STREAMS
@@ -131,7 +131,7 @@ class KafkaBridge:
         if first and self._commit(consumer):
             self.batches += 1
 
-    def _account(self, stream: str, res: BatchResult) -> None:
+    def _account(self, stream: str, res: IngestResult) -> None:
         for r in res.rejected:
             # A pruned session's records can come by the thousand: the ingest path logs them once per session.
             if r.code != "pruned":

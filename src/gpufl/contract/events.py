@@ -294,14 +294,21 @@ class LaunchConfig(msgspec.Struct, omit_defaults=True, kw_only=True):
     shared_mem_config_bytes: Count | None = None
 
 
-class Kernel(Record, tag="kernel", kw_only=True):
-    launch_id: Id
-    """``dict`` id (kind ``launch``): name, grid/block, registers, shared/local memory, occupancy."""
+class Activity(Record, kw_only=True):
+    """What kernels, copies and memsets share: the GPU and CUDA stream they ran on, the CUPTI correlation id of
+    the API call that launched them, and when they ran. Not a record type of its own."""
+
     device_id: DeviceId
     stream_id: Id
+    """The CUDA stream (``stream`` is the log stream the record is written to)."""
     corr_id: Id
     start_ns: Ns
     end_ns: Ns
+
+
+class Kernel(Activity, tag="kernel", kw_only=True):
+    launch_id: Id
+    """``dict`` id (kind ``launch``): name, grid/block, registers, shared/local memory, occupancy."""
     api_lead_ns: Lead | None = None
     """How long before ``start_ns`` the launch API call was entered (CPU side): see ``api_start_ns()``."""
     api_dur_ns: Span | None = None
@@ -325,12 +332,7 @@ MemKind = Literal[
 ]
 
 
-class Memcpy(Record, tag="memcpy", kw_only=True):
-    device_id: DeviceId
-    stream_id: Id
-    corr_id: Id
-    start_ns: Ns
-    end_ns: Ns
+class Memcpy(Activity, tag="memcpy", kw_only=True):
     bytes: Count
     copy_kind: CopyKind
     src_kind: MemKind = "unknown"
@@ -351,12 +353,7 @@ class Memcpy(Record, tag="memcpy", kw_only=True):
     scope_depth: Count | None = None
 
 
-class Memset(Record, tag="memset", kw_only=True):
-    device_id: DeviceId
-    stream_id: Id
-    corr_id: Id
-    start_ns: Ns
-    end_ns: Ns
+class Memset(Activity, tag="memset", kw_only=True):
     bytes: Count
     value: U32 = 0
     mem_kind: MemKind = "unknown"
@@ -508,6 +505,31 @@ DICT_REFS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
+# The span of the session's time axis each record type covers, as its (first, last) time fields: what the
+# store keeps per stream as first_ns / last_ns (``dict`` and ``profile_sample`` cover none).
+TIME_SPAN: dict[str, tuple[str, str]] = {
+    "kernel": ("start_ns", "end_ns"),
+    "memcpy": ("start_ns", "end_ns"),
+    "memset": ("start_ns", "end_ns"),
+    "scope_begin": ("ts_ns", "ts_ns"),
+    "scope_end": ("ts_ns", "ts_ns"),
+    "system_sample": ("ts_ns", "ts_ns"),
+    "session_start": ("start_ns", "start_ns"),
+    "session_end": ("end_ns", "end_ns"),
+    "dropped": ("first_ns", "first_ns"),
+    "segments_deleted": ("ts_ns", "ts_ns"),
+    "notice": ("ts_ns", "ts_ns"),
+    "capture_gap": ("start_ns", "start_ns"),
+}
+
+# Pairs of time fields in order: where a record has both (and both are set), the second is not before the
+# first. ``check`` states it per record; ``gpufl.contract.checks`` per column and in SQL.
+ORDERED: tuple[tuple[str, str], ...] = (("start_ns", "end_ns"),)
+
+# Record types whose seq is fixed: a stream's session_start is its first record.
+FIXED_SEQ: dict[str, int] = {"session_start": 0}
+
+
 def type_tag(cls: type[Record]) -> str:
     tag = cls.__struct_config__.tag
     assert isinstance(tag, str)
@@ -568,12 +590,14 @@ def check(rec: Record) -> None:
         raise ContractError(f"seq must be a non-negative 64-bit integer, got {rec.seq}")
     if not valid_session_id(rec.session_id):
         raise ContractError(f"session_id {rec.session_id!r} does not match {SESSION_ID_PATTERN}")
-    if isinstance(rec, SessionStart) and rec.seq != 0:
-        raise ContractError("session_start must have seq 0")
-    start = getattr(rec, "start_ns", None)
-    end = getattr(rec, "end_ns", None)
-    if isinstance(start, int) and isinstance(end, int) and end < start:
-        raise ContractError(f"end_ns ({end}) is before start_ns ({start})")
+    fixed = FIXED_SEQ.get(tag)
+    if fixed is not None and rec.seq != fixed:
+        raise ContractError(f"{tag} must have seq {fixed}")
+    for first, last in ORDERED:
+        start = getattr(rec, first, None)
+        end = getattr(rec, last, None)
+        if isinstance(start, int) and isinstance(end, int) and end < start:
+            raise ContractError(f"{last} ({end}) is before {first} ({start})")
 
 
 def api_start_ns(rec: Kernel | Memcpy) -> int | None:

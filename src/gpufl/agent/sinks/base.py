@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from gpufl.agent.batcher import Batch
+from gpufl.contract.protocol import Rejection
 
 log = logging.getLogger("gpufl.agent")
 
@@ -37,19 +38,12 @@ class Fatal(Exception):
 
 
 @dataclass(slots=True)
-class Rejected:
-    index: int
-    reason: str
-    code: str = "invalid"
-    """The backend's verdict (docs/ingest-protocol.md): ``invalid`` records are dead-lettered; ``pruned``
-    ones belong to a session the backend's retention deleted, and are counted and passed over."""
-
-
-@dataclass(slots=True)
 class Result:
     delivered: int = 0
     duplicates: int = 0
-    rejected: list[Rejected] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    """The backend's verdicts (``gpufl.contract.protocol``): ``invalid`` records are dead-lettered; ``pruned``
+    ones belong to a session the backend's retention deleted, and are counted and passed over."""
 
 
 class Sink(Protocol):
@@ -106,7 +100,7 @@ def deliver(
             return sink.send(batch)
         except TooLarge as e:
             if batch.count <= 1:
-                return Result(rejected=[Rejected(0, f"record too large for the target: {e}")])
+                return Result(rejected=[Rejection(0, None, f"record too large for the target: {e}")])
             stats.retry("split")
             first, second = batch.split()
             r1 = deliver(sink, first, stop, stats, backoff_base, backoff_cap)
@@ -115,7 +109,9 @@ def deliver(
             r2 = deliver(sink, second, stop, stats, backoff_base, backoff_cap)
             if r2 is None:
                 return None
-            rejected = r1.rejected + [Rejected(r.index + first.count, r.reason, r.code) for r in r2.rejected]
+            rejected = r1.rejected + [
+                Rejection(r.index + first.count, r.seq, r.reason, r.code) for r in r2.rejected
+            ]
             return Result(r1.delivered + r2.delivered, r1.duplicates + r2.duplicates, rejected)
         except Retryable as e:
             stats.retry(e.kind)

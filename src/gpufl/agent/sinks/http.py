@@ -14,21 +14,18 @@ import httpx
 import msgspec
 
 from gpufl.agent.batcher import Batch
-from gpufl.agent.sinks.base import Fatal, Rejected, Result, Retryable, TooLarge
+from gpufl.agent.sinks.base import Fatal, Result, Retryable, TooLarge
+from gpufl.contract.protocol import IngestResult, Rejection
 
 
-class _RejectedItem(msgspec.Struct):
-    index: int
-    reason: str = ""
-    seq: int | None = None
-    code: str = "invalid"  # absent from backends before "pruned" existed: every rejection was invalid
+class _Error(msgspec.Struct):
+    """An error answer's body (``{"error": ...}``), or any JSON object without one."""
 
-
-class _Response(msgspec.Struct):
-    stored: int = 0
-    duplicates: int = 0
-    rejected: list[_RejectedItem] = []
     error: str | None = None
+
+
+_ANSWER = msgspec.json.Decoder(IngestResult)
+_ERROR = msgspec.json.Decoder(_Error)
 
 
 def _retry_after(resp: httpx.Response) -> float | None:
@@ -51,9 +48,17 @@ def _cert_error(e: BaseException) -> ssl.SSLCertVerificationError | None:
     return None
 
 
+def _error_field(resp: httpx.Response) -> str | None:
+    """The ``error`` of an answer that is a JSON object, its text (200 characters) if it is not JSON."""
+    try:
+        return _ERROR.decode(resp.content).error
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return resp.text[:200]
+
+
 def _error_text(resp: httpx.Response) -> str:
     try:
-        body = msgspec.json.decode(resp.content, type=_Response)
+        body = _ERROR.decode(resp.content)
         if body.error:
             return body.error
     except (msgspec.DecodeError, msgspec.ValidationError):
@@ -133,16 +138,16 @@ class HttpSink:
         code = resp.status_code
         if code in (200, 400):
             try:
-                body = msgspec.json.decode(resp.content, type=_Response)
+                body = _ANSWER.decode(resp.content)
             except (msgspec.DecodeError, msgspec.ValidationError):
                 if code == 200:
                     raise Retryable(f"unreadable 200 response: {resp.text[:200]!r}") from None
-                body = _Response(error=resp.text[:200])
-            rejected = [Rejected(r.index, r.reason, r.code) for r in body.rejected]
+                body = IngestResult(0, 0, [])
+            rejected = body.rejected
             if code == 400 and not rejected:
                 # Nothing usable and no per-record reasons: every record is rejected with the error.
-                reason = body.error or "rejected by the backend (400)"
-                rejected = [Rejected(i, reason) for i in range(batch.count)]
+                reason = _error_field(resp) or "rejected by the backend (400)"
+                rejected = [Rejection(i, None, reason) for i in range(batch.count)]
             return Result(body.stored, body.duplicates, rejected)
         if code == 413:
             raise TooLarge(_error_text(resp))

@@ -26,8 +26,9 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from gpufl.agent.batcher import Batch
-from gpufl.agent.sinks.base import Fatal, Rejected, Result, Retryable
+from gpufl.agent.sinks.base import Fatal, Result, Retryable
 from gpufl.contract.events import STREAMS
+from gpufl.contract.protocol import Rejection
 
 log = logging.getLogger("gpufl.agent")
 
@@ -174,7 +175,7 @@ class KafkaSink:
         # Only records no retry can deliver (e.g. larger than the broker accepts): dead-letter those.
         lines = batch.body()[:-1].split(b"\n")
         reasons = {value: err.str() for err, value in failed}
-        rejected = [Rejected(i, f"kafka: {reasons[v]}") for i, v in enumerate(lines) if v in reasons]
+        rejected = [Rejection(i, None, f"kafka: {reasons[v]}") for i, v in enumerate(lines) if v in reasons]
         return Result(batch.count - len(rejected), rejected=rejected)
 
     def close(self) -> None:

@@ -11,6 +11,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
+# The ingest answer is the protocol's: one definition for backend and agent.
+from gpufl.contract.protocol import IngestResult as IngestResult
+from gpufl.contract.protocol import Rejection as Rejection
+
 
 class ErrorBody(BaseModel):
     error: str
@@ -39,20 +43,6 @@ class TooLargeBody(BaseModel):
 
 
 # ---- ingest ------------------------------------------------------------------------------------------
-
-
-class Rejection(BaseModel):
-    index: int
-    seq: int | None
-    reason: str
-    code: str = "invalid"
-    """``invalid`` (breaks the event contract) or ``pruned`` (its session was deleted by retention)."""
-
-
-class IngestResult(BaseModel):
-    stored: int
-    duplicates: int
-    rejected: list[Rejection]
 
 
 # ---- sessions ----------------------------------------------------------------------------------------
@@ -149,13 +139,13 @@ class SessionDetail(BaseModel):
 # ---- kernels / memcpy --------------------------------------------------------------------------------
 
 
-class KernelRow(BaseModel):
+class ActivityRow(BaseModel):
+    """What kernels, copies and memsets share: the activity record's common fields (``gpufl.contract.events``),
+    its id and its duration."""
+
     id: str
-    """Stable kernel id: the record's seq on the device stream, as a string."""
+    """Stable id: the record's seq on the device stream, as a string."""
     seq: int
-    name: str | None
-    """Demangled name from the launch dict entry; None if that entry has not arrived."""
-    launch_id: int
     device_id: int
     stream_id: int
     corr_id: int
@@ -164,6 +154,12 @@ class KernelRow(BaseModel):
     dur_ns: int
     scope_inst: int | None
     stack_id: int | None
+
+
+class KernelRow(ActivityRow):
+    name: str | None
+    """Demangled name from the launch dict entry; None if that entry has not arrived."""
+    launch_id: int
     graph_id: int | None
     thread_id: int | None
 
@@ -242,23 +238,11 @@ class KernelSummary(BaseModel):
     items: list[KernelSummaryRow]
 
 
-class ActivityRow(BaseModel):
-    """What copies and memsets share (and kernels, in their own models)."""
-
-    id: str
-    seq: int
-    device_id: int
-    stream_id: int
-    corr_id: int
-    start_ns: int
-    end_ns: int
-    dur_ns: int
+class _SizedRow(ActivityRow):
     bytes: int
-    scope_inst: int | None
-    stack_id: int | None
 
 
-class MemcpyRow(ActivityRow):
+class MemcpyRow(_SizedRow):
     copy_kind: str
     src_kind: str
     dst_kind: str
@@ -270,7 +254,7 @@ class MemcpyPage(BaseModel):
     next_cursor: str | None
 
 
-class MemsetRow(ActivityRow):
+class MemsetRow(_SizedRow):
     value: int
     mem_kind: str
 

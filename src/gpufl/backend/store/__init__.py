@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from gpufl.backend.store.base import Cursor, IngestOutcome, NotFound, SqlStore, StoreError, ValueOutOfRange
-
-Store = SqlStore
+from gpufl.backend.store.engine import IngestOutcome, NotFound, PageCursor, StoreError, ValueOutOfRange
+from gpufl.backend.store.sql_store import SqlStore
 
 __all__ = [
-    "Cursor",
     "IngestOutcome",
     "NotFound",
+    "PageCursor",
     "SqlStore",
-    "Store",
     "StoreError",
     "ValueOutOfRange",
     "open_store",

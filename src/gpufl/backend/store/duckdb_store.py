@@ -15,8 +15,10 @@ from typing import Any, ClassVar
 import duckdb
 import pyarrow as pa
 
-from gpufl.backend.store.base import SqlStore, StageRefused, StoreError, ValueOutOfRange, sweep_staging
+from gpufl.backend.store.engine import StageRefused, StoreError, ValueOutOfRange
+from gpufl.backend.store.json_ingest import sweep_staging
 from gpufl.backend.store.schema import TABLES
+from gpufl.backend.store.sql_store import SqlStore
 
 _ARROW = {"I": pa.int64(), "F": pa.float64(), "T": pa.string(), "H": pa.decimal128(38, 0)}
 

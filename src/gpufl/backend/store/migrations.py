@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gpufl.backend.store.schema import PG_INDEXES, TABLES, create_table_sql
+from gpufl.backend.store.schema import PG_INDEXES, RECORD_TABLES, TABLES, create_table_sql
 
 # version -> function(engine, sql_types) returning that version's statements
 Migration = Callable[[str, dict[str, str]], list[str]]
@@ -47,3 +47,15 @@ def _v4(engine: str, sql_types: dict[str, str]) -> list[str]:
 
 MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2, 3: _v3, 4: _v4}
 LATEST = max(MIGRATIONS)
+
+
+def missing_columns(existing: dict[str, set[str]], sql_types: dict[str, str]) -> list[str]:
+    """Statements adding to the record tables the columns of contract fields they lack (``existing``: each
+    table's columns now). Not a numbered version: a field added to the contract is a column a store made
+    before lacks, whichever version it is at, so a store checks this at every open (one catalog query)."""
+    return [
+        f"ALTER TABLE {table} ADD COLUMN {name} {sql_types[code]}"
+        for table in RECORD_TABLES.values()
+        for name, code in TABLES[table]
+        if name not in existing.get(table, set())
+    ]

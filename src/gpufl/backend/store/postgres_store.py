@@ -14,8 +14,9 @@ from typing import Any, ClassVar
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from gpufl.backend.store.base import SqlStore, StoreError, ValueOutOfRange
+from gpufl.backend.store.engine import StoreError, ValueOutOfRange
 from gpufl.backend.store.schema import TABLES
+from gpufl.backend.store.sql_store import SqlStore
 
 
 class PostgresStore(SqlStore):

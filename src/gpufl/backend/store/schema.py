@@ -12,9 +12,40 @@ compaction periodically folds a session's partials into one row per key.
 
 from __future__ import annotations
 
+from gpufl.contract import events as ev
+from gpufl.contract import fields
+
 Columns = tuple[tuple[str, str], ...]
 
 _KERNEL_LIKE = (("session_id", "T"), ("seq", "I"))
+_CODES = {"int": "I", "float": "F", "str": "T"}
+
+# Record types stored verbatim, one table each, its columns the record's fields (``record_columns``). The rest
+# are taken apart (system samples, dict entries, session starts and ends) or kept as JSON (``write.py``).
+RECORD_TABLES: dict[str, str] = {
+    "kernel": "kernels",
+    "memcpy": "memcpys",
+    "memset": "memsets",
+    "scope_begin": "scope_begins",
+    "scope_end": "scope_ends",
+    "profile_sample": "profile_samples",
+}
+
+
+def record_columns(cls: type[ev.Record]) -> Columns:
+    """A record table's columns: the record type's fields in the contract's order (``gpufl.contract.fields``),
+    less ``stream`` (implied by the type). The contract is the one list: a field added there is a column
+    here, and ``migrations.missing_columns`` adds it to a store made before. Columns are always named in
+    inserts, so a store whose columns were created in another order reads and writes the same."""
+    cols = []
+    for f in fields.field_specs(cls):
+        if f.name == "stream":
+            continue
+        if f.kind not in _CODES:
+            raise TypeError(f"{cls.__name__}.{f.name}: no column type for a field of kind {f.kind!r}")
+        cols.append((f.name, _CODES[f.kind]))
+    return tuple(cols)
+
 
 TABLES: dict[str, Columns] = {
     "sessions": (
@@ -56,91 +87,7 @@ TABLES: dict[str, Columns] = {
         ("frames", "T"),
         ("launch", "T"),
     ),
-    "kernels": (
-        *_KERNEL_LIKE,
-        ("launch_id", "I"),
-        ("device_id", "I"),
-        ("stream_id", "I"),
-        ("corr_id", "I"),
-        ("start_ns", "I"),
-        ("end_ns", "I"),
-        ("api_start_ns", "I"),
-        ("api_dur_ns", "I"),
-        ("graph_id", "I"),
-        ("graph_node_id", "I"),
-        ("thread_id", "I"),
-        ("stack_id", "I"),
-        ("scope_inst", "I"),
-        ("api_lead_ns", "I"),  # schema v2 of the event contract; last: migration 2 appends it
-    ),
-    "memcpys": (
-        *_KERNEL_LIKE,
-        ("device_id", "I"),
-        ("stream_id", "I"),
-        ("corr_id", "I"),
-        ("start_ns", "I"),
-        ("end_ns", "I"),
-        ("bytes", "I"),
-        ("copy_kind", "T"),
-        ("src_kind", "T"),
-        ("dst_kind", "T"),
-        ("src_device_id", "I"),
-        ("dst_device_id", "I"),
-        ("throughput_gbps", "F"),
-        ("context_id", "I"),
-        ("graph_id", "I"),
-        ("api_start_ns", "I"),
-        ("api_dur_ns", "I"),
-        ("thread_id", "I"),
-        ("stack_id", "I"),
-        ("scope_inst", "I"),
-        ("scope_depth", "I"),
-        ("api_lead_ns", "I"),  # schema v2 of the event contract; last: migration 2 appends it
-    ),
-    "memsets": (
-        *_KERNEL_LIKE,
-        ("device_id", "I"),
-        ("stream_id", "I"),
-        ("corr_id", "I"),
-        ("start_ns", "I"),
-        ("end_ns", "I"),
-        ("bytes", "I"),
-        ("value", "I"),
-        ("mem_kind", "T"),
-        ("context_id", "I"),
-        ("graph_id", "I"),
-        ("thread_id", "I"),
-        ("stack_id", "I"),
-        ("scope_inst", "I"),
-        ("scope_depth", "I"),
-    ),
-    "scope_begins": (
-        *_KERNEL_LIKE,
-        ("inst", "I"),
-        ("path_id", "I"),
-        ("parent_inst", "I"),
-        ("depth", "I"),
-        ("ts_ns", "I"),
-        ("thread_id", "I"),
-        ("tag", "T"),
-    ),
-    "scope_ends": (*_KERNEL_LIKE, ("inst", "I"), ("ts_ns", "I"), ("error", "T")),
-    "profile_samples": (
-        *_KERNEL_LIKE,
-        ("source", "T"),
-        ("scope_inst", "I"),
-        ("device_id", "I"),
-        ("kernel_name_id", "I"),
-        ("function_name", "T"),
-        ("pc_offset", "I"),
-        ("source_file", "T"),
-        ("source_line", "I"),
-        ("metric_name", "T"),
-        ("metric_value", "F"),
-        ("stall_reason", "T"),
-        ("sample_count", "I"),
-        ("ts_ns", "I"),
-    ),
+    **{table: record_columns(ev.TYPE_BY_TAG[tag]) for tag, table in RECORD_TABLES.items()},
     "system_points": (
         *_KERNEL_LIKE,
         ("ts_ns", "I"),

@@ -11,13 +11,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from gpufl.backend.api.schemas import ErrorBody, IngestResult
-from gpufl.backend.core.config import Settings
+from gpufl.backend.api.schemas import ErrorBody
+from gpufl.backend.config import Settings
 from gpufl.backend.deps import IngestRole, SettingsDep, StoreDep
 from gpufl.backend.ingest import (
     REDELIVER_HEADER,
     BadBody,
-    BatchResult,
+    IngestResult,
     TooLarge,
     decompress_if,
     ingest_body,
@@ -82,7 +82,7 @@ def _ingest(
     settings: Settings,
     held: Reservation,
     redeliver: bool = False,
-) -> BatchResult:
+) -> IngestResult:
     # While decompressing, each slice holds twice its bytes (itself, and its share of the text they are
     # joined into); then what the decode takes is held in one step (all of it or nothing: concurrent
     # requests that each took part of it could all end refused).

@@ -13,9 +13,10 @@ from fastapi import APIRouter, HTTPException, Path, Query, Response
 from pydantic import BaseModel
 
 from gpufl.backend.api import schemas as S
+from gpufl.backend.api import shape
 from gpufl.backend.api.errors import BAD_CURSOR, NOT_FOUND
 from gpufl.backend.deps import AdminRole, ReadRole, StoreDep
-from gpufl.backend.store import Cursor, NotFound
+from gpufl.backend.store import NotFound, PageCursor, SqlStore
 
 router = APIRouter(tags=["query"])
 
@@ -38,13 +39,13 @@ PageLimit = Annotated[int, Query(ge=1, le=10_000)]
 _DECIMAL = re.compile(r"[0-9]{1,20}", re.ASCII)
 
 
-def encode_cursor(c: Cursor | None) -> str | None:
+def encode_cursor(c: PageCursor | None) -> str | None:
     if c is None:
         return None
     return base64.urlsafe_b64encode(json.dumps([c.key, c.tie]).encode()).decode().rstrip("=")
 
 
-def decode_cursor(text: str | None, tie_type: type) -> Cursor | None:
+def decode_cursor(text: str | None, tie_type: type) -> PageCursor | None:
     if text is None:
         return None
     try:
@@ -55,7 +56,7 @@ def decode_cursor(text: str | None, tie_type: type) -> Cursor | None:
             raise ValueError
     except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
         raise HTTPException(400, "invalid cursor") from None
-    return Cursor(int(key), tie if isinstance(tie, int) else str(tie))
+    return PageCursor(int(key), tie if isinstance(tie, int) else str(tie))
 
 
 def _exists(store: StoreDep, sid: str) -> None:
@@ -74,7 +75,9 @@ def list_sessions(
     cursor: CursorParam = None,
 ) -> S.SessionPage:
     items, nxt = store.list_sessions(host, app, since, until, limit, decode_cursor(cursor, str))
-    return S.SessionPage(items=[S.SessionItem(**i) for i in items], next_cursor=encode_cursor(nxt))
+    return S.SessionPage(
+        items=[S.SessionItem(**shape.session_item(i)) for i in items], next_cursor=encode_cursor(nxt)
+    )
 
 
 @router.get("/hosts", response_model=S.HostsResponse, dependencies=[ReadRole])
@@ -120,20 +123,35 @@ def kernels(
     limit: PageLimit = 1000,
     cursor: CursorParam = None,
 ) -> Response:
+    # Two answers under one path (kept for the UI and API clients): with resolution_ns, the kernel timeline
+    # (KernelTimeline, level of detail); without, a page of kernels (KernelPage). A comment, not a docstring:
+    # FastAPI would put a docstring into the OpenAPI document, from which the UI's types are generated.
     _exists(store, session_id)
     if start_ns is not None and end_ns is not None and end_ns < start_ns:
         raise HTTPException(422, "end_ns is before start_ns")
     if resolution_ns is not None:
-        if start_ns is None or end_ns is None:
-            raise HTTPException(422, "resolution_ns needs start_ns and end_ns")
-        if (end_ns - start_ns) // resolution_ns > 100_000:
-            raise HTTPException(422, "window / resolution_ns exceeds 100000 buckets")
-        body = store.kernel_timeline_json(session_id, start_ns, end_ns, resolution_ns, device, stream)
-        return Response(body, media_type="application/json")
+        return _kernel_timeline(store, session_id, start_ns, end_ns, resolution_ns, device, stream)
     items, nxt = store.kernels(
         session_id, start_ns, end_ns, device, stream, name, scope, limit, decode_cursor(cursor, int)
     )
-    return fast_json({"items": items, "next_cursor": encode_cursor(nxt)})
+    return fast_json({"items": [shape.kernel_item(r) for r in items], "next_cursor": encode_cursor(nxt)})
+
+
+def _kernel_timeline(
+    store: SqlStore,
+    session_id: str,
+    start_ns: int | None,
+    end_ns: int | None,
+    resolution_ns: int,
+    device: int | None,
+    stream_id: int | None,
+) -> Response:
+    if start_ns is None or end_ns is None:
+        raise HTTPException(422, "resolution_ns needs start_ns and end_ns")
+    if (end_ns - start_ns) // resolution_ns > 100_000:
+        raise HTTPException(422, "window / resolution_ns exceeds 100000 buckets")
+    body = store.kernel_timeline_json(session_id, start_ns, end_ns, resolution_ns, device, stream_id)
+    return Response(body, media_type="application/json")
 
 
 @router.get(
@@ -165,7 +183,7 @@ def kernel_detail(
     if not _DECIMAL.fullmatch(kernel_id) or int(kernel_id) > I64:
         raise HTTPException(404, f"kernel {kernel_id!r} not found")
     try:
-        return S.KernelDetail.model_validate(store.kernel(session_id, int(kernel_id)))
+        return S.KernelDetail.model_validate(shape.kernel_detail(store.kernel(session_id, int(kernel_id))))
     except NotFound:
         raise HTTPException(404, f"kernel {kernel_id!r} not found in session {session_id!r}") from None
 
@@ -189,7 +207,9 @@ def _activity_route(table: str, model: type[BaseModel], path: str) -> None:
         items, nxt = page(
             session_id, start_ns, end_ns, device, stream, scope, limit, decode_cursor(cursor, int)
         )
-        return fast_json({"items": items, "next_cursor": encode_cursor(nxt)})
+        return fast_json(
+            {"items": [shape.activity_item(r) for r in items], "next_cursor": encode_cursor(nxt)}
+        )
 
     handler.__name__ = path  # the OpenAPI operation id, as before
     router.get(

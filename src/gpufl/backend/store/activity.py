@@ -1,0 +1,348 @@
+"""Query families over GPU activity: kernel pages, one kernel, the kernel timeline, the kernel summary,
+copies and memsets."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any, ClassVar
+
+import msgspec
+
+import gpufl.backend.store.rows as rows
+from gpufl.backend import sketch
+from gpufl.backend.store.engine import NotFound, PageCursor, SqlEngine
+from gpufl.backend.store.schema import LOD_SHIFTS
+
+
+class ActivityQueries(SqlEngine):
+    # ---- kernels -------------------------------------------------------------------------------------
+
+    _LAUNCH_JOIN = (
+        "LEFT JOIN dicts d ON d.session_id = k.session_id AND d.stream = 'device' "
+        "AND d.kind = 'launch' AND d.id = k.launch_id"
+    )
+
+    def _max_dur(self, sid: str, table: str) -> int:
+        if table == "kernels":
+            row = self._one("SELECT max(max_ns) FROM kernel_stats WHERE session_id = ?", [sid])
+        else:
+            row = self._one(f"SELECT max(end_ns - start_ns) FROM {table} WHERE session_id = ?", [sid])
+        return int(row[0] or 0) if row else 0
+
+    def _window(
+        self,
+        table: str,
+        sid: str,
+        start_ns: int | None,
+        end_ns: int | None,
+        where: list[str],
+        params: list[Any],
+    ) -> None:
+        if end_ns is not None:
+            where.append("k.start_ns < ?")
+            params.append(end_ns)
+        if start_ns is not None:
+            # end_ns > start selects overlaps; the bound on start_ns lets zone maps / the index prune.
+            where.append("k.end_ns > ? AND k.start_ns >= ?")
+            params += [start_ns, start_ns - self._max_dur(sid, table) - 1]
+
+    @staticmethod
+    def _activity_filters(
+        sid: str,
+        device: int | None,
+        stream_id: int | None,
+        scope: int | None,
+        cursor: PageCursor | None,
+        where: list[str],
+        params: list[Any],
+    ) -> None:
+        """The filters kernels and copies share (alias ``k``): device, CUDA stream, scope path, and the
+        (start_ns, seq) cursor of their common ordering."""
+        if device is not None:
+            where.append("k.device_id = ?")
+            params.append(device)
+        if stream_id is not None:
+            where.append("k.stream_id = ?")
+            params.append(stream_id)
+        if scope is not None:
+            where.append(
+                "k.scope_inst IN (SELECT inst FROM scope_begins WHERE session_id = ? AND path_id = ?)"
+            )
+            params += [sid, scope]
+        if cursor is not None:
+            where.append("(k.start_ns > ? OR (k.start_ns = ? AND k.seq > ?))")
+            params += [cursor.key, cursor.key, int(cursor.tie)]
+
+    def kernels(
+        self,
+        sid: str,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        device: int | None = None,
+        stream_id: int | None = None,
+        name: str | None = None,
+        scope: int | None = None,
+        limit: int = 1000,
+        cursor: PageCursor | None = None,
+    ) -> tuple[list[rows.Kernel], PageCursor | None]:
+        where: list[str] = ["k.session_id = ?"]
+        params: list[Any] = [sid]
+        self._window("kernels", sid, start_ns, end_ns, where, params)
+        if name is not None:
+            where.append(
+                "k.launch_id IN (SELECT id FROM dicts WHERE session_id = ? AND stream = 'device' "
+                "AND kind = 'launch' AND value = ?)"
+            )
+            params += [sid, name]
+        self._activity_filters(sid, device, stream_id, scope, cursor, where, params)
+        found = self._all(
+            f"""SELECT {self._KERNEL_SELECT}
+                FROM kernels k {self._LAUNCH_JOIN}
+                WHERE {" AND ".join(where)} ORDER BY k.start_ns, k.seq LIMIT ?""",
+            [*params, limit + 1],
+        )
+        nxt = None
+        if len(found) > limit:
+            found = found[:limit]
+            nxt = PageCursor(int(found[-1][6]), int(found[-1][0]))
+        return [rows.Kernel(*r) for r in found], nxt
+
+    # rows.Kernel's columns: the name from the launch dict entry, the rest from the kernel's row.
+    _KERNEL_SELECT = ", ".join("d.value" if c == "name" else f"k.{c}" for c in rows.columns(rows.Kernel))
+
+    def kernel(self, sid: str, seq: int) -> rows.KernelDetail:
+        row = self._one(
+            f"""SELECT {self._KERNEL_SELECT},
+                       d.mangled, coalesce(k.api_start_ns, k.start_ns - k.api_lead_ns), k.api_dur_ns, k.graph_node_id, d.launch
+                FROM kernels k {self._LAUNCH_JOIN} WHERE k.session_id = ? AND k.seq = ?""",
+            [sid, seq],
+        )
+        if row is None:
+            raise NotFound(f"kernel {seq}")
+        names = rows.columns(rows.Kernel)
+        n = len(names)
+        out = rows.KernelDetail(
+            **dict(zip(names, row[:n], strict=True)),
+            mangled=row[n],
+            api_start_ns=row[n + 1],
+            api_dur_ns=row[n + 2],
+            graph_node_id=row[n + 3],
+            launch=json.loads(row[n + 4]) if row[n + 4] else None,
+            stack=None,
+            scope=None,
+        )
+        if out.stack_id is not None:
+            st = self._one(
+                "SELECT frames FROM dicts WHERE session_id = ? AND stream = 'device' AND kind = 'stack' AND id = ?",
+                [sid, out.stack_id],
+            )
+            if st and st[0]:
+                out.stack = [{"file": f, "line": ln, "function": fn} for f, ln, fn in json.loads(st[0])]
+        if out.scope_inst is not None:
+            sc = self._one(
+                """SELECT b.path_id, d.value FROM scope_begins b
+                   LEFT JOIN dicts d ON d.session_id = b.session_id AND d.stream = 'scope' AND d.kind = 'scope'
+                        AND d.id = b.path_id
+                   WHERE b.session_id = ? AND b.inst = ?""",
+                [sid, out.scope_inst],
+            )
+            out.scope = {
+                "inst": out.scope_inst,
+                "path_id": sc[0] if sc else None,
+                "path": sc[1] if sc else None,
+            }
+        return out
+
+    def kernel_timeline_json(
+        self,
+        sid: str,
+        start_ns: int,
+        end_ns: int,
+        resolution_ns: int,
+        device: int | None = None,
+        stream_id: int | None = None,
+        max_buckets: int = 100_000,
+    ) -> bytes:
+        """The level-of-detail timeline (schemas.KernelTimeline) as JSON bytes."""
+        levels = [s for s in LOD_SHIFTS if (1 << s) <= resolution_ns]
+        where: list[str] = []
+        params: list[Any] = [sid]
+        if levels:
+            # Re-bucket the finest stored level that fits into the largest multiple of its width that is
+            # <= the resolution: each output bucket is a whole number of stored buckets, so "longest kernel
+            # starting in the bucket" stays exact.
+            shift = levels[-1]
+            k = resolution_ns >> shift
+            width = k << shift
+            lo_b, hi_b = start_ns >> shift, (end_ns - 1) >> shift
+            # A row's start_ns (its longest kernel's) lies in its bucket, so the start_ns bounds select the
+            # same rows as the bucket bounds; but rows are stored in time order across levels, so only
+            # start_ns lets the engine skip the rest of the session (zone maps) at every level.
+            where = [
+                "session_id = ?",
+                "level = ?",
+                "bucket >= ?",
+                "bucket <= ?",
+                "start_ns >= ?",
+                "start_ns <= ?",
+            ]
+            params += [shift, lo_b, hi_b, lo_b << shift, min(((hi_b + 1) << shift) - 1, 2**63 - 1)]
+            src, bucket, n, busy = "kernel_lod", self._idiv("bucket", str(k)), "n", "busy_ns"
+        else:
+            # Finer than every stored level: aggregate the raw kernels of the (small) window.
+            width = max(1, resolution_ns)
+            where = ["session_id = ?"]
+            self._window("kernels", sid, start_ns, end_ns, where, params)
+            where = [w.replace("k.", "") for w in where]
+            src, bucket, n, busy = "kernels", self._idiv("start_ns", str(width)), "1", "end_ns - start_ns"
+        if device is not None:
+            where.append("device_id = ?")
+            params.append(device)
+        if stream_id is not None:
+            where.append("stream_id = ?")
+            params.append(stream_id)
+        inner = f"(SELECT * FROM {src} WHERE {' AND '.join(where)}) p"
+        agg = self._lod_select(inner, bucket, n, busy, "seq", "start_ns", "end_ns", "launch_id")
+        # The buckets leave the database as one JSON array (built by the engine): thousands of rows never
+        # become Python objects on the way to the HTTP response.
+        rows_sql = f"""SELECT l.b * {width} AS t_ns, l.device_id, l.stream_id, l.n, l.busy, l.seq, d.value AS name,
+                              l.start_ns, l.end_ns
+                       FROM ({agg}) l LEFT JOIN dicts d ON d.session_id = l.session_id AND d.stream = 'device'
+                            AND d.kind = 'launch' AND d.id = l.launch_id
+                       ORDER BY l.b, l.device_id, l.stream_id LIMIT ?"""
+        obj = self._json_object(
+            [
+                ("t_ns", "t_ns"),
+                ("device_id", "device_id"),
+                ("stream_id", "stream_id"),
+                ("count", "CAST(n AS BIGINT)"),
+                ("busy_ns", "busy"),
+                (
+                    "longest",
+                    self._json_object(
+                        [
+                            ("id", "CAST(seq AS VARCHAR)"),
+                            ("name", "name"),
+                            ("start_ns", "start_ns"),
+                            ("end_ns", "end_ns"),
+                        ]
+                    ),
+                ),
+            ]
+        )
+        row = self._one(
+            self._json_array(f"({rows_sql}) q", obj, "t_ns, device_id, stream_id"), [*params, max_buckets]
+        )
+        head = msgspec.json.encode({"start_ns": start_ns, "end_ns": end_ns, "bucket_ns": width})
+        return head[:-1] + b',"buckets":' + (row[0] if row and row[0] else "[]").encode() + b"}"
+
+    def kernel_summary(self, sid: str, sort: str = "total", limit: int = 100) -> dict[str, Any]:
+        stats = self._all(
+            f"""SELECT d.value, sum(k.n), sum(k.total_ns), min(k.min_ns), max(k.max_ns)
+                FROM kernel_stats k {self._LAUNCH_JOIN} WHERE k.session_id = ? GROUP BY d.value""",
+            [sid],
+        )
+        sk_rows = self._all(
+            f"""SELECT d.value, k.bucket, sum(k.n) FROM kernel_sketch k {self._LAUNCH_JOIN}
+                WHERE k.session_id = ? GROUP BY d.value, k.bucket""",
+            [sid],
+        )
+        sketches: dict[str | None, dict[int, int]] = defaultdict(dict)
+        for name, b, n in sk_rows:
+            sketches[name][int(b)] = int(n)
+        gpu = sum(int(r[2]) for r in stats)
+        items = []
+        for name, n, total, mn, mx in stats:
+            sk = sketch.Sketch(sketches.get(name, {}))
+            n, total, mn, mx = int(n), int(total), int(mn), int(mx)
+
+            def clamp(v: float | None, lo: int = mn, hi: int = mx) -> float:
+                return float(min(max(v if v is not None else lo, lo), hi))
+
+            items.append(
+                {
+                    "name": name,
+                    "count": n,
+                    "total_ns": total,
+                    "mean_ns": total / n,
+                    "min_ns": mn,
+                    "p50_ns": clamp(sk.quantile(0.5)),
+                    "p95_ns": clamp(sk.quantile(0.95)),
+                    "max_ns": mx,
+                    "share": total / gpu if gpu else 0.0,
+                }
+            )
+        keyf = {
+            "total": lambda i: -i["total_ns"],
+            "count": lambda i: -i["count"],
+            "mean": lambda i: -i["mean_ns"],
+            "max": lambda i: -i["max_ns"],
+            "p95": lambda i: -i["p95_ns"],
+            "name": lambda i: i["name"] or "",
+        }[sort]
+        items.sort(key=lambda i: (keyf(i), i["name"] or ""))
+        return {"gpu_time_ns": gpu, "items": items[:limit]}
+
+    # ---- memcpy, memset ------------------------------------------------------------------------------
+
+    _ACTIVITY_ROWS: ClassVar[dict[str, type[rows.Copy] | type[rows.Memset]]] = {
+        "memcpys": rows.Copy,
+        "memsets": rows.Memset,
+    }
+
+    def _activity_page(
+        self,
+        table: str,
+        sid: str,
+        start_ns: int | None,
+        end_ns: int | None,
+        device: int | None,
+        stream_id: int | None,
+        scope: int | None,
+        limit: int,
+        cursor: PageCursor | None,
+    ) -> tuple[list[Any], PageCursor | None]:
+        """Copies or memsets in a window: the kernels' filters and (start_ns, seq) order, every column."""
+        where: list[str] = ["k.session_id = ?"]
+        params: list[Any] = [sid]
+        self._window(table, sid, start_ns, end_ns, where, params)
+        self._activity_filters(sid, device, stream_id, scope, cursor, where, params)
+        row_type = self._ACTIVITY_ROWS[table]
+        keys = rows.columns(row_type)
+        found = self._all(
+            f"""SELECT {", ".join("k." + c for c in keys)}
+                FROM {table} k WHERE {" AND ".join(where)} ORDER BY k.start_ns, k.seq LIMIT ?""",
+            [*params, limit + 1],
+        )
+        nxt = None
+        if len(found) > limit:
+            found = found[:limit]
+            nxt = PageCursor(int(found[-1][keys.index("start_ns")]), int(found[-1][0]))
+        return [row_type(*r) for r in found], nxt
+
+    def memcpys(
+        self,
+        sid: str,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        device: int | None = None,
+        stream_id: int | None = None,
+        scope: int | None = None,
+        limit: int = 1000,
+        cursor: PageCursor | None = None,
+    ) -> tuple[list[rows.Copy], PageCursor | None]:
+        return self._activity_page("memcpys", sid, start_ns, end_ns, device, stream_id, scope, limit, cursor)
+
+    def memsets(
+        self,
+        sid: str,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        device: int | None = None,
+        stream_id: int | None = None,
+        scope: int | None = None,
+        limit: int = 1000,
+        cursor: PageCursor | None = None,
+    ) -> tuple[list[rows.Memset], PageCursor | None]:
+        return self._activity_page("memsets", sid, start_ns, end_ns, device, stream_id, scope, limit, cursor)
