@@ -68,6 +68,15 @@ class DuckDBStore(SqlStore):
     def _read(self) -> Iterator[Any]:
         yield self._cursor()
 
+    def _stream_rows(self, sql: str, params: Sequence[Any], page: int = 10_000) -> Iterator[tuple[Any, ...]]:
+        cur = self._con.cursor()  # its own: the thread-local cursor belongs to whatever else runs there
+        try:
+            cur.execute(sql, list(params))
+            while rows := cur.fetchmany(page):
+                yield from rows
+        finally:
+            cur.close()
+
     @contextmanager
     def _write(self) -> Iterator[Any]:
         with self._wlock:

@@ -11,7 +11,7 @@ Each job's class derives from ``SqlEngine`` and uses only its hooks; the dialect
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +75,11 @@ class SqlEngine:
 
     def _q(self, sql: str) -> str:
         return sql
+
+    def _stream_rows(self, sql: str, params: Sequence[Any], page: int = 10_000) -> Iterator[tuple[Any, ...]]:
+        """The rows of one query, fetched ``page`` at a time, with no other request's cursor involved (an
+        export streams for minutes, through whichever worker thread serves each chunk)."""
+        raise NotImplementedError
 
     def _stage(self, cur: Any, name: str, table: str, columns: Mapping[str, Sequence[Any]]) -> None:
         """Make ``columns`` (all of ``table``'s columns, equal-length lists) visible as relation ``name``

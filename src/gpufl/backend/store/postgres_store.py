@@ -46,6 +46,17 @@ class PostgresStore(SqlStore):
         with self._pool.connection() as conn, conn.cursor() as cur:
             yield cur
 
+    def _stream_rows(self, sql: str, params: Sequence[Any], page: int = 10_000) -> Iterator[tuple[Any, ...]]:
+        # A server-side cursor (named, inside a transaction): the client holds one page, not the result.
+        with (
+            self._pool.connection() as conn,
+            conn.transaction(),
+            conn.cursor(name=f"gpufl_stream_{id(params)}") as cur,
+        ):
+            cur.itersize = page
+            cur.execute(self._q(sql), list(params))
+            yield from cur
+
     @contextmanager
     def _write(self) -> Iterator[Any]:
         with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:

@@ -5,10 +5,13 @@ from __future__ import annotations
 from gpufl.backend.store.activity import ActivityQueries
 from gpufl.backend.store.json_ingest import JsonIngestStore
 from gpufl.backend.store.keys import KeyStore
+from gpufl.backend.store.records import RecordQueries
 from gpufl.backend.store.scopes import ScopeQueries
 from gpufl.backend.store.sessions import SessionStore
 from gpufl.backend.store.write import WriteStore
 
 
-class SqlStore(WriteStore, JsonIngestStore, SessionStore, ActivityQueries, ScopeQueries, KeyStore):
+class SqlStore(
+    WriteStore, JsonIngestStore, SessionStore, ActivityQueries, ScopeQueries, RecordQueries, KeyStore
+):
     """Shared implementation of every job. Subclasses (the dialects): DuckDBStore, PostgresStore."""
