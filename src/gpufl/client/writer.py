@@ -157,6 +157,49 @@ def writer_class(native: bool) -> Callable[[WriterConfig], RecordWriter]:
     return NativeStreamWriter if native else StreamWriter.from_config
 
 
+class Interner:
+    """Ids of interned values, a counter per dict kind: the first time a key is seen, ``make`` builds its dict
+    record, which gets its kind and id and goes to ``on_new`` (the writer keeps or writes it). Lock-free
+    when the key is known; both writers use it."""
+
+    def __init__(self, session_id: str, stream: str, on_new: Callable[[DictEntry], None]) -> None:
+        self.session_id = session_id
+        self.stream = stream
+        self._on_new = on_new
+        self._ids: dict[tuple[str, Any], int] = {}
+        self._next_id: dict[str, int] = collections.defaultdict(int)
+        self._lock = threading.Lock()
+
+    def intern(self, kind: str, key: Any, make: Callable[[], DictEntry]) -> int:
+        ident = self._ids.get((kind, key))
+        if ident is not None:
+            return ident
+        with self._lock:
+            ident = self._ids.get((kind, key))
+            if ident is None:
+                ident = self._next_id[kind]
+                self._next_id[kind] = ident + 1
+                entry = make()
+                entry.kind = kind  # type: ignore[assignment]
+                entry.id = ident
+                self._on_new(entry)
+                self._ids[(kind, key)] = ident
+        return ident
+
+    def intern_string(self, kind: str, value: str) -> int:
+        return self.intern(
+            kind,
+            value,
+            lambda: DictEntry(session_id=self.session_id, stream=self.stream, kind=kind, id=0, value=value),  # type: ignore[arg-type]
+        )
+
+    def adopt(self, entry: DictEntry, keep: Callable[[DictEntry], None]) -> None:
+        """A dict entry with its own id (a replayed recording): later ids of its kind come after it."""
+        with self._lock:
+            keep(entry)
+            self._next_id[entry.kind] = max(self._next_id[entry.kind], entry.id + 1)
+
+
 class StreamWriter:
     def __init__(
         self,
@@ -195,11 +238,9 @@ class StreamWriter:
         self._stop = threading.Event()
         self._wake = threading.Event()
 
-        # Interning (caller side): (kind, key) -> id; entries by (kind, id).
-        self._ids: dict[tuple[str, Any], int] = {}
-        self._next_id: dict[str, int] = collections.defaultdict(int)
+        # Interning (caller side): entries by (kind, id), re-written at the head of every segment.
         self._entries: dict[tuple[str, int], DictEntry] = {}
-        self._intern_lock = threading.Lock()
+        self._interner = Interner(self.session_id, stream, self._keep_entry)
 
         # Drop accounting (caller side, rare path).
         self._drop_lock = threading.Lock()
@@ -269,35 +310,19 @@ class StreamWriter:
             self._count_drop(record)
         return False
 
+    def _keep_entry(self, entry: DictEntry) -> None:
+        self._entries[(entry.kind, entry.id)] = entry
+
     def intern(self, kind: str, key: Any, make: Callable[[], DictEntry]) -> int:
         """Id of an interned value (``make`` builds its dict record the first time ``key`` is seen)."""
-        ident = self._ids.get((kind, key))
-        if ident is not None:
-            return ident
-        with self._intern_lock:
-            ident = self._ids.get((kind, key))
-            if ident is None:
-                ident = self._next_id[kind]
-                self._next_id[kind] = ident + 1
-                entry = make()
-                entry.kind = kind  # type: ignore[assignment]
-                entry.id = ident
-                self._entries[(kind, ident)] = entry
-                self._ids[(kind, key)] = ident
-        return ident
+        return self._interner.intern(kind, key, make)
 
     def register(self, entry: DictEntry) -> None:
         """Adopt a dict entry with its own id (replaying a recorded session); interned keys stay separate."""
-        with self._intern_lock:
-            self._entries[(entry.kind, entry.id)] = entry
-            self._next_id[entry.kind] = max(self._next_id[entry.kind], entry.id + 1)
+        self._interner.adopt(entry, self._keep_entry)
 
     def intern_string(self, kind: str, value: str) -> int:
-        return self.intern(
-            kind,
-            value,
-            lambda: DictEntry(session_id=self.session_id, stream=self.stream, kind=kind, id=0, value=value),  # type: ignore[arg-type]
-        )
+        return self._interner.intern_string(kind, value)
 
     def _count_drop(self, record: Record) -> None:
         now = self._clock()
@@ -511,9 +536,7 @@ class NativeStreamWriter:
             events.TYPE_BY_TAG[tag]: tuple((operator.attrgetter(attr), kind) for attr, kind in refs)
             for tag, refs in events.DICT_REFS.items()
         }
-        self._ids: dict[tuple[str, Any], int] = {}
-        self._next_id: dict[str, int] = collections.defaultdict(int)
-        self._intern_lock = threading.Lock()
+        self._interner = Interner(self.session_id, self.stream, self._write_entry)
         self._running = False
         self._accepting = True
         self.error: BaseException | None = None
@@ -566,28 +589,14 @@ class NativeStreamWriter:
     def intern(self, kind: str, key: Any, make: Callable[[], DictEntry]) -> int:
         if kind in ("launch", "stack"):
             raise ValueError(f"{kind} entries are interned by the native engine")
-        ident = self._ids.get((kind, key))
-        if ident is not None:
-            return ident
-        with self._intern_lock:
-            ident = self._ids.get((kind, key))
-            if ident is None:
-                ident = self._next_id[kind]
-                self._next_id[kind] = ident + 1
-                entry = make()
-                entry.kind = kind  # type: ignore[assignment]
-                entry.id = ident
-                entry.seq = -1
-                self._w.set_dict(self._kinds[kind], ident, _encoder.encode(entry))
-                self._ids[(kind, key)] = ident
-        return ident
+        return self._interner.intern(kind, key, make)
+
+    def _write_entry(self, entry: DictEntry) -> None:
+        entry.seq = -1
+        self._w.set_dict(self._kinds[entry.kind], entry.id, _encoder.encode(entry))
 
     def intern_string(self, kind: str, value: str) -> int:
-        return self.intern(
-            kind,
-            value,
-            lambda: DictEntry(session_id=self.session_id, stream=self.stream, kind=kind, id=0, value=value),  # type: ignore[arg-type]
-        )
+        return self._interner.intern_string(kind, value)
 
     def register(self, entry: DictEntry) -> None:
         raise ValueError("replaying recorded dictionaries goes through StreamWriter")
