@@ -180,3 +180,11 @@ def test_no_hand_written_source_file_over_700_lines() -> None:
         if (n := len(p.read_text(errors="replace").splitlines())) > MAX_LINES and not _is_generated(p)
     }
     assert long == {}
+
+
+def test_the_contracts_old_import_path_is_the_same_module() -> None:
+    """Code written against ``gpufl.events`` (before the contract moved) reads logs unchanged."""
+    import gpufl.events as old
+    from gpufl.contract import events
+
+    assert old is events
