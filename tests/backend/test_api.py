@@ -367,3 +367,44 @@ def test_spa_served_when_built(
     assert api.client.get("/sessions/abc/timeline").text == "<html>spa</html>"  # client-side route
     assert api.client.get("/../../etc/passwd").text == "<html>spa</html>"
     assert api.client.get("/api/v1/unknown").status_code == 404
+
+
+def test_kernel_summary_quantiles_are_exact_at_small_n_and_say_so(api: Api) -> None:
+    """#25: FillFunctor<long> ran 992 and 1,024 ns and the sketch said p95 = 992 ns, below its mean. Names
+    seen at most EXACT_MAX_COUNT times get quantiles from every duration (linear interpolation between closest
+    ranks); more frequent ones keep the sketch, and each row says which."""
+    from gpufl.backend.store.activity import EXACT_MAX_COUNT
+
+    f = SessionFactory("qs1")
+    recs: list[ev.Record] = [
+        f.start("device"),
+        f.launch(1, "fill"),
+        f.launch(2, "gemm"),
+        f.launch(3, "bimodal"),
+    ]
+    t = f.t0
+    for dur in (992, 1024):
+        recs.append(f.kernel(1, t, dur))
+        t += 10_000
+    for _ in range(EXACT_MAX_COUNT + 1):
+        recs.append(f.kernel(2, t, 5_000))
+        t += 10_000
+    durs = [1_000] * 216 + [45_000] * 12  # 12 of 228 near 45 µs: the 95th percentile sits on the slow mode
+    for dur in durs:
+        recs.append(f.kernel(3, t, dur))
+        t += 100_000
+    for i in range(0, len(recs), 5000):
+        r = api.post_events("device", ev.encode_lines(recs[i : i + 5000]))
+        assert r.status_code == 200 and r.json()["rejected"] == [], r.text
+    items = {i["name"]: i for i in api.get("/sessions/qs1/kernels/summary").json()["items"]}
+    fill = items["fill"]
+    assert fill["quantiles"] == "exact"
+    assert fill["p50_ns"] == 1008.0 and fill["p95_ns"] == pytest.approx(1022.4)
+    assert fill["min_ns"] <= fill["p50_ns"] <= fill["p95_ns"] <= fill["max_ns"]
+    bi = items["bimodal"]
+    assert bi["quantiles"] == "exact" and bi["p50_ns"] == 1_000.0
+    pos = 0.95 * (len(durs) - 1)  # rank 215.65: between the last fast one and the first slow one
+    assert bi["p95_ns"] == pytest.approx(1_000 + (45_000 - 1_000) * (pos - int(pos)))
+    gemm = items["gemm"]
+    assert gemm["count"] == EXACT_MAX_COUNT + 1 and gemm["quantiles"] == "sketch"
+    assert gemm["p50_ns"] == pytest.approx(5_000, rel=0.01)

@@ -478,6 +478,12 @@ export interface components {
             p50_ns: number;
             /** P95 Ns */
             p95_ns: number;
+            /**
+             * Quantiles
+             * @default sketch
+             * @enum {string}
+             */
+            quantiles: "exact" | "sketch";
             /** Share */
             share: number;
             /** Total Ns */

@@ -68,7 +68,17 @@ export function SummaryTable({ data, selected, onSelect }: { data: KernelSummary
                   <td className="num">{fmtInt(r.count)}</td>
                   <td className="num">{fmtDur(r.total_ns)}</td>
                   <td className="num">{fmtDur(r.mean_ns)}</td>
-                  <td className="num">{fmtDur(r.p95_ns)}</td>
+                  <td
+                    className="num"
+                    title={
+                      r.quantiles === 'exact'
+                        ? 'exact: from every duration (linear interpolation between closest ranks)'
+                        : 'estimated by a log-bucket sketch (relative error ≤ 1%)'
+                    }
+                  >
+                    {r.quantiles === 'exact' ? '' : '≈ '}
+                    {fmtDur(r.p95_ns)}
+                  </td>
                   <td className="num">
                     <span className="bar" style={{ width: `${Math.round(r.share * 60)}px` }} /> {fmtPct(r.share)}
                   </td>

@@ -76,9 +76,9 @@ describe('session detail', () => {
 
 describe('summary table', () => {
   const rows: KernelSummaryRow[] = [
-    { name: 'b', count: 1, total_ns: 30, mean_ns: 30, min_ns: 30, p50_ns: 30, p95_ns: 30, max_ns: 30, share: 0.5 },
-    { name: 'a', count: 3, total_ns: 30, mean_ns: 10, min_ns: 5, p50_ns: 10, p95_ns: 15, max_ns: 15, share: 0.5 },
-    { name: 'gemm_c', count: 2, total_ns: 0, mean_ns: 0, min_ns: 0, p50_ns: 0, p95_ns: 0, max_ns: 0, share: 0 },
+    { name: 'b', count: 1, total_ns: 30, mean_ns: 30, min_ns: 30, p50_ns: 30, p95_ns: 30, max_ns: 30, share: 0.5, quantiles: 'exact' },
+    { name: 'a', count: 3, total_ns: 30, mean_ns: 10, min_ns: 5, p50_ns: 10, p95_ns: 15, max_ns: 15, share: 0.5, quantiles: 'exact' },
+    { name: 'gemm_c', count: 2, total_ns: 0, mean_ns: 0, min_ns: 0, p50_ns: 0, p95_ns: 0, max_ns: 0, share: 0, quantiles: 'exact' },
   ];
   it('sorts by any column, ties by name', () => {
     expect(sortSummary(rows, 'total_ns', true).map((r) => r.name)).toEqual(['a', 'b', 'gemm_c']);

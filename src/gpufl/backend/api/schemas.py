@@ -7,7 +7,7 @@ restarts and engines, and the UI can deep-link ``/sessions/{session_id}/kernels/
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -231,6 +231,10 @@ class KernelSummaryRow(BaseModel):
     max_ns: int
     share: float
     """total_ns / GPU time of all kernels of the session (0..1)."""
+    quantiles: Literal["exact", "sketch"] = "sketch"
+    """How p50/p95 were found: ``exact`` from every duration (names seen at most 10,000 times; linear
+    interpolation between closest ranks, numpy's default), ``sketch`` from the mergeable log-bucket sketch
+    (relative error ≤ 1 %)."""
 
 
 class KernelSummary(BaseModel):

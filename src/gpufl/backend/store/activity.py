@@ -14,6 +14,20 @@ from gpufl.backend import sketch
 from gpufl.backend.store.engine import NotFound, PageCursor, SqlEngine
 from gpufl.backend.store.schema import LOD_SHIFTS
 
+EXACT_MAX_COUNT = 10_000
+"""Kernel names seen at most this often get exact quantiles in the summary (their durations read whole)."""
+EXACT_MAX_ROWS = 200_000
+"""... as long as all such durations together stay under this many rows (the summary stays fast)."""
+
+
+def quantile(sorted_values: list[int], q: float) -> float:
+    """The q-quantile of sorted values by linear interpolation between the closest ranks (the definition of
+    numpy's default, R's type 7, Excel's PERCENTILE.INC): p95 of [992, 1024] is 1022.4, never below p50."""
+    pos = q * (len(sorted_values) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return float(sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo))
+
 
 class ActivityQueries(SqlEngine):
     # ---- kernels -------------------------------------------------------------------------------------
@@ -252,6 +266,7 @@ class ActivityQueries(SqlEngine):
         for name, b, n in sk_rows:
             sketches[name][int(b)] = int(n)
         gpu = sum(int(r[2]) for r in stats)
+        exact = self._exact_durations(sid, stats)
         items = []
         for name, n, total, mn, mx in stats:
             sk = sketch.Sketch(sketches.get(name, {}))
@@ -260,6 +275,7 @@ class ActivityQueries(SqlEngine):
             def clamp(v: float | None, lo: int = mn, hi: int = mx) -> float:
                 return float(min(max(v if v is not None else lo, lo), hi))
 
+            durs = exact.get(name)
             items.append(
                 {
                     "name": name,
@@ -267,10 +283,11 @@ class ActivityQueries(SqlEngine):
                     "total_ns": total,
                     "mean_ns": total / n,
                     "min_ns": mn,
-                    "p50_ns": clamp(sk.quantile(0.5)),
-                    "p95_ns": clamp(sk.quantile(0.95)),
+                    "p50_ns": quantile(durs, 0.5) if durs else clamp(sk.quantile(0.5)),
+                    "p95_ns": quantile(durs, 0.95) if durs else clamp(sk.quantile(0.95)),
                     "max_ns": mx,
                     "share": total / gpu if gpu else 0.0,
+                    "quantiles": "exact" if durs else "sketch",
                 }
             )
         keyf = {
@@ -283,6 +300,41 @@ class ActivityQueries(SqlEngine):
         }[sort]
         items.sort(key=lambda i: (keyf(i), i["name"] or ""))
         return {"gpu_time_ns": gpu, "items": items[:limit]}
+
+    def _exact_durations(self, sid: str, stats: list[Any]) -> dict[str | None, list[int]]:
+        """Every duration (sorted) of the kernel names seen at most EXACT_MAX_COUNT times, up to
+        EXACT_MAX_ROWS in all: their quantiles are exact, where a sketch's bucket error shows most (a name
+        run twice has no 95th percentile a sketch can place)."""
+        small: set[str | None] = set()
+        rows_needed = 0
+        for name, n, *_ in sorted(stats, key=lambda r: int(r[1])):
+            if int(n) > EXACT_MAX_COUNT or rows_needed + int(n) > EXACT_MAX_ROWS:
+                break
+            small.add(name)
+            rows_needed += int(n)
+        if not small:
+            return {}
+        where, params = "k.session_id = ?", list[Any]([sid])
+        if len(small) < len(stats):  # only those names' launch configurations
+            ids = [
+                int(lid)
+                for lid, name in self._all(
+                    f"SELECT DISTINCT k.launch_id, d.value FROM kernel_stats k {self._LAUNCH_JOIN} WHERE k.session_id = ?",
+                    [sid],
+                )
+                if name in small
+            ]
+            if not ids:
+                return {}
+            where += f" AND k.launch_id IN ({', '.join('?' for _ in ids)})"
+            params += ids
+        got: dict[str | None, list[int]] = defaultdict(list)
+        for name, dur in self._all(
+            f"SELECT d.value, k.end_ns - k.start_ns FROM kernels k {self._LAUNCH_JOIN} WHERE {where} ORDER BY 1, 2",
+            params,
+        ):
+            got[name].append(int(dur))
+        return got
 
     # ---- memcpy, memset ------------------------------------------------------------------------------
 
