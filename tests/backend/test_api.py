@@ -265,6 +265,7 @@ NEEDS = {
     ("GET", "/api/v1/sessions/{session_id}/kernels"): "read",
     ("GET", "/api/v1/sessions/{session_id}/kernels/summary"): "read",
     ("GET", "/api/v1/sessions/{session_id}/export"): "read",
+    ("GET", "/api/v1/sessions/{session_id}/scopes/{scope_id}/kernels"): "read",
     ("GET", "/api/v1/sessions/{session_id}/kernels/{kernel_id}"): "read",
     ("GET", "/api/v1/sessions/{session_id}/memcpy"): "read",
     ("GET", "/api/v1/sessions/{session_id}/memsets"): "read",

@@ -81,3 +81,17 @@ class Sketch:
     @classmethod
     def from_dict(cls, counts: Mapping[int, int]) -> Sketch:
         return cls(counts)
+
+
+EXACT_MAX_ROWS = 200_000
+"""Exact quantiles read every duration they are of: at most this many per query (a summary stays fast); past
+it the sketch answers (kernel summaries) or the quantile is left out (scope medians)."""
+
+
+def quantile(sorted_values: list[int], q: float) -> float:
+    """The q-quantile of sorted values by linear interpolation between the closest ranks (the definition of
+    numpy's default, R's type 7, Excel's PERCENTILE.INC): p95 of [992, 1024] is 1022.4, never below p50."""
+    pos = q * (len(sorted_values) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return float(sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo))

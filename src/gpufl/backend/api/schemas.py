@@ -284,6 +284,12 @@ class ScopeNode(BaseModel):
     wall_mean_ns: float
     open_calls: int
     """Instances without scope_end (still open, or session cut short)."""
+    wall_min_ns: int | None = None
+    """Shortest closed call (None: none closed)."""
+    wall_p50_ns: float | None = None
+    """Median closed call, exact (linear interpolation); None past 200,000 scope instances in the session."""
+    wall_max_ns: int | None = None
+    """Longest closed call: a first call far above the median is warm-up a mean would hide."""
     gpu_ns: int
     """Kernel time launched directly in this scope (innermost scope = this one)."""
     gpu_total_ns: int
@@ -291,6 +297,32 @@ class ScopeNode(BaseModel):
     kernels: int
     kernels_total: int
     children: list[ScopeNode]
+
+
+class ScopeKernelRow(BaseModel):
+    name: str | None
+    count: int
+    """Kernels of this name launched in the scope or in a scope under it."""
+    total_ns: int
+    mean_ns: float
+    min_ns: int
+    max_ns: int
+    self_count: int
+    """Of ``count``, launched directly in the scope (not in a child)."""
+    self_ns: int
+    share: float
+    """total_ns / gpu_ns of the scope (0..1)."""
+
+
+class ScopeKernels(BaseModel):
+    scope_id: int
+    path: str
+    kernels: int
+    """Kernels launched in the scope and the scopes under it."""
+    gpu_ns: int
+    names: int
+    """Distinct kernel names (``items`` holds at most ``limit`` of them, the most time first)."""
+    items: list[ScopeKernelRow]
 
 
 class ScopeTree(BaseModel):

@@ -11,22 +11,12 @@ import msgspec
 
 import gpufl.backend.store.rows as rows
 from gpufl.backend import sketch
+from gpufl.backend.sketch import EXACT_MAX_ROWS, quantile
 from gpufl.backend.store.engine import NotFound, PageCursor, SqlEngine
 from gpufl.backend.store.schema import LOD_SHIFTS
 
 EXACT_MAX_COUNT = 10_000
 """Kernel names seen at most this often get exact quantiles in the summary (their durations read whole)."""
-EXACT_MAX_ROWS = 200_000
-"""... as long as all such durations together stay under this many rows (the summary stays fast)."""
-
-
-def quantile(sorted_values: list[int], q: float) -> float:
-    """The q-quantile of sorted values by linear interpolation between the closest ranks (the definition of
-    numpy's default, R's type 7, Excel's PERCENTILE.INC): p95 of [992, 1024] is 1022.4, never below p50."""
-    pos = q * (len(sorted_values) - 1)
-    lo = int(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return float(sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo))
 
 
 class ActivityQueries(SqlEngine):

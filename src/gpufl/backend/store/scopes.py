@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from gpufl.backend.store.engine import PageCursor, SqlEngine
+from gpufl.backend.sketch import EXACT_MAX_ROWS, quantile
+from gpufl.backend.store.engine import NotFound, PageCursor, SqlEngine
 
 
 class ScopeQueries(SqlEngine):
@@ -16,7 +17,7 @@ class ScopeQueries(SqlEngine):
         rows = self._all(
             """SELECT b.path_id, d.value, count(*), sum(CASE WHEN e.ts_ns IS NULL THEN 0 ELSE e.ts_ns - b.ts_ns END),
                       sum(CASE WHEN e.ts_ns IS NULL THEN 1 ELSE 0 END), sum(COALESCE(ks.n, 0)),
-                      sum(COALESCE(ks.total_ns, 0)), min(b.depth)
+                      sum(COALESCE(ks.total_ns, 0)), min(b.depth), min(e.ts_ns - b.ts_ns), max(e.ts_ns - b.ts_ns)
                FROM scope_begins b
                LEFT JOIN scope_ends e ON e.session_id = b.session_id AND e.inst = b.inst
                LEFT JOIN (SELECT scope_inst, sum(n) AS n, sum(total_ns) AS total_ns FROM kernel_scopes
@@ -26,8 +27,9 @@ class ScopeQueries(SqlEngine):
                WHERE b.session_id = ? GROUP BY b.path_id, d.value""",
             [sid, sid],
         )
+        medians = self._scope_medians(sid, sum(int(r[2]) for r in rows))
         nodes: dict[str, dict[str, Any]] = {}
-        for path_id, path, calls, wall, open_calls, kn, kns, depth in rows:
+        for path_id, path, calls, wall, open_calls, kn, kns, depth, wmin, wmax in rows:
             p = path if path is not None else f"#{path_id}"
             closed = int(calls) - int(open_calls)
             nodes[p] = {
@@ -38,6 +40,9 @@ class ScopeQueries(SqlEngine):
                 "calls": int(calls),
                 "wall_total_ns": int(wall or 0),
                 "wall_mean_ns": (int(wall or 0) / closed) if closed else 0.0,
+                "wall_min_ns": int(wmin) if wmin is not None else None,
+                "wall_p50_ns": medians.get(path_id),
+                "wall_max_ns": int(wmax) if wmax is not None else None,
                 "open_calls": int(open_calls),
                 "gpu_ns": int(kns),
                 "gpu_total_ns": int(kns),
@@ -70,6 +75,70 @@ class ScopeQueries(SqlEngine):
             return ns
 
         return order(roots)
+
+    def _scope_medians(self, sid: str, instances: int) -> dict[int, float]:
+        """Each scope path's median call (closed instances), exact, when the session has at most
+        EXACT_MAX_ROWS instances (else none: a mean would hide the warm-up, a wrong median is worse)."""
+        if instances > EXACT_MAX_ROWS:
+            return {}
+        durs: dict[int, list[int]] = defaultdict(list)
+        for path_id, dur in self._all(
+            """SELECT b.path_id, e.ts_ns - b.ts_ns FROM scope_begins b
+               JOIN scope_ends e ON e.session_id = b.session_id AND e.inst = b.inst
+               WHERE b.session_id = ? ORDER BY 1, 2""",
+            [sid],
+        ):
+            durs[int(path_id)].append(int(dur))
+        return {pid: quantile(v, 0.5) for pid, v in durs.items()}
+
+    def scope_kernels(self, sid: str, scope_id: int, limit: int = 500) -> dict[str, Any]:
+        """Kernels launched in a scope path and in the paths under it, by name: count and time in all, and
+        how much of it directly in the scope (self). NotFound for an unknown scope."""
+        path = self._one(
+            "SELECT value FROM dicts WHERE session_id = ? AND stream = 'scope' AND kind = 'scope' AND id = ?",
+            [sid, scope_id],
+        )
+        if path is None:
+            raise NotFound(f"{sid}/{scope_id}")
+        rows = self._all(
+            """SELECT d.value, count(*), sum(k.end_ns - k.start_ns), min(k.end_ns - k.start_ns),
+                      max(k.end_ns - k.start_ns),
+                      sum(CASE WHEN b.path_id = ? THEN 1 ELSE 0 END),
+                      sum(CASE WHEN b.path_id = ? THEN k.end_ns - k.start_ns ELSE 0 END)
+               FROM kernels k
+               JOIN scope_begins b ON b.session_id = k.session_id AND b.inst = k.scope_inst
+               JOIN dicts sd ON sd.session_id = b.session_id AND sd.stream = 'scope' AND sd.kind = 'scope'
+                    AND sd.id = b.path_id
+               LEFT JOIN dicts d ON d.session_id = k.session_id AND d.stream = 'device' AND d.kind = 'launch'
+                    AND d.id = k.launch_id
+               WHERE k.session_id = ? AND (b.path_id = ? OR starts_with(sd.value, ?))
+               GROUP BY d.value""",
+            [scope_id, scope_id, sid, scope_id, path[0] + "/"],
+        )
+        total = sum(int(r[2]) for r in rows)
+        items = [
+            {
+                "name": name,
+                "count": int(n),
+                "total_ns": int(t),
+                "mean_ns": int(t) / int(n),
+                "min_ns": int(mn),
+                "max_ns": int(mx),
+                "self_count": int(sn),
+                "self_ns": int(st),
+                "share": int(t) / total if total else 0.0,
+            }
+            for name, n, t, mn, mx, sn, st in rows
+        ]
+        items.sort(key=lambda i: (-i["total_ns"], i["name"] or ""))
+        return {
+            "scope_id": scope_id,
+            "path": path[0],
+            "kernels": sum(i["count"] for i in items),
+            "gpu_ns": total,
+            "names": len(items),
+            "items": items[:limit],
+        }
 
     def profile_samples(self, sid: str, scope_id: int) -> dict[str, Any]:
         path = self._one(

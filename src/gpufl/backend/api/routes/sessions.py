@@ -258,6 +258,26 @@ def scope_instances(
 
 
 @router.get(
+    "/sessions/{session_id}/scopes/{scope_id}/kernels",
+    response_model=S.ScopeKernels,
+    dependencies=[ReadRole],
+    responses=NOT_FOUND,
+)
+def scope_kernels(
+    store: StoreDep,
+    session_id: SessionId,
+    scope_id: Annotated[int, Path(ge=-I64, le=I64)],
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
+) -> S.ScopeKernels:
+    """Kernels of a scope and the scopes under it, grouped by name: what the scope costs on the GPU."""
+    _exists(store, session_id)
+    try:
+        return S.ScopeKernels.model_validate(store.scope_kernels(session_id, scope_id, limit))
+    except NotFound:
+        raise HTTPException(404, f"scope {scope_id} not found in session {session_id!r}") from None
+
+
+@router.get(
     "/sessions/{session_id}/scopes/{scope_id}/profile-samples",
     response_model=S.ProfileSamples,
     dependencies=[ReadRole],
