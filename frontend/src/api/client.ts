@@ -18,6 +18,7 @@ export type KernelSummary = S['KernelSummary'];
 export type KernelSummaryRow = S['KernelSummaryRow'];
 export type ScopeNode = S['ScopeNode'];
 export type ScopeTree = S['ScopeTree'];
+export type ScopeKernels = S['ScopeKernels'];
 export type ProfileSamples = S['ProfileSamples'];
 export type StreamStatus = W<S['StreamStatus']>;
 export type SessionTotals = S['SessionTotals'];
@@ -416,6 +417,11 @@ export class Api {
 
   scopes(id: string, signal?: AbortSignal): Promise<ScopeTree> {
     return this.get<ScopeTree>(`/sessions/${enc(id)}/scopes`, undefined, signal);
+  }
+
+  /** A scope's kernels with its children's, grouped by name (self and total). */
+  scopeKernels(id: string, scopeId: number, signal?: AbortSignal): Promise<ScopeKernels> {
+    return this.get<ScopeKernels>(`/sessions/${enc(id)}/scopes/${scopeId}/kernels`, { limit: 500 }, signal);
   }
 
   /** Scope instances overlapping [win.start, win.end), skipping closed ones shorter than `minDurNs`. */

@@ -257,6 +257,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/sessions/{session_id}/scopes/{scope_id}/kernels": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Scope Kernels
+         * @description Kernels of a scope and the scopes under it, grouped by name: what the scope costs on the GPU.
+         */
+        get: operations["scope_kernels_api_v1_sessions__session_id__scopes__scope_id__kernels_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/sessions/{session_id}/scopes/{scope_id}/profile-samples": {
         parameters: {
             query?: never;
@@ -726,6 +746,42 @@ export interface components {
             /** Next Cursor */
             next_cursor: string | null;
         };
+        /** ScopeKernelRow */
+        ScopeKernelRow: {
+            /** Count */
+            count: number;
+            /** Max Ns */
+            max_ns: number;
+            /** Mean Ns */
+            mean_ns: number;
+            /** Min Ns */
+            min_ns: number;
+            /** Name */
+            name: string | null;
+            /** Self Count */
+            self_count: number;
+            /** Self Ns */
+            self_ns: number;
+            /** Share */
+            share: number;
+            /** Total Ns */
+            total_ns: number;
+        };
+        /** ScopeKernels */
+        ScopeKernels: {
+            /** Gpu Ns */
+            gpu_ns: number;
+            /** Items */
+            items: components["schemas"]["ScopeKernelRow"][];
+            /** Kernels */
+            kernels: number;
+            /** Names */
+            names: number;
+            /** Path */
+            path: string;
+            /** Scope Id */
+            scope_id: number;
+        };
         /** ScopeNode */
         ScopeNode: {
             /** Calls */
@@ -750,8 +806,14 @@ export interface components {
             path: string;
             /** Scope Id */
             scope_id: number;
+            /** Wall Max Ns */
+            wall_max_ns?: number | null;
             /** Wall Mean Ns */
             wall_mean_ns: number;
+            /** Wall Min Ns */
+            wall_min_ns?: number | null;
+            /** Wall P50 Ns */
+            wall_p50_ns?: number | null;
             /** Wall Total Ns */
             wall_total_ns: number;
         };
@@ -2129,6 +2191,78 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, unknown or revoked token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such session, kernel or key */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or body the API does not take */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description The key's request rate limit: retry after Retry-After seconds */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    scope_kernels_api_v1_sessions__session_id__scopes__scope_id__kernels_get: {
+        parameters: {
+            query?: {
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                session_id: string;
+                scope_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ScopeKernels"];
                 };
             };
             /** @description Missing, unknown or revoked token */

@@ -1,6 +1,6 @@
 import { useMemo, useState } from 'react';
 import type { Api, ScopeNode, SessionDetail } from '../api/client';
-import { fmtDur, fmtInt } from '../lib/format';
+import { fmtDur, fmtInt, fmtPct } from '../lib/format';
 import { expandToDepth, findScope, visibleRows } from '../lib/scopes';
 import { useAsync } from '../lib/useAsync';
 import { AsyncView, Empty } from './States';
@@ -43,6 +43,7 @@ function ScopeTreeView({ roots, api, session, scope, onSelect, onKernel }: { roo
             <th className="num">GPU time (self)</th>
             <th className="num">GPU time (total)</th>
             <th className="num">Kernels</th>
+            <th className="num" title="closed calls: shortest · median · longest">Per call min · median · max</th>
           </tr>
         </thead>
         <tbody>
@@ -73,6 +74,11 @@ function ScopeTreeView({ roots, api, session, scope, onSelect, onKernel }: { roo
               <td className="num">{fmtDur(r.node.gpu_ns)}</td>
               <td className="num">{fmtDur(r.node.gpu_total_ns)}</td>
               <td className="num">{fmtInt(r.node.kernels_total)}</td>
+              <td className="num">
+                {r.node.wall_min_ns == null || r.node.wall_max_ns == null
+                  ? '—'
+                  : `${fmtDur(r.node.wall_min_ns)} · ${r.node.wall_p50_ns == null ? '?' : fmtDur(r.node.wall_p50_ns)} · ${fmtDur(r.node.wall_max_ns)}`}
+              </td>
             </tr>
           ))}
         </tbody>
@@ -88,15 +94,67 @@ function ScopeDetail({ api, session, node, onKernel }: { api: Api; session: Sess
     [api, session, node.scope_id],
   );
   const samples = useAsync((sig) => api.profileSamples(session.id, node.scope_id, sig), [api, session.id, node.scope_id]);
+  const byName = useAsync((sig) => api.scopeKernels(session.id, node.scope_id, sig), [api, session.id, node.scope_id]);
   return (
     <div className="scope-detail">
+      <h3>
+        Kernels by name in <code>{node.path}</code> and the scopes under it
+      </h3>
+      <AsyncView value={byName} what="the scope's kernels by name">
+        {(g) =>
+          g.items.length === 0 ? (
+            <Empty>No kernels were launched in this scope or in the scopes under it.</Empty>
+          ) : (
+            <div className="scroll">
+              <table className="grid" data-testid="scope-kernels-by-name">
+                <thead>
+                  <tr>
+                    <th>Kernel</th>
+                    <th className="num">Count (self)</th>
+                    <th className="num">Total</th>
+                    <th className="num">Self</th>
+                    <th className="num">Mean</th>
+                    <th className="num">Min</th>
+                    <th className="num">Max</th>
+                    <th className="num">Share</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  {g.items.map((r) => (
+                    <tr key={r.name ?? '(unnamed)'}>
+                      <td className="kname" title={r.name ?? ''}>{r.name ?? '(unnamed)'}</td>
+                      <td className="num">
+                        {fmtInt(r.count)} ({fmtInt(r.self_count)})
+                      </td>
+                      <td className="num">{fmtDur(r.total_ns)}</td>
+                      <td className="num">{fmtDur(r.self_ns)}</td>
+                      <td className="num">{fmtDur(r.mean_ns)}</td>
+                      <td className="num">{fmtDur(r.min_ns)}</td>
+                      <td className="num">{fmtDur(r.max_ns)}</td>
+                      <td className="num">{fmtPct(r.share)}</td>
+                    </tr>
+                  ))}
+                </tbody>
+              </table>
+              {g.names > g.items.length && (
+                <p className="muted small">
+                  The {g.items.length} names with the most time of {fmtInt(g.names)}.
+                </p>
+              )}
+            </div>
+          )
+        }
+      </AsyncView>
       <h3>
         Kernels launched in <code>{node.path}</code>
       </h3>
       <AsyncView value={kernels} what="the scope's kernels">
         {(k) =>
           k.items.length === 0 ? (
-            <Empty>No kernels were launched directly inside this scope.</Empty>
+            <Empty>
+              No kernels were launched directly in this scope
+              {node.kernels_total > 0 ? `; ${fmtInt(node.kernels_total)} in the scopes under it (by name above)` : ''}.
+            </Empty>
           ) : (
             <>
               <div className="scroll">
