@@ -190,3 +190,75 @@ def test_summary_csv_sections_and_single_table() -> None:
     rows = list(csv.DictReader(io.StringIO(one.stdout)))
     back = next(row for row in rows if row["path"] == "step/backward")
     assert round(int(back["kernel_ns"]) / 1e6, 3) == 32.364
+
+
+HELP_COMMANDS = [
+    (),
+    ("schema",),
+    ("demo",),
+    ("run",),
+    ("summary",),
+    ("export",),
+    ("replay",),
+    ("agent",),
+    ("backend",),
+    ("backend", "keys"),
+    ("backend", "keys", "create"),
+    ("backend", "keys", "list"),
+    ("backend", "keys", "revoke"),
+    ("backend", "prune"),
+]
+
+
+def undocumented_options(text: str) -> list[str]:
+    """Option lines of an argparse --help with no help text (neither on the line nor wrapped below it)."""
+    lines = text.splitlines()
+    bad, section = [], ""
+    for i, line in enumerate(lines):
+        if line and not line.startswith(" "):
+            section = line
+            continue
+        if not section.startswith("options") or not line.startswith("  -"):
+            continue
+        parts = line.strip().split("  ", 1)
+        follows = lines[i + 1] if i + 1 < len(lines) else ""
+        wrapped = follows.startswith("    ") and not follows.strip().startswith("-")
+        if (len(parts) < 2 or not parts[1].strip()) and not wrapped:
+            bad.append(parts[0])
+    return bad
+
+
+def test_undocumented_options_finds_a_bare_flag() -> None:
+    assert undocumented_options(
+        "options:\n  -h, --help  show help\n  --port PORT\n  --x X\n      text\n"
+    ) == ["--port PORT"]
+
+
+def test_every_help_text_describes_every_option() -> None:
+    problems = {}
+    for cmd in HELP_COMMANDS:
+        r = gpufl(*cmd, "--help")
+        assert r.returncode == 0, (cmd, r.stderr)
+        bad = undocumented_options(r.stdout) + (["raw ``markup``"] if "``" in r.stdout else [])
+        if bad:
+            problems[" ".join(cmd)] = bad
+    assert not problems
+
+
+def test_keys_create_help_lists_only_its_own_flags() -> None:
+    out = gpufl("backend", "keys", "create", "--help").stdout
+    assert "--role" in out and "--data-dir" in out
+    assert "--kafka-brokers" not in out and "--rate-limit-ingest" not in out and "--max-body-bytes" not in out
+
+
+def test_schema_into_a_closed_pipe_exits_quietly() -> None:
+    # `gpufl schema | head -1`: the reader is gone. Closing our end before gpufl writes anything makes the
+    # broken pipe certain (the schema would fit in a pipe's buffer, so reading first would race).
+    p = subprocess.Popen(
+        [sys.executable, "-m", "gpufl", "schema"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 141
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err

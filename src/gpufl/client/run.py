@@ -111,11 +111,17 @@ def native_env(args: argparse.Namespace, cmd: list[str], base: dict[str, str]) -
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="gpufl run", description="profile an unmodified program")
-    ap.add_argument("--log-dir", default=os.environ.get("GPUFL_LOG_DIR", "./gpufl-logs"))
-    ap.add_argument("--app-name")
-    ap.add_argument("--engines", help="comma-separated: tracing,system")
-    ap.add_argument("--system-interval", type=float)
-    ap.add_argument("--job-id")
+    ap.add_argument(
+        "--log-dir",
+        default=os.environ.get("GPUFL_LOG_DIR", "./gpufl-logs"),
+        help="where the logs go (env GPUFL_LOG_DIR; default: %(default)s)",
+    )
+    ap.add_argument(
+        "--app-name", help="the session's app name (env GPUFL_APP_NAME; default: the program's name)"
+    )
+    ap.add_argument("--engines", help="comma-separated: tracing,system (default: both)")
+    ap.add_argument("--system-interval", type=float, help="seconds between system samples (default: 1)")
+    ap.add_argument("--job-id", help="a batch job id to tag the session with (default: none)")
     ap.add_argument("--stacks", action="store_true", help="record the Python call stack of every launch")
     ap.add_argument(
         "--agent",

@@ -377,7 +377,9 @@ def render_json(reports: list[tuple[dict[str, Any], dict[str, Table]]], only: st
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(
-        prog="gpufl summary", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="gpufl summary",
+        description=(__doc__ or "").replace("``", ""),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("target", help="a log folder, a segment file, or a session id inside --log-dir")
     ap.add_argument(
