@@ -262,3 +262,36 @@ def test_schema_into_a_closed_pipe_exits_quietly() -> None:
     err = p.stderr.read().decode()
     assert p.wait(timeout=60) == 141
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def _python_without_gpufl(tmp_path: Path) -> Path:
+    """A `python3` that cannot import gpufl on any machine: this interpreter with -I -S (no PYTHONPATH, no
+    site-packages), as a system Python outside gpufl's venv would be."""
+    exe = tmp_path / "bin" / "python3"
+    exe.parent.mkdir()
+    exe.write_text(f'#!/bin/sh\nexec {sys.executable} -I -S "$@"\n')
+    exe.chmod(0o755)
+    return exe
+
+
+def test_run_refuses_a_python_that_cannot_import_gpufl(tmp_path: Path) -> None:
+    script = tmp_path / "train.py"
+    script.write_text("print('user code ran')\n")
+    py = _python_without_gpufl(tmp_path)
+    r = gpufl("run", "--log-dir", str(tmp_path / "logs"), "--", str(py), str(script))
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert (
+        "cannot import gpufl" in r.stderr and sys.executable in r.stderr and "--allow-unprofiled" in r.stderr
+    )
+    assert "user code ran" not in r.stdout
+    ok = gpufl("run", "--allow-unprofiled", "--log-dir", str(tmp_path / "logs"), "--", str(py), str(script))
+    assert ok.returncode == 0 and "user code ran" in ok.stdout and "cannot import gpufl" in ok.stderr
+
+
+def test_run_checks_a_scripts_shebang_interpreter(tmp_path: Path) -> None:
+    py = _python_without_gpufl(tmp_path)
+    script = tmp_path / "train"
+    script.write_text(f"#!{py}\nprint('user code ran')\n")
+    script.chmod(0o755)
+    r = gpufl("run", "--log-dir", str(tmp_path / "logs"), "--", str(script))
+    assert r.returncode == 2 and "cannot import gpufl" in r.stderr, (r.returncode, r.stderr)

@@ -57,6 +57,39 @@ def is_python_program(cmd: list[str]) -> bool:
     return head.startswith(b"#!") and b"python" in head.split(b"\n", 1)[0]
 
 
+def python_interpreter(cmd: list[str]) -> str | None:
+    """The interpreter that will run a Python program: the command itself (``python3 train.py``) or a
+    script's ``#!`` line (``#!/usr/bin/env python3``); None when it can't be told."""
+    path = shutil.which(cmd[0]) or cmd[0]
+    if os.path.basename(path).startswith("python"):
+        return path
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(256).decode(errors="replace")
+    except OSError:
+        return None
+    words = first[2:].split() if first.startswith("#!") else []
+    if words and os.path.basename(words[0]) == "env":
+        words = [w for w in words[1:] if not w.startswith("-")]
+        return shutil.which(words[0]) if words else None
+    return words[0] if words else None
+
+
+def cannot_import_gpufl(interpreter: str, env: dict[str, str]) -> str | None:
+    """Why ``interpreter`` can't import gpufl in ``env`` (its last stderr line), or None when it can or when
+    it can't be started (Popen then reports that). Such a child would run unprofiled: issue #25 saw
+    ``gpufl run -- python train.py`` outside the venv profile nothing and exit 0."""
+    try:
+        r = subprocess.run(
+            [interpreter, "-c", "import gpufl"], env=env, capture_output=True, text=True, timeout=120
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if r.returncode == 0:
+        return None
+    return (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1]
+
+
 def native_env(args: argparse.Namespace, cmd: list[str], base: dict[str, str]) -> tuple[Any, dict[str, str]]:
     """The session of a non-Python program: this process writes its scope and system streams (NVML), the
     injection library inside the program writes the device stream under the same session id."""
@@ -133,6 +166,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument(
         "--token", help="agent: ingest token (visible to every local user in ps: prefer GPUFL_AGENT_TOKEN)"
     )
+    ap.add_argument(
+        "--allow-unprofiled",
+        action="store_true",
+        help="run a Python program even when its interpreter cannot import gpufl (it is then not profiled)",
+    )
     ap.add_argument("command", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
     cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -150,6 +188,18 @@ def main(argv: list[str]) -> int:
     Path(args.log_dir).mkdir(parents=True, exist_ok=True)
     session = None
     if is_python_program(cmd):
+        # Asked in the environment the program gets, less our sitecustomize (which would start a session).
+        interpreter = python_interpreter(cmd)
+        why = cannot_import_gpufl(interpreter, dict(os.environ)) if interpreter else None
+        if why is not None:
+            print(
+                f"gpufl run: {interpreter} cannot import gpufl ({why}), so {cmd[0]} would run unprofiled."
+                f" gpufl runs under {sys.executable}: run `gpufl run -- {sys.executable} ...`, install gpufl"
+                " for that interpreter, or pass --allow-unprofiled",
+                file=sys.stderr,
+            )
+            if not args.allow_unprofiled:
+                return 2
         env = build_env(args, dict(os.environ))
     else:
         try:
