@@ -6,18 +6,35 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("agent", "backend"):
-        if argv[0] == "agent":
-            from gpufl.agent.cli import main as forward
-        else:
-            from gpufl.backend.cli import main as forward  # type: ignore[assignment]
-        rc: object = forward(argv[1:])
-        return rc if isinstance(rc, int) else 0
+        # Long-running servers: a broken pipe there is a socket's business, not the terminal's.
+        return _forward(argv)
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # `gpufl schema | head`: the reader left. Exit quietly as Unix tools do (no traceback); stdout goes
+        # to devnull so that the interpreter's final flush does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by the broken pipe
+
+
+def _forward(argv: list[str]) -> int:
+    if argv[0] == "agent":
+        from gpufl.agent.cli import main as forward
+    else:
+        from gpufl.backend.cli import main as forward  # type: ignore[assignment]
+    rc: object = forward(argv[1:])
+    return rc if isinstance(rc, int) else 0
+
+
+def _main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="gpufl", description="GPU Flight: always-on GPU observability")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("schema", help="print the JSON Schema of one log record")
@@ -27,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("export", help="a session to Perfetto (.pftrace) or trace-event JSON", add_help=False)
     rp = sub.add_parser("replay", help="write recorded sessions into a log folder as new sessions, now")
     rp.add_argument("capture", nargs="+", help="folders holding one recorded session each")
-    rp.add_argument("--log-dir", required=True)
+    rp.add_argument("--log-dir", required=True, help="the log folder to write the new sessions into")
     sub.add_parser("agent", help="run the log shipper (gpufl-agent)")
     sub.add_parser("backend", help="run the backend (gpufl-backend)")
     if argv and argv[0] == "demo":

@@ -98,10 +98,26 @@ def produce_sessions(log_dir: Path, gpu: bool) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="gpufl demo", description=__doc__.splitlines()[0] if __doc__ else None)
-    ap.add_argument("--port", type=int, default=int(os.environ.get("GPUFL_PORT", "8080")))
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--data-dir", default=str(ROOT / ".work" / "demo"))
+    # The module docstring is reStructuredText-ish (``code``); --help shows it as plain text.
+    ap = argparse.ArgumentParser(
+        prog="gpufl demo",
+        description=__doc__.replace("``", "") if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("GPUFL_PORT", "8080")),
+        help="port of the backend and dashboard (env GPUFL_PORT; default: %(default)s)",
+    )
+    ap.add_argument(
+        "--host", default="127.0.0.1", help="address the backend listens on (default: %(default)s)"
+    )
+    ap.add_argument(
+        "--data-dir",
+        default=str(ROOT / ".work" / "demo"),
+        help="folder for the store and the demo's logs (default: %(default)s)",
+    )
     ap.add_argument("--replay", action="store_true", help="replay the H100 captures even where a GPU exists")
     ap.add_argument(
         "--exit-after-load", action="store_true", help="stop once the sessions are loaded (tests)"

@@ -59,9 +59,48 @@ def die(message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
-def _add_settings_flags(p: argparse.ArgumentParser) -> None:
+_FLAG_HELP = {
+    "host": "address to listen on",
+    "port": "port to listen on",
+    "data_dir": "folder of the embedded DuckDB store",
+    "database": "PostgreSQL URL (instead of the embedded store)",
+    "kafka_brokers": "consume events from these Kafka brokers too",
+    "kafka_topic_prefix": "Kafka topic prefix",
+    "kafka_group": "Kafka consumer group",
+    "retention_days": "delete sessions older than this",
+    "max_store_bytes": "delete the oldest sessions above this store size",
+    "max_body_bytes": "largest ingest request body",
+    "max_decompressed_bytes": "largest ingest body once decompressed",
+    "max_inflight_bytes": "ingest bytes held in memory at once",
+    "duckdb_memory_limit": "DuckDB's memory limit, bytes",
+    "retention_quiet_s": "a session is final after this many quiet seconds",
+    "tls_cert": "PEM certificate: serve HTTPS",
+    "tls_key": "PEM private key of --tls-cert",
+    "rate_limit_ingest": "ingest requests per second per key",
+    "rate_limit_ingest_burst": "ingest burst per key",
+    "rate_limit_query": "query requests per second per key",
+    "rate_limit_query_burst": "query burst per key",
+}
+_ADMIN_FLAGS = frozenset({"host", "port", "data_dir", "database", "tls_cert", "duckdb_memory_limit"})
+"""The settings an admin command uses: where the backend or its store is (and whether it speaks HTTPS).
+``keys create --help`` listed every serve flag (Kafka, rate limits, ...), none of which it reads."""
+_PRUNE_FLAGS = frozenset({"retention_days", "max_store_bytes", "retention_quiet_s"})
+"""And what ``prune`` applies when it runs on the store itself."""
+
+
+def _add_settings_flags(p: argparse.ArgumentParser, only: frozenset[str] | None = None) -> None:
     for flag, dest, typ in _SERVE_FLAGS:
-        p.add_argument(flag, dest=dest, type=typ, default=None, help=f"env GPUFL_{dest.upper()}")
+        if only is not None and dest not in only:
+            continue
+        default = Settings.model_fields[dest].default
+        shown = "none" if default is None else default
+        p.add_argument(
+            flag,
+            dest=dest,
+            type=typ,
+            default=None,  # None: not given, so Settings applies the environment, then its default
+            help=f"{_FLAG_HELP.get(dest, dest)} (env GPUFL_{dest.upper()}; default: {shown})",
+        )
 
 
 def _settings(ns: argparse.Namespace) -> Settings:
@@ -106,7 +145,7 @@ def _open_store(settings: Settings) -> Any:
 def serve(argv: Sequence[str]) -> None:
     p = _Parser(prog="gpufl-backend", description="GPU Flight backend (HTTP ingest + query API + UI)")
     _add_settings_flags(p)
-    p.add_argument("--log-level", default="info")
+    p.add_argument("--log-level", default="info", help="debug, info, warning or error (default: %(default)s)")
     ns = p.parse_args(argv)
     settings = _settings(ns)
     _check_tls(settings)
@@ -209,7 +248,8 @@ def admin_command(cmd: str, argv: Sequence[str]) -> None:
 
     # The common flags go on the parser that parses last (argparse sub-parsers would reset them otherwise).
     common = _Parser(add_help=False)
-    _add_settings_flags(common)
+    # prune run locally applies the retention settings; the keys commands only locate the store.
+    _add_settings_flags(common, _ADMIN_FLAGS | (_PRUNE_FLAGS if cmd == "prune" else frozenset()))
     common.add_argument("--url", help="backend URL (default http(s)://<host>:<port>)")
     common.add_argument(
         "--ca-bundle", help="PEM CA file to verify an https backend with (default env GPUFL_CA_BUNDLE)"
@@ -223,8 +263,10 @@ def admin_command(cmd: str, argv: Sequence[str]) -> None:
         p = _Parser(prog=f"gpufl-backend {cmd}")
         sub = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
         c = sub.add_parser("create", parents=[common])
-        c.add_argument("--role", required=True, choices=[r.value for r in auth.Role])
-        c.add_argument("--name", required=True)
+        c.add_argument(
+            "--role", required=True, choices=[r.value for r in auth.Role], help="what the key may do"
+        )
+        c.add_argument("--name", required=True, help="a label for the key (who or what uses it)")
         sub.add_parser("list", parents=[common])
         r = sub.add_parser("revoke", parents=[common])
         r.add_argument("key_id")

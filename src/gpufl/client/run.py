@@ -57,6 +57,39 @@ def is_python_program(cmd: list[str]) -> bool:
     return head.startswith(b"#!") and b"python" in head.split(b"\n", 1)[0]
 
 
+def python_interpreter(cmd: list[str]) -> str | None:
+    """The interpreter that will run a Python program: the command itself (``python3 train.py``) or a
+    script's ``#!`` line (``#!/usr/bin/env python3``); None when it can't be told."""
+    path = shutil.which(cmd[0]) or cmd[0]
+    if os.path.basename(path).startswith("python"):
+        return path
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(256).decode(errors="replace")
+    except OSError:
+        return None
+    words = first[2:].split() if first.startswith("#!") else []
+    if words and os.path.basename(words[0]) == "env":
+        words = [w for w in words[1:] if not w.startswith("-")]
+        return shutil.which(words[0]) if words else None
+    return words[0] if words else None
+
+
+def cannot_import_gpufl(interpreter: str, env: dict[str, str]) -> str | None:
+    """Why ``interpreter`` can't import gpufl in ``env`` (its last stderr line), or None when it can or when
+    it can't be started (Popen then reports that). Such a child would run unprofiled: issue #25 saw
+    ``gpufl run -- python train.py`` outside the venv profile nothing and exit 0."""
+    try:
+        r = subprocess.run(
+            [interpreter, "-c", "import gpufl"], env=env, capture_output=True, text=True, timeout=120
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if r.returncode == 0:
+        return None
+    return (r.stderr.strip().splitlines() or [f"exit status {r.returncode}"])[-1]
+
+
 def native_env(args: argparse.Namespace, cmd: list[str], base: dict[str, str]) -> tuple[Any, dict[str, str]]:
     """The session of a non-Python program: this process writes its scope and system streams (NVML), the
     injection library inside the program writes the device stream under the same session id."""
@@ -111,11 +144,17 @@ def native_env(args: argparse.Namespace, cmd: list[str], base: dict[str, str]) -
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="gpufl run", description="profile an unmodified program")
-    ap.add_argument("--log-dir", default=os.environ.get("GPUFL_LOG_DIR", "./gpufl-logs"))
-    ap.add_argument("--app-name")
-    ap.add_argument("--engines", help="comma-separated: tracing,system")
-    ap.add_argument("--system-interval", type=float)
-    ap.add_argument("--job-id")
+    ap.add_argument(
+        "--log-dir",
+        default=os.environ.get("GPUFL_LOG_DIR", "./gpufl-logs"),
+        help="where the logs go (env GPUFL_LOG_DIR; default: %(default)s)",
+    )
+    ap.add_argument(
+        "--app-name", help="the session's app name (env GPUFL_APP_NAME; default: the program's name)"
+    )
+    ap.add_argument("--engines", help="comma-separated: tracing,system (default: both)")
+    ap.add_argument("--system-interval", type=float, help="seconds between system samples (default: 1)")
+    ap.add_argument("--job-id", help="a batch job id to tag the session with (default: none)")
     ap.add_argument("--stacks", action="store_true", help="record the Python call stack of every launch")
     ap.add_argument(
         "--agent",
@@ -126,6 +165,11 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--token-file", help="agent: file holding the ingest token")
     ap.add_argument(
         "--token", help="agent: ingest token (visible to every local user in ps: prefer GPUFL_AGENT_TOKEN)"
+    )
+    ap.add_argument(
+        "--allow-unprofiled",
+        action="store_true",
+        help="run a Python program even when its interpreter cannot import gpufl (it is then not profiled)",
     )
     ap.add_argument("command", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
@@ -144,6 +188,18 @@ def main(argv: list[str]) -> int:
     Path(args.log_dir).mkdir(parents=True, exist_ok=True)
     session = None
     if is_python_program(cmd):
+        # Asked in the environment the program gets, less our sitecustomize (which would start a session).
+        interpreter = python_interpreter(cmd)
+        why = cannot_import_gpufl(interpreter, dict(os.environ)) if interpreter else None
+        if why is not None:
+            print(
+                f"gpufl run: {interpreter} cannot import gpufl ({why}), so {cmd[0]} would run unprofiled."
+                f" gpufl runs under {sys.executable}: run `gpufl run -- {sys.executable} ...`, install gpufl"
+                " for that interpreter, or pass --allow-unprofiled",
+                file=sys.stderr,
+            )
+            if not args.allow_unprofiled:
+                return 2
         env = build_env(args, dict(os.environ))
     else:
         try:

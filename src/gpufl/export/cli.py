@@ -33,12 +33,12 @@ def _pick(target: Path, session: str | None) -> LogSession:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="gpufl export", description=__doc__)
+    ap = argparse.ArgumentParser(prog="gpufl export", description=(__doc__ or "").replace("``", ""))
     ap.add_argument("target", type=Path, help="a log folder, or one segment file of the session")
     ap.add_argument("--session", help="the session id, when the folder holds several")
     ap.add_argument("--format", choices=FORMATS, default="perfetto",
                     help="perfetto: protobuf (.pftrace, any size); chrome-json: trace-event JSON (small sessions)")  # fmt: skip
-    ap.add_argument("-o", "--output", type=Path, required=True)
+    ap.add_argument("-o", "--output", type=Path, required=True, help="the file to write")
     args = ap.parse_args(argv)
     session = _pick(args.target, args.session)
     try:

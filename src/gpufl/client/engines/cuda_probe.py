@@ -72,7 +72,7 @@ def cuda_device_limits() -> dict[int, CudaDevice]:
 
     err, count = rt.cudaGetDeviceCount()
     if err != rt.cudaError_t.cudaSuccess:
-        raise EngineUnavailable("no_cuda_device", f"no usable CUDA device ({err.name})")
+        raise EngineUnavailable("no_cuda_device", f"no usable CUDA device ({err.name}){_driver_hint()}")
     out: dict[int, CudaDevice] = {}
     for i in range(count):
         err, p = rt.cudaGetDeviceProperties(i)
@@ -116,6 +116,53 @@ def cuda_device_limits() -> dict[int, CudaDevice]:
     return out
 
 
+LIBCUDA = "libcuda.so.1"
+"""The NVIDIA driver's CUDA library: present wherever an NVIDIA driver is installed (Linux)."""
+
+
+def driver_present() -> bool:
+    """Whether the NVIDIA driver's libcuda loads in this process."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(LIBCUDA)
+    except OSError:
+        return False
+    return True
+
+
+def _driver_hint() -> str:
+    return "" if driver_present() else f": no NVIDIA driver ({LIBCUDA}) found, so no NVIDIA GPU can be used"
+
+
+def missing_package(e: BaseException) -> str | None:
+    """The cuda-bindings module (``cuda``, ``cuda.bindings``) an ImportError says is missing, else None."""
+    name = getattr(e, "name", None) or ""
+    if isinstance(e, ModuleNotFoundError) and name.split(".")[0] == "cuda":
+        return name
+    return None
+
+
+def unreachable(e: BaseException) -> EngineUnavailable:
+    """What a failure to reach CUDA means for the user: its cause and its fix, not a bare exception repr
+    (issue #25: a machine without a GPU said ``ModuleNotFoundError("No module named 'cuda'")``)."""
+    module = missing_package(e)
+    if module is not None:
+        # cuda-bindings ("cuda") comes with cupti-python, which the [cuda] extra installs.
+        return EngineUnavailable(
+            "cupti_missing",
+            f"the Python module {module!r} (cuda-bindings, which cupti-python needs) is not installed:"
+            " pip install 'gpufl[cuda]'",
+        )
+    if not driver_present():
+        return EngineUnavailable(
+            "no_cuda_device",
+            f"no NVIDIA driver ({LIBCUDA}) found: this machine has no NVIDIA GPU or its driver is not installed"
+            f" ({type(e).__name__}: {e})",
+        )
+    return EngineUnavailable("no_cuda_device", f"CUDA devices could not be queried: {type(e).__name__}: {e}")
+
+
 def probe_devices() -> DeviceProbe:
     """The devices and driver version, or EngineUnavailable("no_cuda_device") saying why not."""
     try:
@@ -123,9 +170,9 @@ def probe_devices() -> DeviceProbe:
     except EngineUnavailable:
         raise
     except Exception as e:
-        raise EngineUnavailable("no_cuda_device", f"CUDA devices could not be queried: {e!r}") from None
+        raise unreachable(e) from None
     if not devices:
-        raise EngineUnavailable("no_cuda_device", "no CUDA device is visible")
+        raise EngineUnavailable("no_cuda_device", f"no CUDA device is visible{_driver_hint()}")
     return DeviceProbe(devices, cuda_driver_version())
 
 
@@ -197,4 +244,6 @@ def explain(e: BaseException, subscribing: bool = False) -> str:
 
 def unavailable(e: BaseException, subscribing: bool = False) -> EngineUnavailable:
     """The EngineUnavailable a CUPTI error becomes."""
+    if missing_package(e) is not None:  # cupti-python imports cuda-bindings lazily, so this can come here
+        return unreachable(e)
     return EngineUnavailable(cause_code(e, subscribing), explain(e, subscribing))

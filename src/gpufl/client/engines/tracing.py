@@ -106,6 +106,8 @@ class TracingEngine:
         try:
             from cupti import cupti
         except ImportError as e:
+            if cuda_probe.missing_package(e):
+                raise cuda_probe.unreachable(e) from None
             raise EngineUnavailable(
                 "cupti_missing",
                 f"cupti-python is not installed or libcupti not found ({e}); pip install 'gpufl[cuda]'",
