@@ -40,7 +40,11 @@ def test_a_scope_owns_its_childrens_kernels_and_states_its_calls(api: Api) -> No
         assert node["wall_min_ns"] == calls[0] and node["wall_max_ns"] == calls[-1]
         assert node["wall_p50_ns"] == statistics.median(calls)
 
-        inside = {i for i, b in begins.items() if paths[b.path_id] == path or paths[b.path_id].startswith(path + "/")}
+        inside = {
+            i
+            for i, b in begins.items()
+            if paths[b.path_id] == path or paths[b.path_id].startswith(path + "/")
+        }
         mine = [k for k in kernels if k.scope_inst in inside]
         own = [k for k in mine if begins[k.scope_inst].path_id == pid]  # type: ignore[index]
         got = api.get(f"/sessions/{s.session_id}/scopes/{pid}/kernels", params={"limit": 10_000}).json()
