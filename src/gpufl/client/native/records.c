@@ -199,20 +199,37 @@ static uint32_t config_id_locked(Writer *w, const CUpti_ActivityKernel10 *k) {
     return e->id;
 }
 
+/* The fields every activity line starts with, after its type: where and when it ran. */
+static inline void put_span(sbuf *b, uint32_t device, uint32_t stream, uint32_t corr, uint64_t start,
+                            uint64_t end, int64_t off) {
+    KEY_U64(b, ",\"device_id\":", device);
+    KEY_U64(b, ",\"stream_id\":", stream);
+    KEY_U64(b, ",\"corr_id\":", corr);
+    KEY_I64(b, ",\"start_ns\":", (int64_t)start + off);
+    KEY_I64(b, ",\"end_ns\":", (int64_t)end + off);
+}
+
 /* One activity record → one line (writer locked). */
 void handle_record_locked(Writer *w, const CUpti_Activity *rec) {
     int64_t off = g_trace.offset_ns;
     int drop_type;
+    uint64_t t_start, t_end;
     switch (rec->kind) {
         case CUPTI_ACTIVITY_KIND_KERNEL:
         case CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL:
             drop_type = DROP_KERNEL;
+            t_start = ((const CUpti_ActivityKernel10 *)rec)->start;
+            t_end = ((const CUpti_ActivityKernel10 *)rec)->end;
             break;
         case CUPTI_ACTIVITY_KIND_MEMCPY:
             drop_type = DROP_MEMCPY;
+            t_start = ((const CUpti_ActivityMemcpy6 *)rec)->start;
+            t_end = ((const CUpti_ActivityMemcpy6 *)rec)->end;
             break;
         case CUPTI_ACTIVITY_KIND_MEMSET:
             drop_type = DROP_MEMSET;
+            t_start = ((const CUpti_ActivityMemset4 *)rec)->start;
+            t_end = ((const CUpti_ActivityMemset4 *)rec)->end;
             break;
         default:
             return;
@@ -220,17 +237,6 @@ void handle_record_locked(Writer *w, const CUpti_Activity *rec) {
     /* No timestamps (start 0 or end before start): after a CUDA error such as a device-side assert, CUPTI
      * delivers the records it had not read yet so. Written, they would be kernels at 1970 that the contract
      * refuses; skipped and counted, the engine says how many (notice cupti_untimed_records). */
-    uint64_t t_start, t_end;
-    if (drop_type == DROP_KERNEL) {
-        t_start = ((const CUpti_ActivityKernel10 *)rec)->start;
-        t_end = ((const CUpti_ActivityKernel10 *)rec)->end;
-    } else if (drop_type == DROP_MEMCPY) {
-        t_start = ((const CUpti_ActivityMemcpy6 *)rec)->start;
-        t_end = ((const CUpti_ActivityMemcpy6 *)rec)->end;
-    } else {
-        t_start = ((const CUpti_ActivityMemset4 *)rec)->start;
-        t_end = ((const CUpti_ActivityMemset4 *)rec)->end;
-    }
     if (t_start == 0 || t_end < t_start) {
         atomic_fetch_add_explicit(&g_trace.untimed, 1, memory_order_relaxed);
         return;
@@ -252,11 +258,7 @@ void handle_record_locked(Writer *w, const CUpti_Activity *rec) {
         if (s.ok && s.stack) w_ensure_dict_locked(w, DK_STACK, s.stack - 1);
         w_begin_line_locked(w, "kernel", 6);
         KEY_U64(b, ",\"launch_id\":", lid);
-        KEY_U64(b, ",\"device_id\":", k->deviceId);
-        KEY_U64(b, ",\"stream_id\":", k->streamId);
-        KEY_U64(b, ",\"corr_id\":", k->correlationId);
-        KEY_I64(b, ",\"start_ns\":", (int64_t)k->start + off);
-        KEY_I64(b, ",\"end_ns\":", (int64_t)k->end + off);
+        put_span(b, k->deviceId, k->streamId, k->correlationId, k->start, k->end, off);
         put_site_fields(b, &s, k->start, 1);
         if (k->graphId) {
             KEY_U64(b, ",\"graph_id\":", k->graphId);
@@ -268,11 +270,7 @@ void handle_record_locked(Writer *w, const CUpti_Activity *rec) {
         SiteCopy s = site_of(m->correlationId);
         if (s.ok && s.stack) w_ensure_dict_locked(w, DK_STACK, s.stack - 1);
         w_begin_line_locked(w, "memcpy", 6);
-        KEY_U64(b, ",\"device_id\":", m->deviceId);
-        KEY_U64(b, ",\"stream_id\":", m->streamId);
-        KEY_U64(b, ",\"corr_id\":", m->correlationId);
-        KEY_I64(b, ",\"start_ns\":", (int64_t)m->start + off);
-        KEY_I64(b, ",\"end_ns\":", (int64_t)m->end + off);
+        put_span(b, m->deviceId, m->streamId, m->correlationId, m->start, m->end, off);
         KEY_U64(b, ",\"bytes\":", m->bytes);
         SB_LIT(b, ",\"copy_kind\":\"");
         const char *ck = ENUM_NAME(COPY_KINDS, m->copyKind);
@@ -297,11 +295,7 @@ void handle_record_locked(Writer *w, const CUpti_Activity *rec) {
         SiteCopy s = site_of(m->correlationId);
         if (s.ok && s.stack) w_ensure_dict_locked(w, DK_STACK, s.stack - 1);
         w_begin_line_locked(w, "memset", 6);
-        KEY_U64(b, ",\"device_id\":", m->deviceId);
-        KEY_U64(b, ",\"stream_id\":", m->streamId);
-        KEY_U64(b, ",\"corr_id\":", m->correlationId);
-        KEY_I64(b, ",\"start_ns\":", (int64_t)m->start + off);
-        KEY_I64(b, ",\"end_ns\":", (int64_t)m->end + off);
+        put_span(b, m->deviceId, m->streamId, m->correlationId, m->start, m->end, off);
         KEY_U64(b, ",\"bytes\":", m->bytes);
         KEY_U64(b, ",\"value\":", m->value);
         SB_LIT(b, ",\"mem_kind\":\"");

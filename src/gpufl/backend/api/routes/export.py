@@ -48,10 +48,10 @@ class _Pipe:
 
     def flush(self) -> None:
         if self.buf:
-            self._put(bytes(self.buf))
+            self.put(bytes(self.buf))
             self.buf.clear()
 
-    def _put(self, item: object) -> None:
+    def put(self, item: object) -> None:
         while True:
             if self.cancelled.is_set():
                 raise _Cancelled
@@ -80,7 +80,7 @@ def _stream(session: object, fmt: Format) -> Iterator[bytes]:
         except BaseException as e:  # reported by the response below
             failure.append(e)
         try:
-            pipe._put(_DONE)
+            pipe.put(_DONE)
         except _Cancelled:
             pass
 
