@@ -2,6 +2,8 @@
 
 6 layers, d_model 512, context 256, batch 16, fp16 autocast, AdamW — the configuration the overhead numbers
 in docs/benchmarks.md use. ``gpufl.scope`` marks forward / backward / optimizer inside each step.
+``--layers`` and ``--dtype`` make the known changes the committed diff captures differ by
+(examples/captures/diff_*: a layer removed, bf16 instead of fp16).
 
     python examples/workloads/gpt_train.py --steps 30 --mode gpufl --log-dir ./gpufl-logs
     --mode: see harness.py (one mode per process: the overhead bench starts fresh ones)
@@ -9,6 +11,7 @@ in docs/benchmarks.md use. ``gpufl.scope`` marks forward / backward / optimizer 
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import torch
@@ -52,19 +55,25 @@ class MiniGPT(nn.Module):
 
 
 def main() -> int:
-    args = arguments(__doc__ or "", steps=100, warmup=10, app="gpt_train")
+    def options(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--layers", type=int, default=6, help="transformer blocks (default 6)")
+        ap.add_argument("--dtype", choices=["fp16", "bf16"], default="fp16", help="autocast dtype")
+
+    args = arguments(__doc__ or "", steps=100, warmup=10, app="gpt_train", extra=options)
+    dtype = torch.float16 if args.dtype == "fp16" else torch.bfloat16
     run = Run(args)
     torch.manual_seed(0)
     dev = "cuda"
-    model = MiniGPT().to(dev)
+    model = MiniGPT(layers=args.layers).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    # bf16 needs no loss scaling; the scaler's kernels stay in both so the dtype is the one change
     scaler = torch.amp.GradScaler()
     data = torch.randint(0, 8192, (16, 257), device=dev)
 
     loss = torch.zeros(())
     for _ in run.steps(torch.cuda.synchronize):
         with run.scope("step"):
-            with run.scope("forward"), torch.autocast("cuda", dtype=torch.float16):
+            with run.scope("forward"), torch.autocast("cuda", dtype=dtype):
                 logits = model(data[:, :-1])
                 loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), data[:, 1:].reshape(-1))
             with run.scope("backward"):

@@ -40,9 +40,16 @@ MODES = [
 
 
 def arguments(
-    description: str, steps: int, warmup: int, app: str, iters: int | None = None
+    description: str,
+    steps: int,
+    warmup: int,
+    app: str,
+    iters: int | None = None,
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=description)
+    if extra is not None:
+        extra(ap)  # the workload's own options (model shape, dtype)
     if iters is not None:
         ap.add_argument("--iters", type=int, default=iters, help="iterations per step")
     ap.add_argument("--steps", type=int, default=steps)
