@@ -23,11 +23,12 @@ step "lint and types"
 "$PY" -m mypy
 
 step "servers: PostgreSQL, Kafka protocol (Tansu)"
+trap services_stop EXIT  # set first: a start that fails half-way still stops what it started
 services_start
-trap services_stop EXIT
 
 step "python tests"
-"$PY" -m pytest -q -p no:cacheprovider "$@"
+# a private pytest temp root: concurrent runs sharing /tmp/pytest-of-$USER clean each other's directories
+"$PY" -m pytest -q -p no:cacheprovider --basetemp="$GPUFL_SERVICES_DIR/pytest" "$@"
 
 step "frontend"
 (

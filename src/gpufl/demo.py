@@ -2,7 +2,8 @@
 
 Starts the backend (DuckDB in ``--data-dir``), makes an ingest key and a read key, produces real sessions
 into a log folder — a PyTorch training run under gpufl where a GPU is present, otherwise the committed H100
-captures replayed through the client writer with fresh ids and timestamps re-based to now — and ships them
+captures replayed through the client writer with fresh ids and timestamps re-based to now (on a re-run
+with the same ``--data-dir``, the same ids and times again: the store keeps one copy) — and ships them
 with the agent over HTTP. Prints the dashboard URL and the read token, then runs until Ctrl-C, when it
 stops everything it started. Problems get one clear line and a non-zero exit, never a traceback.
 """
@@ -10,6 +11,7 @@ stops everything it started. Problems get one clear line and a non-zero exit, ne
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import shutil
@@ -18,7 +20,9 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -74,27 +78,77 @@ def _has_gpu() -> bool:
         return False
 
 
-def produce_sessions(log_dir: Path, gpu: bool) -> list[str]:
-    """Real sessions into ``log_dir``: a live GPU run, or the committed H100 captures replayed."""
+@dataclass
+class Produced:
+    """One session the demo wrote: what to print, and for a replayed capture its id."""
+
+    label: str
+    session_id: str | None = None
+
+
+def _capture_app(folder: Path) -> str:
+    """The app name the session records (and the UI shows), which is not always the capture's folder name."""
+    from gpufl.contract import events
+
+    for path in sorted(folder.glob("*.device.*.log")):
+        with path.open("rb") as f:
+            first = events.decode(f.readline().rstrip(b"\n"))
+        if isinstance(first, events.SessionStart):
+            return first.app
+    raise DemoError(f"{folder}: no session_start at the head of its device stream")
+
+
+def _read_ledger(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def produce_sessions(log_dir: Path, gpu: bool, ledger: Path) -> list[Produced]:
+    """Real sessions into ``log_dir``: a live GPU run, or the committed H100 captures replayed.
+
+    A replayed capture keeps, in ``ledger``, the session id and start time it got the first time in this
+    data folder; a re-run replays it with the same ones, so it writes the same records again and the store
+    (which de-duplicates by session, stream and seq) keeps one copy instead of piling up duplicates. A live
+    GPU run is a new run each time, hence a new session."""
     if gpu:
         script = ROOT / "examples" / "workloads" / "gpt_train.py"
         subprocess.run(
             [sys.executable, str(script), "--steps", "30", "--warmup", "3", "--log-dir", str(log_dir)],
             check=True,
         )
-        return ["gpt_train (live, this GPU)"]
+        return [Produced("gpt_train (live on this GPU; each demo run adds a new session)")]
     from gpufl.client.replay import replay
 
     made = []
     folders = sorted(p for p in CAPTURES.iterdir() if p.is_dir()) if CAPTURES.is_dir() else []
     if not folders:
         raise DemoError(f"no captures found under {CAPTURES}")
+    known = _read_ledger(ledger)
     now = time.time_ns()
     for i, folder in enumerate(folders):
-        # Spaced a minute apart, oldest first, so "newest first" has something to order.
-        sid = replay(folder, log_dir, start_ns=now - (len(folders) - i) * 60_000_000_000)
-        made.append(f"{folder.name} (H100 capture replayed as {sid})")
+        prior = known.get(folder.name)
+        if (
+            isinstance(prior, dict)
+            and isinstance(prior.get("session_id"), str)
+            and isinstance(prior.get("start_ns"), int)
+        ):
+            sid, start = prior["session_id"], prior["start_ns"]
+        else:
+            # Spaced a minute apart, oldest first, so "newest first" has something to order.
+            sid, start = None, now - (len(folders) - i) * 60_000_000_000
+        sid = replay(folder, log_dir, start_ns=start, session_id=sid)
+        known[folder.name] = {"session_id": sid, "start_ns": start}
+        made.append(Produced(f"{_capture_app(folder)} (H100 capture {folder.name}, replayed as {sid})", sid))
+    ledger.write_text(json.dumps(known, indent=1, sort_keys=True) + "\n")
     return made
+
+
+def _in_store(url: str, token: str, sid: str) -> bool:
+    r = httpx.get(f"{url}/api/v1/sessions/{sid}", headers={"Authorization": f"Bearer {token}"})
+    return r.status_code == 200
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,7 +236,11 @@ def main(argv: list[str] | None = None) -> int:
         read = _key(url, admin, "read", "demo-ui")
         log_dir = data / "logs" / time.strftime("%Y%m%d-%H%M%S")
         log_dir.mkdir(parents=True)
-        sessions = produce_sessions(log_dir, gpu=_has_gpu() and not args.replay)
+        sessions = produce_sessions(
+            log_dir, gpu=_has_gpu() and not args.replay, ledger=data / "replayed.json"
+        )
+        # Asked before the agent ships anything: which of them an earlier run loaded into this store already.
+        again = {p.session_id for p in sessions if p.session_id and _in_store(url, read, p.session_id)}
         agent_cmd = [
             str(bin_dir / "gpufl-agent"),
             "--folder",
@@ -203,8 +261,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             procs.append(subprocess.Popen(agent_cmd, env=agent_env))
         print("\nGPU Flight demo is running.")
-        for s in sessions:
-            print(f"  session: {s}")
+        for p in sessions:
+            note = (
+                " — loaded by an earlier demo run; the store keeps one copy" if p.session_id in again else ""
+            )
+            print(f"  session: {p.label}{note}")
         print(f"  dashboard:   {url}/")
         print(f"  read token:  {read}")
         print(

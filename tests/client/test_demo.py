@@ -30,27 +30,47 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_demo_loads_the_replayed_captures_and_prints_url_and_token(tmp_path: Path) -> None:
-    port = free_port()
-    r = demo(
-        "--port",
-        str(port),
-        "--data-dir",
-        str(tmp_path),
-        "--replay",
-        "--exit-after-load",
-        env=dict(os.environ, GPUFL_ADMIN_TOKEN="demo-test-admin-token-123"),
-    )
-    assert r.returncode == 0, r.stderr
-    assert f"dashboard:   http://127.0.0.1:{port}/" in r.stdout
-    assert re.search(r"read token:  gpufl_\S+", r.stdout)
-    assert "(from GPUFL_ADMIN_TOKEN)" in r.stdout
-    sids = re.findall(r"replayed as (\w+)", r.stdout)
-    assert len(sids) == 4
+KERNELS = {"gpt_train": 5941, "gpt_unmodified": 4977, "memcpy_heavy": 20, "multistream": 406}
+
+
+def test_demo_loads_the_replayed_captures_once_and_prints_url_and_token(tmp_path: Path) -> None:
+    def run() -> tuple[str, dict[str, str]]:
+        port = free_port()
+        r = demo(
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path),
+            "--replay",
+            "--exit-after-load",
+            env=dict(os.environ, GPUFL_ADMIN_TOKEN="demo-test-admin-token-123"),
+        )
+        assert r.returncode == 0, r.stderr
+        assert f"dashboard:   http://127.0.0.1:{port}/" in r.stdout
+        assert re.search(r"read token:  gpufl_\S+", r.stdout)
+        assert "(from GPUFL_ADMIN_TOKEN)" in r.stdout
+        # The app name printed is the one the session records, which the UI lists (not the folder name).
+        apps = dict(re.findall(r"session: (\w+) \(H100 capture \w+, replayed as (\w+)\)", r.stdout))
+        assert set(apps) == set(KERNELS), r.stdout
+        return r.stdout, apps
+
+    first, sids = run()
+    assert "earlier demo run" not in first
+    # A re-run in the same data folder: the same sessions again, said so, and held once by the store.
+    second, sids_again = run()
+    assert sids_again == sids
+    assert second.count("loaded by an earlier demo run; the store keeps one copy") == 4, second
     # The backend has stopped: its store says what arrived.
     con = duckdb.connect(str(tmp_path / "store" / "gpufl.duckdb"), read_only=True)
-    n = con.execute("SELECT count(*) FROM kernels WHERE session_id IN (?, ?, ?, ?)", sids).fetchone()
-    assert n is not None and n[0] == 5941 + 4977 + 20 + 406  # gpt_train, gpufl_run_unmodified, ...
+    assert con.execute("SELECT count(DISTINCT session_id) FROM sessions").fetchone() == (4,)
+    rows = con.execute("SELECT app, session_id FROM sessions").fetchall()
+    assert dict(rows) == sids  # the app names printed are those stored
+    per = dict(
+        con.execute(
+            "SELECT s.app, count(*) FROM kernels k JOIN sessions s USING (session_id) GROUP BY s.app"
+        ).fetchall()
+    )
+    assert per == KERNELS
 
 
 def test_demo_port_in_use_is_one_clear_line(tmp_path: Path) -> None:

@@ -352,6 +352,64 @@ def test_nvtx_ranges_become_scope_records(tmp_path: Path) -> None:
     assert names == [(4242, "loader")]
 
 
+def test_nvtx_ranges_without_a_message_are_named_and_nest_under_the_programs_scope(tmp_path: Path) -> None:
+    """Issue #25: a GPT run showed 36 "(nvtx range)" scopes at the root, pushed on autograd's backward thread
+    (no gpufl.scope of its own) with no ASCII message. Messages registered through
+    nvtxDomainRegisterStringA are resolved, a range with none is named by its domain, and a range on a
+    thread without scopes nests under the scope entered last anywhere (the rule kernels follow)."""
+    import threading
+
+    import gpufl
+    from gpufl.client.engines.native_tracing import NativeTracingEngine
+
+    native = _native()
+    session = gpufl.init(app_name="nvtx", log_dir=str(tmp_path), engines="system")
+    assert session is not None
+    eng = NativeTracingEngine()
+    eng.native, eng.session = native, session
+    native.drain_nvtx()
+    dom, gemm = 0x7F00_0000_1000, 0x7F00_0000_2000  # handles, as NVTX returns them
+    native.nvtx_call(native.NVTX_DOMAIN_CREATE_A, "cuBLAS", 0, dom)
+    native.nvtx_call(native.NVTX_DOMAIN_REGISTER_STRING_A, "gemm", 0, dom, gemm)
+    # On a thread with no scope of its own (before any scope is open anywhere): at the root.
+    native.nvtx_call(native.NVTX_RANGE_PUSH_EX, None, 0)
+    native.nvtx_call(native.NVTX_RANGE_POP, None, 0)
+    native.nvtx_call(native.NVTX_DOMAIN_RANGE_START_EX, None, 43, dom)
+    native.nvtx_call(native.NVTX_DOMAIN_RANGE_END, None, 43, dom)
+    step = 7  # the program's gpufl.scope("step/backward"), on this thread
+    native.scope_enter(step)
+    eng._remember(step, "step/backward", 1)
+
+    def backward_thread() -> None:
+        native.nvtx_call(native.NVTX_DOMAIN_RANGE_PUSH_EX, None, 0, dom, gemm)
+        native.nvtx_call(native.NVTX_DOMAIN_RANGE_PUSH_EX, None, 0, dom)
+        native.nvtx_call(native.NVTX_DOMAIN_RANGE_POP, None, 0, dom)
+        native.nvtx_call(native.NVTX_DOMAIN_RANGE_POP, None, 0, dom)
+
+    t = threading.Thread(target=backward_thread)
+    t.start()
+    t.join()
+    native.scope_exit(step)
+    eng._drain_nvtx()
+    gpufl.shutdown()
+
+    scope = [
+        events.decode(ln)
+        for p in sorted(tmp_path.glob("*.scope.*.log"))
+        for ln in p.read_bytes().splitlines()
+    ]
+    paths = {r.id: r.value for r in scope if isinstance(r, events.DictEntry) and r.kind == "scope"}
+    begins = [r for r in scope if isinstance(r, events.ScopeBegin)]
+    gemm_inst = begins[2].inst
+    assert [(paths[r.path_id], r.parent_inst, r.depth) for r in begins] == [
+        ("(unnamed NVTX range)", None, 0),
+        ("(unnamed NVTX range, domain cuBLAS)", None, 0),
+        ("step/backward/gemm", step, 2),  # the registered string, under the program's scope
+        ("step/backward/gemm/(unnamed NVTX range, domain cuBLAS)", gemm_inst, 3),
+    ]
+    assert len({r.thread_id for r in begins[2:]}) == 1 and begins[2].thread_id != begins[0].thread_id
+
+
 def test_shutdown_while_paused_for_torch_profiler_ends_the_nvtx_thread(tmp_path: Path) -> None:
     """gpufl.shutdown() while torch.profiler still holds CUPTI: the stopped engine's NVTX thread must end,
     or it would drain (and lose into a closed session) the NVTX ranges of a later session."""

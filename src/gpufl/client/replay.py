@@ -54,13 +54,17 @@ def replay(
     app: str | None = None,
     host: str | None = None,
     start_ns: int | None = None,
+    session_id: str | None = None,
 ) -> str:
-    """Write the capture in ``folder`` as a new session into ``log_dir``; return the new session id."""
+    """Write the capture in ``folder`` as a new session into ``log_dir``; return the new session id.
+
+    With ``session_id`` and ``start_ns`` given again, the output is the same records (same ids, seqs and
+    times) as before: a store that de-duplicates by (session, stream, seq) then holds the session once."""
     streams = read_capture(folder)
     first = streams["device"][0]
     if not isinstance(first, events.SessionStart):
         raise ValueError(f"{folder}: the device stream does not start with session_start")
-    sid = new_session_id()
+    sid = session_id or new_session_id()
     delta = (start_ns or time.time_ns()) - first.start_ns
     files = SegmentFiles(str(log_dir), host or first.host, app or first.app, sid)
     for stream, recs in streams.items():

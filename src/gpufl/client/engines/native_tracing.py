@@ -197,7 +197,7 @@ class NativeTracingEngine:
             for kind, tid, inst, parent, ts, name in evs:
                 if kind == 0:
                     base = self._scopes.get(parent) if parent else None
-                    clean = name.replace("/", "|") or "(nvtx range)"
+                    clean = name.replace("/", "|") or "(unnamed NVTX range)"  # the C side names them already
                     path = f"{base[0]}/{clean}" if base else clean
                     depth = base[1] + 1 if base else 0
                     if inst >= NVTX_START_BASE:

@@ -4,10 +4,16 @@ Runs on its own daemon thread, never on the application's. NVML calls take a dri
 defaults to 1 s and slow calls (process lists) are never made. Each field is read on its own: an NVML
 error (e.g. fan speed NotSupported on an H100 SXM) gives null for that field, never a lost sample. Without
 NVML (no GPU, no driver, no nvidia-ml-py) host metrics are still recorded and one notice says why.
+
+PCIe throughput is the exception to "every field every sample": nvmlDeviceGetPcieThroughput measures the link
+over a ~20 ms window and blocks that long, per direction and GPU. It is read on the sampler thread (never
+the application's) in every Nth sample only (``PcieSchedule``), N chosen so these reads take at most 5% of
+the sampler's time; the other samples leave the PCIe fields out. A GPU that cannot report it gets one notice.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -139,7 +145,6 @@ class NvmlProbe:
                 "nvml_init_failed", f"NVML could not start ({e}): no GPU or driver"
             ) from None
         handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
-        self._pcie_ok = True
         self._unsupported: set[tuple[int, str]] = set()
         self.handles = handles
         ident = [
@@ -204,7 +209,33 @@ class NvmlProbe:
         except self.nv.NVMLError:
             return None
 
-    def sample(self) -> list[events.GpuSample]:
+    def pcie(self) -> tuple[list[tuple[int | None, int | None]], list[tuple[int, str]]]:
+        """PCIe (rx, tx) KB/s per GPU, and (device, why) for each GPU that could not report it this time.
+        Blocks ~20 ms per call (two per GPU): NVML measures the link over that window."""
+        nv = self.nv
+        out: list[tuple[int | None, int | None]] = []
+        missing: list[tuple[int, str]] = []
+        for i, h in enumerate(self.handles):
+            pair: list[int | None] = []
+            for field, counter in (
+                ("pcie_rx", nv.NVML_PCIE_UTIL_RX_BYTES),
+                ("pcie_tx", nv.NVML_PCIE_UTIL_TX_BYTES),
+            ):
+                if (i, field) in self._unsupported:
+                    pair.append(None)
+                    continue
+                try:
+                    pair.append(int(nv.nvmlDeviceGetPcieThroughput(h, counter)))
+                except nv.NVMLError as e:
+                    if getattr(e, "value", None) == nv.NVML_ERROR_NOT_SUPPORTED:
+                        self._unsupported.add((i, field))
+                    missing.append((i, f"{field}: {e}"))
+                    pair.append(None)
+            out.append((pair[0], pair[1]))
+        return out, missing
+
+    def sample(self, pcie: list[tuple[int | None, int | None]] | None = None) -> list[events.GpuSample]:
+        """One reading per GPU; ``pcie``: that sample's PCIe readings, from ``pcie()`` (None: not read now)."""
         nv = self.nv
         out = []
         for i, h in enumerate(self.handles):
@@ -234,6 +265,8 @@ class NvmlProbe:
                 throttle_reasons=reasons,
                 throttle_pwr=bool(reasons & pwr_mask) if reasons is not None else None,
                 throttle_therm=bool(reasons & therm_mask) if reasons is not None else None,
+                pcie_rx_kbs=pcie[i][0] if pcie else None,
+                pcie_tx_kbs=pcie[i][1] if pcie else None,
             )
             out.append(s)
         return out
@@ -251,6 +284,29 @@ def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
+class PcieSchedule:
+    """Which system samples read PCIe throughput: every ``every``-th, starting with the first, where
+    ``every`` grows so that these reads (timed as they happen) stay within ``budget`` of the sampler's
+    time. Never fewer than ``min_every`` samples apart."""
+
+    def __init__(self, interval_s: float, min_every: int = 5, budget: float = 0.05) -> None:
+        self.interval_s = interval_s
+        self.min_every = max(1, min_every)
+        self.budget = budget
+        self.every = self.min_every
+        self._count = 0
+
+    def due(self) -> bool:
+        due = self._count % self.every == 0
+        self._count += 1
+        return due
+
+    def took(self, seconds: float) -> None:
+        """Time one PCIe read of every GPU took: space the reads so that they cost at most ``budget``."""
+        need = math.ceil(seconds / (self.budget * self.interval_s)) if seconds > 0 else 1
+        self.every = max(self.min_every, need)
+
+
 class SystemEngine:
     name = "system"
     device_writer = "python"
@@ -261,6 +317,8 @@ class SystemEngine:
         self.nvml: NvmlProbe | None = None
         self.host = HostProbe()
         self.samples = 0
+        self.pcie: PcieSchedule | None = None
+        self._pcie_noted: set[int] = set()
 
     def prepare(self, session: EngineHost) -> dict[str, Any]:
         self.session = session
@@ -269,8 +327,14 @@ class SystemEngine:
             self.nvml = NvmlProbe()
         except EngineUnavailable as e:
             # Host metrics still run: say once what is missing, and go on.
-            session.notice(e.code, f"GPU metrics unavailable: {e}", engine=self.name, level="info")
+            session.notice(
+                e.code,
+                f"GPU metrics (utilisation, memory, clocks, power, PCIe throughput) not reported: {e}",
+                engine=self.name,
+                level="info",
+            )
             return {}
+        self.pcie = PcieSchedule(self.interval)
         if self.nvml.ids_are_nvml:
             session.notice(
                 "nvml_device_ids",
@@ -286,8 +350,22 @@ class SystemEngine:
         self._thread = threading.Thread(target=self._run, name="gpufl-system", daemon=True)
         self._thread.start()
 
-    def sample_once(self) -> events.SystemSample:
-        gpus = self.nvml.sample() if self.nvml else []
+    def sample_once(self, pcie_due: bool = False) -> events.SystemSample:
+        pcie = None
+        if self.nvml and self.pcie and pcie_due:
+            t0 = time.monotonic()
+            pcie, missing = self.nvml.pcie()
+            self.pcie.took(time.monotonic() - t0)
+            for device, why in missing:
+                if device not in self._pcie_noted:  # once per GPU: NotSupported stays so
+                    self._pcie_noted.add(device)
+                    self.session.notice(
+                        "pcie_not_reported",
+                        f"PCIe throughput not reported by GPU {device} (NVML {why})",
+                        engine=self.name,
+                        level="info",
+                    )
+        gpus = self.nvml.sample(pcie) if self.nvml else []
         return events.SystemSample(
             session_id=self.session.session_id,
             stream="system",
@@ -302,8 +380,9 @@ class SystemEngine:
         watchdog = self.session.watchdog
         while not self._stop.is_set():
             try:
+                due = self.pcie.due() if self.pcie else False
                 with watchdog.busy("NVML sampler"):  # NVML takes a driver lock: a wedged driver stalls here
-                    sample = self.sample_once()
+                    sample = self.sample_once(pcie_due=due)
                 if self._stop.is_set():
                     break
                 w.emit(sample)

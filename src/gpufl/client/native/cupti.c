@@ -190,7 +190,9 @@ const char *start_tracing(int *enabled_out) {
         CUPTI_CBID_NVTX_nvtxRangePushA,       CUPTI_CBID_NVTX_nvtxRangePushEx,     CUPTI_CBID_NVTX_nvtxRangePop,
         CUPTI_CBID_NVTX_nvtxDomainRangePushEx, CUPTI_CBID_NVTX_nvtxDomainRangePop, CUPTI_CBID_NVTX_nvtxNameOsThreadA,
         CUPTI_CBID_NVTX_nvtxRangeStartA,      CUPTI_CBID_NVTX_nvtxRangeStartEx,    CUPTI_CBID_NVTX_nvtxDomainRangeStartEx,
-        CUPTI_CBID_NVTX_nvtxRangeEnd,         CUPTI_CBID_NVTX_nvtxDomainRangeEnd};
+        CUPTI_CBID_NVTX_nvtxRangeEnd,         CUPTI_CBID_NVTX_nvtxDomainRangeEnd,
+        /* the names of domains and registered strings, which libraries' ranges refer to by handle */
+        CUPTI_CBID_NVTX_nvtxDomainCreateA,    CUPTI_CBID_NVTX_nvtxDomainRegisterStringA};
     for (size_t i = 0; want_nvtx && i < sizeof NVTX_CBIDS / sizeof *NVTX_CBIDS; i++)
         p_cuptiEnableCallback(1, g_trace.sub, CUPTI_CB_DOMAIN_NVTX, NVTX_CBIDS[i]);
 #else

@@ -221,7 +221,7 @@ static PyMethodDef methods[] = {
     {"request_buffer", py_request_buffer, METH_NOARGS, "CUPTI's buffer-requested callback (tests)"},
     {"complete_buffer", py_complete_buffer, METH_VARARGS, "CUPTI's buffer-completed callback (tests)"},
     {"record_launch", py_record_launch, METH_VARARGS, "store a launch site as the callback would"},
-    {"nvtx_call", py_nvtx_call, METH_VARARGS, "nvtx_call(cbid, message, range_id): an NVTX callback, as CUPTI delivers it"},
+    {"nvtx_call", py_nvtx_call, METH_VARARGS, "nvtx_call(cbid, message, range_id, domain=0, registered=0): an NVTX callback, as CUPTI delivers it"},
     {NULL}};
 
 static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "gpufl.client._native",
@@ -245,7 +245,11 @@ PyMODINIT_FUNC PyInit__native(void) {
                       {"NVTX_DOMAIN_RANGE_START_EX", CUPTI_CBID_NVTX_nvtxDomainRangeStartEx},
                       {"NVTX_RANGE_END", CUPTI_CBID_NVTX_nvtxRangeEnd},
                       {"NVTX_DOMAIN_RANGE_END", CUPTI_CBID_NVTX_nvtxDomainRangeEnd},
-                      {"NVTX_NAME_OS_THREAD_A", CUPTI_CBID_NVTX_nvtxNameOsThreadA}};
+                      {"NVTX_NAME_OS_THREAD_A", CUPTI_CBID_NVTX_nvtxNameOsThreadA},
+                      {"NVTX_DOMAIN_RANGE_PUSH_EX", CUPTI_CBID_NVTX_nvtxDomainRangePushEx},
+                      {"NVTX_DOMAIN_RANGE_POP", CUPTI_CBID_NVTX_nvtxDomainRangePop},
+                      {"NVTX_DOMAIN_CREATE_A", CUPTI_CBID_NVTX_nvtxDomainCreateA},
+                      {"NVTX_DOMAIN_REGISTER_STRING_A", CUPTI_CBID_NVTX_nvtxDomainRegisterStringA}};
     for (size_t i = 0; i < sizeof nvtx_cbids / sizeof *nvtx_cbids; i++)
         PyModule_AddIntConstant(m, nvtx_cbids[i].name, nvtx_cbids[i].cbid);
     PyModule_AddIntConstant(m, "STACKS_SUPPORTED", GPUFL_FRAMES);

@@ -50,7 +50,8 @@ void scope_pop(uint64_t inst) {
 /* NVTX push/pop ranges become scopes (NVTX_INJECTION64_PATH names libcupti, so CUPTI sees NVTX calls): on the
  * calling thread they join the scope stack (kernels launched inside carry them); the begin/end events queue
  * here and the Python engine writes them to the scope stream. Instance ids start at 2^40, apart from
- * gpufl.scope's.
+ * gpufl.scope's. A range's parent is the thread's innermost scope, else the scope entered last anywhere
+ * (current_scope, as for kernels). A range without a readable message is "(unnamed NVTX range[, domain D])".
  * Start/end ranges (nvtxRangeStart*, nvtxRangeEnd) belong to no thread — they may end on another one — so
  * they become scopes under the starting thread's current scope but join no thread's stack (kernels are not
  * attributed to them). Their instance id is 3·2^40 + the range id NVTX returned, so the end, which only
@@ -67,9 +68,63 @@ static __thread int tls_nvtx_depth;
 /* A start/end range's instance id, from the range id NVTX gave it. */
 static uint64_t nvtx_start_inst(uint64_t range_id) { return NVTX_START_BASE + (range_id & ((1ULL << 40) - 1)); }
 
-/* The message of NVTX event attributes, NULL unless ASCII. */
-static const char *nvtx_message(const nvtxEventAttributes_t *a) {
-    return a && a->messageType == NVTX_MESSAGE_TYPE_ASCII ? a->message.ascii : NULL;
+/* What NVTX names by handle: domains (nvtxDomainCreateA) and registered strings (nvtxDomainRegisterStringA),
+ * which libraries use for their ranges' messages. Libraries create a few of each, once: a small table, and
+ * past its size a handle stays unnamed (the range is then "unnamed", never wrong). */
+#define NVTX_MAX_NAMES 1024
+static pthread_mutex_t g_names_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    const void *handle;
+    char name[96];
+} g_names[NVTX_MAX_NAMES];
+static size_t g_nnames;
+
+static void name_handle(const void *handle, const char *name) {
+    if (!handle || !name) return;
+    pthread_mutex_lock(&g_names_mu);
+    size_t i = 0;
+    while (i < g_nnames && g_names[i].handle != handle) i++;
+    if (i < NVTX_MAX_NAMES) {
+        if (i == g_nnames) g_nnames++;
+        g_names[i].handle = handle;
+        snprintf(g_names[i].name, sizeof g_names[i].name, "%s", name);
+    }
+    pthread_mutex_unlock(&g_names_mu);
+}
+
+/* The name of ``handle`` copied into buf (n bytes), or NULL when NVTX never named it to us. */
+static const char *handle_name(const void *handle, char *buf, size_t n) {
+    const char *out = NULL;
+    if (!handle) return NULL;
+    pthread_mutex_lock(&g_names_mu);
+    for (size_t i = 0; i < g_nnames; i++) {
+        if (g_names[i].handle == handle) {
+            snprintf(buf, n, "%s", g_names[i].name);
+            out = buf;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&g_names_mu);
+    return out;
+}
+
+/* The message of NVTX event attributes: ASCII, or a registered string we saw registered; else NULL. */
+static const char *nvtx_message(const nvtxEventAttributes_t *a, char *buf, size_t n) {
+    if (!a) return NULL;
+    if (a->messageType == NVTX_MESSAGE_TYPE_ASCII) return a->message.ascii;
+    if (a->messageType == NVTX_MESSAGE_TYPE_REGISTERED) return handle_name(a->message.registered, buf, n);
+    return NULL;
+}
+
+/* A range NVTX gave no message we can read (none, Unicode, a string registered before tracing): named by
+ * its domain where it has one, so that a library's ranges are told apart from the program's. */
+static const char *unnamed_range(nvtxDomainHandle_t domain, char *buf, size_t n) {
+    char dom[96];
+    if (domain && handle_name(domain, dom, sizeof dom)) {
+        snprintf(buf, n, "(unnamed NVTX range, domain %s)", dom);
+        return buf;
+    }
+    return "(unnamed NVTX range)";
 }
 
 static uint64_t current_thread_scope(void) {
@@ -102,15 +157,29 @@ static void nvtx_queue(uint8_t kind, uint64_t inst, uint64_t parent, const char 
 
 void on_nvtx(CUpti_CallbackId cbid, const CUpti_NvtxData *d) {
     const char *name = NULL;
+    nvtxDomainHandle_t domain = NULL;
+    char buf[160];
     switch (cbid) {
+        case CUPTI_CBID_NVTX_nvtxDomainCreateA:
+            if (d->functionReturnValue)
+                name_handle(*(const nvtxDomainHandle_t *)d->functionReturnValue,
+                            ((const nvtxDomainCreateA_params *)d->functionParams)->name);
+            return;
+        case CUPTI_CBID_NVTX_nvtxDomainRegisterStringA:
+            if (d->functionReturnValue)
+                name_handle(*(const nvtxStringHandle_t *)d->functionReturnValue,
+                            ((const nvtxDomainRegisterStringA_params *)d->functionParams)->string);
+            return;
         case CUPTI_CBID_NVTX_nvtxRangePushA:
             name = ((const nvtxRangePushA_params *)d->functionParams)->message;
             break;
         case CUPTI_CBID_NVTX_nvtxRangePushEx:
+            name = nvtx_message(((const nvtxRangePushEx_params *)d->functionParams)->eventAttrib, buf, sizeof buf);
+            break;
         case CUPTI_CBID_NVTX_nvtxDomainRangePushEx: {
-            name = nvtx_message(cbid == CUPTI_CBID_NVTX_nvtxRangePushEx
-                                    ? ((const nvtxRangePushEx_params *)d->functionParams)->eventAttrib
-                                    : ((const nvtxDomainRangePushEx_params *)d->functionParams)->core.eventAttrib);
+            const nvtxDomainRangePushEx_params *p = (const nvtxDomainRangePushEx_params *)d->functionParams;
+            domain = p->domain;
+            name = nvtx_message(p->core.eventAttrib, buf, sizeof buf);
             break;
         }
         case CUPTI_CBID_NVTX_nvtxRangePop:
@@ -128,13 +197,17 @@ void on_nvtx(CUpti_CallbackId cbid, const CUpti_NvtxData *d) {
         case CUPTI_CBID_NVTX_nvtxDomainRangeStartEx: {
             if (!d->functionReturnValue) return;
             uint64_t id = *(const nvtxRangeId_t *)d->functionReturnValue;
-            if (cbid == CUPTI_CBID_NVTX_nvtxRangeStartA)
+            if (cbid == CUPTI_CBID_NVTX_nvtxRangeStartA) {
                 name = ((const nvtxRangeStartA_params *)d->functionParams)->message;
-            else
-                name = nvtx_message(cbid == CUPTI_CBID_NVTX_nvtxRangeStartEx
-                                        ? ((const nvtxRangeStartEx_params *)d->functionParams)->eventAttrib
-                                        : ((const nvtxDomainRangeStartEx_params *)d->functionParams)->core.eventAttrib);
-            nvtx_queue(0, nvtx_start_inst(id), current_thread_scope(), name ? name : "(nvtx range)", thread_id());
+            } else if (cbid == CUPTI_CBID_NVTX_nvtxRangeStartEx) {
+                name = nvtx_message(((const nvtxRangeStartEx_params *)d->functionParams)->eventAttrib, buf, sizeof buf);
+            } else {
+                const nvtxDomainRangeStartEx_params *p = (const nvtxDomainRangeStartEx_params *)d->functionParams;
+                domain = p->domain;
+                name = nvtx_message(p->core.eventAttrib, buf, sizeof buf);
+            }
+            if (!name || !*name) name = unnamed_range(domain, buf, sizeof buf);
+            nvtx_queue(0, nvtx_start_inst(id), current_scope(), name, thread_id());
             return;
         }
         case CUPTI_CBID_NVTX_nvtxRangeEnd:
@@ -152,12 +225,16 @@ void on_nvtx(CUpti_CallbackId cbid, const CUpti_NvtxData *d) {
         default:
             return;
     }
-    uint64_t parent = current_thread_scope();
+    if (!name || !*name) name = unnamed_range(domain, buf, sizeof buf);
+    /* Under the thread's own innermost scope, else the scope entered last anywhere — the rule kernels
+     * follow (current_scope): a library's range on a worker thread (autograd's backward thread) then nests
+     * under the program's scope instead of standing at the root, and so do the kernels launched inside it. */
+    uint64_t parent = current_scope();
     uint64_t inst = atomic_fetch_add(&g_nvtx_next, 1);
     if (tls_nvtx_depth < MAX_SCOPE_DEPTH) tls_nvtx[tls_nvtx_depth] = inst;
     tls_nvtx_depth++;
     scope_push(inst);
-    nvtx_queue(0, inst, parent, name ? name : "(nvtx range)", thread_id());
+    nvtx_queue(0, inst, parent, name, thread_id());
 }
 
 /* drain_nvtx (the Python engine writes the queued events to the scope stream every 0.1 s). */

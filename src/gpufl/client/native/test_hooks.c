@@ -60,42 +60,59 @@ PyObject *py_record_launch(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* nvtx_call(cbid, message, range_id): deliver an NVTX callback as CUPTI would (tests without a GPU);
- * range_id is nvtxRangeStart*'s return value or nvtxRangeEnd's argument. */
+/* nvtx_call(cbid, message, range_id, domain=0, registered=0): deliver an NVTX callback as CUPTI would (tests
+ * without a GPU). range_id is nvtxRangeStart*'s return value or nvtxRangeEnd's argument; domain is the
+ * domain handle of a Domain* call, and what nvtxDomainCreateA returns; registered is the string handle
+ * nvtxDomainRegisterStringA returns, and makes an *Ex call's message that registered string (a NULL
+ * message on an *Ex call: attributes without a message). */
 PyObject *py_nvtx_call(PyObject *self, PyObject *args) {
     unsigned int cbid;
     const char *msg;
-    unsigned long long id;
-    if (!PyArg_ParseTuple(args, "IzK", &cbid, &msg, &id)) return NULL;
+    unsigned long long id, dom = 0, reg = 0;
+    if (!PyArg_ParseTuple(args, "IzK|KK", &cbid, &msg, &id, &dom, &reg)) return NULL;
+    nvtxDomainHandle_t domain = (nvtxDomainHandle_t)(uintptr_t)dom;
+    nvtxStringHandle_t registered = (nvtxStringHandle_t)(uintptr_t)reg;
     nvtxEventAttributes_t attr = {0};
     attr.version = NVTX_VERSION;
     attr.size = NVTX_EVENT_ATTRIB_STRUCT_SIZE;
-    attr.messageType = NVTX_MESSAGE_TYPE_ASCII;
-    attr.message.ascii = msg;
+    if (registered) {
+        attr.messageType = NVTX_MESSAGE_TYPE_REGISTERED;
+        attr.message.registered = registered;
+    } else if (msg) {
+        attr.messageType = NVTX_MESSAGE_TYPE_ASCII;
+        attr.message.ascii = msg;
+    }
     nvtxRangeId_t ret = id;
     union {
         nvtxRangePushA_params push;
         nvtxRangePushEx_params pushex;
+        nvtxDomainRangePushEx_params dpushex;
         nvtxRangeStartA_params start;
         nvtxRangeStartEx_params startex;
         nvtxDomainRangeStartEx_params dstartex;
         nvtxRangeEnd_params end;
         nvtxDomainRangeEnd_params dend;
         nvtxNameOsThreadA_params thread;
+        nvtxDomainCreateA_params dcreate;
+        nvtxDomainRegisterStringA_params dreg;
     } p;
     memset(&p, 0, sizeof p);
+    void *retval = &ret;
     switch (cbid) {
         case CUPTI_CBID_NVTX_nvtxRangePushA: p.push.message = msg; break;
         case CUPTI_CBID_NVTX_nvtxRangePushEx: p.pushex.eventAttrib = &attr; break;
+        case CUPTI_CBID_NVTX_nvtxDomainRangePushEx: p.dpushex.domain = domain; p.dpushex.core.eventAttrib = &attr; break;
         case CUPTI_CBID_NVTX_nvtxRangeStartA: p.start.message = msg; break;
         case CUPTI_CBID_NVTX_nvtxRangeStartEx: p.startex.eventAttrib = &attr; break;
-        case CUPTI_CBID_NVTX_nvtxDomainRangeStartEx: p.dstartex.core.eventAttrib = &attr; break;
+        case CUPTI_CBID_NVTX_nvtxDomainRangeStartEx: p.dstartex.domain = domain; p.dstartex.core.eventAttrib = &attr; break;
         case CUPTI_CBID_NVTX_nvtxRangeEnd: p.end.id = id; break;
-        case CUPTI_CBID_NVTX_nvtxDomainRangeEnd: p.dend.core.id = id; break;
+        case CUPTI_CBID_NVTX_nvtxDomainRangeEnd: p.dend.domain = domain; p.dend.core.id = id; break;
         case CUPTI_CBID_NVTX_nvtxNameOsThreadA: p.thread.threadId = (uint32_t)id; p.thread.name = msg; break;
+        case CUPTI_CBID_NVTX_nvtxDomainCreateA: p.dcreate.name = msg; retval = &domain; break;
+        case CUPTI_CBID_NVTX_nvtxDomainRegisterStringA: p.dreg.domain = domain; p.dreg.string = msg; retval = &registered; break;
         default: break;
     }
-    CUpti_NvtxData d = {.functionName = "", .functionParams = &p, .functionReturnValue = &ret};
+    CUpti_NvtxData d = {.functionName = "", .functionParams = &p, .functionReturnValue = retval};
     on_nvtx(cbid, &d);
     Py_RETURN_NONE;
 }
