@@ -192,6 +192,14 @@ class InsightQueries(SqlEngine):
         t.api_timed = sum(g.api_timed for g in groups.values())
         t.top = sorted(groups.values(), key=lambda g: (-g.count, g.name))[: fx.TOP_NAMES]
 
+    def ingest_state(self, sid: str) -> tuple[object, ...]:
+        """What changes whenever records of the session are stored (a cache key for answers derived from
+        them): its per-stream ingest rows, their record count and their latest update."""
+        row = self._one(
+            "SELECT count(*), sum(received), max(updated_ns) FROM session_streams WHERE session_id = ?", [sid]
+        )
+        return tuple(int(v) if v is not None else None for v in (row or ()))
+
     def insight_facts(self, sid: str) -> fx.SessionFacts:
         """Everything the rules read about one stored session. Raises NotFound for an unknown session."""
         head = self._one("SELECT header FROM sessions WHERE session_id = ?", [sid])
