@@ -64,13 +64,29 @@ class InsightQueries(SqlEngine):
               SELECT o.*, CASE WHEN start_ns > reach THEN start_ns - reach ELSE 0 END AS gap,
                      {self._idiv("(start_ns - first_ns)", width)} AS phase, {width} AS width
               FROM o),
-            s AS (
+            s AS MATERIALIZED (
               SELECT g.*, CASE WHEN ready IS NULL THEN 0 ELSE {host} END AS host FROM g)"""
         launch = f"LEAST(gap - host, {fx.LAUNCH_LATENCY_NS})"
-        # One row per (device, phase, launching thread); Python sums them up to phases and devices.
-        grouped = self._all(
+        # The longest gaps: one top-N per device (a heap, where a window ranking all gaps would sort them).
+        devices_sql = " UNION ".join(
+            f"SELECT DISTINCT device_id FROM {t} WHERE session_id = ?"
+            for t in ("kernels", "memcpys", "memsets")
+        )
+        longest_sql = "".join(
+            f"""UNION ALL SELECT * FROM (
+                  SELECT 1, device_id, NULL, NULL, start_ns - gap, start_ns, NULL, NULL, NULL, NULL, NULL, NULL,
+                         NULL, NULL, NULL, NULL, NULL, NULL, NULL
+                  FROM s WHERE device_id = {int(d)} AND gap > 0
+                  ORDER BY gap DESC, start_ns LIMIT {fx.LONGEST_GAPS}) t{int(d)}
+            """
+            for (d,) in self._all(devices_sql, [sid, sid, sid])
+        )
+        # One window pass (``s``, materialised) feeds both answers, told apart by the first column: 0, one row
+        # per (device, phase, launching thread), which Python sums up to phases and devices; 1, the longest
+        # gaps per device (start, end in the first_ns / last_ns columns).
+        rows = self._all(
             f"""{measured}
-            SELECT device_id, phase, thread_id, min(first_ns), min(last_ns), min(width), count(*),
+            SELECT 0, device_id, phase, thread_id, min(first_ns), min(last_ns), min(width), count(*),
                    sum(gap), sum(CASE WHEN ready IS NULL THEN 0 ELSE host END),
                    sum(CASE WHEN ready IS NULL THEN 0 ELSE {launch} END),
                    sum(CASE WHEN ready IS NULL THEN 0 ELSE gap - host - {launch} END),
@@ -80,17 +96,13 @@ class InsightQueries(SqlEngine):
                    sum(CASE WHEN k = 1 AND api_dur_ns IS NOT NULL THEN 1 ELSE 0 END),
                    sum(CASE WHEN ready IS NULL THEN 0 ELSE 1 END)
             FROM s GROUP BY device_id, phase, thread_id
-            ORDER BY device_id, phase, thread_id""",
+            {longest_sql}
+            ORDER BY 1, 2, 3, 4""",
             [sid, sid, sid],
         )
-        longest = self._all(
-            f"""{measured}
-            SELECT device_id, start_ns - gap, start_ns FROM (
-              SELECT device_id, gap, start_ns,
-                     row_number() OVER (PARTITION BY device_id ORDER BY gap DESC, start_ns - gap) AS r
-              FROM s WHERE gap > 0) t
-            WHERE r <= {fx.LONGEST_GAPS} ORDER BY device_id, r""",
-            [sid, sid, sid],
+        grouped = [r[1:] for r in rows if r[0] == 0]
+        longest = sorted(
+            ((r[1], r[4], r[5]) for r in rows if r[0] == 1), key=lambda g: (g[0], g[1] - g[2], g[1])
         )
         devices: dict[int, fx.DeviceIdle] = {}
         phases: dict[tuple[int, int], fx.Phase] = {}
