@@ -72,10 +72,11 @@ class InsightQueries(SqlEngine):
             f"SELECT DISTINCT device_id FROM {t} WHERE session_id = ?"
             for t in ("kernels", "memcpys", "memsets")
         )
+        # Typed nulls: PostgreSQL types a bare NULL in a subquery as text, which no UNION with numbers takes.
+        null = "CAST(NULL AS BIGINT)"
         longest_sql = "".join(
             f"""UNION ALL SELECT * FROM (
-                  SELECT 1, device_id, NULL, NULL, start_ns - gap, start_ns, NULL, NULL, NULL, NULL, NULL, NULL,
-                         NULL, NULL, NULL, NULL, NULL, NULL, NULL
+                  SELECT 1, device_id, {", ".join([null] * 2)}, start_ns - gap, start_ns, {", ".join([null] * 13)}
                   FROM s WHERE device_id = {int(d)} AND gap > 0
                   ORDER BY gap DESC, start_ns LIMIT {fx.LONGEST_GAPS}) t{int(d)}
             """
