@@ -185,7 +185,16 @@ def test_summary_csv_sections_and_single_table() -> None:
     assert r.returncode == 0, r.stderr
     assert [ln for ln in r.stdout.splitlines() if ln.startswith("# table:")] == [
         f"# table: {t}"
-        for t in ("kernels", "launch_api", "copies", "memsets", "streams", "scopes", "utilisation")
+        for t in (
+            "kernels",
+            "launch_api",
+            "copies",
+            "memsets",
+            "streams",
+            "scopes",
+            "utilisation",
+            "insights",
+        )
     ]
     one = gpufl("summary", str(GPT), "--format", "csv", "--table", "scopes")
     rows = list(csv.DictReader(io.StringIO(one.stdout)))
