@@ -1,5 +1,5 @@
 """The tree keeps its shape: no module-level import cycle, the client imports nothing from agent or backend, the
-contract imports nothing from the parts that derive from it, and no hand-written source file grows past 700 lines.
+contract imports nothing from the parts that derive from it, the insight rules import nothing but the contract, and no hand-written source file grows past 700 lines.
 
 Module-level imports only: an import inside a function is a deliberate late binding (optional dependencies,
 start-up cost) and cannot form an import-time cycle. ``if TYPE_CHECKING:`` blocks are skipped for the same
@@ -138,6 +138,9 @@ def test_no_module_level_import_cycle() -> None:
         ("gpufl.client", ("gpufl.agent", "gpufl.backend")),
         ("gpufl.contract", ("gpufl.client", "gpufl.agent", "gpufl.backend", "gpufl.export")),
         ("gpufl.export", ("gpufl.client", "gpufl.agent", "gpufl.backend")),
+        # The insight rules (#27) are shared by the backend's API and the client's ``gpufl summary``: they may
+        # import the contract only, so that both parts can import them without importing each other.
+        ("gpufl.insights", ("gpufl.client", "gpufl.agent", "gpufl.backend", "gpufl.export")),
         ("gpufl.agent", ("gpufl.client", "gpufl.backend")),
         ("gpufl.backend", ("gpufl.client", "gpufl.agent")),
     ],

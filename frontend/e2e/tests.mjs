@@ -373,6 +373,58 @@ export const tests = [
     },
   },
   {
+    name: 'Insights: the list badges and the tab show what /insights returns; a card opens the timeline at its range',
+    async run(ctx) {
+      const { page, backend, shot } = ctx;
+      const s = ctx.state.session;
+      // the session list: each row's badge counts the warnings and criticals /insights reports
+      await page.goto(backend.url + '/#/');
+      await page.waitForSelector('[data-testid="sessions"] tbody tr', { timeout: T });
+      for (const id of await page.$$eval('[data-testid="sessions"] tbody tr', (rows) => rows.map((r) => r.getAttribute('data-session')))) {
+        const c = (await api(ctx, `/sessions/${id}/insights`)).counts;
+        const n = c.warning + c.critical;
+        await page.waitForFunction(([sid, want]) => {
+          const cell = document.querySelector(`tr[data-session="${sid}"] td:last-child`);
+          const text = cell?.textContent ?? '';
+          return want === 0 ? text === 'none' : text.startsWith(`${want} warning`);
+        }, [id, n], { timeout: T });
+      }
+      await shot('09-sessions-insight-badges');
+      // the tab: one card per insight, in the API's order, with its title and every fact's label
+      const ins = await api(ctx, `/sessions/${s.session_id}/insights`);
+      await page.goto(`${backend.url}/#/s/${encodeURIComponent(s.session_id)}/insights`);
+      await page.waitForSelector('[data-testid="insights"]', { timeout: T });
+      const cards = await page.$$eval('section.insight', (xs) => xs.map((x) => ({
+        rule: x.getAttribute('data-rule'),
+        title: x.querySelector('.insight-title').textContent,
+        labels: [...x.querySelectorAll('dt')].map((d) => d.textContent),
+      })));
+      assert.deepEqual(cards.map((c) => c.rule), ins.items.map((i) => i.rule));
+      assert.deepEqual(cards.map((c) => c.title), ins.items.map((i) => i.title));
+      ins.items.forEach((i, n) => assert.deepEqual(cards[n].labels, i.facts.map((f) => f.label)));
+      const notChecked = ins.rules.filter((r) => r.status === 'not_checked').map((r) => r.rule);
+      if (notChecked.length) {
+        const text = await page.textContent('[data-testid="not-checked"]');
+        for (const r of notChecked) assert.ok(text.includes(r), `not-checked list lacks ${r}`);
+      }
+      await shot('10-insights');
+      if (!ins.items.length) return;
+      // the first card's link opens the Kernels tab at its time range (ns from the session start)
+      const first = ins.items[0];
+      const origin = BigInt(ctx.state.detail.header.start_ns);
+      const t0 = Number(BigInt(first.start_ns) - origin);
+      const t1 = Number(BigInt(first.end_ns) - origin);
+      await page.click('section.insight >> nth=0 >> [data-testid="open-timeline"]');
+      await page.waitForSelector('canvas[data-testid="timeline"]', { timeout: T });
+      const q = hashParams(page.url());
+      const pad = Math.max(0, 500_000 - (t1 - t0) / 2);
+      assert.equal(Number(q.get('t0')), Math.max(0, Math.round(t0 - pad)));
+      assert.equal(Number(q.get('t1')), Math.round(t1 + pad));
+      await waitPainted(page);
+      await shot('11-insight-timeline');
+    },
+  },
+  {
     name: 'sign out returns to the sign-in screen',
     async run({ page }) {
       await page.click('button:has-text("Sign out")');

@@ -135,6 +135,7 @@ def test_summary_statistics_are_exact() -> None:
         "streams",
         "scopes",
         "utilisation",
+        "insights",
     }
 
 
@@ -184,7 +185,16 @@ def test_summary_csv_sections_and_single_table() -> None:
     assert r.returncode == 0, r.stderr
     assert [ln for ln in r.stdout.splitlines() if ln.startswith("# table:")] == [
         f"# table: {t}"
-        for t in ("kernels", "launch_api", "copies", "memsets", "streams", "scopes", "utilisation")
+        for t in (
+            "kernels",
+            "launch_api",
+            "copies",
+            "memsets",
+            "streams",
+            "scopes",
+            "utilisation",
+            "insights",
+        )
     ]
     one = gpufl("summary", str(GPT), "--format", "csv", "--table", "scopes")
     rows = list(csv.DictReader(io.StringIO(one.stdout)))
@@ -295,3 +305,21 @@ def test_run_checks_a_scripts_shebang_interpreter(tmp_path: Path) -> None:
     script.chmod(0o755)
     r = gpufl("run", "--log-dir", str(tmp_path / "logs"), "--", str(script))
     assert r.returncode == 2 and "cannot import gpufl" in r.stderr, (r.returncode, r.stderr)
+
+
+def test_summary_has_the_insights_section_with_the_pageable_bytes_of_the_raw_lines() -> None:
+    import json
+
+    folder = ROOT / "examples/captures/memcpy_heavy"
+    raw = [json.loads(ln) for f in folder.glob("*.device.*.log") for ln in f.read_text().splitlines() if ln]
+    pageable = [r for r in raw if r["type"] == "memcpy" and "Pageable" in (r["src_kind"], r["dst_kind"])]
+    r = gpufl("summary", str(folder), "--format", "json", "--table", "insights")
+    assert r.returncode == 0, r.stderr
+    (doc,) = json.loads(r.stdout)["sessions"]
+    rows = {row["rule"]: row for row in doc["tables"]["insights"]["rows"]}
+    assert rows["pageable_copy"]["severity"] == "warning"
+    assert f"pageable bytes: {sum(c['bytes'] for c in pageable):,} B" in rows["pageable_copy"]["evidence"]
+    assert "launch_bound" not in rows and "tiny_kernels" not in rows
+    text = gpufl("summary", str(folder)).stdout
+    assert "Insights: 2 found" in text and "[warning] 40 copies" in text
+    assert "not checked: stall_reasons" in text

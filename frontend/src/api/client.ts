@@ -23,6 +23,8 @@ export type ProfileSamples = S['ProfileSamples'];
 export type StreamStatus = W<S['StreamStatus']>;
 export type SessionTotals = S['SessionTotals'];
 export type StackFrame = S['StackFrame'];
+export type InsightsWire = W<S['Insights']> & { items: (W<S['Insight']> & { involved: W<S['InsightInvolved']>[] })[] };
+export type InsightFact = S['InsightFact'];
 
 export interface SessionInfo {
   id: string;
@@ -299,6 +301,11 @@ export class Api {
       }
     }
     return toSessionDetail(await this.get<W<S['SessionDetail']>>(`/sessions/${enc(id)}`, undefined, signal));
+  }
+
+  /** The insight rules over one session (times stay absolute: lib/insights.ts places them on the session). */
+  insights(id: string, signal?: AbortSignal): Promise<InsightsWire> {
+    return this.get<InsightsWire>(`/sessions/${enc(id)}/insights`, undefined, signal);
   }
 
   /** Start loading a session's detail before React renders (a deep link's first request); `session()` uses it. */

@@ -138,6 +138,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/sessions/{session_id}/insights": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Session Insights */
+        get: operations["session_insights_api_v1_sessions__session_id__insights_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/sessions/{session_id}/kernels": {
         parameters: {
             query?: never;
@@ -390,6 +407,84 @@ export interface components {
             rejected: components["schemas"]["Rejection"][];
             /** Stored */
             stored: number;
+        };
+        /** Insight */
+        Insight: {
+            /** Device Id */
+            device_id: number | null;
+            /** End Ns */
+            end_ns: number;
+            /** Facts */
+            facts: components["schemas"]["InsightFact"][];
+            /** Involved */
+            involved: components["schemas"]["InsightInvolved"][];
+            /** Rule */
+            rule: string;
+            /**
+             * Severity
+             * @enum {string}
+             */
+            severity: "info" | "warning" | "critical";
+            /** Start Ns */
+            start_ns: number;
+            /** Suggestion */
+            suggestion: string;
+            /** Title */
+            title: string;
+        };
+        /** InsightCounts */
+        InsightCounts: {
+            /** Critical */
+            critical: number;
+            /** Info */
+            info: number;
+            /** Warning */
+            warning: number;
+        };
+        /**
+         * InsightFact
+         * @description One number the rule judged on. ``unit`` says how to read ``value``: ns, bytes, count, pct (0-100),
+         *     mhz, celsius, mw, mib, gbps (10^9 bytes/s), or text (a word, or "not reported").
+         */
+        InsightFact: {
+            /** Label */
+            label: string;
+            /**
+             * Unit
+             * @enum {string}
+             */
+            unit: "ns" | "bytes" | "count" | "pct" | "mhz" | "celsius" | "mw" | "mib" | "gbps" | "text";
+            /** Value */
+            value: number | string;
+        };
+        /**
+         * InsightInvolved
+         * @description A kernel, copy group, launching thread, idle gap or system sample the insight is about.
+         */
+        InsightInvolved: {
+            /** End Ns */
+            end_ns: number | null;
+            /** Facts */
+            facts: components["schemas"]["InsightFact"][];
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "kernel" | "copy" | "thread" | "gap" | "sample";
+            /** Name */
+            name: string;
+            /** Start Ns */
+            start_ns: number | null;
+        };
+        /** Insights */
+        Insights: {
+            counts: components["schemas"]["InsightCounts"];
+            /** Items */
+            items: components["schemas"]["Insight"][];
+            /** Rules */
+            rules: components["schemas"]["RuleState"][];
+            /** Session Id */
+            session_id: string;
         };
         /** KernelDetail */
         KernelDetail: {
@@ -683,6 +778,18 @@ export interface components {
             reason: string;
             /** Seq */
             seq: number | null;
+        };
+        /** RuleState */
+        RuleState: {
+            /** Reason */
+            reason: string;
+            /** Rule */
+            rule: string;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "fired" | "clear" | "not_checked";
         };
         /** SampleByKernel */
         SampleByKernel: {
@@ -1636,6 +1743,75 @@ export interface operations {
                 content: {
                     "application/json": unknown;
                     "application/x-protobuf": unknown;
+                };
+            };
+            /** @description Missing, unknown or revoked token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such session, kernel or key */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or body the API does not take */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description The key's request rate limit: retry after Retry-After seconds */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    session_insights_api_v1_sessions__session_id__insights_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Insights"];
                 };
             };
             /** @description Missing, unknown or revoked token */

@@ -3,6 +3,7 @@ import type { Api, SessionDetail } from '../api/client';
 import { fmtDur, fmtInt, fmtWallClock } from '../lib/format';
 import { TABS, type Route, type Tab } from '../lib/route';
 import { useAsync } from '../lib/useAsync';
+import { InsightsTab } from './InsightsTab';
 import { KernelsTab } from './KernelsTab';
 import { ScopesTab } from './ScopesTab';
 import { AsyncView, Loading } from './States';
@@ -12,7 +13,7 @@ const SystemTab = lazy(() => import('./SystemTab').then((m) => ({ default: m.Sys
 
 type SessionRoute = Extract<Route, { page: 'session' }>;
 
-const TAB_LABEL: Record<Tab, string> = { kernels: 'Kernels', scopes: 'Scopes', system: 'System' };
+const TAB_LABEL: Record<Tab, string> = { kernels: 'Kernels', scopes: 'Scopes', system: 'System', insights: 'Insights' };
 
 export function Dashboard({ api, route, navigate }: { api: Api; route: SessionRoute; navigate: (r: Route, replace?: boolean) => void }) {
   const detail = useAsync((sig) => api.session(route.session, sig), [api, route.session]);
@@ -86,6 +87,7 @@ function DashboardBody({ api, s, route, navigate }: { api: Api; s: SessionDetail
             onKernel={(id) => go({ tab: 'kernels', kernel: id })}
           />
         )}
+        {route.tab === 'insights' && <InsightsTab api={api} session={s} navigate={navigate} />}
         {route.tab === 'system' && (
           <Suspense fallback={<Loading what="charts" />}>
             <SystemTab

@@ -2,6 +2,7 @@ import { useEffect, useMemo, useState } from 'react';
 import type { Api, SessionInfo } from '../api/client';
 import { fmtDur, fmtInt, fmtWallClock } from '../lib/format';
 import type { Route } from '../lib/route';
+import { badgeText } from '../lib/insights';
 import { gpuSummary, localInputToNs, matchesSearch } from '../lib/sessions';
 import { useAsync } from '../lib/useAsync';
 import { AsyncView, Empty, ErrorState, Loading } from './States';
@@ -137,6 +138,7 @@ export function SessionSelector({ api, route, navigate }: { api: Api; route: Fil
                   <th>GPUs</th>
                   <th className="num">Kernels</th>
                   <th>Status</th>
+                  <th>Insights</th>
                 </tr>
               </thead>
               <tbody>
@@ -162,6 +164,9 @@ export function SessionSelector({ api, route, navigate }: { api: Api; route: Fil
                     <td>{gpuSummary(s.gpus)}</td>
                     <td className="num">{fmtInt(s.kernels)}</td>
                     <td>{s.cutShort ? <span className="badge warn">cut short / live</span> : s.ended ? <span className="badge">ended</span> : '—'}</td>
+                    <td>
+                      <InsightBadge api={api} id={s.id} />
+                    </td>
                   </tr>
                 ))}
               </tbody>
@@ -174,5 +179,21 @@ export function SessionSelector({ api, route, navigate }: { api: Api; route: Fil
         )}
       </section>
     </div>
+  );
+}
+
+/** The count of warning and critical insights of one listed session (the backend caches each answer until the
+ * session's records change, so a list's worth of requests is cheap after the first). */
+function InsightBadge({ api, id }: { api: Api; id: string }) {
+  const v = useAsync((sig) => api.insights(id, sig), [api, id]);
+  if (v.state === 'loading') return <span className="muted">…</span>;
+  if (v.state === 'error') return <span className="muted" title="insights could not be loaded">?</span>;
+  const text = badgeText(v.data.counts);
+  return text ? (
+    <span className="badge warn" data-testid="insight-badge" title={v.data.items.map((i) => i.title).join('\n')}>
+      {text}
+    </span>
+  ) : (
+    <span className="muted">none</span>
   );
 }

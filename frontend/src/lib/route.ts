@@ -5,8 +5,8 @@
  *                                          selected kernel id, highlighted kernel name
  *   #/compare/<a>/<b>                      two sessions picked for comparison
  */
-export type Tab = 'kernels' | 'scopes' | 'system';
-export const TABS: Tab[] = ['kernels', 'scopes', 'system'];
+export type Tab = 'kernels' | 'scopes' | 'system' | 'insights';
+export const TABS: Tab[] = ['kernels', 'scopes', 'system', 'insights'];
 
 export type Route =
   | { page: 'sessions'; host?: string; app?: string; q?: string; since?: string; until?: string }

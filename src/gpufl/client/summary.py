@@ -1,6 +1,7 @@
 """``gpufl summary <log folder | segment | session id>``: a terminal report straight from the logs, no
 backend needed (like ``nsys stats``): kernels, launch API, copies, memsets, CUDA streams, scopes and GPU
-utilisation per session, as text, JSON or CSV.
+utilisation per session, as text, JSON or CSV; and the insights (``gpufl.insights``: what looks wrong, with
+its evidence: the same rules as the dashboard's Insights panel).
 
 Statistics are exact, computed from every record (no sampling): min, median, max, mean and stddev of the
 durations. The median of an even number of values is the mean of the two middle ones; stddev is the sample
@@ -24,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from gpufl.contract import events
+from gpufl.insights.records import facts_from_records
+from gpufl.insights.rules import Fact, run_rules
 
-TABLES = ("kernels", "launch_api", "copies", "memsets", "streams", "scopes", "utilisation")
+TABLES = ("kernels", "launch_api", "copies", "memsets", "streams", "scopes", "utilisation", "insights")
 NAME_WIDTH = 100
 """Kernel names longer than this are shortened in the middle in text output (``--wide`` prints them whole)."""
 
@@ -207,7 +210,49 @@ def tables(sess: _Session, top: int) -> dict[str, Table]:
         ["device", "mean_pct", "max_pct", "samples"],
         [[d, statistics.fmean(u), max(u), len(u)] for d, u in sorted(per_dev.items())],
     )
+    out["insights"] = insights_table(sess)
     return out
+
+
+def _fact_text(f: Fact) -> str:
+    v = f.value
+    if isinstance(v, str):
+        return f"{f.label}: {v}"
+    unit = {
+        "ns": " ns",
+        "bytes": " B",
+        "pct": " %",
+        "mhz": " MHz",
+        "celsius": " °C",
+        "mw": " mW",
+        "mib": " MiB",
+    }
+    return f"{f.label}: {v:,}{unit.get(f.unit, ' GB/s' if f.unit == 'gbps' else '')}"
+
+
+def insights_table(sess: _Session) -> Table:
+    """The insight rules over the session's records; rules that could not run are listed in the note."""
+    every = [r for recs in sess.streams.values() for r in recs]
+    sid = every[0].session_id if every else ""
+    found, status = run_rules(facts_from_records(sid, every))
+    skipped = [f"{s.rule} ({s.reason})" for s in status if s.status == "not_checked"]
+    return Table(
+        f"Insights: {len(found)} found",
+        ["severity", "rule", "title", "suggestion", "start_ns", "end_ns", "evidence"],
+        [
+            [
+                i.severity,
+                i.rule,
+                i.title,
+                i.suggestion,
+                i.start_ns,
+                i.end_ns,
+                "; ".join(map(_fact_text, i.facts)),
+            ]
+            for i in found
+        ],
+        "not checked: " + "; ".join(skipped) if skipped else "",
+    )
 
 
 def header(sess: _Session) -> dict[str, Any]:
@@ -223,6 +268,7 @@ def header(sess: _Session) -> dict[str, Any]:
         "app": start.app if start else None,
         "host": start.host if start else None,
         "pid": start.pid if start else None,
+        "start_ns": start.start_ns if start else None,
         "gpus": [d.name for d in start.devices] if start else [],
         "streams_given": given,
         "files": {s: sess.files[s] for s in given},
@@ -332,6 +378,20 @@ def render_text(head: dict[str, Any], tabs: dict[str, Table], wide: bool) -> lis
             out.append(f"  {calls:>7} {_ms(wall):>12} {_ms(kns):>12} {_ms(cms):>15}  {path}")
     for d, mean, mx, n in tabs["utilisation"].rows:
         out.append(f"GPU {d} utilisation: mean {mean:.0f}%, max {mx:.0f}% ({n} samples)")
+    ins = tabs["insights"]
+    out.append(ins.title)
+    for sev, _rule, title, suggestion, start, end, evidence in ins.rows:
+        out.append(f"  [{sev}] {title}")
+        out.append(f"      {evidence}")
+        origin = head["start_ns"]
+        when = (
+            f"{(start - origin) / 1e9:,.3f} s to {(end - origin) / 1e9:,.3f} s after the session start"
+            if origin is not None
+            else f"{start} to {end} ns"
+        )
+        out.append(f"      {when}. {suggestion}")
+    if ins.note:
+        out.append(f"  {ins.note}")
     out.append("")
     return out
 

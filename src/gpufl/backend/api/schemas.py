@@ -438,3 +438,60 @@ class PruneResult(BaseModel):
 
 class Deleted(BaseModel):
     deleted: bool
+
+
+# ---- insights ----------------------------------------------------------------------------------------
+
+
+class InsightFact(BaseModel):
+    """One number the rule judged on. ``unit`` says how to read ``value``: ns, bytes, count, pct (0-100),
+    mhz, celsius, mw, mib, gbps (10^9 bytes/s), or text (a word, or "not reported")."""
+
+    label: str
+    value: int | float | str
+    unit: Literal["ns", "bytes", "count", "pct", "mhz", "celsius", "mw", "mib", "gbps", "text"]
+
+
+class InsightInvolved(BaseModel):
+    """A kernel, copy group, launching thread, idle gap or system sample the insight is about."""
+
+    kind: Literal["kernel", "copy", "thread", "gap", "sample"]
+    name: str
+    facts: list[InsightFact]
+    start_ns: int | None
+    end_ns: int | None
+
+
+class Insight(BaseModel):
+    rule: str
+    severity: Literal["info", "warning", "critical"]
+    title: str
+    suggestion: str
+    start_ns: int
+    """The time range the evidence covers (CLOCK_REALTIME ns): where the timeline opens."""
+    end_ns: int
+    device_id: int | None
+    facts: list[InsightFact]
+    involved: list[InsightInvolved]
+
+
+class RuleState(BaseModel):
+    rule: str
+    status: Literal["fired", "clear", "not_checked"]
+    reason: str
+    """Why a rule was not checked (the data it needs was not recorded); empty otherwise."""
+
+
+class InsightCounts(BaseModel):
+    critical: int
+    warning: int
+    info: int
+
+
+class Insights(BaseModel):
+    session_id: str
+    items: list[Insight]
+    """Most severe first, then by start time."""
+    counts: InsightCounts
+    rules: list[RuleState]
+    """Every rule, fired or not: a rule that could not run says so (nothing hidden)."""

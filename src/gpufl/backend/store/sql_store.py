@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gpufl.backend.store.activity import ActivityQueries
+from gpufl.backend.store.insights import InsightQueries
 from gpufl.backend.store.json_ingest import JsonIngestStore
 from gpufl.backend.store.keys import KeyStore
 from gpufl.backend.store.records import RecordQueries
@@ -12,6 +13,13 @@ from gpufl.backend.store.write import WriteStore
 
 
 class SqlStore(
-    WriteStore, JsonIngestStore, SessionStore, ActivityQueries, ScopeQueries, RecordQueries, KeyStore
+    WriteStore,
+    JsonIngestStore,
+    SessionStore,
+    ActivityQueries,
+    ScopeQueries,
+    RecordQueries,
+    InsightQueries,
+    KeyStore,
 ):
     """Shared implementation of every job. Subclasses (the dialects): DuckDBStore, PostgresStore."""

@@ -1,0 +1,59 @@
+"""``GET /sessions/{id}/insights``: the insight rules (``gpufl.insights``) over one stored session."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections import OrderedDict
+
+from fastapi import APIRouter, HTTPException
+
+from gpufl.backend.api import schemas as S
+from gpufl.backend.api.errors import NOT_FOUND
+from gpufl.backend.api.routes.sessions import SessionId
+from gpufl.backend.deps import ReadRole, StoreDep
+from gpufl.backend.store import NotFound, SqlStore
+from gpufl.insights.rules import run_rules
+
+router = APIRouter(tags=["query"])
+
+CACHE_SESSIONS = 256
+"""Answers kept per backend process: the session list asks for every listed session's count, and a stored
+session's answer changes only when records arrive (the key holds the session's ingest state)."""
+_cache: OrderedDict[tuple[int, str, tuple[object, ...]], S.Insights] = OrderedDict()
+_lock = threading.Lock()
+
+
+def insights(store: SqlStore, sid: str) -> S.Insights:
+    state = store.ingest_state(sid)
+    key = (id(store), sid, state)
+    with _lock:
+        hit = _cache.get(key)
+        if hit is not None:
+            _cache.move_to_end(key)
+            return hit
+    found, status = run_rules(store.insight_facts(sid))
+    counts = {s: sum(1 for i in found if i.severity == s) for s in ("critical", "warning", "info")}
+    out = S.Insights.model_validate(
+        {
+            "session_id": sid,
+            "items": [dataclasses.asdict(i) for i in found],
+            "counts": counts,
+            "rules": [dataclasses.asdict(r) for r in status],
+        }
+    )
+    with _lock:
+        _cache[key] = out
+        while len(_cache) > CACHE_SESSIONS:
+            _cache.popitem(last=False)
+    return out
+
+
+@router.get(
+    "/sessions/{session_id}/insights", response_model=S.Insights, dependencies=[ReadRole], responses=NOT_FOUND
+)
+def session_insights(store: StoreDep, session_id: SessionId) -> S.Insights:
+    try:
+        return insights(store, session_id)
+    except NotFound:
+        raise HTTPException(404, f"session {session_id!r} not found") from None

@@ -1,0 +1,203 @@
+"""The evidence the rules read, gathered per source (the store: ``gpufl.backend.store.insights``; log records:
+``gpufl.insights.records``). Aggregates, never raw activity: a 1M-kernel session must fit in a few hundred
+rows here, so the store can answer in well under a second.
+
+GPU idle is measured per device over its activity window (first activity start to last activity end): the
+device is busy while any kernel, copy or memset runs on it (overlaps counted once). Each idle gap is split
+by the activity that ends it, after HTA's idle-time breakdown (host wait / kernel wait / other):
+
+* ``host_ns``: until the host had handed that activity over (the end of its launch or copy API call, or its
+  start if that came first): the GPU waited for the host;
+* ``launch_ns``: after that, up to ``LAUNCH_LATENCY_NS``: the launch's own latency;
+* ``other_ns``: the rest: the work was queued but waited on something else (another stream's work, an
+  event, a synchronisation);
+* ``unknown_ns``: the whole gap where the activity carries no API timing (memsets; records without it).
+
+``phase_width_ns`` cuts the window into equal phases for the launch-bound rule; a gap is counted in the
+phase of the activity that ends it, a kernel in the phase it starts in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+LAUNCH_LATENCY_NS = 10_000
+"""The part of a gap after the host's hand-over that is the launch's own latency: the time from a launch
+call's return to its kernel's start on an idle GPU is a few microseconds on the H100 captures (their
+``api_lead_ns - api_dur_ns`` on an empty queue); longer means the work waited for something else."""
+
+PHASES = 100
+"""The activity window is cut into this many phases for the launch-bound rule: fine enough to tell a
+launch-bound part of a run from a GPU-bound one, coarse enough that each phase holds many launches."""
+MIN_PHASE_NS = 10_000_000
+"""No phase shorter than 10 ms: shorter phases hold too few launches to judge a launch rate."""
+
+
+def phase_width_ns(first_ns: int, last_ns: int) -> int:
+    """The phase width for a device's activity window, the same for every source."""
+    return max(MIN_PHASE_NS, -(-(last_ns - first_ns) // PHASES))
+
+
+def split_gap(gap_start: int, gap_ns: int, ready_ns: int | None) -> tuple[int, int, int, int]:
+    """(host, launch, other, unknown) nanoseconds of one idle gap ending at an activity the host handed over
+    at ``ready_ns`` (None: not recorded)."""
+    if ready_ns is None:
+        return 0, 0, 0, gap_ns
+    host = min(max(ready_ns - gap_start, 0), gap_ns)
+    launch = min(gap_ns - host, LAUNCH_LATENCY_NS)
+    return host, launch, gap_ns - host - launch, 0
+
+
+@dataclass
+class Gap:
+    device_id: int
+    start_ns: int
+    end_ns: int
+
+
+@dataclass
+class DeviceIdle:
+    """One device's activity window and its idle time, split as the module says."""
+
+    device_id: int
+    first_ns: int
+    last_ns: int
+    activities: int
+    idle_ns: int = 0
+    host_ns: int = 0
+    launch_ns: int = 0
+    other_ns: int = 0
+    unknown_ns: int = 0
+    gaps: int = 0
+    longest: list[Gap] = field(default_factory=list)
+    """The longest gaps, longest first (at most ``LONGEST_GAPS``)."""
+
+
+LONGEST_GAPS = 3
+
+
+@dataclass
+class ThreadLaunches:
+    thread_id: int | None
+    launches: int
+    api_ns: int
+    """Time inside the launch API calls (``api_dur_ns``), over the launches that carry it."""
+    kernel_ns: int
+    """GPU time of the kernels it launched."""
+    api_timed: int = 0
+    """Launches that carry ``api_dur_ns`` (0: the API time is not reported)."""
+
+
+@dataclass
+class Phase:
+    """One phase (``phase_width_ns``) of a device's window: its kernels and the idle gaps ending in it."""
+
+    device_id: int
+    index: int
+    start_ns: int
+    end_ns: int
+    kernels: int = 0
+    kernel_ns: int = 0
+    idle_ns: int = 0
+    host_ns: int = 0
+    threads: list[ThreadLaunches] = field(default_factory=list)
+
+
+@dataclass
+class KernelGroup:
+    """Kernels of one name: how many, their GPU time, their launch API time (where recorded)."""
+
+    name: str
+    count: int
+    kernel_ns: int
+    api_ns: int = 0
+    api_timed: int = 0
+
+
+@dataclass
+class TinyKernels:
+    """Kernels shorter than ``rules.TINY_KERNEL_NS`` launched outside a CUDA graph."""
+
+    count: int = 0
+    kernel_ns: int = 0
+    api_ns: int = 0
+    api_timed: int = 0
+    first_ns: int | None = None
+    last_ns: int | None = None
+    top: list[KernelGroup] = field(default_factory=list)
+    """The names with the most tiny launches, most first (at most ``TOP_NAMES``)."""
+
+
+TOP_NAMES = 5
+
+
+@dataclass
+class LaunchUse:
+    """One launch configuration (a ``launch`` dict entry) and the GPU time of the kernels that used it."""
+
+    name: str
+    device_id: int
+    count: int
+    kernel_ns: int
+    first_ns: int
+    last_ns: int
+    grid: tuple[int, int, int] | None = None
+    block: tuple[int, int, int] | None = None
+    num_regs: int | None = None
+    shared_bytes: int | None = None
+    """Static + dynamic shared memory per block."""
+    occupancy: float | None = None
+    limiter: str | None = None
+
+
+@dataclass
+class CopyGroup:
+    """Copies of one direction and memory kinds."""
+
+    copy_kind: str
+    src_kind: str
+    dst_kind: str
+    count: int
+    bytes: int
+    dur_ns: int
+    api_ns: int
+    """Time the host spent in these copies' API calls (where recorded): a pageable copy blocks its caller."""
+    first_ns: int
+    last_ns: int
+    api_timed: int = 0
+
+
+@dataclass
+class GpuPoint:
+    """The NVML readings of one system sample for one device (None: not reported)."""
+
+    ts_ns: int
+    device_id: int
+    throttle_reasons: int | None = None
+    throttle_pwr: bool | None = None
+    throttle_therm: bool | None = None
+    clk_sm_mhz: float | None = None
+    temp_c: float | None = None
+    power_mw: float | None = None
+    mem_used_mib: float | None = None
+    mem_total_mib: float | None = None
+
+
+@dataclass
+class SessionFacts:
+    session_id: str
+    kernels: int = 0
+    kernel_ns: int = 0
+    """Sum of every kernel's duration (the share denominators)."""
+    api_timed: int = 0
+    """Activities that carry their launch or copy API timing (the idle split needs it)."""
+    sm_count: dict[int, int] = field(default_factory=dict)
+    """Per device, from session_start (absent: not reported)."""
+    idle: list[DeviceIdle] = field(default_factory=list)
+    phases: list[Phase] = field(default_factory=list)
+    tiny: TinyKernels = field(default_factory=TinyKernels)
+    launches: list[LaunchUse] = field(default_factory=list)
+    copies: list[CopyGroup] = field(default_factory=list)
+    gpu_points: list[GpuPoint] = field(default_factory=list)
+    system_samples: int = 0
+    profile_samples: int = 0

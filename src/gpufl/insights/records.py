@@ -1,0 +1,177 @@
+"""``SessionFacts`` from a session's decoded log records (``gpufl summary``, tests): the same definitions as
+the store's SQL (``gpufl.backend.store.insights``), computed in Python over every record."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+from gpufl.contract import events as ev
+from gpufl.insights import facts as fx
+from gpufl.insights import rules
+
+Activity = ev.Kernel | ev.Memcpy | ev.Memset
+
+
+def ready_ns(a: Activity) -> int | None:
+    """When the host had handed the activity over: the end of its API call, or its start if earlier."""
+    if isinstance(a, ev.Memset):
+        return None
+    entry = ev.api_start_ns(a)
+    if entry is None or a.api_dur_ns is None:
+        return None
+    return min(entry + a.api_dur_ns, a.start_ns)
+
+
+def _idle_and_phases(f: fx.SessionFacts, acts: list[Activity]) -> None:
+    by_dev: dict[int, list[Activity]] = defaultdict(list)
+    for a in acts:
+        by_dev[a.device_id].append(a)
+    for dev, mine in sorted(by_dev.items()):
+        _device(f, dev, sorted(mine, key=lambda a: (a.start_ns, a.seq)))
+
+
+def _device(f: fx.SessionFacts, dev: int, mine: list[Activity]) -> None:
+    """One device's activities, in start order: its idle gaps and its phases."""
+    first = mine[0].start_ns
+    last = max(a.end_ns for a in mine)
+    d = fx.DeviceIdle(dev, first, last, len(mine))
+    width = fx.phase_width_ns(first, last)
+    phases: dict[int, fx.Phase] = {}
+    threads: dict[tuple[int, int | None], fx.ThreadLaunches] = {}
+
+    def phase(t: int) -> fx.Phase:
+        i = (t - first) // width
+        if i not in phases:
+            phases[i] = fx.Phase(dev, i, first + i * width, first + (i + 1) * width)
+        return phases[i]
+
+    gaps: list[fx.Gap] = []
+    reach = None
+    for a in mine:
+        if reach is not None and a.start_ns > reach:
+            gap = a.start_ns - reach
+            host, launch, other, unknown = fx.split_gap(reach, gap, ready_ns(a))
+            d.idle_ns += gap
+            d.host_ns += host
+            d.launch_ns += launch
+            d.other_ns += other
+            d.unknown_ns += unknown
+            d.gaps += 1
+            gaps.append(fx.Gap(dev, reach, a.start_ns))
+            p = phase(a.start_ns)
+            p.idle_ns += gap
+            p.host_ns += host
+        reach = a.end_ns if reach is None else max(reach, a.end_ns)
+        if isinstance(a, ev.Kernel):
+            p = phase(a.start_ns)
+            p.kernels += 1
+            p.kernel_ns += a.end_ns - a.start_ns
+            t = threads.get((p.index, a.thread_id))
+            if t is None:
+                t = threads[(p.index, a.thread_id)] = fx.ThreadLaunches(a.thread_id, 0, 0, 0)
+                p.threads.append(t)
+            t.launches += 1
+            t.api_ns += a.api_dur_ns or 0
+            t.api_timed += a.api_dur_ns is not None
+            t.kernel_ns += a.end_ns - a.start_ns
+    gaps.sort(key=lambda g: (g.start_ns - g.end_ns, g.start_ns))
+    d.longest = gaps[: fx.LONGEST_GAPS]
+    f.idle.append(d)
+    f.phases += [phases[i] for i in sorted(phases)]
+
+
+def facts_from_records(session_id: str, records: Iterable[ev.Record]) -> fx.SessionFacts:
+    f = fx.SessionFacts(session_id)
+    launches: dict[int, ev.LaunchConfig] = {}
+    acts: list[Activity] = []
+    points: list[fx.GpuPoint] = []
+    for r in records:
+        if isinstance(r, ev.Kernel | ev.Memcpy | ev.Memset):
+            acts.append(r)
+        elif (
+            isinstance(r, ev.DictEntry)
+            and r.kind == "launch"
+            and r.launch is not None
+            and r.stream == "device"
+        ):
+            launches[r.id] = r.launch
+        elif isinstance(r, ev.SessionStart):
+            for dp in r.devices:
+                if dp.sm_count is not None:
+                    f.sm_count[dp.device_id] = dp.sm_count
+        elif isinstance(r, ev.SystemSample):
+            f.system_samples += 1
+            points += [
+                fx.GpuPoint(
+                    r.ts_ns,
+                    g.device_id,
+                    g.throttle_reasons,
+                    g.throttle_pwr,
+                    g.throttle_therm,
+                    None if g.clk_sm_mhz is None else float(g.clk_sm_mhz),
+                    g.temp_c,
+                    g.power_mw,
+                    g.mem_used_mib,
+                    g.mem_total_mib,
+                )
+                for g in r.gpus
+            ]
+        elif isinstance(r, ev.ProfileSample):
+            f.profile_samples += 1
+    f.gpu_points = sorted(points, key=lambda p: (p.device_id, p.ts_ns))
+    kernels = [a for a in acts if isinstance(a, ev.Kernel)]
+    f.kernels = len(kernels)
+    f.kernel_ns = sum(k.end_ns - k.start_ns for k in kernels)
+    f.api_timed = sum(1 for a in acts if ready_ns(a) is not None)
+    if acts:
+        _idle_and_phases(f, acts)
+
+    def name(k: ev.Kernel) -> str:
+        lc = launches.get(k.launch_id)
+        return lc.name if lc else f"launch#{k.launch_id}"
+
+    tiny: dict[str, fx.KernelGroup] = {}
+    uses: dict[int, fx.LaunchUse] = {}
+    for k in kernels:
+        dur = k.end_ns - k.start_ns
+        if dur < rules.TINY_KERNEL_NS and k.graph_id is None:
+            g = tiny.setdefault(name(k), fx.KernelGroup(name(k), 0, 0, 0))
+            g.count += 1
+            g.kernel_ns += dur
+            g.api_ns += k.api_dur_ns or 0
+            g.api_timed += k.api_dur_ns is not None
+            t = f.tiny
+            t.first_ns = k.start_ns if t.first_ns is None else min(t.first_ns, k.start_ns)
+            t.last_ns = k.end_ns if t.last_ns is None else max(t.last_ns, k.end_ns)
+        u = uses.get(k.launch_id)
+        if u is None:
+            lc = launches.get(k.launch_id)
+            u = uses[k.launch_id] = fx.LaunchUse(name(k), k.device_id, 0, 0, k.start_ns, k.end_ns)
+            if lc is not None:
+                u.grid, u.block, u.num_regs = lc.grid, lc.block, lc.num_regs
+                u.shared_bytes = lc.static_shared_bytes + lc.dyn_shared_bytes
+                u.occupancy, u.limiter = lc.occupancy, lc.limiting_resource
+        u.count += 1
+        u.kernel_ns += dur
+        u.first_ns, u.last_ns = min(u.first_ns, k.start_ns), max(u.last_ns, k.end_ns)
+    f.tiny.count = sum(g.count for g in tiny.values())
+    f.tiny.kernel_ns = sum(g.kernel_ns for g in tiny.values())
+    f.tiny.api_ns = sum(g.api_ns for g in tiny.values())
+    f.tiny.api_timed = sum(g.api_timed for g in tiny.values())
+    f.tiny.top = sorted(tiny.values(), key=lambda g: (-g.count, g.name))[: fx.TOP_NAMES]
+    f.launches = list(uses.values())
+    groups: dict[tuple[str, str, str], fx.CopyGroup] = {}
+    for c in (a for a in acts if isinstance(a, ev.Memcpy)):
+        key = (c.copy_kind, c.src_kind, c.dst_kind)
+        g2 = groups.get(key)
+        if g2 is None:
+            g2 = groups[key] = fx.CopyGroup(*key, 0, 0, 0, 0, c.start_ns, c.end_ns)
+        g2.count += 1
+        g2.bytes += c.bytes
+        g2.dur_ns += c.end_ns - c.start_ns
+        g2.api_ns += c.api_dur_ns or 0
+        g2.api_timed += c.api_dur_ns is not None
+        g2.first_ns, g2.last_ns = min(g2.first_ns, c.start_ns), max(g2.last_ns, c.end_ns)
+    f.copies = sorted(groups.values(), key=lambda g: (g.copy_kind, g.src_kind, g.dst_kind))
+    return f
