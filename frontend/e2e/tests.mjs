@@ -486,12 +486,13 @@ export const tests = [
       await page.click('[data-testid="system-range"] button:has-text("whole session")');
       await page.waitForSelector('[data-testid="chart"] .chart-body[data-points]', { timeout: T });
       // a click on a chart opens the Kernels timeline there, even with a kernel selected (#25)
-      await page.evaluate(() => {
+      // select the kernel the inspector test picked (a real id of this session)
+      await page.evaluate((kid) => {
         const h = location.hash;
         const q = new URLSearchParams(h.slice(h.indexOf('?') + 1));
-        q.set('k', '1');
+        q.set('k', kid);
         location.hash = h.slice(0, h.indexOf('?') < 0 ? h.length : h.indexOf('?')) + '?' + q.toString();
-      });
+      }, ctx.state.kernel.id);
       await page.waitForSelector('[data-testid="chart"] .chart-body[data-points]', { timeout: T });
       const box2 = await page.locator('[data-testid="chart"] .u-over').first().boundingBox();
       await page.mouse.click(box2.x + box2.width / 2, box2.y + box2.height / 2);
