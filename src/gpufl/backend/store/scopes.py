@@ -11,7 +11,8 @@ from gpufl.backend.store.engine import NotFound, PageCursor, SqlEngine
 
 BITMASK_METRICS = ("throttle_reasons",)
 """System metrics whose value is a bitmask (NVML clocks-event reasons): a bucket's mean of masks means
-nothing, so their points also carry the OR of the bucket's masks (``bits``)."""
+nothing, so their points also carry the OR of the bucket's masks (``bits``). Values are stored as doubles:
+only masks below 2^53 (exact as a double) are ORed; a larger one leaves ``bits`` null rather than fail."""
 
 
 class ScopeQueries(SqlEngine):
@@ -235,6 +236,7 @@ class ScopeQueries(SqlEngine):
         rows = self._all(
             f"""SELECT metric, device_id, {b} AS b, min(value), max(value), avg(value), count(*),
                        bit_or(CASE WHEN metric IN ({", ".join(f"'{m}'" for m in BITMASK_METRICS)})
+                                    AND value >= 0 AND value < {2**53}
                                    THEN CAST(value AS BIGINT) END)
                 FROM system_points
                 WHERE {" AND ".join(where)} GROUP BY metric, device_id, b ORDER BY metric, device_id, b""",
