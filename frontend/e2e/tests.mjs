@@ -59,6 +59,10 @@ export const tests = [
       await page.click('button[type=submit]');
       const msg = await page.textContent('[data-testid="signin-error"]', { timeout: T });
       assert.match(msg, /401/);
+      // #25: one clear error, not a second box claiming the key was revoked (it was never signed in)
+      await page.waitForTimeout(300);
+      const boxes = await page.$$eval('.signin [role=alert]', (els) => els.map((e) => e.textContent));
+      assert.equal(boxes.length, 1, `error boxes: ${JSON.stringify(boxes)}`);
       await shot('01-signin-401');
     },
   },
@@ -284,7 +288,40 @@ export const tests = [
       await page.click('[data-testid="summary"] tbody tr:first-child');
       await page.waitForFunction(() => new URLSearchParams(location.hash.slice(location.hash.indexOf('?') + 1)).get('name') !== null, null, { timeout: T });
       await page.waitForSelector('[data-testid="summary"] tbody tr.selected', { timeout: T });
+      // the selected row opens its duration histogram: the buckets /kernels/histogram counts in SQL
+      const selName = hashParams(page.url()).get('name');
+      const row = sum.items.find((r) => r.name === selName);
+      await page.waitForSelector('[data-testid="histogram"]', { timeout: T });
+      const drawn = JSON.parse(await page.getAttribute('[data-testid="histogram"]', 'data-counts'));
+      const h = await api(ctx, `/sessions/${s.session_id}/kernels/histogram?name=${encodeURIComponent(selName)}`);
+      assert.deepEqual(drawn, h.buckets.map((b) => b.count));
+      assert.equal(drawn.reduce((a, b) => a + b, 0), row.count, 'histogram holds every launch');
+      assert.match(await page.textContent('[data-testid="histogram"] figcaption'), /4 per doubling/);
       await shot('05-summary-highlight');
+      // "visible range only": zoom the timeline to the middle tenth; the table shows /kernels/summary for that window
+      const detail = ctx.state.detail;
+      const origin = BigInt(detail.header.start_ns);
+      const whole = await page.evaluate(() => window.__gpuflTimeline.viewport());
+      const mid = (whole.t0 + whole.t1) / 2;
+      const span = (whole.t1 - whole.t0) / 10;
+      await page.evaluate(([a, b]) => window.__gpuflTimeline.setViewport({ t0: a, t1: b }), [mid - span / 2, mid + span / 2]);
+      await waitPainted(page);
+      await page.check('[data-testid="visible-only"]');
+      await page.waitForFunction(() => /kernels overlapping/.test(document.querySelector('[data-testid="summary-scope"]').textContent) && !/updating/.test(document.querySelector('[data-testid="summary-scope"]').textContent), null, { timeout: T });
+      const q = hashParams(page.url());
+      const a = origin + BigInt(Math.max(0, Number(q.get('t0'))));
+      const b = origin + BigInt(Number(q.get('t1')));
+      const part = await api(ctx, `/sessions/${s.session_id}/kernels/summary?sort=total&limit=1000&start_ns=${a}&end_ns=${b}`);
+      await page.waitForFunction((n) => document.querySelectorAll('[data-testid="summary"] tbody tr:not(.hist-row)').length === n || (n === 0 && document.querySelector('.summary .state.empty')), part.items.length, { timeout: T });
+      const shown = await page.$$eval('[data-testid="summary"] tbody tr:not(.hist-row)', (trs) => trs.map((tr) => [tr.querySelector('td.kname').textContent.trim(), Number(tr.children[1].textContent.replace(/,/g, ''))]));
+      const want = part.items.map((r) => [r.name ?? '(unnamed)', r.count]);
+      assert.deepEqual(new Set(shown.map(String)), new Set(want.map(String)), 'visible-range summary vs the API');
+      assert.ok(part.items.reduce((x, r) => x + r.count, 0) < sum.items.reduce((x, r) => x + r.count, 0), 'a tenth of the session has fewer kernels');
+      await shot('05b-summary-visible-range');
+      await page.uncheck('[data-testid="visible-only"]');
+      await page.waitForFunction(() => /whole session/.test(document.querySelector('[data-testid="summary-scope"]').textContent), null, { timeout: T });
+      await page.evaluate((v) => window.__gpuflTimeline.setViewport(v), whole);
+      await waitPainted(page);
     },
   },
   {
@@ -333,42 +370,140 @@ export const tests = [
         assert.equal(n, Math.min(200, best.kernels));
       }
       await shot('06-scopes');
+      // #25: each call of the scope links to the timeline, zoomed onto that call
+      const calls = await api(ctx, `/sessions/${s.session_id}/scopes/instances?scope=${best.scope_id}&limit=200`);
+      await page.waitForSelector('[data-testid="scope-calls"] tbody tr', { timeout: T });
+      const listed = await page.$$eval('[data-testid="scope-calls"] tbody tr', (trs) => trs.map((tr) => tr.getAttribute('data-inst')));
+      assert.deepEqual(listed, calls.items.map((c) => String(c.inst)));
+      assert.equal(calls.items.length, Math.min(200, best.calls));
+      const pickCall = calls.items.filter((c) => c.end_ns !== null).at(-1) ?? calls.items[0];
+      await page.click(`[data-testid="scope-calls"] tr[data-inst="${pickCall.inst}"]`);
+      await waitPainted(page);
+      const origin = BigInt(ctx.state.detail.header.start_ns);
+      const ca = Number(BigInt(pickCall.start_ns) - origin);
+      const cb = pickCall.end_ns === null ? ca : Number(BigInt(pickCall.end_ns) - origin);
+      const v = await page.evaluate(() => window.__gpuflTimeline.viewport());
+      assert.ok(v.t0 <= ca && v.t1 >= cb, `timeline ${JSON.stringify(v)} does not show the call ${ca}..${cb}`);
+      assert.ok(v.t1 - v.t0 <= (cb - ca) * 1.2 + 2000, `timeline ${JSON.stringify(v)} not zoomed onto the call ${ca}..${cb}`);
+      assert.equal(hashParams(page.url()).get('k'), null, 'a selected kernel would pull the view away');
+      await shot('06b-scope-call-on-timeline');
     },
   },
   {
-    name: 'System tab: each chart draws as many points as /system?points= returned',
+    name: 'System tab: charts, stated totals, 0/1 throttle tracks and unreported metrics match /system',
     async run(ctx) {
       const { page, shot } = ctx;
       const s = ctx.state.session;
-      const sys = await api(ctx, `/sessions/${s.session_id}/system?points=600`);
+      const detail = ctx.state.detail;
+      const start = BigInt(detail.header.start_ns);
+      const lastNs = detail.streams.reduce((m, x) => (x.last_ns !== null && BigInt(x.last_ns) > m ? BigInt(x.last_ns) : m), start);
+      const range = Number(lastNs - start);
+      // the Kernels timeline's window comes along (the URL has t0/t1 from the scope call): the tab says so
       await page.click('button[role=tab]:has-text("System")');
+      await page.waitForSelector('[data-testid="system-range"]', { timeout: T });
+      if (hashParams(page.url()).get('t0') !== null) {
+        assert.match(await page.textContent('[data-testid="system-range"]'), /visible range/);
+        await page.click('[data-testid="system-range"] button:has-text("whole session")');
+        await page.waitForFunction(() => /whole session/.test(document.querySelector('[data-testid="system-range"]')?.textContent ?? ''), null, { timeout: T });
+      }
+      const sys = await api(ctx, `/sessions/${s.session_id}/system?points=600`);
       const withPoints = sys.series.filter((x) => x.points.length > 0);
       if (!withPoints.length) {
         await page.waitForSelector('.state.empty', { timeout: T });
         return;
       }
+      const FLAGS = new Set(['throttle_pwr', 'throttle_therm', 'throttle_reasons']);
+      const CONSTANT = new Set(['mem_total_mib', 'ram_total_mib']);
       await page.waitForSelector('[data-testid="chart"] .chart-body[data-points]', { timeout: T });
-      const charts = await page.$$eval('[data-testid="chart"]', (cs) => cs.map((c) => ({ metric: c.getAttribute('data-metric'), points: JSON.parse(c.querySelector('.chart-body').getAttribute('data-points')), canvas: !!c.querySelector('canvas') })));
-      const metrics = new Set(withPoints.map((x) => x.metric));
-      assert.deepEqual(new Set(charts.map((c) => c.metric)), metrics);
+      const charts = await page.$$eval('[data-testid="chart"]', (cs) => cs.map((c) => ({ metric: c.getAttribute('data-metric'), points: JSON.parse(c.querySelector('.chart-body').getAttribute('data-points')), style: c.querySelector('.chart-body').getAttribute('data-style'), canvas: !!c.querySelector('canvas') })));
+      const chartMetrics = new Set(withPoints.map((x) => x.metric).filter((m) => !FLAGS.has(m) && !CONSTANT.has(m)));
+      assert.deepEqual(new Set(charts.map((c) => c.metric)), chartMetrics);
+      const raw = withPoints.filter((x) => chartMetrics.has(x.metric)).every((x) => x.points.every((p) => p.n === 1));
       for (const c of charts) {
         const expected = withPoints.filter((x) => x.metric === c.metric).sort((a, b) => (a.device ?? -1) - (b.device ?? -1)).map((x) => x.points.length);
         assert.deepEqual(c.points, expected, `points of ${c.metric}`);
         assert.ok(c.canvas, `${c.metric} has no canvas`);
+        // one sample per point: dots, no line implying values between them
+        assert.equal(c.style, raw ? 'dots' : 'line', `${c.metric} drawn as ${c.style}`);
+      }
+      // the caption states the interval the samples show (median gap), not the bucket width
+      const gaps = withPoints.filter((x) => chartMetrics.has(x.metric)).flatMap((x) => x.points.slice(1).map((p, i) => Number(BigInt(p.t_ns) - BigInt(x.points[i].t_ns)))).sort((a, b) => a - b);
+      const caption = await page.textContent('[data-testid="system-caption"]');
+      if (gaps.length) {
+        const med = gaps[Math.floor((gaps.length - 1) / 2)];
+        const secs = (med / 1e9).toFixed(2);
+        assert.ok(caption.includes(`Sampled every ~${med >= 1e9 ? secs + ' s' : ''}`), `caption "${caption}" vs median gap ${med} ns`);
+      }
+      assert.ok(!/per \d+(\.\d+)? ?ms bucket/.test(caption) || !raw, `caption claims buckets for raw samples: ${caption}`);
+      // totals that do not move are stated as numbers, not drawn
+      for (const m of CONSTANT) {
+        const ser = withPoints.filter((x) => x.metric === m);
+        if (!ser.length) continue;
+        const texts = await page.$$eval(`[data-testid="system-constants"] [data-metric="${m}"] dd`, (dd) => dd.map((d) => d.textContent));
+        assert.equal(texts.length, ser.length, `${m} stated once per device`);
+        const v = Math.round(ser[0].points[0].min);
+        if (ser[0].points.every((p) => p.min === ser[0].points[0].min && p.max === p.min)) assert.ok(texts.some((t) => t.includes(v.toLocaleString('en-US'))), `${m}: ${texts} vs ${v}`);
+      }
+      // a GPU metric the GPU did not report is named, not silently missing
+      const gpuMetrics = new Set(withPoints.filter((x) => x.device !== null).map((x) => x.metric));
+      if (gpuMetrics.size && !gpuMetrics.has('fan_pct')) {
+        assert.match(await page.textContent('[data-testid="system-missing"] [data-metric="fan_pct"]'), /not reported by this GPU/);
+      }
+      // throttle flags and the decoded NVML bitmask: one 0/1 track per flag and per reason that was on
+      if (withPoints.some((x) => FLAGS.has(x.metric))) {
+        const tracks = JSON.parse(await page.getAttribute('[data-testid="flags"] .chart-body', 'data-tracks'));
+        const byKey = Object.fromEntries(tracks.map((t) => [t.key, t]));
+        for (const x of withPoints.filter((y) => y.metric === 'throttle_pwr' || y.metric === 'throttle_therm')) {
+          const t = byKey[`${x.metric}:${x.device}`];
+          assert.ok(t, `track ${x.metric}`);
+          assert.equal(t.on, x.points.filter((p) => p.max >= 0.5).length);
+          assert.equal(t.on + t.off, x.points.length);
+        }
+        const NAMES = { 1: 'GpuIdle', 2: 'ApplicationsClocksSetting', 4: 'SwPowerCap', 8: 'HwSlowdown', 16: 'SyncBoost', 32: 'SwThermalSlowdown', 64: 'HwThermalSlowdown', 128: 'HwPowerBrakeSlowdown', 256: 'DisplayClockSetting' };
+        for (const x of withPoints.filter((y) => y.metric === 'throttle_reasons')) {
+          for (const [bit, name] of Object.entries(NAMES)) {
+            const on = x.points.filter((p) => (p.bits & Number(bit)) !== 0).length;
+            const t = byKey[`throttle_reasons:${x.device}:${name}`];
+            if (on === 0) assert.ok(!t && (await page.textContent('[data-testid="flags-never"]')).includes(name), `${name} never on: no track, listed as never on`);
+            else assert.equal(t?.on, on, `${name} on in ${on} samples`);
+          }
+        }
       }
       await shot('07-system');
-      // a click on a chart moves the Kernels timeline there
+      // drag across a chart: the time range for the charts and the Kernels timeline (linked through the URL)
       const box = await page.locator('[data-testid="chart"] .u-over').first().boundingBox();
-      await page.mouse.click(box.x + box.width / 2, box.y + box.height / 2);
+      await page.mouse.move(box.x + box.width * 0.25, box.y + box.height / 2);
+      await page.mouse.down();
+      await page.mouse.move(box.x + box.width * 0.5, box.y + box.height / 2, { steps: 5 });
+      await page.mouse.move(box.x + box.width * 0.75, box.y + box.height / 2, { steps: 5 });
+      await page.mouse.up();
+      await page.waitForFunction(() => new URLSearchParams(location.hash.slice(location.hash.indexOf('?') + 1)).get('t0') !== null, null, { timeout: T });
+      const dq = hashParams(page.url());
+      assert.ok(/\/system/.test(new URL(page.url()).hash), 'a drag stays on the System tab');
+      assert.ok(Math.abs(Number(dq.get('t0')) - range * 0.25) < range * 0.03 && Math.abs(Number(dq.get('t1')) - range * 0.75) < range * 0.03, `dragged range ${dq.get('t0')}..${dq.get('t1')} vs ${range}`);
+      await page.waitForFunction(() => /visible range/.test(document.querySelector('[data-testid="system-range"]')?.textContent ?? ''), null, { timeout: T });
+      await shot('07b-system-range');
+      await page.click('[data-testid="system-range"] button:has-text("whole session")');
+      await page.waitForSelector('[data-testid="chart"] .chart-body[data-points]', { timeout: T });
+      // a click on a chart opens the Kernels timeline there, even with a kernel selected (#25)
+      // select the kernel the inspector test picked (a real id of this session)
+      await page.evaluate((kid) => {
+        const h = location.hash;
+        const q = new URLSearchParams(h.slice(h.indexOf('?') + 1));
+        q.set('k', kid);
+        location.hash = h.slice(0, h.indexOf('?') < 0 ? h.length : h.indexOf('?')) + '?' + q.toString();
+      }, ctx.state.kernel.id);
+      await page.waitForSelector('[data-testid="chart"] .chart-body[data-points]', { timeout: T });
+      const box2 = await page.locator('[data-testid="chart"] .u-over').first().boundingBox();
+      await page.mouse.click(box2.x + box2.width / 2, box2.y + box2.height / 2);
       await page.waitForSelector('canvas[data-testid="timeline"]', { timeout: T });
       const q = hashParams(page.url());
+      assert.equal(q.get('k'), null, 'the selected kernel is dropped: the clicked moment wins');
       const mid = (Number(q.get('t0')) + Number(q.get('t1'))) / 2;
-      const detail = ctx.state.detail;
-      const start = BigInt(detail.header.start_ns);
-      const lastNs = detail.streams.reduce((m, x) => (x.last_ns !== null && BigInt(x.last_ns) > m ? BigInt(x.last_ns) : m), start);
-      const range = Number(lastNs - start);
       assert.ok(Math.abs(mid - range / 2) < range * 0.1, `jumped to ${mid}, expected about ${range / 2}`);
       await waitPainted(page);
+      const v = await page.evaluate(() => window.__gpuflTimeline.viewport());
+      assert.ok(Math.abs((v.t0 + v.t1) / 2 - mid) < (v.t1 - v.t0) * 0.01, `timeline at ${JSON.stringify(v)}, URL mid ${mid}`);
       await shot('08-jump-from-system');
     },
   },

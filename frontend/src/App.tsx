@@ -16,6 +16,9 @@ export function App() {
   useEffect(
     () =>
       onAuthFailure(() => {
+        // Only a key that was signed in can have been revoked: a wrong key typed at sign-in already gets the
+        // sign-in form's own error, and a second box about revocation would be wrong and confusing.
+        if (getToken() === null) return;
         setToken(null);
         setTok(null);
         setNotice('Your API key was rejected (401): it may have been revoked. Sign in again.');

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -245,11 +246,97 @@ def test_scope_instances_endpoint(api: Api) -> None:
     win = {"start_ns": f.t0 + 600, "end_ns": f.t0 + 2000}
     assert [i["inst"] for i in api.get(url, params=win).json()["items"]] == [1, 3]
     assert [i["inst"] for i in api.get(url, params={**win, "min_dur_ns": 100}).json()["items"]] == [1]
+    assert [i["inst"] for i in api.get(url, params={"scope": 2}).json()["items"]] == [2, 3]
+    assert [i["inst"] for i in api.get(url, params={**win, "scope": 1}).json()["items"]] == [1]
     first = api.get(url, params={"limit": 3}).json()
     assert [i["inst"] for i in first["items"]] == [1, 2, 3] and first["next_cursor"]
     rest = api.get(url, params={"limit": 3, "cursor": first["next_cursor"]}).json()
     assert [i["inst"] for i in rest["items"]] == [4] and rest["next_cursor"] is None
     assert api.get("/sessions/nope/scopes/instances").status_code == 404
+
+
+def test_kernel_summary_window_and_histogram_count_what_overlaps(api: Api) -> None:
+    """#25: the summary can follow the timeline's visible range (kernels overlapping it, counted whole, the
+    same definitions), and a kernel's durations come as a log-spaced histogram whose buckets hold every launch
+    (a bimodal kernel shows both modes)."""
+    f = SessionFactory("win")
+    recs: list[ev.Record] = [f.start("device"), f.launch(1, "bimodal"), f.launch(2, "other")]
+    kernels: list[tuple[str, int, int]] = []  # name, start, duration (offsets from t0)
+    t = 0
+    for i in range(228):
+        dur = 45_000 if i % 19 == 0 else 1_000 + i  # 12 slow ones among 228
+        kernels.append(("bimodal", t, dur))
+        kernels.append(("other", t + 50_000, 3_000))
+        t += 100_000
+    recs += [f.kernel(1 if n == "bimodal" else 2, s, d) for n, s, d in kernels]
+    assert api.post_events("device", ev.encode_lines(recs)).json()["rejected"] == []
+    w0, w1 = 1_234_567, 9_876_543  # cuts through kernels at both ends
+    got = api.get("/sessions/win/kernels/summary", params={"start_ns": f.t0 + w0, "end_ns": f.t0 + w1}).json()
+    S.KernelSummary.model_validate(got, strict=True)
+    assert (got["start_ns"], got["end_ns"]) == (f.t0 + w0, f.t0 + w1)
+    inside = [(n, d) for n, s, d in kernels if s < w1 and s + d > w0]
+    assert got["gpu_time_ns"] == sum(d for _, d in inside)
+    for item in got["items"]:
+        d = sorted(x for n, x in inside if n == item["name"])
+        assert (item["count"], item["total_ns"], item["min_ns"], item["max_ns"]) == (
+            len(d),
+            sum(d),
+            d[0],
+            d[-1],
+        )
+        assert item["quantiles"] == "exact"
+        pos = 0.95 * (len(d) - 1)
+        lo = int(pos)
+        assert item["p95_ns"] == pytest.approx(d[lo] + (d[min(lo + 1, len(d) - 1)] - d[lo]) * (pos - lo))
+    whole = api.get("/sessions/win/kernels/summary").json()
+    assert whole["start_ns"] is None and whole["items"][0]["count"] == 228
+
+    h = api.get("/sessions/win/kernels/histogram", params={"name": "bimodal"}).json()
+    S.KernelHistogram.model_validate(h, strict=True)
+    durs = [d for n, _, d in kernels if n == "bimodal"]
+    assert h["count"] == len(durs) == sum(b["count"] for b in h["buckets"])
+    for b in h["buckets"]:
+        assert b["count"] == sum(1 for d in durs if b["lo_ns"] <= d < b["hi_ns"])
+    assert all(a["hi_ns"] == b["lo_ns"] for a, b in itertools.pairwise(h["buckets"]))
+    assert h["buckets"][0]["lo_ns"] <= min(durs) and max(durs) < h["buckets"][-1]["hi_ns"]
+    assert any(b["count"] == 0 for b in h["buckets"])  # the gap between the two modes is shown, not dropped
+    hw = api.get(
+        "/sessions/win/kernels/histogram",
+        params={"name": "bimodal", "start_ns": f.t0 + w0, "end_ns": f.t0 + w1},
+    ).json()
+    assert hw["count"] == sum(1 for n, _ in inside if n == "bimodal")
+    assert api.get("/sessions/win/kernels/histogram", params={"name": "nope"}).json()["buckets"] == []
+    assert api.get("/sessions/win/kernels/histogram").status_code == 422
+    r = api.get("/sessions/win/kernels/summary", params={"start_ns": 5, "end_ns": 4})
+    assert r.status_code == 422
+
+
+def test_system_points_say_how_many_samples_and_or_the_throttle_bitmask(api: Api) -> None:
+    """#25: a point that is one sample says so (n = 1), and the clocks-event reasons bitmask of a bucket is the
+    OR of its samples' masks (a mean of masks decodes into reasons that never happened)."""
+    f = SessionFactory("bits")
+    masks = [0x1, 0x4, 0x0, 0x40, 0x0, 0x0]
+    samples = [
+        ev.SystemSample(
+            session_id="bits",
+            stream="system",
+            seq=i + 1,
+            ts_ns=f.t0 + i * 10**9,
+            gpus=[ev.GpuSample(device_id=0, throttle_reasons=m, util_gpu_pct=10.0 * i)],
+        )
+        for i, m in enumerate(masks)
+    ]
+    assert api.post_events("system", ev.encode_lines([f.start("system"), *samples])).json()["rejected"] == []
+    fine = api.get("/sessions/bits/system", params={"points": 600}).json()
+    S.SystemResponse.model_validate(fine, strict=True)
+    by = {s["metric"]: s["points"] for s in fine["series"]}
+    assert [p["n"] for p in by["throttle_reasons"]] == [1] * len(masks)
+    assert [p["bits"] for p in by["throttle_reasons"]] == masks
+    assert all(p["bits"] is None for p in by["util_gpu_pct"])
+    coarse = api.get("/sessions/bits/system", params={"points": 3, "metric": "throttle_reasons"}).json()
+    pts = coarse["series"][0]["points"]
+    assert [p["n"] for p in pts] == [2, 2, 2]
+    assert [p["bits"] for p in pts] == [0x1 | 0x4, 0x0 | 0x40, 0x0]
 
 
 # ---- auth -------------------------------------------------------------------------------------------
@@ -264,6 +351,7 @@ NEEDS = {
     ("DELETE", "/api/v1/sessions/{session_id}"): "admin",
     ("GET", "/api/v1/sessions/{session_id}/kernels"): "read",
     ("GET", "/api/v1/sessions/{session_id}/kernels/summary"): "read",
+    ("GET", "/api/v1/sessions/{session_id}/kernels/histogram"): "read",
     ("GET", "/api/v1/sessions/{session_id}/export"): "read",
     ("GET", "/api/v1/sessions/{session_id}/scopes/{scope_id}/kernels"): "read",
     ("GET", "/api/v1/sessions/{session_id}/kernels/{kernel_id}"): "read",

@@ -52,6 +52,19 @@ def test_capture_round_trip(api: Api, capture: Path) -> None:
     summary = api.get(f"/sessions/{sid}/kernels/summary", params={"limit": 10_000}).json()
     assert sum(i["count"] for i in summary["items"]) == types["kernel"]
     assert all(i["name"] for i in summary["items"])  # every launch dict entry resolved
+    # the same summary read from the kernel rows (a window covering the session) agrees with the ingest-time one
+    win = {"start_ns": d["header"]["start_ns"] - 1, "end_ns": 2**62}
+    windowed = api.get(f"/sessions/{sid}/kernels/summary", params={"limit": 10_000, **win}).json()
+    fields = ("name", "count", "total_ns", "min_ns", "max_ns", "quantiles")
+    assert [[i[k] for k in fields] for i in windowed["items"]] == [
+        [i[k] for k in fields] for i in summary["items"]
+    ]
+    for a, b in zip(windowed["items"], summary["items"], strict=True):
+        assert a["p95_ns"] == pytest.approx(b["p95_ns"], rel=1e-9 if a["quantiles"] == "exact" else 0.0201)
+    for item in summary["items"][:5]:  # each histogram holds every launch of its kernel
+        h = api.get(f"/sessions/{sid}/kernels/histogram", params={"name": item["name"]}).json()
+        assert h["count"] == item["count"] == sum(b["count"] for b in h["buckets"])
+        assert h["buckets"][0]["lo_ns"] <= item["min_ns"] and item["max_ns"] < h["buckets"][-1]["hi_ns"]
     first = api.get(f"/sessions/{sid}/kernels", params={"limit": 1}).json()["items"]
     if first:
         detail = api.get(f"/sessions/{sid}/kernels/{first[0]['id']}").json()

@@ -16,6 +16,7 @@ export type SessionItemWire = W<S['SessionItem']>;
 export type HostsResponse = S['HostsResponse'];
 export type KernelSummary = S['KernelSummary'];
 export type KernelSummaryRow = S['KernelSummaryRow'];
+export type KernelHistogram = S['KernelHistogram'];
 export type ScopeNode = S['ScopeNode'];
 export type ScopeTree = S['ScopeTree'];
 export type ScopeKernels = S['ScopeKernels'];
@@ -252,6 +253,10 @@ export interface SystemSeries {
   min: number[];
   max: number[];
   mean: number[];
+  /** Samples per point (1: the point is one sample, not a mean). */
+  n: number[];
+  /** Bitmask metrics only (throttle_reasons): OR of the point's masks; null elsewhere. */
+  bits: (number | null)[];
 }
 
 export interface SystemData {
@@ -357,8 +362,16 @@ export class Api {
     return { items: w.items.map((k) => toKernelRow(k, s.origin)), nextCursor: w.next_cursor };
   }
 
-  kernelSummary(id: string, sort = 'total', limit = 500, signal?: AbortSignal): Promise<KernelSummary> {
-    return this.get<KernelSummary>(`/sessions/${enc(id)}/kernels/summary`, { sort, limit }, signal);
+  /** The kernel summary of the whole session, or (win) of the kernels overlapping that window. */
+  kernelSummary(s: SessionDetail, sort = 'total', limit = 500, signal?: AbortSignal, win?: { start: number; end: number }): Promise<KernelSummary> {
+    const range = win ? { start_ns: abs(win.start, s.origin), end_ns: abs(win.end, s.origin) } : {};
+    return this.get<KernelSummary>(`/sessions/${enc(s.id)}/kernels/summary`, { sort, limit, ...range }, signal);
+  }
+
+  /** Log-spaced duration histogram of the kernels named `name` (in the window, when given). */
+  kernelHistogram(s: SessionDetail, name: string, signal?: AbortSignal, win?: { start: number; end: number }): Promise<KernelHistogram> {
+    const range = win ? { start_ns: abs(win.start, s.origin), end_ns: abs(win.end, s.origin) } : {};
+    return this.get<KernelHistogram>(`/sessions/${enc(s.id)}/kernels/histogram`, { name, ...range }, signal);
   }
 
   async kernel(s: SessionDetail, kernelId: string, signal?: AbortSignal): Promise<KernelDetail> {
@@ -439,6 +452,7 @@ export class Api {
     limit: number,
     cursor?: string,
     signal?: AbortSignal,
+    scope?: number,
   ): Promise<{ items: ScopeInstance[]; nextCursor: string | null }> {
     const w = await this.get<{ items: W<S['ScopeInstance']>[]; next_cursor: string | null }>(
       `/sessions/${enc(s.id)}/scopes/instances`,
@@ -446,6 +460,7 @@ export class Api {
         start_ns: abs(win.start, s.origin),
         end_ns: abs(win.end, s.origin),
         min_dur_ns: Math.max(0, Math.floor(minDurNs)),
+        scope,
         limit,
         cursor,
       },
@@ -480,17 +495,19 @@ export class Api {
 
 /** Wire series (array of point objects) → columnar arrays (what the charts draw), times relative to `origin`. */
 export function shapeSeries(
-  x: { metric: string; device: number | null; points: { t_ns: NsLike; min: number; max: number; mean: number }[] },
+  x: { metric: string; device: number | null; points: { t_ns: NsLike; min: number; max: number; mean: number; n: number; bits: number | null }[] },
   origin: bigint,
 ): SystemSeries {
   const n = x.points.length;
-  const out: SystemSeries = { metric: x.metric, device: x.device, t: new Array(n), min: new Array(n), max: new Array(n), mean: new Array(n) };
+  const out: SystemSeries = { metric: x.metric, device: x.device, t: new Array(n), min: new Array(n), max: new Array(n), mean: new Array(n), n: new Array(n), bits: new Array(n) };
   for (let i = 0; i < n; i++) {
     const p = x.points[i];
     out.t[i] = Number(toBig(p.t_ns) - origin);
     out.min[i] = p.min;
     out.max[i] = p.max;
     out.mean[i] = p.mean;
+    out.n[i] = p.n;
+    out.bits[i] = p.bits;
   }
   return out;
 }

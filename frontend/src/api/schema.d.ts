@@ -172,6 +172,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/sessions/{session_id}/kernels/histogram": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Kernel Histogram */
+        get: operations["kernel_histogram_api_v1_sessions__session_id__kernels_histogram_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/sessions/{session_id}/kernels/summary": {
         parameters: {
             query?: never;
@@ -385,6 +402,15 @@ export interface components {
             /** Error */
             error: string;
         };
+        /** HistogramBucket */
+        HistogramBucket: {
+            /** Count */
+            count: number;
+            /** Hi Ns */
+            hi_ns: number;
+            /** Lo Ns */
+            lo_ns: number;
+        };
         /** HostNode */
         HostNode: {
             /** Apps */
@@ -532,6 +558,21 @@ export interface components {
             /** Thread Id */
             thread_id: number | null;
         };
+        /** KernelHistogram */
+        KernelHistogram: {
+            /** Buckets */
+            buckets: components["schemas"]["HistogramBucket"][];
+            /** Count */
+            count: number;
+            /** End Ns */
+            end_ns: number | null;
+            /** Name */
+            name: string;
+            /** Per Octave */
+            per_octave: number;
+            /** Start Ns */
+            start_ns: number | null;
+        };
         /** KernelPage */
         KernelPage: {
             /** Items */
@@ -572,10 +613,14 @@ export interface components {
         };
         /** KernelSummary */
         KernelSummary: {
+            /** End Ns */
+            end_ns?: number | null;
             /** Gpu Time Ns */
             gpu_time_ns: number;
             /** Items */
             items: components["schemas"]["KernelSummaryRow"][];
+            /** Start Ns */
+            start_ns?: number | null;
         };
         /** KernelSummaryRow */
         KernelSummaryRow: {
@@ -940,12 +985,16 @@ export interface components {
         };
         /** SeriesPoint */
         SeriesPoint: {
+            /** Bits */
+            bits: number | null;
             /** Max */
             max: number;
             /** Mean */
             mean: number;
             /** Min */
             min: number;
+            /** N */
+            n: number;
             /** T Ns */
             t_ns: number;
         };
@@ -1951,11 +2000,86 @@ export interface operations {
             };
         };
     };
+    kernel_histogram_api_v1_sessions__session_id__kernels_histogram_get: {
+        parameters: {
+            query: {
+                name: string;
+                start_ns?: number | null;
+                end_ns?: number | null;
+            };
+            header?: never;
+            path: {
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["KernelHistogram"];
+                };
+            };
+            /** @description Missing, unknown or revoked token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such session, kernel or key */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or body the API does not take */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description The key's request rate limit: retry after Retry-After seconds */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     kernel_summary_api_v1_sessions__session_id__kernels_summary_get: {
         parameters: {
             query?: {
                 sort?: "total" | "count" | "mean" | "max" | "p95" | "name";
                 limit?: number;
+                start_ns?: number | null;
+                end_ns?: number | null;
             };
             header?: never;
             path: {
@@ -2340,6 +2464,7 @@ export interface operations {
                 start_ns?: number | null;
                 end_ns?: number | null;
                 min_dur_ns?: number | null;
+                scope?: number | null;
                 limit?: number;
                 cursor?: string | null;
             };

@@ -85,6 +85,11 @@ function DashboardBody({ api, s, route, navigate }: { api: Api; s: SessionDetail
             scope={route.scope}
             onSelect={(id) => go({ scope: id })}
             onKernel={(id) => go({ tab: 'kernels', kernel: id })}
+            onInstance={(a, b) => {
+              // the call and a margin on each side, so its edges show; no selected kernel to pull the view away
+              const pad = Math.max(1000, (b - a) * 0.05);
+              go({ tab: 'kernels', t0: Math.round(a - pad), t1: Math.round(b + pad), kernel: undefined });
+            }}
           />
         )}
         {route.tab === 'insights' && <InsightsTab api={api} session={s} navigate={navigate} />}
@@ -93,10 +98,14 @@ function DashboardBody({ api, s, route, navigate }: { api: Api; s: SessionDetail
             <SystemTab
               api={api}
               session={s}
+              t0={route.t0}
+              t1={route.t1}
               onJump={(t) => {
                 const span = route.t0 !== undefined && route.t1 !== undefined && route.t1 > route.t0 ? route.t1 - route.t0 : Math.max(1e6, s.rangeEnd / 50);
-                go({ tab: 'kernels', t0: Math.round(t - span / 2), t1: Math.round(t + span / 2) });
+                // The clicked moment wins: a selected kernel elsewhere would pull the timeline back to itself.
+                go({ tab: 'kernels', t0: Math.round(t - span / 2), t1: Math.round(t + span / 2), kernel: undefined });
               }}
+              onRange={(r) => go(r ? { t0: r.t0, t1: r.t1 } : { t0: undefined, t1: undefined })}
             />
           </Suspense>
         )}

@@ -1,6 +1,7 @@
 import { useEffect, useRef, useState } from 'react';
-import type { Api, SessionDetail } from '../api/client';
+import type { Api, KernelSummary, SessionDetail } from '../api/client';
 import { useAsync } from '../lib/useAsync';
+import { useDebounced } from '../lib/useDebounced';
 import { Timeline } from '../timeline/Timeline';
 import type { Viewport } from '../timeline/viewport';
 import { Inspector } from './Inspector';
@@ -43,9 +44,12 @@ export function KernelsTab({ api, session, t0, t1, kernel, name, onChange }: Ker
     const t = window.setTimeout(() => setSummaryGo(true), 2000);
     return () => window.clearTimeout(t);
   }, []);
+  // "Visible range only": the summary follows the timeline's window, re-asked once the view rests (300 ms).
+  const [visibleOnly, setVisibleOnly] = useState(false);
+  const win = useDebounced(visibleOnly ? { start: Math.max(0, t0 ?? 0), end: t1 ?? session.rangeEnd } : undefined, 300);
   const summary = useAsync(
-    (sig) => (summaryGo ? api.kernelSummary(session.id, 'total', 1000, sig) : new Promise<never>(() => {})),
-    [api, session.id, summaryGo],
+    (sig) => (summaryGo ? api.kernelSummary(session, 'total', 1000, sig, win) : new Promise<never>(() => {})),
+    [api, session, summaryGo, win?.start, win?.end],
   );
   const sel = detail.state === 'ready' && detail.data ? detail.data : null;
 
@@ -61,6 +65,20 @@ export function KernelsTab({ api, session, t0, t1, kernel, name, onChange }: Ker
     setVp(nv);
     setNonce((n) => n + 1);
   }, [sel]);
+
+  const table = (data: KernelSummary, stale: boolean) => (
+    <SummaryTable
+      api={api}
+      session={session}
+      data={data}
+      stale={stale}
+      win={win}
+      visibleOnly={visibleOnly}
+      onVisibleOnly={setVisibleOnly}
+      selected={name ?? null}
+      onSelect={(n) => onChange({ name: n ?? undefined })}
+    />
+  );
 
   return (
     <div className="kernels-tab">
@@ -84,9 +102,13 @@ export function KernelsTab({ api, session, t0, t1, kernel, name, onChange }: Ker
         </div>
         {kernel && <Inspector value={detail} session={session} onClose={() => onChange({ kernel: undefined })} />}
       </div>
-      <AsyncView value={summary} what="the kernel summary">
-        {(s) => <SummaryTable data={s} selected={name ?? null} onSelect={(n) => onChange({ name: n ?? undefined })} />}
-      </AsyncView>
+      {summary.state === 'loading' && summary.prev ? (
+        table(summary.prev, true)
+      ) : (
+        <AsyncView value={summary} what="the kernel summary">
+          {(s) => table(s, false)}
+        </AsyncView>
+      )}
     </div>
   );
 }

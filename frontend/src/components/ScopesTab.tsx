@@ -5,7 +5,7 @@ import { expandToDepth, findScope, visibleRows } from '../lib/scopes';
 import { useAsync } from '../lib/useAsync';
 import { AsyncView, Empty } from './States';
 
-export function ScopesTab({ api, session, scope, onSelect, onKernel }: { api: Api; session: SessionDetail; scope?: number; onSelect: (id: number | undefined) => void; onKernel: (id: string) => void }) {
+export function ScopesTab({ api, session, scope, onSelect, onKernel, onInstance }: { api: Api; session: SessionDetail; scope?: number; onSelect: (id: number | undefined) => void; onKernel: (id: string) => void; onInstance: (start: number, end: number) => void }) {
   const tree = useAsync((sig) => api.scopes(session.id, sig), [api, session.id]);
   return (
     <AsyncView value={tree} what="scopes">
@@ -13,14 +13,14 @@ export function ScopesTab({ api, session, scope, onSelect, onKernel }: { api: Ap
         t.roots.length === 0 ? (
           <Empty>This session recorded no scopes (wrap code in <code>gpufl.scope("name")</code> to see it here).</Empty>
         ) : (
-          <ScopeTreeView roots={t.roots} api={api} session={session} scope={scope} onSelect={onSelect} onKernel={onKernel} />
+          <ScopeTreeView roots={t.roots} api={api} session={session} scope={scope} onSelect={onSelect} onKernel={onKernel} onInstance={onInstance} />
         )
       }
     </AsyncView>
   );
 }
 
-function ScopeTreeView({ roots, api, session, scope, onSelect, onKernel }: { roots: ScopeNode[]; api: Api; session: SessionDetail; scope?: number; onSelect: (id: number | undefined) => void; onKernel: (id: string) => void }) {
+function ScopeTreeView({ roots, api, session, scope, onSelect, onKernel, onInstance }: { roots: ScopeNode[]; api: Api; session: SessionDetail; scope?: number; onSelect: (id: number | undefined) => void; onKernel: (id: string) => void; onInstance: (start: number, end: number) => void }) {
   const [expanded, setExpanded] = useState<Set<number>>(() => expandToDepth(roots, 2));
   const rows = useMemo(() => visibleRows(roots, expanded), [roots, expanded]);
   const sel = scope !== undefined ? findScope(roots, scope) : null;
@@ -83,12 +83,18 @@ function ScopeTreeView({ roots, api, session, scope, onSelect, onKernel }: { roo
           ))}
         </tbody>
       </table>
-      {sel && <ScopeDetail key={sel.scope_id} api={api} session={session} node={sel} onKernel={onKernel} />}
+      {sel && <ScopeDetail key={sel.scope_id} api={api} session={session} node={sel} onKernel={onKernel} onInstance={onInstance} />}
     </div>
   );
 }
 
-function ScopeDetail({ api, session, node, onKernel }: { api: Api; session: SessionDetail; node: ScopeNode; onKernel: (id: string) => void }) {
+const CALLS_SHOWN = 200;
+
+function ScopeDetail({ api, session, node, onKernel, onInstance }: { api: Api; session: SessionDetail; node: ScopeNode; onKernel: (id: string) => void; onInstance: (start: number, end: number) => void }) {
+  const calls = useAsync(
+    (sig) => api.scopeInstances(session, { start: 0, end: session.rangeEnd + 1 }, 0, CALLS_SHOWN, undefined, sig, node.scope_id),
+    [api, session, node.scope_id],
+  );
   const kernels = useAsync(
     (sig) => api.kernels(session, { start: 0, end: session.rangeEnd + 1, scope: node.scope_id }, 200, undefined, sig),
     [api, session, node.scope_id],
@@ -97,6 +103,40 @@ function ScopeDetail({ api, session, node, onKernel }: { api: Api; session: Sess
   const byName = useAsync((sig) => api.scopeKernels(session.id, node.scope_id, sig), [api, session.id, node.scope_id]);
   return (
     <div className="scope-detail">
+      <h3>
+        Calls of <code>{node.path}</code> <span className="muted small">(click one to see it on the Kernels timeline)</span>
+      </h3>
+      <AsyncView value={calls} what="the scope's calls">
+        {(c) => (
+          <div className="scroll short">
+            <table className="grid" data-testid="scope-calls">
+              <thead>
+                <tr>
+                  <th className="num">#</th>
+                  <th className="num">Start</th>
+                  <th className="num">Duration</th>
+                  <th className="num">Thread</th>
+                </tr>
+              </thead>
+              <tbody>
+                {c.items.map((x, i) => (
+                  <tr key={x.inst} className="clickable" data-inst={x.inst} onClick={() => onInstance(x.start, x.end ?? session.rangeEnd)}>
+                    <td className="num">{i + 1}</td>
+                    <td className="num">+{fmtDur(x.start)}</td>
+                    <td className="num">{x.end === null ? 'open (no scope_end)' : fmtDur(x.end - x.start)}</td>
+                    <td className="num">{x.threadId}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+            {c.nextCursor && (
+              <p className="muted small">
+                The first {c.items.length} of {fmtInt(node.calls)} calls, in time order.
+              </p>
+            )}
+          </div>
+        )}
+      </AsyncView>
       <h3>
         Kernels by name in <code>{node.path}</code> and the scopes under it
       </h3>

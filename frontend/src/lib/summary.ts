@@ -1,7 +1,7 @@
 /** Data shaping for the kernel summary table. */
 import type { KernelSummaryRow } from '../api/client';
 
-export type SummaryKey = 'name' | 'count' | 'total_ns' | 'mean_ns' | 'p95_ns' | 'share';
+export type SummaryKey = 'name' | 'count' | 'total_ns' | 'mean_ns' | 'min_ns' | 'p50_ns' | 'p95_ns' | 'max_ns' | 'share';
 
 export function sortSummary(rows: KernelSummaryRow[], key: SummaryKey, desc: boolean): KernelSummaryRow[] {
   const out = [...rows];

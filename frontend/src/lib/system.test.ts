@@ -6,7 +6,7 @@ const origin = 1_732_521_600_000_000_000n;
 const wire = (metric: string, device: number | null, ts: number[]) => ({
   metric,
   device,
-  points: ts.map((t, i) => ({ t_ns: (origin + BigInt(t)).toString(), min: i, max: i + 2, mean: i + 1 })),
+  points: ts.map((t, i) => ({ t_ns: (origin + BigInt(t)).toString(), min: i, max: i + 2, mean: i + 1, n: 1, bits: null })),
 });
 
 describe('shapeSeries', () => {

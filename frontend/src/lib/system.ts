@@ -7,6 +7,10 @@ export interface MetricInfo {
   /** Multiply raw values by this to get `unit` (e.g. mW → W). */
   scale: number;
   host: boolean;
+  /** How it is shown: a chart (default), a stated number (a total that does not move), or a 0/1 flag track. */
+  kind?: 'chart' | 'constant' | 'flag' | 'bitmask';
+  /** false: gpufl's client does not sample it yet (absent because of gpufl, not the GPU). */
+  sampled?: boolean;
 }
 
 export const METRICS: Record<string, MetricInfo> = {
@@ -20,18 +24,89 @@ export const METRICS: Record<string, MetricInfo> = {
   clk_gfx_mhz: { title: 'Graphics clock', unit: 'MHz', scale: 1, host: false },
   clk_mem_mhz: { title: 'Memory clock', unit: 'MHz', scale: 1, host: false },
   mem_free_mib: { title: 'VRAM free', unit: 'MiB', scale: 1, host: false },
-  mem_total_mib: { title: 'VRAM total', unit: 'MiB', scale: 1, host: false },
+  mem_total_mib: { title: 'VRAM total', unit: 'MiB', scale: 1, host: false, kind: 'constant' },
   energy_mj: { title: 'Energy since driver load', unit: 'kJ', scale: 1e-6, host: false },
-  pcie_rx_kbs: { title: 'PCIe receive', unit: 'MB/s', scale: 1e-3, host: false },
-  pcie_tx_kbs: { title: 'PCIe transmit', unit: 'MB/s', scale: 1e-3, host: false },
-  throttle_pwr: { title: 'Power throttling (1 = on)', unit: '', scale: 1, host: false },
-  throttle_therm: { title: 'Thermal throttling (1 = on)', unit: '', scale: 1, host: false },
-  throttle_reasons: { title: 'Clock event reasons (NVML bitmask)', unit: '', scale: 1, host: false },
+  pcie_rx_kbs: { title: 'PCIe receive', unit: 'MB/s', scale: 1e-3, host: false, sampled: false },
+  pcie_tx_kbs: { title: 'PCIe transmit', unit: 'MB/s', scale: 1e-3, host: false, sampled: false },
+  throttle_pwr: { title: 'Power throttling', unit: '', scale: 1, host: false, kind: 'flag' },
+  throttle_therm: { title: 'Thermal throttling', unit: '', scale: 1, host: false, kind: 'flag' },
+  throttle_reasons: { title: 'Clock event reasons', unit: '', scale: 1, host: false, kind: 'bitmask' },
   cpu_pct: { title: 'Host CPU', unit: '%', scale: 1, host: true },
   ram_used_mib: { title: 'Host RAM used', unit: 'MiB', scale: 1, host: true },
   proc_rss_mib: { title: 'Process RSS', unit: 'MiB', scale: 1, host: true },
-  ram_total_mib: { title: 'Host RAM total', unit: 'MiB', scale: 1, host: true },
+  ram_total_mib: { title: 'Host RAM total', unit: 'MiB', scale: 1, host: true, kind: 'constant' },
 };
+
+/** NVML's clocks-event (throttle) reason bits (nvml.h, nvmlClocksEventReason*; formerly ClocksThrottleReason*). */
+export const CLOCK_EVENT_REASONS: { bit: number; name: string; what: string }[] = [
+  { bit: 0x1, name: 'GpuIdle', what: 'nothing running, clocks dropping to idle' },
+  { bit: 0x2, name: 'ApplicationsClocksSetting', what: 'clocks limited by the applications clocks setting' },
+  { bit: 0x4, name: 'SwPowerCap', what: 'software power cap (power draw near the limit)' },
+  { bit: 0x8, name: 'HwSlowdown', what: 'hardware slowdown (thermal, power brake or power supply)' },
+  { bit: 0x10, name: 'SyncBoost', what: 'sync boost group holds clocks together' },
+  { bit: 0x20, name: 'SwThermalSlowdown', what: 'software thermal slowdown (temperature near the limit)' },
+  { bit: 0x40, name: 'HwThermalSlowdown', what: 'hardware thermal slowdown (too hot)' },
+  { bit: 0x80, name: 'HwPowerBrakeSlowdown', what: 'hardware power brake (external signal)' },
+  { bit: 0x100, name: 'DisplayClockSetting', what: 'clocks limited by the display clock setting' },
+];
+
+/** The named reasons of a mask, and any bits NVML's list above does not name (as hex). */
+export function decodeClockEvents(mask: number): string[] {
+  const out: string[] = [];
+  let rest = mask;
+  for (const r of CLOCK_EVENT_REASONS) {
+    if (mask & r.bit) out.push(r.name);
+    rest &= ~r.bit;
+  }
+  for (let b = 0; b < 31 && rest; b++) {
+    if (rest & (1 << b)) {
+      out.push(`bit 0x${(1 << b).toString(16)}`);
+      rest &= ~(1 << b);
+    }
+  }
+  return out;
+}
+
+/**
+ * The sampling interval the data shows: the median gap between consecutive points of each series, and
+ * whether every point is one raw sample (n = 1) rather than a mean of several. Null when no series has two
+ * points.
+ */
+export function samplingOf(series: SystemSeries[]): { intervalNs: number | null; raw: boolean; maxPerPoint: number } {
+  const gaps: number[] = [];
+  let maxPerPoint = 0;
+  for (const s of series) {
+    for (let i = 1; i < s.t.length; i++) gaps.push(s.t[i] - s.t[i - 1]);
+    for (const n of s.n) maxPerPoint = Math.max(maxPerPoint, n);
+  }
+  gaps.sort((a, b) => a - b);
+  const intervalNs = gaps.length ? gaps[Math.floor((gaps.length - 1) / 2)] : null;
+  return { intervalNs, raw: maxPerPoint <= 1, maxPerPoint };
+}
+
+/** A total that does not move (VRAM total, host RAM total): its value(s) per device, to state as numbers. */
+export function constantValues(spec: ChartSpec): { device: number | null; min: number; max: number }[] {
+  return spec.series.map((s) => ({
+    device: s.device,
+    min: Math.min(...s.min) * spec.info.scale,
+    max: Math.max(...s.max) * spec.info.scale,
+  }));
+}
+
+/**
+ * GPU metrics this session has no point of, while it has GPU samples: each with why (the GPU did not report
+ * it, NVML NotSupported, e.g. fan speed on an H100 SXM; or gpufl does not sample it yet).
+ */
+export function missingMetrics(series: SystemSeries[]): { metric: string; title: string; why: string }[] {
+  const have = new Set(series.filter((s) => s.t.length).map((s) => s.metric));
+  const gpu = series.some((s) => s.device !== null && s.t.length);
+  if (!gpu) return [];
+  return METRIC_ORDER.filter((m) => !METRICS[m].host && !have.has(m)).map((m) => ({
+    metric: m,
+    title: METRICS[m].title,
+    why: METRICS[m].sampled === false ? 'not sampled by gpufl yet' : 'not reported by this GPU',
+  }));
+}
 
 export const METRIC_ORDER = Object.keys(METRICS);
 

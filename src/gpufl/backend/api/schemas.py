@@ -239,7 +239,30 @@ class KernelSummaryRow(BaseModel):
 
 class KernelSummary(BaseModel):
     gpu_time_ns: int
+    start_ns: int | None = None
+    end_ns: int | None = None
+    """The window asked for (None: the whole session). With a window, the rows cover the kernels that
+    overlap it, each counted whole (its full duration, even where it sticks out of the window)."""
     items: list[KernelSummaryRow]
+
+
+class HistogramBucket(BaseModel):
+    lo_ns: int
+    hi_ns: int
+    """The bucket holds the durations d with lo_ns <= d < hi_ns."""
+    count: int
+
+
+class KernelHistogram(BaseModel):
+    name: str
+    count: int
+    """Kernels of that name (overlapping the window, when one was given)."""
+    start_ns: int | None
+    end_ns: int | None
+    per_octave: int
+    """Buckets per doubling of the duration (edges floor(2 ** (k / per_octave)) ns)."""
+    buckets: list[HistogramBucket]
+    """From the shortest duration's bucket to the longest's, empty buckets included."""
 
 
 class _SizedRow(ActivityRow):
@@ -386,6 +409,10 @@ class SeriesPoint(BaseModel):
     min: float
     max: float
     mean: float
+    n: int
+    """Samples in the bucket (1: the point is one sample, not a mean)."""
+    bits: int | None
+    """For bitmask metrics (throttle_reasons): the OR of the bucket's masks (every bit set in any sample)."""
 
 
 class SystemSeries(BaseModel):

@@ -3,6 +3,7 @@ copies and memsets."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import defaultdict
 from typing import Any, ClassVar
@@ -11,6 +12,7 @@ import msgspec
 
 import gpufl.backend.store.rows as rows
 from gpufl.backend import sketch
+from gpufl.backend.histogram import PER_OCTAVE, log_edges
 from gpufl.backend.sketch import EXACT_MAX_ROWS, quantile
 from gpufl.backend.store.engine import NotFound, PageCursor, SqlEngine
 from gpufl.backend.store.schema import LOD_SHIFTS
@@ -241,22 +243,48 @@ class ActivityQueries(SqlEngine):
         head = msgspec.json.encode({"start_ns": start_ns, "end_ns": end_ns, "bucket_ns": width})
         return head[:-1] + b',"buckets":' + (row[0] if row and row[0] else "[]").encode() + b"}"
 
-    def kernel_summary(self, sid: str, sort: str = "total", limit: int = 100) -> dict[str, Any]:
-        stats = self._all(
-            f"""SELECT d.value, sum(k.n), sum(k.total_ns), min(k.min_ns), max(k.max_ns)
-                FROM kernel_stats k {self._LAUNCH_JOIN} WHERE k.session_id = ? GROUP BY d.value""",
-            [sid],
-        )
-        sk_rows = self._all(
-            f"""SELECT d.value, k.bucket, sum(k.n) FROM kernel_sketch k {self._LAUNCH_JOIN}
-                WHERE k.session_id = ? GROUP BY d.value, k.bucket""",
-            [sid],
-        )
+    def kernel_summary(
+        self,
+        sid: str,
+        sort: str = "total",
+        limit: int = 100,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+    ) -> dict[str, Any]:
+        """Per kernel name: count, total, mean, min, max, p50, p95, share. With a window, the kernels that
+        overlap [start_ns, end_ns), each counted whole, read from the kernel rows (the same definitions);
+        without, the whole session from the per-launch summaries kept at ingest."""
+        where, params = ["k.session_id = ?"], list[Any]([sid])
+        if start_ns is None and end_ns is None:
+            stats = self._all(
+                f"""SELECT d.value, sum(k.n), sum(k.total_ns), min(k.min_ns), max(k.max_ns)
+                    FROM kernel_stats k {self._LAUNCH_JOIN} WHERE k.session_id = ? GROUP BY d.value""",
+                [sid],
+            )
+            sk_rows = self._all(
+                f"""SELECT d.value, k.bucket, sum(k.n) FROM kernel_sketch k {self._LAUNCH_JOIN}
+                    WHERE k.session_id = ? GROUP BY d.value, k.bucket""",
+                [sid],
+            )
+        else:
+            self._window("kernels", sid, start_ns, end_ns, where, params)
+            w = " AND ".join(where)
+            stats = self._all(
+                f"""SELECT d.value, count(*), sum(k.end_ns - k.start_ns), min(k.end_ns - k.start_ns),
+                           max(k.end_ns - k.start_ns)
+                    FROM kernels k {self._LAUNCH_JOIN} WHERE {w} GROUP BY d.value""",
+                params,
+            )
+            sk_rows = self._all(
+                f"""SELECT d.value, {sketch.sql_key("(k.end_ns - k.start_ns)")}, count(*)
+                    FROM kernels k {self._LAUNCH_JOIN} WHERE {w} GROUP BY 1, 2""",
+                params,
+            )
         sketches: dict[str | None, dict[int, int]] = defaultdict(dict)
         for name, b, n in sk_rows:
             sketches[name][int(b)] = int(n)
         gpu = sum(int(r[2]) for r in stats)
-        exact = self._exact_durations(sid, stats)
+        exact = self._exact_durations(sid, stats, where, params)
         items = []
         for name, n, total, mn, mx in stats:
             sk = sketch.Sketch(sketches.get(name, {}))
@@ -289,9 +317,11 @@ class ActivityQueries(SqlEngine):
             "name": lambda i: i["name"] or "",
         }[sort]
         items.sort(key=lambda i: (keyf(i), i["name"] or ""))
-        return {"gpu_time_ns": gpu, "items": items[:limit]}
+        return {"gpu_time_ns": gpu, "start_ns": start_ns, "end_ns": end_ns, "items": items[:limit]}
 
-    def _exact_durations(self, sid: str, stats: list[Any]) -> dict[str | None, list[int]]:
+    def _exact_durations(
+        self, sid: str, stats: list[Any], window: list[str], window_params: list[Any]
+    ) -> dict[str | None, list[int]]:
         """Every duration (sorted) of the kernel names seen at most EXACT_MAX_COUNT times, up to
         EXACT_MAX_ROWS in all: their quantiles are exact, where a sketch's bucket error shows most (a name
         run twice has no 95th percentile a sketch can place)."""
@@ -304,7 +334,7 @@ class ActivityQueries(SqlEngine):
             rows_needed += int(n)
         if not small:
             return {}
-        where, params = "k.session_id = ?", list[Any]([sid])
+        where, params = " AND ".join(window), list(window_params)
         if len(small) < len(stats):  # only those names' launch configurations
             ids = [
                 int(lid)
@@ -325,6 +355,45 @@ class ActivityQueries(SqlEngine):
         ):
             got[name].append(int(dur))
         return got
+
+    def kernel_histogram(
+        self, sid: str, name: str, start_ns: int | None = None, end_ns: int | None = None
+    ) -> dict[str, Any]:
+        """Durations of the kernels named ``name`` (overlapping [start_ns, end_ns) when given) counted in
+        log-spaced buckets lo_ns <= d < hi_ns (histogram.log_edges), every bucket from the shortest to the
+        longest, empty ones included: a gap between two modes shows."""
+        where: list[str] = [
+            "k.session_id = ?",
+            "k.launch_id IN (SELECT id FROM dicts WHERE session_id = ? AND stream = 'device' "
+            "AND kind = 'launch' AND value = ?)",
+        ]
+        params: list[Any] = [sid, sid, name]
+        self._window("kernels", sid, start_ns, end_ns, where, params)
+        w = " AND ".join(where)
+        head = {"name": name, "start_ns": start_ns, "end_ns": end_ns, "per_octave": PER_OCTAVE}
+        row = self._one(
+            f"SELECT count(*), min(k.end_ns - k.start_ns), max(k.end_ns - k.start_ns) FROM kernels k WHERE {w}",
+            params,
+        )
+        if not row or not row[0]:
+            return {**head, "count": 0, "buckets": []}
+        edges = log_edges(int(row[1]), int(row[2]))
+        # integer edges inlined (computed here, never user input): exact comparisons in both dialects
+        table = ", ".join(f"({i}, {a}, {b})" for i, (a, b) in enumerate(itertools.pairwise(edges)))
+        counts: dict[int, int] = dict(
+            self._all(
+                f"""SELECT e.i, count(*) FROM kernels k
+                    JOIN (VALUES {table}) AS e(i, lo, hi)
+                      ON k.end_ns - k.start_ns >= e.lo AND k.end_ns - k.start_ns < e.hi
+                    WHERE {w} GROUP BY e.i""",
+                params,
+            )
+        )
+        buckets = [
+            {"lo_ns": a, "hi_ns": b, "count": int(counts.get(i, 0))}
+            for i, (a, b) in enumerate(itertools.pairwise(edges))
+        ]
+        return {**head, "count": int(row[0]), "buckets": buckets}
 
     # ---- memcpy, memset ------------------------------------------------------------------------------
 

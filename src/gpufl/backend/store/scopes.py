@@ -9,6 +9,11 @@ from typing import Any
 from gpufl.backend.sketch import EXACT_MAX_ROWS, quantile
 from gpufl.backend.store.engine import NotFound, PageCursor, SqlEngine
 
+BITMASK_METRICS = ("throttle_reasons",)
+"""System metrics whose value is a bitmask (NVML clocks-event reasons): a bucket's mean of masks means
+nothing, so their points also carry the OR of the bucket's masks (``bits``). Values are stored as doubles:
+only masks below 2^53 (exact as a double) are ORed; a larger one leaves ``bits`` null rather than fail."""
+
 
 class ScopeQueries(SqlEngine):
     # ---- scopes --------------------------------------------------------------------------------------
@@ -229,14 +234,25 @@ class ScopeQueries(SqlEngine):
         params += [start_ns, end_ns]
         b = self._idiv(f"(ts_ns - {int(start_ns)})", str(width))
         rows = self._all(
-            f"""SELECT metric, device_id, {b} AS b, min(value), max(value), avg(value) FROM system_points
+            f"""SELECT metric, device_id, {b} AS b, min(value), max(value), avg(value), count(*),
+                       bit_or(CASE WHEN metric IN ({", ".join(f"'{m}'" for m in BITMASK_METRICS)})
+                                    AND value >= 0 AND value < {2**53}
+                                   THEN CAST(value AS BIGINT) END)
+                FROM system_points
                 WHERE {" AND ".join(where)} GROUP BY metric, device_id, b ORDER BY metric, device_id, b""",
             params,
         )
         series: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
-        for m, dev, bk, mn, mx, mean in rows:
+        for m, dev, bk, mn, mx, mean, n, bits in rows:
             series[(m, int(dev))].append(
-                {"t_ns": start_ns + int(bk) * width, "min": float(mn), "max": float(mx), "mean": float(mean)}
+                {
+                    "t_ns": start_ns + int(bk) * width,
+                    "min": float(mn),
+                    "max": float(mx),
+                    "mean": float(mean),
+                    "n": int(n),
+                    "bits": None if bits is None else int(bits),
+                }
             )
         return {
             "start_ns": start_ns,
@@ -258,12 +274,16 @@ class ScopeQueries(SqlEngine):
         min_dur_ns: int | None = None,
         limit: int = 1000,
         cursor: PageCursor | None = None,
+        scope: int | None = None,
     ) -> tuple[list[dict[str, Any]], PageCursor | None]:
-        """Scope instances overlapping [start_ns, end_ns), ordered by (start, inst). An instance without a
-        scope_end is open (end_ns None): it overlaps every window from its start on, and is never skipped
-        by ``min_dur_ns`` (its duration is unknown)."""
+        """Scope instances overlapping [start_ns, end_ns), ordered by (start, inst); with ``scope``, only
+        those of that scope path. An instance without a scope_end is open (end_ns None): it overlaps every
+        window from its start on, and is never skipped by ``min_dur_ns`` (its duration is unknown)."""
         where: list[str] = ["b.session_id = ?"]
         params: list[Any] = [sid, sid]  # the scope_ends sub-select, then scope_begins
+        if scope is not None:
+            where.append("b.path_id = ?")
+            params.append(scope)
         if end_ns is not None:
             where.append("b.ts_ns < ?")
             params.append(end_ns)

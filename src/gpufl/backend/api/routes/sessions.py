@@ -165,9 +165,33 @@ def kernel_summary(
     session_id: SessionId,
     sort: Literal["total", "count", "mean", "max", "p95", "name"] = "total",
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+    start_ns: Ns = None,
+    end_ns: Ns = None,
+) -> Response:
+    # With start_ns/end_ns: only the kernels overlapping that window (each counted whole).
+    _exists(store, session_id)
+    if start_ns is not None and end_ns is not None and end_ns < start_ns:
+        raise HTTPException(422, "end_ns is before start_ns")
+    return fast_json(store.kernel_summary(session_id, sort, limit, start_ns, end_ns))
+
+
+@router.get(
+    "/sessions/{session_id}/kernels/histogram",
+    response_model=S.KernelHistogram,
+    dependencies=[ReadRole],
+    responses=NOT_FOUND,
+)
+def kernel_histogram(
+    store: StoreDep,
+    session_id: SessionId,
+    name: Annotated[str, Query(max_length=4096)],
+    start_ns: Ns = None,
+    end_ns: Ns = None,
 ) -> Response:
     _exists(store, session_id)
-    return fast_json(store.kernel_summary(session_id, sort, limit))
+    if start_ns is not None and end_ns is not None and end_ns < start_ns:
+        raise HTTPException(422, "end_ns is before start_ns")
+    return fast_json(store.kernel_histogram(session_id, name, start_ns, end_ns))
 
 
 @router.get(
@@ -245,14 +269,16 @@ def scope_instances(
     start_ns: Ns = None,
     end_ns: Ns = None,
     min_dur_ns: Ns = None,
+    scope: AnyI64 = None,
     limit: PageLimit = 1000,
     cursor: CursorParam = None,
 ) -> Response:
+    # scope: only the instances of that scope path (its scope_id in the tree).
     _exists(store, session_id)
     if start_ns is not None and end_ns is not None and end_ns < start_ns:
         raise HTTPException(422, "end_ns is before start_ns")
     items, nxt = store.scope_instances(
-        session_id, start_ns, end_ns, min_dur_ns, limit, decode_cursor(cursor, int)
+        session_id, start_ns, end_ns, min_dur_ns, limit, decode_cursor(cursor, int), scope
     )
     return fast_json({"items": items, "next_cursor": encode_cursor(nxt)})
 
