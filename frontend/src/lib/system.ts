@@ -9,7 +9,7 @@ export interface MetricInfo {
   host: boolean;
   /** How it is shown: a chart (default), a stated number (a total that does not move), or a 0/1 flag track. */
   kind?: 'chart' | 'constant' | 'flag' | 'bitmask';
-  /** false: gpufl's client does not sample it yet (absent because of gpufl, not the GPU). */
+  /** false: older gpufl clients did not sample it, so its absence may be gpufl's, not the GPU's. */
   sampled?: boolean;
 }
 
@@ -104,7 +104,7 @@ export function missingMetrics(series: SystemSeries[]): { metric: string; title:
   return METRIC_ORDER.filter((m) => !METRICS[m].host && !have.has(m)).map((m) => ({
     metric: m,
     title: METRICS[m].title,
-    why: METRICS[m].sampled === false ? 'not sampled by gpufl yet' : 'not reported by this GPU',
+    why: METRICS[m].sampled === false ? 'not in this capture (gpufl clients before PCIe sampling, or the GPU did not report it)' : 'not reported by this GPU',
   }));
 }
 
