@@ -17,6 +17,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/diff": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Diff
+         * @description Per kernel name, scope path, copy direction/size and memset size: count and time on each side
+         *     (per step when both sides mark steps), the change, and a label tested against noise; totals.
+         */
+        get: operations["diff_api_v1_diff_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/events/{stream}": {
         parameters: {
             query?: never;
@@ -396,6 +417,115 @@ export interface components {
         Deleted: {
             /** Deleted */
             deleted: boolean;
+        };
+        /** Diff */
+        Diff: {
+            base: components["schemas"]["DiffSessionRef"];
+            /** Counts */
+            counts: {
+                [key: string]: number;
+            };
+            noise: components["schemas"]["DiffNoise"];
+            /** Per Step */
+            per_step: boolean;
+            /** Rows */
+            rows: components["schemas"]["DiffRow"][];
+            /** Rows Total */
+            rows_total: number;
+            target: components["schemas"]["DiffSessionRef"];
+            /** Totals */
+            totals: components["schemas"]["DiffTotal"][];
+        };
+        /** DiffNoise */
+        DiffNoise: {
+            /** Min Effect */
+            min_effect: number;
+            /** Min Instances */
+            min_instances: number;
+            /** Test */
+            test: string;
+            /** Z Crit */
+            z_crit: number;
+        };
+        /** DiffRow */
+        DiffRow: {
+            base: components["schemas"]["DiffSide"];
+            /** Delta Ns */
+            delta_ns: number;
+            /** Key */
+            key: string;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "kernel" | "scope" | "copy" | "memset";
+            /**
+             * Label
+             * @enum {string}
+             */
+            label: "added" | "removed" | "slower" | "faster" | "unchanged";
+            /** Rel */
+            rel: number | null;
+            target: components["schemas"]["DiffSide"];
+            /** Z */
+            z: number | null;
+        };
+        /** DiffSessionRef */
+        DiffSessionRef: {
+            /** App */
+            app: string | null;
+            /** Host */
+            host: string | null;
+            /** Session Id */
+            session_id: string;
+            /** Start Ns */
+            start_ns: number | null;
+            /** Steps */
+            steps: number;
+        };
+        /** DiffSide */
+        DiffSide: {
+            /** Bytes */
+            bytes: number;
+            /** Mean Ns */
+            mean_ns: number;
+            /** N */
+            n: number;
+            /** N Value */
+            n_value: number;
+            /** Sd Ns */
+            sd_ns: number;
+            /** Total Ns */
+            total_ns: number;
+            /** Value Ns */
+            value_ns: number;
+        };
+        /** DiffTotal */
+        DiffTotal: {
+            /** Base */
+            base: number;
+            /** Delta */
+            delta: number;
+            /**
+             * Label
+             * @enum {string}
+             */
+            label: "up" | "down" | "unchanged" | "untested";
+            /** Metric */
+            metric: string;
+            /** Rel */
+            rel: number | null;
+            /** Target */
+            target: number;
+            /** Tested */
+            tested: boolean;
+            /**
+             * Unit
+             * @enum {string}
+             */
+            unit: "ns" | "count" | "bytes";
+            /** Z */
+            z: number | null;
         };
         /** ErrorBody */
         ErrorBody: {
@@ -1185,6 +1315,84 @@ export interface operations {
             };
             /** @description The token's role may not do this */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or body the API does not take */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description The key's request rate limit: retry after Retry-After seconds */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    diff_api_v1_diff_get: {
+        parameters: {
+            query: {
+                /** @description a session id */
+                base: string;
+                /** @description a session id */
+                target: string;
+                /** @description smallest relative change called a change (0.05 = 5%) */
+                min_effect?: number;
+                /** @description top-level scope name that marks a step */
+                step_scope?: string;
+                /** @description rows returned, by impact */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Diff"];
+                };
+            };
+            /** @description Missing, unknown or revoked token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such session, kernel or key */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

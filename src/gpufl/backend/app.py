@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gpufl.backend.api.errors import API_ERRORS
-from gpufl.backend.api.routes import admin, events, export, health, insights, keys, sessions
+from gpufl.backend.api.routes import admin, diff, events, export, health, insights, keys, sessions
 from gpufl.backend.auth import AuthError
 from gpufl.backend.config import Settings
 from gpufl.backend.guard import AuthBeforeBody
@@ -240,7 +240,15 @@ def create_app(settings: Settings, store: SqlStore, *, start_jobs: bool = True) 
 
     # Every /api/v1 operation documents the errors any of them may answer (api/errors.py).
     api = APIRouter(prefix=API_PREFIX, responses=API_ERRORS)
-    for r in (events.router, sessions.router, insights.router, export.router, keys.router, admin.router):
+    for r in (
+        events.router,
+        sessions.router,
+        insights.router,
+        diff.router,
+        export.router,
+        keys.router,
+        admin.router,
+    ):
         api.include_router(r)
     app.include_router(api)
     app.include_router(health.router)

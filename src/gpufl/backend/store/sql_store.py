@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gpufl.backend.store.activity import ActivityQueries
+from gpufl.backend.store.diff import DiffQueries
 from gpufl.backend.store.insights import InsightQueries
 from gpufl.backend.store.json_ingest import JsonIngestStore
 from gpufl.backend.store.keys import KeyStore
@@ -20,6 +21,7 @@ class SqlStore(
     ScopeQueries,
     RecordQueries,
     InsightQueries,
+    DiffQueries,
     KeyStore,
 ):
     """Shared implementation of every job. Subclasses (the dialects): DuckDBStore, PostgresStore."""
