@@ -141,6 +141,9 @@ def test_no_module_level_import_cycle() -> None:
         # The insight rules (#27) are shared by the backend's API and the client's ``gpufl summary``: they may
         # import the contract only, so that both parts can import them without importing each other.
         ("gpufl.insights", ("gpufl.client", "gpufl.agent", "gpufl.backend", "gpufl.export")),
+        # The diff (#26) is shared by the backend's API and the ``gpufl diff`` command: it reads log folders
+        # through the export's source, and imports neither the client nor a server part.
+        ("gpufl.diff", ("gpufl.client", "gpufl.agent", "gpufl.backend")),
         ("gpufl.agent", ("gpufl.client", "gpufl.backend")),
         ("gpufl.backend", ("gpufl.client", "gpufl.agent")),
     ],

@@ -42,6 +42,7 @@ def _main(argv: list[str]) -> int:
     sub.add_parser("run", help="profile an unmodified program: gpufl run -- python train.py", add_help=False)
     sub.add_parser("summary", help="terminal report of a log folder or session", add_help=False)
     sub.add_parser("export", help="a session to Perfetto (.pftrace) or trace-event JSON", add_help=False)
+    sub.add_parser("diff", help="what changed between two runs; a CI gate with --fail-if", add_help=False)
     rp = sub.add_parser("replay", help="write recorded sessions into a log folder as new sessions, now")
     rp.add_argument("capture", nargs="+", help="folders holding one recorded session each")
     rp.add_argument("--log-dir", required=True, help="the log folder to write the new sessions into")
@@ -59,6 +60,10 @@ def _main(argv: list[str]) -> int:
         from gpufl.export.cli import main as export_main
 
         return export_main(argv[1:])
+    if argv and argv[0] == "diff":
+        from gpufl.diff.cli import main as diff_main
+
+        return diff_main(argv[1:])
     if argv and argv[0] == "summary":
         from gpufl.client.summary import main as summary_main
 
