@@ -37,6 +37,8 @@ def _capture_names() -> list[str]:
     """The captures fed to the stack: one per (host, app). The diff captures (diff_*) are four more runs of
     gpt_train on the same host and GPU, whose series would overwrite one another's last sample."""
     return [n for n in sorted(os.listdir(CAPTURES)) if not n.startswith("diff_")]
+
+
 RULES = os.path.join(ROOT, "deploy", "prometheus", "gpufl-alerts.yml")
 RULE_TESTS = os.path.join(ROOT, "deploy", "prometheus", "gpufl-alerts.test.yml")
 DASHBOARD = os.path.join(ROOT, "deploy", "grafana", "gpufl-dashboard.json")

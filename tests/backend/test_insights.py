@@ -290,3 +290,36 @@ def test_unknown_session_is_404_and_new_records_change_the_answer(api: Api) -> N
 
 def test_reads_need_a_token(api: Api) -> None:
     assert api.client.get("/api/v1/sessions/x/insights").status_code == 401
+
+
+PHASES = CAPTURES / "phases"
+
+
+def test_launch_bound_fires_on_the_launch_bound_phase_only(api: Api) -> None:
+    """examples/captures/phases (H100): each step runs 1,000 tiny kernels in scope ``launch_bound``, then 20
+    large bf16 matmuls in ``gpu_bound``. Every launch-bound insight holds (by kernel count, each kernel placed by
+    the scope it was launched in) kernels of the launch-bound phase, and every step's launch-bound phase has one."""
+    doc = insights(api, ingest(api, lines(PHASES)))
+    hits = fired(doc, "launch_bound")
+    raw = [json.loads(ln) for s in ("device", "scope") for ln in lines(PHASES)[s]]
+    paths = {r["id"]: r["value"] for r in raw if r["type"] == "dict" and r["kind"] == "scope"}
+    scope_of = {r["inst"]: paths[r["path_id"]] for r in raw if r["type"] == "scope_begin"}
+    kernels = [r for r in raw if r["type"] == "kernel"]
+    assert {scope_of.get(k.get("scope_inst")) for k in kernels} >= {"step/launch_bound", "step/gpu_bound"}
+    covered = set()
+    for h in hits:
+        inside = [k for k in kernels if h["start_ns"] <= k["start_ns"] < h["end_ns"]]
+        by_phase = defaultdict(int)
+        for k in inside:
+            by_phase[scope_of.get(k.get("scope_inst"))] += 1
+        assert by_phase["step/launch_bound"] > 0.9 * len(inside), by_phase
+        covered |= {
+            k["scope_inst"] for k in inside if scope_of.get(k.get("scope_inst")) == "step/launch_bound"
+        }
+    launch_phases = {i for i, p in scope_of.items() if p == "step/launch_bound"}
+    assert covered == launch_phases and len(launch_phases) == 5  # one warm-up step and four measured
+    # the GPU-bound phases hold their matmuls back to back: no launch-bound insight is mostly theirs
+    matmul_time = sum(
+        k["end_ns"] - k["start_ns"] for k in kernels if scope_of.get(k.get("scope_inst")) == "step/gpu_bound"
+    )
+    assert matmul_time > 0.9 * sum(k["end_ns"] - k["start_ns"] for k in kernels)
