@@ -1,4 +1,5 @@
-"""GPU Flight client: ``gpufl.init()`` at program start, ``with gpufl.scope("phase"):`` around phases.
+"""GPU Flight client: ``gpufl.init()`` at program start, ``with gpufl.scope("phase"):`` around phases,
+``with gpufl.step():`` around each training step.
 
 The plain install holds only what runs inside the user's process (msgspec). GPU capture needs the
 ``[cuda]`` extra; the agent and backend need ``[server]``.
@@ -7,7 +8,7 @@ The plain install holds only what runs inside the user's process (msgspec). GPU 
 from __future__ import annotations
 
 from gpufl._version import __version__
-from gpufl.client.scope import scope
+from gpufl.client.scope import scope, step
 from gpufl.client.session import Session, active_session, init, shutdown
 
-__all__ = ["Session", "__version__", "active_session", "init", "scope", "shutdown"]
+__all__ = ["Session", "__version__", "active_session", "init", "scope", "shutdown", "step"]

@@ -52,6 +52,28 @@ def test_init_is_idempotent_and_without_gpu_records_scopes_and_host_metrics(fres
     assert any(n.engine == "tracing" for n in notices), "one clear notice says why tracing is off"
 
 
+def test_steps_are_top_level_step_scopes_the_diff_counts(fresh: Path) -> None:
+    from gpufl.diff.profile import profile_from_records
+
+    gpufl.init(app_name="t", log_dir=str(fresh), engines=["tracing"])
+    for _ in range(3):
+        with gpufl.step(), gpufl.scope("forward"):
+            pass
+
+    @gpufl.step()
+    def one_more() -> None:
+        pass
+
+    one_more()
+    gpufl.shutdown()
+    recs = read(fresh, "scope")
+    paths = {r.id: r.value for r in recs if isinstance(r, events.DictEntry) and r.kind == "scope"}
+    begins = [r for r in recs if isinstance(r, events.ScopeBegin)]
+    assert [paths[b.path_id] for b in begins if b.depth == 0] == ["step"] * 4
+    assert {paths[b.path_id] for b in begins if b.depth == 1} == {"step/forward"}
+    assert profile_from_records("s", recs).steps == 4
+
+
 def test_options_come_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("GPUFL_LOG_DIR", str(tmp_path))
     monkeypatch.setenv("GPUFL_SYSTEM_INTERVAL", "0.5")

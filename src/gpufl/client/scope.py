@@ -139,3 +139,11 @@ class scope:
                 return fn(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]
+
+
+def step(tag: str | None = None) -> scope:
+    """One step of the program — a training iteration, a served batch: ``with gpufl.step():`` (or
+    ``@gpufl.step()``) around the whole step, outside every other scope. It is a top-level scope named
+    ``step`` (``events.STEP_SCOPE``): ``gpufl diff`` and ``GET /diff`` then compare two runs per step, so runs
+    of different length compare, and the Scopes tab shows each step's duration."""
+    return scope(events.STEP_SCOPE, tag)

@@ -121,6 +121,10 @@ def valid_session_id(sid: str) -> bool:
 
 
 STREAMS: tuple[str, ...] = ("device", "scope", "system")
+
+STEP_SCOPE = "step"
+"""A top-level scope of this name is one step of the program (``gpufl.step()`` opens one): the diff compares
+runs per step when both mark them."""
 Stream = Literal["device", "scope", "system"]
 
 # Kinds of interned strings, and which stream carries each.

@@ -47,7 +47,7 @@ def memset_key(nbytes: int) -> str:
     return f"memset {size_class(nbytes)}"
 
 
-STEP_SCOPE = "step"
+STEP_SCOPE = ev.STEP_SCOPE
 """The scope name that marks a training step (``gpufl.step()`` opens one): a top-level scope of this name."""
 
 
