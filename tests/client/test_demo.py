@@ -30,11 +30,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-KERNELS = {"gpt_train": 5941, "gpt_unmodified": 4977, "memcpy_heavy": 20, "multistream": 406}
+CAPTURES = Path(__file__).resolve().parents[2] / "examples" / "captures"
+# Kernels per capture folder, counted from the committed lines (gpt_train: 5941, gpufl_run_unmodified: 4977,
+# memcpy_heavy: 20, multistream: 406 when this test was written; the diff and phases captures came later).
+KERNELS = {
+    d.name: sum(f.read_bytes().count(b'{"type":"kernel"') for f in d.glob("*.device.*.log"))
+    for d in sorted(CAPTURES.iterdir())
+}
 
 
 def test_demo_loads_the_replayed_captures_once_and_prints_url_and_token(tmp_path: Path) -> None:
-    def run() -> tuple[str, dict[str, str]]:
+    def run() -> tuple[str, dict[str, str], dict[str, str]]:
         port = free_port()
         r = demo(
             "--port",
@@ -50,27 +56,25 @@ def test_demo_loads_the_replayed_captures_once_and_prints_url_and_token(tmp_path
         assert re.search(r"read token:  gpufl_\S+", r.stdout)
         assert "(from GPUFL_ADMIN_TOKEN)" in r.stdout
         # The app name printed is the one the session records, which the UI lists (not the folder name).
-        apps = dict(re.findall(r"session: (\w+) \(H100 capture \w+, replayed as (\w+)\)", r.stdout))
-        assert set(apps) == set(KERNELS), r.stdout
-        return r.stdout, apps
+        found = re.findall(r"session: (\w+) \(H100 capture (\w+), replayed as (\w+)\)", r.stdout)
+        assert {folder for _, folder, _ in found} == set(KERNELS), r.stdout
+        return r.stdout, {folder: sid for _, folder, sid in found}, {sid: app for app, _, sid in found}
 
-    first, sids = run()
+    first, sids, apps = run()
     assert "earlier demo run" not in first
     # A re-run in the same data folder: the same sessions again, said so, and held once by the store.
-    second, sids_again = run()
+    second, sids_again, _ = run()
     assert sids_again == sids
-    assert second.count("loaded by an earlier demo run; the store keeps one copy") == 4, second
+    n = len(KERNELS)
+    assert second.count("loaded by an earlier demo run; the store keeps one copy") == n, second
     # The backend has stopped: its store says what arrived.
     con = duckdb.connect(str(tmp_path / "store" / "gpufl.duckdb"), read_only=True)
-    assert con.execute("SELECT count(DISTINCT session_id) FROM sessions").fetchone() == (4,)
-    rows = con.execute("SELECT app, session_id FROM sessions").fetchall()
-    assert dict(rows) == sids  # the app names printed are those stored
-    per = dict(
-        con.execute(
-            "SELECT s.app, count(*) FROM kernels k JOIN sessions s USING (session_id) GROUP BY s.app"
-        ).fetchall()
-    )
-    assert per == KERNELS
+    assert con.execute("SELECT count(DISTINCT session_id) FROM sessions").fetchone() == (n,)
+    rows = con.execute("SELECT session_id, app FROM sessions").fetchall()
+    assert dict(rows) == apps  # the app names printed are those stored
+    per = dict(con.execute("SELECT session_id, count(*) FROM kernels GROUP BY session_id").fetchall())
+    assert per == {sid: KERNELS[folder] for folder, sid in sids.items()}
+    assert KERNELS["gpt_train"] == 5941 and KERNELS["multistream"] == 406
 
 
 def test_demo_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
