@@ -132,6 +132,18 @@ class SessionFactory:
             **{"stream_id": 7, **kw},  # type: ignore[arg-type]
         )
 
+    def sync(self, start: int, dur: int, kind: str = "context", **kw: object) -> ev.Sync:
+        return ev.Sync(
+            session_id=self.sid,
+            stream="device",
+            seq=self._next("device"),
+            sync_kind=kind,  # type: ignore[arg-type]
+            corr_id=3,
+            start_ns=self.t0 + start,
+            end_ns=self.t0 + start + dur,
+            **kw,  # type: ignore[arg-type]
+        )
+
     def scope_begin(
         self, inst: int, path_id: int, ts: int, depth: int = 0, parent: int | None = None
     ) -> ev.ScopeBegin:

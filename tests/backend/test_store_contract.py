@@ -486,6 +486,34 @@ def test_scope_instances_window_min_dur_open_and_pagination(store: SqlStore) -> 
     assert store.scope_instances("nosuch")[0] == []
 
 
+def test_migration_5_upgrades_a_store_made_before_it(tmp_path: object) -> None:
+    """A DuckDB file created before contract v3 (no syncs table, no memcpys.mode) is upgraded at open and
+    stores v3's sync records and copy modes, which read back."""
+    import duckdb
+
+    path = f"{tmp_path}/old.duckdb"
+    open_store(path).close()
+    con = duckdb.connect(path)
+    con.execute("DROP TABLE syncs")
+    con.execute("ALTER TABLE memcpys DROP COLUMN mode")
+    con.execute("DELETE FROM schema_migrations WHERE version = 5")
+    con.close()
+    store = open_store(path)
+    try:
+        assert store.schema_version() == store.latest_version == 5
+        f = SessionFactory("v3")
+        recs = [
+            f.start("device"),
+            f.sync(100, 40, "stream", stream_id=7),
+            f.memcpy(200, 10, 4096, mode="sync"),
+        ]
+        feed(store, recs)
+        assert store._all("SELECT sync_kind, end_ns - start_ns, stream_id FROM syncs") == [("stream", 40, 7)]
+        assert store._all("SELECT mode FROM memcpys") == [("sync",)]
+    finally:
+        store.close()
+
+
 def test_migration_2_upgrades_a_store_made_before_it(tmp_path: object) -> None:
     """A DuckDB file created before migration 2 (no api_lead_ns columns) is upgraded at open and then stores
     contract-v2 kernels, with the column appended where the staging INSERT expects it."""
@@ -500,7 +528,7 @@ def test_migration_2_upgrades_a_store_made_before_it(tmp_path: object) -> None:
     con.close()
     store = open_store(path)
     try:
-        assert store.schema_version() == store.latest_version == 4
+        assert store.schema_version() == store.latest_version == 5
         f = SessionFactory("upgraded")
         head = [f.start("device"), f.launch(1, "gemm")]
         k = f.kernel(1, 100, 50, api_lead_ns=30)

@@ -322,4 +322,8 @@ def test_summary_has_the_insights_section_with_the_pageable_bytes_of_the_raw_lin
     assert "launch_bound" not in rows and "tiny_kernels" not in rows
     text = gpufl("summary", str(folder)).stdout
     assert "Insights: 2 found" in text and "[warning] 40 copies" in text
-    assert "not checked: stall_reasons" in text
+    assert (
+        "not checked: " in text
+        and "stall_reasons" in text
+        and "synchronisation (the session was recorded with contract v2" in text
+    )

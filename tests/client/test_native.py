@@ -152,6 +152,11 @@ def test_replay_equals_what_the_h100_run_wrote(tmp_path: Path) -> None:
     assert set(ours) == set(theirs)
     assert stats["kernels"] == sum(isinstance(r, events.Kernel) for r in ours.values())
     site_fields = {"session_id", "seq", "thread_id", "stack_id", "scope_inst", "api_lead_ns", "api_dur_ns"}
+    # Contract v3's copy mode comes from the buffers' MEMCPY_ASYNC flag, which the v2 run did not write: every
+    # replayed copy has one.
+    copies = [r for r in ours.values() if isinstance(r, events.Memcpy)]
+    assert copies and all(c.mode in ("async", "sync") for c in copies)
+    site_fields.add("mode")
     for key, a in theirs.items():
         b = ours[key]
         fa = {f: getattr(a, f) for f in a.__struct_fields__ if f not in site_fields}

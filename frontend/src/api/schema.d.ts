@@ -626,7 +626,7 @@ export interface components {
              * Kind
              * @enum {string}
              */
-            kind: "kernel" | "copy" | "thread" | "gap" | "sample";
+            kind: "kernel" | "copy" | "thread" | "gap" | "sample" | "sync";
             /** Name */
             name: string;
             /** Start Ns */

@@ -32,10 +32,13 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Bumped on any change of meaning; readers accept every version up to their own.
 v2: kernels and copies carry the launch-API entry as ``api_lead_ns`` (a duration before ``start_ns``) instead
 of the absolute ``api_start_ns`` (16 bytes less per line); v1's ``api_start_ns`` stays readable.
+v3: ``sync`` records (the host waiting in a CUDA synchronisation call: CUPTI's synchronisation activity) on the
+device stream, and a copy's ``mode`` (``async`` / ``sync`` as the API call was); v1 and v2 sessions have
+neither, which readers say ("not recorded") rather than read as none happened.
 
 The limits below (numeric ranges, the session id's form) came later without a bump: they change no field's
 meaning, so no reader has anything to branch on, and they only exclude values that no writer of v1 or v2
@@ -355,6 +358,32 @@ class Memcpy(Activity, tag="memcpy", kw_only=True):
     stack_id: Id | None = None
     scope_inst: Id | None = None
     scope_depth: Count | None = None
+    mode: Literal["async", "sync"] | None = None
+    """Schema v3: how the API call was made (CUPTI's MEMCPY_ASYNC flag). ``sync``: the calling thread waited
+    for the copy (cudaMemcpy, and any copy from pageable memory); null where not recorded (v1, v2)."""
+
+
+SyncKind = Literal["event", "stream_wait_event", "stream", "context", "unknown"]
+
+
+class Sync(Record, tag="sync", kw_only=True):
+    """A CUDA synchronisation call (schema v3; CUPTI's synchronisation activity): ``event`` —
+    cudaEventSynchronize, ``stream`` — cudaStreamSynchronize, ``context`` — cudaDeviceSynchronize /
+    cuCtxSynchronize (and the implicit ones of e.g. ``tensor.item()``), ``stream_wait_event`` —
+    cudaStreamWaitEvent (the host does not wait: the stream does). For the three others the calling thread
+    waited from ``start_ns`` to ``end_ns`` (host time, the activity clock)."""
+
+    sync_kind: SyncKind
+    start_ns: Ns
+    end_ns: Ns
+    corr_id: Id
+    context_id: Id | None = None
+    stream_id: Id | None = None
+    """The CUDA stream waited on (``stream``, ``stream_wait_event``); null for the others."""
+    event_id: Id | None = None
+    """The CUDA event waited on (``event``, ``stream_wait_event``)."""
+    thread_id: Id | None = None
+    scope_inst: Id | None = None
 
 
 class Memset(Activity, tag="memset", kw_only=True):
@@ -468,6 +497,7 @@ Event = (
     | Kernel
     | Memcpy
     | Memset
+    | Sync
     | ScopeBegin
     | ScopeEnd
     | ProfileSample
@@ -485,6 +515,7 @@ EVENT_TYPES: tuple[type[Record], ...] = (
     Kernel,
     Memcpy,
     Memset,
+    Sync,
     ScopeBegin,
     ScopeEnd,
     ProfileSample,
@@ -493,7 +524,7 @@ EVENT_TYPES: tuple[type[Record], ...] = (
 
 COMMON_TYPES = frozenset({"session_start", "session_end", "dict", "dropped", "segments_deleted", "notice"})
 STREAM_TYPES: dict[str, frozenset[str]] = {
-    "device": COMMON_TYPES | {"kernel", "memcpy", "memset", "capture_gap"},
+    "device": COMMON_TYPES | {"kernel", "memcpy", "memset", "sync", "capture_gap"},
     "scope": COMMON_TYPES | {"scope_begin", "scope_end", "profile_sample"},
     "system": COMMON_TYPES | {"system_sample"},
 }
@@ -515,6 +546,7 @@ TIME_SPAN: dict[str, tuple[str, str]] = {
     "kernel": ("start_ns", "end_ns"),
     "memcpy": ("start_ns", "end_ns"),
     "memset": ("start_ns", "end_ns"),
+    "sync": ("start_ns", "end_ns"),
     "scope_begin": ("ts_ns", "ts_ns"),
     "scope_end": ("ts_ns", "ts_ns"),
     "system_sample": ("ts_ns", "ts_ns"),

@@ -61,10 +61,9 @@ class _Writer:
             )
         elif t.kind == "gpufl":
             pid = self.where[("process",)][0]
-            self.where[t.key] = (pid, GPUFL_TID)
-            self.emit(
-                {"ph": "M", "name": "thread_name", "pid": pid, "tid": GPUFL_TID, "args": {"name": t.name}}
-            )
+            tid = GPUFL_TID if t.key == ("gpufl",) else GPUFL_TID + 1  # gpufl's own row; CUDA syncs' row
+            self.where[t.key] = (pid, tid)
+            self.emit({"ph": "M", "name": "thread_name", "pid": pid, "tid": tid, "args": {"name": t.name}})
         else:  # counter: drawn in its parent's process, named by the track
             assert t.parent is not None
             self.where[t.key] = self.where[t.parent]

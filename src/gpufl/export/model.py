@@ -124,6 +124,7 @@ class Counts:
     counters: int = 0
     gaps: int = 0
     instants: int = 0
+    syncs: int = 0
 
 
 class Walk:
@@ -172,6 +173,9 @@ class Walk:
 
     def _stream(self, dev: int, stream: int) -> Track:
         return Track(("stream", dev, stream), "stream", f"stream {stream}", parent=("gpu", dev))
+
+    def _syncs(self) -> Track:
+        return Track(("syncs",), "gpufl", "CUDA synchronisation", parent=("process",))
 
     def _gpufl(self) -> Track:
         return Track(("gpufl",), "gpufl", "gpufl", parent=("process",))
@@ -223,6 +227,18 @@ class Walk:
                 yield End(opened, rec.ts_ns)
         elif isinstance(rec, events.SystemSample):
             yield from self._sample(rec)
+        elif isinstance(rec, events.Sync):
+            # The host waiting in a CUDA synchronisation (contract v3): on its thread where known, else on
+            # the process's own track (CUPTI's synchronisation records carry no thread).
+            track = self._thread(rec.thread_id) if rec.thread_id is not None else self._syncs()
+            yield from self._track(track)
+            self.counts.syncs += 1
+            sync_args: dict[str, Any] = {"corr_id": rec.corr_id, "sync_kind": rec.sync_kind}
+            if rec.stream_id is not None:
+                sync_args["stream"] = rec.stream_id
+            if rec.event_id is not None:
+                sync_args["event"] = rec.event_id
+            yield Slice(track, f"sync {rec.sync_kind}", rec.start_ns, rec.end_ns, "cuda_sync", sync_args)
         elif isinstance(rec, events.CaptureGap):
             track = self._gpufl()
             yield from self._track(track)

@@ -168,6 +168,43 @@ class CopyGroup:
 
 
 @dataclass
+class SyncGroup:
+    """CUDA synchronisation calls of one kind (contract v3 ``sync``)."""
+
+    sync_kind: str
+    count: int
+    wait_ns: int
+    """Summed call durations: the host waited this long (``stream_wait_event`` makes a stream wait, not the
+    host)."""
+    first_ns: int
+    last_ns: int
+
+
+@dataclass
+class Refill:
+    """After context synchronisations (the device drained), the time until the next GPU work started: the GPU
+    sat idle while the host prepared more."""
+
+    syncs: int = 0
+    """Context synchronisations followed by GPU work."""
+    refill_ns: int = 0
+    longest_ns: int = 0
+    longest_at_ns: int = 0
+    """When the longest refill began (the sync's return)."""
+
+
+@dataclass
+class SyncCopies:
+    """Copies whose API call made the host wait (contract v3 ``mode`` = ``sync``)."""
+
+    count: int = 0
+    bytes: int = 0
+    dur_ns: int = 0
+    first_ns: int | None = None
+    last_ns: int | None = None
+
+
+@dataclass
 class GpuPoint:
     """The NVML readings of one system sample for one device (None: not reported)."""
 
@@ -201,3 +238,8 @@ class SessionFacts:
     gpu_points: list[GpuPoint] = field(default_factory=list)
     system_samples: int = 0
     profile_samples: int = 0
+    schema_version: int | None = None
+    """The writer's contract version (session_start): ``sync`` records and copy modes exist from 3 on."""
+    syncs: list[SyncGroup] = field(default_factory=list)
+    refill: Refill = field(default_factory=Refill)
+    sync_copies: SyncCopies = field(default_factory=SyncCopies)

@@ -3,6 +3,7 @@ the store's SQL (``gpufl.backend.store.insights``), computed in Python over ever
 
 from __future__ import annotations
 
+import bisect
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -86,9 +87,12 @@ def facts_from_records(session_id: str, records: Iterable[ev.Record]) -> fx.Sess
     launches: dict[int, ev.LaunchConfig] = {}
     acts: list[Activity] = []
     points: list[fx.GpuPoint] = []
+    syncs: list[ev.Sync] = []
     for r in records:
         if isinstance(r, ev.Kernel | ev.Memcpy | ev.Memset):
             acts.append(r)
+        elif isinstance(r, ev.Sync):
+            syncs.append(r)
         elif (
             isinstance(r, ev.DictEntry)
             and r.kind == "launch"
@@ -97,6 +101,7 @@ def facts_from_records(session_id: str, records: Iterable[ev.Record]) -> fx.Sess
         ):
             launches[r.id] = r.launch
         elif isinstance(r, ev.SessionStart):
+            f.schema_version = r.schema_version
             for dp in r.devices:
                 if dp.sm_count is not None:
                     f.sm_count[dp.device_id] = dp.sm_count
@@ -174,4 +179,39 @@ def facts_from_records(session_id: str, records: Iterable[ev.Record]) -> fx.Sess
         g2.api_timed += c.api_dur_ns is not None
         g2.first_ns, g2.last_ns = min(g2.first_ns, c.start_ns), max(g2.last_ns, c.end_ns)
     f.copies = sorted(groups.values(), key=lambda g: (g.copy_kind, g.src_kind, g.dst_kind))
+    _syncs(f, syncs, acts)
     return f
+
+
+def _syncs(f: fx.SessionFacts, syncs: list[ev.Sync], acts: list[Activity]) -> None:
+    """Synchronisation calls by kind, the GPU's refill time after context syncs, and synchronous copies."""
+    by_kind: dict[str, fx.SyncGroup] = {}
+    for y in syncs:
+        g = by_kind.get(y.sync_kind)
+        if g is None:
+            g = by_kind[y.sync_kind] = fx.SyncGroup(y.sync_kind, 0, 0, y.start_ns, y.end_ns)
+        g.count += 1
+        g.wait_ns += y.end_ns - y.start_ns
+        g.first_ns, g.last_ns = min(g.first_ns, y.start_ns), max(g.last_ns, y.end_ns)
+    f.syncs = sorted(by_kind.values(), key=lambda g: g.sync_kind)
+    starts = sorted(a.start_ns for a in acts)
+    for y in syncs:
+        if y.sync_kind != "context":
+            continue
+        i = bisect.bisect_left(starts, y.end_ns)
+        if i == len(starts):
+            continue  # no GPU work after it (the program's last sync)
+        gap = starts[i] - y.end_ns
+        r = f.refill
+        r.syncs += 1
+        r.refill_ns += gap
+        if gap > r.longest_ns:
+            r.longest_ns, r.longest_at_ns = gap, y.end_ns
+    c = f.sync_copies
+    for a in acts:
+        if isinstance(a, ev.Memcpy) and a.mode == "sync":
+            c.count += 1
+            c.bytes += a.bytes
+            c.dur_ns += a.end_ns - a.start_ns
+            c.first_ns = a.start_ns if c.first_ns is None else min(c.first_ns, a.start_ns)
+            c.last_ns = a.end_ns if c.last_ns is None else max(c.last_ns, a.end_ns)

@@ -5,9 +5,10 @@ Every threshold is a named constant with the reason for its value. Evidence carr
 judged on, the kernels / copies / threads / phases involved and a time range [start_ns, end_ns] (CLOCK_REALTIME
 ns) that the UI opens the timeline at.
 
-Not here, because nothing recorded today can tell it: synchronous copies and device synchronisations stalling
-a stream (needs CUPTI's synchronisation activity), warp divergence and the top stall reason (needs the deep
+Not here, because nothing recorded today can tell it: warp divergence and the top stall reason (needs the deep
 engines' profile samples; ``run_rules`` reports the rule as not checked, with the count of samples present).
+The synchronisation rule needs contract v3's ``sync`` records and copy modes: on older sessions it is not
+checked.
 """
 
 from __future__ import annotations
@@ -16,12 +17,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from gpufl.insights.facts import DeviceIdle, GpuPoint, Phase, SessionFacts
+from gpufl.insights.facts import DeviceIdle, GpuPoint, Phase, SessionFacts, SyncGroup
 
 Severity = Literal["info", "warning", "critical"]
 SEVERITY_ORDER: dict[str, int] = {"critical": 0, "warning": 1, "info": 2}
 
 # ---- thresholds ---------------------------------------------------------------------------------------
+
+SYNC_REFILL_SHARE = 0.10
+"""Share of the activity window the GPU spent idle right after context synchronisations, waiting for the
+host to queue more: a tenth of the run lost to draining the queue is worth removing the syncs for."""
+SYNC_MIN_REFILL_NS = 10_000_000
+"""And at least 10 ms in all: a few syncs at a program's edges (warm-up, the end) are not a pattern."""
+SYNC_MIN_SYNCS = 10
+"""Synchronisations a pattern needs: fewer are a program's deliberate barriers."""
+SYNC_COPY_SHARE = 0.05
+"""Share of the activity window spent in copies whose call made the host wait (cudaMemcpy, pageable
+sources): the host could have queued other work meanwhile."""
+SYNC_COPY_MIN = 10
+"""Synchronous copies a pattern needs (a model upload at start is one-off)."""
 
 LAUNCH_BOUND_MIN_KERNELS = 20
 """Kernels a phase must hold to be called launch-bound: a handful of launches is not a launch rate."""
@@ -94,7 +108,7 @@ class Fact:
 class Involved:
     """A kernel, copy group, thread, phase, gap or sample the insight is about, with its own numbers."""
 
-    kind: Literal["kernel", "copy", "thread", "gap", "sample"]
+    kind: Literal["kernel", "copy", "thread", "gap", "sample", "sync"]
     name: str
     facts: list[Fact] = field(default_factory=list)
     start_ns: int | None = None
@@ -512,6 +526,99 @@ def memory_near_capacity(f: SessionFacts) -> list[Insight]:
     return out
 
 
+def _window(f: SessionFacts) -> tuple[int, int, int]:
+    """(summed per-device activity window, first start, last end) over every device."""
+    if not f.idle:
+        return 0, 0, 0
+    return (
+        sum(d.last_ns - d.first_ns for d in f.idle),
+        min(d.first_ns for d in f.idle),
+        max(d.last_ns for d in f.idle),
+    )
+
+
+def _sync_involved(g: SyncGroup) -> Involved:
+    waits = g.sync_kind != "stream_wait_event"
+    return Involved(
+        "sync",
+        {
+            "context": "device/context synchronise",
+            "stream": "stream synchronise",
+            "event": "event synchronise",
+        }.get(g.sync_kind, "stream wait event"),
+        [
+            Fact("calls", g.count, "count"),
+            Fact("host waited" if waits else "call time", g.wait_ns, "ns"),
+        ],
+        g.first_ns,
+        g.last_ns,
+    )
+
+
+def synchronisation(f: SessionFacts) -> list[Insight]:
+    if f.schema_version is not None and f.schema_version < 3:
+        raise NotChecked(
+            f"the session was recorded with contract v{f.schema_version}: synchronisation calls and copy modes "
+            "are recorded from v3 on"
+        )
+    window, first, last = _window(f)
+    out: list[Insight] = []
+    r = f.refill
+    if (
+        window
+        and r.syncs >= SYNC_MIN_SYNCS
+        and r.refill_ns >= SYNC_MIN_REFILL_NS
+        and r.refill_ns >= SYNC_REFILL_SHARE * window
+    ):
+        ctx = [g for g in f.syncs if g.sync_kind == "context"]
+        out.append(
+            Insight(
+                "synchronisation",
+                "warning",
+                f"{r.syncs:,} device synchronisations drained the GPU: idle {_pct(r.refill_ns, window)} % of the "
+                "run until the host queued more",
+                "Take the synchronisations out of the loop (torch.cuda.synchronize(), .item(), .cpu(), "
+                "printing tensors): queue the next step's work first, read results a step late, or use events "
+                "and non_blocking copies so the GPU is never empty while the host works.",
+                min((g.first_ns for g in ctx), default=first),
+                max((g.last_ns for g in ctx), default=last),
+                None,
+                [
+                    Fact("synchronisations followed by GPU work", r.syncs, "count"),
+                    Fact("GPU idle after them", r.refill_ns, "ns"),
+                    Fact("share of the activity window", _pct(r.refill_ns, window), "pct"),
+                    Fact("mean idle after one", r.refill_ns // max(r.syncs, 1), "ns"),
+                    Fact("longest", r.longest_ns, "ns"),
+                    Fact("host waiting in synchronisations", sum(g.wait_ns for g in ctx), "ns"),
+                ],
+                [_sync_involved(g) for g in sorted(f.syncs, key=lambda g: -g.count)],
+            )
+        )
+    c = f.sync_copies
+    if window and c.count >= SYNC_COPY_MIN and c.dur_ns >= SYNC_COPY_SHARE * window:
+        out.append(
+            Insight(
+                "synchronisation",
+                "info",
+                f"{c.count:,} copies made the host wait ({c.dur_ns / 1e6:,.1f} ms, "
+                f"{_pct(c.dur_ns, window)} % of the run)",
+                "Use cudaMemcpyAsync / tensor.to(device, non_blocking=True) from pinned memory, so the host "
+                "queues the copy and goes on.",
+                c.first_ns if c.first_ns is not None else first,
+                c.last_ns if c.last_ns is not None else last,
+                None,
+                [
+                    Fact("synchronous copies", c.count, "count"),
+                    Fact("bytes", c.bytes, "bytes"),
+                    Fact("their GPU time", c.dur_ns, "ns"),
+                    Fact("share of the activity window", _pct(c.dur_ns, window), "pct"),
+                ],
+                [],
+            )
+        )
+    return out
+
+
 RULES: dict[str, Callable[[SessionFacts], list[Insight]]] = {
     "launch_bound": launch_bound,
     "gpu_idle": gpu_idle,
@@ -520,12 +627,11 @@ RULES: dict[str, Callable[[SessionFacts], list[Insight]]] = {
     "low_occupancy": low_occupancy,
     "throttling": throttling,
     "memory_near_capacity": memory_near_capacity,
+    "synchronisation": synchronisation,
 }
 
 NOT_AVAILABLE: dict[str, str] = {
     "stall_reasons": "warp divergence and the top stall reason need the deep engines' profile samples",
-    "synchronisation": "synchronous copies and device synchronisations need CUPTI's synchronisation activity, "
-    "which is not recorded yet",
 }
 """Rules of issue #27 that cannot run on what is recorded today: listed as not checked, with the reason."""
 

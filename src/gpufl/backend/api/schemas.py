@@ -482,7 +482,7 @@ class InsightFact(BaseModel):
 class InsightInvolved(BaseModel):
     """A kernel, copy group, launching thread, idle gap or system sample the insight is about."""
 
-    kind: Literal["kernel", "copy", "thread", "gap", "sample"]
+    kind: Literal["kernel", "copy", "thread", "gap", "sample", "sync"]
     name: str
     facts: list[InsightFact]
     start_ns: int | None

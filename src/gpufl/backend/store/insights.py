@@ -213,6 +213,47 @@ class InsightQueries(SqlEngine):
         )
         return tuple(int(v) if v is not None else None for v in (row or ()))
 
+    def _syncs(self, f: fx.SessionFacts) -> None:
+        """As ``gpufl.insights.records._syncs``: calls by kind, the refill after context syncs (the first
+        activity starting at or after each one's return, from one window over starts and returns), and the
+        copies whose call made the host wait."""
+        sid = f.session_id
+        f.syncs = [
+            fx.SyncGroup(str(kind), int(n), int(wait), int(first), int(last))
+            for kind, n, wait, first, last in self._all(
+                """SELECT sync_kind, count(*), sum(end_ns - start_ns), min(start_ns), max(end_ns)
+                   FROM syncs WHERE session_id = ? GROUP BY sync_kind ORDER BY sync_kind""",
+                [sid],
+            )
+        ]
+        if any(g.sync_kind == "context" for g in f.syncs):
+            starts = " UNION ALL ".join(
+                f"SELECT start_ns AS t, 0 AS s FROM {t} WHERE session_id = ?"
+                for t in ("kernels", "memcpys", "memsets")
+            )
+            r = f.refill
+            for t, nxt in self._all(
+                f"""SELECT t, nxt FROM (
+                      SELECT t, s, min(CASE WHEN s = 0 THEN t END) OVER (
+                               ORDER BY t, s DESC ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING) AS nxt
+                      FROM ({starts} UNION ALL
+                            SELECT end_ns, 1 FROM syncs WHERE session_id = ? AND sync_kind = 'context') e) w
+                    WHERE s = 1 AND nxt IS NOT NULL ORDER BY t""",
+                [sid, sid, sid, sid],
+            ):
+                gap = int(nxt) - int(t)
+                r.syncs += 1
+                r.refill_ns += gap
+                if gap > r.longest_ns:
+                    r.longest_ns, r.longest_at_ns = gap, int(t)
+        row = self._one(
+            """SELECT count(*), sum(bytes), sum(end_ns - start_ns), min(start_ns), max(end_ns)
+               FROM memcpys WHERE session_id = ? AND mode = 'sync'""",
+            [sid],
+        )
+        if row is not None and row[0]:
+            f.sync_copies = fx.SyncCopies(int(row[0]), int(row[1]), int(row[2]), int(row[3]), int(row[4]))
+
     def insight_facts(self, sid: str) -> fx.SessionFacts:
         """Everything the rules read about one stored session. Raises NotFound for an unknown session."""
         head = self._one("SELECT header FROM sessions WHERE session_id = ?", [sid])
@@ -222,7 +263,9 @@ class InsightQueries(SqlEngine):
             raise NotFound(sid)
         f = fx.SessionFacts(sid)
         if head is not None and head[0]:
-            for d in json.loads(head[0]).get("devices", []):
+            header = json.loads(head[0])
+            f.schema_version = header.get("schema_version")
+            for d in header.get("devices", []):
                 if d.get("sm_count") is not None:
                     f.sm_count[int(d["device_id"])] = int(d["sm_count"])
         self._gaps(f)
@@ -240,6 +283,7 @@ class InsightQueries(SqlEngine):
                 [sid],
             )
         ]
+        self._syncs(f)
         names = ", ".join(f"'{m}'" for m in _GPU_METRICS)
         points: dict[tuple[int, int], fx.GpuPoint] = {}
         for ts, dev, metric, value in self._all(

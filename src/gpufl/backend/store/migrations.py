@@ -45,7 +45,17 @@ def _v4(engine: str, sql_types: dict[str, str]) -> list[str]:
     ]
 
 
-MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2, 3: _v3, 4: _v4}
+def _v5(engine: str, sql_types: dict[str, str]) -> list[str]:
+    """Event contract v3: ``sync`` records (CUDA synchronisation calls) get their table. A store created by
+    this code's v1 has it already (v1 is built from TABLES); copies' ``mode`` column comes by
+    ``missing_columns``, as every new contract field does."""
+    stmts = [create_table_sql("syncs", sql_types).replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1)]
+    if engine == "postgresql":
+        stmts.append("CREATE INDEX IF NOT EXISTS syncs_time ON syncs (session_id, start_ns)")
+    return stmts
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5}
 LATEST = max(MIGRATIONS)
 
 

@@ -70,7 +70,15 @@ _MEM_KIND = {
 # Launch sites waiting for their activity record (~200 B each). Driver calls nested in runtime calls also
 # land here and never match, so the oldest are evicted: 256k bounds this at ~50 MB.
 _MAX_PENDING_CORRELATIONS = 1 << 18
-_ACTIVITY_KINDS = ("CONCURRENT_KERNEL", "MEMCPY", "MEMSET")
+_ACTIVITY_KINDS = ("CONCURRENT_KERNEL", "MEMCPY", "MEMSET", "SYNCHRONIZATION")
+_SYNC_KIND = {
+    "EVENT_SYNCHRONIZE": "event",
+    "STREAM_WAIT_EVENT": "stream_wait_event",
+    "STREAM_SYNCHRONIZE": "stream",
+    "CONTEXT_SYNCHRONIZE": "context",
+}
+_INVALID = 0xFFFFFFFF  # CUPTI_SYNCHRONIZATION_INVALID_VALUE: the call has no such stream or event
+_MEMCPY_ASYNC = 1  # CUPTI_ACTIVITY_FLAG_MEMCPY_ASYNC
 _RUNTIME_PREFIXES = ("cudaLaunch", "cudaGraphLaunch", "cudaMemcpy", "cudaMemset")
 _DRIVER_PREFIXES = ("cuLaunch", "cuGraphLaunch", "cuMemcpy", "cuMemset")
 
@@ -361,7 +369,7 @@ class TracingEngine:
         cupti = self.cupti
         K = cupti.ActivityKind
         kernel_kinds = (K.CONCURRENT_KERNEL, K.KERNEL)
-        timed_kinds = (*kernel_kinds, K.MEMCPY, K.MEMSET)
+        timed_kinds = (*kernel_kinds, K.MEMCPY, K.MEMSET, K.SYNCHRONIZATION)
         emit = self.writer.emit
         sites = self._sites
         sid = self.session.session_id
@@ -395,8 +403,21 @@ class TracingEngine:
                     api_lead_ns=a.start + off - site[2] if site else None,
                     api_dur_ns=site[3] if site and site[3] else None,
                 )
+            elif kind == K.SYNCHRONIZATION:
+                rec = events.Sync(
+                    session_id=sid,
+                    stream="device",
+                    sync_kind=_enum_name(cupti.ActivitySynchronizationType, a.type, _SYNC_KIND),  # type: ignore[arg-type]
+                    start_ns=a.start + off,
+                    end_ns=a.end + off,
+                    corr_id=corr,
+                    context_id=a.context_id,
+                    stream_id=a.stream_id if a.stream_id != _INVALID else None,
+                    event_id=a.cuda_event_id if a.cuda_event_id != _INVALID else None,
+                )
             elif kind in (K.MEMCPY,):
                 dur = a.end - a.start
+                flags = getattr(a, "flags_", getattr(a, "flags", None))
                 rec = events.Memcpy(
                     session_id=sid,
                     stream="device",
@@ -413,6 +434,7 @@ class TracingEngine:
                     context_id=a.context_id,
                     graph_id=a.graph_id or None,
                     scope_inst=scope_inst,
+                    mode=None if flags is None else ("async" if flags & _MEMCPY_ASYNC else "sync"),
                 )
             elif kind == K.MEMSET:
                 rec = events.Memset(

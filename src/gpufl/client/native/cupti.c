@@ -81,8 +81,9 @@ void enable_launch_callbacks(int on, int runtime, int driver) {
 
 /* The activity kinds start_tracing enabled, on or off (configure(), diagnostics). */
 void enable_activity(int on) {
-    CUpti_ActivityKind kinds[3] = {g_trace.kernel_kind, CUPTI_ACTIVITY_KIND_MEMCPY, CUPTI_ACTIVITY_KIND_MEMSET};
-    for (int i = 0; i < (g_opts.copies ? 3 : 1); i++) {
+    CUpti_ActivityKind kinds[4] = {g_trace.kernel_kind, CUPTI_ACTIVITY_KIND_MEMCPY, CUPTI_ACTIVITY_KIND_MEMSET,
+                                   CUPTI_ACTIVITY_KIND_SYNCHRONIZATION};
+    for (int i = 0; i < (g_opts.copies ? 4 : 1); i++) {
         if (on) p_cuptiActivityEnable(kinds[i]);
         else p_cuptiActivityDisable(kinds[i]);
     }
@@ -203,11 +204,15 @@ const char *start_tracing(int *enabled_out) {
         if (r == CUPTI_SUCCESS) r = p_cuptiActivityEnable(g_trace.kernel_kind);
         if (r == CUPTI_SUCCESS && o->copies) r = p_cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMCPY);
         if (r == CUPTI_SUCCESS && o->copies) r = p_cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMSET);
+        /* the host waiting in cudaDeviceSynchronize & co. (contract v3 "sync"): what the insights' synchronisation
+         * rule reads; a handful of records per step */
+        if (r == CUPTI_SUCCESS && o->copies) r = p_cuptiActivityEnable(CUPTI_ACTIVITY_KIND_SYNCHRONIZATION);
     }
     if (r != CUPTI_SUCCESS) {
         p_cuptiActivityDisable(g_trace.kernel_kind);
         p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_MEMCPY);
         p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_MEMSET);
+        p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_SYNCHRONIZATION);
         if (g_trace.subscribed) p_cuptiUnsubscribe(g_trace.sub);
         g_trace.subscribed = 0;
         g_trace.sub = NULL;
@@ -232,6 +237,7 @@ void stop_tracing(CUptiResult *flush, CUptiResult *fin, int finalize) {
     p_cuptiActivityDisable(g_trace.kernel_kind);
     p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_MEMCPY);
     p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_MEMSET);
+    p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_SYNCHRONIZATION);
     p_cuptiActivityFlushAll(1);
     if (g_trace.subscribed) p_cuptiUnsubscribe(g_trace.sub);
     g_trace.subscribed = 0;

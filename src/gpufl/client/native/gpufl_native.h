@@ -163,7 +163,7 @@ typedef struct {
     size_t n, cap;
 } DictVec;
 
-enum { DROP_KERNEL, DROP_MEMCPY, DROP_MEMSET, DROP_CUPTI, DROP_N };
+enum { DROP_KERNEL, DROP_MEMCPY, DROP_MEMSET, DROP_CUPTI, DROP_SYNC, DROP_N };
 
 typedef struct {
     WRITER_HEAD
@@ -261,7 +261,7 @@ typedef struct {
     int activity;             /* activity records */
     int nvtx;                 /* NVTX callbacks (NVTX ranges as scopes) */
     int serial_kernels;       /* CUPTI_ACTIVITY_KIND_KERNEL instead of CONCURRENT_KERNEL (serialises kernels) */
-    int copies;               /* memcpy + memset activity */
+    int copies;               /* memcpy, memset and synchronisation activity */
     int discard;              /* free CUPTI's buffers unread */
     int host_pinned;          /* CUPTI's device-side timestamp buffers in pinned host memory */
     unsigned device_buffer_mb;/* their size; 0: CUPTI's default */

@@ -1,12 +1,13 @@
 /* records.c — activity records to JSON lines: kernels (joined with their launch site and their interned
- * launch configuration, whose dict record carries the theoretical occupancy), memcpys and memsets. Runs on
- * CUPTI's buffer thread with the writer locked. */
+ * launch configuration, whose dict record carries the theoretical occupancy), memcpys, memsets and
+ * synchronisation calls. Runs on CUPTI's buffer thread with the writer locked. */
 #include "gpufl_native.h"
 
 static const char *COPY_KINDS[] = {"unknown", "HtoD", "DtoH", "HtoA", "AtoH", "AtoA",
                                    "AtoD",    "DtoA", "DtoD", "HtoH", "PtoP"};
 static const char *MEM_KINDS[] = {"unknown", "Pageable", "Pinned",       "Device",
                                   "Array",   "Managed",  "DeviceStatic", "ManagedStatic"};
+static const char *SYNC_KINDS[] = {"unknown", "event", "stream_wait_event", "stream", "context"};
 #define ENUM_NAME(tab, v) ((unsigned)(v) < sizeof(tab) / sizeof(*(tab)) ? (tab)[(v)] : "unknown")
 
 typedef struct {
@@ -231,6 +232,11 @@ void handle_record_locked(Writer *w, const CUpti_Activity *rec) {
             t_start = ((const CUpti_ActivityMemset4 *)rec)->start;
             t_end = ((const CUpti_ActivityMemset4 *)rec)->end;
             break;
+        case CUPTI_ACTIVITY_KIND_SYNCHRONIZATION:
+            drop_type = DROP_SYNC;
+            t_start = ((const CUpti_ActivitySynchronization2 *)rec)->start;
+            t_end = ((const CUpti_ActivitySynchronization2 *)rec)->end;
+            break;
         default:
             return;
     }
@@ -289,7 +295,23 @@ void handle_record_locked(Writer *w, const CUpti_Activity *rec) {
         KEY_U64(b, ",\"context_id\":", m->contextId);
         if (m->graphId) KEY_U64(b, ",\"graph_id\":", m->graphId);
         put_site_fields(b, &s, m->start, 1);
+        if (m->flags & CUPTI_ACTIVITY_FLAG_MEMCPY_ASYNC) SB_LIT(b, ",\"mode\":\"async\"");
+        else SB_LIT(b, ",\"mode\":\"sync\"");
         atomic_fetch_add_explicit(&g_trace.memcpys, 1, memory_order_relaxed);
+    } else if (drop_type == DROP_SYNC) {
+        const CUpti_ActivitySynchronization2 *y = (const CUpti_ActivitySynchronization2 *)rec;
+        w_begin_line_locked(w, "sync", 4);
+        SB_LIT(b, ",\"sync_kind\":\"");
+        const char *yk = ENUM_NAME(SYNC_KINDS, y->type);
+        sb_put(b, yk, strlen(yk));
+        SB_LIT(b, "\"");
+        KEY_I64(b, ",\"start_ns\":", (int64_t)y->start + off);
+        KEY_I64(b, ",\"end_ns\":", (int64_t)y->end + off);
+        KEY_U64(b, ",\"corr_id\":", y->correlationId);
+        KEY_U64(b, ",\"context_id\":", y->contextId);
+        /* CUPTI_SYNCHRONIZATION_INVALID_VALUE (all ones) where the call has no stream or event */
+        if (y->streamId != UINT32_MAX) KEY_U64(b, ",\"stream_id\":", y->streamId);
+        if (y->cudaEventId != UINT32_MAX) KEY_U64(b, ",\"event_id\":", y->cudaEventId);
     } else {
         const CUpti_ActivityMemset4 *m = (const CUpti_ActivityMemset4 *)rec;
         SiteCopy s = site_of(m->correlationId);

@@ -4,7 +4,7 @@
 #include "gpufl_native.h"
 
 const char *const DK_NAMES[DK_N] = {"launch", "stack", "kernel", "scope", "thread"};
-static const char *DROP_NAMES[DROP_N] = {"kernel", "memcpy", "memset", "cupti_buffer"};
+static const char *DROP_NAMES[DROP_N] = {"kernel", "memcpy", "memset", "cupti_buffer", "sync"};
 
 static void w_set_error(Writer *w, const char *what) {
     if (!w->error) {
