@@ -323,3 +323,65 @@ def test_launch_bound_fires_on_the_launch_bound_phase_only(api: Api) -> None:
         k["end_ns"] - k["start_ns"] for k in kernels if scope_of.get(k.get("scope_inst")) == "step/gpu_bound"
     )
     assert matmul_time > 0.9 * sum(k["end_ns"] - k["start_ns"] for k in kernels)
+
+
+SYNC_STALL = CAPTURES / "sync_stall"  # native record path
+SYNC_STALL_PY = CAPTURES / "sync_stall_python"  # cupti-python record path, the same program
+
+
+def _refill_from_lines(folder: Path) -> tuple[int, int]:
+    """(idle gaps after context syncs, their summed length) from the raw lines: each sync's return to the next
+    kernel/copy/memset start, one gap per next start (from the earliest return), none before the first start."""
+    raw = [json.loads(ln) for ln in lines(folder)["device"]]
+    starts = sorted(r["start_ns"] for r in raw if r["type"] in ("kernel", "memcpy", "memset"))
+    ends = sorted(r["end_ns"] for r in raw if r["type"] == "sync" and r["sync_kind"] == "context")
+    gaps: dict[int, int] = {}
+    for e in ends:
+        nxt = [s for s in starts if s >= e]
+        if nxt and nxt[0] > starts[0]:
+            gaps.setdefault(nxt[0], e)
+    return len(gaps), sum(s - e for s, e in gaps.items())
+
+
+@pytest.mark.parametrize("folder", [SYNC_STALL, SYNC_STALL_PY], ids=["native", "cupti-python"])
+def test_synchronisation_fires_where_syncs_drain_the_gpu(api: Api, folder: Path) -> None:
+    """phases.py --syncs 200 (H100, contract v3): a small matmul, torch.cuda.synchronize(), 0.3 ms of host work,
+    200 times a step — the GPU idles after every sync until the host queues more."""
+    doc = insights(api, ingest(api, lines(folder)))
+    (hit,) = [h for h in fired(doc, "synchronisation") if h["severity"] == "warning"]
+    gaps, idle = _refill_from_lines(folder)
+    f = facts(hit)
+    assert f["idle gaps after synchronisations"] == gaps >= 3 * 200  # three steps of 200 syncs, at least
+    assert f["GPU idle after them"] == idle
+    assert 10 < f["share of the activity window"] <= 100
+    assert {i["name"] for i in hit["involved"]} >= {"device/context synchronise"}
+
+
+@pytest.mark.parametrize("folder", [CAPTURES / "gpt_v3", CAPTURES / "memcpy_heavy_v3"], ids=lambda p: p.name)
+def test_synchronisation_is_clear_where_syncs_do_not_drain_the_gpu(api: Api, folder: Path) -> None:
+    """The GPT loop and the copy rounds synchronise too (95 and 57 syncs), but the GPU is refilled at once."""
+    raw = [json.loads(ln) for ln in lines(folder)["device"]]
+    assert sum(r["type"] == "sync" for r in raw) > 50
+    doc = insights(api, ingest(api, lines(folder)))
+    assert status(doc, "synchronisation") == "clear"
+
+
+def test_synchronisation_is_not_checked_on_sessions_before_contract_v3(api: Api) -> None:
+    doc = insights(api, ingest(api, lines(GPT)))
+    assert status(doc, "synchronisation") == "not_checked"
+    assert "contract v2" in next(r["reason"] for r in doc["rules"] if r["rule"] == "synchronisation")
+
+
+def test_synchronous_copies_fire_on_copies_edited_to_sync(api: Api) -> None:
+    """No committed capture has a synchronous copy: torch issues every copy as cudaMemcpyAsync and then
+    synchronises (memcpy_heavy_v3: 60 copies, all ``async``). So memcpy_heavy_v3's copies are edited here to
+    ``"mode":"sync"`` (the only change) to check the synchronous-copy half of the rule on real timings."""
+    by_stream = lines(CAPTURES / "memcpy_heavy_v3")
+    assert not any(b'"mode":"sync"' in ln for ln in by_stream["device"])
+    by_stream["device"] = [ln.replace(b'"mode":"async"', b'"mode":"sync"') for ln in by_stream["device"]]
+    doc = insights(api, ingest(api, by_stream))
+    (hit,) = [h for h in fired(doc, "synchronisation") if h["severity"] == "info"]
+    copies = [json.loads(ln) for ln in by_stream["device"] if b'"type":"memcpy"' in ln]
+    f = facts(hit)
+    assert f["synchronous copies"] == len(copies) and f["bytes"] == sum(c["bytes"] for c in copies)
+    assert f["their GPU time"] == sum(c["end_ns"] - c["start_ns"] for c in copies)

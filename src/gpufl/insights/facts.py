@@ -186,7 +186,7 @@ class Refill:
     sat idle while the host prepared more."""
 
     syncs: int = 0
-    """Context synchronisations followed by GPU work."""
+    """Idle gaps that began at a context synchronisation's return (syncs back to back share one)."""
     refill_ns: int = 0
     longest_ns: int = 0
     longest_at_ns: int = 0

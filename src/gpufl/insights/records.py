@@ -195,18 +195,23 @@ def _syncs(f: fx.SessionFacts, syncs: list[ev.Sync], acts: list[Activity]) -> No
         g.first_ns, g.last_ns = min(g.first_ns, y.start_ns), max(g.last_ns, y.end_ns)
     f.syncs = sorted(by_kind.values(), key=lambda g: g.sync_kind)
     starts = sorted(a.start_ns for a in acts)
+    # Each gap once: syncs back to back before the same next start refill one gap, from the earliest return;
+    # a sync before the first activity is outside the activity window.
+    refills: dict[int, int] = {}
     for y in syncs:
         if y.sync_kind != "context":
             continue
         i = bisect.bisect_left(starts, y.end_ns)
-        if i == len(starts):
-            continue  # no GPU work after it (the program's last sync)
-        gap = starts[i] - y.end_ns
-        r = f.refill
+        if i == 0 or i == len(starts):
+            continue  # before the first GPU work, or after the last (the program's end)
+        refills[i] = min(refills.get(i, y.end_ns), y.end_ns)
+    r = f.refill
+    for i, end in sorted(refills.items()):
+        gap = starts[i] - end
         r.syncs += 1
         r.refill_ns += gap
         if gap > r.longest_ns:
-            r.longest_ns, r.longest_at_ns = gap, y.end_ns
+            r.longest_ns, r.longest_at_ns = gap, end
     c = f.sync_copies
     for a in acts:
         if isinstance(a, ev.Memcpy) and a.mode == "sync":

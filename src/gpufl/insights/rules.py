@@ -575,8 +575,8 @@ def synchronisation(f: SessionFacts) -> list[Insight]:
             Insight(
                 "synchronisation",
                 "warning",
-                f"{r.syncs:,} device synchronisations drained the GPU: idle {_pct(r.refill_ns, window)} % of the "
-                "run until the host queued more",
+                f"Device synchronisations drained the GPU {r.syncs:,} times: idle {_pct(r.refill_ns, window)} % "
+                "of the run until the host queued more",
                 "Take the synchronisations out of the loop (torch.cuda.synchronize(), .item(), .cpu(), "
                 "printing tensors): queue the next step's work first, read results a step late, or use events "
                 "and non_blocking copies so the GPU is never empty while the host works.",
@@ -584,7 +584,7 @@ def synchronisation(f: SessionFacts) -> list[Insight]:
                 max((g.last_ns for g in ctx), default=last),
                 None,
                 [
-                    Fact("synchronisations followed by GPU work", r.syncs, "count"),
+                    Fact("idle gaps after synchronisations", r.syncs, "count"),
                     Fact("GPU idle after them", r.refill_ns, "ns"),
                     Fact("share of the activity window", _pct(r.refill_ns, window), "pct"),
                     Fact("mean idle after one", r.refill_ns // max(r.syncs, 1), "ns"),

@@ -232,13 +232,16 @@ class InsightQueries(SqlEngine):
                 for t in ("kernels", "memcpys", "memsets")
             )
             r = f.refill
+            # as the records path: one gap per next start, from the earliest return before it; none before
+            # the first activity
             for t, nxt in self._all(
-                f"""SELECT t, nxt FROM (
+                f"""SELECT min(t), nxt FROM (
                       SELECT t, s, min(CASE WHEN s = 0 THEN t END) OVER (
-                               ORDER BY t, s DESC ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING) AS nxt
+                               ORDER BY t, s DESC ROWS BETWEEN CURRENT ROW AND UNBOUNDED FOLLOWING) AS nxt,
+                             min(CASE WHEN s = 0 THEN t END) OVER () AS first
                       FROM ({starts} UNION ALL
                             SELECT end_ns, 1 FROM syncs WHERE session_id = ? AND sync_kind = 'context') e) w
-                    WHERE s = 1 AND nxt IS NOT NULL ORDER BY t""",
+                    WHERE s = 1 AND nxt IS NOT NULL AND nxt > first GROUP BY nxt ORDER BY nxt""",
                 [sid, sid, sid, sid],
             ):
                 gap = int(nxt) - int(t)

@@ -27,9 +27,9 @@ def untimed_records_message(count: int, flush_ms: int) -> str:
     start): after a CUDA error such as a device-side assert, the records not yet delivered come back so.
     Written, they would be kernels at 1970 that the contract refuses; skipped, they are counted here."""
     return (
-        f"CUPTI delivered {count} kernel/copy/memset record(s) without timestamps (the CUDA context failed "
-        f"before CUPTI read them, e.g. a device-side assert; at most the last {flush_ms} ms); "
-        "they were not written"
+        f"CUPTI delivered {count} activity record(s) (kernels, copies, memsets, synchronisations) without "
+        f"timestamps: after a CUDA error such as a device-side assert, those of the last {flush_ms} ms at most; "
+        "a few at the end of a normal run also come so. They were not written"
     )
 
 
