@@ -1,6 +1,6 @@
 import { useMemo, useState } from 'react';
-import type { Api, DiffWire, SessionDetail } from '../api/client';
-import { cutText, noiseText, rowId, scaleText, totalView } from '../lib/diff';
+import type { Api, DiffWire, KernelRow, SessionDetail } from '../api/client';
+import { alignAt, cutText, frame, noiseText, ROW_LABELS, rowId, scaleText, totalView } from '../lib/diff';
 import { fmtDur, fmtWallClock } from '../lib/format';
 import type { Route } from '../lib/route';
 import { useAsync } from '../lib/useAsync';
@@ -36,6 +36,26 @@ function CompareBody({ api, base, target, d, route, navigate }: { api: Api; base
   const selected = d.rows.find((r) => rowId(r) === route.row) ?? null;
   const highlight = selected?.kind === 'kernel' ? selected.key : null;
   const [picked, setPicked] = useState<{ session: string; id: string } | null>(null);
+  // The target's shift against the base once aligned at an instance (null: both from their own starts).
+  const [aligned, setAligned] = useState<{ i: number; name: string; offset: number } | null>(null);
+  const alignAtInstance = (i: number, bk: KernelRow | undefined, tk: KernelRow | undefined) => {
+    if (bk && tk) {
+      const a = alignAt(bk, tk);
+      link.setOffset('target', a.offset);
+      setAligned({ i, name: bk.name ?? '', offset: a.offset });
+      link.publish(null, a.vp);
+    } else if (bk) link.publish(null, frame(bk.start, bk.end));
+    else if (tk) {
+      const f = frame(tk.start, tk.end);
+      const o = link.offset('target');
+      link.publish(null, { t0: f.t0 - o, t1: f.t1 - o });
+    }
+  };
+  const unalign = () => {
+    link.setOffset('target', 0);
+    setAligned(null);
+    link.publish(null, { t0: 0, t1: extent });
+  };
   const select = (row: string | undefined) => navigate({ ...route, row }, true);
   // A kernel clicked on either timeline selects its row (when the diff has one).
   const onKernel = (s: SessionDetail) => (id: string) => {
@@ -61,51 +81,76 @@ function CompareBody({ api, base, target, d, route, navigate }: { api: Api; base
             Swap
           </button>
         </div>
-        <p className="muted small" data-testid="diff-scale">
-          Figures are <b>{scaleText(d)}</b>. Noise: {noiseText(d.noise)}
-        </p>
       </header>
 
-      <section className="card compare-totals">
-        <h3>Totals</h3>
-        <table className="grid" data-testid="diff-totals">
-          <thead>
-            <tr>
-              <th>Metric</th>
-              <th className="num">Base</th>
-              <th className="num">Target</th>
-              <th className="num">Change</th>
-              <th className="num">%</th>
-              <th className="num" title="standard errors">z</th>
-              <th>Label</th>
-            </tr>
-          </thead>
-          <tbody>
-            {d.totals.map((t) => {
-              const v = totalView(t, d.noise);
-              return (
-                <tr key={t.metric} data-metric={t.metric}>
-                  <td>{v.name}</td>
-                  <td className="num">{v.base}</td>
-                  <td className="num">{v.target}</td>
-                  <td className="num">{v.delta}</td>
-                  <td className="num">{v.rel}</td>
-                  <td className="num">{v.z}</td>
-                  <td>
-                    <span className={`chip ${v.label}`} title={v.why}>
-                      {v.label}
-                    </span>
-                  </td>
-                </tr>
-              );
-            })}
-          </tbody>
-        </table>
-      </section>
+      <div className="compare-summary">
+        <section className="card compare-totals">
+          <h3>Totals</h3>
+          <table className="grid" data-testid="diff-totals">
+            <thead>
+              <tr>
+                <th>Metric</th>
+                <th className="num">Base</th>
+                <th className="num">Target</th>
+                <th className="num">Change</th>
+                <th className="num">%</th>
+                <th className="num" title="standard errors">z</th>
+                <th>Label</th>
+              </tr>
+            </thead>
+            <tbody>
+              {d.totals.map((t) => {
+                const v = totalView(t, d.noise);
+                return (
+                  <tr key={t.metric} data-metric={t.metric}>
+                    <td>{v.name}</td>
+                    <td className="num">{v.base}</td>
+                    <td className="num">{v.target}</td>
+                    <td className="num">{v.delta}</td>
+                    <td className="num">{v.rel}</td>
+                    <td className="num">{v.z}</td>
+                    <td>
+                      <span className={`chip ${v.label}`} title={v.why}>
+                        {v.label}
+                      </span>
+                    </td>
+                  </tr>
+                );
+              })}
+            </tbody>
+          </table>
+        </section>
+        <section className="card compare-reading">
+          <h3>Reading it</h3>
+          <p data-testid="diff-scale">
+            Figures are <b>{scaleText(d)}</b>; change is target − base.
+          </p>
+          <p className="muted small">Noise: {noiseText(d.noise)}</p>
+          <p data-testid="diff-counts">
+            {ROW_LABELS.map((l) => (
+              <span key={l} className="count-chip">
+                <span className={`chip ${l}`}>{l}</span> {d.counts[l] ?? 0}
+              </span>
+            ))}
+            <span className="muted small"> of {d.rows_total} rows</span>
+          </p>
+        </section>
+      </div>
 
       <section className="compare-timelines" data-testid="compare-timelines">
-        <p className="muted small">
-          Both kernel timelines measured from each session's own start, at the same scale: zoom and pan move both.
+        <p className="muted small" data-testid="timelines-alignment">
+          {aligned ? (
+            <>
+              Aligned at instance #{aligned.i + 1} of <span className="mono">{shortName(aligned.name)}</span>, which starts{' '}
+              {aligned.offset === 0 ? 'at the same time' : `${fmtDur(Math.abs(aligned.offset))} ${aligned.offset < 0 ? 'earlier' : 'later'}`} in the
+              target than in the base. Same scale, zoom and pan move both; each axis keeps its own session&apos;s time.{' '}
+              <button className="link" onClick={unalign}>
+                Align at the session starts
+              </button>
+            </>
+          ) : (
+            <>Both kernel timelines measured from each session&apos;s own start, at the same scale: zoom and pan move both.</>
+          )}
           {highlight && ' Instances of the selected kernel are highlighted on both.'}
         </p>
         {[base, target].map((s, i) => (
@@ -126,6 +171,7 @@ function CompareBody({ api, base, target, d, route, navigate }: { api: Api; base
               highlightName={highlight}
               extent={extent}
               link={link}
+              linkKey={i === 0 ? 'base' : 'target'}
             />
           </div>
         ))}
@@ -134,7 +180,7 @@ function CompareBody({ api, base, target, d, route, navigate }: { api: Api; base
       <div className={selected ? 'compare-rows with-panel' : 'compare-rows'}>
         <section className="card">
           <h3>
-            Rows <span className="muted small">sorted by impact: |change {d.per_step ? 'per step' : 'in total time'}|</span>
+            Rows <span className="muted small">time {d.per_step ? 'per step' : 'in the session'}, sorted by impact (|change|)</span>
           </h3>
           {cut && (
             <p className="badge warn" data-testid="diff-cut">
@@ -151,13 +197,18 @@ function CompareBody({ api, base, target, d, route, navigate }: { api: Api; base
             base={base}
             target={target}
             perStep={d.per_step}
-            onZoom={(vp) => link.publish(null, vp)}
+            onAlign={alignAtInstance}
             onClose={() => select(undefined)}
           />
         )}
       </div>
     </>
   );
+}
+
+/** A kernel name cut for a sentence (the full name is in the row and the panel). */
+function shortName(n: string): string {
+  return n.length > 60 ? `${n.slice(0, 57)}…` : n;
 }
 
 function SideRef({ role, s, steps }: { role: 'base' | 'target'; s: SessionDetail; steps: number }) {

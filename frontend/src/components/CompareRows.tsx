@@ -1,7 +1,9 @@
 import { useMemo, useState } from 'react';
 import type { DiffWire } from '../api/client';
 import {
+  compactKey,
   countText,
+  fmtCount,
   filterRows,
   fmtDeltaNs,
   fmtRel,
@@ -59,11 +61,13 @@ export function CompareRows({ d, selected, onSelect }: { d: DiffWire; selected: 
                 <th>Kind</th>
                 <th className="key">Name</th>
                 <th>Label</th>
-                <th className="num">Base {unit}</th>
-                <th className="num">Target {unit}</th>
+                <th className="num" title={`time ${unit}`}>Base</th>
+                <th className="num" title={`time ${unit}`}>Target</th>
                 <th className="num">Change</th>
                 <th className="num">%</th>
-                <th className="num">Count base → target</th>
+                <th className="num" title={d.per_step ? 'instances per step (in the whole session)' : 'instances'}>
+                  Count{d.per_step ? '/step' : ''}
+                </th>
               </tr>
             </thead>
             <tbody>
@@ -74,7 +78,7 @@ export function CompareRows({ d, selected, onSelect }: { d: DiffWire; selected: 
                   <tr key={id} className={id === selected ? 'clickable selected' : 'clickable'} data-row={id} data-label={r.label} onClick={() => onSelect(id)}>
                     <td className="muted">{r.kind}</td>
                     <td className="key mono" title={r.key}>
-                      {r.key}
+                      {compactKey(r)}
                     </td>
                     <td>
                       <span className={`chip ${r.label}`} title={rowWhy(r, d.noise)}>
@@ -92,8 +96,8 @@ export function CompareRows({ d, selected, onSelect }: { d: DiffWire; selected: 
                     <td className="num" data-testid="rel">
                       {fmtRel(r.rel)}
                     </td>
-                    <td className="num">
-                      {countText(r.base, d.per_step)} → {countText(r.target, d.per_step)}
+                    <td className="num" title={`${countText(r.base, d.per_step)} → ${countText(r.target, d.per_step)}`} data-testid="counts">
+                      {fmtCount(r.base.n_value)} → {fmtCount(r.target.n_value)}
                     </td>
                   </tr>
                 );

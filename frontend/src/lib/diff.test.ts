@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import type { DiffWire } from '../api/client';
 import {
+  alignAt,
+  compactKey,
   countText,
   cutText,
   filterRows,
@@ -91,6 +93,17 @@ describe('diff shaping', () => {
     expect(bytes.delta.startsWith('\u2212')).toBe(true);
   });
 
+  it('leaves PyTorch namespaces out of kernel names in cells, nothing else', () => {
+    const reduce = d.rows.find((r) => r.key.startsWith('void at::native::reduce_kernel<128, 4'))!;
+    const short = compactKey(reduce);
+    expect(short.startsWith('reduce_kernel<128, 4, ReduceOp<Half, func_wrapper_t<Half, sum_functor<Half, float, Half>')).toBe(true);
+    expect(short).not.toMatch(/at::native::|c10::|^void /);
+    const scope = d.rows.find((r) => r.kind === 'scope')!;
+    expect(compactKey(scope)).toBe(scope.key);
+    const nvjet = d.rows.find((r) => r.key.startsWith('nvjet_'))!;
+    expect(compactKey(nvjet)).toBe(nvjet.key);
+  });
+
   it('signs changes and explains row labels', () => {
     expect(fmtRel(null)).toBe('—');
     expect(fmtRel(0.052)).toBe('+5.2%');
@@ -116,6 +129,12 @@ describe('diff shaping', () => {
     expect(frame(100, 200)).toEqual({ t0: 150 - 5000, t1: 150 + 5000 });
     expect(frame(0, 100_000)).toEqual({ t0: -30_000, t1: 130_000 });
     expect(fmtStart(12_345_678)).toBe('12.346 ms');
+    // instance 1 of the reduce kernel: 7.965094 s (10.9 µs) in the base, 6.993709 s (11.0 µs) in the target
+    const al = alignAt({ start: 7_965_094_000, end: 7_965_104_900 }, { start: 6_993_709_000, end: 6_993_720_000 });
+    expect(al.offset).toBe(6_993_709_000 - 7_965_094_000);
+    expect(al.vp.t1 - al.vp.t0).toBe(11_000 * 1.6);
+    expect(al.vp.t0).toBe(7_965_094_000 - 3_300);
+    expect(alignAt({ start: 0, end: 100 }, { start: 50, end: 150 }).vp).toEqual({ t0: -4_950, t1: 5_050 });
     expect(fmtStart(1_234_567_890)).toBe('1.234568 s');
   });
 });

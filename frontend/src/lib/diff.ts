@@ -31,6 +31,13 @@ export function filterRows(rows: DiffRow[], f: RowFilter): DiffRow[] {
   );
 }
 
+/** A kernel name for a table cell: PyTorch's namespaces and a leading `void` left out (the cell's tooltip
+ * and the row's panel show the full name). Other keys as they are. */
+export function compactKey(r: Pick<DiffRow, 'kind' | 'key'>): string {
+  if (r.kind !== 'kernel') return r.key;
+  return r.key.replace(/^void /, '').replace(/\bat::native::|\(anonymous namespace\)::|\bc10::/g, '');
+}
+
 /** A row's identity in the view (a key alone is not unique: a scope and a kernel may share a name). */
 export function rowId(r: Pick<DiffRow, 'kind' | 'key'>): string {
   return `${r.kind}:${r.key}`;
@@ -177,4 +184,15 @@ export function frame(start: number, end: number, minSpan = 10_000): { t0: numbe
   const mid = (start + end) / 2;
   const span = Math.max(minSpan, (end - start) * 1.6);
   return { t0: mid - span / 2, t1: mid + span / 2 };
+}
+
+/**
+ * Two instances of one kernel aligned at their starts: the target's shift against the base (`offset`, ns) and
+ * the shared window, in base time, that frames the longer of the two with a margin.
+ */
+export function alignAt(b: { start: number; end: number }, t: { start: number; end: number }, minSpan = 10_000): { offset: number; vp: { t0: number; t1: number } } {
+  const dur = Math.max(b.end - b.start, t.end - t.start);
+  const span = Math.max(minSpan, dur * 1.6);
+  const t0 = b.start - (span - dur) / 2;
+  return { offset: t.start - b.start, vp: { t0, t1: t0 + span } };
 }

@@ -32,6 +32,8 @@ export interface TimelineProps {
   extent?: number;
   /** Timelines that show the same window (compare view): zoom and pan move them all. */
   link?: ViewportLink;
+  /** This timeline's role in `link` (offsets are set per role); default the session id. */
+  linkKey?: string;
 }
 
 const MINIMAP_H = 46;
@@ -404,7 +406,7 @@ export function Timeline(p: TimelineProps) {
     };
     const link = props.current.link;
     const linkId = link
-      ? link.join((vp) => {
+      ? link.join(props.current.linkKey ?? props.current.session.id, (vp) => {
           s.vp = vp;
           viewportChanged(true);
         })
