@@ -12,17 +12,22 @@ import { AsyncView } from './States';
 
 type CompareRoute = Extract<Route, { page: 'compare' }>;
 
+/** The most rows the backend returns in one answer (its `limit` bound). */
+const MAX_ROWS = 100_000;
+
 /** Run-vs-run diff: `b` (target) against `a` (base) — totals, both timelines at one scale, rows by impact. */
 export function Compare({ api, route, navigate }: { api: Api; route: CompareRoute; navigate: (r: Route, replace?: boolean) => void }) {
   const { a, b } = route;
   const sessions = useAsync((sig) => Promise.all([api.session(a, sig), api.session(b, sig)]), [api, a, b]);
-  const diff = useAsync((sig) => api.diff(a, b, {}, sig), [api, a, b]);
+  // The backend's default cut (1000 rows by impact) unless the user asks for every row.
+  const [limit, setLimit] = useState<number | undefined>(undefined);
+  const diff = useAsync((sig) => api.diff(a, b, { limit }, sig), [api, a, b, limit]);
   return (
     <div className="compare">
       <AsyncView value={sessions} what="the two sessions">
         {([base, target]) => (
           <AsyncView value={diff} what="the diff">
-            {(d) => <CompareBody key={`${a}|${b}`} api={api} base={base} target={target} d={d} route={route} navigate={navigate} />}
+            {(d) => <CompareBody key={`${a}|${b}`} api={api} base={base} target={target} d={d} route={route} navigate={navigate} onAll={() => setLimit(MAX_ROWS)} />}
           </AsyncView>
         )}
       </AsyncView>
@@ -30,7 +35,23 @@ export function Compare({ api, route, navigate }: { api: Api; route: CompareRout
   );
 }
 
-function CompareBody({ api, base, target, d, route, navigate }: { api: Api; base: SessionDetail; target: SessionDetail; d: DiffWire; route: CompareRoute; navigate: (r: Route, replace?: boolean) => void }) {
+function CompareBody({
+  api,
+  base,
+  target,
+  d,
+  route,
+  navigate,
+  onAll,
+}: {
+  api: Api;
+  base: SessionDetail;
+  target: SessionDetail;
+  d: DiffWire;
+  route: CompareRoute;
+  navigate: (r: Route, replace?: boolean) => void;
+  onAll: () => void;
+}) {
   const link = useMemo(() => new ViewportLink(), []);
   const extent = Math.max(base.rangeEnd, target.rangeEnd);
   const selected = d.rows.find((r) => rowId(r) === route.row) ?? null;
@@ -154,7 +175,7 @@ function CompareBody({ api, base, target, d, route, navigate }: { api: Api; base
           {highlight && ' Instances of the selected kernel are highlighted on both.'}
         </p>
         {[base, target].map((s, i) => (
-          <div key={s.id} className="compare-timeline" data-side={i === 0 ? 'base' : 'target'}>
+          <div key={i} className="compare-timeline" data-side={i === 0 ? 'base' : 'target'}>
             <div className="compare-timeline-label">
               <span className={`chip role ${i === 0 ? 'base' : 'target'}`}>{i === 0 ? 'base' : 'target'}</span> {s.app ?? '(unknown app)'}{' '}
               <span className="muted mono small">{s.id}</span> <span className="muted small">· {fmtDur(s.rangeEnd)}</span>
@@ -183,8 +204,15 @@ function CompareBody({ api, base, target, d, route, navigate }: { api: Api; base
             Rows <span className="muted small">time {d.per_step ? 'per step' : 'in the session'}, sorted by impact (|change|)</span>
           </h3>
           {cut && (
-            <p className="badge warn" data-testid="diff-cut">
-              {cut}
+            <p className="cut-note">
+              <span className="badge warn" data-testid="diff-cut">
+                {cut}
+              </span>{' '}
+              {d.rows_total <= MAX_ROWS && (
+                <button className="link" onClick={onAll}>
+                  show all {d.rows_total}
+                </button>
+              )}
             </p>
           )}
           <CompareRows d={d} selected={route.row ?? null} onSelect={(id) => select(id === route.row ? undefined : id)} />
