@@ -65,7 +65,7 @@ export function App() {
       <main>
         {route.page === 'sessions' && <SessionSelector api={api} route={route} navigate={navigate} />}
         {route.page === 'session' && <Dashboard key={route.session} api={api} route={route} navigate={navigate} />}
-        {route.page === 'compare' && <Compare api={api} a={route.a} b={route.b} />}
+        {route.page === 'compare' && <Compare api={api} route={route} navigate={navigate} />}
       </main>
     </div>
   );

@@ -26,6 +26,11 @@ export type SessionTotals = S['SessionTotals'];
 export type StackFrame = S['StackFrame'];
 export type InsightsWire = W<S['Insights']> & { items: (W<S['Insight']> & { involved: W<S['InsightInvolved']>[] })[] };
 export type InsightFact = S['InsightFact'];
+/** Run-vs-run diff. Its *_ns figures are durations (per step or per session), not timestamps, so they stay Numbers;
+ * only the session refs' start_ns may arrive as a string (19 digits). */
+export type DiffWire = Omit<S['Diff'], 'base' | 'target'> & { base: W<S['DiffSessionRef']>; target: W<S['DiffSessionRef']> };
+export type DiffRow = S['DiffRow'];
+export type DiffTotal = S['DiffTotal'];
 
 export interface SessionInfo {
   id: string;
@@ -311,6 +316,11 @@ export class Api {
   /** The insight rules over one session (times stay absolute: lib/insights.ts places them on the session). */
   insights(id: string, signal?: AbortSignal): Promise<InsightsWire> {
     return this.get<InsightsWire>(`/sessions/${enc(id)}/insights`, undefined, signal);
+  }
+
+  /** `target` against `base`: rows by impact (at most `limit`), totals, and the noise test used. */
+  diff(base: string, target: string, opts: { minEffect?: number; limit?: number } = {}, signal?: AbortSignal): Promise<DiffWire> {
+    return this.get<DiffWire>('/diff', { base, target, min_effect: opts.minEffect, limit: opts.limit }, signal);
   }
 
   /** Start loading a session's detail before React renders (a deep link's first request); `session()` uses it. */

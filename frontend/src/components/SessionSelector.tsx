@@ -117,8 +117,12 @@ export function SessionSelector({ api, route, navigate }: { api: Api; route: Fil
           <label>
             to <input type="datetime-local" aria-label="Started before" value={route.until ?? ''} onChange={(e) => set({ until: e.target.value || undefined })} />
           </label>
-          <button disabled={picked.length !== 2} onClick={() => navigate({ page: 'compare', a: picked[0], b: picked[1] })} title="Pick two sessions with the checkboxes">
-            Compare ({picked.length}/2)
+          <button
+            disabled={picked.length !== 2}
+            onClick={() => navigate({ page: 'compare', a: picked[0], b: picked[1] })}
+            title="Tick two sessions: the first ticked is the base, the second the target"
+          >
+            Compare base → target ({picked.length}/2)
           </button>
         </div>
         {state === 'loading' && <Loading what="sessions" />}
@@ -151,6 +155,7 @@ export function SessionSelector({ api, route, navigate }: { api: Api; route: Fil
                   >
                     <td onClick={(e) => e.stopPropagation()}>
                       <input type="checkbox" aria-label={`Pick ${s.id} for comparison`} checked={picked.includes(s.id)} onChange={() => togglePick(s.id)} />
+                      {picked.includes(s.id) && <span className={`chip role ${picked[0] === s.id ? 'base' : 'target'}`}>{picked[0] === s.id ? 'base' : 'target'}</span>}
                     </td>
                     <td>
                       <a href={`#/s/${encodeURIComponent(s.id)}/kernels`} onClick={(e) => e.stopPropagation()}>

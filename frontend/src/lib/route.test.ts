@@ -21,5 +21,9 @@ describe('route', () => {
 
   it('formats the compare route', () => {
     expect(parseRoute(formatRoute({ page: 'compare', a: 'a', b: 'b' }))).toEqual({ page: 'compare', a: 'a', b: 'b' });
+    // a kernel name holds <, >, commas, spaces and colons: the selected row survives the round trip
+    const row = 'kernel:void at::native::reduce_kernel<128, 4, at::native::ReduceOp<c10::Half> >(T)';
+    const h = formatRoute({ page: 'compare', a: 'x/1', b: 'y', row });
+    expect(parseRoute(h)).toEqual({ page: 'compare', a: 'x/1', b: 'y', row });
   });
 });

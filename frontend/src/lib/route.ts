@@ -3,7 +3,8 @@
  *   #/                                     session selector (filters: ?host=&app=&q=&since=&until=)
  *   #/s/<session>/<tab>?t0=&t1=&k=&name=   dashboard: tab, visible window (ns from session start),
  *                                          selected kernel id, highlighted kernel name
- *   #/compare/<a>/<b>                      two sessions picked for comparison
+ *   #/compare/<base>/<target>?row=         run-vs-run diff of target against base, a selected row
+ *                                          (`kind:key`, e.g. `kernel:nvjet_sm90_…`)
  */
 export type Tab = 'kernels' | 'scopes' | 'system' | 'insights';
 export const TABS: Tab[] = ['kernels', 'scopes', 'system', 'insights'];
@@ -20,7 +21,7 @@ export type Route =
       name?: string;
       scope?: number;
     }
-  | { page: 'compare'; a: string; b: string };
+  | { page: 'compare'; a: string; b: string; row?: string };
 
 function num(v: string | null): number | undefined {
   if (v === null || v === '') return undefined;
@@ -51,7 +52,7 @@ export function parseRoute(hash: string): Route {
       scope: num(q.get('scope')),
     };
   }
-  if (parts[0] === 'compare' && parts[1] && parts[2]) return { page: 'compare', a: parts[1], b: parts[2] };
+  if (parts[0] === 'compare' && parts[1] && parts[2]) return { page: 'compare', a: parts[1], b: parts[2], row: str(q.get('row')) };
   return {
     page: 'sessions',
     host: str(q.get('host')),
@@ -77,6 +78,7 @@ export function formatRoute(r: Route): string {
     set('scope', r.scope);
   } else if (r.page === 'compare') {
     path = `/compare/${encodeURIComponent(r.a)}/${encodeURIComponent(r.b)}`;
+    set('row', r.row);
   } else {
     path = '/';
     set('host', r.host);

@@ -12,6 +12,7 @@ import { fmtDur } from '../lib/format';
 import { drawFrame, drawMinimap, drawMinimapFrame, groupByLane, hitTest, layout, maxDurByLane, GUTTER_W, MEMCPY_COLORS, type DrawnTile, type FrameInput } from './draw';
 import { clipBuckets, evict, laneKey, lanesFrom, levelFor, tileKey, tilesFor, tilesToDraw, tileWindow, touch, type Lane, type Tile } from './lod';
 import { scopeFetchCovers, scopeFetchFor, scopeRowsFor, SCOPE_LIMIT, type LoadedScopes } from './scopes';
+import type { ViewportLink } from './link';
 import { centreOn, panBy, zoomAt, type Bounds, type Viewport } from './viewport';
 
 export interface TimelineProps {
@@ -27,6 +28,12 @@ export interface TimelineProps {
   highlightName: string | null;
   /** Called once the first full frame of data is on screen. */
   onReady?: () => void;
+  /** The time range the view and the minimap span (default the session's): linked timelines share one. */
+  extent?: number;
+  /** Timelines that show the same window (compare view): zoom and pan move them all. */
+  link?: ViewportLink;
+  /** This timeline's role in `link` (offsets are set per role); default the session id. */
+  linkKey?: string;
 }
 
 const MINIMAP_H = 46;
@@ -127,7 +134,7 @@ export function Timeline(p: TimelineProps) {
     ready: false,
   });
 
-  const bounds = (): Bounds => ({ start: 0, end: props.current.session.rangeEnd, minSpan: 1000 });
+  const bounds = (): Bounds => ({ start: 0, end: props.current.extent ?? props.current.session.rangeEnd, minSpan: 1000 });
 
   // ---- scheduling ---------------------------------------------------------------------------------------
   const schedule = useRef<() => void>(() => {});
@@ -343,10 +350,10 @@ export function Timeline(p: TimelineProps) {
           s.minimapImg.width = mini.width;
           s.minimapImg.height = mini.height;
           const ictx = s.minimapImg.getContext('2d');
-          if (ictx) drawMinimap(ictx, s.overview, s.lanes, { start: 0, end: P.session.rangeEnd }, null, W, MINIMAP_H, dpr);
+          if (ictx) drawMinimap(ictx, s.overview, s.lanes, { start: 0, end: bounds().end }, null, W, MINIMAP_H, dpr);
           s.minimapKey = mk;
         }
-        drawMinimapFrame(mctx, s.minimapImg, { start: 0, end: P.session.rangeEnd }, s.vp, W, MINIMAP_H, dpr);
+        drawMinimapFrame(mctx, s.minimapImg, { start: 0, end: bounds().end }, s.vp, W, MINIMAP_H, dpr);
       }
       const t1 = performance.now();
       hooks.frames.push(t1);
@@ -372,6 +379,7 @@ export function Timeline(p: TimelineProps) {
       canvas.dataset.lanes = String(s.lanes.length);
       canvas.dataset.scopes = String(stats.scopes);
       canvas.dataset.scopeRows = String(s.scopeRows);
+      canvas.dataset.window = `${Math.round(s.vp.t0)}:${Math.round(s.vp.t1)}`;
       if (statusRef.current) {
         const msg = s.error ? `⚠ ${s.error}` : pend ? 'Loading…' : s.lanes.length === 0 && s.overview ? 'No kernels in this session.' : '';
         if (statusRef.current.textContent !== msg) statusRef.current.textContent = msg;
@@ -383,7 +391,9 @@ export function Timeline(p: TimelineProps) {
     }
     schedule.current = sched;
 
-    function viewportChanged() {
+    // fromLink: the window came from a linked timeline, which already knows it.
+    function viewportChanged(fromLink = false) {
+      if (!fromLink) props.current.link?.publish(linkId, s.vp);
       sched();
       window.clearTimeout(s.sideTimer);
       s.sideTimer = window.setTimeout(fetchSide, 120);
@@ -394,6 +404,13 @@ export function Timeline(p: TimelineProps) {
       s.vp = vp;
       viewportChanged();
     };
+    const link = props.current.link;
+    const linkId = link
+      ? link.join(props.current.linkKey ?? props.current.session.id, (vp) => {
+          s.vp = vp;
+          viewportChanged(true);
+        })
+      : 0;
 
     // Overview (minimap + lanes): the whole session at the plot's width. Its tiles are the ones the initial
     // full-session view needs, fetched once through the shared cache.
@@ -484,7 +501,7 @@ export function Timeline(p: TimelineProps) {
     function miniMove(e: PointerEvent) {
       const W = plotWidth();
       const x = localX(e, mini) - GUTTER_W;
-      const t = (x / W) * props.current.session.rangeEnd;
+      const t = (x / W) * bounds().end;
       s.vp = centreOn(s.vp, t, bounds());
       viewportChanged();
     }
@@ -503,6 +520,7 @@ export function Timeline(p: TimelineProps) {
         return;
       }
       if (e.currentTarget !== canvas) return;
+      props.current.link?.drive(linkId);
       s.hover = { x: localX(e, canvas), y: localY(e, canvas) };
       const tip = tipRef.current;
       const f = lastFrame.current;
@@ -548,6 +566,7 @@ export function Timeline(p: TimelineProps) {
       const t = e.target as HTMLElement | null;
       if (t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.tagName === 'SELECT' || t.isContentEditable)) return;
       if (e.ctrlKey || e.metaKey || e.altKey) return;
+      if (props.current.link && !props.current.link.drives(linkId)) return;
       const W = plotWidth();
       const centre = s.hover && s.hover.x > GUTTER_W ? s.vp.t0 + ((s.hover.x - GUTTER_W) / W) * (s.vp.t1 - s.vp.t0) : (s.vp.t0 + s.vp.t1) / 2;
       switch (e.key.toLowerCase()) {
@@ -583,6 +602,7 @@ export function Timeline(p: TimelineProps) {
 
     return () => {
       ro.disconnect();
+      link?.leave(linkId);
       canvas.removeEventListener('wheel', onWheel);
       for (const el of [canvas, mini]) {
         el.removeEventListener('pointerdown', onDown);
