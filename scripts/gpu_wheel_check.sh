@@ -31,7 +31,7 @@ export PATH=$venv/bin:$nocc CC=/nonexistent CXX=/nonexistent
 unset PYTHONPATH
 cd /tmp  # away from the checkout: gpufl must come from the venv
 {
-  echo "compilers on PATH: $(command -v gcc cc nvcc || echo none)"
+  echo "compilers on PATH: $(command -v gcc cc nvcc || echo none); $(ldd --version | head -1)"
   python -c 'import gpufl, gpufl.client._native as n; from gpufl.client.engines.native_tracing import unavailable_reason, _libcupti_path
 import gpufl.client.engines.native_tracing as t
 print("gpufl from", gpufl.__file__); print("native extension", n.__file__, "built for CUPTI API", n.BUILT_CUPTI_API_VERSION)
