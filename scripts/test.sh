@@ -30,6 +30,9 @@ step "python tests"
 # a private pytest temp root: concurrent runs sharing /tmp/pytest-of-$USER clean each other's directories
 "$PY" -m pytest -q -p no:cacheprovider --basetemp="$GPUFL_SERVICES_DIR/pytest" "$@"
 
+step "installable wheel: built, installed in a clean venv, client tests and the demo from it"
+bash scripts/test_wheels.sh python3
+
 step "frontend"
 (
   cd frontend

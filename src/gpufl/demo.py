@@ -4,7 +4,8 @@ Starts the backend (DuckDB in ``--data-dir``), makes an ingest key and a read ke
 into a log folder — a PyTorch training run under gpufl where a GPU is present, otherwise the committed H100
 captures replayed through the client writer with fresh ids and timestamps re-based to now (on a re-run
 with the same ``--data-dir``, the same ids and times again: the store keeps one copy) — and ships them
-with the agent over HTTP. Prints the dashboard URL and the read token, then runs until Ctrl-C, when it
+with the agent over HTTP. From a source checkout it uses ``examples/``; from an installed wheel, the
+captures the wheel carries (``gpufl/_data/captures.zip``, unpacked into the data folder) and no live run. Prints the dashboard URL and the read token, then runs until Ctrl-C, when it
 stops everything it started. Problems get one clear line and a non-zero exit, never a traceback.
 """
 
@@ -20,14 +21,54 @@ import socket
 import subprocess
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = Path(__file__).resolve().parent
+ROOT = PACKAGE.parents[1]  # the checkout, when this runs from one (src/gpufl/demo.py)
 CAPTURES = ROOT / "examples" / "captures"
+WORKLOAD = ROOT / "examples" / "workloads" / "gpt_train.py"
+PACKED_CAPTURES = PACKAGE / "_data" / "captures.zip"  # what scripts/build_wheels.sh puts in the wheel
+UI_INDEX = PACKAGE / "backend" / "static" / "index.html"
+
+
+def in_checkout() -> bool:
+    return (ROOT / "pyproject.toml").is_file() and CAPTURES.is_dir()
+
+
+def default_data_dir() -> Path:
+    """The checkout's .work/demo; for an installed package, a per-user data folder (not site-packages)."""
+    if in_checkout():
+        return ROOT / ".work" / "demo"
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "gpufl" / "demo"
+
+
+def captures_dir(data: Path) -> Path:
+    """The committed H100 captures: examples/captures in a checkout, else the wheel's copy, unpacked once."""
+    if in_checkout():
+        return CAPTURES
+    if not PACKED_CAPTURES.is_file():
+        raise DemoError(
+            f"no captures: neither {CAPTURES} (a source checkout) nor {PACKED_CAPTURES} (a wheel)"
+        )
+    dest = data / "captures"
+    done = dest / ".unpacked"
+    # Compared by size and time: a newer wheel's captures replace an older one's.
+    stamp = f"{PACKED_CAPTURES.stat().st_size} {PACKED_CAPTURES.stat().st_mtime_ns}"
+    if not (done.is_file() and done.read_text() == stamp):
+        shutil.rmtree(dest, ignore_errors=True)
+        try:
+            with zipfile.ZipFile(PACKED_CAPTURES) as z:
+                z.extractall(dest)
+            done.write_text(stamp)
+        except (OSError, zipfile.BadZipFile) as e:
+            raise DemoError(f"could not unpack {PACKED_CAPTURES} into {dest}: {e}") from None
+    return dest
 
 
 class DemoError(Exception):
@@ -106,7 +147,7 @@ def _read_ledger(path: Path) -> dict[str, dict[str, Any]]:
     return data if isinstance(data, dict) else {}
 
 
-def produce_sessions(log_dir: Path, gpu: bool, ledger: Path) -> list[Produced]:
+def produce_sessions(log_dir: Path, gpu: bool, ledger: Path, captures: Path) -> list[Produced]:
     """Real sessions into ``log_dir``: a live GPU run, or the committed H100 captures replayed.
 
     A replayed capture keeps, in ``ledger``, the session id and start time it got the first time in this
@@ -114,18 +155,17 @@ def produce_sessions(log_dir: Path, gpu: bool, ledger: Path) -> list[Produced]:
     (which de-duplicates by session, stream and seq) keeps one copy instead of piling up duplicates. A live
     GPU run is a new run each time, hence a new session."""
     if gpu:
-        script = ROOT / "examples" / "workloads" / "gpt_train.py"
         subprocess.run(
-            [sys.executable, str(script), "--steps", "30", "--warmup", "3", "--log-dir", str(log_dir)],
+            [sys.executable, str(WORKLOAD), "--steps", "30", "--warmup", "3", "--log-dir", str(log_dir)],
             check=True,
         )
         return [Produced("gpt_train (live on this GPU; each demo run adds a new session)")]
     from gpufl.client.replay import replay
 
     made = []
-    folders = sorted(p for p in CAPTURES.iterdir() if p.is_dir()) if CAPTURES.is_dir() else []
+    folders = sorted(p for p in captures.iterdir() if p.is_dir()) if captures.is_dir() else []
     if not folders:
-        raise DemoError(f"no captures found under {CAPTURES}")
+        raise DemoError(f"no captures found under {captures}")
     known = _read_ledger(ledger)
     now = time.time_ns()
     for i, folder in enumerate(folders):
@@ -169,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--data-dir",
-        default=str(ROOT / ".work" / "demo"),
+        default=str(default_data_dir()),
         help="folder for the store and the demo's logs (default: %(default)s)",
     )
     ap.add_argument("--replay", action="store_true", help="replay the H100 captures even where a GPU exists")
@@ -206,10 +246,10 @@ def main(argv: list[str] | None = None) -> int:
             raise DemoError(f"cannot write to {data}: {e.strerror}") from None
         if not _port_free(args.host, args.port):
             raise DemoError(f"port {args.port} is in use: pass --port N (or set GPUFL_PORT)")
-        if not (ROOT / "src" / "gpufl" / "backend" / "static" / "index.html").exists():
+        if not UI_INDEX.exists():
             print(
-                "gpufl demo: the UI is not built (needs Node.js: `cd frontend && npm ci && npm run build`);"
-                " the API still runs",
+                "gpufl demo: the UI is not built (needs Node.js: `cd frontend && npm ci && npm run build`;"
+                " the wheels carry it built); the API still runs",
                 file=sys.stderr,
             )
         admin = os.environ.get("GPUFL_ADMIN_TOKEN") or secrets.token_urlsafe(24)
@@ -236,8 +276,16 @@ def main(argv: list[str] | None = None) -> int:
         read = _key(url, admin, "read", "demo-ui")
         log_dir = data / "logs" / time.strftime("%Y%m%d-%H%M%S")
         log_dir.mkdir(parents=True)
+        live = _has_gpu() and not args.replay
+        if live and not WORKLOAD.is_file():
+            print(
+                f"gpufl demo: a GPU is here, but the live workload ({WORKLOAD.name}) comes with a source"
+                " checkout only; replaying the H100 captures instead",
+                file=sys.stderr,
+            )
+            live = False
         sessions = produce_sessions(
-            log_dir, gpu=_has_gpu() and not args.replay, ledger=data / "replayed.json"
+            log_dir, gpu=live, ledger=data / "replayed.json", captures=captures_dir(data)
         )
         # Asked before the agent ships anything: which of them an earlier run loaded into this store already.
         again = {p.session_id for p in sessions if p.session_id and _in_store(url, read, p.session_id)}

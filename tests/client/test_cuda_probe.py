@@ -20,7 +20,7 @@ def test_missing_cuda_bindings_names_the_extra(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(EngineUnavailable) as ei:
         cuda_probe.probe_devices()
     assert ei.value.code == "cupti_missing"
-    assert "pip install 'gpufl[cuda]'" in str(ei.value) and "ModuleNotFoundError" not in str(ei.value)
+    assert "pip install 'gpu-flight[cuda]'" in str(ei.value) and "ModuleNotFoundError" not in str(ei.value)
 
 
 def test_missing_driver_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -54,5 +54,5 @@ def test_init_without_cuda_bindings_names_the_cause(tmp_path: Path) -> None:
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": ":".join(p for p in sys.path if p)},
     )
     assert r.returncode == 0, r.stderr
-    assert "pip install 'gpufl[cuda]'" in r.stderr and "cuda.bindings" in r.stderr, r.stderr
+    assert "pip install 'gpu-flight[cuda]'" in r.stderr and "cuda.bindings" in r.stderr, r.stderr
     assert "ModuleNotFoundError" not in r.stderr

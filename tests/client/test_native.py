@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+import gpufl
 from gpufl.client.engines.demangle import demangle
 from gpufl.client.engines.occupancy import DeviceLimits, compute
 from gpufl.client.writer import DiskBudget, NativeStreamWriter, SegmentFiles, StreamWriter
@@ -503,7 +504,8 @@ def test_a_hand_over_never_frees_another_clients_buffer(tmp_path: Path) -> None:
     import sys
 
     _with_libcupti()
-    src = str(Path(__file__).resolve().parents[2] / "src")
+    # Where this process imports gpufl from: the checkout's src/, or an installed wheel (scripts/test_wheels.sh)
+    src = str(Path(gpufl.__file__).resolve().parents[1])
     code = f"SRC = {src!r}\nTMP = {str(tmp_path)!r}\n" + HANDOVER
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]

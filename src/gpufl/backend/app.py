@@ -35,7 +35,8 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 _NOT_BUILT = """<!doctype html><html><head><title>GPU Flight</title></head><body>
 <h1>GPU Flight backend</h1><p>The web UI is not built. Build the frontend into
-<code>src/gpufl/backend/static/</code>. The API is at <code>/api/v1</code>
+<code>src/gpufl/backend/static/</code> (<code>cd frontend &amp;&amp; npm run build</code>; the wheels that
+<code>scripts/build_wheels.sh</code> makes carry it built). The API is at <code>/api/v1</code>
 (<a href="/api/v1/docs">docs</a>).</p></body></html>"""
 
 

@@ -30,7 +30,7 @@ def _pb() -> Any:
         from perfetto.protos.perfetto.trace import perfetto_trace_pb2
     except ImportError as e:  # the client's plain install leaves it out
         raise RuntimeError(
-            "exporting to Perfetto needs the `perfetto` package: pip install 'gpufl[export]'"
+            "exporting to Perfetto needs the `perfetto` package: pip install 'gpu-flight[export]'"
         ) from e
     return perfetto_trace_pb2
 

@@ -152,7 +152,7 @@ def unreachable(e: BaseException) -> EngineUnavailable:
         return EngineUnavailable(
             "cupti_missing",
             f"the Python module {module!r} (cuda-bindings, which cupti-python needs) is not installed:"
-            " pip install 'gpufl[cuda]'",
+            " pip install 'gpu-flight[cuda]'",
         )
     if not driver_present():
         return EngineUnavailable(

@@ -135,7 +135,8 @@ class NvmlProbe:
             import pynvml
         except ImportError:
             raise EngineUnavailable(
-                "nvml_missing", "nvidia-ml-py is not installed (pip install 'gpufl[cuda]'); host metrics only"
+                "nvml_missing",
+                "nvidia-ml-py is not installed (pip install 'gpu-flight[cuda]'); host metrics only",
             ) from None
         self.nv = pynvml
         try:

@@ -118,7 +118,7 @@ class TracingEngine:
                 raise cuda_probe.unreachable(e) from None
             raise EngineUnavailable(
                 "cupti_missing",
-                f"cupti-python is not installed or libcupti not found ({e}); pip install 'gpufl[cuda]'",
+                f"cupti-python is not installed or libcupti not found ({e}); pip install 'gpu-flight[cuda]'",
             ) from None
         self.cupti = cupti
         probe = cuda_probe.probe_devices()
