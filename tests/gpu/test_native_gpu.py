@@ -56,6 +56,7 @@ def test_native_path_joins_every_launch(tmp_path: Path, tracing_path: str) -> No
     recs = _records(log_dir, "device")
     notices = [r for r in recs if isinstance(r, events.Notice)]
     assert not [n for n in notices if n.code == "native_unavailable"], notices
+    assert [n.code for n in notices if n.code == "record_path"] == ["record_path"], notices
     launches = {r.id: r.launch for r in recs if isinstance(r, events.DictEntry) and r.kind == "launch"}
     kernels = [r for r in recs if isinstance(r, events.Kernel)]
     loop = [k for k in kernels if k.scope_inst is not None]

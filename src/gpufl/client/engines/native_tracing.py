@@ -173,6 +173,14 @@ class NativeTracingEngine:
                 "launch callbacks unavailable: no scope/stack attribution",
                 engine=self.name,
             )
+        # Which record path runs, said once (the cupti-python path says it by its native_unavailable notice):
+        # a user of an installed wheel can see that its prebuilt extension is the one recording.
+        self.session.notice(
+            "record_path",
+            f"native record path: CUPTI records written in C by {self.native.__name__}",
+            engine=self.name,
+            level="info",
+        )
         self.started = True
         self._paused_at = None
         handover.install_torch_profiler_hook(self)
