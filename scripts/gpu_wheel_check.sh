@@ -57,5 +57,5 @@ print("notices:", notices or "none")
 print("NATIVE PATH" if not any(n.startswith("native_unavailable") for n in notices) else "FALLBACK (cupti-python)")
 PY
 # Kernel counts: gpufl (wheel) vs torch.profiler, same steps, fresh processes (the bench's fidelity table).
-python "$repo/bench/client_overhead.py" --workload gpt --rounds 2 --steps 30 --modes none,gpufl,torch-profiler-cuda \
+python "$repo/bench/client_overhead.py" --workload gpt --rounds ${ROUNDS:-2} --steps 30 --modes none,gpufl,torch-profiler-cuda \
   --json "$OUT/fidelity.json" 2>&1 | tee "$OUT/fidelity.txt" | grep -A4 -E "^Fidelity|kernels per step|largest"
