@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 from fastapi.testclient import TestClient
-from insights import tiled  # bench/insights.py: the same tiling
 
 from gpufl.backend import auth
 from gpufl.backend.api.routes import diff as route
@@ -29,6 +28,7 @@ from gpufl.backend.app import create_app
 from gpufl.backend.config import Settings
 from gpufl.backend.ingest import ingest_raws
 from gpufl.backend.store import open_store
+from insights import tiled  # bench/insights.py: the same tiling
 
 ROOT = Path(__file__).resolve().parent.parent
 BATCH = 50_000
