@@ -5,7 +5,8 @@ changed beyond noise), or ``unchanged``. The noise test, per row: the difference
 durations (per step where both sides mark steps) against its standard error from each side's per-instance
 spread, ``SE = sqrt(n_b·s_b²/k_b² + n_t·s_t²/k_t²)`` (Welch's unequal-variance form; k = steps or 1), two-sided
 at ``Z_CRIT`` (p < 0.001, normal approximation: rows have hundreds of instances), AND a relative change of at
-least ``min_effect``. The second condition is there because instance spread is not the only noise: the same
+least ``min_effect``. A row whose instance count (per step) moved by ``min_effect`` or more changed, whatever the
+spread: counts are exact. The second condition is there because instance spread is not the only noise: the same
 program in a fresh process runs a GPU kernel up to a few percent faster or slower as a whole (clocks, memory
 placement), a shift no per-instance spread shows. The repeat capture (examples/captures/diff_repeat) measures it;
 docs/diff.md gives the figures.
@@ -171,6 +172,10 @@ def _row(kind: str, key: str, b: Stat, t: Stat, kb: int, kt: int, min_effect: fl
         else:
             z = 0.0
         beyond = testable and abs(z) >= Z_CRIT and rel is not None and abs(rel) >= min_effect
+        # A count that moved by min_effect or more is a change whatever the instances' spread: launches are
+        # counted exactly (64 → 54 per step of a kernel whose instances differ in size would fail the z test).
+        if count_changed and abs(target.n_value - base.n_value) >= min_effect * base.n_value:
+            beyond = rel is not None and delta != 0
         label = ("slower" if delta > 0 else "faster") if beyond else "unchanged"
         if not testable or not math.isfinite(z):
             z = None  # JSON has no infinity: a zero-spread change says so by its label alone
