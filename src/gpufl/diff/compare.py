@@ -109,7 +109,8 @@ class Diff(msgspec.Struct, kw_only=True):
 
 NOISE_TEST = (
     "Welch z on the difference of summed durations (per step when both sides mark steps), SE from each "
-    "side's per-instance spread; changed when |z| ≥ z_crit and |relative change| ≥ min_effect"
+    "side's per-instance spread; changed when |z| ≥ z_crit and |relative change| ≥ min_effect, or when the "
+    "instance count (per step) moved by min_effect or more"
 )
 
 # Totals, in display order: (metric, unit, figure). "total_gpu_time" is the GPU's busy time (kernels, copies
