@@ -62,7 +62,7 @@ export function cutText(d: Pick<DiffWire, 'rows' | 'rows_total'>): string | null
 
 /** The noise settings as one line: the test, its critical z, the smallest change called a change. */
 export function noiseText(n: DiffWire['noise']): string {
-  return `${n.test}. z_crit ${n.z_crit} (two-sided), min_effect ${fmtPct(n.min_effect)}; rows with fewer than ${n.min_instances} instances on a side are judged by min_effect alone.`;
+  return `${n.test}. z_crit ${n.z_crit} (two-sided), min_effect ${fmtPct(n.min_effect)}; rows with fewer than ${n.min_instances} instances on a side change only when their count does.`;
 }
 
 function fmtPct(x: number): string {
@@ -163,8 +163,14 @@ export function rowWhy(r: DiffRow, noise: DiffWire['noise']): string {
       return r.z === null
         ? `Too few instances to test; |change| below ${fmtPct(noise.min_effect)} or not tested.`
         : `Within noise: z ${r.z.toFixed(1)} (needs |z| ≥ ${noise.z_crit} and |change| ≥ ${fmtPct(noise.min_effect)}).`;
-    default:
-      return r.z === null ? `|change| ≥ ${fmtPct(noise.min_effect)} (too few instances for a z test).` : `z ${r.z.toFixed(1)}, |change| ≥ ${fmtPct(noise.min_effect)}.`;
+    default: {
+      const countMoved =
+        r.base.n_value > 0 && Math.abs(r.target.n_value - r.base.n_value) >= noise.min_effect * r.base.n_value;
+      const z = r.z === null ? '' : `z ${r.z.toFixed(1)}, `;
+      if (countMoved)
+        return `${z}instance count moved ${fmtPct((r.target.n_value - r.base.n_value) / r.base.n_value)} (counts are exact).`;
+      return `${z}|change| ≥ ${fmtPct(noise.min_effect)}.`;
+    }
   }
 }
 
