@@ -15,7 +15,11 @@ whl=$(ls "$whl_dir"/gpu_flight-*-"$tag"-"$tag"-manylinux*.whl) || { echo "no $ta
 
 # A fresh venv that sees the machine's torch; the wheel and the carried dependencies, nothing from a network.
 venv=/tmp/gpufl-wheel-venv
+torch_site=$(python3 -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))') || exit 1
 rm -rf "$venv"; python3 -m venv --system-site-packages "$venv" || exit 1
+# torch may live on a PYTHONPATH entry the venv does not see: a .pth after the venv's own site-packages
+# (the wheel's gpufl comes first; that folder holds no gpufl)
+echo "$torch_site" > "$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/machine-torch.pth"
 "$venv/bin/pip" install -q --no-index --no-deps "$whl" "$deps"/*.whl 2>&1 | tee "$OUT/install.txt" || exit 1
 
 # The compiler hidden: a PATH of links to every program but the C/C++ compilers (so nothing can build).
