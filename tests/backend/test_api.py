@@ -362,6 +362,7 @@ NEEDS = {
     ("GET", "/api/v1/sessions/{session_id}/scopes/{scope_id}/profile-samples"): "read",
     ("GET", "/api/v1/sessions/{session_id}/system"): "read",
     ("GET", "/api/v1/sessions/{session_id}/insights"): "read",
+    ("GET", "/api/v1/diff"): "read",
     ("POST", "/api/v1/keys"): "admin",
     ("GET", "/api/v1/keys"): "admin",
     ("DELETE", "/api/v1/keys/{key_id}"): "admin",
