@@ -35,9 +35,12 @@ SessionId = Annotated[str, Path(min_length=1, max_length=64)]
 AnyI64 = Annotated[int | None, Query(ge=-I64, le=I64)]
 """A CUDA stream id or scope id filter: any 64-bit integer."""
 CursorParam = Annotated[str | None, Query(max_length=512)]
-NAME_MAX = 65_536
-"""A kernel-name filter's longest: demangled C++ template names run past 4 KiB in real captures (torch.randn's
-``distribution_elementwise_grid_stride_kernel`` in examples/captures/phases is 5 KiB)."""
+NAME_MAX = 5_200
+"""A kernel-name filter's longest, in characters: demangled C++ template names run past 4 KiB in real captures
+(torch.randn's ``distribution_elementwise_grid_stride_kernel`` in examples/captures/phases is 5,114). Bounded so
+that any such request still parses (with a 64-character session id and the other parameters): the server
+reads request targets up to 64 KiB, and a character can take
+12 bytes percent-encoded (4 of UTF-8, each %XX). Longer names cannot be asked for by name over GET."""
 PageLimit = Annotated[int, Query(ge=1, le=10_000)]
 _DECIMAL = re.compile(r"[0-9]{1,20}", re.ASCII)
 
