@@ -354,3 +354,34 @@ def test_delete_removes_only_what_is_delivered_and_archived(folder: str, backend
     assert r.returncode == 0, r.stderr
     assert _segments(folder) == {}  # every segment closed (the writer is gone), delivered and archived
     _assert_archived_exactly(s3, bucket, "", local)
+
+
+def test_replay_refuses_an_object_that_does_not_match_its_checksum(folder: str, s3: S3) -> None:  # noqa: F811
+    """Nothing invented: a damaged archive object stops the replay before anything is delivered."""
+    for name in os.listdir(CAPTURE):
+        shutil.copy(os.path.join(CAPTURE, name), folder)
+    bucket = s3.new_bucket()
+    r = run_agent(
+        [*AGENT, f"--folder={folder}", "--type=none", "--exit-when-idle", *_archive_args(s3, bucket)],
+        env=s3.env(),
+    )
+    assert r.returncode == 0, r.stderr
+    c = s3.client()
+    key = next(o["Key"] for o in c.list_objects_v2(Bucket=bucket)["Contents"] if ".device." in o["Key"])
+    head = c.head_object(Bucket=bucket, Key=key)
+    body = gzip.decompress(c.get_object(Bucket=bucket, Key=key)["Body"].read())
+    damaged = body.replace(b'"device_id":0', b'"device_id":1', 1)
+    assert damaged != body
+    c.put_object(Bucket=bucket, Key=key, Body=archiver.compress(damaged), Metadata=head["Metadata"])
+    r = run_agent(
+        [
+            *AGENT,
+            "--type=http",
+            "--url=http://127.0.0.1:9/",
+            f"--archiver-endpoint={s3.endpoint}",
+            f"--replay-from=s3://{bucket}",
+        ],
+        env=s3.env(),
+    )
+    assert r.returncode == 1, r.stderr
+    assert f"s3://{bucket}/{key}" in r.stderr and "sha256" in r.stderr and "Traceback" not in r.stderr
