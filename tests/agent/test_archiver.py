@@ -385,3 +385,38 @@ def test_replay_refuses_an_object_that_does_not_match_its_checksum(folder: str, 
     )
     assert r.returncode == 1, r.stderr
     assert f"s3://{bucket}/{key}" in r.stderr and "sha256" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_summary_reads_an_archived_session(folder: str, s3: S3) -> None:  # noqa: F811
+    """`gpufl summary s3://...` gives the same report as on the log folder the session was archived from."""
+    import sys
+
+    for name in os.listdir(CAPTURE):
+        shutil.copy(os.path.join(CAPTURE, name), folder)
+    p = parse_segment_name(os.listdir(CAPTURE)[0])
+    assert p is not None
+    bucket = s3.new_bucket()
+    r = run_agent(
+        [*AGENT, f"--folder={folder}", "--type=none", "--exit-when-idle", *_archive_args(s3, bucket)],
+        env=s3.env(),
+    )
+    assert r.returncode == 0, r.stderr
+    env = {**s3.env(), "AWS_ENDPOINT_URL": s3.endpoint}
+    summary = [sys.executable, "-m", "gpufl", "summary", "--format=json"]
+    local = subprocess.run([*summary, folder], capture_output=True, text=True, env=env, timeout=120)
+    archived = subprocess.run(
+        [*summary, f"s3://{bucket}/{p.host}/{p.app}/{p.session_id}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert local.returncode == 0 and archived.returncode == 0, archived.stderr
+    assert (
+        archived.stdout.replace(folder, "X") == local.stdout.replace(folder, "X")
+        and '"kernels"' in local.stdout
+    )
+    missing = subprocess.run(
+        [*summary, f"s3://{bucket}/nothing"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert missing.returncode == 1 and "no archived segments" in missing.stderr
