@@ -352,7 +352,9 @@ def test_delete_removes_only_what_is_delivered_and_archived(folder: str, backend
         env=s3.env(),
     )
     assert r.returncode == 0, r.stderr
-    assert _segments(folder) == {}  # every segment closed (the writer is gone), delivered and archived
+    assert _segments(folder) == {}, (
+        r.stderr
+    )  # every segment closed (the writer is gone), delivered and archived
     _assert_archived_exactly(s3, bucket, "", local)
 
 
@@ -420,3 +422,36 @@ def test_summary_reads_an_archived_session(folder: str, s3: S3) -> None:  # noqa
         [*summary, f"s3://{bucket}/nothing"], capture_output=True, text=True, env=env, timeout=120
     )
     assert missing.returncode == 1 and "no archived segments" in missing.stderr
+
+
+def test_delete_goes_in_index_order(folder: str, s3: S3, tmp_path: str) -> None:  # noqa: F811
+    """Regression: a later segment removed while an earlier one still waited for delivery left the earlier
+    one as its stream's last, no longer rotated, so never removed. Now removal goes in index order."""
+    from gpufl.agent.cursor import Cursor
+    from gpufl.agent.metrics import Metrics
+
+    from .producer import write_session
+
+    write_session(folder, "ordr", 500, per_segment=100, streams=("device",))  # writer alive: this process
+    names = sorted(_segments(folder))
+    assert len(names) >= 5
+    bucket = s3.new_bucket()
+    settings = archiver.ArchiveSettings(
+        s3.endpoint, bucket, access_key=s3.access_key, secret_key=s3.secret_key
+    )
+    settings.delete = True
+    delivered = {n: n != names[0] for n in names}  # everything but the first segment delivered
+    a = archiver.Archiver(
+        settings,
+        folder,
+        Cursor(os.path.join(tmp_path, "cursor")),
+        Metrics(),
+        lambda seg, _size: delivered[seg.name],
+    )
+    a.run_pass()
+    a.run_pass()
+    assert sorted(_segments(folder)) == names  # archived, but nothing removed ahead of the first
+    assert a.pending == 0 and len(_bucket(s3, bucket)) == len(names) - 1  # the open last one waits
+    delivered[names[0]] = True
+    a.run_pass()
+    assert sorted(_segments(folder)) == names[-1:]  # all but the open last segment

@@ -212,6 +212,11 @@ class Archiver:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         except (OSError, AttributeError):
             pass
+        try:
+            # Here, not before delivery starts: an endpoint that drops packets must not delay delivery.
+            self.probe()
+        except ArchiveError as e:
+            log.error("archiver: %s; delivery goes on, archiving is retried", e)
         while not self.stop_event.is_set():
             try:
                 self.run_pass()
@@ -224,6 +229,8 @@ class Archiver:
         while not stop.is_set():
             self.run_pass()
             if self.pending == 0:
+                if self.s.delete:
+                    self.run_pass()  # removes what this pass archived (removal waits for a pass)
                 return True
             stop.wait(min(self.s.poll_interval, max(0.05, self._retry_at - time.monotonic())))
         return False
@@ -242,30 +249,36 @@ class Archiver:
         now = time.monotonic()
         todo: list[tuple[discovery.Segment, int, bool]] = []
         for segs in found.values():
+            # Deletion goes in index order: a segment is never removed while an earlier one of its stream
+            # is still here, or the earlier one, now the last, would no longer count as rotated.
+            deletable = True
             for i, seg in enumerate(segs):
                 try:
                     st = os.stat(seg.path)
                 except FileNotFoundError:
                     continue
+                done = self.cursor.archived(seg.name)
+                if done is not None and done.size == st.st_size and not self.s.delete:
+                    continue  # archived, unchanged: no need to read it again (passes stay cheap)
                 rotated = i + 1 < len(segs)
                 final = rotated or _ends_session(seg.path) or self._writer_gone(seg)
                 if not final and time.time() - st.st_mtime < self.s.idle_s:
+                    deletable = False
                     continue
-                done = self.cursor.archived(seg.name)
                 if done is not None and done.size == st.st_size:
                     self._closed_since.pop(seg.name, None)
-                    if final:
-                        self._maybe_delete(seg, st.st_size)
+                    deletable = deletable and final and self._maybe_delete(seg, st.st_size)
                     continue
+                deletable = False
                 self._closed_since.setdefault(seg.name, now)
                 todo.append((seg, st.st_size, final))
         self._set_lag(todo, now)
         if not todo or now < self._retry_at:
             return
         while todo and not self.stop_event.is_set():
-            seg, _size, final = todo[0]
+            seg = todo[0][0]
             try:
-                size = self.archive(seg)
+                self.archive(seg)
             except Exception as e:
                 self._failed(classify(e, self.s.endpoint, self.s.bucket))
                 return
@@ -274,8 +287,7 @@ class Archiver:
             self._closed_since.pop(seg.name, None)
             todo.pop(0)
             self._set_lag(todo, time.monotonic())
-            if final and size is not None:
-                self._maybe_delete(seg, size)
+            # (with --archiver-delete it goes on the next pass, in index order)
 
     def _set_lag(self, todo: list[tuple[discovery.Segment, int, bool]], now: float) -> None:
         self.pending = len(todo)
@@ -298,18 +310,23 @@ class Archiver:
         if info is None:
             zero = os.path.join(self.folder, segment_name(seg.host, seg.app, seg.session_id, seg.stream, 0))
             info = liveness.read_writer(zero)
+            if info is not None:
+                # remembered: segment 0 may be removed (--archiver-delete, the session byte cap) before the last
+                self.cursor.set_writer(seg.session_id, info)
         return info is not None and liveness.writer_gone(info)
 
-    def _maybe_delete(self, seg: discovery.Segment, size: int) -> None:
+    def _maybe_delete(self, seg: discovery.Segment, size: int) -> bool:
+        """Remove an archived, closed segment once delivered. Whether it is gone."""
         if not self.s.delete:
-            return
+            return False
         if self.delivered is not None and not self.delivered(seg, size):
-            return
+            return False
         try:
             os.remove(seg.path)
             log.info("archiver: removed %s (archived and delivered)", seg.name)
         except FileNotFoundError:
             pass
+        return True
 
     # ------------------------------------------------------------ one segment
 

@@ -94,6 +94,8 @@ def _archive_only(cfg: Config) -> int:
     while not stop.is_set():
         archiver.run_pass(forget=True)
         if cfg.exit_when_idle and archiver.pending == 0:
+            if cfg.archiver_delete:
+                archiver.run_pass(forget=True)  # removal of what the last pass archived waits for a pass
             break
         stop.wait(cfg.poll_interval)
     archiver.cursor.save()
@@ -183,11 +185,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 metrics,
                 delivered=lambda seg, size: cursor.get(seg.name) >= size,
             )
-            try:
-                archiver.probe()
-            except ArchiveError as e:
-                # Delivery does not wait for the archive: say so once, then the archiver retries.
-                log.error("archiver: %s; delivery goes on, archiving is retried", e)
     except Fatal as e:
         print(f"gpufl-agent: error: {e}", file=sys.stderr)
         if sink is not None:
