@@ -12,6 +12,7 @@
 # system cluster is never started, stopped or altered. services_stop stops both and removes the directory.
 
 _apt_updated=0
+_gpufl_scripts_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # Another apt/dpkg (unattended-upgrades, a second test run) may hold the lock: wait for it, up to this long.
 APT_LOCK_WAIT_S=${APT_LOCK_WAIT_S:-600}
 
@@ -107,7 +108,7 @@ _tansu_start() {  # Tansu (Kafka protocol) on a free port, in memory
 _rgw_start() {  # radosgw (S3) on a free port, objects in RAM; ~12 s to ready on 2 cores
   apt_install radosgw ceph-mon ceph-osd radosgw ceph-common || return 1
   local out line
-  out=$(scripts/radosgw.sh start "$GPUFL_SERVICES_DIR/rgw") || {
+  out=$("$_gpufl_scripts_dir/radosgw.sh" start "$GPUFL_SERVICES_DIR/rgw") || {
     echo "services.sh: radosgw did not start (logs: $GPUFL_SERVICES_DIR/rgw/log)" >&2
     return 1
   }
@@ -135,7 +136,7 @@ services_stop() {
     _gpufl_tansu_pid=
   fi
   if [ -n "${_gpufl_rgw_started:-}" ]; then
-    scripts/radosgw.sh stop "$GPUFL_SERVICES_DIR/rgw" || true
+    "$_gpufl_scripts_dir/radosgw.sh" stop "$GPUFL_SERVICES_DIR/rgw" || true
     _gpufl_rgw_started=
   fi
   if [ -n "${_gpufl_pg_ctl:-}" ] && [ -d "${GPUFL_SERVICES_DIR:-}/pg/data" ]; then
