@@ -486,3 +486,33 @@ def test_archiving_beside_kafka_delivery(folder: str, s3: S3, tmp_path: str) -> 
     finally:
         if tansu is not None:
             tansu.stop()
+
+
+def test_an_idle_archived_segment_that_grows_is_archived_again(folder: str, s3: S3, tmp_path: str) -> None:  # noqa: F811
+    """Closed by idleness is a guess (a writer on another host may come back): what it appends later is
+    uploaded again to the same key, so the archive never keeps less than the folder."""
+    from gpufl.agent.cursor import Cursor
+    from gpufl.agent.metrics import Metrics
+
+    from .producer import write_session
+
+    bucket = s3.new_bucket()
+    settings = archiver.ArchiveSettings(
+        s3.endpoint, bucket, access_key=s3.access_key, secret_key=s3.secret_key, idle_s=0.5
+    )
+    cursor = Cursor(os.path.join(tmp_path, "cursor"))
+    a = archiver.Archiver(settings, folder, cursor, Metrics())
+    writers = write_session(folder, "grow", 50, per_segment=1000, streams=("device",))  # one open segment
+    a.run_pass()
+    assert _bucket(s3, bucket) == {}  # open and recently written: not closed yet
+    time.sleep(0.6)
+    a.run_pass()
+    first = _segments(folder)
+    _assert_archived_exactly(s3, bucket, "", first)
+    writers["device"].write(30)
+    time.sleep(0.6)
+    a.run_pass()
+    grown = _segments(folder)
+    assert [len(v) for v in grown.values()] > [len(v) for v in first.values()]
+    _assert_archived_exactly(s3, bucket, "", grown)
+    assert cursor.archived(next(iter(grown))).size == len(next(iter(grown.values())))  # type: ignore[union-attr]
