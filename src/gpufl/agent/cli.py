@@ -10,11 +10,13 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 
+from gpufl.agent.archiver import ArchiveError, Archiver, ArchiveSettings
 from gpufl.agent.config import Config, ConfigError, parse
-from gpufl.agent.cursor import CursorError
+from gpufl.agent.cursor import Cursor, CursorError
 from gpufl.agent.gpumetrics import SystemMetrics
 from gpufl.agent.metrics import Metrics
 from gpufl.agent.runner import Agent, Settings
@@ -25,12 +27,15 @@ log = logging.getLogger("gpufl.agent")
 EXIT_OK, EXIT_ERROR, EXIT_CONFIG, EXIT_UNREACHABLE, EXIT_REFUSED = 0, 1, 2, 3, 4
 
 
-def make_sink(cfg: Config) -> Sink:
+def make_sink(cfg: Config, redeliver: bool = False) -> Sink:
+    """``redeliver``: mark every batch as deliberate re-delivery (HTTP only: Kafka records carry no mark)."""
     if cfg.type == "http":
         from gpufl.agent.sinks.http import HttpSink
 
         assert cfg.url is not None
-        return HttpSink(cfg.url, cfg.token, cfg.compression, cfg.gzip_level, ca_bundle=cfg.ca_bundle)
+        return HttpSink(
+            cfg.url, cfg.token, cfg.compression, cfg.gzip_level, ca_bundle=cfg.ca_bundle, redeliver=redeliver
+        )
     from gpufl.agent.sinks.kafka import KafkaSink
 
     assert cfg.brokers is not None
@@ -43,6 +48,58 @@ def make_sink(cfg: Config) -> Sink:
         batch_bytes=cfg.batch_bytes,
         probe_timeout=min(cfg.connect_timeout, 10.0),
     )
+
+
+def archive_settings(cfg: Config) -> ArchiveSettings:
+    assert cfg.archiver_endpoint is not None
+    return ArchiveSettings(
+        endpoint=cfg.archiver_endpoint,
+        bucket=cfg.archiver_bucket or "",
+        region=cfg.archiver_region,
+        prefix=cfg.archiver_prefix,
+        access_key=cfg.archiver_access_key,
+        secret_key=cfg.archiver_secret_key,
+        idle_s=cfg.archiver_idle,
+        delete=cfg.archiver_delete,
+        multipart_bytes=cfg.archiver_multipart_bytes,
+        poll_interval=max(cfg.poll_interval, 0.1),
+    )
+
+
+def _probe_archive(archiver: Archiver, timeout: float) -> None:
+    """Archive only: the bucket is the target, so an unreachable one stops the start like a backend."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            archiver.probe()
+            return
+        except ArchiveError as e:
+            if e.kind in ("auth", "bucket"):
+                raise Fatal(str(e)) from None
+            if time.monotonic() + 0.5 > deadline:
+                raise Retryable(f"{e} (for {timeout:.0f}s)") from None
+            time.sleep(0.5)
+
+
+def _archive_only(cfg: Config) -> int:
+    metrics = Metrics()
+    if cfg.metrics_port is not None:
+        metrics.serve(cfg.metrics_port, cfg.metrics_addr)
+    archiver = Archiver(archive_settings(cfg), cfg.folder, Cursor(cfg.cursor_file), metrics)
+    _probe_archive(archiver, cfg.connect_timeout)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    log.info("archiving %s → %s/%s (archive only)", cfg.folder, cfg.archiver_endpoint, cfg.archiver_bucket)
+    while not stop.is_set():
+        archiver.run_pass(forget=True)
+        if cfg.exit_when_idle and archiver.pending == 0:
+            if cfg.archiver_delete:
+                archiver.run_pass(forget=True)  # removal of what the last pass archived waits for a pass
+            break
+        stop.wait(cfg.poll_interval)
+    archiver.cursor.save()
+    return EXIT_OK
 
 
 def _probe(sink: Sink, timeout: float) -> None:
@@ -75,7 +132,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     for w in cfg.warnings:
         log.warning("%s", w)
+    if cfg.replay_from:
+        from gpufl.agent.replay import replay
+
+        return replay(cfg)
+    if cfg.type == "none":
+        try:
+            return _archive_only(cfg)
+        except Fatal as e:
+            print(f"gpufl-agent: error: {e}", file=sys.stderr)
+            return EXIT_REFUSED
+        except Retryable as e:
+            print(f"gpufl-agent: error: {e}", file=sys.stderr)
+            return EXIT_UNREACHABLE
+        except (CursorError, OSError) as e:
+            print(f"gpufl-agent: error: {e}", file=sys.stderr)
+            return EXIT_CONFIG
     sink: Sink | None = None
+    archiver: Archiver | None = None
     try:
         sink = make_sink(cfg)
         _probe(sink, cfg.connect_timeout)
@@ -102,6 +176,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             metrics,
             on_system=system_metrics.observe,
         )
+        if cfg.archiver_endpoint:
+            cursor = agent.cursor
+            archiver = Archiver(
+                archive_settings(cfg),
+                cfg.folder,
+                cursor,
+                metrics,
+                delivered=lambda seg, size: cursor.get(seg.name) >= size,
+            )
     except Fatal as e:
         print(f"gpufl-agent: error: {e}", file=sys.stderr)
         if sink is not None:
@@ -118,19 +201,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             sink.close()
         return EXIT_CONFIG
 
+    stopping = threading.Event()
+
     def _stop(signum: int, _frame: object) -> None:
         log.info("signal %d: stopping", signum)
+        stopping.set()
         agent.stop()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     log.info("tailing %s → %s", cfg.folder, sink.name)
+    if archiver is not None:
+        log.info("archiving closed segments → %s/%s", cfg.archiver_endpoint, cfg.archiver_bucket)
+        archiver.start()
     try:
-        return agent.run()
+        code = agent.run()
+        if archiver is not None:
+            archiver.stop()
+            if code == EXIT_OK and cfg.exit_when_idle:
+                # everything delivered: now everything closed must be archived too (retried until it is)
+                archiver.stop_event.clear()
+                archiver.drain(stopping)
+        return code
     except Exception as e:  # last resort: one line, not a traceback (details at debug level)
         log.debug("agent failed", exc_info=True)
         print(f"gpufl-agent: error: {type(e).__name__}: {e}", file=sys.stderr)
         return EXIT_ERROR
+    finally:
+        if archiver is not None:
+            archiver.stop()
 
 
 if __name__ == "__main__":

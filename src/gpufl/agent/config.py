@@ -59,7 +59,13 @@ class _Opt:
 
 _OPTS: tuple[_Opt, ...] = (
     _Opt("folder", str, None, "log folder to tail (required)"),
-    _Opt("type", str, "http", "target type", choices=("http", "kafka")),
+    _Opt(
+        "type",
+        str,
+        "http",
+        "target type (none: archive only, needs --archiver-endpoint)",
+        choices=("http", "kafka", "none"),
+    ),
     _Opt("url", str, None, "HTTP: ingest base URL, e.g. http://backend:8080/api/v1/events/"),
     _Opt(
         "token",
@@ -97,6 +103,40 @@ _OPTS: tuple[_Opt, ...] = (
     _Opt("queue-batches", int, 2, "batches read ahead of the senders (bounds memory)"),
     _Opt("connect-timeout", float, 15.0, "seconds to keep trying to reach the target on start"),
     _Opt("log-level", str, "info", "debug|info|warning|error"),
+    _Opt("archiver-endpoint", str, None, "archive closed segments to this S3-compatible endpoint URL"),
+    _Opt("archiver-bucket", str, None, "archive: bucket (must exist)"),
+    _Opt("archiver-region", str, "us-east-1", "archive: region name for request signing"),
+    _Opt(
+        "archiver-prefix",
+        str,
+        "",
+        "archive: key prefix, objects are <prefix>/<host>/<app>/<session>/<segment>.gz",
+    ),
+    _Opt(
+        "archiver-credentials-file",
+        str,
+        None,
+        "archive: AWS credentials file ([default] aws_access_key_id/aws_secret_access_key); without it "
+        "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or boto3's usual places",
+    ),
+    _Opt("archiver-access-key", str, None, "archive: access key (visible in ps: prefer the environment)"),
+    _Opt("archiver-secret-key", str, None, "archive: secret key (visible in ps: prefer the environment)"),
+    _Opt("archiver-idle", float, 300.0, "archive a segment nothing was appended to for this many seconds"),
+    _Opt(
+        "archiver-delete",
+        _bool,
+        False,
+        "remove a local segment once it is closed, archived and delivered",
+        flag=True,
+    ),
+    _Opt("archiver-multipart-bytes", _size, 8 << 20, "archive: multipart upload from this compressed size"),
+    _Opt(
+        "replay-from",
+        str,
+        None,
+        "re-deliver archived segments s3://BUCKET/PREFIX[/host/app/session] (needs --archiver-endpoint), "
+        "marked as deliberate re-delivery, then exit",
+    ),
 )
 
 
@@ -129,6 +169,17 @@ class Config:
     queue_batches: int
     connect_timeout: float
     log_level: str
+    archiver_endpoint: str | None = None
+    archiver_bucket: str | None = None
+    archiver_region: str = "us-east-1"
+    archiver_prefix: str = ""
+    archiver_credentials_file: str | None = None
+    archiver_access_key: str | None = None
+    archiver_secret_key: str | None = None
+    archiver_idle: float = 300.0
+    archiver_delete: bool = False
+    archiver_multipart_bytes: int = 8 << 20
+    replay_from: str | None = None
     kafka_settings: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     """Printed by the command once logging is set up (e.g. a token given on the command line)."""
@@ -207,6 +258,12 @@ def parse(argv: Sequence[str] | None = None, environ: dict[str, str] | None = No
             "--token puts the token on the command line, where any local user can read it (ps): "
             "use GPUFL_AGENT_TOKEN or --token-file"
         )
+    for flag in ("archiver_access_key", "archiver_secret_key"):
+        if getattr(ns, flag) is not None:
+            warnings.append(
+                f"--{flag.replace('_', '-')} puts a secret on the command line, where any local user can "
+                "read it (ps): use AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or --archiver-credentials-file"
+            )
     return _finish(values, warnings)
 
 
@@ -223,16 +280,60 @@ def _read_token_file(path: str) -> str:
     return token
 
 
+def _check_archiver(v: dict[str, Any]) -> None:
+    from gpufl.agent.archiver import read_credentials_file
+
+    if v["archiver_endpoint"]:
+        if not v["archiver_endpoint"].startswith(("http://", "https://")):
+            raise ConfigError(
+                f"--archiver-endpoint {v['archiver_endpoint']!r} must start with http:// or https://"
+            )
+        if not v["archiver_bucket"] and not v["replay_from"]:
+            raise ConfigError("--archiver-endpoint needs --archiver-bucket")
+    elif v["archiver_bucket"] or v["archiver_delete"]:
+        raise ConfigError("--archiver-bucket and --archiver-delete need --archiver-endpoint")
+    if v["type"] == "none" and not v["archiver_endpoint"]:
+        raise ConfigError("--type=none (archive only) needs --archiver-endpoint and --archiver-bucket")
+    if v["replay_from"]:
+        if not v["replay_from"].startswith("s3://") or len(v["replay_from"]) <= 5:
+            raise ConfigError(f"--replay-from {v['replay_from']!r} must be s3://BUCKET[/PREFIX]")
+        if not v["archiver_endpoint"]:
+            raise ConfigError("--replay-from needs --archiver-endpoint (the S3 endpoint URL)")
+        if v["type"] == "none":
+            raise ConfigError("--replay-from re-delivers: give --type=http or --type=kafka")
+    if (v["archiver_access_key"] is None) != (v["archiver_secret_key"] is None):
+        raise ConfigError("give both --archiver-access-key and --archiver-secret-key, or neither")
+    if v["archiver_credentials_file"] is not None:
+        if v["archiver_access_key"] is not None:
+            raise ConfigError("give archiver keys or --archiver-credentials-file, not both")
+        try:
+            v["archiver_access_key"], v["archiver_secret_key"] = read_credentials_file(
+                v["archiver_credentials_file"]
+            )
+        except ValueError as e:
+            raise ConfigError(f"--archiver-credentials-file {e}") from None
+    if not v["archiver_idle"] > 0:
+        raise ConfigError("--archiver-idle must be positive")
+    if v["archiver_multipart_bytes"] < 5 << 20:
+        raise ConfigError("--archiver-multipart-bytes must be at least 5M (the S3 minimum part size)")
+
+
 def _finish(v: dict[str, Any], warnings: list[str] | None = None) -> Config:
     if v["token_file"] is not None:
         if v["token"] is not None:
             raise ConfigError("give a token (--token, GPUFL_AGENT_TOKEN, token =) or --token-file, not both")
         v["token"] = _read_token_file(v["token_file"])
-    if not v["folder"]:
+    if v["replay_from"]:
+        # Replay reads the bucket into a folder of its own (with its own cursor): no --folder needed.
+        v["folder"] = v["folder"] or ""
+    elif not v["folder"]:
         raise ConfigError("--folder is required (or GPUFL_AGENT_FOLDER)")
-    if not os.path.isdir(v["folder"]):
+    if v["folder"] and not os.path.isdir(v["folder"]):
         raise ConfigError(f"--folder {v['folder']}: not a directory")
-    if v["type"] == "http":
+    _check_archiver(v)
+    if v["type"] == "none":
+        v["compression"] = "none"
+    elif v["type"] == "http":
         url = v["url"]
         if not url:
             raise ConfigError("--type=http needs --url (e.g. http://backend:8080/api/v1/events/)")
@@ -271,6 +372,9 @@ def _finish(v: dict[str, Any], warnings: list[str] | None = None) -> Config:
         raise ConfigError("--gzip-level must be 0..9")
     if v["log_level"].lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError("--log-level must be debug, info, warning or error")
+    if not v["folder"]:
+        v["cursor_file"] = v["dead_letter_file"] = ""
+        return Config(**v, kafka_settings=kafka_settings, warnings=list(warnings or ()))
     v["cursor_file"] = v["cursor_file"] or os.path.join(v["folder"], ".gpufl-agent.cursor")
     v["dead_letter_file"] = v["dead_letter_file"] or v["cursor_file"] + ".deadletter.jsonl"
     cursor_dir = os.path.dirname(os.path.abspath(v["cursor_file"]))

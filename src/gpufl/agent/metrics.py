@@ -62,6 +62,33 @@ class Metrics:
         self.lag_seconds.set(float("nan"))
         self.segments = Gauge("gpufl_agent_segments", "Segment files in the folder", registry=r)
         self.sessions = Gauge("gpufl_agent_sessions", "Sessions in the folder", registry=r)
+        # The archiver (--archiver-endpoint): closed segments waiting for the bucket.
+        self.archive_lag_segments = Gauge(
+            "gpufl_agent_archive_lag_segments", "Closed segments not yet archived", registry=r
+        )
+        self.archive_lag_bytes = Gauge(
+            "gpufl_agent_archive_lag_bytes", "Bytes of closed segments not yet archived", registry=r
+        )
+        self.archive_lag_seconds = Gauge(
+            "gpufl_agent_archive_lag_seconds",
+            "How long the oldest closed, not yet archived segment has been waiting",
+            registry=r,
+        )
+        self.archived_segments = Counter(
+            "gpufl_agent_archived_segments", "Segments uploaded to the archive and verified", registry=r
+        )
+        self.archived_bytes = Counter(
+            "gpufl_agent_archived_bytes",
+            "Bytes of segments archived, uncompressed (stage=raw) and as stored (stage=compressed)",
+            ["stage"],
+            registry=r,
+        )
+        self.archive_errors = Counter(
+            "gpufl_agent_archive_errors",
+            "Archive attempts that failed, by kind (connect, auth, bucket, verify, error)",
+            ["kind"],
+            registry=r,
+        )
         self._lock = threading.Lock()
         self.total_events = 0
         self.total_retries = 0
@@ -93,6 +120,11 @@ class Metrics:
         self.refused.labels(kind).inc(n)
         with self._lock:
             self.total_refused += n
+
+    def archived(self, raw_bytes: int, compressed_bytes: int) -> None:
+        self.archived_segments.inc()
+        self.archived_bytes.labels("raw").inc(raw_bytes)
+        self.archived_bytes.labels("compressed").inc(compressed_bytes)
 
     def serve(self, port: int, addr: str) -> None:
         start_http_server(port, addr=addr, registry=self.registry)

@@ -15,7 +15,7 @@ import msgspec
 
 from gpufl.agent.batcher import Batch
 from gpufl.agent.sinks.base import Fatal, Result, Retryable, TooLarge
-from gpufl.contract.protocol import IngestResult, Rejection
+from gpufl.contract.protocol import REDELIVER_HEADER, IngestResult, Rejection
 
 
 class _Error(msgspec.Struct):
@@ -75,9 +75,11 @@ class HttpSink:
         gzip_level: int = 1,
         timeout: float = 60.0,
         ca_bundle: str | None = None,
+        redeliver: bool = False,
     ) -> None:
         """``ca_bundle``: PEM file of the CAs an https:// backend's certificate must chain to; without it,
-        the system's CAs (httpx's default). Certificates are always verified."""
+        the system's CAs (httpx's default). Certificates are always verified. ``redeliver``: every batch is
+        part of a deliberate re-delivery of whole sessions (archive replay, docs/ingest-protocol.md)."""
         if compression not in ("gzip", "none"):
             raise Fatal(f"--compression for http must be gzip or none, not {compression!r}")
         self.url = url
@@ -89,6 +91,8 @@ class HttpSink:
             headers["Authorization"] = f"Bearer {token}"
         if compression == "gzip":
             headers["Content-Encoding"] = "gzip"
+        if redeliver:
+            headers[REDELIVER_HEADER] = "1"
         verify: ssl.SSLContext | bool = True
         if ca_bundle is not None:
             try:
