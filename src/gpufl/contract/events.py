@@ -36,18 +36,14 @@ SCHEMA_VERSION = 3
 """Bumped on any change of meaning; readers accept every version up to their own.
 v2: kernels and copies carry the launch-API entry as ``api_lead_ns`` (a duration before ``start_ns``) instead
 of the absolute ``api_start_ns`` (16 bytes less per line); v1's ``api_start_ns`` stays readable.
-v3: ``sync`` records (the host waiting in a CUDA synchronisation call: CUPTI's synchronisation activity) on the
-device stream, and a copy's ``mode`` (``async`` / ``sync`` as the API call was); v1 and v2 sessions have
+v3: ``sync`` records (CUDA synchronisation calls) and a copy's ``mode`` (async / sync); v1 and v2 sessions have
 neither, which readers say ("not recorded") rather than read as none happened.
 
-The limits below (numeric ranges, the session id's form) came later without a bump: they change no field's
-meaning, so no reader has anything to branch on, and they only exclude values that no writer of v1 or v2
-produces (every committed capture of both versions passes them, tests/backend/test_captures.py). A session's
-version says how to read it; a bump here would only make new writers claim a version that reads the same."""
+The limits below (numeric ranges, the session id's form) came after v2 without a bump: they change no field's
+meaning and exclude only values no writer produced (every committed capture passes them,
+tests/backend/test_captures.py); a version says how to read a session."""
 
-# --------------------------------------------------------------------------------------------------
-# Limits: every number's range and the session id's form
-# --------------------------------------------------------------------------------------------------
+# ---- Limits: every number's range and the session id's form --------------------------------------
 # The ranges are msgspec constraints, so the decoder enforces them (in C, also in the backend's whole-batch
 # decode) and the JSON Schema states them. They are chosen so that the store can compute with any accepted
 # value: its columns are 64-bit, and the differences and sums of two values it takes (end - start,
@@ -126,8 +122,7 @@ def valid_session_id(sid: str) -> bool:
 STREAMS: tuple[str, ...] = ("device", "scope", "system")
 
 STEP_SCOPE = "step"
-"""A top-level scope of this name is one step of the program (``gpufl.step()`` opens one): the diff compares
-runs per step when both mark them."""
+"""A top-level scope of this name is one step of the program (``gpufl.step()``): the diff compares per step."""
 Stream = Literal["device", "scope", "system"]
 
 # Kinds of interned strings, and which stream carries each.
@@ -144,9 +139,7 @@ class Record(msgspec.Struct, tag_field="type", omit_defaults=True, kw_only=True)
     not stamped yet, and readers reject it."""
 
 
-# --------------------------------------------------------------------------------------------------
-# Records present on every stream
-# --------------------------------------------------------------------------------------------------
+# ---- Records present on every stream -------------------------------------------------------------
 
 
 class DeviceProperties(msgspec.Struct, omit_defaults=True, kw_only=True):
@@ -263,9 +256,7 @@ class CaptureGap(Record, tag="capture_gap", kw_only=True):
     reason: str
 
 
-# --------------------------------------------------------------------------------------------------
-# Device stream: CUPTI activity
-# --------------------------------------------------------------------------------------------------
+# ---- Device stream: CUPTI activity ---------------------------------------------------------------
 
 Limiter = Literal["registers", "shared_memory", "warps", "blocks"]
 
@@ -359,19 +350,16 @@ class Memcpy(Activity, tag="memcpy", kw_only=True):
     scope_inst: Id | None = None
     scope_depth: Count | None = None
     mode: Literal["async", "sync"] | None = None
-    """Schema v3: how the API call was made (CUPTI's MEMCPY_ASYNC flag). ``sync``: the calling thread waited
-    for the copy (cudaMemcpy, and any copy from pageable memory); null where not recorded (v1, v2)."""
+    """v3, CUPTI's MEMCPY_ASYNC flag: ``sync``, the calling thread waited for the copy; null before v3."""
 
 
 SyncKind = Literal["event", "stream_wait_event", "stream", "context", "unknown"]
 
 
 class Sync(Record, tag="sync", kw_only=True):
-    """A CUDA synchronisation call (schema v3; CUPTI's synchronisation activity): ``event`` —
-    cudaEventSynchronize, ``stream`` — cudaStreamSynchronize, ``context`` — cudaDeviceSynchronize /
-    cuCtxSynchronize (and the implicit ones of e.g. ``tensor.item()``), ``stream_wait_event`` —
-    cudaStreamWaitEvent (the host does not wait: the stream does). For the three others the calling thread
-    waited from ``start_ns`` to ``end_ns`` (host time, the activity clock)."""
+    """A CUDA synchronisation call (v3; CUPTI's synchronisation activity): ``event``, ``stream`` (the stream or event
+    waited on), ``context`` (cudaDeviceSynchronize, ``tensor.item()``): the calling thread waited from ``start_ns``
+    to ``end_ns``; ``stream_wait_event``: a stream waits, not the host."""
 
     sync_kind: SyncKind
     start_ns: Ns
@@ -379,11 +367,7 @@ class Sync(Record, tag="sync", kw_only=True):
     corr_id: Id
     context_id: Id | None = None
     stream_id: Id | None = None
-    """The CUDA stream waited on (``stream``, ``stream_wait_event``); null for the others."""
     event_id: Id | None = None
-    """The CUDA event waited on (``event``, ``stream_wait_event``)."""
-    thread_id: Id | None = None
-    scope_inst: Id | None = None
 
 
 class Memset(Activity, tag="memset", kw_only=True):
@@ -398,9 +382,7 @@ class Memset(Activity, tag="memset", kw_only=True):
     scope_depth: Count | None = None
 
 
-# --------------------------------------------------------------------------------------------------
-# Scope stream
-# --------------------------------------------------------------------------------------------------
+# ---- Scope stream --------------------------------------------------------------------------------
 
 
 class ScopeBegin(Record, tag="scope_begin", kw_only=True):
@@ -441,9 +423,7 @@ class ProfileSample(Record, tag="profile_sample", kw_only=True):
     ts_ns: Ns | None = None
 
 
-# --------------------------------------------------------------------------------------------------
-# System stream
-# --------------------------------------------------------------------------------------------------
+# ---- System stream -------------------------------------------------------------------------------
 
 
 class GpuSample(msgspec.Struct, omit_defaults=True, kw_only=True):
@@ -482,9 +462,7 @@ class SystemSample(Record, tag="system_sample", kw_only=True):
     gpus: list[GpuSample] = []
 
 
-# --------------------------------------------------------------------------------------------------
-# The contract as data: which records go on which stream, and which fields refer to dict ids
-# --------------------------------------------------------------------------------------------------
+# ---- The contract as data: which records go on which stream, and which fields refer to dict ids ----
 
 Event = (
     SessionStart
@@ -574,9 +552,7 @@ def type_tag(cls: type[Record]) -> str:
 
 TYPE_BY_TAG: dict[str, type[Record]] = {type_tag(c): c for c in EVENT_TYPES}
 
-# --------------------------------------------------------------------------------------------------
-# Encoding, decoding and validation
-# --------------------------------------------------------------------------------------------------
+# ---- Encoding, decoding and validation -----------------------------------------------------------
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(Event)
@@ -675,9 +651,7 @@ def _clean_descriptions(node: Any) -> Any:
     return node
 
 
-# --------------------------------------------------------------------------------------------------
-# Segment file names
-# --------------------------------------------------------------------------------------------------
+# ---- Segment file names --------------------------------------------------------------------------
 
 SEGMENT_SUFFIX = ".log"
 

@@ -228,9 +228,9 @@ class Walk:
         elif isinstance(rec, events.SystemSample):
             yield from self._sample(rec)
         elif isinstance(rec, events.Sync):
-            # The host waiting in a CUDA synchronisation (contract v3): on its thread where known, else on
-            # the process's own track (CUPTI's synchronisation records carry no thread).
-            track = self._thread(rec.thread_id) if rec.thread_id is not None else self._syncs()
+            # The host waiting in a CUDA synchronisation (contract v3), on the process's own track: CUPTI's
+            # synchronisation records carry no thread.
+            track = self._syncs()
             yield from self._track(track)
             self.counts.syncs += 1
             sync_args: dict[str, Any] = {"corr_id": rec.corr_id, "sync_kind": rec.sync_kind}
