@@ -57,3 +57,22 @@ def test_unknown_sessions_and_bad_parameters_are_4xx(api: Api) -> None:
     assert api.get("/diff", params={"base": sid}).status_code == 422
     assert api.get("/diff", params={"base": sid, "target": sid, "min_effect": -1}).status_code == 422
     assert api.client.get("/api/v1/diff", params={"base": sid, "target": sid}).status_code == 401
+
+
+def test_the_response_models_mirror_the_diff_structs_field_for_field() -> None:
+    """api/schemas.py restates gpufl.diff.compare's structs for the OpenAPI document (and the UI's types): a
+    field added to one and not the other fails here, not silently (pydantic would drop it)."""
+    from gpufl.backend.api import schemas as S
+    from gpufl.diff import compare as C
+
+    pairs = [
+        (S.DiffSide, C.SideStat),
+        (S.DiffRow, C.Row),
+        (S.DiffTotal, C.TotalRow),
+        (S.DiffSessionRef, C.SessionRef),
+        (S.DiffNoise, C.Noise),
+        (S.Diff, C.Diff),
+    ]
+    for model, struct in pairs:
+        extra = {"rows_total"} if model is S.Diff else set()  # the route's own: rows cut at ``limit``
+        assert set(model.model_fields) == set(struct.__struct_fields__) | extra, model.__name__
