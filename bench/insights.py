@@ -39,7 +39,7 @@ def tiled(capture: Path, sid: str, kernels: int) -> tuple[list[bytes], list[byte
     dev = list(session.records("device"))
     system = [msgspec.structs.replace(r, session_id=sid) for r in session.records("system")]
     head = [r for r in dev if isinstance(r, ev.SessionStart | ev.DictEntry)]
-    acts = [r for r in dev if isinstance(r, ev.Kernel | ev.Memcpy | ev.Memset)]
+    acts = [r for r in dev if isinstance(r, ev.Kernel | ev.Memcpy | ev.Memset | ev.Sync)]
     per_tile = sum(isinstance(r, ev.Kernel) for r in acts)
     t0 = min(a.start_ns for a in acts)
     span = max(a.end_ns for a in acts) - t0 + 1_000
