@@ -35,37 +35,47 @@ def _forward(argv: list[str]) -> int:
     return rc if isinstance(rc, int) else 0
 
 
-def _summary_of_archive(argv: list[str], summary_main: Any) -> int:
-    """``gpufl summary s3://BUCKET/PREFIX/host/app/session``: the archived segments (agent's archiver),
-    checked against their sha256 and read from a temporary folder. The endpoint comes from
-    AWS_ENDPOINT_URL, the credentials from boto3's usual places (AWS_ACCESS_KEY_ID, ...)."""
+def _from_archives(argv: list[str], main: Any, prog: str) -> int:
+    """``gpufl summary s3://BUCKET/PREFIX/host/app/session``, ``gpufl diff s3://… s3://…``: each archived
+    session (the agent's archiver) downloaded, checked against its sha256, into a temporary folder that stands
+    for its URL in ``argv``. The endpoint comes from AWS_ENDPOINT_URL, the credentials from boto3's usual places
+    (AWS_ACCESS_KEY_ID, ...). Exit 1 (summary) or 2 (diff: its code for unreadable input) when one cannot be
+    read."""
     import shutil
     import tempfile
 
+    failed = 2 if prog == "gpufl diff" else 1
     try:
         from gpufl.agent.archiver import ArchiveSettings, classify, s3_client
         from gpufl.agent.replay import ReplayError, download, parse_url
     except ImportError as e:  # boto3 comes with the server extra
-        print(f"gpufl summary: reading s3:// needs the server extra (boto3): {e}", file=sys.stderr)
+        print(f"{prog}: reading s3:// needs the server extra (boto3): {e}", file=sys.stderr)
         return 2
-    url = next(a for a in argv if a.startswith("s3://"))
-    bucket, prefix = parse_url(url)
     endpoint = os.environ.get("AWS_ENDPOINT_URL", "")
-    work = tempfile.mkdtemp(prefix="gpufl-summary-")
+    work = tempfile.mkdtemp(prefix="gpufl-archive-")
     try:
-        client = s3_client(ArchiveSettings(endpoint or None, bucket))  # type: ignore[arg-type]
-        try:
-            names = download(client, bucket, prefix, work)
-        except ReplayError as e:
-            print(f"gpufl summary: {e}", file=sys.stderr)
-            return 1
-        except Exception as e:
-            print(f"gpufl summary: {classify(e, endpoint or 'AWS', bucket)}", file=sys.stderr)
-            return 1
-        if not names:
-            print(f"gpufl summary: no archived segments under {url}", file=sys.stderr)
-            return 1
-        rc: int = summary_main([work if a == url else a for a in argv])
+        local = []
+        for i, a in enumerate(argv):
+            if not a.startswith("s3://"):
+                local.append(a)
+                continue
+            bucket, prefix = parse_url(a)
+            folder = os.path.join(work, str(i))
+            os.makedirs(folder)
+            try:
+                client = s3_client(ArchiveSettings(endpoint or None, bucket))  # type: ignore[arg-type]
+                names = download(client, bucket, prefix, folder)
+            except ReplayError as e:
+                print(f"{prog}: {e}", file=sys.stderr)
+                return failed
+            except Exception as e:
+                print(f"{prog}: {classify(e, endpoint or 'AWS', bucket)}", file=sys.stderr)
+                return failed
+            if not names:
+                print(f"{prog}: no archived segments under {a}", file=sys.stderr)
+                return failed
+            local.append(folder)
+        rc: int = main(local)
         return rc
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -100,12 +110,14 @@ def _main(argv: list[str]) -> int:
     if argv and argv[0] == "diff":
         from gpufl.diff.cli import main as diff_main
 
+        if any(a.startswith("s3://") for a in argv[1:]):
+            return _from_archives(argv[1:], diff_main, "gpufl diff")
         return diff_main(argv[1:])
     if argv and argv[0] == "summary":
         from gpufl.client.summary import main as summary_main
 
         if any(a.startswith("s3://") for a in argv[1:]):
-            return _summary_of_archive(argv[1:], summary_main)
+            return _from_archives(argv[1:], summary_main, "gpufl summary")
         return summary_main(argv[1:])
     args = ap.parse_args(argv)
     if args.cmd == "replay":

@@ -424,6 +424,41 @@ def test_summary_reads_an_archived_session(folder: str, s3: S3) -> None:  # noqa
     assert missing.returncode == 1 and "no archived segments" in missing.stderr
 
 
+def test_diff_reads_two_archived_sessions(folder: str, s3: S3) -> None:  # noqa: F811
+    """`gpufl diff s3://… s3://…` answers what it answers on the log folders the sessions were archived from
+    (#26): the committed base and one-layer-removed captures, archived by the agent."""
+    import json
+    import sys
+
+    caps = os.path.dirname(CAPTURE)
+    urls, locals_ = [], []
+    bucket = s3.new_bucket()
+    for name in ("diff_base", "diff_layer_removed"):
+        src = os.path.join(caps, name)
+        locals_.append(src)
+        for seg in os.listdir(src):
+            shutil.copy(os.path.join(src, seg), folder)
+        p = parse_segment_name(os.listdir(src)[0])
+        assert p is not None
+        urls.append(f"s3://{bucket}/{p.host}/{p.app}/{p.session_id}")
+    r = run_agent(
+        [*AGENT, f"--folder={folder}", "--type=none", "--exit-when-idle", *_archive_args(s3, bucket)],
+        env=s3.env(),
+    )
+    assert r.returncode == 0, r.stderr
+    env = {**s3.env(), "AWS_ENDPOINT_URL": s3.endpoint}
+    diff = [sys.executable, "-m", "gpufl", "diff", "--format=json"]
+    archived = subprocess.run([*diff, *urls], capture_output=True, text=True, env=env, timeout=120)
+    local = subprocess.run([*diff, *locals_], capture_output=True, text=True, env=env, timeout=120)
+    assert archived.returncode == 0 and local.returncode == 0, archived.stderr
+    a, b = json.loads(archived.stdout), json.loads(local.stdout)
+    assert a == b and a["counts"]["faster"] > 20
+    missing = subprocess.run(
+        [*diff, urls[0], f"s3://{bucket}/nothing"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert missing.returncode == 2 and "no archived segments" in missing.stderr
+
+
 def test_delete_goes_in_index_order(folder: str, s3: S3, tmp_path: str) -> None:  # noqa: F811
     """Regression: a later segment removed while an earlier one still waited for delivery left the earlier
     one as its stream's last, no longer rotated, so never removed. Now removal goes in index order."""

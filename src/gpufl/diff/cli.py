@@ -1,9 +1,10 @@
 """``gpufl diff BASE TARGET``: what changed between two runs, in the terminal or as a CI gate.
 
-BASE and TARGET are log folders (or one segment file of a session, where a folder holds several) or session ids
-stored in a backend (``--server``, token from ``--token`` or ``GPUFL_TOKEN``). Exit status: 0 when every
-``--fail-if`` holds, 1 when one fails (the offending rows are printed), 2 when the input cannot be read.
-Archived sessions (S3) are not readable yet: restore them into the store first.
+BASE and TARGET are log folders (or one segment file of a session, where a folder holds several), archived
+sessions (``s3://BUCKET/PREFIX/host/app/session``, as the agent's archiver wrote them; endpoint from
+AWS_ENDPOINT_URL) or session ids stored in a backend (``--server``, token from ``--token`` or ``GPUFL_TOKEN``).
+Exit status: 0 when every ``--fail-if`` holds, 1 when one fails (the offending rows are printed), 2 when the
+input cannot be read.
 """
 
 from __future__ import annotations
@@ -112,7 +113,9 @@ def main(argv: list[str]) -> int:
         epilog="Conditions: " + (gate.__doc__ or "").split("A condition is", 1)[1].replace("``", ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("base", help="the reference run: a log folder, a segment file, or a stored session id")
+    ap.add_argument(
+        "base", help="the reference run: a log folder, a segment file, s3://…, or a stored session id"
+    )
     ap.add_argument("target", help="the run to judge: same forms as base")
     ap.add_argument("--fail-if", action="append", default=[], metavar="COND",
                     help="exit 1 when COND holds for a change beyond noise, e.g. 'total_gpu_time > +5%%' (repeatable)")  # fmt: skip
