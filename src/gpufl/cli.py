@@ -46,8 +46,8 @@ def _from_archives(argv: list[str], main: Any, prog: str) -> int:
 
     failed = 2 if prog == "gpufl diff" else 1
     try:
-        from gpufl.agent.archiver import ArchiveSettings, classify, s3_client
-        from gpufl.agent.replay import ReplayError, download, parse_url
+        from gpufl.agent.archiver import ArchiveSettings, s3_client
+        from gpufl.agent.replay import ReplayError, fetch, parse_url
     except ImportError as e:  # boto3 comes with the server extra
         print(f"{prog}: reading s3:// needs the server extra (boto3): {e}", file=sys.stderr)
         return 2
@@ -59,20 +59,13 @@ def _from_archives(argv: list[str], main: Any, prog: str) -> int:
             if not a.startswith("s3://"):
                 local.append(a)
                 continue
-            bucket, prefix = parse_url(a)
             folder = os.path.join(work, str(i))
             os.makedirs(folder)
             try:
-                client = s3_client(ArchiveSettings(endpoint or None, bucket))  # type: ignore[arg-type]
-                names = download(client, bucket, prefix, folder)
+                client = s3_client(ArchiveSettings(endpoint or None, parse_url(a)[0]))  # type: ignore[arg-type]
+                fetch(client, a, folder, endpoint or "AWS")
             except ReplayError as e:
                 print(f"{prog}: {e}", file=sys.stderr)
-                return failed
-            except Exception as e:
-                print(f"{prog}: {classify(e, endpoint or 'AWS', bucket)}", file=sys.stderr)
-                return failed
-            if not names:
-                print(f"{prog}: no archived segments under {a}", file=sys.stderr)
                 return failed
             local.append(folder)
         rc: int = main(local)

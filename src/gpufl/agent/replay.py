@@ -34,7 +34,12 @@ log = logging.getLogger("gpufl.agent")
 
 
 class ReplayError(Exception):
-    pass
+    """An archived session that cannot be read: a damaged object, nothing under the URL, or (``unreachable``)
+    the S3 server or its credentials failing; the message says which."""
+
+    def __init__(self, message: str, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -43,6 +48,23 @@ def parse_url(url: str) -> tuple[str, str]:
     bucket, _, prefix = rest.partition("/")
     prefix = prefix.strip("/")
     return bucket, (prefix + "/" if prefix else "")
+
+
+def fetch(client: Any, url: str, dest: str, endpoint: str) -> list[str]:
+    """``download`` of the archived session at ``url``, each failure one ``ReplayError`` in words (S3 errors
+    classified against ``endpoint``): what the replay and ``gpufl summary|diff s3://…`` share."""
+    from gpufl.agent.archiver import classify
+
+    bucket, prefix = parse_url(url)
+    try:
+        names = download(client, bucket, prefix, dest)
+    except ReplayError:
+        raise
+    except Exception as e:
+        raise ReplayError(str(classify(e, endpoint, bucket)), unreachable=True) from None
+    if not names:
+        raise ReplayError(f"no archived segments under {url}")
+    return names
 
 
 def download(client: Any, bucket: str, prefix: str, dest: str) -> list[str]:
@@ -119,7 +141,7 @@ def replay(cfg: Config) -> int:
     from gpufl.agent.cli import EXIT_ERROR, EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, _probe, make_sink
 
     assert cfg.replay_from is not None and cfg.archiver_endpoint is not None
-    bucket, prefix = parse_url(cfg.replay_from)
+    bucket = parse_url(cfg.replay_from)[0]
     client = s3_client(
         ArchiveSettings(
             cfg.archiver_endpoint,
@@ -137,18 +159,10 @@ def replay(cfg: Config) -> int:
         os.mkdir(everything)
         os.mkdir(first)
         try:
-            names = download(client, bucket, prefix, everything)
+            names = fetch(client, cfg.replay_from, everything, cfg.archiver_endpoint)
         except ReplayError as e:
             print(f"gpufl-agent: error: {e}", file=sys.stderr)
-            return EXIT_ERROR
-        except Exception as e:
-            from gpufl.agent.archiver import classify
-
-            print(f"gpufl-agent: error: {classify(e, cfg.archiver_endpoint, bucket)}", file=sys.stderr)
-            return EXIT_UNREACHABLE
-        if not names:
-            print(f"gpufl-agent: error: no archived segments under {cfg.replay_from}", file=sys.stderr)
-            return EXIT_ERROR
+            return EXIT_UNREACHABLE if e.unreachable else EXIT_ERROR
         for n in first_streams(names):
             os.link(os.path.join(everything, n), os.path.join(first, n))
         log.info("replay: %d segments from %s (%s)", len(names), cfg.replay_from, "re-delivery")
