@@ -75,6 +75,48 @@ GPU_EXPECTED: dict[str, tuple[str, float, str | None, float]] = {
     "throttle_therm": ("gpufl_gpu_throttle_thermal", 1, None, 1),
     "pcie_rx_kbs": ("gpufl_gpu_pcie_rx_bytes_per_second", 1024, "DCGM_FI_DEV_PCIE_RX_THROUGHPUT", 1),
     "pcie_tx_kbs": ("gpufl_gpu_pcie_tx_bytes_per_second", 1024, "DCGM_FI_DEV_PCIE_TX_THROUGHPUT", 1),
+    # NVML GPM (contract v4): ratios as dcgm-exporter's profiling fields, links in bytes/s
+    "gr_engine_active_pct": (
+        "gpufl_gpu_graphics_engine_active_ratio",
+        1 / 100,
+        "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
+        1 / 100,
+    ),
+    "sm_active_pct": ("gpufl_gpu_sm_active_ratio", 1 / 100, "DCGM_FI_PROF_SM_ACTIVE", 1 / 100),
+    "sm_occupancy_pct": ("gpufl_gpu_sm_occupancy_ratio", 1 / 100, "DCGM_FI_PROF_SM_OCCUPANCY", 1 / 100),
+    "tensor_active_pct": (
+        "gpufl_gpu_tensor_active_ratio",
+        1 / 100,
+        "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE",
+        1 / 100,
+    ),
+    "tensor_hmma_active_pct": (
+        "gpufl_gpu_tensor_hmma_active_ratio",
+        1 / 100,
+        "DCGM_FI_PROF_PIPE_TENSOR_HMMA_ACTIVE",
+        1 / 100,
+    ),
+    "tensor_imma_active_pct": (
+        "gpufl_gpu_tensor_imma_active_ratio",
+        1 / 100,
+        "DCGM_FI_PROF_PIPE_TENSOR_IMMA_ACTIVE",
+        1 / 100,
+    ),
+    "tensor_dfma_active_pct": (
+        "gpufl_gpu_tensor_dfma_active_ratio",
+        1 / 100,
+        "DCGM_FI_PROF_PIPE_TENSOR_DFMA_ACTIVE",
+        1 / 100,
+    ),
+    "fp64_active_pct": ("gpufl_gpu_fp64_active_ratio", 1 / 100, "DCGM_FI_PROF_PIPE_FP64_ACTIVE", 1 / 100),
+    "fp32_active_pct": ("gpufl_gpu_fp32_active_ratio", 1 / 100, "DCGM_FI_PROF_PIPE_FP32_ACTIVE", 1 / 100),
+    "fp16_active_pct": ("gpufl_gpu_fp16_active_ratio", 1 / 100, "DCGM_FI_PROF_PIPE_FP16_ACTIVE", 1 / 100),
+    "int_active_pct": ("gpufl_gpu_integer_active_ratio", 1 / 100, "DCGM_FI_PROF_PIPE_INT_ACTIVE", 1 / 100),
+    "dram_bw_pct": ("gpufl_gpu_dram_bandwidth_ratio", 1 / 100, "DCGM_FI_PROF_DRAM_ACTIVE", 1 / 100),
+    "pcie_rx_mibs": ("gpufl_gpu_pcie_rx_mean_bytes_per_second", MIB, "DCGM_FI_PROF_PCIE_RX_BYTES", MIB),
+    "pcie_tx_mibs": ("gpufl_gpu_pcie_tx_mean_bytes_per_second", MIB, "DCGM_FI_PROF_PCIE_TX_BYTES", MIB),
+    "nvlink_rx_mibs": ("gpufl_gpu_nvlink_rx_bytes_per_second", MIB, "DCGM_FI_PROF_NVLINK_RX_BYTES", MIB),
+    "nvlink_tx_mibs": ("gpufl_gpu_nvlink_tx_bytes_per_second", MIB, "DCGM_FI_PROF_NVLINK_TX_BYTES", MIB),
 }
 HOST_EXPECTED: dict[str, tuple[str, float]] = {
     "cpu_pct": ("gpufl_host_cpu_utilization_ratio", 1 / 100),
@@ -337,7 +379,7 @@ def test_every_gpu_and_host_metric_of_the_last_sample_is_queryable(stack: Stack)
     # H100 captures, one GPU each: 14 fields recorded per GPU sample + 4 host fields; fan null (NotSupported);
     # PCIe null where the client predates its sampling or the last sample was not one that read it.
     n = len(_captures())
-    assert n >= 6 and checked + absent == n * (17 + 4) and absent >= n
+    assert n >= 6 and checked + absent == n * (len(GPU_EXPECTED) + len(HOST_EXPECTED)) and absent >= n
 
 
 def test_dcgm_exporter_names_and_units(stack: Stack) -> None:

@@ -11,10 +11,32 @@ export interface MetricInfo {
   kind?: 'chart' | 'constant' | 'flag' | 'bitmask';
   /** false: older gpufl clients did not sample it, so its absence may be gpufl's, not the GPU's. */
   sampled?: boolean;
+  /** Why a session may lack it, where that is not "this GPU does not report it". */
+  missingWhy?: string;
 }
+
+const GPM_MISSING = 'not recorded: gpufl reads it from NVML GPM on Hopper and newer GPUs, in sessions of contract v4 and later';
+const gpm = (title: string, unit = '%', scale = 1): MetricInfo => ({ title, unit, scale, host: false, sampled: false, missingWhy: GPM_MISSING });
 
 export const METRICS: Record<string, MetricInfo> = {
   util_gpu_pct: { title: 'GPU utilisation', unit: '%', scale: 1, host: false },
+  // GPU activity (NVML GPM): beside NVML's utilisation, which reads 100 % while one SM runs one kernel
+  sm_active_pct: gpm('SM active (GPM)'),
+  tensor_active_pct: gpm('Tensor pipes active (GPM)'),
+  dram_bw_pct: gpm('DRAM bandwidth (GPM)'),
+  sm_occupancy_pct: gpm('SM occupancy (GPM)'),
+  tensor_hmma_active_pct: gpm('Tensor HMMA active (GPM)'),
+  tensor_imma_active_pct: gpm('Tensor IMMA active (GPM)'),
+  tensor_dfma_active_pct: gpm('Tensor DFMA active (GPM)'),
+  fp16_active_pct: gpm('FP16 pipe active (GPM)'),
+  fp32_active_pct: gpm('FP32 pipe active (GPM)'),
+  fp64_active_pct: gpm('FP64 pipe active (GPM)'),
+  int_active_pct: gpm('Integer pipe active (GPM)'),
+  gr_engine_active_pct: gpm('Graphics engine active (GPM)'),
+  pcie_rx_mibs: gpm('PCIe receive, interval mean (GPM)', 'MiB/s'),
+  pcie_tx_mibs: gpm('PCIe transmit, interval mean (GPM)', 'MiB/s'),
+  nvlink_rx_mibs: gpm('NVLink receive (GPM)', 'MiB/s'),
+  nvlink_tx_mibs: gpm('NVLink transmit (GPM)', 'MiB/s'),
   util_mem_pct: { title: 'Memory utilisation', unit: '%', scale: 1, host: false },
   mem_used_mib: { title: 'VRAM used', unit: 'MiB', scale: 1, host: false },
   temp_c: { title: 'Temperature', unit: '°C', scale: 1, host: false },
@@ -101,11 +123,20 @@ export function missingMetrics(series: SystemSeries[]): { metric: string; title:
   const have = new Set(series.filter((s) => s.t.length).map((s) => s.metric));
   const gpu = series.some((s) => s.device !== null && s.t.length);
   if (!gpu) return [];
-  return METRIC_ORDER.filter((m) => !METRICS[m].host && !have.has(m)).map((m) => ({
+  const isGpm = (m: string) => METRICS[m].missingWhy === GPM_MISSING;
+  const anyGpm = METRIC_ORDER.some((m) => isGpm(m) && have.has(m));
+  const out = METRIC_ORDER.filter((m) => !METRICS[m].host && !have.has(m) && !(isGpm(m) && !anyGpm)).map((m) => ({
     metric: m,
     title: METRICS[m].title,
-    why: METRICS[m].sampled === false ? 'not in this capture (gpufl clients before PCIe sampling, or the GPU did not report it)' : 'not reported by this GPU',
+    why: isGpm(m)
+      ? 'not reported by this GPU (NVML GPM NotSupported)'
+      : METRICS[m].sampled === false
+        ? 'not in this capture (gpufl clients before PCIe sampling, or the GPU did not report it)'
+        : 'not reported by this GPU',
   }));
+  // A session without any GPU-activity series: one line for the group, not sixteen.
+  if (!anyGpm) out.push({ metric: 'gpm', title: 'GPU activity (SM active, tensor pipes, DRAM bandwidth)', why: GPM_MISSING });
+  return out;
 }
 
 export const METRIC_ORDER = Object.keys(METRICS);

@@ -94,6 +94,39 @@ GPU_FIELDS: tuple[Field, ...] = (
           dcgm="DCGM_FI_DEV_PCIE_RX_THROUGHPUT"),
     Field("pcie_tx_kbs", "gpufl_gpu_pcie_tx_bytes_per_second", 1024.0, "PCIe transmit throughput",
           dcgm="DCGM_FI_DEV_PCIE_TX_THROUGHPUT"),
+    # GPU activity (NVML GPM, contract v4), the mean over the client's last sampling interval. dcgm-exporter
+    # reports its profiling fields (DCGM_FI_PROF_*, the same hardware counters) as ratios 0..1 and link
+    # traffic in bytes/s.
+    *(Field(attr, f"gpufl_gpu_{name}_ratio", 0.01, f"{what} (NVML GPM), 0..1", dcgm=dcgm, dcgm_scale=0.01)
+      for attr, name, what, dcgm in (
+        ("gr_engine_active_pct", "graphics_engine_active", "Time a context was active",
+         "DCGM_FI_PROF_GR_ENGINE_ACTIVE"),
+        ("sm_active_pct", "sm_active", "SMs busy, share of SMs x time", "DCGM_FI_PROF_SM_ACTIVE"),
+        ("sm_occupancy_pct", "sm_occupancy", "Resident warps, share of the maximum",
+         "DCGM_FI_PROF_SM_OCCUPANCY"),
+        ("tensor_active_pct", "tensor_active", "Any tensor pipe active", "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE"),
+        ("tensor_hmma_active_pct", "tensor_hmma_active", "Half-precision tensor pipe active",
+         "DCGM_FI_PROF_PIPE_TENSOR_HMMA_ACTIVE"),
+        ("tensor_imma_active_pct", "tensor_imma_active", "Integer tensor pipe active",
+         "DCGM_FI_PROF_PIPE_TENSOR_IMMA_ACTIVE"),
+        ("tensor_dfma_active_pct", "tensor_dfma_active", "FP64 tensor pipe active",
+         "DCGM_FI_PROF_PIPE_TENSOR_DFMA_ACTIVE"),
+        ("fp64_active_pct", "fp64_active", "FP64 pipe active", "DCGM_FI_PROF_PIPE_FP64_ACTIVE"),
+        ("fp32_active_pct", "fp32_active", "FP32 pipe active", "DCGM_FI_PROF_PIPE_FP32_ACTIVE"),
+        ("fp16_active_pct", "fp16_active", "FP16 pipe active", "DCGM_FI_PROF_PIPE_FP16_ACTIVE"),
+        ("int_active_pct", "integer_active", "Integer pipe active", "DCGM_FI_PROF_PIPE_INT_ACTIVE"),
+        ("dram_bw_pct", "dram_bandwidth", "DRAM bandwidth used, share of the maximum",
+         "DCGM_FI_PROF_DRAM_ACTIVE"),
+    )),
+    *(Field(attr, f"gpufl_gpu_{name}_bytes_per_second", MIB, f"{what} (NVML GPM)", dcgm=dcgm, dcgm_scale=MIB)
+      for attr, name, what, dcgm in (
+        ("pcie_rx_mibs", "pcie_rx_mean", "PCIe receive, mean over the sampling interval",
+         "DCGM_FI_PROF_PCIE_RX_BYTES"),
+        ("pcie_tx_mibs", "pcie_tx_mean", "PCIe transmit, mean over the sampling interval",
+         "DCGM_FI_PROF_PCIE_TX_BYTES"),
+        ("nvlink_rx_mibs", "nvlink_rx", "NVLink receive, all links", "DCGM_FI_PROF_NVLINK_RX_BYTES"),
+        ("nvlink_tx_mibs", "nvlink_tx", "NVLink transmit, all links", "DCGM_FI_PROF_NVLINK_TX_BYTES"),
+    )),
 )  # fmt: skip
 
 HOST_FIELDS: tuple[Field, ...] = (

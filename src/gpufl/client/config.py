@@ -132,6 +132,9 @@ class Options:
     engines: tuple[str, ...] = DEFAULT_ENGINES
     """Engines to start: ``tracing`` (CUPTI kernels/copies), ``system`` (NVML + host metrics)."""
     system_interval_s: float = 1.0
+    gpm: bool = True
+    """GPU activity (SM active, tensor pipes, DRAM bandwidth, PCIe/NVLink) from NVML GPM in each system
+    sample, where the GPU supports it (Hopper and newer): off the application's threads, no CUPTI."""
     segment_max_bytes: int = 64 * 1024 * 1024
     segment_max_age_s: float = 600.0
     session_max_bytes: int = 0
@@ -158,6 +161,7 @@ class Options:
         "enabled": ("GPUFL_ENABLED", _env_bool),
         "engines": ("GPUFL_ENGINES", lambda v: tuple(e.strip() for e in v.split(",") if e.strip())),
         "system_interval_s": ("GPUFL_SYSTEM_INTERVAL", float),
+        "gpm": ("GPUFL_GPM", _env_bool),
         "segment_max_bytes": ("GPUFL_SEGMENT_MAX_BYTES", int),
         "segment_max_age_s": ("GPUFL_SEGMENT_MAX_AGE", float),
         "session_max_bytes": ("GPUFL_SESSION_MAX_BYTES", int),

@@ -32,12 +32,24 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-SCHEMA_VERSION = 3
+from gpufl.contract import segments
+
+# Segment file names (and the three streams) are their own module; re-exported here, where readers look.
+SEGMENT_SUFFIX = segments.SEGMENT_SUFFIX
+STREAMS = segments.STREAMS
+SegmentName = segments.SegmentName
+parse_segment_name = segments.parse_segment_name
+safe_name = segments.safe_name
+segment_name = segments.segment_name
+
+SCHEMA_VERSION = 4
 """Bumped on any change of meaning; readers accept every version up to their own.
 v2: kernels and copies carry the launch-API entry as ``api_lead_ns`` (a duration before ``start_ns``) instead
 of the absolute ``api_start_ns`` (16 bytes less per line); v1's ``api_start_ns`` stays readable.
 v3: ``sync`` records (CUDA synchronisation calls) and a copy's ``mode`` (async / sync); v1 and v2 sessions have
 neither, which readers say ("not recorded") rather than read as none happened.
+v4: a GPU sample's activity fields from NVML GPM (``sm_active_pct`` … ``nvlink_tx_mibs``), each the mean over
+the interval since the previous sample; earlier sessions have none, which readers say ("not recorded").
 
 The limits below (numeric ranges, the session id's form) came after v2 without a bump: they change no field's
 meaning and exclude only values no writer produced (every committed capture passes them,
@@ -118,8 +130,6 @@ kernels): a batch repeats one session id thousands of times."""
 def valid_session_id(sid: str) -> bool:
     return _SESSION_ID.fullmatch(sid) is not None
 
-
-STREAMS: tuple[str, ...] = ("device", "scope", "system")
 
 STEP_SCOPE = "step"
 """A top-level scope of this name is one step of the program (``gpufl.step()``): the diff compares per step."""
@@ -447,6 +457,43 @@ class GpuSample(msgspec.Struct, omit_defaults=True, kw_only=True):
     throttle_therm: bool | None = None
     pcie_rx_kbs: Measure | None = None
     pcie_tx_kbs: Measure | None = None
+    # v4: GPU activity from NVML GPM (GPU Performance Monitoring, Hopper and newer): hardware counters read by
+    # the driver without CUPTI's profiler lock, each the mean over the interval since the previous sample
+    # (absent from a session's first sample, and where the GPU does not report it). DCGM's profiling
+    # metrics of the same name (DCGM_FI_PROF_*) come from these counters.
+    gr_engine_active_pct: Measure | None = None
+    """Time any graphics/compute context was active on the GPU, % (GPM graphics util)."""
+    sm_active_pct: Measure | None = None
+    """SMs busy (at least one warp resident), % of SMs × time — unlike util_gpu_pct, which reads 100 for a
+    kernel that keeps one SM busy."""
+    sm_occupancy_pct: Measure | None = None
+    """Resident warps, % of the SMs' theoretical maximum × time."""
+    tensor_active_pct: Measure | None = None
+    """Any tensor pipe active, % of time (all SMs)."""
+    tensor_hmma_active_pct: Measure | None = None
+    """Half-precision (fp16/bf16/tf32) tensor pipe active, %."""
+    tensor_imma_active_pct: Measure | None = None
+    """Integer tensor pipe active, %."""
+    tensor_dfma_active_pct: Measure | None = None
+    """FP64 tensor pipe active, %."""
+    fp64_active_pct: Measure | None = None
+    """Non-tensor FP64 pipe active, %."""
+    fp32_active_pct: Measure | None = None
+    """Non-tensor FP32 pipe active, %."""
+    fp16_active_pct: Measure | None = None
+    """Non-tensor FP16 pipe active, %."""
+    int_active_pct: Measure | None = None
+    """Integer pipe active, %."""
+    dram_bw_pct: Measure | None = None
+    """DRAM bandwidth used, % of the theoretical maximum."""
+    pcie_rx_mibs: Measure | None = None
+    """PCIe traffic to the GPU over the interval, MiB/s (GPM; ``pcie_rx_kbs`` is NVML's 20 ms reading)."""
+    pcie_tx_mibs: Measure | None = None
+    """PCIe traffic from the GPU over the interval, MiB/s."""
+    nvlink_rx_mibs: Measure | None = None
+    """NVLink receive over all links, MiB/s."""
+    nvlink_tx_mibs: Measure | None = None
+    """NVLink transmit over all links, MiB/s."""
 
 
 class HostSample(msgspec.Struct, omit_defaults=True, kw_only=True):
@@ -649,39 +696,3 @@ def _clean_descriptions(node: Any) -> Any:
     if isinstance(node, list):
         return [_clean_descriptions(v) for v in node]
     return node
-
-
-# ---- Segment file names --------------------------------------------------------------------------
-
-SEGMENT_SUFFIX = ".log"
-
-
-def safe_name(text: str) -> str:
-    """Host and app names reduced to [A-Za-z0-9_-] for file names."""
-    out = "".join(c if (c.isascii() and (c.isalnum() or c in "_-")) else "_" for c in text)
-    return out or "_"
-
-
-def segment_name(host: str, app: str, session_id: str, stream: str, index: int) -> str:
-    return f"{safe_name(host)}.{safe_name(app)}.{session_id}.{stream}.{index:06d}{SEGMENT_SUFFIX}"
-
-
-class SegmentName(msgspec.Struct, frozen=True):
-    host: str
-    app: str
-    session_id: str
-    stream: str
-    index: int
-
-
-def parse_segment_name(filename: str) -> SegmentName | None:
-    """Inverse of segment_name, or None for a file that is not a segment."""
-    if not filename.endswith(SEGMENT_SUFFIX):
-        return None
-    parts = filename[: -len(SEGMENT_SUFFIX)].split(".")
-    if len(parts) != 5:
-        return None
-    host, app, sid, stream, idx = parts
-    if stream not in STREAMS or not idx.isdigit() or len(idx) < 6:
-        return None
-    return SegmentName(host, app, sid, stream, int(idx))

@@ -34,6 +34,15 @@ GPU_COUNTERS: dict[str, tuple[str, str, float]] = {
     "clk_mem_mhz": ("memory clock", "Hz", 1e6),
     "pcie_rx_kbs": ("PCIe rx", "bytes/s", 1e3),
     "pcie_tx_kbs": ("PCIe tx", "bytes/s", 1e3),
+    # GPU activity (NVML GPM, contract v4): each the mean over the sampling interval ending at the sample
+    "sm_active_pct": ("SM active", "%", 1.0),
+    "sm_occupancy_pct": ("SM occupancy", "%", 1.0),
+    "tensor_active_pct": ("tensor pipes active", "%", 1.0),
+    "dram_bw_pct": ("DRAM bandwidth", "%", 1.0),
+    "pcie_rx_mibs": ("PCIe rx (interval mean)", "bytes/s", float(1 << 20)),
+    "pcie_tx_mibs": ("PCIe tx (interval mean)", "bytes/s", float(1 << 20)),
+    "nvlink_rx_mibs": ("NVLink rx", "bytes/s", float(1 << 20)),
+    "nvlink_tx_mibs": ("NVLink tx", "bytes/s", float(1 << 20)),
 }
 HOST_COUNTERS: dict[str, tuple[str, str, float]] = {
     "cpu_pct": ("host CPU", "%", 1.0),

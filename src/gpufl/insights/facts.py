@@ -206,7 +206,7 @@ class SyncCopies:
 
 @dataclass
 class GpuPoint:
-    """The NVML readings of one system sample for one device (None: not reported)."""
+    """The NVML (and NVML GPM) readings of one system sample for one device (None: not reported)."""
 
     ts_ns: int
     device_id: int
@@ -218,6 +218,12 @@ class GpuPoint:
     power_mw: float | None = None
     mem_used_mib: float | None = None
     mem_total_mib: float | None = None
+    util_gpu_pct: float | None = None
+    sm_active_pct: float | None = None
+    """GPU activity (NVML GPM, contract v4): the interval's mean before this sample."""
+    sm_occupancy_pct: float | None = None
+    tensor_active_pct: float | None = None
+    dram_bw_pct: float | None = None
 
 
 @dataclass

@@ -119,6 +119,11 @@ def facts_from_records(session_id: str, records: Iterable[ev.Record]) -> fx.Sess
                     g.power_mw,
                     g.mem_used_mib,
                     g.mem_total_mib,
+                    g.util_gpu_pct,
+                    g.sm_active_pct,
+                    g.sm_occupancy_pct,
+                    g.tensor_active_pct,
+                    g.dram_bw_pct,
                 )
                 for g in r.gpus
             ]

@@ -14,13 +14,12 @@ checked.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal
 
-from gpufl.insights.facts import DeviceIdle, GpuPoint, Phase, SessionFacts, SyncGroup
+from gpufl.insights.facts import DeviceIdle, Phase, SessionFacts, SyncGroup
+from gpufl.insights.gpu_rules import memory_near_capacity, sm_underused, throttling
+from gpufl.insights.verdict import SEVERITY_ORDER, Fact, Insight, Involved, NotChecked, RuleStatus
 
-Severity = Literal["info", "warning", "critical"]
-SEVERITY_ORDER: dict[str, int] = {"critical": 0, "warning": 1, "info": 2}
+__all__ = ["RULES", "Fact", "Insight", "Involved", "NotChecked", "RuleStatus", "run_rules"]
 
 # ---- thresholds ---------------------------------------------------------------------------------------
 
@@ -73,70 +72,6 @@ LOW_OCCUPANCY = 0.25
 OCCUPANCY_MIN_SHARE = 0.05
 """A configuration must take at least 5 % of the kernel time for its occupancy to matter."""
 MAX_OCCUPANCY_INSIGHTS = 5
-
-THROTTLE_BITS: dict[int, str] = {
-    0x4: "software power cap",
-    0x8: "hardware slowdown",
-    0x20: "software thermal slowdown",
-    0x40: "hardware thermal slowdown",
-    0x80: "hardware power brake",
-}
-"""NVML clocks-event reasons that lower clocks under load (nvmlClocksEventReason*); idle, application
-clocks, sync boost and display clocks are not throttling and are ignored."""
-THROTTLE_CRITICAL_BITS = 0x8 | 0x40 | 0x80
-"""Hardware slowdowns: the GPU protects itself (over temperature, power brake): critical."""
-
-MEMORY_NEAR_CAPACITY = 0.95
-"""Used / total device memory at or over 95 %: the next allocation spike fails, or the caching allocator
-frees and retries (synchronising the device) to avoid failing."""
-MEMORY_CRITICAL = 0.99
-
-
-# ---- what a rule returns ------------------------------------------------------------------------------
-
-Unit = Literal["ns", "bytes", "count", "pct", "mhz", "celsius", "mw", "mib", "gbps", "text"]
-
-
-@dataclass
-class Fact:
-    label: str
-    value: float | int | str
-    unit: Unit
-
-
-@dataclass
-class Involved:
-    """A kernel, copy group, thread, phase, gap or sample the insight is about, with its own numbers."""
-
-    kind: Literal["kernel", "copy", "thread", "gap", "sample", "sync"]
-    name: str
-    facts: list[Fact] = field(default_factory=list)
-    start_ns: int | None = None
-    end_ns: int | None = None
-
-
-@dataclass
-class Insight:
-    rule: str
-    severity: Severity
-    title: str
-    suggestion: str
-    start_ns: int
-    end_ns: int
-    device_id: int | None = None
-    facts: list[Fact] = field(default_factory=list)
-    involved: list[Involved] = field(default_factory=list)
-
-
-@dataclass
-class RuleStatus:
-    rule: str
-    status: Literal["fired", "clear", "not_checked"]
-    reason: str = ""
-
-
-class NotChecked(Exception):
-    """The facts this rule needs were not recorded: said, never silently passed."""
 
 
 def _pct(part: float, whole: float) -> float:
@@ -424,108 +359,6 @@ def low_occupancy(f: SessionFacts) -> list[Insight]:
     return out[:MAX_OCCUPANCY_INSIGHTS]
 
 
-def _reasons(p: GpuPoint) -> int:
-    bits = (p.throttle_reasons or 0) & sum(THROTTLE_BITS)
-    if p.throttle_reasons is None:  # only the booleans reported
-        bits |= 0x20 if p.throttle_therm else 0
-        bits |= 0x4 if p.throttle_pwr else 0
-    return bits
-
-
-def throttling(f: SessionFacts) -> list[Insight]:
-    points = [p for p in f.gpu_points if p.throttle_reasons is not None or p.throttle_pwr is not None]
-    if not points:
-        raise NotChecked("no NVML throttle reasons in the system stream")
-    out = []
-    for dev in sorted({p.device_id for p in points}):
-        mine = [p for p in points if p.device_id == dev]
-        hit = [p for p in mine if _reasons(p)]
-        if not hit:
-            continue
-        bits = 0
-        counts: dict[str, int] = {}
-        for p in hit:
-            bits |= _reasons(p)
-            for b, name in THROTTLE_BITS.items():
-                if _reasons(p) & b:
-                    counts[name] = counts.get(name, 0) + 1
-        facts = [
-            Fact("throttled samples", len(hit), "count"),
-            Fact("samples", len(mine), "count"),
-            *(Fact(name, n, "count") for name, n in counts.items()),
-        ]
-        clocks = [p.clk_sm_mhz for p in hit if p.clk_sm_mhz is not None]
-        if clocks:
-            facts.append(Fact("lowest SM clock while throttled", min(clocks), "mhz"))
-        temps = [p.temp_c for p in hit if p.temp_c is not None]
-        if temps:
-            facts.append(Fact("highest temperature while throttled", max(temps), "celsius"))
-        power = [p.power_mw for p in hit if p.power_mw is not None]
-        if power:
-            facts.append(Fact("highest power while throttled", max(power), "mw"))
-        out.append(
-            Insight(
-                "throttling",
-                "critical" if bits & THROTTLE_CRITICAL_BITS else "warning",
-                f"GPU {dev} throttled in {len(hit)} of {len(mine)} samples: {', '.join(counts)}",
-                "Clocks were lowered under load: check cooling and airflow, the power limit (nvidia-smi -q -d "
-                "POWER) and other jobs on the node; compare timings only between runs with the same clocks.",
-                hit[0].ts_ns,
-                hit[-1].ts_ns,
-                dev,
-                facts,
-                [
-                    Involved(
-                        "sample",
-                        f"sample at {p.ts_ns}",
-                        [Fact("reasons", _reasons(p), "count")],
-                        p.ts_ns,
-                        p.ts_ns,
-                    )
-                    for p in hit[:5]
-                ],
-            )
-        )
-    return out
-
-
-def memory_near_capacity(f: SessionFacts) -> list[Insight]:
-    points = [p for p in f.gpu_points if p.mem_used_mib is not None and p.mem_total_mib]
-    if not points:
-        raise NotChecked("no NVML memory readings in the system stream")
-    out = []
-    for dev in sorted({p.device_id for p in points}):
-        mine = [p for p in points if p.device_id == dev]
-        assert all(p.mem_used_mib is not None and p.mem_total_mib for p in mine)
-        share = {id(p): (p.mem_used_mib or 0.0) / (p.mem_total_mib or 1.0) for p in mine}
-        hit = [p for p in mine if share[id(p)] >= MEMORY_NEAR_CAPACITY]
-        if not hit:
-            continue
-        peak = max(hit, key=lambda p: share[id(p)])
-        out.append(
-            Insight(
-                "memory_near_capacity",
-                "critical" if share[id(peak)] >= MEMORY_CRITICAL else "warning",
-                f"GPU {dev} memory at {round(100 * share[id(peak)], 1)} % of capacity "
-                f"({peak.mem_used_mib:,.0f} of {peak.mem_total_mib:,.0f} MiB)",
-                "Leave headroom: smaller batches or activation checkpointing, free cached blocks you no longer "
-                "need, or watch for a leak if usage only grows.",
-                hit[0].ts_ns,
-                hit[-1].ts_ns,
-                dev,
-                [
-                    Fact("peak used", peak.mem_used_mib or 0.0, "mib"),
-                    Fact("total", peak.mem_total_mib or 0.0, "mib"),
-                    Fact("peak share", round(100 * share[id(peak)], 1), "pct"),
-                    Fact("samples at or over the threshold", len(hit), "count"),
-                    Fact("samples", len(mine), "count"),
-                ],
-                [Involved("sample", f"peak at {peak.ts_ns}", [], peak.ts_ns, peak.ts_ns)],
-            )
-        )
-    return out
-
-
 def _window(f: SessionFacts) -> tuple[int, int, int]:
     """(summed per-device activity window, first start, last end) over every device."""
     if not f.idle:
@@ -627,6 +460,7 @@ RULES: dict[str, Callable[[SessionFacts], list[Insight]]] = {
     "low_occupancy": low_occupancy,
     "throttling": throttling,
     "memory_near_capacity": memory_near_capacity,
+    "sm_underused": sm_underused,
     "synchronisation": synchronisation,
 }
 

@@ -8,6 +8,7 @@ back to Python is a few hundred rows whatever the session's size (the benchmark:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -15,17 +16,8 @@ from gpufl.backend.store.engine import NotFound, SqlEngine
 from gpufl.insights import facts as fx
 from gpufl.insights import rules
 
-# (metric stored in system_points, GpuPoint field) for the NVML readings the rules read.
-_GPU_METRICS = (
-    "throttle_reasons",
-    "throttle_pwr",
-    "throttle_therm",
-    "clk_sm_mhz",
-    "temp_c",
-    "power_mw",
-    "mem_used_mib",
-    "mem_total_mib",
-)
+# The NVML (and GPM) readings the rules read: GpuPoint's fields, each stored in system_points under its name.
+_GPU_METRICS = tuple(f.name for f in dataclasses.fields(fx.GpuPoint) if f.name not in ("ts_ns", "device_id"))
 
 
 class InsightQueries(SqlEngine):

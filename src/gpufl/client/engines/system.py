@@ -22,6 +22,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from gpufl.client.engines import EngineUnavailable
+from gpufl.client.engines.gpm import GpmReader
 from gpufl.contract import events
 
 if TYPE_CHECKING:
@@ -235,8 +236,13 @@ class NvmlProbe:
             out.append((pair[0], pair[1]))
         return out, missing
 
-    def sample(self, pcie: list[tuple[int | None, int | None]] | None = None) -> list[events.GpuSample]:
-        """One reading per GPU; ``pcie``: that sample's PCIe readings, from ``pcie()`` (None: not read now)."""
+    def sample(
+        self,
+        pcie: list[tuple[int | None, int | None]] | None = None,
+        activity: list[dict[str, float]] | None = None,
+    ) -> list[events.GpuSample]:
+        """One reading per GPU; ``pcie``: that sample's PCIe readings, from ``pcie()`` (None: not read now);
+        ``activity``: its GPM fields per GPU, from ``GpmReader.read()``."""
         nv = self.nv
         out = []
         for i, h in enumerate(self.handles):
@@ -268,6 +274,7 @@ class NvmlProbe:
                 throttle_therm=bool(reasons & therm_mask) if reasons is not None else None,
                 pcie_rx_kbs=pcie[i][0] if pcie else None,
                 pcie_tx_kbs=pcie[i][1] if pcie else None,
+                **(activity[i] if activity else {}),
             )
             out.append(s)
         return out
@@ -320,6 +327,8 @@ class SystemEngine:
         self.samples = 0
         self.pcie: PcieSchedule | None = None
         self._pcie_noted: set[int] = set()
+        self.gpm: GpmReader | None = None
+        self._gpm_noted: dict[int, int] = {}
 
     def prepare(self, session: EngineHost) -> dict[str, Any]:
         self.session = session
@@ -345,7 +354,50 @@ class SystemEngine:
                 engine=self.name,
                 level="info",
             )
+        if session.options.gpm:
+            self._start_gpm(session)
         return {"devices": self.nvml.devices(), "driver_version": self.nvml.driver_version()}
+
+    def _start_gpm(self, session: EngineHost) -> None:
+        assert self.nvml is not None
+        try:
+            self.gpm = GpmReader(self.nvml.nv, self.nvml.handles)
+        except Exception as e:  # NVML's GPM entry points missing from an old driver, or failing oddly
+            self.gpm = None
+            session.notice(
+                "gpm_unavailable",
+                f"GPU activity (NVML GPM) not reported: {e!r}",
+                engine=self.name,
+                level="info",
+            )
+            return
+        for device, why in self.gpm.unsupported:
+            session.notice(
+                "gpm_unsupported",
+                f"GPU activity (SM active, tensor pipes, DRAM bandwidth; NVML GPM) not reported by GPU {device}: "
+                f"{why}",
+                engine=self.name,
+                level="info",
+            )
+        if not self.gpm.available:
+            self.gpm.close()
+            self.gpm = None
+
+    def _gpm_read(self) -> list[dict[str, float]] | None:
+        if self.gpm is None:
+            return None
+        activity = self.gpm.read()
+        for device, dropped in self.gpm.dropped.items():
+            if len(dropped) > self._gpm_noted.get(device, 0):  # once per metric: NotSupported stays so
+                self.session.notice(
+                    "gpm_metric_not_reported",
+                    f"GPU {device} does not report {', '.join(dropped[self._gpm_noted.get(device, 0) :])} "
+                    "(NVML GPM NotSupported)",
+                    engine=self.name,
+                    level="info",
+                )
+                self._gpm_noted[device] = len(dropped)
+        return activity
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="gpufl-system", daemon=True)
@@ -366,7 +418,7 @@ class SystemEngine:
                         engine=self.name,
                         level="info",
                     )
-        gpus = self.nvml.sample(pcie) if self.nvml else []
+        gpus = self.nvml.sample(pcie, self._gpm_read()) if self.nvml else []
         return events.SystemSample(
             session_id=self.session.session_id,
             stream="system",
@@ -412,6 +464,8 @@ class SystemEngine:
                 self.session.writers["system"].emit(self.sample_once())
             except Exception:
                 pass
+        if self.gpm:
+            self.gpm.close()
         if self.nvml:
             self.nvml.close()
         return {}
