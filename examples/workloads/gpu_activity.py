@@ -4,9 +4,12 @@
     python examples/workloads/gpu_activity.py --phases idle,memory,gemm --seconds 4 [--gpufl --log-dir D]
 
 - ``idle``: nothing on the GPU.
-- ``memory``: 1 GiB device-to-device copies through an elementwise kernel (``y.copy_(x)``) — DRAM-bound,
-  no tensor pipes.
+- ``memory``: an elementwise kernel over 1 GiB (``torch.mul(x, 2, out=y)``: read 1 GiB, write 1 GiB) —
+  DRAM-bound, no tensor pipes. (Not ``y.copy_(x)``: that is a device-to-device memcpy, no kernel for
+  Nsight Compute to measure.)
 - ``gemm``: bf16 8192² matmuls — tensor pipes busy, DRAM mostly idle.
+- ``tiny``: one-block kernels back to back (``x.add_(1)`` on 1,024 floats) — NVML's utilisation reads
+  "busy" (a kernel is running most of the time) while almost every SM is idle.
 
 With ``--iters N`` each busy phase runs N kernels instead of a duration (for ``ncu --launch-count``).
 With ``--gpufl`` the run is recorded (``gpufl.scope`` per phase, so phases line up with the series).
@@ -28,18 +31,21 @@ def phase(kind: str, seconds: float, iters: int | None) -> int:
     if kind == "memory":
         x = torch.empty(1 << 28, dtype=torch.float32, device="cuda").fill_(1.0)  # 1 GiB
         y = torch.empty_like(x)
-        step = lambda: y.copy_(x)  # noqa: E731
+        step = lambda: torch.mul(x, 2.0, out=y)  # noqa: E731
     elif kind == "gemm":
         a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
         b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
         step = lambda: a @ b  # noqa: E731
+    elif kind == "tiny":
+        t = torch.zeros(1024, device="cuda")
+        step = lambda: t.add_(1.0)  # noqa: E731
     else:
         raise SystemExit(f"unknown phase {kind!r}")
     torch.cuda.synchronize()
     n = 0
     t_end = time.monotonic() + seconds
     while (iters is not None and n < iters) or (iters is None and time.monotonic() < t_end):
-        for _ in range(8):  # queue a few at a time so the GPU never waits on Python
+        for _ in range(256 if kind == "tiny" else 8):  # queue a few at a time: the GPU never waits on Python
             step()
             n += 1
         torch.cuda.synchronize()

@@ -288,3 +288,59 @@ def test_workloads_produce_valid_logs(tmp_path: Path, script: str) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert _records(log_dir, "device")
+
+
+@pytest.mark.parametrize("syncs", [False, True])
+def test_sync_records_only_when_asked_for(tmp_path: Path, syncs: bool) -> None:
+    """Synchronisation calls become ``sync`` records with ``syncs=True`` (CUPTI's synchronisation activity
+    costs every launch, so it is off by default); copy modes are recorded either way."""
+    log_dir = tmp_path / "logs"
+    proc = _run(
+        f"""
+        import torch, gpufl
+        gpufl.init(app_name="syncs", log_dir={str(log_dir)!r}, syncs={syncs})
+        x = torch.randn(1 << 20, device="cuda")
+        for _ in range(5):
+            y = x * 2
+            torch.cuda.synchronize()
+        s = torch.cuda.Stream()
+        with torch.cuda.stream(s):
+            y = x + 1
+        s.synchronize()
+        host = y.cpu()
+        gpufl.shutdown()
+        """,
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    dev = _records(log_dir, "device")
+    start = next(r for r in dev if isinstance(r, events.SessionStart))
+    assert start.options["syncs"] is syncs
+    got = [r for r in dev if isinstance(r, events.Sync)]
+    if not syncs:
+        assert got == []
+    else:
+        kinds = {r.sync_kind for r in got}
+        assert "context" in kinds and "stream" in kinds, kinds
+        for r in got:
+            assert r.end_ns >= r.start_ns
+    copies = [r for r in dev if isinstance(r, events.Memcpy)]
+    assert copies and any(c.mode == "sync" for c in copies)  # y.cpu() waits
+
+
+def test_system_samples_carry_gpu_activity(tmp_path: Path) -> None:
+    """NVML GPM on a Hopper GPU: after the first sample, each GPU sample has SM activity; a GEMM loop keeps
+    the tensor pipes busy."""
+    log_dir = tmp_path / "logs"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples/workloads/gpu_activity.py"), "--gpufl", "--log-dir", str(log_dir),
+         "--phases", "idle,gemm", "--seconds", "2", "--interval", "0.25"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    samples = [r for r in _records(log_dir, "system") if isinstance(r, events.SystemSample)]
+    assert len(samples) >= 10
+    gpus = [s.gpus[0] for s in samples[1:]]
+    assert all(g.sm_active_pct is not None for g in gpus[1:-1])
+    assert max(g.tensor_active_pct or 0 for g in gpus) >= 80
+    assert min(g.sm_active_pct or 0 for g in gpus) < 1  # the idle phase

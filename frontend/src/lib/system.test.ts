@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { shapeSeries, type SystemSeries } from '../api/client';
-import { alignSeries, chartSpecs } from './system';
+import { alignSeries, chartSpecs, missingMetrics } from './system';
 
 const origin = 1_732_521_600_000_000_000n;
 const wire = (metric: string, device: number | null, ts: number[]) => ({
@@ -48,5 +48,37 @@ describe('alignSeries', () => {
     expect(ys[0]).toEqual([0.001, null, 0.002]); // GPU 0 mean
     expect(ys[3]).toEqual([null, 0.001, 0.002]); // GPU 1 mean
     expect(ys[5]).toEqual([null, 0.002, 0.003]); // GPU 1 max
+  });
+});
+
+describe('missingMetrics', () => {
+  it('says once that a session has no GPU activity at all (recorded before GPM sampling)', () => {
+    const old = [shapeSeries(wire('util_gpu_pct', 0, [0, 10]), origin), shapeSeries(wire('temp_c', 0, [0]), origin)];
+    const missing = missingMetrics(old);
+    const gpm = missing.filter((m) => m.metric === 'gpm' || m.metric.endsWith('_active_pct') || m.metric === 'dram_bw_pct');
+    expect(gpm.map((m) => m.metric)).toEqual(['gpm']);
+    expect(gpm[0].why).toMatch(/not recorded.*GPM.*v4/);
+  });
+
+  it('names each GPU-activity metric the GPU did not report when others were recorded', () => {
+    const v4 = [
+      shapeSeries(wire('util_gpu_pct', 0, [0, 10]), origin),
+      shapeSeries(wire('sm_active_pct', 0, [10]), origin),
+      shapeSeries(wire('dram_bw_pct', 0, [10]), origin),
+    ];
+    const missing = missingMetrics(v4);
+    expect(missing.some((m) => m.metric === 'gpm')).toBe(false);
+    const nvlink = missing.find((m) => m.metric === 'nvlink_rx_mibs');
+    expect(nvlink?.why).toMatch(/not reported by this GPU/);
+    expect(missing.some((m) => m.metric === 'sm_active_pct')).toBe(false);
+  });
+
+  it('puts GPU activity right after NVML utilisation', () => {
+    const specs = chartSpecs([
+      shapeSeries(wire('temp_c', 0, [0]), origin),
+      shapeSeries(wire('sm_active_pct', 0, [0]), origin),
+      shapeSeries(wire('util_gpu_pct', 0, [0]), origin),
+    ]);
+    expect(specs.map((s) => s.metric)).toEqual(['util_gpu_pct', 'sm_active_pct', 'temp_c']);
   });
 });

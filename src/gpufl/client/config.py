@@ -132,6 +132,10 @@ class Options:
     engines: tuple[str, ...] = DEFAULT_ENGINES
     """Engines to start: ``tracing`` (CUPTI kernels/copies), ``system`` (NVML + host metrics)."""
     system_interval_s: float = 1.0
+    syncs: bool = False
+    """Record CUDA synchronisation calls (``sync`` records: what the insights' synchronisation rule reads).
+    Off by default: with CUPTI's synchronisation activity on, every kernel launch costs more (+20 points
+    on a launch-bound GPT loop on the H100, docs/benchmarks.md). Copies' sync/async mode is recorded always."""
     gpm: bool = True
     """GPU activity (SM active, tensor pipes, DRAM bandwidth, PCIe/NVLink) from NVML GPM in each system
     sample, where the GPU supports it (Hopper and newer): off the application's threads, no CUPTI."""
@@ -162,6 +166,7 @@ class Options:
         "engines": ("GPUFL_ENGINES", lambda v: tuple(e.strip() for e in v.split(",") if e.strip())),
         "system_interval_s": ("GPUFL_SYSTEM_INTERVAL", float),
         "gpm": ("GPUFL_GPM", _env_bool),
+        "syncs": ("GPUFL_SYNCS", _env_bool),
         "segment_max_bytes": ("GPUFL_SEGMENT_MAX_BYTES", int),
         "segment_max_age_s": ("GPUFL_SEGMENT_MAX_AGE", float),
         "session_max_bytes": ("GPUFL_SESSION_MAX_BYTES", int),

@@ -246,6 +246,9 @@ class SessionFacts:
     profile_samples: int = 0
     schema_version: int | None = None
     """The writer's contract version (session_start): ``sync`` records and copy modes exist from 3 on."""
+    syncs_recorded: bool = True
+    """False where the client was told not to record synchronisation calls (``syncs`` off in session_start's
+    options, the default from gpufl 0.8 on); v3 sessions before that recorded them always."""
     syncs: list[SyncGroup] = field(default_factory=list)
     refill: Refill = field(default_factory=Refill)
     sync_copies: SyncCopies = field(default_factory=SyncCopies)

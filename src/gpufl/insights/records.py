@@ -102,6 +102,7 @@ def facts_from_records(session_id: str, records: Iterable[ev.Record]) -> fx.Sess
             launches[r.id] = r.launch
         elif isinstance(r, ev.SessionStart):
             f.schema_version = r.schema_version
+            f.syncs_recorded = r.options.get("syncs", True) is not False
             for dp in r.devices:
                 if dp.sm_count is not None:
                     f.sm_count[dp.device_id] = dp.sm_count

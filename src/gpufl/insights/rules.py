@@ -398,7 +398,8 @@ def synchronisation(f: SessionFacts) -> list[Insight]:
     out: list[Insight] = []
     r = f.refill
     if (
-        window
+        f.syncs_recorded
+        and window
         and r.syncs >= SYNC_MIN_SYNCS
         and r.refill_ns >= SYNC_MIN_REFILL_NS
         and r.refill_ns >= SYNC_REFILL_SHARE * window
@@ -448,6 +449,11 @@ def synchronisation(f: SessionFacts) -> list[Insight]:
                 ],
                 [],
             )
+        )
+    if not out and not f.syncs_recorded:
+        raise NotChecked(
+            "synchronisation calls were not recorded (off by default, as recording them costs every launch; "
+            "GPUFL_SYNCS=1 or gpufl.init(syncs=True) records them); synchronous copies were checked: clear"
         )
     return out
 

@@ -260,6 +260,7 @@ class InsightQueries(SqlEngine):
         if head is not None and head[0]:
             header = json.loads(head[0])
             f.schema_version = header.get("schema_version")
+            f.syncs_recorded = (header.get("options") or {}).get("syncs", True) is not False
             for d in header.get("devices", []):
                 if d.get("sm_count") is not None:
                     f.sm_count[int(d["device_id"])] = int(d["sm_count"])

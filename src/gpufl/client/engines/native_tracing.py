@@ -152,7 +152,9 @@ class NativeTracingEngine:
         """Start CUPTI tracing in C with the session's options; the launch callbacks enabled (-1: off)."""
         opts = self.session.options
         return int(
-            self.native.start(opts.cupti_buffer_bytes, opts.native.flush_ms, **opts.native.start_kwargs())
+            self.native.start(
+                opts.cupti_buffer_bytes, opts.native.flush_ms, syncs=opts.syncs, **opts.native.start_kwargs()
+            )
         )
 
     def start(self) -> None:

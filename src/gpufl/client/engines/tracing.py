@@ -70,7 +70,8 @@ _MEM_KIND = {
 # Launch sites waiting for their activity record (~200 B each). Driver calls nested in runtime calls also
 # land here and never match, so the oldest are evicted: 256k bounds this at ~50 MB.
 _MAX_PENDING_CORRELATIONS = 1 << 18
-_ACTIVITY_KINDS = ("CONCURRENT_KERNEL", "MEMCPY", "MEMSET", "SYNCHRONIZATION")
+_ACTIVITY_KINDS = ("CONCURRENT_KERNEL", "MEMCPY", "MEMSET")
+_SYNC_ACTIVITY = "SYNCHRONIZATION"  # only with Options.syncs: it costs every launch (see there)
 _SYNC_KIND = {
     "EVENT_SYNCHRONIZE": "event",
     "STREAM_WAIT_EVENT": "stream_wait_event",
@@ -158,7 +159,7 @@ class TracingEngine:
             cupti.activity_register_callbacks(requested, self._completed)
             if opts.native.flush_ms:  # as the native path: what a kill or a failed context loses at most
                 cupti.activity_flush_period(opts.native.flush_ms)
-            for kind in _ACTIVITY_KINDS:
+            for kind in (*_ACTIVITY_KINDS, *((_SYNC_ACTIVITY,) if opts.syncs else ())):
                 cupti.activity_enable(getattr(cupti.ActivityKind, kind))
         except Exception as e:
             self._disable_all()
@@ -350,7 +351,7 @@ class TracingEngine:
 
     def _disable_all(self) -> None:
         cupti = self.cupti
-        for kind in _ACTIVITY_KINDS:
+        for kind in (*_ACTIVITY_KINDS, _SYNC_ACTIVITY):
             try:
                 cupti.activity_disable(getattr(cupti.ActivityKind, kind))
             except Exception:

@@ -83,7 +83,7 @@ void enable_launch_callbacks(int on, int runtime, int driver) {
 void enable_activity(int on) {
     CUpti_ActivityKind kinds[4] = {g_trace.kernel_kind, CUPTI_ACTIVITY_KIND_MEMCPY, CUPTI_ACTIVITY_KIND_MEMSET,
                                    CUPTI_ACTIVITY_KIND_SYNCHRONIZATION};
-    for (int i = 0; i < (g_opts.copies ? 4 : 1); i++) {
+    for (int i = 0; i < (g_opts.copies ? (g_opts.syncs ? 4 : 3) : 1); i++) {
         if (on) p_cuptiActivityEnable(kinds[i]);
         else p_cuptiActivityDisable(kinds[i]);
     }
@@ -205,8 +205,10 @@ const char *start_tracing(int *enabled_out) {
         if (r == CUPTI_SUCCESS && o->copies) r = p_cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMCPY);
         if (r == CUPTI_SUCCESS && o->copies) r = p_cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMSET);
         /* the host waiting in cudaDeviceSynchronize & co. (contract v3 "sync"): what the insights' synchronisation
-         * rule reads; a handful of records per step */
-        if (r == CUPTI_SUCCESS && o->copies) r = p_cuptiActivityEnable(CUPTI_ACTIVITY_KIND_SYNCHRONIZATION);
+         * rule reads; a handful of records per step, but with this kind on CUPTI costs every launch (+20 points
+         * on a launch-bound GPT loop on the H100), so only on request (GPUFL_SYNCS=1) */
+        if (r == CUPTI_SUCCESS && o->copies && o->syncs)
+            r = p_cuptiActivityEnable(CUPTI_ACTIVITY_KIND_SYNCHRONIZATION);
     }
     if (r != CUPTI_SUCCESS) {
         p_cuptiActivityDisable(g_trace.kernel_kind);

@@ -261,7 +261,9 @@ typedef struct {
     int activity;             /* activity records */
     int nvtx;                 /* NVTX callbacks (NVTX ranges as scopes) */
     int serial_kernels;       /* CUPTI_ACTIVITY_KIND_KERNEL instead of CONCURRENT_KERNEL (serialises kernels) */
-    int copies;               /* memcpy, memset and synchronisation activity */
+    int copies;               /* memcpy and memset activity */
+    int syncs;                /* synchronisation activity (contract v3 sync records): off unless asked for, as
+                               * enabling it costs every launch on the H100 (docs/benchmarks.md) */
     int discard;              /* free CUPTI's buffers unread */
     int host_pinned;          /* CUPTI's device-side timestamp buffers in pinned host memory */
     unsigned device_buffer_mb;/* their size; 0: CUPTI's default */

@@ -87,6 +87,7 @@ static void options_from_env(NativeOptions *o) {
     o->copies = !FLAG_OFF("GPUFL_NATIVE_COPIES");
     o->discard = FLAG_ON("GPUFL_NATIVE_DISCARD");
     o->host_pinned = FLAG_ON("GPUFL_NATIVE_HOST_PINNED");
+    o->syncs = FLAG_ON("GPUFL_SYNCS"); /* Options.syncs: the one non-diagnostic here */
 #undef FLAG_OFF
 #undef FLAG_ON
     const char *dom = getenv("GPUFL_NATIVE_DOMAINS");

@@ -86,15 +86,15 @@ static PyObject *py_attach(PyObject *self, PyObject *args) {
 static PyObject *py_start(PyObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"buffer_bytes", "flush_period_ms", "subscribe", "callbacks", "runtime", "driver",
                              "activity", "nvtx", "serial_kernels", "copies", "discard", "host_pinned",
-                             "device_buffer_mb", "dump_dir", NULL};
+                             "device_buffer_mb", "dump_dir", "syncs", NULL};
     NativeOptions o = g_opts;
     options_defaults(&o);
     unsigned long long bufbytes;
     const char *dump = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "KI|$ppppppppppIz", kwlist, &bufbytes, &o.flush_period_ms,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "KI|$ppppppppppIzp", kwlist, &bufbytes, &o.flush_period_ms,
                                      &o.subscribe, &o.callbacks, &o.runtime_domain, &o.driver_domain,
                                      &o.activity, &o.nvtx, &o.serial_kernels, &o.copies, &o.discard,
-                                     &o.host_pinned, &o.device_buffer_mb, &dump))
+                                     &o.host_pinned, &o.device_buffer_mb, &dump, &o.syncs))
         return NULL;
     if (!g_trace.loaded || !g_trace.w) return PyErr_Format(PyExc_RuntimeError, "load() and attach() first");
     if (g_trace.active) return PyLong_FromLong(0);
