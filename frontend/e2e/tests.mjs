@@ -509,6 +509,42 @@ export const tests = [
     },
   },
   {
+    name: 'System tab on the GPM capture: GPU activity (SM active, tensor pipes, DRAM) charted beside NVML utilisation; an older session says "not recorded" once',
+    async run(ctx) {
+      const { page, backend, shot } = ctx;
+      const sid = basename(segmentFiles(join(REPO, 'examples/captures', 'gpu_activity'))[0]).split('.')[2];
+      if (!ctx.sessions.some((s) => s.session_id === sid)) {
+        assert.ok(process.env.GPUFL_E2E_CAPTURES, 'gpu_activity is a committed capture: it must be loaded');
+        log('skip: GPUFL_E2E_CAPTURES leaves out gpu_activity');
+        return;
+      }
+      const sys = await api(ctx, `/sessions/${sid}/system?points=600`);
+      await page.goto(`${backend.url}/#/s/${encodeURIComponent(sid)}/system`);
+      await page.waitForSelector('[data-testid="chart"] .chart-body[data-points]', { timeout: T });
+      const order = await page.$$eval('[data-testid="chart"]', (cs) => cs.map((c) => c.getAttribute('data-metric')));
+      for (const m of ['sm_active_pct', 'tensor_active_pct', 'dram_bw_pct']) {
+        const ser = sys.series.filter((x) => x.metric === m && x.points.length);
+        assert.ok(ser.length, `${m} recorded in the capture`);
+        const pts = JSON.parse(await page.getAttribute(`[data-testid="chart"][data-metric="${m}"] .chart-body`, 'data-points'));
+        assert.deepEqual(pts, ser.map((x) => x.points.length), `points of ${m}`);
+        assert.ok(order.indexOf(m) === order.indexOf('util_gpu_pct') + 1 + ['sm_active_pct', 'tensor_active_pct', 'dram_bw_pct'].indexOf(m), `${m} right after NVML utilisation: ${order}`);
+      }
+      assert.match(await page.textContent('[data-testid="chart"][data-metric="sm_active_pct"]'), /SM active \(GPM\)/);
+      // the GEMM phase: tensor pipes ≥ 80 % in the API's series, which is what the chart draws
+      const tensorMax = Math.max(...sys.series.filter((x) => x.metric === 'tensor_active_pct').flatMap((x) => x.points.map((p) => p.max)));
+      assert.ok(tensorMax >= 80, `tensor pipes max ${tensorMax}`);
+      await shot('07c-system-gpm');
+      // a session recorded before GPM: one line says GPU activity was not recorded, not sixteen
+      const old = ctx.sessions.find((s) => s.app === 'gpt_train');
+      if (old) {
+        await page.goto(`${backend.url}/#/s/${encodeURIComponent(old.session_id)}/system`);
+        await page.waitForSelector('[data-testid="system-missing"]', { timeout: T });
+        assert.match(await page.textContent('[data-testid="system-missing"] [data-metric="gpm"]'), /not recorded/);
+        assert.equal(await page.$('[data-testid="system-missing"] [data-metric="sm_active_pct"]'), null);
+      }
+    },
+  },
+  {
     name: 'Insights: the list badges and the tab show what /insights returns; a card opens the timeline at its range',
     async run(ctx) {
       const { page, backend, shot } = ctx;

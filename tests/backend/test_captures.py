@@ -11,6 +11,7 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from gpufl.contract import events as ev
@@ -75,3 +76,22 @@ def test_capture_round_trip(api: Api, capture: Path) -> None:
     if types["system_sample"]:
         series = api.get(f"/sessions/{sid}/system", params={"points": 50}).json()["series"]
         assert series and all(s["points"] for s in series)
+        # every GPU reading the capture has (GPM's activity fields included) is a series with its samples'
+        # count, minimum and maximum
+        want: dict[tuple[str, int], list[float]] = defaultdict(list)
+        for ln in lines["system"]:
+            rec = ev.decode(ln)
+            if isinstance(rec, ev.SystemSample):
+                for g in rec.gpus:
+                    for k, v in msgspec.to_builtins(g).items():
+                        if k != "device_id" and v is not None:
+                            want[(k, g.device_id)].append(float(v))
+        got = {
+            (x["metric"], x["device"]): x["points"]
+            for x in api.get(f"/sessions/{sid}/system", params={"points": 1}).json()["series"]
+            if x["device"] is not None
+        }
+        assert set(got) == set(want)
+        for key, vals in want.items():
+            (pt,) = got[key]
+            assert (pt["n"], pt["min"], pt["max"]) == (len(vals), min(vals), max(vals)), key

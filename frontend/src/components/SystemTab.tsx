@@ -11,7 +11,7 @@ import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import type { Api, SessionDetail } from '../api/client';
 import { fmtDur, fmtInt, fmtOffset } from '../lib/format';
-import { alignSeries, chartSpecs, constantValues, missingMetrics, samplingOf, type ChartSpec } from '../lib/system';
+import { alignSeries, chartSpecs, constantValues, isIdleActivity, missingMetrics, samplingOf, type ChartSpec } from '../lib/system';
 import { flagTracks, type FlagTracks } from '../lib/flags';
 import { useAsync } from '../lib/useAsync';
 import { hashString } from '../lib/color';
@@ -40,7 +40,10 @@ export function SystemTab({ api, session, t0, t1, onJump, onRange }: Props) {
     <AsyncView value={data} what="system metrics">
       {(d) => {
         const specs = chartSpecs(d.series);
-        const charts = specs.filter((s) => (s.info.kind ?? 'chart') === 'chart');
+        // GPU-activity pipes that never moved off 0 (FP64 on a bf16 job, NVLink on one GPU) are stated in one
+        // line, not drawn as a dozen flat charts
+        const idle = specs.filter(isIdleActivity);
+        const charts = specs.filter((s) => (s.info.kind ?? 'chart') === 'chart' && !idle.includes(s));
         const constants = specs.filter((s) => s.info.kind === 'constant');
         const flags = flagTracks(specs);
         const missing = missingMetrics(d.series);
@@ -95,6 +98,18 @@ export function SystemTab({ api, session, t0, t1, onJump, onRange }: Props) {
                     <b>{m.title}</b>: {m.why}
                   </span>
                 ))}
+              </p>
+            )}
+            {idle.length > 0 && (
+              <p className="small muted" data-testid="system-idle">
+                At 0 in every sample of this {win ? 'range' : 'session'}:{' '}
+                {idle.map((c, i) => (
+                  <span key={c.metric} data-metric={c.metric}>
+                    {i > 0 && ', '}
+                    {c.info.title}
+                  </span>
+                ))}
+                .
               </p>
             )}
             {!charts.length && !flags && <Empty>No system samples were recorded in this {win ? 'range' : 'session'}.</Empty>}

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { shapeSeries, type SystemSeries } from '../api/client';
-import { alignSeries, chartSpecs, missingMetrics } from './system';
+import { alignSeries, chartSpecs, isIdleActivity, missingMetrics } from './system';
 
 const origin = 1_732_521_600_000_000_000n;
 const wire = (metric: string, device: number | null, ts: number[]) => ({
@@ -80,5 +80,14 @@ describe('missingMetrics', () => {
       shapeSeries(wire('util_gpu_pct', 0, [0]), origin),
     ]);
     expect(specs.map((s) => s.metric)).toEqual(['util_gpu_pct', 'sm_active_pct', 'temp_c']);
+  });
+});
+
+describe('isIdleActivity', () => {
+  const flat = (metric: string, max: number[]) => ({ ...shapeSeries(wire(metric, 0, max.map((_, i) => i)), origin), max });
+  it('states a GPU-activity pipe that stayed at 0, charts one that moved, never hides NVML metrics', () => {
+    const specs = chartSpecs([flat('fp64_active_pct', [0, 0]), flat('tensor_active_pct', [0, 93.2]), flat('fan_pct', [0, 0])]);
+    const by = Object.fromEntries(specs.map((s) => [s.metric, isIdleActivity(s)]));
+    expect(by).toEqual({ tensor_active_pct: false, fp64_active_pct: true, fan_pct: false });
   });
 });

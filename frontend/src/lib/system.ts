@@ -141,6 +141,11 @@ export function missingMetrics(series: SystemSeries[]): { metric: string; title:
 
 export const METRIC_ORDER = Object.keys(METRICS);
 
+/** A GPU-activity (GPM) metric whose every point, on every device, is 0: stated, not charted. */
+export function isIdleActivity(spec: ChartSpec): boolean {
+  return spec.info.missingWhy === GPM_MISSING && spec.series.every((s) => s.max.every((v) => v === 0));
+}
+
 export interface ChartSpec {
   metric: string;
   info: MetricInfo;
