@@ -68,7 +68,8 @@ def client(
         read_timeout=60,
         s3={"addressing_style": "path"},
     )
-    return boto3.client(
+    # A session of its own: boto3's default one resolves credentials once per process and keeps them.
+    return boto3.session.Session().client(
         "s3",
         endpoint_url=endpoint,
         region_name=region,
