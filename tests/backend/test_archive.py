@@ -107,6 +107,7 @@ def test_restore_brings_back_a_session_retention_deleted(api: Api, s3: S3, tmp_p
 
     listed = a.get("/archive/sessions").json()
     assert listed["configured"] and listed["archived"] == 1 and listed["not_in_store"] == 0
+    assert not listed["can_restore"] and a.get("/archive/sessions", role="admin").json()["can_restore"]
     (item,) = listed["items"]
     assert (item["session_id"], item["in_store"], item["segments"]) == (sid, True, 3)
     assert (
@@ -158,6 +159,7 @@ def test_archive_errors_are_answered_in_words(
     assert off == {
         "configured": False,
         "url": None,
+        "can_restore": False,
         "archived": 0,
         "not_in_store": 0,
         "items": [],

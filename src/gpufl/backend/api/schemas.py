@@ -487,6 +487,8 @@ class ArchivePage(BaseModel):
     configured: bool
     """False: the backend has no archive (GPUFL_ARCHIVE_URL); the lists are empty."""
     url: str | None
+    can_restore: bool
+    """Whether the caller's key may restore (the admin role): the UI offers the action or says why not."""
     archived: int
     """Sessions in the archive, all pages, before the in_store filter."""
     not_in_store: int

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from gpufl.backend.api import schemas as S
 from gpufl.backend.api.errors import BAD_CURSOR
 from gpufl.backend.archive import Archive, ArchiveUnavailable
+from gpufl.backend.auth import Role
 from gpufl.backend.deps import AdminRole, ReadRole
 
 router = APIRouter(tags=["archive"])
@@ -48,11 +49,11 @@ def _decode(text: str) -> str:
 @router.get(
     "/archive/sessions",
     response_model=S.ArchivePage,
-    dependencies=[ReadRole],
     responses={**BAD_CURSOR, **ARCHIVE_DOWN},
 )
 def archived_sessions(
     request: Request,
+    role: Annotated[Role, ReadRole],
     in_store: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
@@ -88,6 +89,7 @@ def archived_sessions(
     return S.ArchivePage(
         configured=True,
         url=archive.url,
+        can_restore=role == Role.admin,
         archived=len(found),
         not_in_store=sum(1 for _, held in found if not held),
         items=items,
