@@ -64,7 +64,13 @@ def archived_sessions(
     after = _decode(cursor) if cursor is not None else None
     if not archive.configured:
         return S.ArchivePage(
-            configured=False, url=None, archived=0, not_in_store=0, items=[], next_cursor=None
+            configured=False,
+            url=None,
+            can_restore=role == Role.admin,
+            archived=0,
+            not_in_store=0,
+            items=[],
+            next_cursor=None,
         )
     try:
         found = archive.sessions()
