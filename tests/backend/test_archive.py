@@ -146,6 +146,47 @@ def test_restore_brings_back_a_session_retention_deleted(api: Api, s3: S3, tmp_p
     assert [j["id"] for j in a.get("/archive/jobs").json()["items"]] == [again["id"], job["id"]]
 
 
+def test_a_refused_record_is_counted_and_named_by_its_record_in_the_segment(
+    api: Api,
+    s3: S3,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """An archived system segment whose second line is cut in half (its sha256 restamped, as a writer that
+    archived a torn line would have): the restore stores the rest, refuses that record, and says which."""
+    import gzip
+    import hashlib
+
+    bucket, sid = _archive_capture(s3, tmp_path)
+    c = s3.client()
+    key = next(o["Key"] for o in c.list_objects_v2(Bucket=bucket)["Contents"] if ".system." in o["Key"])
+    got = c.get_object(Bucket=bucket, Key=key)
+    lines = gzip.decompress(got["Body"].read()).split(b"\n")
+    lines[1] = lines[1][: len(lines[1]) // 2]
+    data = b"\n".join(lines)
+    gz = gzip.compress(data)
+    meta = {
+        **got["Metadata"],
+        "gpufl-sha256": hashlib.sha256(data).hexdigest(),
+        "gpufl-size": str(len(data)),
+        "gpufl-gz-sha256": hashlib.sha256(gz).hexdigest(),
+        "gpufl-gz-size": str(len(gz)),
+    }
+    c.put_object(Bucket=bucket, Key=key, Body=gz, Metadata=meta)
+    a = _app(
+        api,
+        archive_url=f"s3://{bucket}/raw",
+        archive_endpoint=s3.endpoint,
+        archive_credentials_file=_credentials_file(s3, tmp_path),
+    )
+    r = a.client.post(f"/api/v1/archive/sessions/{sid}/restore", headers=a.h("admin"))
+    job = _wait(a, r.json()["id"])
+    total = sum((CAPTURE / n).read_bytes().count(b"\n") for n in os.listdir(CAPTURE))
+    assert (job["status"], job["stored"], job["duplicates"], job["rejected"]) == ("done", total - 1, 0, 1)
+    (note,) = job["notes"]
+    assert note.startswith(f"{key.rsplit('/', 1)[1].removesuffix('.gz')}: record 2: malformed JSON"), note
+    assert "None" not in note
+
+
 def test_archive_errors_are_answered_in_words(
     api: Api,
     s3: S3,  # noqa: F811

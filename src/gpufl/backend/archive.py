@@ -206,14 +206,19 @@ class Archive:
         stream = parse_segment_name(name).stream  # type: ignore[union-attr]
         with open(path, "rb") as f:
             data = f.read()
+        # Notes name a refused record by its number in the segment (blank lines, which ingest skips, not
+        # counted): ``first`` is the batch's first record's.
+        first = 1
         for body in batches(data, self.settings.max_batch_records):
+            records = sum(1 for line in body.split(b"\n") if line.strip())
             try:
                 res = ingest_body(
                     self.store, stream, body, False, self.settings.max_batch_records, redeliver=True
                 )
             except (BadBody, TooLarge) as e:
-                job.rejected += body.count(b"\n") or 1
-                self._note(job, f"{name}: {e}")
+                job.rejected += records
+                self._note(job, f"{name}: records {first}-{first + records - 1}: {e}")
+                first += records
                 continue
             job.stored += res.stored
             job.duplicates += res.duplicates
@@ -222,7 +227,9 @@ class Archive:
             self.metrics.records.labels("duplicate", stream).inc(res.duplicates)
             self.metrics.records.labels("rejected", stream).inc(len(res.rejected))
             for r in res.rejected:
-                self._note(job, f"{name}: seq {r.seq}: {r.reason}")
+                seq = "" if r.seq is None else f" (seq {r.seq})"  # a record too broken to read has none
+                self._note(job, f"{name}: record {first + r.index}{seq}: {r.reason}")
+            first += records
 
     @staticmethod
     def _note(job: RestoreJob, text: str) -> None:
