@@ -2,6 +2,7 @@ import { useEffect, useState } from 'react';
 import type { Api, ArchivedSession, ArchivePage, RestoreJob } from '../api/client';
 import { describeError } from '../api/http';
 import { toBig } from '../api/json';
+import { archiveCounts, archiveKey as key, jobProgress, restoreControl } from '../lib/archive';
 import { fmtBytes, fmtInt, fmtWallClock } from '../lib/format';
 import type { Route } from '../lib/route';
 import { Empty, ErrorState, Loading } from './States';
@@ -77,12 +78,12 @@ export function Archive({ api, navigate }: { api: Api; navigate: (r: Route) => v
         endpoint and credentials) to list and restore archived sessions.
       </Empty>
     );
+  const counts = archiveCounts(page);
   return (
     <section className="archive">
       <h2>Archive</h2>
       <p className="muted">
-        {fmtInt(page.archived)} sessions in <code>{page.url}</code>; {fmtInt(page.not_in_store)} of them are not in the
-        store and listed here. A restore re-ingests a session's archived segments (checked against their sha256) as a
+        {counts.archived} in <code>{page.url}</code>; {counts.missing} listed here. A restore re-ingests a session's archived segments (checked against their sha256) as a
         deliberate re-delivery: the store keeps one copy of every record.
       </p>
       {!page.can_restore && (
@@ -108,6 +109,7 @@ export function Archive({ api, navigate }: { api: Api; navigate: (r: Route) => v
           <tbody>
             {page.items.map((s) => {
               const j = jobs[key(s)];
+              const control = restoreControl(page.can_restore, j);
               return (
                 <tr key={key(s)} data-session={s.session_id}>
                   <td>{s.host}</td>
@@ -117,11 +119,7 @@ export function Archive({ api, navigate }: { api: Api; navigate: (r: Route) => v
                   <td className="num">{fmtBytes(s.bytes)}</td>
                   <td>{fmtWallClock(toBig(s.last_modified_ns))}</td>
                   <td>
-                    <button
-                      disabled={!page.can_restore || j?.status === 'running'}
-                      title={page.can_restore ? 'Re-ingest this session from the archive' : 'Needs an admin key'}
-                      onClick={() => void restore(s)}
-                    >
+                    <button disabled={control.disabled} title={control.title} onClick={() => void restore(s)}>
                       Restore
                     </button>
                     {refused[key(s)] && (
@@ -146,31 +144,19 @@ export function Archive({ api, navigate }: { api: Api; navigate: (r: Route) => v
   );
 }
 
-function key(s: { host: string; app: string; session_id: string }): string {
-  return `${s.host}/${s.app}/${s.session_id}`;
-}
-
 function JobStatus({ job, open }: { job: RestoreJob; open: () => void }) {
-  const counts = `${fmtInt(job.stored)} records stored, ${fmtInt(job.duplicates)} already held, ${fmtInt(job.rejected)} rejected`;
-  if (job.status === 'running')
-    return (
-      <div className="job running" role="status">
-        Restoring: {job.segments ? `${fmtInt(job.segments_done)} of ${fmtInt(job.segments)} segments` : 'downloading'}; {counts}
-      </div>
-    );
-  if (job.status === 'failed')
-    return (
-      <div className="job failed" role="alert">
-        Restore failed: {job.reason}. {counts} before it stopped.
-      </div>
-    );
+  const { state, text } = jobProgress(job);
   return (
-    <div className="job done" role="status">
-      Restored: {fmtInt(job.segments)} segments; {counts}.{' '}
-      {job.notes.length > 0 && <span>First rejections: {job.notes.join('; ')}. </span>}
-      <button className="link" onClick={open}>
-        Open the session
-      </button>
+    <div className={`job ${state}`} role={state === 'failed' ? 'alert' : 'status'}>
+      {text}
+      {state === 'done' && (
+        <>
+          {' '}
+          <button className="link" onClick={open}>
+            Open the session
+          </button>
+        </>
+      )}
     </div>
   );
 }
