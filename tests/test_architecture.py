@@ -144,6 +144,8 @@ def test_no_module_level_import_cycle() -> None:
         # The diff (#26) is shared by the backend's API and the ``gpufl diff`` command: it reads log folders
         # through the export's source, and imports neither the client nor a server part.
         ("gpufl.diff", ("gpufl.client", "gpufl.agent", "gpufl.backend")),
+        # The raw-log archive (#23) is written by the agent and read by the backend and ``gpufl summary s3://``.
+        ("gpufl.archive", ("gpufl.client", "gpufl.agent", "gpufl.backend")),
         ("gpufl.agent", ("gpufl.client", "gpufl.backend")),
         ("gpufl.backend", ("gpufl.client", "gpufl.agent")),
     ],

@@ -41,12 +41,13 @@ export function buildUi() {
   if (r.status !== 0) throw new Error('vite build failed');
 }
 
-export async function startBackend() {
+/** env: extra settings for this backend (GPUFL_* variables, e.g. the archive's in e2e/archive.mjs). */
+export async function startBackend(env = {}) {
   const port = await freePort();
   const dataDir = mkdtempSync(join(tmpdir(), 'gpufl-e2e-'));
   const adminToken = 'e2e-admin-' + randomBytes(12).toString('hex');
   const proc = spawn(PYTHON, ['-m', 'gpufl.backend.cli', '--host', '127.0.0.1', '--port', String(port), '--data-dir', dataDir, '--log-level', 'warning'], {
-    env: { ...process.env, GPUFL_ADMIN_TOKEN: adminToken },
+    env: { ...process.env, ...env, GPUFL_ADMIN_TOKEN: adminToken },
     stdio: ['ignore', 'inherit', 'inherit'],
   });
   const url = `http://127.0.0.1:${port}`;

@@ -1,6 +1,7 @@
 import { useEffect, useMemo, useState } from 'react';
 import { Api } from './api/client';
 import { getToken, onAuthFailure, setToken } from './api/http';
+import { Archive } from './components/Archive';
 import { Compare } from './components/Compare';
 import { Dashboard } from './components/Dashboard';
 import { SessionSelector } from './components/SessionSelector';
@@ -51,6 +52,9 @@ export function App() {
           </a>
         )}
         <span className="spacer" />
+        <a href="#/archive" className="crumb">
+          Archive
+        </a>
         <button
           className="link"
           onClick={() => {
@@ -66,6 +70,7 @@ export function App() {
         {route.page === 'sessions' && <SessionSelector api={api} route={route} navigate={navigate} />}
         {route.page === 'session' && <Dashboard key={route.session} api={api} route={route} navigate={navigate} />}
         {route.page === 'compare' && <Compare api={api} route={route} navigate={navigate} />}
+        {route.page === 'archive' && <Archive api={api} navigate={navigate} />}
       </main>
     </div>
   );

@@ -367,10 +367,21 @@ NEEDS = {
     ("GET", "/api/v1/keys"): "admin",
     ("DELETE", "/api/v1/keys/{key_id}"): "admin",
     ("POST", "/api/v1/admin/prune"): "admin",
+    ("GET", "/api/v1/archive/sessions"): "read",
+    ("POST", "/api/v1/archive/sessions/{session_id}/restore"): "admin",
+    ("GET", "/api/v1/archive/jobs"): "read",
+    ("GET", "/api/v1/archive/jobs/{job_id}"): "read",
     ("GET", "/metrics"): "read",
 }
 PUBLIC = {("GET", "/healthz")}
-FILL = {"stream": "device", "session_id": "nosuch", "kernel_id": "1", "scope_id": "1", "key_id": "nokey"}
+FILL = {
+    "stream": "device",
+    "session_id": "nosuch",
+    "kernel_id": "1",
+    "scope_id": "1",
+    "key_id": "nokey",
+    "job_id": "nojob",
+}
 
 
 def test_every_route_is_in_the_auth_matrix(api: Api) -> None:

@@ -4,7 +4,7 @@
  * converted here, once, into a Number offset from the session's origin (its session_start), so the rest of the
  * UI never handles int64 epoch nanoseconds.
  */
-import { apiGet, type Query } from './http';
+import { apiGet, apiPost, type Query } from './http';
 import { abs, rel, toBig, type NsLike } from './json';
 import type { components } from './schema';
 
@@ -30,6 +30,10 @@ export type InsightFact = S['InsightFact'];
  * only the session refs' start_ns may arrive as a string (19 digits). */
 export type DiffWire = Omit<S['Diff'], 'base' | 'target'> & { base: W<S['DiffSessionRef']>; target: W<S['DiffSessionRef']> };
 export type DiffRow = S['DiffRow'];
+/** The raw-log archive (#23): its *_ns are wall-clock upload/job times, kept as wire values (NsLike). */
+export type ArchivePage = Omit<S['ArchivePage'], 'items'> & { items: W<S['ArchivedSessionItem']>[] };
+export type ArchivedSession = W<S['ArchivedSessionItem']>;
+export type RestoreJob = W<S['RestoreJobInfo']>;
 export type DiffTotal = S['DiffTotal'];
 
 export interface SessionInfo {
@@ -294,6 +298,20 @@ export class Api {
   ): Promise<SessionPage> {
     const w = await this.get<W<S['SessionPage']> & { items: SessionItemWire[] }>('/sessions', f, signal);
     return { items: w.items.map(toSessionInfo), nextCursor: w.next_cursor };
+  }
+
+  archivedSessions(opts: { inStore?: boolean; limit?: number; cursor?: string | null }, signal?: AbortSignal): Promise<ArchivePage> {
+    return this.get<ArchivePage>('/archive/sessions', { in_store: opts.inStore, limit: opts.limit, cursor: opts.cursor }, signal);
+  }
+
+  restore(s: ArchivedSession): Promise<RestoreJob> {
+    const path = `/archive/sessions/${encodeURIComponent(s.session_id)}/restore`;
+    const q = { host: s.host, app: s.app };
+    return this.token === null ? apiPost<RestoreJob>(path, q) : apiPost<RestoreJob>(path, q, undefined, this.token);
+  }
+
+  restoreJob(id: string, signal?: AbortSignal): Promise<RestoreJob> {
+    return this.get<RestoreJob>(`/archive/jobs/${encodeURIComponent(id)}`, undefined, signal);
   }
 
   hosts(signal?: AbortSignal): Promise<HostsResponse> {

@@ -61,8 +61,18 @@ export function buildUrl(path: string, query?: Query): string {
   return `/api/v1${path}${qs ? `?${qs}` : ''}`;
 }
 
-export async function apiGet<T>(path: string, query?: Query, signal?: AbortSignal, token = getToken()): Promise<T> {
+export function apiGet<T>(path: string, query?: Query, signal?: AbortSignal, token = getToken()): Promise<T> {
+  return apiCall<T>('GET', path, query, signal, token);
+}
+
+/** A POST without a body (the API's actions take their arguments in the path and query). */
+export function apiPost<T>(path: string, query?: Query, signal?: AbortSignal, token = getToken()): Promise<T> {
+  return apiCall<T>('POST', path, query, signal, token);
+}
+
+async function apiCall<T>(method: 'GET' | 'POST', path: string, query: Query | undefined, signal: AbortSignal | undefined, token: string | null): Promise<T> {
   const res = await fetch(buildUrl(path, query), {
+    method,
     headers: { Accept: 'application/json', ...(token ? { Authorization: `Bearer ${token}` } : {}) },
     signal,
   });

@@ -17,6 +17,83 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/archive/jobs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Jobs */
+        get: operations["jobs_api_v1_archive_jobs_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/archive/jobs/{job_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Job */
+        get: operations["job_api_v1_archive_jobs__job_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/archive/sessions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Archived Sessions
+         * @description Every session in the archive (host, app, session order), with whether the store holds it;
+         *     ``in_store=false`` lists those a restore would bring back. Each call lists the archive's objects anew.
+         */
+        get: operations["archived_sessions_api_v1_archive_sessions_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/archive/sessions/{session_id}/restore": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Restore
+         * @description Start re-ingesting an archived session as a deliberate re-delivery (what the store lacks is added,
+         *     a session retention deleted is re-created); answers the job, whose status ``GET /archive/jobs/{id}``
+         *     follows. A restore of a session already being restored answers that job.
+         */
+        post: operations["restore_api_v1_archive_sessions__session_id__restore_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/diff": {
         parameters: {
             query?: never;
@@ -412,6 +489,51 @@ export interface components {
             last_start_ns: number | null;
             /** Sessions */
             sessions: number;
+        };
+        /**
+         * ArchiveErrorBody
+         * @description 502: the archive cannot be read; ``kind`` says why: connect, auth, bucket, config (the backend's
+         *     archive settings) or error.
+         */
+        ArchiveErrorBody: {
+            /** Error */
+            error: string;
+            /** Kind */
+            kind: string;
+        };
+        /** ArchivePage */
+        ArchivePage: {
+            /** Archived */
+            archived: number;
+            /** Can Restore */
+            can_restore: boolean;
+            /** Configured */
+            configured: boolean;
+            /** Items */
+            items: components["schemas"]["ArchivedSessionItem"][];
+            /** Next Cursor */
+            next_cursor: string | null;
+            /** Not In Store */
+            not_in_store: number;
+            /** Url */
+            url: string | null;
+        };
+        /** ArchivedSessionItem */
+        ArchivedSessionItem: {
+            /** App */
+            app: string;
+            /** Bytes */
+            bytes: number;
+            /** Host */
+            host: string;
+            /** In Store */
+            in_store: boolean;
+            /** Last Modified Ns */
+            last_modified_ns: number;
+            /** Segments */
+            segments: number;
+            /** Session Id */
+            session_id: string;
         };
         /** Deleted */
         Deleted: {
@@ -954,6 +1076,45 @@ export interface components {
             /** Seq */
             seq: number | null;
         };
+        /** RestoreJobInfo */
+        RestoreJobInfo: {
+            /** App */
+            app: string;
+            /** Duplicates */
+            duplicates: number;
+            /** Ended Ns */
+            ended_ns: number | null;
+            /** Host */
+            host: string;
+            /** Id */
+            id: string;
+            /** Notes */
+            notes: string[];
+            /** Reason */
+            reason: string | null;
+            /** Rejected */
+            rejected: number;
+            /** Segments */
+            segments: number;
+            /** Segments Done */
+            segments_done: number;
+            /** Session Id */
+            session_id: string;
+            /** Started Ns */
+            started_ns: number;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "running" | "done" | "failed";
+            /** Stored */
+            stored: number;
+        };
+        /** RestoreJobList */
+        RestoreJobList: {
+            /** Items */
+            items: components["schemas"]["RestoreJobInfo"][];
+        };
         /** RuleState */
         RuleState: {
             /** Reason */
@@ -1340,6 +1501,303 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    jobs_api_v1_archive_jobs_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RestoreJobList"];
+                };
+            };
+            /** @description Missing, unknown or revoked token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or body the API does not take */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description The key's request rate limit: retry after Retry-After seconds */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    job_api_v1_archive_jobs__job_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                job_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RestoreJobInfo"];
+                };
+            };
+            /** @description Missing, unknown or revoked token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such archived session or job */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or body the API does not take */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description The key's request rate limit: retry after Retry-After seconds */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    archived_sessions_api_v1_archive_sessions_get: {
+        parameters: {
+            query?: {
+                in_store?: boolean | null;
+                limit?: number;
+                cursor?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ArchivePage"];
+                };
+            };
+            /** @description An invalid cursor */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, unknown or revoked token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or body the API does not take */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description The key's request rate limit: retry after Retry-After seconds */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The archive cannot be read (unreachable, refused, misconfigured) */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ArchiveErrorBody"];
+                };
+            };
+        };
+    };
+    restore_api_v1_archive_sessions__session_id__restore_post: {
+        parameters: {
+            query?: {
+                host?: string | null;
+                app?: string | null;
+            };
+            header?: never;
+            path: {
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RestoreJobInfo"];
+                };
+            };
+            /** @description Missing, unknown or revoked token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such archived session or job */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No archive configured, or host/app needed to choose */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or body the API does not take */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description The key's request rate limit: retry after Retry-After seconds */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The archive cannot be read (unreachable, refused, misconfigured) */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ArchiveErrorBody"];
                 };
             };
         };

@@ -19,6 +19,11 @@ describe('route', () => {
     expect(parseRoute('#/s/x/system?t0=abc&t1=5')).toMatchObject({ tab: 'system', t0: undefined, t1: 5 });
   });
 
+  it('formats the archive route', () => {
+    expect(formatRoute({ page: 'archive' })).toBe('#/archive');
+    expect(parseRoute('#/archive')).toEqual({ page: 'archive' });
+  });
+
   it('formats the compare route', () => {
     expect(parseRoute(formatRoute({ page: 'compare', a: 'a', b: 'b' }))).toEqual({ page: 'compare', a: 'a', b: 'b' });
     // a kernel name holds <, >, commas, spaces and colons: the selected row survives the round trip

@@ -3,6 +3,7 @@
  *   #/                                     session selector (filters: ?host=&app=&q=&since=&until=)
  *   #/s/<session>/<tab>?t0=&t1=&k=&name=   dashboard: tab, visible window (ns from session start),
  *                                          selected kernel id, highlighted kernel name
+ *   #/archive                              archived sessions the store lacks, and their restore (#23)
  *   #/compare/<base>/<target>?row=         run-vs-run diff of target against base, a selected row
  *                                          (`kind:key`, e.g. `kernel:nvjet_sm90_…`)
  */
@@ -21,7 +22,8 @@ export type Route =
       name?: string;
       scope?: number;
     }
-  | { page: 'compare'; a: string; b: string; row?: string };
+  | { page: 'compare'; a: string; b: string; row?: string }
+  | { page: 'archive' };
 
 function num(v: string | null): number | undefined {
   if (v === null || v === '') return undefined;
@@ -52,6 +54,7 @@ export function parseRoute(hash: string): Route {
       scope: num(q.get('scope')),
     };
   }
+  if (parts[0] === 'archive') return { page: 'archive' };
   if (parts[0] === 'compare' && parts[1] && parts[2]) return { page: 'compare', a: parts[1], b: parts[2], row: str(q.get('row')) };
   return {
     page: 'sessions',
@@ -76,6 +79,8 @@ export function formatRoute(r: Route): string {
     set('k', r.kernel);
     set('name', r.name);
     set('scope', r.scope);
+  } else if (r.page === 'archive') {
+    path = '/archive';
   } else if (r.page === 'compare') {
     path = `/compare/${encodeURIComponent(r.a)}/${encodeURIComponent(r.b)}`;
     set('row', r.row);

@@ -23,7 +23,6 @@ backoff in this thread only: delivery to the backend goes on regardless.
 
 from __future__ import annotations
 
-import configparser
 import gzip
 import hashlib
 import logging
@@ -38,25 +37,25 @@ from gpufl.agent import discovery, liveness
 from gpufl.agent.cursor import Archived, Cursor
 from gpufl.agent.metrics import Metrics
 from gpufl.agent.sinks.base import Backoff
+from gpufl.archive import s3
+
+# The object layout, its metadata keys and S3 failures in words are shared with the archive's readers
+# (gpufl.archive); named here too, where the agent's code and tests have always found them.
+from gpufl.archive.s3 import (  # noqa: F401 - re-exported
+    EXT,
+    META_GZ_SHA256,
+    META_GZ_SIZE,
+    META_SHA256,
+    META_SIZE,
+    ArchiveError,
+    classify,
+    read_credentials_file,
+)
 from gpufl.contract.events import segment_name
 
 log = logging.getLogger("gpufl.agent")
 
-EXT = ".gz"
 GZIP_LEVEL = 3
-# metadata keys (S3 sends them as x-amz-meta-*; lower case survives every server)
-META_SHA256 = "gpufl-sha256"
-META_SIZE = "gpufl-size"
-META_GZ_SHA256 = "gpufl-gz-sha256"
-META_GZ_SIZE = "gpufl-gz-size"
-
-
-class ArchiveError(Exception):
-    """An upload or check failed; ``kind`` labels it in metrics (connect, auth, bucket, verify, error)."""
-
-    def __init__(self, reason: str, kind: str = "error") -> None:
-        super().__init__(reason)
-        self.kind = kind
 
 
 @dataclass
@@ -85,67 +84,8 @@ def object_key(prefix: str, seg: discovery.Segment) -> str:
     return "/".join([*parts, seg.host, seg.app, seg.session_id, seg.name + EXT])
 
 
-def read_credentials_file(path: str) -> tuple[str, str]:
-    """An AWS shared-credentials file: ``[default]`` with aws_access_key_id and aws_secret_access_key."""
-    cp = configparser.ConfigParser()
-    try:
-        with open(path, encoding="utf-8") as f:
-            cp.read_file(f)
-        sect = cp["default"] if cp.has_section("default") else cp[cp.sections()[0]]
-        return sect["aws_access_key_id"].strip(), sect["aws_secret_access_key"].strip()
-    except (OSError, configparser.Error, KeyError, IndexError) as e:
-        raise ValueError(
-            f"{path}: expected an AWS credentials file ([default] aws_access_key_id = ..., "
-            f"aws_secret_access_key = ...): {e}"
-        ) from None
-
-
 def s3_client(s: ArchiveSettings) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    # Our own loop retries with backoff; botocore's retries would only hide an outage for longer.
-    cfg = Config(
-        retries={"max_attempts": 2, "mode": "standard"},
-        connect_timeout=5,
-        read_timeout=60,
-        s3={"addressing_style": "path"},
-    )
-    return boto3.client(
-        "s3",
-        endpoint_url=s.endpoint,
-        region_name=s.region,
-        aws_access_key_id=s.access_key,
-        aws_secret_access_key=s.secret_key,
-        config=cfg,
-    )
-
-
-def classify(e: BaseException, endpoint: str, bucket: str) -> ArchiveError:
-    """One clear line for an S3 failure."""
-    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
-
-    if isinstance(e, ArchiveError):
-        return e
-    if isinstance(e, NoCredentialsError):
-        return ArchiveError(
-            "no S3 credentials: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or --archiver-credentials-file",
-            "auth",
-        )
-    if isinstance(e, EndpointConnectionError):
-        return ArchiveError(f"cannot reach S3 endpoint {endpoint}: {e}", "connect")
-    if isinstance(e, ClientError):
-        err = e.response.get("Error", {})
-        code = str(err.get("Code", ""))
-        status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403") or status == 403:
-            return ArchiveError(f"S3 endpoint {endpoint} refused the credentials ({code or status})", "auth")
-        if code in ("NoSuchBucket", "404") and bucket:
-            return ArchiveError(f"bucket {bucket!r} does not exist at {endpoint}", "bucket")
-        return ArchiveError(f"S3 error from {endpoint}: {code or status}: {err.get('Message', '')}")
-    name = type(e).__name__
-    kind = "connect" if "Connect" in name or "Timeout" in name or isinstance(e, OSError) else "error"
-    return ArchiveError(f"S3 endpoint {endpoint}: {name}: {e}", kind)
+    return s3.client(s.endpoint, s.region, s.access_key, s.secret_key)
 
 
 def _ends_session(path: str) -> bool:

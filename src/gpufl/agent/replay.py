@@ -14,87 +14,26 @@ everything, with the usual concurrency (what phase one delivered is not sent aga
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import logging
 import os
 import shutil
 import sys
 import tempfile
-from typing import Any
 
-from gpufl.agent.archiver import META_GZ_SHA256, META_SHA256, s3_client
+from gpufl.agent.archiver import s3_client
 from gpufl.agent.config import Config
 from gpufl.agent.metrics import Metrics
 from gpufl.agent.runner import Agent, Settings
 from gpufl.agent.sinks.base import Fatal, Retryable
+from gpufl.archive.read import ArchiveReadError, download, fetch  # noqa: F401 - download: re-exported
+from gpufl.archive.s3 import parse_url
 from gpufl.contract.events import STREAMS, parse_segment_name
 
 log = logging.getLogger("gpufl.agent")
 
 
-class ReplayError(Exception):
-    """An archived session that cannot be read: a damaged object, nothing under the URL, or (``unreachable``)
-    the S3 server or its credentials failing; the message says which."""
-
-    def __init__(self, message: str, unreachable: bool = False) -> None:
-        super().__init__(message)
-        self.unreachable = unreachable
-
-
-def parse_url(url: str) -> tuple[str, str]:
-    """``s3://bucket/some/prefix`` -> (bucket, ``some/prefix/``); the prefix is "" for a whole bucket."""
-    rest = url.removeprefix("s3://")
-    bucket, _, prefix = rest.partition("/")
-    prefix = prefix.strip("/")
-    return bucket, (prefix + "/" if prefix else "")
-
-
-def fetch(client: Any, url: str, dest: str, endpoint: str) -> list[str]:
-    """``download`` of the archived session at ``url``, each failure one ``ReplayError`` in words (S3 errors
-    classified against ``endpoint``): what the replay and ``gpufl summary|diff s3://…`` share."""
-    from gpufl.agent.archiver import classify
-
-    bucket, prefix = parse_url(url)
-    try:
-        names = download(client, bucket, prefix, dest)
-    except ReplayError:
-        raise
-    except Exception as e:
-        raise ReplayError(str(classify(e, endpoint, bucket)), unreachable=True) from None
-    if not names:
-        raise ReplayError(f"no archived segments under {url}")
-    return names
-
-
-def download(client: Any, bucket: str, prefix: str, dest: str) -> list[str]:
-    """Every archived segment under ``prefix``, verified and decompressed into ``dest``. Returns names."""
-    names = []
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    for page in pages:
-        for obj in page.get("Contents", []):
-            key = obj["Key"]
-            base = key.rsplit("/", 1)[-1]
-            if not base.endswith(".gz") or parse_segment_name(base[:-3]) is None:
-                continue  # not an archived segment (another tool's object under the same prefix)
-            got = client.get_object(Bucket=bucket, Key=key)
-            gz = got["Body"].read()
-            meta = got.get("Metadata", {})
-            if META_GZ_SHA256 in meta and hashlib.sha256(gz).hexdigest() != meta[META_GZ_SHA256]:
-                raise ReplayError(
-                    f"s3://{bucket}/{key}: its bytes do not match the sha256 it was stored with"
-                )
-            try:
-                data = gzip.decompress(gz)
-            except (OSError, EOFError) as e:
-                raise ReplayError(f"s3://{bucket}/{key}: not readable gzip ({e})") from None
-            if META_SHA256 in meta and hashlib.sha256(data).hexdigest() != meta[META_SHA256]:
-                raise ReplayError(f"s3://{bucket}/{key}: decompressed bytes do not match the archived sha256")
-            name = base[:-3]
-            with open(os.path.join(dest, name), "wb") as f:
-                f.write(data)
-            names.append(name)
-    return names
+ReplayError = ArchiveReadError
+"""An archived session that cannot be read (``gpufl.archive.read``, shared with the backend)."""
 
 
 def first_streams(names: list[str]) -> list[str]:

@@ -18,7 +18,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gpufl.backend.api.errors import API_ERRORS
-from gpufl.backend.api.routes import admin, diff, events, export, health, insights, keys, sessions
+from gpufl.backend.api.routes import admin, archive, diff, events, export, health, insights, keys, sessions
+from gpufl.backend.archive import Archive
 from gpufl.backend.auth import AuthError
 from gpufl.backend.config import Settings
 from gpufl.backend.guard import AuthBeforeBody
@@ -204,6 +205,7 @@ def create_app(settings: Settings, store: SqlStore, *, start_jobs: bool = True) 
     app.state.store = store
     app.state.metrics = metrics
     app.state.inflight = 0
+    app.state.archive = Archive(settings, store, metrics)  # the agents' raw-log archive, if configured (#23)
     app.state.ingest_budget = MemoryBudget(settings.max_inflight_bytes)  # ingest memory (limits.py)
     app.add_middleware(AuthBeforeBody)  # inside the latency middleware: its 401/403s are timed too
     # Inside LatencyMiddleware (added after it = outside), so the latency metric sees the 500.
@@ -249,6 +251,7 @@ def create_app(settings: Settings, store: SqlStore, *, start_jobs: bool = True) 
         export.router,
         keys.router,
         admin.router,
+        archive.router,
     ):
         api.include_router(r)
     app.include_router(api)

@@ -43,6 +43,10 @@ _SERVE_FLAGS: tuple[tuple[str, str, type], ...] = (
     ("--rate-limit-ingest-burst", "rate_limit_ingest_burst", int),
     ("--rate-limit-query", "rate_limit_query", float),
     ("--rate-limit-query-burst", "rate_limit_query_burst", int),
+    ("--archive-url", "archive_url", str),
+    ("--archive-endpoint", "archive_endpoint", str),
+    ("--archive-region", "archive_region", str),
+    ("--archive-credentials-file", "archive_credentials_file", str),
 )
 
 
@@ -80,6 +84,10 @@ _FLAG_HELP = {
     "rate_limit_ingest_burst": "ingest burst per key",
     "rate_limit_query": "query requests per second per key",
     "rate_limit_query_burst": "query burst per key",
+    "archive_url": "the agents' raw-log archive, s3://BUCKET[/PREFIX]: list and restore its sessions",
+    "archive_endpoint": "S3 endpoint of --archive-url",
+    "archive_region": "S3 region of --archive-url",
+    "archive_credentials_file": "AWS credentials file for --archive-url (else AWS_ACCESS_KEY_ID/...)",
 }
 _ADMIN_FLAGS = frozenset({"host", "port", "data_dir", "database", "tls_cert", "duckdb_memory_limit"})
 """The settings an admin command uses: where the backend or its store is (and whether it speaks HTTPS).

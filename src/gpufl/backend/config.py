@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -49,6 +49,25 @@ class Settings(BaseSettings):
     rate_limit_ingest_burst: int = Field(200, ge=1)
     rate_limit_query: float = Field(500.0, ge=0)
     rate_limit_query_burst: int = Field(1000, ge=1)
+
+    # The raw-log archive the agents write (issue #23, docs/operations.md "Archive"): the dashboard lists its
+    # sessions and an admin restores one into the store. Off without archive_url. Credentials are never
+    # settings (they would show in the environment dump of a crash report): boto3's own places
+    # (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws/credentials) or archive_credentials_file.
+    archive_url: str | None = None
+    """``s3://BUCKET[/PREFIX]``: where the agents' ``--archiver-bucket``/``--archiver-prefix`` put segments."""
+    archive_endpoint: str | None = None
+    """The S3 endpoint (``http://radosgw:7480``); none: AWS's."""
+    archive_region: str = "us-east-1"
+    archive_credentials_file: Path | None = None
+    """An AWS shared-credentials file ([default] aws_access_key_id, aws_secret_access_key)."""
+
+    @field_validator("archive_url")
+    @classmethod
+    def _s3_url(cls, v: str | None) -> str | None:
+        if v is not None and (not v.startswith("s3://") or not v.removeprefix("s3://").split("/")[0]):
+            raise ValueError("must be s3://BUCKET or s3://BUCKET/PREFIX")
+        return v
 
     def database_url(self) -> str:
         if self.database:

@@ -467,6 +467,71 @@ class Deleted(BaseModel):
     deleted: bool
 
 
+# ---- archive (#23) -----------------------------------------------------------------------------------
+
+
+class ArchivedSessionItem(BaseModel):
+    host: str
+    app: str
+    session_id: str
+    segments: int
+    bytes: int
+    """Compressed, as stored in the archive."""
+    last_modified_ns: int
+    """The newest segment's upload time (the S3 server's clock)."""
+    in_store: bool
+    """Whether the store holds any record of the session (a restore adds only what it lacks)."""
+
+
+class ArchivePage(BaseModel):
+    configured: bool
+    """False: the backend has no archive (GPUFL_ARCHIVE_URL); the lists are empty."""
+    url: str | None
+    can_restore: bool
+    """Whether the caller's key may restore (the admin role): the UI offers the action or says why not."""
+    archived: int
+    """Sessions in the archive, all pages, before the in_store filter."""
+    not_in_store: int
+    """Of those, the ones the store does not hold."""
+    items: list[ArchivedSessionItem]
+    next_cursor: str | None
+    """Pass as ``cursor`` to get the next page; None on the last page."""
+
+
+class RestoreJobInfo(BaseModel):
+    id: str
+    session_id: str
+    host: str
+    app: str
+    status: Literal["running", "done", "failed"]
+    segments: int
+    """Archived segments of the session; 0 until they are downloaded."""
+    segments_done: int
+    stored: int
+    duplicates: int
+    """Records the store held already (a restore of a session it holds adds only what it lacks)."""
+    rejected: int
+    notes: list[str]
+    """The first rejection reasons (``rejected`` counts them all)."""
+    reason: str | None
+    """Why a failed job failed."""
+    started_ns: int
+    ended_ns: int | None
+
+
+class RestoreJobList(BaseModel):
+    items: list[RestoreJobInfo]
+    """This backend process's restore jobs, newest first (a restart forgets them)."""
+
+
+class ArchiveErrorBody(BaseModel):
+    """502: the archive cannot be read; ``kind`` says why: connect, auth, bucket, config (the backend's
+    archive settings) or error."""
+
+    error: str
+    kind: str
+
+
 # ---- insights ----------------------------------------------------------------------------------------
 
 

@@ -126,6 +126,18 @@ class SessionStore(SqlEngine):
     def session_exists(self, sid: str) -> bool:
         return self._one("SELECT 1 FROM session_streams WHERE session_id = ? LIMIT 1", [sid]) is not None
 
+    def present_sessions(self, sids: list[str]) -> set[str]:
+        """Which of ``sids`` the store holds (any stream)."""
+        found: set[str] = set()
+        for i in range(0, len(sids), 500):
+            part = sids[i : i + 500]
+            marks = ", ".join("?" * len(part))
+            rows = self._all(
+                f"SELECT DISTINCT session_id FROM session_streams WHERE session_id IN ({marks})", part
+            )
+            found.update(r[0] for r in rows)
+        return found
+
     def session_detail(self, sid: str) -> dict[str, Any]:
         streams = self._all(
             """SELECT t.stream, t.received, t.first_ns, t.last_ns, e.reason, e.records, e.dropped
