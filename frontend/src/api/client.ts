@@ -142,6 +142,24 @@ export interface KernelTimeline {
   buckets: LodBucket[];
 }
 
+/** The memory lane's level of detail: copies (by copy kind) or memsets ("memset") that started in a bucket. */
+export interface MemoryBucket {
+  t: number;
+  kind: string;
+  count: number;
+  bytes: number;
+  busy: number;
+  /** The bucket's longest copy or memset (its id as MemcpyRow's: memsets prefixed "memset:"). */
+  longest: { id: string; start: number; end: number; bytes: number };
+}
+
+export interface MemoryTimeline {
+  start: number;
+  end: number;
+  bucketNs: number;
+  buckets: MemoryBucket[];
+}
+
 export interface KernelRow {
   id: string;
   seq: number;
@@ -352,6 +370,34 @@ export class Api {
           name: b.longest.name,
           start: rel(b.longest.start_ns as NsLike, o)!,
           end: rel(b.longest.end_ns as NsLike, o)!,
+        },
+      })),
+    };
+  }
+
+  /** Copies and memsets of a window per bucket and kind: every one counted, whatever the zoom. */
+  async memoryTimeline(s: SessionDetail, win: { start: number; end: number }, resolutionNs: number, signal?: AbortSignal): Promise<MemoryTimeline> {
+    const o = s.origin;
+    const w = await this.get<W<S['MemoryTimeline']> & { buckets: W<S['MemoryBucket']>[] }>(
+      `/sessions/${enc(s.id)}/memory/timeline`,
+      { start_ns: abs(win.start, o), end_ns: abs(win.end, o), resolution_ns: Math.max(1, Math.round(resolutionNs)) },
+      signal,
+    );
+    return {
+      start: rel(w.start_ns, o)!,
+      end: rel(w.end_ns, o)!,
+      bucketNs: Number(w.bucket_ns),
+      buckets: w.buckets.map((b) => ({
+        t: rel(b.t_ns, o)!,
+        kind: b.kind,
+        count: b.count,
+        bytes: Number(b.bytes),
+        busy: Number(b.busy_ns),
+        longest: {
+          id: b.kind === 'memset' ? `memset:${b.longest.id}` : b.longest.id,
+          start: rel(b.longest.start_ns as NsLike, o)!,
+          end: rel(b.longest.end_ns as NsLike, o)!,
+          bytes: Number(b.longest.bytes),
         },
       })),
     };

@@ -261,6 +261,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/sessions/{session_id}/memory/timeline": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Memory Timeline */
+        get: operations["memory_timeline_api_v1_sessions__session_id__memory_timeline_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/sessions/{session_id}/memsets": {
         parameters: {
             query?: never;
@@ -883,6 +900,42 @@ export interface components {
             stream_id: number;
             /** Throughput Gbps */
             throughput_gbps: number | null;
+        };
+        /** MemoryBucket */
+        MemoryBucket: {
+            /** Busy Ns */
+            busy_ns: number;
+            /** Bytes */
+            bytes: number;
+            /** Count */
+            count: number;
+            /** Kind */
+            kind: string;
+            longest: components["schemas"]["MemoryLongest"];
+            /** T Ns */
+            t_ns: number;
+        };
+        /** MemoryLongest */
+        MemoryLongest: {
+            /** Bytes */
+            bytes: number;
+            /** End Ns */
+            end_ns: number;
+            /** Id */
+            id: string;
+            /** Start Ns */
+            start_ns: number;
+        };
+        /** MemoryTimeline */
+        MemoryTimeline: {
+            /** Bucket Ns */
+            bucket_ns: number;
+            /** Buckets */
+            buckets: components["schemas"]["MemoryBucket"][];
+            /** End Ns */
+            end_ns: number;
+            /** Start Ns */
+            start_ns: number;
         };
         /** MemsetPage */
         MemsetPage: {
@@ -2460,6 +2513,79 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, unknown or revoked token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such session, kernel or key */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or body the API does not take */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description The key's request rate limit: retry after Retry-After seconds */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    memory_timeline_api_v1_sessions__session_id__memory_timeline_get: {
+        parameters: {
+            query: {
+                start_ns: number;
+                end_ns: number;
+                resolution_ns: number;
+            };
+            header?: never;
+            path: {
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MemoryTimeline"];
                 };
             };
             /** @description Missing, unknown or revoked token */

@@ -5,10 +5,10 @@
  * a cache; every animation frame draws synchronously from whatever the cache holds (drawFrame).
  */
 import { useEffect, useRef } from 'react';
-import type { Api, KernelRow, LodBucket, MemcpyRow, ScopeInstance, SessionDetail } from '../api/client';
+import type { Api, KernelRow, LodBucket, MemcpyRow, MemoryTimeline, ScopeInstance, SessionDetail } from '../api/client';
 import { describeError } from '../api/http';
 import { abs } from '../api/json';
-import { fmtDur } from '../lib/format';
+import { fmtBytes, fmtDur } from '../lib/format';
 import { drawFrame, drawMinimap, drawMinimapFrame, groupByLane, hitTest, layout, maxDurByLane, GUTTER_W, MEMCPY_COLORS, type DrawnTile, type FrameInput } from './draw';
 import { clipBuckets, evict, laneKey, lanesFrom, levelFor, tileKey, tilesFor, tilesToDraw, tileWindow, touch, type Lane, type Tile } from './lod';
 import { scopeFetchCovers, scopeFetchFor, scopeRowsFor, SCOPE_LIMIT, type LoadedScopes } from './scopes';
@@ -39,8 +39,8 @@ export interface TimelineProps {
 const MINIMAP_H = 46;
 const MAX_TILES = 400;
 const MAX_INFLIGHT = 6;
+/** Copies and memsets drawn one by one up to this many in the loaded window; past it, per-pixel buckets. */
 const MEMCPY_LIMIT = 2000;
-const HIGHLIGHT_LIMIT = 5000;
 
 interface State {
   vp: Viewport;
@@ -52,8 +52,12 @@ interface State {
   laneKeys: Set<string>;
   memcpy: MemcpyRow[];
   memcpyTruncated: boolean;
+  /** The memory lane's buckets when the window holds more than MEMCPY_LIMIT copies and memsets. */
+  memBuckets: MemoryTimeline | null;
   memcpyWin: { start: number; end: number } | null;
   highlights: { start: number; end: number; device: number; stream: number }[];
+  /** Instances of the highlighted name in the loaded window (every one, from the backend's buckets). */
+  highlightCount: number;
   scopes: ScopeInstance[];
   scopesLoaded: LoadedScopes | null;
   /** Scope rows drawn: grows to the deepest depth seen (never shrinks, so lanes don't jump while panning). */
@@ -89,6 +93,8 @@ declare global {
       rows: () => { key: string; y: number; h: number }[];
       plotX: (t: number) => number;
       memcpyCount: () => number;
+      /** Instances of the highlighted kernel name counted in the loaded window. */
+      highlightCount: () => number;
       /** The scope query behind the scope rows (absolute ns as strings), what it loaded and what is in view. */
       scopes: () => { startNs: string; endNs: string; minDurNs: number; loaded: number; truncated: boolean; inView: number } | null;
       gutter: number;
@@ -115,8 +121,10 @@ export function Timeline(p: TimelineProps) {
     laneKeys: new Set(),
     memcpy: [],
     memcpyTruncated: false,
+    memBuckets: null,
     memcpyWin: null,
     highlights: [],
+    highlightCount: 0,
     scopes: [],
     scopesLoaded: null,
     scopeRows: p.session.totals.scope_instances > 0 ? 1 : 0,
@@ -153,7 +161,8 @@ export function Timeline(p: TimelineProps) {
       rects: 0,
       rows: () => (lastFrame.current ? lastFrame.current.layout.rows.map((r) => ({ key: r.key, y: r.y, h: r.h })) : []),
       plotX: (t) => GUTTER_W + ((t - s.vp.t0) / (s.vp.t1 - s.vp.t0)) * plotWidth(),
-      memcpyCount: () => s.memcpy.length,
+      memcpyCount: () => (s.memBuckets ? s.memBuckets.buckets.reduce((n, b) => n + b.count, 0) : s.memcpy.length),
+      highlightCount: () => s.highlightCount,
       scopes: () => {
         const l = s.scopesLoaded;
         if (!l) return null;
@@ -260,7 +269,8 @@ export function Timeline(p: TimelineProps) {
       }
       if (sess.totals.memcpys + sess.totals.memsets > 0) {
         const have = s.memcpyWin;
-        const covered = have && have.start <= s.vp.t0 && have.end >= s.vp.t1 && (!s.memcpyTruncated || have.end - have.start <= 4 * span);
+        // Buckets are per pixel of the window they were fetched for: refetch when zoomed in past 4x.
+        const covered = have && have.start <= s.vp.t0 && have.end >= s.vp.t1 && (!s.memBuckets || have.end - have.start <= 4 * span);
         if (!covered) {
           try {
             const none = { items: [], nextCursor: null };
@@ -268,8 +278,11 @@ export function Timeline(p: TimelineProps) {
               sess.totals.memcpys > 0 ? P.api.memcpy(sess, win, MEMCPY_LIMIT) : none,
               sess.totals.memsets > 0 ? P.api.memsets(sess, win, MEMCPY_LIMIT) : none,
             ]);
-            s.memcpy = [...c.items, ...m.items].sort((a, b) => a.start - b.start);
-            s.memcpyTruncated = c.nextCursor !== null || m.nextCursor !== null;
+            const truncated = c.nextCursor !== null || m.nextCursor !== null;
+            // More than the lane draws one by one: every copy counted in per-pixel buckets instead.
+            s.memBuckets = truncated ? await P.api.memoryTimeline(sess, win, (win.end - win.start) / (2 * plotWidth())) : null;
+            s.memcpy = truncated ? [] : [...c.items, ...m.items].sort((a, b) => a.start - b.start);
+            s.memcpyTruncated = false;
             s.memcpyWin = win;
           } catch (e) {
             s.error = describeError(e);
@@ -278,12 +291,17 @@ export function Timeline(p: TimelineProps) {
       }
       if (P.highlightName) {
         try {
-          const r = await P.api.kernels(sess, { ...win, name: P.highlightName }, HIGHLIGHT_LIMIT);
-          s.highlights = r.items;
+          // Every instance of the name, one mark per pixel-wide bucket that holds any (the backend's LOD).
+          const r = await P.api.kernelTimeline(sess, { ...win, name: P.highlightName }, (win.end - win.start) / (2 * plotWidth()));
+          s.highlights = r.buckets.map((b) => ({ start: b.t, end: Math.max(b.t + r.bucketNs, b.longest.end), device: b.device, stream: b.stream }));
+          s.highlightCount = r.buckets.reduce((n, b) => n + b.count, 0);
         } catch (e) {
           s.error = describeError(e);
         }
-      } else s.highlights = [];
+      } else {
+        s.highlights = [];
+        s.highlightCount = 0;
+      }
       // Kernels still running at the left edge whose start (and so their LOD bucket) is before the window.
       try {
         const r = await P.api.kernels(sess, { start: s.vp.t0, end: s.vp.t0 + 1 }, 200);
@@ -325,6 +343,7 @@ export function Timeline(p: TimelineProps) {
         tiles,
         memcpy: s.memcpy,
         memcpyTruncated: s.memcpyTruncated,
+        memBuckets: s.memBuckets,
         selectedId: P.selectedId,
         selected: P.selected,
         highlightName: P.highlightName,
@@ -535,7 +554,9 @@ export function Timeline(p: TimelineProps) {
               ? `${h.name ?? '(unnamed)'} — ${fmtDur(h.end - h.start)}${h.count > 1 ? ` · longest of ${h.count} kernels here` : ''}`
               : h.kind === 'scope'
                 ? `scope ${h.scope.path} — ${h.scope.end === null ? 'open (no scope_end yet)' : fmtDur(h.scope.end - h.scope.start)} · thread ${h.scope.threadId}`
-                : `${h.row.copyKind} ${h.row.bytes.toLocaleString('en-US')} B — ${fmtDur(h.row.dur)}`;
+                : h.kind === 'memBucket'
+                  ? `${h.bucket.count.toLocaleString('en-US')} ${h.bucket.kind} here — ${fmtBytes(h.bucket.bytes)}, busy ${fmtDur(h.bucket.busy)} · longest ${fmtDur(h.bucket.longest.end - h.bucket.longest.start)}`
+                  : `${h.row.copyKind} ${h.row.bytes.toLocaleString('en-US')} B — ${fmtDur(h.row.dur)}`;
         } else tip.style.display = 'none';
       }
       sched();

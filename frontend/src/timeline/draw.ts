@@ -2,7 +2,7 @@
  * Synchronous canvas drawing of the Kernels timeline. Nothing here fetches: the component hands over what
  * is in the cache and this paints one frame (Perfetto's split between async data and sync rendering).
  */
-import type { KernelRow, LodBucket, MemcpyRow, ScopeInstance } from '../api/client';
+import type { KernelRow, LodBucket, MemcpyRow, MemoryBucket, MemoryTimeline, ScopeInstance } from '../api/client';
 import { nameColor } from '../lib/color';
 import { fmtTick } from '../lib/format';
 import { density, laneKey, type Lane, type Tile } from './lod';
@@ -74,6 +74,8 @@ export interface FrameInput {
   tiles: DrawnTile[];
   memcpy: MemcpyRow[];
   memcpyTruncated: boolean;
+  /** When set, the memory lane draws these buckets (each one's longest copy or memset) instead of `memcpy`. */
+  memBuckets?: MemoryTimeline | null;
   selectedId: string | null;
   selected: { start: number; end: number; device: number; stream: number } | null;
   highlightName: string | null;
@@ -235,7 +237,20 @@ export function drawFrame(ctx: CanvasRenderingContext2D, f: FrameInput, dpr: num
 
   // Memory copies.
   const mr = rowByKey.get(MEMCPY_KEY);
-  if (mr) {
+  if (mr && f.memBuckets) {
+    let lastX = -1;
+    for (const b of f.memBuckets.buckets) {
+      const end = Math.max(b.longest.end, b.t + f.memBuckets.bucketNs);
+      if (end < vp.t0 || b.t > vp.t1) continue;
+      const x0 = tToX(b.longest.start, vp, W);
+      const w = Math.max(1, tToX(b.longest.end, vp, W) - x0);
+      if (w < 1.5 && Math.floor(x0) <= lastX) continue;
+      lastX = Math.floor(x0 + w);
+      ctx.fillStyle = MEMCPY_COLORS[b.kind] ?? '#8c8c8c';
+      ctx.fillRect(x0, mr.y + 4, w, mr.h - 8);
+      rects++;
+    }
+  } else if (mr) {
     let lastX = -1;
     for (const m of f.memcpy) {
       if (m.end < vp.t0 || m.start > vp.t1) continue;
@@ -346,10 +361,11 @@ export const MEMCPY_COLORS: Record<string, string> = {
 export type Hit =
   | { kind: 'kernel'; id: string; name: string | null; start: number; end: number; count: number; device: number; stream: number }
   | { kind: 'memcpy'; row: MemcpyRow }
+  | { kind: 'memBucket'; bucket: MemoryBucket }
   | { kind: 'scope'; scope: ScopeInstance };
 
 /** What is under (x, y) (canvas CSS pixels): the bucket whose longest kernel is nearest, within 4 px. */
-export function hitTest(f: Pick<FrameInput, 'vp' | 'layout' | 'tiles' | 'memcpy' | 'edge' | 'scopes'>, x: number, y: number): Hit | null {
+export function hitTest(f: Pick<FrameInput, 'vp' | 'layout' | 'tiles' | 'memcpy' | 'edge' | 'scopes' | 'memBuckets'>, x: number, y: number): Hit | null {
   if (x < GUTTER_W) return null;
   const px = x - GUTTER_W;
   const W = f.layout.width;
@@ -362,6 +378,16 @@ export function hitTest(f: Pick<FrameInput, 'vp' | 'layout' | 'tiles' | 'memcpy'
   const tol = 4;
   let best: Hit | null = null;
   let bestD = Infinity;
+  if (row.kind === 'memcpy' && f.memBuckets) {
+    for (const b of f.memBuckets.buckets) {
+      const d = pxDistance(px, tToX(b.longest.start, f.vp, W), tToX(b.longest.end, f.vp, W));
+      if (d <= tol && d < bestD) {
+        bestD = d;
+        best = { kind: 'memBucket', bucket: b };
+      }
+    }
+    return best;
+  }
   if (row.kind === 'memcpy') {
     for (const m of f.memcpy) {
       const d = pxDistance(px, tToX(m.start, f.vp, W), tToX(m.end, f.vp, W));

@@ -196,6 +196,33 @@ class KernelTimeline(BaseModel):
     buckets: list[LodBucket]
 
 
+class MemoryLongest(BaseModel):
+    id: str
+    """The copy's or memset's id (its seq, as in MemcpyRow / MemsetRow)."""
+    start_ns: int
+    end_ns: int
+    bytes: int
+
+
+class MemoryBucket(BaseModel):
+    t_ns: int
+    """Bucket start (CLOCK_REALTIME ns); the bucket covers [t_ns, t_ns + bucket_ns)."""
+    kind: str
+    """The copy kind (HtoD, DtoH, ...) or "memset"."""
+    count: int
+    """Copies (or memsets) of this kind that started in the bucket."""
+    bytes: int
+    busy_ns: int
+    longest: MemoryLongest
+
+
+class MemoryTimeline(BaseModel):
+    start_ns: int
+    end_ns: int
+    bucket_ns: int
+    buckets: list[MemoryBucket]
+
+
 class StackFrame(BaseModel):
     file: str
     line: int

@@ -136,7 +136,7 @@ def kernels(
     if start_ns is not None and end_ns is not None and end_ns < start_ns:
         raise HTTPException(422, "end_ns is before start_ns")
     if resolution_ns is not None:
-        return _kernel_timeline(store, session_id, start_ns, end_ns, resolution_ns, device, stream)
+        return _kernel_timeline(store, session_id, start_ns, end_ns, resolution_ns, device, stream, name)
     items, nxt = store.kernels(
         session_id, start_ns, end_ns, device, stream, name, scope, limit, decode_cursor(cursor, int)
     )
@@ -151,13 +151,38 @@ def _kernel_timeline(
     resolution_ns: int,
     device: int | None,
     stream_id: int | None,
+    name: str | None,
 ) -> Response:
     if start_ns is None or end_ns is None:
         raise HTTPException(422, "resolution_ns needs start_ns and end_ns")
     if (end_ns - start_ns) // resolution_ns > 100_000:
         raise HTTPException(422, "window / resolution_ns exceeds 100000 buckets")
-    body = store.kernel_timeline_json(session_id, start_ns, end_ns, resolution_ns, device, stream_id)
+    body = store.kernel_timeline_json(
+        session_id, start_ns, end_ns, resolution_ns, device, stream_id, name=name
+    )
     return Response(body, media_type="application/json")
+
+
+@router.get(
+    "/sessions/{session_id}/memory/timeline",
+    response_model=S.MemoryTimeline,
+    dependencies=[ReadRole],
+    responses=NOT_FOUND,
+)
+def memory_timeline(
+    store: StoreDep,
+    session_id: SessionId,
+    start_ns: Annotated[int, Query(ge=0, le=I64)],
+    end_ns: Annotated[int, Query(ge=0, le=I64)],
+    resolution_ns: Annotated[int, Query(ge=1, le=I64)],
+) -> Response:
+    # The memory lane's level of detail: copies and memsets per bucket and kind, each counted.
+    _exists(store, session_id)
+    if end_ns < start_ns:
+        raise HTTPException(422, "end_ns is before start_ns")
+    if (end_ns - start_ns) // resolution_ns > 100_000:
+        raise HTTPException(422, "window / resolution_ns exceeds 100000 buckets")
+    return fast_json(store.memory_timeline(session_id, start_ns, end_ns, resolution_ns))
 
 
 @router.get(
