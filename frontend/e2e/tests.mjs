@@ -243,12 +243,27 @@ export const tests = [
         return { x: (tl.plotX(a) + tl.plotX(b)) / 2, y: row ? row.y + row.h / 2 : -1 };
       }, [k0, k1, `${pick.device_id}:${pick.stream_id}`]);
       assert.ok(y > 0, 'lane of the picked kernel not drawn');
+      const widthBefore = await page.evaluate(() => document.querySelector('canvas[data-testid="timeline"]').getBoundingClientRect().width);
       await page.locator('canvas[data-testid="timeline"]').click({ position: { x, y } });
       await page.waitForFunction((id) => new URLSearchParams(location.hash.slice(location.hash.indexOf('?') + 1)).get('k') === id, pick.id, { timeout: T });
       await page.waitForSelector('[data-testid="inspector"] [data-field="name"]', { timeout: T });
       const k = await api(ctx, `/sessions/${s.session_id}/kernels/${pick.id}`);
       const field = async (f) => (await page.textContent(`[data-testid="inspector"] [data-field="${f}"] dd`)).trim();
-      assert.equal(await field('name'), k.name ?? '(name not yet known)');
+      // #24: the inspector's column was there before the click: the timeline keeps its width
+      const widthAfter = await page.evaluate(() => document.querySelector('canvas[data-testid="timeline"]').getBoundingClientRect().width);
+      assert.equal(widthAfter, widthBefore, 'the inspector reflowed the timeline');
+      // #24: a short name (no return type, template arguments or parameters), the full one a click away
+      const shown = await field('name');
+      if (k.name === null) assert.equal(shown, '(name not yet known)');
+      else {
+        assert.ok(!shown.includes('<') && !shown.endsWith(')') && !shown.startsWith('void '), `short name ${shown} of ${k.name}`);
+        assert.ok(k.name.replace(/<.*>/g, '').includes(shown.split('::').pop()), `short name ${shown} of ${k.name}`);
+        if (shown !== k.name) assert.equal((await page.textContent('[data-testid="inspector"] [data-field="name-full"] code')).trim(), k.name);
+      }
+      // #24: start to the ns, from the absolute times the API gives
+      const rel = BigInt(k.start_ns) - start;
+      assert.equal(await field('start'), `+${rel / 1_000_000_000n}.${(rel % 1_000_000_000n).toString().padStart(9, '0')} s from session start`);
+      if (k.api_start_ns !== null) assert.match(await field('api'), /before the kernel started/);
       assert.equal(await field('dur_ns'), String(k.dur_ns));
       assert.equal(await field('stream'), String(k.stream_id));
       assert.ok((await field('device')).startsWith(`GPU ${k.device_id}`));
@@ -262,13 +277,20 @@ export const tests = [
         if (k.launch) assert.ok((await field(f)).includes(`${L[key] ?? 0} B`), `${f}: ${await field(f)} vs ${L[key]}`);
       }
       if (typeof L.occupancy === 'number') assert.ok((await field('occupancy')).startsWith(`${(L.occupancy * 100).toFixed(1)}%`));
-      if (L.limiting_resource) assert.ok((await field('occupancy')).includes('limited by'));
+      if (L.limiting_resource && L.occupancy < 1) assert.ok((await field('occupancy')).includes('limited by'));
+      if (L.occupancy >= 1) assert.ok(!(await field('occupancy')).includes('limited by'), 'full occupancy phrased as limited');
       if (k.scope?.path) assert.equal(await field('scope'), k.scope.path);
       if (k.stack?.length) {
         const frames = await page.$$eval('[data-testid="stack"] li', (li) => li.map((x) => x.textContent));
         assert.equal(frames.length, k.stack.length);
         k.stack.forEach((f, i) => assert.ok(frames[i].includes(f.function) && frames[i].includes(`${f.file}:${f.line}`), `frame ${i}`));
       }
+      // #24: axis labels readable at this zoom: one unit, distinct, no "583000 µs"
+      const ticks = await page.evaluate(() => window.__gpuflTimeline.ticks());
+      assert.ok(ticks.length >= 2, `ticks ${ticks}`);
+      assert.equal(new Set(ticks).size, ticks.length, `repeated tick labels ${ticks}`);
+      for (const t of ticks) assert.match(t, /^-?\d{1,4}(\.\d+)? (ns|µs|ms|s)$/, `tick ${t}`);
+      assert.equal(new Set(ticks.map((t) => t.split(' ')[1])).size, 1, `one unit per axis: ${ticks}`);
       ctx.state.kernel = k;
       await shot('04-inspector');
     },
@@ -341,6 +363,12 @@ export const tests = [
     name: 'deep link restores tab, window and selected kernel after reload',
     async run(ctx) {
       const { page } = ctx;
+      // the URL follows the window 250 ms after it rests: wait for it, or the reload races the update
+      await page.waitForFunction(() => {
+        const v = window.__gpuflTimeline.viewport();
+        const q = new URLSearchParams(location.hash.slice(location.hash.indexOf('?') + 1));
+        return Math.abs(Number(q.get('t0')) - v.t0) <= 2 && Math.abs(Number(q.get('t1')) - v.t1) <= 2;
+      }, null, { timeout: T });
       const url = page.url();
       const q = hashParams(url);
       await page.reload();

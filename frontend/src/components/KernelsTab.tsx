@@ -100,7 +100,7 @@ export function KernelsTab({ api, session, t0, t1, kernel, name, onChange }: Ker
             onReady={() => setSummaryGo(true)}
           />
         </div>
-        {kernel && <Inspector value={detail} session={session} onClose={() => onChange({ kernel: undefined })} />}
+        <Inspector value={kernel ? detail : null} session={session} onClose={() => onChange({ kernel: undefined })} />
       </div>
       {summary.state === 'loading' && summary.prev ? (
         table(summary.prev, true)

@@ -55,6 +55,8 @@ declare global {
       memcpyCount: () => number;
       /** Instances of the highlighted kernel name counted in the loaded window. */
       highlightCount: () => number;
+      /** The axis labels of the last frame. */
+      ticks: () => string[];
       /** The scope query behind the scope rows (absolute ns as strings), what it loaded and what is in view. */
       scopes: () => { startNs: string; endNs: string; minDurNs: number; loaded: number; truncated: boolean; inView: number } | null;
       gutter: number;
@@ -116,6 +118,7 @@ export function Timeline(p: TimelineProps) {
       plotX: (t) => GUTTER_W + ((t - v.vp.t0) / (v.vp.t1 - v.vp.t0)) * plotWidth(),
       memcpyCount: () => (loader.memBuckets ? loader.memBuckets.buckets.reduce((n, b) => n + b.count, 0) : loader.memcpy.length),
       highlightCount: () => loader.highlightCount,
+      ticks: () => [...ticks],
       scopes: () => {
         const l = loader.scopesLoaded;
         if (!l) return null;
@@ -126,6 +129,7 @@ export function Timeline(p: TimelineProps) {
     };
     window.__gpuflTimeline = hooks;
     let urlTimer = 0;
+    let ticks: string[] = [];
 
     // ---- drawing: one frame from whatever the loader holds (draw.ts paints) -------------------------------
     function frame() {
@@ -196,6 +200,7 @@ export function Timeline(p: TimelineProps) {
       }
       hooks.rects = stats.rects;
       v.scopesInView = stats.scopes;
+      ticks = stats.ticks;
       const pend = loader.pendingNeeded().length;
       if (hooks.firstDataPaint === null && pend === 0 && loader.overview) {
         hooks.firstDataPaint = t1;

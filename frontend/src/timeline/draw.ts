@@ -92,6 +92,8 @@ export interface FrameStats {
   rects: number;
   /** Scope instances overlapping the window (drawn, or covered by a painted pixel of their row). */
   scopes: number;
+  /** The axis labels drawn, left to right. */
+  ticks: string[];
 }
 
 export function drawFrame(ctx: CanvasRenderingContext2D, f: FrameInput, dpr: number): FrameStats {
@@ -123,13 +125,16 @@ export function drawFrame(ctx: CanvasRenderingContext2D, f: FrameInput, dpr: num
   ctx.strokeStyle = '#2a2e37';
   ctx.fillStyle = '#9aa3b2';
   ctx.lineWidth = 1;
+  const ticks: string[] = [];
   for (let t = Math.ceil(vp.t0 / step) * step; t <= vp.t1; t += step) {
     const x = Math.round(tToX(t, vp, W)) + 0.5;
     ctx.beginPath();
     ctx.moveTo(x, AXIS_H - 6);
     ctx.lineTo(x, L.height);
     ctx.stroke();
-    ctx.fillText(fmtTick(t, step, Math.max(Math.abs(vp.t0), Math.abs(vp.t1))), x + 3, AXIS_H / 2);
+    const label = fmtTick(t, step, Math.max(Math.abs(vp.t0), Math.abs(vp.t1)));
+    ticks.push(label);
+    ctx.fillText(label, x + 3, AXIS_H / 2);
   }
 
   const rowByKey = new Map(L.rows.map((r) => [r.key, r]));
@@ -308,7 +313,7 @@ export function drawFrame(ctx: CanvasRenderingContext2D, f: FrameInput, dpr: num
   ctx.moveTo(GUTTER_W + 0.5, 0);
   ctx.lineTo(GUTTER_W + 0.5, L.height);
   ctx.stroke();
-  return { rects, scopes: scopesInView };
+  return { rects, scopes: scopesInView, ticks };
 }
 
 /** Index of the first bucket with t ≥ t0 (buckets sorted by t). */
