@@ -157,6 +157,23 @@ export const tests = [
       const maxDepth = Math.max(...items.map((i) => i.depth));
       const nRows = Number(await page.getAttribute('canvas[data-testid="timeline"]', 'data-scope-rows'));
       assert.ok(nRows >= Math.min(6, maxDepth + 1), `scope rows ${nRows} for max depth ${maxDepth}`);
+      // #24: one track per thread: every thread of the loaded instances has its rows, and no two closed
+      // instances of one row overlap (ranges of different threads used to be painted over each other)
+      const keys = await page.evaluate((its) => its.map((i) => window.__gpuflTimeline.scopeRowKey(i.thread_id, i.depth)), items.map((i) => ({ thread_id: i.thread_id, depth: i.depth })));
+      assert.ok(keys.every((k) => k !== null), 'an instance without a row');
+      const threads = new Set(items.map((i) => i.thread_id));
+      assert.ok(nRows >= threads.size, `scope rows ${nRows} for ${threads.size} threads`);
+      const byRow = new Map();
+      items.forEach((i, n) => {
+        if (i.depth >= 5 || i.end_ns === null) return; // depths past the sixth share a row
+        if (!byRow.has(keys[n])) byRow.set(keys[n], []);
+        byRow.get(keys[n]).push([rel(i.start_ns), rel(i.end_ns), i.thread_id]);
+      });
+      for (const [k, spans] of byRow) {
+        spans.sort((a, b) => a[0] - b[0]);
+        assert.equal(new Set(spans.map((x) => x[2])).size, 1, `row ${k} mixes threads`);
+        for (let j = 1; j < spans.length; j++) assert.ok(spans[j][0] >= spans[j - 1][1], `row ${k}: overlapping instances at ${spans[j][0]}`);
+      }
       // zoom onto a nested instance: a new query at the finer resolution, checked the same way
       const closed = items.filter((i) => i.end_ns !== null);
       const pick = closed.filter((i) => i.depth > 0).sort((a, b) => rel(b.end_ns) - rel(b.start_ns) - (rel(a.end_ns) - rel(a.start_ns)))[0] ?? closed[0];
@@ -168,11 +185,11 @@ export const tests = [
         await waitPainted(page);
         await checkScopeLane(ctx, page, origin);
         // hovering it shows its path
-        const { x, y } = await page.evaluate(([t0, t1, d]) => {
+        const { x, y } = await page.evaluate(([t0, t1, d, th]) => {
           const tl = window.__gpuflTimeline;
-          const row = tl.rows().find((r) => r.key === `scope:${Math.min(5, d)}`);
+          const row = tl.rows().find((r) => r.key === tl.scopeRowKey(th, d));
           return { x: (tl.plotX(t0) + tl.plotX(t1)) / 2, y: row ? row.y + row.h / 2 : -1 };
-        }, [a, b, pick.depth]);
+        }, [a, b, pick.depth, pick.thread_id]);
         assert.ok(y > 0, 'row of the picked scope not drawn');
         await page.locator('canvas[data-testid="timeline"]').hover({ position: { x, y } });
         await page.waitForFunction((p) => (document.querySelector('.timeline .tooltip')?.textContent ?? '').includes(p), pick.path, { timeout: T });

@@ -12,6 +12,7 @@ import { drawFrame, drawMinimap, drawMinimapFrame, hitTest, layout, GUTTER_W, ME
 import { attachInput, tooltipText } from './input';
 import type { ViewportLink } from './link';
 import { TrackLoader } from './loader';
+import { scopeRowLabels, scopeRowOf, SCOPE_KEY } from './scopes';
 import type { Bounds, Viewport } from './viewport';
 
 export interface TimelineProps {
@@ -55,6 +56,8 @@ declare global {
       memcpyCount: () => number;
       /** Instances of the highlighted kernel name counted in the loaded window. */
       highlightCount: () => number;
+      /** The key of the row that draws scopes of (thread, depth), null when there is none yet. */
+      scopeRowKey: (threadId: number, depth: number) => string | null;
       /** The axis labels of the last frame. */
       ticks: () => string[];
       /** The scope query behind the scope rows (absolute ns as strings), what it loaded and what is in view. */
@@ -119,6 +122,10 @@ export function Timeline(p: TimelineProps) {
       memcpyCount: () => (loader.memBuckets ? loader.memBuckets.buckets.reduce((n, b) => n + b.count, 0) : loader.memcpy.length),
       highlightCount: () => loader.highlightCount,
       ticks: () => [...ticks],
+      scopeRowKey: (threadId, depth) => {
+        const r = scopeRowOf(loader.scopeTracks, threadId, depth);
+        return r < 0 ? null : SCOPE_KEY + r;
+      },
       scopes: () => {
         const l = loader.scopesLoaded;
         if (!l) return null;
@@ -141,7 +148,9 @@ export function Timeline(p: TimelineProps) {
       const P = props.current;
       const needed = loader.neededKeys();
       loader.requestMissing(needed);
-      const L = layout(loader.lanes, P.session.totals.memcpys + P.session.totals.memsets > 0, plotWidth(), loader.scopeRows);
+      // Until the first scope instances arrive, one row holds their place (so lanes don't jump down later).
+      const scopeRows = loader.scopeTracks.threads.length ? scopeRowLabels(loader.scopeTracks) : P.session.totals.scope_instances > 0 ? 1 : 0;
+      const L = layout(loader.lanes, P.session.totals.memcpys + P.session.totals.memsets > 0, plotWidth(), scopeRows);
       const W = v.width;
       const dpr = v.dpr;
       if (canvas.width !== Math.round(W * dpr) || canvas.height !== Math.round(L.height * dpr)) {
@@ -167,6 +176,7 @@ export function Timeline(p: TimelineProps) {
         hover: v.hover,
         scopes: loader.scopes,
         scopesTruncated: loader.scopesLoaded?.truncated ?? false,
+        scopeTracks: loader.scopeTracks,
       };
       lastFrame.current = f;
       const stats = drawFrame(ctx, f, dpr);
@@ -213,7 +223,7 @@ export function Timeline(p: TimelineProps) {
       canvas.dataset.pending = String(pend);
       canvas.dataset.lanes = String(loader.lanes.length);
       canvas.dataset.scopes = String(stats.scopes);
-      canvas.dataset.scopeRows = String(loader.scopeRows);
+      canvas.dataset.scopeRows = String(L.rows.filter((r) => r.kind === 'scope').length);
       canvas.dataset.window = `${Math.round(v.vp.t0)}:${Math.round(v.vp.t1)}`;
       if (statusRef.current) {
         const msg = loader.error ? `⚠ ${loader.error}` : pend ? 'Loading…' : loader.lanes.length === 0 && loader.overview ? 'No kernels in this session.' : '';

@@ -6,7 +6,7 @@ import type { KernelRow, LodBucket, MemcpyRow, MemoryBucket, MemoryTimeline, Sco
 import { nameColor } from '../lib/color';
 import { fmtTick } from '../lib/format';
 import { density, laneKey, type Lane, type Tile } from './lod';
-import { scopeAt, scopeRects, SCOPE_KEY, SCOPE_ROW_H } from './scopes';
+import { rowFunction, scopeAt, scopeRects, SCOPE_KEY, SCOPE_ROW_H, type ScopeTracks } from './scopes';
 import { tickStep, tToX, type Viewport } from './viewport';
 
 export const AXIS_H = 22;
@@ -20,12 +20,14 @@ export interface Layout {
   rows: { key: string; label: string; y: number; h: number; kind: 'memcpy' | 'kernel' | 'scope'; lane?: Lane; depth?: number }[];
 }
 
-/** Rows top to bottom: `scopeRows` scope rows (one per depth), the memory lane (copies and memsets), the GPU lanes. */
-export function layout(lanes: Lane[], hasMemcpy: boolean, plotWidth: number, scopeRows = 0): Layout {
+/** Rows top to bottom: the scope rows (a count, one per depth; or their labels, from the per-thread tracks),
+ * the memory lane (copies and memsets), the GPU lanes. A scope row's `depth` is its index among the scope rows. */
+export function layout(lanes: Lane[], hasMemcpy: boolean, plotWidth: number, scopeRows: number | string[] = 0): Layout {
   const rows: Layout['rows'] = [];
   let y = AXIS_H;
-  for (let d = 0; d < scopeRows; d++) {
-    rows.push({ key: SCOPE_KEY + d, label: d === 0 ? 'Scopes' : `Scopes · depth ${d}`, y, h: SCOPE_ROW_H, kind: 'scope', depth: d });
+  const labels = typeof scopeRows === 'number' ? Array.from({ length: scopeRows }, (_, d) => (d === 0 ? 'Scopes' : `Scopes · depth ${d}`)) : scopeRows;
+  for (let d = 0; d < labels.length; d++) {
+    rows.push({ key: SCOPE_KEY + d, label: labels[d], y, h: SCOPE_ROW_H, kind: 'scope', depth: d });
     y += SCOPE_ROW_H;
   }
   if (hasMemcpy) {
@@ -86,6 +88,8 @@ export interface FrameInput {
   /** Scope instances loaded for (at least) the window, drawn in the scope rows. */
   scopes?: ScopeInstance[];
   scopesTruncated?: boolean;
+  /** The per-thread scope tracks the rows belong to (absent: one row per depth). */
+  scopeTracks?: ScopeTracks;
 }
 
 export interface FrameStats {
@@ -217,7 +221,7 @@ export function drawFrame(ctx: CanvasRenderingContext2D, f: FrameInput, dpr: num
   // Scope instances: one row per depth, coloured by path, labelled when wide enough.
   let scopesInView = 0;
   if (f.scopes?.length && L.rows.some((r) => r.kind === 'scope')) {
-    const sr = scopeRects(f.scopes, vp, W);
+    const sr = scopeRects(f.scopes, vp, W, 40, rowFunction(f.scopeTracks));
     scopesInView = sr.inView;
     const sb = new Batch();
     const slabels: { x: number; y: number; w: number; h: number; text: string }[] = [];
@@ -370,14 +374,14 @@ export type Hit =
   | { kind: 'scope'; scope: ScopeInstance };
 
 /** What is under (x, y) (canvas CSS pixels): the bucket whose longest kernel is nearest, within 4 px. */
-export function hitTest(f: Pick<FrameInput, 'vp' | 'layout' | 'tiles' | 'memcpy' | 'edge' | 'scopes' | 'memBuckets'>, x: number, y: number): Hit | null {
+export function hitTest(f: Pick<FrameInput, 'vp' | 'layout' | 'tiles' | 'memcpy' | 'edge' | 'scopes' | 'memBuckets' | 'scopeTracks'>, x: number, y: number): Hit | null {
   if (x < GUTTER_W) return null;
   const px = x - GUTTER_W;
   const W = f.layout.width;
   const row = f.layout.rows.find((r) => y >= r.y && y < r.y + r.h);
   if (!row) return null;
   if (row.kind === 'scope') {
-    const sc = scopeAt(f.scopes ?? [], f.vp, W, row.depth ?? 0, px);
+    const sc = scopeAt(f.scopes ?? [], f.vp, W, row.depth ?? 0, px, 3, rowFunction(f.scopeTracks));
     return sc ? { kind: 'scope', scope: sc } : null;
   }
   const tol = 4;

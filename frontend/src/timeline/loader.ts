@@ -11,7 +11,7 @@ import type { Api, KernelRow, LodBucket, MemcpyRow, MemoryTimeline, ScopeInstanc
 import { describeError } from '../api/http';
 import { groupByLane, maxDurByLane, type DrawnTile } from './draw';
 import { clipBuckets, evict, laneKey, lanesFrom, levelFor, tileKey, tilesFor, tilesToDraw, tileWindow, touch, type Lane, type Tile, type TileKey } from './lod';
-import { scopeFetchCovers, scopeFetchFor, scopeRowsFor, SCOPE_LIMIT, type LoadedScopes } from './scopes';
+import { NO_SCOPE_TRACKS, scopeFetchCovers, scopeFetchFor, scopeTracksWith, SCOPE_LIMIT, type LoadedScopes, type ScopeTracks } from './scopes';
 import type { Viewport } from './viewport';
 
 const MAX_TILES = 400;
@@ -42,8 +42,8 @@ export class TrackLoader {
   highlightCount = 0;
   scopes: ScopeInstance[] = [];
   scopesLoaded: LoadedScopes | null = null;
-  /** Scope rows drawn: grows to the deepest depth seen (never shrinks, so lanes don't jump while panning). */
-  scopeRows: number;
+  /** Scope tracks drawn, one per thread, a row per depth seen (never shrink, so lanes don't jump while panning). */
+  scopeTracks: ScopeTracks = NO_SCOPE_TRACKS;
   /** Kernels running at the window's left edge whose start (and so their LOD bucket) is before it. */
   edge: KernelRow[] = [];
   inflight = 0;
@@ -55,9 +55,7 @@ export class TrackLoader {
   private sideTimer = 0;
   private disposed = false;
 
-  constructor(private readonly src: LoaderSource) {
-    this.scopeRows = src.session().totals.scope_instances > 0 ? 1 : 0;
-  }
+  constructor(private readonly src: LoaderSource) {}
 
   /** Tiles the current window needs at the level its width calls for. */
   neededKeys(): TileKey[] {
@@ -191,7 +189,7 @@ export class TrackLoader {
         const r = await api.scopeInstances(sess, q, q.minDur, SCOPE_LIMIT);
         this.scopes = r.items;
         this.scopesLoaded = { ...q, truncated: r.nextCursor !== null };
-        this.scopeRows = Math.max(this.scopeRows, scopeRowsFor(r.items));
+        this.scopeTracks = scopeTracksWith(this.scopeTracks, r.items);
       } catch (e) {
         this.error = describeError(e);
       }
