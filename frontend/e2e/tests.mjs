@@ -200,6 +200,65 @@ export const tests = [
     },
   },
   {
+    name: 'drag on the time axis selects a range: the timeline zooms to it and /range statistics show (#24)',
+    async run(ctx) {
+      const { page, shot } = ctx;
+      const s = ctx.state.session;
+      const origin = BigInt(ctx.state.detail.header.start_ns);
+      const whole = await page.evaluate(() => window.__gpuflTimeline.viewport());
+      const box = await page.locator('canvas[data-testid="timeline"]').boundingBox();
+      const gutter = await page.evaluate(() => window.__gpuflTimeline.gutter);
+      const W = box.width - gutter;
+      // the busiest part of the session: where the API's LOD puts most kernels (gpt_train runs at its end)
+      const lod = await api(ctx, `/sessions/${s.session_id}/kernels?start_ns=${origin}&end_ns=${origin + BigInt(Math.ceil(whole.t1))}&resolution_ns=${2 ** 28}`);
+      const busiest = lod.buckets.reduce((a, b) => (b.count > a.count ? b : a));
+      const centre = Number(BigInt(busiest.t_ns) - origin) + 2 ** 27;
+      const xOf = (t) => box.x + gutter + ((t - whole.t0) / (whole.t1 - whole.t0)) * W;
+      const half = (whole.t1 - whole.t0) * 0.04;
+      const [xa, xb] = [Math.max(box.x + gutter + 2, xOf(centre - half)), Math.min(box.x + box.width - 2, xOf(centre + half))];
+      await page.mouse.move(xa, box.y + 8);
+      await page.mouse.down();
+      await page.mouse.move((xa + xb) / 2, box.y + 8, { steps: 4 });
+      await page.mouse.move(xb, box.y + 8, { steps: 4 });
+      await page.mouse.up();
+      await page.waitForSelector('[data-testid="range-stats"] [data-testid="range-kernels"]', { timeout: T });
+      const startNs = BigInt(await page.getAttribute('[data-testid="range-stats"]', 'data-start-ns'));
+      const endNs = BigInt(await page.getAttribute('[data-testid="range-stats"]', 'data-end-ns'));
+      assert.ok(endNs > startNs);
+      // the view is the range
+      await waitPainted(page);
+      const vp = await page.evaluate(() => window.__gpuflTimeline.viewport());
+      assert.ok(Math.abs(vp.t0 - Number(startNs - origin)) <= 1 && Math.abs(vp.t1 - Number(endNs - origin)) <= Math.max(1, 1000 - Number(endNs - startNs)), `viewport ${JSON.stringify(vp)} vs ${startNs - origin}..${endNs - origin}`);
+      // the tables are the backend's aggregates of that range
+      const r = await api(ctx, `/sessions/${s.session_id}/range?start_ns=${startNs}&end_ns=${endNs}&limit=200`);
+      assert.ok(r.kernels.length > 0, 'the selected range has kernels');
+      const rows = await page.$$eval('[data-testid="range-kernels"] tbody tr', (trs) => trs.map((tr) => [tr.getAttribute('data-name'), Number(tr.children[1].textContent.replace(/,/g, ''))]));
+      assert.deepEqual(rows, r.kernels.map((k) => [k.name ?? '', k.count]));
+      const kinds = await page.$$eval('[data-testid="range-copies"] tbody tr', (trs) => trs.map((tr) => [tr.getAttribute('data-kind'), Number(tr.children[1].textContent.replace(/,/g, ''))]));
+      assert.deepEqual(kinds, r.copies.map((c) => [c.kind, c.count]));
+      const paths = await page.$$eval('[data-testid="range-scopes"] tbody tr', (trs) => trs.map((tr) => tr.getAttribute('data-path')));
+      assert.deepEqual(paths, r.scopes.map((x) => x.path));
+      const cap = await page.textContent('[data-testid="range-kernels"] caption');
+      assert.ok(cap.includes(r.kernels_total.toLocaleString('en-US')), `caption ${cap}`);
+      await shot('03c-range-selection');
+      // shift-drag on a lane selects too (a plain drag there still pans)
+      const lane = await page.evaluate(() => window.__gpuflTimeline.rows().find((r) => !r.key.startsWith('scope:') && r.key !== 'memcpy'));
+      await page.keyboard.down('Shift');
+      await page.mouse.move(box.x + gutter + W * 0.25, box.y + lane.y + lane.h / 2);
+      await page.mouse.down();
+      await page.mouse.move(box.x + gutter + W * 0.75, box.y + lane.y + lane.h / 2, { steps: 5 });
+      await page.mouse.up();
+      await page.keyboard.up('Shift');
+      await page.waitForFunction((a) => document.querySelector('[data-testid="range-stats"]')?.getAttribute('data-start-ns') !== a, String(startNs), { timeout: T });
+      const vp2 = await page.evaluate(() => window.__gpuflTimeline.viewport());
+      assert.ok(vp2.t1 - vp2.t0 < (vp.t1 - vp.t0) * 0.6, 'shift-drag zoomed to half the window');
+      await page.click('[data-testid="range-stats"] button[aria-label="Clear the selected range"]');
+      await page.waitForSelector('[data-testid="range-stats"]', { state: 'detached', timeout: T });
+      await page.evaluate((v) => window.__gpuflTimeline.setViewport(v), whole);
+      await waitPainted(page);
+    },
+  },
+  {
     name: 'the minimap moves the window: a click at its middle centres the session',
     async run(ctx) {
       const { page } = ctx;

@@ -160,6 +160,9 @@ export interface MemoryTimeline {
   buckets: MemoryBucket[];
 }
 
+/** GET /range: what ran in a selected time range (wire shape; ns as numbers, durations). */
+export type RangeSummary = S['RangeSummary'];
+
 export interface KernelRow {
   id: string;
   seq: number;
@@ -401,6 +404,11 @@ export class Api {
         },
       })),
     };
+  }
+
+  /** Aggregates of a selected time range per kernel name, copy kind and scope path (the area selection). */
+  rangeSummary(s: SessionDetail, win: { start: number; end: number }, signal?: AbortSignal): Promise<RangeSummary> {
+    return this.get<RangeSummary>(`/sessions/${enc(s.id)}/range`, { start_ns: abs(win.start, s.origin), end_ns: abs(win.end, s.origin), limit: 200 }, signal);
   }
 
   async kernels(

@@ -295,6 +295,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/sessions/{session_id}/range": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Range Summary */
+        get: operations["range_summary_api_v1_sessions__session_id__range_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/sessions/{session_id}/scopes": {
         parameters: {
             query?: never;
@@ -992,6 +1009,62 @@ export interface components {
             reasons: {
                 [key: string]: string;
             };
+        };
+        /** RangeCopy */
+        RangeCopy: {
+            /** Bytes */
+            bytes: number;
+            /** Count */
+            count: number;
+            /** In Range Ns */
+            in_range_ns: number;
+            /** Kind */
+            kind: string;
+            /** Total Ns */
+            total_ns: number;
+        };
+        /** RangeKernel */
+        RangeKernel: {
+            /** Count */
+            count: number;
+            /** In Range Ns */
+            in_range_ns: number;
+            /** Name */
+            name: string | null;
+            /** Total Ns */
+            total_ns: number;
+        };
+        /** RangeScope */
+        RangeScope: {
+            /** Count */
+            count: number;
+            /** In Range Ns */
+            in_range_ns: number;
+            /** Open */
+            open: number;
+            /** Path */
+            path: string;
+            /** Total Ns */
+            total_ns: number | null;
+        };
+        /** RangeSummary */
+        RangeSummary: {
+            /** Copies */
+            copies: components["schemas"]["RangeCopy"][];
+            /** Copies Total */
+            copies_total: number;
+            /** End Ns */
+            end_ns: number;
+            /** Kernels */
+            kernels: components["schemas"]["RangeKernel"][];
+            /** Kernels Total */
+            kernels_total: number;
+            /** Scopes */
+            scopes: components["schemas"]["RangeScope"][];
+            /** Scopes Total */
+            scopes_total: number;
+            /** Start Ns */
+            start_ns: number;
         };
         /** Rejection */
         Rejection: {
@@ -2672,6 +2745,79 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, unknown or revoked token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such session, kernel or key */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or body the API does not take */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description The key's request rate limit: retry after Retry-After seconds */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    range_summary_api_v1_sessions__session_id__range_get: {
+        parameters: {
+            query: {
+                start_ns: number;
+                end_ns: number;
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RangeSummary"];
                 };
             };
             /** @description Missing, unknown or revoked token */

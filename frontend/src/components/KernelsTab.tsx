@@ -5,6 +5,7 @@ import { useDebounced } from '../lib/useDebounced';
 import { Timeline } from '../timeline/Timeline';
 import type { Viewport } from '../timeline/viewport';
 import { Inspector } from './Inspector';
+import { RangeStats, type TimeRange } from './RangeStats';
 import { AsyncView } from './States';
 import { SummaryTable } from './SummaryTable';
 
@@ -23,6 +24,7 @@ export function KernelsTab({ api, session, t0, t1, kernel, name, onChange }: Ker
     t0 !== undefined && t1 !== undefined && t1 > t0 ? { t0, t1 } : { t0: 0, t1: session.rangeEnd };
   const [vp, setVp] = useState<Viewport>(initial);
   const [nonce, setNonce] = useState(0);
+  const [range, setRange] = useState<TimeRange | null>(null);
   const reported = useRef<Viewport>(initial);
 
   // A window from outside (deep link edit, System chart click) moves the timeline.
@@ -98,7 +100,9 @@ export function KernelsTab({ api, session, t0, t1, kernel, name, onChange }: Ker
             onSelect={(id) => onChange({ kernel: id })}
             highlightName={name ?? null}
             onReady={() => setSummaryGo(true)}
+            onRange={setRange}
           />
+          {range && <RangeStats api={api} session={session} range={range} onClose={() => setRange(null)} />}
         </div>
         <Inspector value={kernel ? detail : null} session={session} onClose={() => onChange({ kernel: undefined })} />
       </div>

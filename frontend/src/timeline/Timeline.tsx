@@ -26,6 +26,8 @@ export interface TimelineProps {
   selected: { start: number; end: number; device: number; stream: number } | null;
   onSelect: (id: string) => void;
   highlightName: string | null;
+  /** A range was dragged out (shift-drag, or a drag on the axis): the timeline zooms to it. */
+  onRange?: (r: { start: number; end: number }) => void;
   /** Called once the first full frame of data is on screen. */
   onReady?: () => void;
   /** The time range the view and the minimap span (default the session's): linked timelines share one. */
@@ -73,6 +75,7 @@ interface View {
   width: number;
   dpr: number;
   hover: { x: number; y: number } | null;
+  selection: { t0: number; t1: number } | null;
   raf: number;
   scopesInView: number;
   /** The minimap's lanes and density are drawn once into this canvas and blitted each frame. */
@@ -90,7 +93,7 @@ export function Timeline(p: TimelineProps) {
   const lastFrame = useRef<FrameInput | null>(null);
   const props = useRef(p);
   props.current = p;
-  const view = useRef<View>({ vp: p.viewport, width: 800, dpr: 1, hover: null, raf: 0, scopesInView: 0, minimapImg: null, minimapKey: '', ready: false });
+  const view = useRef<View>({ vp: p.viewport, width: 800, dpr: 1, hover: null, selection: null, raf: 0, scopesInView: 0, minimapImg: null, minimapKey: '', ready: false });
 
   const bounds = (): Bounds => ({ start: 0, end: props.current.extent ?? props.current.session.rangeEnd, minSpan: 1000 });
 
@@ -177,6 +180,7 @@ export function Timeline(p: TimelineProps) {
         scopes: loader.scopes,
         scopesTruncated: loader.scopesLoaded?.truncated ?? false,
         scopeTracks: loader.scopeTracks,
+        selection: v.selection,
       };
       lastFrame.current = f;
       const stats = drawFrame(ctx, f, dpr);
@@ -301,6 +305,15 @@ export function Timeline(p: TimelineProps) {
       select: (id) => props.current.onSelect(id),
       drive: () => props.current.link?.drive(linkId),
       ownsKeys: () => !props.current.link || props.current.link.drives(linkId),
+      setSelection: (sel) => {
+        v.selection = sel;
+        sched();
+      },
+      selectRange: (a, b) => {
+        const span = Math.max(b - a, bounds().minSpan);
+        setVp.current({ t0: a, t1: a + span });
+        props.current.onRange?.({ start: a, end: b });
+      },
     });
     viewportChanged();
 
@@ -341,8 +354,8 @@ export function Timeline(p: TimelineProps) {
       </div>
       <div ref={statusRef} className="timeline-status" role="status" />
       <div className="hint">
-        Wheel / pinch to zoom · drag to pan · W/S zoom · A/D pan · click a kernel to inspect · hover a scope for its
-        timing
+        Wheel / pinch to zoom · drag to pan · shift-drag (or drag on the time axis) to select a range · W/S zoom · A/D
+        pan · click a kernel to inspect · hover a scope for its timing
         {p.session.totals.memcpys + p.session.totals.memsets > 0 && (
           <span className="legend">
             {' '}

@@ -88,6 +88,8 @@ export interface FrameInput {
   /** Scope instances loaded for (at least) the window, drawn in the scope rows. */
   scopes?: ScopeInstance[];
   scopesTruncated?: boolean;
+  /** A range being selected (drag), drawn as a band over every row. */
+  selection?: { t0: number; t1: number } | null;
   /** The per-thread scope tracks the rows belong to (absent: one row per depth). */
   scopeTracks?: ScopeTracks;
 }
@@ -283,6 +285,17 @@ export function drawFrame(ctx: CanvasRenderingContext2D, f: FrameInput, dpr: num
       ctx.lineWidth = 2;
       ctx.strokeRect(x0 - 1, r.y + 1, w + 2, r.h - 2);
     }
+  }
+
+  // Range being selected.
+  if (f.selection) {
+    const x0 = tToX(f.selection.t0, vp, W);
+    const x1 = tToX(f.selection.t1, vp, W);
+    ctx.fillStyle = 'rgba(255, 209, 102, 0.15)';
+    ctx.fillRect(x0, 0, Math.max(1, x1 - x0), L.height);
+    ctx.strokeStyle = '#ffd166';
+    ctx.lineWidth = 1;
+    ctx.strokeRect(Math.round(x0) + 0.5, 0.5, Math.max(1, Math.round(x1 - x0)), L.height - 1);
   }
 
   // Hover cursor line.

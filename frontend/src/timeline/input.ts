@@ -1,9 +1,10 @@
 /**
- * Input on the Kernels timeline: wheel and pinch zoom, drag to pan, the minimap, W/A/S/D, hover and click.
+ * Input on the Kernels timeline: wheel and pinch zoom, drag to pan, shift-drag (or a drag on the time axis)
+ * to select a range, the minimap, W/A/S/D, hover and click.
  * It only moves the viewport and reports hover and clicks through `InputTarget`; it neither fetches nor draws.
  */
 import { fmtBytes, fmtDur } from '../lib/format';
-import { GUTTER_W, type Hit } from './draw';
+import { AXIS_H, GUTTER_W, type Hit } from './draw';
 import { centreOn, panBy, zoomAt, type Bounds, type Viewport } from './viewport';
 
 export interface InputTarget {
@@ -23,6 +24,10 @@ export interface InputTarget {
   drive(): void;
   /** Whether keyboard input is this timeline's (the linked one under the pointer takes it). */
   ownsKeys(): boolean;
+  /** The range being dragged (drawn as a band), null when none. */
+  setSelection(sel: { t0: number; t1: number } | null): void;
+  /** A range was selected (t0 < t1): the owner zooms to it and shows its statistics. */
+  selectRange(t0: number, t1: number): void;
 }
 
 /** The tooltip's text for what is under the pointer. */
@@ -41,7 +46,7 @@ export function tooltipText(h: Hit): string {
 
 /** Listen for input on the timeline canvas and its minimap; returns the function that stops listening. */
 export function attachInput(canvas: HTMLCanvasElement, mini: HTMLCanvasElement, t: InputTarget): () => void {
-  let drag: { x: number; moved: boolean; minimap: boolean } | null = null;
+  let drag: { x: number; moved: boolean; minimap: boolean; select?: { x0: number; t0: number } } | null = null;
   const localX = (e: { clientX: number }, el: HTMLElement) => e.clientX - el.getBoundingClientRect().left;
   const localY = (e: { clientY: number }, el: HTMLElement) => e.clientY - el.getBoundingClientRect().top;
   const anchorAt = (px: number) => {
@@ -92,6 +97,11 @@ export function attachInput(canvas: HTMLCanvasElement, mini: HTMLCanvasElement, 
     if (e.button !== 0) return;
     const isMini = e.currentTarget === mini;
     drag = { x: e.clientX, moved: false, minimap: isMini };
+    // shift, or a press on the time axis: select a range instead of panning (Perfetto's area selection)
+    if (!isMini && (e.shiftKey || localY(e, canvas) < AXIS_H) && localX(e, canvas) >= GUTTER_W) {
+      const x0 = localX(e, canvas) - GUTTER_W;
+      drag.select = { x0, t0: anchorAt(x0) };
+    }
     (e.currentTarget as HTMLElement).setPointerCapture(e.pointerId);
     if (isMini) miniMove(e);
   }
@@ -103,6 +113,12 @@ export function attachInput(canvas: HTMLCanvasElement, mini: HTMLCanvasElement, 
 
   function onMove(e: PointerEvent) {
     if (touches.size === 2 && pinch(e)) return;
+    if (drag?.select) {
+      const t1 = anchorAt(localX(e, canvas) - GUTTER_W);
+      drag.moved = drag.moved || Math.abs(e.clientX - drag.x) > 2;
+      t.setSelection(drag.moved ? { t0: Math.min(drag.select.t0, t1), t1: Math.max(drag.select.t0, t1) } : null);
+      return;
+    }
     if (drag) {
       if (drag.minimap) return miniMove(e);
       const dx = e.clientX - drag.x;
@@ -128,6 +144,15 @@ export function attachInput(canvas: HTMLCanvasElement, mini: HTMLCanvasElement, 
     }
     const d = drag;
     drag = null;
+    if (d?.select) {
+      t.setSelection(null);
+      const x1 = localX(e, canvas) - GUTTER_W;
+      if (Math.abs(x1 - d.select.x0) > 3) {
+        const t1 = anchorAt(x1);
+        t.selectRange(Math.min(d.select.t0, t1), Math.max(d.select.t0, t1));
+        return;
+      }
+    }
     if (!d || d.minimap || d.moved || e.currentTarget !== canvas) return;
     const h = t.hitAt(localX(e, canvas), localY(e, canvas));
     if (h?.kind === 'kernel') t.select(h.id);

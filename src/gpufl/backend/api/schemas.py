@@ -223,6 +223,48 @@ class MemoryTimeline(BaseModel):
     buckets: list[MemoryBucket]
 
 
+class RangeKernel(BaseModel):
+    name: str | None
+    count: int
+    """Kernels of this name overlapping the range."""
+    total_ns: int
+    """Their whole durations."""
+    in_range_ns: int
+    """The part of those durations inside the range."""
+
+
+class RangeCopy(BaseModel):
+    kind: str
+    """The copy kind (HtoD, DtoH, ...) or "memset"."""
+    count: int
+    bytes: int
+    total_ns: int
+    in_range_ns: int
+
+
+class RangeScope(BaseModel):
+    path: str
+    count: int
+    total_ns: int | None
+    """Whole durations of the closed instances; null when every instance is open."""
+    in_range_ns: int
+    """Inside the range; an open instance counts up to the range's end."""
+    open: int
+    """Instances without a scope_end yet."""
+
+
+class RangeSummary(BaseModel):
+    start_ns: int
+    end_ns: int
+    kernels_total: int
+    """Kernel names in the range (the list holds the first ``limit``, by in-range time)."""
+    kernels: list[RangeKernel]
+    copies_total: int
+    copies: list[RangeCopy]
+    scopes_total: int
+    scopes: list[RangeScope]
+
+
 class StackFrame(BaseModel):
     file: str
     line: int

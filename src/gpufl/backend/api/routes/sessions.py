@@ -186,6 +186,26 @@ def memory_timeline(
 
 
 @router.get(
+    "/sessions/{session_id}/range",
+    response_model=S.RangeSummary,
+    dependencies=[ReadRole],
+    responses=NOT_FOUND,
+)
+def range_summary(
+    store: StoreDep,
+    session_id: SessionId,
+    start_ns: Annotated[int, Query(ge=0, le=I64)],
+    end_ns: Annotated[int, Query(ge=0, le=I64)],
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 200,
+) -> Response:
+    # A selected time range (the timeline's area selection): per kernel name, copy kind and scope path.
+    _exists(store, session_id)
+    if end_ns <= start_ns:
+        raise HTTPException(422, "end_ns must be after start_ns")
+    return fast_json(store.range_summary(session_id, start_ns, end_ns, limit))
+
+
+@router.get(
     "/sessions/{session_id}/kernels/summary",
     response_model=S.KernelSummary,
     dependencies=[ReadRole],
