@@ -45,6 +45,15 @@ async function checkScopeLane(ctx, page, origin) {
   return { items: r.items, vp, rel };
 }
 
+/** The URL (and the page's idea of the window) follows the timeline 250 ms after it rests: wait for it. */
+async function urlFollowsWindow(page) {
+  await page.waitForFunction(() => {
+    const v = window.__gpuflTimeline.viewport();
+    const q = new URLSearchParams(location.hash.slice(location.hash.indexOf('?') + 1));
+    return Math.abs(Number(q.get('t0')) - v.t0) <= 2 && Math.abs(Number(q.get('t1')) - v.t1) <= 2;
+  }, null, { timeout: T });
+}
+
 async function waitPainted(page) {
   await page.waitForSelector('canvas[data-testid="timeline"][data-painted="1"]', { timeout: T });
   await page.waitForFunction(() => window.__gpuflTimeline && window.__gpuflTimeline.pending() === 0, null, { timeout: T });
@@ -436,15 +445,60 @@ export const tests = [
     },
   },
   {
+    name: 'search across lanes: next / previous instance of a name, each zoomed to (#24)',
+    async run(ctx) {
+      const { page, shot } = ctx;
+      const s = ctx.state.session;
+      const origin = BigInt(ctx.state.detail.header.start_ns);
+      const sum = await api(ctx, `/sessions/${s.session_id}/kernels/summary?sort=count&limit=1000`);
+      // a substring of a frequent kernel's name, in other case (the search ignores case)
+      const name = sum.items.find((r) => r.name && r.count >= 3).name;
+      const words = name.split(/[^A-Za-z0-9_]+/).filter((w) => w.length >= 6);
+      const q = (words[words.length - 1] ?? name.slice(0, 8)).toUpperCase();
+      await page.evaluate(() => window.__gpuflTimeline.setViewport({ t0: 0, t1: 1e6 }));
+      await waitPainted(page);
+      await urlFollowsWindow(page);
+      const t0 = (await page.evaluate(() => window.__gpuflTimeline.viewport())).t0;
+      await page.fill('input[aria-label="Search the timeline"]', q);
+      const visit = async (key, at, direction) => {
+        const want = await api(ctx, `/sessions/${s.session_id}/search?text=${encodeURIComponent(q)}&at_ns=${at}&direction=${direction}`);
+        assert.ok(want.match, `no ${direction} match for ${q}`);
+        await page.press('input[aria-label="Search the timeline"]', key);
+        const m = want.match;
+        const a = Number(BigInt(m.start_ns) - origin);
+        const b = m.end_ns === null ? a : Number(BigInt(m.end_ns) - origin);
+        await page.waitForFunction(([a, b]) => {
+          const v = window.__gpuflTimeline.viewport();
+          return v.t0 <= a && v.t1 >= b && v.t1 - v.t0 <= Math.max(3 * (b - a), 10_000) + 2;
+        }, [a, b], { timeout: T });
+        const status = await page.textContent('[data-testid="search-status"]');
+        assert.ok(status.includes(`${want.kernels.toLocaleString('en-US')} kernel`) && status.includes(`${want.scopes.toLocaleString('en-US')} scope`), `status ${status} vs ${JSON.stringify(want)}`);
+        if (m.kind === 'kernel') {
+          await page.waitForFunction((id) => new URLSearchParams(location.hash.slice(location.hash.indexOf('?') + 1)).get('k') === id, m.id, { timeout: T });
+          await page.waitForFunction((id) => document.querySelector('[data-testid="inspector"] [data-field="id"] dd')?.textContent.trim() === id, m.id, { timeout: T });
+        }
+        return m;
+      };
+      const first = await visit('Enter', origin + BigInt(Math.round(t0)) - 1n, 'next');
+      const second = await visit('Enter', first.start_ns, 'next');
+      assert.ok(BigInt(second.start_ns) > BigInt(first.start_ns));
+      await waitPainted(page);
+      await shot('03d-search');
+      const back = await visit('Shift+Enter', second.start_ns, 'prev');
+      assert.equal(back.id, first.id);
+      // nothing matches: said so, the view stays
+      const before = await page.evaluate(() => window.__gpuflTimeline.viewport());
+      await page.fill('input[aria-label="Search the timeline"]', 'no kernel is called this');
+      await page.press('input[aria-label="Search the timeline"]', 'Enter');
+      await page.waitForFunction(() => /0 kernels, 0 scope instances match/.test(document.querySelector('[data-testid="search-status"]').textContent), null, { timeout: T });
+      assert.deepEqual(await page.evaluate(() => window.__gpuflTimeline.viewport()), before);
+    },
+  },
+  {
     name: 'deep link restores tab, window and selected kernel after reload',
     async run(ctx) {
       const { page } = ctx;
-      // the URL follows the window 250 ms after it rests: wait for it, or the reload races the update
-      await page.waitForFunction(() => {
-        const v = window.__gpuflTimeline.viewport();
-        const q = new URLSearchParams(location.hash.slice(location.hash.indexOf('?') + 1));
-        return Math.abs(Number(q.get('t0')) - v.t0) <= 2 && Math.abs(Number(q.get('t1')) - v.t1) <= 2;
-      }, null, { timeout: T });
+      await urlFollowsWindow(page); // or the reload races the URL update
       const url = page.url();
       const q = hashParams(url);
       await page.reload();

@@ -163,6 +163,25 @@ export interface MemoryTimeline {
 /** GET /range: what ran in a selected time range (wire shape; ns as numbers, durations). */
 export type RangeSummary = S['RangeSummary'];
 
+/** One search hit (times relative to the session origin). */
+export interface SearchMatch {
+  kind: 'kernel' | 'scope';
+  id: string;
+  name: string | null;
+  start: number;
+  end: number | null;
+  device: number | null;
+  stream: number | null;
+  threadId: number | null;
+  depth: number | null;
+}
+
+export interface SearchResult {
+  kernels: number;
+  scopes: number;
+  match: SearchMatch | null;
+}
+
 export interface KernelRow {
   id: string;
   seq: number;
@@ -409,6 +428,24 @@ export class Api {
   /** Aggregates of a selected time range per kernel name, copy kind and scope path (the area selection). */
   rangeSummary(s: SessionDetail, win: { start: number; end: number }, signal?: AbortSignal): Promise<RangeSummary> {
     return this.get<RangeSummary>(`/sessions/${enc(s.id)}/range`, { start_ns: abs(win.start, s.origin), end_ns: abs(win.end, s.origin), limit: 200 }, signal);
+  }
+
+  /** Kernels and scope instances whose name contains `text`: counts, and the next (or previous) from `at`. */
+  async search(s: SessionDetail, text: string, at: number, direction: 'next' | 'prev', signal?: AbortSignal): Promise<SearchResult> {
+    const o = s.origin;
+    const w = await this.get<W<S['SearchResult']> & { match: W<S['SearchMatch']> | null }>(
+      `/sessions/${enc(s.id)}/search`,
+      { text, at_ns: abs(at, o), direction },
+      signal,
+    );
+    const m = w.match;
+    return {
+      kernels: w.kernels,
+      scopes: w.scopes,
+      match: m
+        ? { kind: m.kind, id: m.id, name: m.name, start: rel(m.start_ns, o)!, end: rel(m.end_ns, o), device: m.device_id, stream: m.stream_id, threadId: m.thread_id, depth: m.depth }
+        : null,
+    };
   }
 
   async kernels(

@@ -383,6 +383,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/sessions/{session_id}/search": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Search */
+        get: operations["search_api_v1_sessions__session_id__search_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/sessions/{session_id}/system": {
         parameters: {
             query?: never;
@@ -1238,6 +1255,40 @@ export interface components {
         ScopeTree: {
             /** Roots */
             roots: components["schemas"]["ScopeNode"][];
+        };
+        /** SearchMatch */
+        SearchMatch: {
+            /** Depth */
+            depth: number | null;
+            /** Device Id */
+            device_id: number | null;
+            /** End Ns */
+            end_ns: number | null;
+            /** Id */
+            id: string;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "kernel" | "scope";
+            /** Name */
+            name: string | null;
+            /** Start Ns */
+            start_ns: number;
+            /** Stream Id */
+            stream_id: number | null;
+            /** Thread Id */
+            thread_id: number | null;
+        };
+        /** SearchResult */
+        SearchResult: {
+            /** Kernels */
+            kernels: number;
+            match: components["schemas"]["SearchMatch"] | null;
+            /** Scopes */
+            scopes: number;
+            /** Text */
+            text: string;
         };
         /** SeriesPoint */
         SeriesPoint: {
@@ -3114,6 +3165,79 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ProfileSamples"];
+                };
+            };
+            /** @description Missing, unknown or revoked token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such session, kernel or key */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or body the API does not take */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description The key's request rate limit: retry after Retry-After seconds */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    search_api_v1_sessions__session_id__search_get: {
+        parameters: {
+            query: {
+                text: string;
+                at_ns: number;
+                direction?: "next" | "prev";
+            };
+            header?: never;
+            path: {
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SearchResult"];
                 };
             };
             /** @description Missing, unknown or revoked token */

@@ -265,6 +265,31 @@ class RangeSummary(BaseModel):
     scopes: list[RangeScope]
 
 
+class SearchMatch(BaseModel):
+    kind: Literal["kernel", "scope"]
+    id: str
+    """The kernel's id, or the scope instance's inst."""
+    name: str | None
+    """The kernel name, or the scope path."""
+    start_ns: int
+    end_ns: int | None
+    """Null for a scope instance still open."""
+    device_id: int | None
+    stream_id: int | None
+    thread_id: int | None
+    depth: int | None
+
+
+class SearchResult(BaseModel):
+    text: str
+    kernels: int
+    """Kernels in the session whose name contains the text (case-insensitive)."""
+    scopes: int
+    """Scope instances whose path contains it."""
+    match: SearchMatch | None
+    """The next (or previous) one from the given time; null when there is none that way."""
+
+
 class StackFrame(BaseModel):
     file: str
     line: int

@@ -1,5 +1,5 @@
-"""Area selection: what ran in a time range, per kernel name, per copy kind and per scope path (Perfetto's
-area-selection aggregates), from the raw rows."""
+"""Navigating the timeline by content: a selected time range's aggregates per kernel name, copy kind and
+scope path (Perfetto's area selection), and search by name with next/previous instance. From the raw rows."""
 
 from __future__ import annotations
 
@@ -76,4 +76,64 @@ class RangeQueries(ActivityQueries):
                 }
                 for p, c, t, i, closed in scopes[:limit]
             ],
+        }
+
+    def search(self, sid: str, text: str, at_ns: int, backward: bool = False) -> dict[str, Any]:
+        """Kernels and scope instances whose name contains ``text`` (case-insensitive): how many there are in
+        the session, and the next one starting after ``at_ns`` (or, ``backward``, the last one starting
+        before it), a kernel or a scope instance, whichever comes first."""
+        needle = text.lower()
+        launches = (
+            "SELECT id FROM dicts WHERE session_id = ? AND stream = 'device' AND kind = 'launch' "
+            "AND strpos(lower(value), ?) > 0"
+        )
+        paths = (
+            "SELECT id FROM dicts WHERE session_id = ? AND stream = 'scope' AND kind = 'scope' "
+            "AND strpos(lower(value), ?) > 0"
+        )
+        k_count = self._one(
+            f"SELECT coalesce(sum(n), 0) FROM kernel_stats WHERE session_id = ? AND launch_id IN ({launches})",
+            [sid, sid, needle],
+        )
+        s_count = self._one(
+            f"SELECT count(*) FROM scope_begins WHERE session_id = ? AND path_id IN ({paths})",
+            [sid, sid, needle],
+        )
+        cmp, order = ("<", "DESC") if backward else (">", "ASC")
+        kernel = self._one(
+            f"""SELECT k.seq, d.value, k.start_ns, k.end_ns, k.device_id, k.stream_id
+                FROM kernels k {self._LAUNCH_JOIN}
+                WHERE k.session_id = ? AND k.launch_id IN ({launches}) AND k.start_ns {cmp} ?
+                ORDER BY k.start_ns {order}, k.seq {order} LIMIT 1""",
+            [sid, sid, needle, at_ns],
+        )
+        scope = self._one(
+            f"""SELECT b.inst, d.value, b.ts_ns, e.ts_ns, b.thread_id, b.depth
+                FROM scope_begins b
+                LEFT JOIN (SELECT inst, ts_ns FROM scope_ends WHERE session_id = ?) e ON e.inst = b.inst
+                LEFT JOIN dicts d ON d.session_id = b.session_id AND d.stream = 'scope' AND d.kind = 'scope'
+                     AND d.id = b.path_id
+                WHERE b.session_id = ? AND b.path_id IN ({paths}) AND b.ts_ns {cmp} ?
+                ORDER BY b.ts_ns {order}, b.inst {order} LIMIT 1""",
+            [sid, sid, sid, needle, at_ns],
+        )
+        found: list[dict[str, Any]] = []
+        if kernel:
+            seq, name, s0, s1, dev, stream = kernel
+            found.append(
+                {"kind": "kernel", "id": str(seq), "name": name, "start_ns": s0, "end_ns": s1}
+                | {"device_id": dev, "stream_id": stream, "thread_id": None, "depth": None}
+            )
+        if scope:
+            inst, path, s0, s1, thread, depth = scope
+            found.append(
+                {"kind": "scope", "id": str(inst), "name": path, "start_ns": s0, "end_ns": s1}
+                | {"device_id": None, "stream_id": None, "thread_id": thread, "depth": depth}
+            )
+        found.sort(key=lambda m: int(m["start_ns"]), reverse=backward)
+        return {
+            "text": text,
+            "kernels": int(k_count[0]) if k_count else 0,
+            "scopes": int(s_count[0]) if s_count else 0,
+            "match": found[0] if found else None,
         }

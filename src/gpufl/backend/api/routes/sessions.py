@@ -206,6 +206,24 @@ def range_summary(
 
 
 @router.get(
+    "/sessions/{session_id}/search",
+    response_model=S.SearchResult,
+    dependencies=[ReadRole],
+    responses=NOT_FOUND,
+)
+def search(
+    store: StoreDep,
+    session_id: SessionId,
+    text: Annotated[str, Query(min_length=1, max_length=NAME_MAX)],
+    at_ns: Annotated[int, Query(ge=0, le=I64)],
+    direction: Literal["next", "prev"] = "next",
+) -> Response:
+    # Kernels and scope instances whose name contains the text: counts, and the next/previous from at_ns.
+    _exists(store, session_id)
+    return fast_json(store.search(session_id, text, at_ns, backward=direction == "prev"))
+
+
+@router.get(
     "/sessions/{session_id}/kernels/summary",
     response_model=S.KernelSummary,
     dependencies=[ReadRole],
