@@ -2,7 +2,7 @@
 // Expected values always come from the backend API in the same run.
 import assert from 'node:assert/strict';
 import { basename, join } from 'node:path';
-import { apiJson, log, REPO, segmentFiles } from './harness.mjs';
+import { apiJson, buildTiledSession, log, REPO, segmentFiles } from './harness.mjs';
 
 const T = 30_000;
 
@@ -846,6 +846,37 @@ export const tests = [
         { timeout: T },
       );
       await shot('13-compare');
+    },
+  },
+  {
+    name: 'at scale (gpt_train tiled ×8, labelled "-tiled"): the memory lane and a highlight count every copy and instance (#24)',
+    async run(ctx) {
+      const { page, shot, backend } = ctx;
+      const tiled = await buildTiledSession(backend, join(REPO, 'examples/captures/gpt_train'), 40_000);
+      const detail = await api(ctx, `/sessions/${encodeURIComponent(tiled.sid)}`);
+      assert.ok(detail.header.app.endsWith('-tiled'));
+      const mem = detail.totals.memcpys + detail.totals.memsets;
+      assert.ok(mem > 4000, `tiled session has ${mem} copies and memsets: too few to pass the lane's 2,000 per kind`);
+      // the most frequent kernel name: more instances than the old highlight cap of 5,000
+      const sum = await api(ctx, `/sessions/${encodeURIComponent(tiled.sid)}/kernels/summary?sort=count&limit=1`);
+      const top = sum.items[0];
+      assert.ok(top.count > 5000, `top name has ${top.count} instances`);
+      await page.goto(`${backend.url}/#/s/${encodeURIComponent(tiled.sid)}/kernels?name=${encodeURIComponent(top.name)}`);
+      await waitPainted(page);
+      await page.waitForFunction((n) => window.__gpuflTimeline.memcpyCount() === n, mem, { timeout: T }).catch(() => {});
+      assert.equal(await page.evaluate(() => window.__gpuflTimeline.memcpyCount()), mem, 'copies and memsets counted in the whole-session view');
+      await page.waitForFunction((n) => window.__gpuflTimeline.highlightCount() === n, top.count, { timeout: T }).catch(() => {});
+      assert.equal(await page.evaluate(() => window.__gpuflTimeline.highlightCount()), top.count, 'highlighted instances');
+      // hovering the memory lane where it is busiest names a bucket's count and bytes
+      const lane = await page.evaluate(() => window.__gpuflTimeline.rows().find((r) => r.key === 'memcpy'));
+      const box = await page.locator('canvas[data-testid="timeline"]').boundingBox();
+      let tip = '';
+      for (let x = box.width - 4; x > 210 && !/ here — /.test(tip); x -= 3) {
+        await page.mouse.move(box.x + x, box.y + lane.y + lane.h / 2);
+        tip = (await page.textContent('.timeline .tooltip')) ?? '';
+      }
+      assert.match(tip, /^[\d,]+ (HtoD|DtoH|DtoD|PtoP|HtoH|memset) here — .* · longest /, `memory lane tooltip: ${tip}`);
+      await shot('11-tiled-memory-lane');
     },
   },
   {
