@@ -62,6 +62,7 @@ export const rangeSelection = {
     await page.waitForSelector('[data-testid="range-stats"]', { state: 'detached', timeout: T });
     await page.evaluate((v) => window.__gpuflTimeline.setViewport(v), whole);
     await waitPainted(page);
+    await urlFollowsWindow(page); // the next tests read the window from the URL
   },
 };
 

@@ -169,7 +169,6 @@ export function Timeline(p: TimelineProps) {
         layout: L,
         tiles: loader.tilesToDraw(needed),
         memcpy: loader.memcpy,
-        memcpyTruncated: false,
         memBuckets: loader.memBuckets,
         selectedId: P.selectedId,
         selected: P.selected,

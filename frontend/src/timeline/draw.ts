@@ -75,7 +75,6 @@ export interface FrameInput {
   layout: Layout;
   tiles: DrawnTile[];
   memcpy: MemcpyRow[];
-  memcpyTruncated: boolean;
   /** When set, the memory lane draws these buckets (each one's longest copy or memset) instead of `memcpy`. */
   memBuckets?: MemoryTimeline | null;
   selectedId: string | null;
@@ -317,12 +316,8 @@ export function drawFrame(ctx: CanvasRenderingContext2D, f: FrameInput, dpr: num
     ctx.fillStyle = i % 2 ? '#181b21' : '#1b1e25';
     ctx.fillRect(0, r.y, GUTTER_W, r.h);
     ctx.fillStyle = '#c9d1dc';
-    const label =
-      r.kind === 'memcpy' && f.memcpyTruncated
-        ? `${r.label} (first ${f.memcpy.length})`
-        : r.kind === 'scope' && r.depth === 0 && f.scopesTruncated
-          ? `${r.label} (first ${f.scopes?.length ?? 0})`
-          : r.label;
+    // Memory copies are never cut (past 2,000 they come as buckets); scope instances may be: say so.
+    const label = r.kind === 'scope' && r.depth === 0 && f.scopesTruncated ? `${r.label} (first ${f.scopes?.length ?? 0})` : r.label;
     ctx.fillText(label, 8, r.y + r.h / 2, GUTTER_W - 14);
   });
   ctx.strokeStyle = '#2a2e37';
