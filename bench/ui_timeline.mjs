@@ -7,10 +7,9 @@
 // The session is built from the capture's device stream: session_start and dict records once, then the
 // capture's kernel/memcpy/memset records repeated with every timestamp shifted by k × (capture span + 1 ms)
 // and seq renumbered, then one session_end; POSTed to a real gpufl-backend (temp data dir) as NDJSON.
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
-import { gunzipSync } from 'node:zlib';
-import { apiJson, buildUi, captureDirs, createKey, launchBrowser, log, segmentFiles, startBackend } from '../frontend/e2e/harness.mjs';
+import { apiJson, buildTiledSession, buildUi, captureDirs, createKey, deviceRecords, launchBrowser, log, startBackend } from '../frontend/e2e/harness.mjs';
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => {
@@ -32,99 +31,6 @@ function pickCapture() {
   return best.d;
 }
 
-function deviceRecords(dir) {
-  const out = [];
-  for (const f of segmentFiles(dir).filter((f) => basename(f).split('.')[3] === 'device')) {
-    const raw = f.endsWith('.gz') ? gunzipSync(readFileSync(f)).toString('utf8') : readFileSync(f, 'utf8');
-    for (const line of raw.split('\n')) if (line.trim()) out.push(parseExactLine(line));
-  }
-  return out;
-}
-
-// Records as objects with int64 fields kept exact (BigInt) for the *_ns fields we shift.
-const NS_FIELDS = ['start_ns', 'end_ns', 'api_start_ns'];
-function parseExactLine(line) {
-  const o = JSON.parse(line.replace(/("(?:start_ns|end_ns|api_start_ns|ts_ns|measured_at_ns|first_ns|last_ns)"\s*:\s*)(-?\d+)/g, '$1"$2"'));
-  for (const k of ['start_ns', 'end_ns', 'api_start_ns', 'ts_ns', 'first_ns', 'last_ns']) if (typeof o[k] === 'string') o[k] = BigInt(o[k]);
-  if (o.clock && typeof o.clock.measured_at_ns === 'string') o.clock.measured_at_ns = BigInt(o.clock.measured_at_ns);
-  return o;
-}
-function toLine(o) {
-  return JSON.stringify(o, (_k, v) => (typeof v === 'bigint' ? `__BIG__${v}__` : v)).replace(/"__BIG__(-?\d+)__"/g, '$1');
-}
-
-async function buildTiledSession(backend) {
-  const recs = deviceRecords(capture);
-  const start = recs.find((r) => r.type === 'session_start');
-  if (!start) throw new Error(`${capture}: no session_start in the device stream`);
-  const dicts = recs.filter((r) => r.type === 'dict');
-  const work = recs.filter((r) => r.type === 'kernel' || r.type === 'memcpy' || r.type === 'memset');
-  const kernelsPer = work.filter((r) => r.type === 'kernel').length;
-  if (!kernelsPer) throw new Error(`${capture}: no kernels`);
-  let first = work[0].start_ns;
-  let last = work[0].end_ns;
-  for (const r of work) {
-    if (r.start_ns < first) first = r.start_ns;
-    if (r.end_ns > last) last = r.end_ns;
-  }
-  const period = last - first + 1_000_000n;
-  // The densest 20 ms of the capture (offset from `first`), where the zoomed-in pans are placed.
-  const starts = work.filter((r) => r.type === 'kernel').map((r) => Number(r.start_ns - first)).sort((a, b) => a - b);
-  let dense = 0;
-  let bestN = 0;
-  for (let i = 0, j = 0; i < starts.length; i++) {
-    while (starts[i] - starts[j] > 20e6) j++;
-    if (i - j + 1 > bestN) {
-      bestN = i - j + 1;
-      dense = starts[j];
-    }
-  }
-  const copies = Math.ceil(TARGET / kernelsPer);
-  const sid = `${String(start.session_id).slice(0, 40)}-tiled${copies}`;
-  const base = start.start_ns < first ? start.start_ns : first;
-  log(`tiling ${basename(capture)}: ${kernelsPer} kernels × ${copies} copies, period ${Number(period) / 1e6} ms → session ${sid}`);
-  let seq = 0;
-  const stamp = (o) => ({ ...o, session_id: sid, seq: seq++ });
-  let batch = [];
-  let stored = 0;
-  const flush = async () => {
-    if (!batch.length) return;
-    const r = await fetch(`${backend.api}/events/device`, {
-      method: 'POST',
-      headers: { Authorization: `Bearer ${backend.adminToken}`, 'Content-Type': 'application/x-ndjson' },
-      body: batch.join('\n') + '\n',
-    });
-    const res = await r.json();
-    if (!r.ok || res.rejected?.length) throw new Error(`ingest: ${r.status} ${JSON.stringify(res).slice(0, 300)}`);
-    stored += res.stored;
-    batch = [];
-  };
-  const push = async (o) => {
-    batch.push(toLine(o));
-    if (batch.length >= 20000) await flush();
-  };
-  const t0 = Date.now();
-  await push(stamp({ ...start, app: `${start.app}-tiled`, start_ns: base }));
-  for (const d of dicts) await push(stamp(d));
-  for (let c = 0; c < copies; c++) {
-    const shift = period * BigInt(c);
-    for (const r of work) {
-      const o = { ...r };
-      for (const k of NS_FIELDS) if (typeof o[k] === 'bigint') o[k] += shift;
-      await push(stamp(o));
-    }
-  }
-  const end = last + period * BigInt(copies - 1);
-  await push({ type: 'session_end', session_id: sid, stream: 'device', seq, end_ns: end, records: seq + 1 });
-  seq++;
-  await flush();
-  log(`ingested ${stored} records in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-  // relative to the session start: the densest 20 ms of the middle copy
-  const denseT = Number(first - base) + Number(period) * Math.floor(copies / 2) + dense;
-  log(`densest 20 ms of the capture: ${bestN} kernels at +${(dense / 1e9).toFixed(3)} s; pans zoom in at ${(denseT / 1e9).toFixed(3)} s`);
-  return { sid, kernels: kernelsPer * copies, copies, spanNs: Number(end - base), denseT, densePerS: bestN };
-}
-
 function stats(xs) {
   const s = [...xs].sort((a, b) => a - b);
   const q = (p) => s[Math.min(s.length - 1, Math.floor(p * (s.length - 1)))];
@@ -138,7 +44,7 @@ let browser;
 try {
   buildUi();
   backend = await startBackend();
-  const tiled = await buildTiledSession(backend);
+  const tiled = await buildTiledSession(backend, capture, TARGET);
   const token = await createKey(backend, 'read', 'bench');
   const detail = await apiJson(backend, token, `/sessions/${tiled.sid}`);
   log(`backend reports ${detail.totals.kernels} kernels in ${tiled.sid}`);

@@ -2,53 +2,9 @@
 // Expected values always come from the backend API in the same run.
 import assert from 'node:assert/strict';
 import { basename, join } from 'node:path';
-import { apiJson, log, REPO, segmentFiles } from './harness.mjs';
-
-const T = 30_000;
-
-async function api(ctx, path) {
-  return apiJson(ctx.backend, ctx.readKey, path);
-}
-
-function hashParams(url) {
-  const h = new URL(url).hash;
-  const i = h.indexOf('?');
-  return new URLSearchParams(i >= 0 ? h.slice(i + 1) : '');
-}
-
-/** The scope lane shows what /scopes/instances returns for the query the timeline made (same window and
- * min_dur_ns, read back from the timeline's hook): the same number loaded, and as many in view as the API's
- * instances overlapping the visible window. Returns the API's instances (for picking one to zoom into). */
-async function checkScopeLane(ctx, page, origin) {
-  const s = ctx.state.session;
-  // wait for the scope query that serves the current window (it runs after the kernel tiles)
-  await page.waitForFunction((o) => {
-    const tl = window.__gpuflTimeline;
-    const q = tl.scopes();
-    if (!q || tl.pending() !== 0) return false;
-    const v = tl.viewport();
-    const perPx = (v.t1 - v.t0) / (tl.plotX(v.t1) - tl.plotX(v.t0));
-    const a = Number(BigInt(q.startNs) - BigInt(o));
-    const b = Number(BigInt(q.endNs) - BigInt(o));
-    return a <= v.t0 && b >= v.t1 && q.minDurNs <= perPx;
-  }, origin.toString(), { timeout: T });
-  const q = await page.evaluate(() => window.__gpuflTimeline.scopes());
-  const r = await api(ctx, `/sessions/${s.session_id}/scopes/instances?start_ns=${q.startNs}&end_ns=${q.endNs}&min_dur_ns=${q.minDurNs}&limit=5000`);
-  assert.equal(q.loaded, r.items.length, 'scope instances loaded vs the API for the same window');
-  assert.equal(q.truncated, r.next_cursor !== null);
-  const vp = await page.evaluate(() => window.__gpuflTimeline.viewport());
-  const rel = (v) => Number(BigInt(v) - origin);
-  const inView = r.items.filter((i) => rel(i.start_ns) < vp.t1 && (i.end_ns === null || rel(i.end_ns) > vp.t0)).length;
-  await page.waitForFunction((n) => document.querySelector('canvas[data-testid="timeline"]').dataset.scopes === String(n), inView, { timeout: T }).catch(() => {});
-  const drawn = Number(await page.getAttribute('canvas[data-testid="timeline"]', 'data-scopes'));
-  assert.equal(drawn, inView, `scope instances in view: drawn ${drawn}, API ${inView} (of ${r.items.length})`);
-  return { items: r.items, vp, rel };
-}
-
-async function waitPainted(page) {
-  await page.waitForSelector('canvas[data-testid="timeline"][data-painted="1"]', { timeout: T });
-  await page.waitForFunction(() => window.__gpuflTimeline && window.__gpuflTimeline.pending() === 0, null, { timeout: T });
-}
+import { log, REPO, segmentFiles } from './harness.mjs';
+import { api, checkScopeLane, hashParams, T, urlFollowsWindow, waitPainted } from './steps.mjs';
+import * as timelineTests from './timeline.mjs';
 
 export const tests = [
   {
@@ -131,8 +87,8 @@ export const tests = [
       if (mem > 0) {
         await page.waitForFunction(() => window.__gpuflTimeline.memcpyCount() > 0, null, { timeout: T });
         const n = await page.evaluate(() => window.__gpuflTimeline.memcpyCount());
-        const want = Math.min(2000, detail.totals.memcpys) + Math.min(2000, detail.totals.memsets);
-        assert.equal(n, want, 'copies and memsets loaded for the whole-session view');
+        // #24: every copy and memset counted (one by one, or in per-pixel buckets past 2,000), none cut
+        assert.equal(n, detail.totals.memcpys + detail.totals.memsets, 'copies and memsets loaded for the whole-session view');
       }
       await shot('03-kernels-timeline');
     },
@@ -157,6 +113,23 @@ export const tests = [
       const maxDepth = Math.max(...items.map((i) => i.depth));
       const nRows = Number(await page.getAttribute('canvas[data-testid="timeline"]', 'data-scope-rows'));
       assert.ok(nRows >= Math.min(6, maxDepth + 1), `scope rows ${nRows} for max depth ${maxDepth}`);
+      // #24: one track per thread: every thread of the loaded instances has its rows, and no two closed
+      // instances of one row overlap (ranges of different threads used to be painted over each other)
+      const keys = await page.evaluate((its) => its.map((i) => window.__gpuflTimeline.scopeRowKey(i.thread_id, i.depth)), items.map((i) => ({ thread_id: i.thread_id, depth: i.depth })));
+      assert.ok(keys.every((k) => k !== null), 'an instance without a row');
+      const threads = new Set(items.map((i) => i.thread_id));
+      assert.ok(nRows >= threads.size, `scope rows ${nRows} for ${threads.size} threads`);
+      const byRow = new Map();
+      items.forEach((i, n) => {
+        if (i.depth >= 5 || i.end_ns === null) return; // depths past the sixth share a row
+        if (!byRow.has(keys[n])) byRow.set(keys[n], []);
+        byRow.get(keys[n]).push([rel(i.start_ns), rel(i.end_ns), i.thread_id]);
+      });
+      for (const [k, spans] of byRow) {
+        spans.sort((a, b) => a[0] - b[0]);
+        assert.equal(new Set(spans.map((x) => x[2])).size, 1, `row ${k} mixes threads`);
+        for (let j = 1; j < spans.length; j++) assert.ok(spans[j][0] >= spans[j - 1][1], `row ${k}: overlapping instances at ${spans[j][0]}`);
+      }
       // zoom onto a nested instance: a new query at the finer resolution, checked the same way
       const closed = items.filter((i) => i.end_ns !== null);
       const pick = closed.filter((i) => i.depth > 0).sort((a, b) => rel(b.end_ns) - rel(b.start_ns) - (rel(a.end_ns) - rel(a.start_ns)))[0] ?? closed[0];
@@ -168,11 +141,11 @@ export const tests = [
         await waitPainted(page);
         await checkScopeLane(ctx, page, origin);
         // hovering it shows its path
-        const { x, y } = await page.evaluate(([t0, t1, d]) => {
+        const { x, y } = await page.evaluate(([t0, t1, d, th]) => {
           const tl = window.__gpuflTimeline;
-          const row = tl.rows().find((r) => r.key === `scope:${Math.min(5, d)}`);
+          const row = tl.rows().find((r) => r.key === tl.scopeRowKey(th, d));
           return { x: (tl.plotX(t0) + tl.plotX(t1)) / 2, y: row ? row.y + row.h / 2 : -1 };
-        }, [a, b, pick.depth]);
+        }, [a, b, pick.depth, pick.thread_id]);
         assert.ok(y > 0, 'row of the picked scope not drawn');
         await page.locator('canvas[data-testid="timeline"]').hover({ position: { x, y } });
         await page.waitForFunction((p) => (document.querySelector('.timeline .tooltip')?.textContent ?? '').includes(p), pick.path, { timeout: T });
@@ -182,6 +155,7 @@ export const tests = [
       await waitPainted(page);
     },
   },
+  timelineTests.rangeSelection,
   {
     name: 'the minimap moves the window: a click at its middle centres the session',
     async run(ctx) {
@@ -243,12 +217,27 @@ export const tests = [
         return { x: (tl.plotX(a) + tl.plotX(b)) / 2, y: row ? row.y + row.h / 2 : -1 };
       }, [k0, k1, `${pick.device_id}:${pick.stream_id}`]);
       assert.ok(y > 0, 'lane of the picked kernel not drawn');
+      const widthBefore = await page.evaluate(() => document.querySelector('canvas[data-testid="timeline"]').getBoundingClientRect().width);
       await page.locator('canvas[data-testid="timeline"]').click({ position: { x, y } });
       await page.waitForFunction((id) => new URLSearchParams(location.hash.slice(location.hash.indexOf('?') + 1)).get('k') === id, pick.id, { timeout: T });
       await page.waitForSelector('[data-testid="inspector"] [data-field="name"]', { timeout: T });
       const k = await api(ctx, `/sessions/${s.session_id}/kernels/${pick.id}`);
       const field = async (f) => (await page.textContent(`[data-testid="inspector"] [data-field="${f}"] dd`)).trim();
-      assert.equal(await field('name'), k.name ?? '(name not yet known)');
+      // #24: the inspector's column was there before the click: the timeline keeps its width
+      const widthAfter = await page.evaluate(() => document.querySelector('canvas[data-testid="timeline"]').getBoundingClientRect().width);
+      assert.equal(widthAfter, widthBefore, 'the inspector reflowed the timeline');
+      // #24: a short name (no return type, template arguments or parameters), the full one a click away
+      const shown = await field('name');
+      if (k.name === null) assert.equal(shown, '(name not yet known)');
+      else {
+        assert.ok(!shown.includes('<') && !shown.endsWith(')') && !shown.startsWith('void '), `short name ${shown} of ${k.name}`);
+        assert.ok(k.name.replace(/<.*>/g, '').includes(shown.split('::').pop()), `short name ${shown} of ${k.name}`);
+        if (shown !== k.name) assert.equal((await page.textContent('[data-testid="inspector"] [data-field="name-full"] code')).trim(), k.name);
+      }
+      // #24: start to the ns, from the absolute times the API gives
+      const rel = BigInt(k.start_ns) - start;
+      assert.equal(await field('start'), `+${rel / 1_000_000_000n}.${(rel % 1_000_000_000n).toString().padStart(9, '0')} s from session start`);
+      if (k.api_start_ns !== null) assert.match(await field('api'), /before the kernel started/);
       assert.equal(await field('dur_ns'), String(k.dur_ns));
       assert.equal(await field('stream'), String(k.stream_id));
       assert.ok((await field('device')).startsWith(`GPU ${k.device_id}`));
@@ -262,13 +251,20 @@ export const tests = [
         if (k.launch) assert.ok((await field(f)).includes(`${L[key] ?? 0} B`), `${f}: ${await field(f)} vs ${L[key]}`);
       }
       if (typeof L.occupancy === 'number') assert.ok((await field('occupancy')).startsWith(`${(L.occupancy * 100).toFixed(1)}%`));
-      if (L.limiting_resource) assert.ok((await field('occupancy')).includes('limited by'));
+      if (L.limiting_resource && L.occupancy < 1) assert.ok((await field('occupancy')).includes('limited by'));
+      if (L.occupancy >= 1) assert.ok(!(await field('occupancy')).includes('limited by'), 'full occupancy phrased as limited');
       if (k.scope?.path) assert.equal(await field('scope'), k.scope.path);
       if (k.stack?.length) {
         const frames = await page.$$eval('[data-testid="stack"] li', (li) => li.map((x) => x.textContent));
         assert.equal(frames.length, k.stack.length);
         k.stack.forEach((f, i) => assert.ok(frames[i].includes(f.function) && frames[i].includes(`${f.file}:${f.line}`), `frame ${i}`));
       }
+      // #24: axis labels readable at this zoom: one unit, distinct, no "583000 µs"
+      const ticks = await page.evaluate(() => window.__gpuflTimeline.ticks());
+      assert.ok(ticks.length >= 2, `ticks ${ticks}`);
+      assert.equal(new Set(ticks).size, ticks.length, `repeated tick labels ${ticks}`);
+      for (const t of ticks) assert.match(t, /^-?\d{1,4}(\.\d+)? (ns|µs|ms|s)$/, `tick ${t}`);
+      assert.equal(new Set(ticks.map((t) => t.split(' ')[1])).size, 1, `one unit per axis: ${ticks}`);
       ctx.state.kernel = k;
       await shot('04-inspector');
     },
@@ -299,6 +295,18 @@ export const tests = [
       assert.equal(drawn.reduce((a, b) => a + b, 0), row.count, 'histogram holds every launch');
       assert.match(await page.textContent('[data-testid="histogram"] figcaption'), /4 per doubling/);
       await shot('05-summary-highlight');
+      // #24: the highlight marks every instance of the name (the backend's buckets), not the first 5,000
+      {
+        const o = BigInt(ctx.state.detail.header.start_ns);
+        const last = ctx.state.detail.streams.reduce((m, x) => (x.last_ns !== null && BigInt(x.last_ns) > m ? BigInt(x.last_ns) : m), o);
+        const before = await page.evaluate(() => window.__gpuflTimeline.viewport());
+        await page.evaluate((end) => window.__gpuflTimeline.setViewport({ t0: 0, t1: end }), Number(last - o) + 1);
+        await waitPainted(page);
+        await page.waitForFunction((n) => window.__gpuflTimeline.highlightCount() === n, row.count, { timeout: T }).catch(() => {});
+        assert.equal(await page.evaluate(() => window.__gpuflTimeline.highlightCount()), row.count, 'highlighted instances over the whole session');
+        await page.evaluate((vp) => window.__gpuflTimeline.setViewport(vp), before); // the window the later tests expect
+        await waitPainted(page);
+      }
       // "visible range only": zoom the timeline to the middle tenth; the table shows /kernels/summary for that window
       const detail = ctx.state.detail;
       const origin = BigInt(detail.header.start_ns);
@@ -325,10 +333,12 @@ export const tests = [
       await waitPainted(page);
     },
   },
+  timelineTests.search,
   {
     name: 'deep link restores tab, window and selected kernel after reload',
     async run(ctx) {
       const { page } = ctx;
+      await urlFollowsWindow(page); // or the reload races the URL update
       const url = page.url();
       const q = hashParams(url);
       await page.reload();
@@ -714,6 +724,7 @@ export const tests = [
       await shot('13-compare');
     },
   },
+  timelineTests.atScale,
   {
     name: 'sign out returns to the sign-in screen',
     async run({ page }) {

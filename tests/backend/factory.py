@@ -114,8 +114,7 @@ class SessionFactory:
             start_ns=self.t0 + start,
             end_ns=self.t0 + start + dur,
             bytes=nbytes,
-            copy_kind="HtoD",
-            **kw,  # type: ignore[arg-type]
+            **{"copy_kind": "HtoD", **kw},  # type: ignore[arg-type]
         )
 
     def memset(self, start: int, dur: int, nbytes: int, **kw: object) -> ev.Memset:

@@ -146,6 +146,46 @@ export interface KernelTimeline {
   buckets: LodBucket[];
 }
 
+/** The memory lane's level of detail: copies (by copy kind) or memsets ("memset") that started in a bucket. */
+export interface MemoryBucket {
+  t: number;
+  kind: string;
+  count: number;
+  bytes: number;
+  busy: number;
+  /** The bucket's longest copy or memset (its id as MemcpyRow's: memsets prefixed "memset:"). */
+  longest: { id: string; start: number; end: number; bytes: number };
+}
+
+export interface MemoryTimeline {
+  start: number;
+  end: number;
+  bucketNs: number;
+  buckets: MemoryBucket[];
+}
+
+/** GET /range: what ran in a selected time range (wire shape; ns as numbers, durations). */
+export type RangeSummary = S['RangeSummary'];
+
+/** One search hit (times relative to the session origin). */
+export interface SearchMatch {
+  kind: 'kernel' | 'scope';
+  id: string;
+  name: string | null;
+  start: number;
+  end: number | null;
+  device: number | null;
+  stream: number | null;
+  threadId: number | null;
+  depth: number | null;
+}
+
+export interface SearchResult {
+  kernels: number;
+  scopes: number;
+  match: SearchMatch | null;
+}
+
 export interface KernelRow {
   id: string;
   seq: number;
@@ -372,6 +412,57 @@ export class Api {
           end: rel(b.longest.end_ns as NsLike, o)!,
         },
       })),
+    };
+  }
+
+  /** Copies and memsets of a window per bucket and kind: every one counted, whatever the zoom. */
+  async memoryTimeline(s: SessionDetail, win: { start: number; end: number }, resolutionNs: number, signal?: AbortSignal): Promise<MemoryTimeline> {
+    const o = s.origin;
+    const w = await this.get<W<S['MemoryTimeline']> & { buckets: W<S['MemoryBucket']>[] }>(
+      `/sessions/${enc(s.id)}/memory/timeline`,
+      { start_ns: abs(win.start, o), end_ns: abs(win.end, o), resolution_ns: Math.max(1, Math.round(resolutionNs)) },
+      signal,
+    );
+    return {
+      start: rel(w.start_ns, o)!,
+      end: rel(w.end_ns, o)!,
+      bucketNs: Number(w.bucket_ns),
+      buckets: w.buckets.map((b) => ({
+        t: rel(b.t_ns, o)!,
+        kind: b.kind,
+        count: b.count,
+        bytes: Number(b.bytes),
+        busy: Number(b.busy_ns),
+        longest: {
+          id: b.kind === 'memset' ? `memset:${b.longest.id}` : b.longest.id,
+          start: rel(b.longest.start_ns as NsLike, o)!,
+          end: rel(b.longest.end_ns as NsLike, o)!,
+          bytes: Number(b.longest.bytes),
+        },
+      })),
+    };
+  }
+
+  /** Aggregates of a selected time range per kernel name, copy kind and scope path (the area selection). */
+  rangeSummary(s: SessionDetail, win: { start: number; end: number }, signal?: AbortSignal): Promise<RangeSummary> {
+    return this.get<RangeSummary>(`/sessions/${enc(s.id)}/range`, { start_ns: abs(win.start, s.origin), end_ns: abs(win.end, s.origin), limit: 200 }, signal);
+  }
+
+  /** Kernels and scope instances whose name contains `text`: counts, and the next (or previous) from `at`. */
+  async search(s: SessionDetail, text: string, at: number, direction: 'next' | 'prev', signal?: AbortSignal): Promise<SearchResult> {
+    const o = s.origin;
+    const w = await this.get<W<S['SearchResult']> & { match: W<S['SearchMatch']> | null }>(
+      `/sessions/${enc(s.id)}/search`,
+      { text, at_ns: abs(at, o), direction },
+      signal,
+    );
+    const m = w.match;
+    return {
+      kernels: w.kernels,
+      scopes: w.scopes,
+      match: m
+        ? { kind: m.kind, id: m.id, name: m.name, start: rel(m.start_ns, o)!, end: rel(m.end_ns, o), device: m.device_id, stream: m.stream_id, threadId: m.thread_id, depth: m.depth }
+        : null,
     };
   }
 

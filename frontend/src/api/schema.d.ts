@@ -338,6 +338,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/sessions/{session_id}/memory/timeline": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Memory Timeline */
+        get: operations["memory_timeline_api_v1_sessions__session_id__memory_timeline_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/sessions/{session_id}/memsets": {
         parameters: {
             query?: never;
@@ -347,6 +364,23 @@ export interface paths {
         };
         /** Memsets */
         get: operations["memsets_api_v1_sessions__session_id__memsets_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/sessions/{session_id}/range": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Range Summary */
+        get: operations["range_summary_api_v1_sessions__session_id__range_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -418,6 +452,23 @@ export interface paths {
         };
         /** Profile Samples */
         get: operations["profile_samples_api_v1_sessions__session_id__scopes__scope_id__profile_samples_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/sessions/{session_id}/search": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Search */
+        get: operations["search_api_v1_sessions__session_id__search_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1006,6 +1057,42 @@ export interface components {
             /** Throughput Gbps */
             throughput_gbps: number | null;
         };
+        /** MemoryBucket */
+        MemoryBucket: {
+            /** Busy Ns */
+            busy_ns: number;
+            /** Bytes */
+            bytes: number;
+            /** Count */
+            count: number;
+            /** Kind */
+            kind: string;
+            longest: components["schemas"]["MemoryLongest"];
+            /** T Ns */
+            t_ns: number;
+        };
+        /** MemoryLongest */
+        MemoryLongest: {
+            /** Bytes */
+            bytes: number;
+            /** End Ns */
+            end_ns: number;
+            /** Id */
+            id: string;
+            /** Start Ns */
+            start_ns: number;
+        };
+        /** MemoryTimeline */
+        MemoryTimeline: {
+            /** Bucket Ns */
+            bucket_ns: number;
+            /** Buckets */
+            buckets: components["schemas"]["MemoryBucket"][];
+            /** End Ns */
+            end_ns: number;
+            /** Start Ns */
+            start_ns: number;
+        };
         /** MemsetPage */
         MemsetPage: {
             /** Items */
@@ -1061,6 +1148,62 @@ export interface components {
             reasons: {
                 [key: string]: string;
             };
+        };
+        /** RangeCopy */
+        RangeCopy: {
+            /** Bytes */
+            bytes: number;
+            /** Count */
+            count: number;
+            /** In Range Ns */
+            in_range_ns: number;
+            /** Kind */
+            kind: string;
+            /** Total Ns */
+            total_ns: number;
+        };
+        /** RangeKernel */
+        RangeKernel: {
+            /** Count */
+            count: number;
+            /** In Range Ns */
+            in_range_ns: number;
+            /** Name */
+            name: string | null;
+            /** Total Ns */
+            total_ns: number;
+        };
+        /** RangeScope */
+        RangeScope: {
+            /** Count */
+            count: number;
+            /** In Range Ns */
+            in_range_ns: number;
+            /** Open */
+            open: number;
+            /** Path */
+            path: string;
+            /** Total Ns */
+            total_ns: number | null;
+        };
+        /** RangeSummary */
+        RangeSummary: {
+            /** Copies */
+            copies: components["schemas"]["RangeCopy"][];
+            /** Copies Total */
+            copies_total: number;
+            /** End Ns */
+            end_ns: number;
+            /** Kernels */
+            kernels: components["schemas"]["RangeKernel"][];
+            /** Kernels Total */
+            kernels_total: number;
+            /** Scopes */
+            scopes: components["schemas"]["RangeScope"][];
+            /** Scopes Total */
+            scopes_total: number;
+            /** Start Ns */
+            start_ns: number;
         };
         /** Rejection */
         Rejection: {
@@ -1273,6 +1416,40 @@ export interface components {
         ScopeTree: {
             /** Roots */
             roots: components["schemas"]["ScopeNode"][];
+        };
+        /** SearchMatch */
+        SearchMatch: {
+            /** Depth */
+            depth: number | null;
+            /** Device Id */
+            device_id: number | null;
+            /** End Ns */
+            end_ns: number | null;
+            /** Id */
+            id: string;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "kernel" | "scope";
+            /** Name */
+            name: string | null;
+            /** Start Ns */
+            start_ns: number;
+            /** Stream Id */
+            stream_id: number | null;
+            /** Thread Id */
+            thread_id: number | null;
+        };
+        /** SearchResult */
+        SearchResult: {
+            /** Kernels */
+            kernels: number;
+            match: components["schemas"]["SearchMatch"] | null;
+            /** Scopes */
+            scopes: number;
+            /** Text */
+            text: string;
         };
         /** SeriesPoint */
         SeriesPoint: {
@@ -2969,6 +3146,79 @@ export interface operations {
             };
         };
     };
+    memory_timeline_api_v1_sessions__session_id__memory_timeline_get: {
+        parameters: {
+            query: {
+                start_ns: number;
+                end_ns: number;
+                resolution_ns: number;
+            };
+            header?: never;
+            path: {
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MemoryTimeline"];
+                };
+            };
+            /** @description Missing, unknown or revoked token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such session, kernel or key */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or body the API does not take */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description The key's request rate limit: retry after Retry-After seconds */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     memsets_api_v1_sessions__session_id__memsets_get: {
         parameters: {
             query?: {
@@ -3004,6 +3254,79 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, unknown or revoked token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such session, kernel or key */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or body the API does not take */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description The key's request rate limit: retry after Retry-After seconds */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    range_summary_api_v1_sessions__session_id__range_get: {
+        parameters: {
+            query: {
+                start_ns: number;
+                end_ns: number;
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RangeSummary"];
                 };
             };
             /** @description Missing, unknown or revoked token */
@@ -3300,6 +3623,79 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ProfileSamples"];
+                };
+            };
+            /** @description Missing, unknown or revoked token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such session, kernel or key */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or body the API does not take */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description The key's request rate limit: retry after Retry-After seconds */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    search_api_v1_sessions__session_id__search_get: {
+        parameters: {
+            query: {
+                text: string;
+                at_ns: number;
+                direction?: "next" | "prev";
+            };
+            header?: never;
+            path: {
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SearchResult"];
                 };
             };
             /** @description Missing, unknown or revoked token */

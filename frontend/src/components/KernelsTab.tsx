@@ -5,8 +5,10 @@ import { useDebounced } from '../lib/useDebounced';
 import { Timeline } from '../timeline/Timeline';
 import type { Viewport } from '../timeline/viewport';
 import { Inspector } from './Inspector';
+import { RangeStats, type TimeRange } from './RangeStats';
 import { AsyncView } from './States';
 import { SummaryTable } from './SummaryTable';
+import { TimelineSearch } from './TimelineSearch';
 
 export interface KernelsTabProps {
   api: Api;
@@ -23,6 +25,7 @@ export function KernelsTab({ api, session, t0, t1, kernel, name, onChange }: Ker
     t0 !== undefined && t1 !== undefined && t1 > t0 ? { t0, t1 } : { t0: 0, t1: session.rangeEnd };
   const [vp, setVp] = useState<Viewport>(initial);
   const [nonce, setNonce] = useState(0);
+  const [range, setRange] = useState<TimeRange | null>(null);
   const reported = useRef<Viewport>(initial);
 
   // A window from outside (deep link edit, System chart click) moves the timeline.
@@ -84,6 +87,22 @@ export function KernelsTab({ api, session, t0, t1, kernel, name, onChange }: Ker
     <div className="kernels-tab">
       <div className="kernels-top">
         <div className="timeline-col">
+          <TimelineSearch
+            api={api}
+            session={session}
+            windowStart={() => reported.current.t0}
+            onMatch={(m) => {
+              // zoom to the instance: it fills the middle third of the view (at least 10 µs of view)
+              const end = m.end ?? m.start + Math.max(1000, reported.current.t1 - reported.current.t0) / 3;
+              const span = Math.max(3 * (end - m.start), 10_000);
+              const mid = (m.start + end) / 2;
+              const nv = { t0: mid - span / 2, t1: mid + span / 2 };
+              reported.current = nv;
+              setVp(nv);
+              setNonce((n) => n + 1);
+              if (m.kind === 'kernel') onChange({ kernel: m.id, t0: Math.round(nv.t0), t1: Math.round(nv.t1) });
+            }}
+          />
           <Timeline
             api={api}
             session={session}
@@ -98,9 +117,11 @@ export function KernelsTab({ api, session, t0, t1, kernel, name, onChange }: Ker
             onSelect={(id) => onChange({ kernel: id })}
             highlightName={name ?? null}
             onReady={() => setSummaryGo(true)}
+            onRange={setRange}
           />
+          {range && <RangeStats api={api} session={session} range={range} onClose={() => setRange(null)} />}
         </div>
-        {kernel && <Inspector value={detail} session={session} onClose={() => onChange({ kernel: undefined })} />}
+        <Inspector value={kernel ? detail : null} session={session} onClose={() => onChange({ kernel: undefined })} />
       </div>
       {summary.state === 'loading' && summary.prev ? (
         table(summary.prev, true)

@@ -56,11 +56,12 @@ export function fmtOffset(ns: number, step: number): string {
 
 /**
  * An axis tick at `ns` (offset from the session start) for ticks `step` apart on an axis reaching `maxAbs`:
- * past one second, seconds with as many decimals as the step needs ("7.60950 s"), so deep zooms late in a
- * session stay readable; otherwise as fmtOffset.
+ * one unit for the whole axis, the one that fits its largest label (ns, µs, ms, s), with as many decimals as
+ * the step needs ("583.0 ms", not "583000 µs"; "7.60950 s" deep in a long session).
  */
 export function fmtTick(ns: number, step: number, maxAbs: number): string {
-  if (maxAbs < 1e9 || step >= 1e9) return fmtOffset(ns, step);
-  const decimals = Math.min(9, Math.max(0, Math.ceil(-Math.log10(step / 1e9) - 1e-9)));
-  return `${(ns / 1e9).toFixed(decimals)} s`;
+  const [unit, name] = maxAbs >= 1e9 ? [1e9, 's'] : maxAbs >= 1e6 ? [1e6, 'ms'] : maxAbs >= 1e3 ? [1e3, 'µs'] : [1, 'ns'];
+  const r = Math.abs(step) / unit;
+  const decimals = unit === 1 ? 0 : r >= 10 ? 0 : r >= 1 ? 1 : Math.min(9, Math.ceil(-Math.log10(r) - 1e-9));
+  return `${(ns / unit).toFixed(decimals)} ${name}`;
 }

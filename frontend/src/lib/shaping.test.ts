@@ -1,10 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { toSessionDetail, toSessionInfo, type KernelDetail, type KernelSummaryRow, type ScopeNode } from '../api/client';
-import { inspectorRows } from './inspector';
+import { inspectorRows, shortKernelName } from './inspector';
 import { expandToDepth, findScope, visibleRows } from './scopes';
 import { gpuSummary, localInputToNs, matchesSearch, sortNewestFirst } from './sessions';
 import { filterSummary, sortSummary } from './summary';
 import { fmtBytes, fmtDur, fmtTick } from './format';
+import { tickStep } from '../timeline/viewport';
 
 const item = (id: string, start: string | null, extra: object = {}) =>
   toSessionInfo({
@@ -122,9 +123,30 @@ describe('inspector rows', () => {
     expect(r.static_smem).toBe('48.0 KiB (49152 B)');
     expect(r.dynamic_smem).toBe('0 B');
     expect(r.occupancy).toBe('25.0% (limited by registers)');
+    expect(r.api).toBe('50 ns · called 100 ns before the kernel started');
+    expect(r.start).toBe('+1.00 µs from session start');
     expect(r.device).toBe('GPU 0 · NVIDIA H100');
     expect(r.scope).toBe('train/fwd');
     expect(r.duration).toBe('2.50 µs');
+  });
+  it('gives the start to the ns when the origin is known', () => {
+    const r = Object.fromEntries(inspectorRows({ ...k, startAbs: '1732521607609512345' }, null, 1732521600000000000n).map((x) => [x.key, x.value]));
+    expect(r.start).toBe('+7.609512345 s from session start');
+  });
+  it('says occupancy at the maximum without calling it limited', () => {
+    const full = { ...k, launch: { ...k.launch!, occupancy: 1, limiting_resource: 'registers' } };
+    const r = Object.fromEntries(inspectorRows(full).map((x) => [x.key, x.value]));
+    expect(r.occupancy).toBe('100.0% (the most the SM allows; registers also at their limit)');
+    expect(r.occupancy).not.toContain('limited by');
+  });
+  it('shortens template-heavy kernel names and keeps plain ones', () => {
+    const torch =
+      'void at::native::vectorized_elementwise_kernel<8, at::native::bfloat16_copy_kernel_cuda(at::TensorIteratorBase&)::{lambda(float)#1}, std::array<char*, 2ul> >(int, at::native::bfloat16_copy_kernel_cuda(at::TensorIteratorBase&)::{lambda(float)#1}, std::array<char*, 2ul>)';
+    expect(shortKernelName(torch)).toBe('at::native::vectorized_elementwise_kernel');
+    expect(shortKernelName('gemm_kernel')).toBe('gemm_kernel');
+    expect(shortKernelName('void relu(float*, int)')).toBe('relu');
+    expect(shortKernelName('(anonymous namespace)::softmax_warp_forward<float, float, float, 8, false>(float*, float const*, int, int, int)')).toBe('(anonymous namespace)::softmax_warp_forward');
+    expect(inspectorRows({ ...k, name: torch }).find((x) => x.key === 'name')!.value).toBe('at::native::vectorized_elementwise_kernel');
   });
   it('reads absent launch memory sizes as their contract default, 0', () => {
     const r = Object.fromEntries(inspectorRows({ ...k, launch: { grid: [1, 1, 1], block: [32, 1, 1], num_regs: 8 } }).map((x) => [x.key, x.value]));
@@ -158,5 +180,20 @@ describe('fmtTick', () => {
     expect(fmtTick(7_609_550_000, 50_000, 7.7e9)).toBe('7.60955 s');
     expect(fmtTick(2e9, 1e9, 3e9)).toBe('2.0 s');
     expect(fmtTick(500_000, 100_000, 9e5)).toBe('500 µs');
+  });
+  it('picks the unit from the largest label, never "583000 µs" (#24)', () => {
+    expect(fmtTick(583_000_000, 100_000, 6e8)).toBe('583.0 ms');
+    expect(fmtTick(583_010_000, 10_000, 6e8)).toBe('583.01 ms');
+    expect(fmtTick(583_000_000, 20_000_000, 6e8)).toBe('583 ms');
+    expect(fmtTick(1_500, 500, 2_000)).toBe('1.5 µs');
+    expect(fmtTick(640, 20, 900)).toBe('640 ns');
+    // every label of a deep zoom at any point of a session is distinct and at most ~12 characters
+    for (const [t0, span] of [[0, 1e4], [5e8, 1e5], [7.6e9, 2e4], [1.488e12, 3e6], [3e5, 1e3]]) {
+      const step = tickStep(span, 12);
+      const labels: string[] = [];
+      for (let t = Math.ceil(t0 / step) * step; t <= t0 + span; t += step) labels.push(fmtTick(t, step, t0 + span));
+      expect(new Set(labels).size).toBe(labels.length);
+      for (const l of labels) expect(l.length).toBeLessThanOrEqual(16);
+    }
   });
 });

@@ -84,3 +84,21 @@ describe('hitTest on edge kernels', () => {
     expect(hitTest({ ...f, edge: [] }, GUTTER_W + 100, AXIS_H + LANE_H / 2)).toBeNull();
   });
 });
+
+describe('hitTest on the memory lane in buckets', () => {
+  const buckets = [b(0, 1, 100, 200, 'a')];
+  const lanes = lanesFrom(buckets, new Map());
+  const memBuckets = {
+    start: 0,
+    end: 2000,
+    bucketNs: 100,
+    buckets: [{ t: 1500, kind: 'DtoH', count: 37, bytes: 1 << 20, busy: 900, longest: { id: 'm9', start: 1520, end: 1580, bytes: 4096 } }],
+  };
+  const f = { vp: { t0: 0, t1: 2000 }, layout: layout(lanes, true, 2000), tiles: [], memcpy: [], memBuckets };
+
+  it('answers the bucket (its count and bytes) under the pointer', () => {
+    const h = hitTest(f, GUTTER_W + 1550, AXIS_H + LANE_H / 2);
+    expect(h).toMatchObject({ kind: 'memBucket', bucket: { count: 37, kind: 'DtoH' } });
+    expect(hitTest(f, GUTTER_W + 1000, AXIS_H + LANE_H / 2)).toBeNull();
+  });
+});

@@ -2,11 +2,11 @@
  * Synchronous canvas drawing of the Kernels timeline. Nothing here fetches: the component hands over what
  * is in the cache and this paints one frame (Perfetto's split between async data and sync rendering).
  */
-import type { KernelRow, LodBucket, MemcpyRow, ScopeInstance } from '../api/client';
+import type { KernelRow, LodBucket, MemcpyRow, MemoryBucket, MemoryTimeline, ScopeInstance } from '../api/client';
 import { nameColor } from '../lib/color';
 import { fmtTick } from '../lib/format';
 import { density, laneKey, type Lane, type Tile } from './lod';
-import { scopeAt, scopeRects, SCOPE_KEY, SCOPE_ROW_H } from './scopes';
+import { rowFunction, scopeAt, scopeRects, SCOPE_KEY, SCOPE_ROW_H, type ScopeTracks } from './scopes';
 import { tickStep, tToX, type Viewport } from './viewport';
 
 export const AXIS_H = 22;
@@ -20,12 +20,14 @@ export interface Layout {
   rows: { key: string; label: string; y: number; h: number; kind: 'memcpy' | 'kernel' | 'scope'; lane?: Lane; depth?: number }[];
 }
 
-/** Rows top to bottom: `scopeRows` scope rows (one per depth), the memory lane (copies and memsets), the GPU lanes. */
-export function layout(lanes: Lane[], hasMemcpy: boolean, plotWidth: number, scopeRows = 0): Layout {
+/** Rows top to bottom: the scope rows (a count, one per depth; or their labels, from the per-thread tracks),
+ * the memory lane (copies and memsets), the GPU lanes. A scope row's `depth` is its index among the scope rows. */
+export function layout(lanes: Lane[], hasMemcpy: boolean, plotWidth: number, scopeRows: number | string[] = 0): Layout {
   const rows: Layout['rows'] = [];
   let y = AXIS_H;
-  for (let d = 0; d < scopeRows; d++) {
-    rows.push({ key: SCOPE_KEY + d, label: d === 0 ? 'Scopes' : `Scopes · depth ${d}`, y, h: SCOPE_ROW_H, kind: 'scope', depth: d });
+  const labels = typeof scopeRows === 'number' ? Array.from({ length: scopeRows }, (_, d) => (d === 0 ? 'Scopes' : `Scopes · depth ${d}`)) : scopeRows;
+  for (let d = 0; d < labels.length; d++) {
+    rows.push({ key: SCOPE_KEY + d, label: labels[d], y, h: SCOPE_ROW_H, kind: 'scope', depth: d });
     y += SCOPE_ROW_H;
   }
   if (hasMemcpy) {
@@ -73,7 +75,8 @@ export interface FrameInput {
   layout: Layout;
   tiles: DrawnTile[];
   memcpy: MemcpyRow[];
-  memcpyTruncated: boolean;
+  /** When set, the memory lane draws these buckets (each one's longest copy or memset) instead of `memcpy`. */
+  memBuckets?: MemoryTimeline | null;
   selectedId: string | null;
   selected: { start: number; end: number; device: number; stream: number } | null;
   highlightName: string | null;
@@ -84,12 +87,18 @@ export interface FrameInput {
   /** Scope instances loaded for (at least) the window, drawn in the scope rows. */
   scopes?: ScopeInstance[];
   scopesTruncated?: boolean;
+  /** A range being selected (drag), drawn as a band over every row. */
+  selection?: { t0: number; t1: number } | null;
+  /** The per-thread scope tracks the rows belong to (absent: one row per depth). */
+  scopeTracks?: ScopeTracks;
 }
 
 export interface FrameStats {
   rects: number;
   /** Scope instances overlapping the window (drawn, or covered by a painted pixel of their row). */
   scopes: number;
+  /** The axis labels drawn, left to right. */
+  ticks: string[];
 }
 
 export function drawFrame(ctx: CanvasRenderingContext2D, f: FrameInput, dpr: number): FrameStats {
@@ -121,13 +130,16 @@ export function drawFrame(ctx: CanvasRenderingContext2D, f: FrameInput, dpr: num
   ctx.strokeStyle = '#2a2e37';
   ctx.fillStyle = '#9aa3b2';
   ctx.lineWidth = 1;
+  const ticks: string[] = [];
   for (let t = Math.ceil(vp.t0 / step) * step; t <= vp.t1; t += step) {
     const x = Math.round(tToX(t, vp, W)) + 0.5;
     ctx.beginPath();
     ctx.moveTo(x, AXIS_H - 6);
     ctx.lineTo(x, L.height);
     ctx.stroke();
-    ctx.fillText(fmtTick(t, step, Math.max(Math.abs(vp.t0), Math.abs(vp.t1))), x + 3, AXIS_H / 2);
+    const label = fmtTick(t, step, Math.max(Math.abs(vp.t0), Math.abs(vp.t1)));
+    ticks.push(label);
+    ctx.fillText(label, x + 3, AXIS_H / 2);
   }
 
   const rowByKey = new Map(L.rows.map((r) => [r.key, r]));
@@ -210,7 +222,7 @@ export function drawFrame(ctx: CanvasRenderingContext2D, f: FrameInput, dpr: num
   // Scope instances: one row per depth, coloured by path, labelled when wide enough.
   let scopesInView = 0;
   if (f.scopes?.length && L.rows.some((r) => r.kind === 'scope')) {
-    const sr = scopeRects(f.scopes, vp, W);
+    const sr = scopeRects(f.scopes, vp, W, 40, rowFunction(f.scopeTracks));
     scopesInView = sr.inView;
     const sb = new Batch();
     const slabels: { x: number; y: number; w: number; h: number; text: string }[] = [];
@@ -235,7 +247,20 @@ export function drawFrame(ctx: CanvasRenderingContext2D, f: FrameInput, dpr: num
 
   // Memory copies.
   const mr = rowByKey.get(MEMCPY_KEY);
-  if (mr) {
+  if (mr && f.memBuckets) {
+    let lastX = -1;
+    for (const b of f.memBuckets.buckets) {
+      const end = Math.max(b.longest.end, b.t + f.memBuckets.bucketNs);
+      if (end < vp.t0 || b.t > vp.t1) continue;
+      const x0 = tToX(b.longest.start, vp, W);
+      const w = Math.max(1, tToX(b.longest.end, vp, W) - x0);
+      if (w < 1.5 && Math.floor(x0) <= lastX) continue;
+      lastX = Math.floor(x0 + w);
+      ctx.fillStyle = MEMCPY_COLORS[b.kind] ?? '#8c8c8c';
+      ctx.fillRect(x0, mr.y + 4, w, mr.h - 8);
+      rects++;
+    }
+  } else if (mr) {
     let lastX = -1;
     for (const m of f.memcpy) {
       if (m.end < vp.t0 || m.start > vp.t1) continue;
@@ -261,6 +286,17 @@ export function drawFrame(ctx: CanvasRenderingContext2D, f: FrameInput, dpr: num
     }
   }
 
+  // Range being selected.
+  if (f.selection) {
+    const x0 = tToX(f.selection.t0, vp, W);
+    const x1 = tToX(f.selection.t1, vp, W);
+    ctx.fillStyle = 'rgba(255, 209, 102, 0.15)';
+    ctx.fillRect(x0, 0, Math.max(1, x1 - x0), L.height);
+    ctx.strokeStyle = '#ffd166';
+    ctx.lineWidth = 1;
+    ctx.strokeRect(Math.round(x0) + 0.5, 0.5, Math.max(1, Math.round(x1 - x0)), L.height - 1);
+  }
+
   // Hover cursor line.
   if (f.hover && f.hover.x >= GUTTER_W) {
     ctx.strokeStyle = 'rgba(255,255,255,0.35)';
@@ -280,12 +316,8 @@ export function drawFrame(ctx: CanvasRenderingContext2D, f: FrameInput, dpr: num
     ctx.fillStyle = i % 2 ? '#181b21' : '#1b1e25';
     ctx.fillRect(0, r.y, GUTTER_W, r.h);
     ctx.fillStyle = '#c9d1dc';
-    const label =
-      r.kind === 'memcpy' && f.memcpyTruncated
-        ? `${r.label} (first ${f.memcpy.length})`
-        : r.kind === 'scope' && r.depth === 0 && f.scopesTruncated
-          ? `${r.label} (first ${f.scopes?.length ?? 0})`
-          : r.label;
+    // Memory copies are never cut (past 2,000 they come as buckets); scope instances may be: say so.
+    const label = r.kind === 'scope' && r.depth === 0 && f.scopesTruncated ? `${r.label} (first ${f.scopes?.length ?? 0})` : r.label;
     ctx.fillText(label, 8, r.y + r.h / 2, GUTTER_W - 14);
   });
   ctx.strokeStyle = '#2a2e37';
@@ -293,7 +325,7 @@ export function drawFrame(ctx: CanvasRenderingContext2D, f: FrameInput, dpr: num
   ctx.moveTo(GUTTER_W + 0.5, 0);
   ctx.lineTo(GUTTER_W + 0.5, L.height);
   ctx.stroke();
-  return { rects, scopes: scopesInView };
+  return { rects, scopes: scopesInView, ticks };
 }
 
 /** Index of the first bucket with t ≥ t0 (buckets sorted by t). */
@@ -346,22 +378,33 @@ export const MEMCPY_COLORS: Record<string, string> = {
 export type Hit =
   | { kind: 'kernel'; id: string; name: string | null; start: number; end: number; count: number; device: number; stream: number }
   | { kind: 'memcpy'; row: MemcpyRow }
+  | { kind: 'memBucket'; bucket: MemoryBucket }
   | { kind: 'scope'; scope: ScopeInstance };
 
 /** What is under (x, y) (canvas CSS pixels): the bucket whose longest kernel is nearest, within 4 px. */
-export function hitTest(f: Pick<FrameInput, 'vp' | 'layout' | 'tiles' | 'memcpy' | 'edge' | 'scopes'>, x: number, y: number): Hit | null {
+export function hitTest(f: Pick<FrameInput, 'vp' | 'layout' | 'tiles' | 'memcpy' | 'edge' | 'scopes' | 'memBuckets' | 'scopeTracks'>, x: number, y: number): Hit | null {
   if (x < GUTTER_W) return null;
   const px = x - GUTTER_W;
   const W = f.layout.width;
   const row = f.layout.rows.find((r) => y >= r.y && y < r.y + r.h);
   if (!row) return null;
   if (row.kind === 'scope') {
-    const sc = scopeAt(f.scopes ?? [], f.vp, W, row.depth ?? 0, px);
+    const sc = scopeAt(f.scopes ?? [], f.vp, W, row.depth ?? 0, px, 3, rowFunction(f.scopeTracks));
     return sc ? { kind: 'scope', scope: sc } : null;
   }
   const tol = 4;
   let best: Hit | null = null;
   let bestD = Infinity;
+  if (row.kind === 'memcpy' && f.memBuckets) {
+    for (const b of f.memBuckets.buckets) {
+      const d = pxDistance(px, tToX(b.longest.start, f.vp, W), tToX(b.longest.end, f.vp, W));
+      if (d <= tol && d < bestD) {
+        bestD = d;
+        best = { kind: 'memBucket', bucket: b };
+      }
+    }
+    return best;
+  }
   if (row.kind === 'memcpy') {
     for (const m of f.memcpy) {
       const d = pxDistance(px, tToX(m.start, f.vp, W), tToX(m.end, f.vp, W));

@@ -2,7 +2,22 @@ import { describe, expect, it } from 'vitest';
 import type { ScopeInstance } from '../api/client';
 import { AXIS_H, GUTTER_W, hitTest, layout, LANE_H } from './draw';
 import { lanesFrom } from './lod';
-import { MAX_SCOPE_ROWS, scopeAt, scopeFetchCovers, scopeFetchFor, scopeInView, scopeRects, scopeRowsFor, SCOPE_ROW_H } from './scopes';
+import {
+  MAX_SCOPE_ROWS,
+  NO_SCOPE_TRACKS,
+  rowFunction,
+  scopeAt,
+  scopeFetchCovers,
+  scopeFetchFor,
+  scopeInView,
+  scopeRects,
+  scopeRowCount,
+  scopeRowLabels,
+  scopeRowOf,
+  scopeRowsFor,
+  scopeTracksWith,
+  SCOPE_ROW_H,
+} from './scopes';
 
 function sc(inst: number, depth: number, start: number, end: number | null, path = `p${inst}`): ScopeInstance {
   return { inst, scopeId: inst, path, name: path.split('/').pop()!, depth, parentInst: null, threadId: 1, start, end };
@@ -81,5 +96,40 @@ describe('scope rows in the layout and hit test', () => {
     expect(hitTest(f, GUTTER_W + 200, AXIS_H + SCOPE_ROW_H + 4)).toMatchObject({ kind: 'scope', scope: { path: 'train/fwd' } });
     expect(hitTest(f, GUTTER_W + 600, AXIS_H + SCOPE_ROW_H + 4)).toBeNull();
     expect(scopeAt([sc(1, 0, 0, 1000), sc(2, 0, 100, 200)], f.vp, 1000, 0, 150)?.inst).toBe(2);
+  });
+});
+
+describe('scope tracks, one per thread', () => {
+  const onThread = (inst: number, thread: number, depth: number, start: number, end: number) => ({ ...sc(inst, depth, start, end), threadId: thread });
+
+  it('give each thread its own rows, threads in id order, depths inside', () => {
+    const items = [onThread(1, 20, 0, 0, 100), onThread(2, 10, 0, 50, 150), onThread(3, 20, 1, 10, 20), onThread(4, 10, 0, 200, 300)];
+    const t = scopeTracksWith(NO_SCOPE_TRACKS, items);
+    expect(t.threads).toEqual([
+      { threadId: 10, rows: 1 },
+      { threadId: 20, rows: 2 },
+    ]);
+    expect(scopeRowCount(t)).toBe(3);
+    expect(scopeRowLabels(t)).toEqual(['Scopes · thread 10', 'Scopes · thread 20', '    depth 1']);
+    expect(items.map((s) => scopeRowOf(t, s.threadId, s.depth))).toEqual([1, 0, 2, 0]);
+    expect(scopeRowOf(t, 99, 0)).toBe(-1);
+    // overlapping ranges of two threads land in different rows: no two rects of one row overlap
+    const { rects } = scopeRects(items, { t0: 0, t1: 1000 }, 1000, 40, rowFunction(t));
+    for (const a of rects) for (const b of rects) if (a !== b && a.row === b.row) expect(a.x + a.w <= b.x || b.x + b.w <= a.x).toBe(true);
+  });
+
+  it('never shrink, and keep the same object when nothing new is needed', () => {
+    const t = scopeTracksWith(NO_SCOPE_TRACKS, [onThread(1, 5, 2, 0, 1)]);
+    expect(scopeTracksWith(t, [onThread(2, 5, 0, 0, 1)])).toBe(t);
+    expect(scopeTracksWith(t, [onThread(2, 6, 0, 0, 1)]).threads.map((x) => x.threadId)).toEqual([5, 6]);
+  });
+
+  it('hit-test a thread row for that thread only', () => {
+    const items = [onThread(1, 10, 0, 100, 900), onThread(2, 20, 0, 100, 900)];
+    const t = scopeTracksWith(NO_SCOPE_TRACKS, items);
+    const L2 = layout(lanesFrom([{ device: 0, stream: 7 }], new Map()), false, 1000, scopeRowLabels(t));
+    const f = { vp: { t0: 0, t1: 1000 }, layout: L2, tiles: [], memcpy: [], scopes: items, scopeTracks: t };
+    expect(hitTest(f, GUTTER_W + 500, AXIS_H + 4)).toMatchObject({ scope: { threadId: 10 } });
+    expect(hitTest(f, GUTTER_W + 500, AXIS_H + SCOPE_ROW_H + 4)).toMatchObject({ scope: { threadId: 20 } });
   });
 });

@@ -3,8 +3,11 @@
  * of them (pure functions; Timeline.tsx fetches, draw.ts paints).
  *
  * Level of detail: the window is fetched widened by half a span on each side (so panning reuses it) with
- * `min_dur_ns` = one pixel's worth of ns, so the backend leaves out the instances too short to see. Rows are
- * one per nesting depth (depth 0 on top), at most MAX_SCOPE_ROWS (deeper ones share the last row).
+ * `min_dur_ns` = one pixel's worth of ns, so the backend leaves out the instances too short to see.
+ *
+ * Tracks: one per thread (scopes and NVTX ranges of different threads overlap in time, as Perfetto and Nsight
+ * Systems show them apart), in thread id order; inside a thread's track one row per nesting depth (depth 0 on
+ * top), at most MAX_SCOPE_ROWS (deeper ones share the last row).
  */
 import type { ScopeInstance } from '../api/client';
 import { tToX, type Viewport } from './viewport';
@@ -58,6 +61,55 @@ export function scopeRowsFor(items: ScopeInstance[]): number {
   return n;
 }
 
+/** The scope tracks drawn: rows per thread, threads in id order. */
+export interface ScopeTracks {
+  threads: { threadId: number; rows: number }[];
+}
+
+export const NO_SCOPE_TRACKS: ScopeTracks = { threads: [] };
+
+/** `prev` grown by what `items` need: a track per new thread, more rows where deeper instances came. Tracks
+ * never shrink, so rows don't jump while panning. */
+export function scopeTracksWith(prev: ScopeTracks, items: ScopeInstance[]): ScopeTracks {
+  const rows = new Map(prev.threads.map((t) => [t.threadId, t.rows]));
+  let grew = false;
+  for (const s of items) {
+    const need = scopeRow(s.depth) + 1;
+    if ((rows.get(s.threadId) ?? 0) < need) {
+      rows.set(s.threadId, need);
+      grew = true;
+    }
+  }
+  if (!grew) return prev;
+  return { threads: [...rows].sort((a, b) => a[0] - b[0]).map(([threadId, n]) => ({ threadId, rows: n })) };
+}
+
+export function scopeRowCount(t: ScopeTracks): number {
+  return t.threads.reduce((n, x) => n + x.rows, 0);
+}
+
+/** The row (top to bottom over all tracks) of an instance, or of (thread, depth). */
+export function scopeRowOf(t: ScopeTracks, threadId: number, depth: number): number {
+  let off = 0;
+  for (const x of t.threads) {
+    if (x.threadId === threadId) return off + Math.min(x.rows - 1, scopeRow(depth));
+    off += x.rows;
+  }
+  return -1;
+}
+
+/** Labels of the scope rows: the thread on its track's first row, the depth below it. */
+export function scopeRowLabels(t: ScopeTracks): string[] {
+  const out: string[] = [];
+  for (const x of t.threads) for (let d = 0; d < x.rows; d++) out.push(d === 0 ? `Scopes · thread ${x.threadId}` : `    depth ${d}`);
+  return out;
+}
+
+/** The row function for drawing and hit-testing with `t` (the depth alone when no tracks are known). */
+export function rowFunction(t: ScopeTracks | undefined): (s: ScopeInstance) => number {
+  return t && t.threads.length ? (s) => scopeRowOf(t, s.threadId, s.depth) : (s) => scopeRow(s.depth);
+}
+
 /** Does the instance overlap the window? An open instance (end null) has no known end: like the API, it
  * overlaps every window from its start on (and is drawn to the window's right edge). */
 export function scopeInView(s: ScopeInstance, vp: Viewport): boolean {
@@ -86,32 +138,42 @@ export function scopeRects(
   vp: Viewport,
   plotWidth: number,
   minLabelPx = 40,
+  rowOf: (s: ScopeInstance) => number = (s) => scopeRow(s.depth),
 ): { rects: ScopeRect[]; inView: number } {
   const rects: ScopeRect[] = [];
-  const lastX = new Array<number>(MAX_SCOPE_ROWS).fill(-Infinity);
+  const lastX = new Map<number, number>();
   let inView = 0;
   for (const s of items) {
     if (!scopeInView(s, vp)) continue;
     inView++;
-    const row = scopeRow(s.depth);
+    const row = rowOf(s);
     const end = endOf(s, vp);
     const x0 = Math.max(-2, tToX(s.start, vp, plotWidth));
     const x1 = Math.min(plotWidth + 2, tToX(end, vp, plotWidth));
     const w = Math.max(1, x1 - x0);
-    if (w < 1.5 && Math.floor(x0) <= lastX[row]) continue;
-    lastX[row] = Math.max(lastX[row], Math.floor(x0 + w));
+    const last = lastX.get(row) ?? -Infinity;
+    if (w < 1.5 && Math.floor(x0) <= last) continue;
+    lastX.set(row, Math.max(last, Math.floor(x0 + w)));
     rects.push({ row, x: x0, w, s, label: w > minLabelPx ? s.name : null });
   }
   return { rects, inView };
 }
 
 /** The instance under plot-relative x in `row` (within `tol` px; the narrowest wins, then the latest). */
-export function scopeAt(items: ScopeInstance[], vp: Viewport, plotWidth: number, row: number, px: number, tol = 3): ScopeInstance | null {
+export function scopeAt(
+  items: ScopeInstance[],
+  vp: Viewport,
+  plotWidth: number,
+  row: number,
+  px: number,
+  tol = 3,
+  rowOf: (s: ScopeInstance) => number = (s) => scopeRow(s.depth),
+): ScopeInstance | null {
   let best: ScopeInstance | null = null;
   let bestD = Infinity;
   let bestW = Infinity;
   for (const s of items) {
-    if (scopeRow(s.depth) !== row || !scopeInView(s, vp)) continue;
+    if (rowOf(s) !== row || !scopeInView(s, vp)) continue;
     const x0 = tToX(s.start, vp, plotWidth);
     const x1 = Math.max(x0 + 1, tToX(endOf(s, vp), vp, plotWidth));
     const d = px < x0 ? x0 - px : px > x1 ? px - x1 : 0;

@@ -169,9 +169,12 @@ class ActivityQueries(SqlEngine):
         device: int | None = None,
         stream_id: int | None = None,
         max_buckets: int = 100_000,
+        name: str | None = None,
     ) -> bytes:
-        """The level-of-detail timeline (schemas.KernelTimeline) as JSON bytes."""
-        levels = [s for s in LOD_SHIFTS if (1 << s) <= resolution_ns]
+        """The level-of-detail timeline (schemas.KernelTimeline) as JSON bytes. With ``name``, only the
+        kernels of that name: the stored levels mix names, so those buckets come from the raw kernels of the
+        window (every instance counted, none left out)."""
+        levels = [s for s in LOD_SHIFTS if (1 << s) <= resolution_ns] if name is None else []
         where: list[str] = []
         params: list[Any] = [sid]
         if levels:
@@ -202,6 +205,12 @@ class ActivityQueries(SqlEngine):
             self._window("kernels", sid, start_ns, end_ns, where, params)
             where = [w.replace("k.", "") for w in where]
             src, bucket, n, busy = "kernels", self._idiv("start_ns", str(width)), "1", "end_ns - start_ns"
+            if name is not None:
+                where.append(
+                    "launch_id IN (SELECT id FROM dicts WHERE session_id = ? AND stream = 'device' "
+                    "AND kind = 'launch' AND value = ?)"
+                )
+                params += [sid, name]
         if device is not None:
             where.append("device_id = ?")
             params.append(device)
@@ -457,3 +466,42 @@ class ActivityQueries(SqlEngine):
         cursor: PageCursor | None = None,
     ) -> tuple[list[rows.Memset], PageCursor | None]:
         return self._activity_page("memsets", sid, start_ns, end_ns, device, stream_id, scope, limit, cursor)
+
+    def memory_timeline(self, sid: str, start_ns: int, end_ns: int, resolution_ns: int) -> dict[str, Any]:
+        """The memory lane's level of detail (schemas.MemoryTimeline): copies and memsets overlapping
+        [start_ns, end_ns) per bucket of ``resolution_ns`` (by start) and kind (the copy kind, or "memset"):
+        how many, their bytes and busy time, and the longest one (ties: lowest seq). Computed from the raw
+        rows of the window, so every copy is counted whatever the zoom."""
+        width = max(1, resolution_ns)
+        parts, params = [], []
+        for table, kind in (("memcpys", "k.copy_kind"), ("memsets", "'memset'")):
+            where: list[str] = ["k.session_id = ?"]
+            p: list[Any] = [sid]
+            self._window(table, sid, start_ns, end_ns, where, p)
+            parts.append(
+                f"""SELECT {kind} AS kind, {self._idiv("k.start_ns", str(width))} AS b, k.seq, k.start_ns,
+                           k.end_ns, k.bytes FROM {table} k WHERE {" AND ".join(where)}"""
+            )
+            params += p
+        part = "PARTITION BY b, kind"
+        found = self._all(
+            f"""SELECT b, kind, n, total_bytes, busy, seq, start_ns, end_ns, bytes FROM (
+                    SELECT a.*, count(*) OVER ({part}) AS n, sum(bytes) OVER ({part}) AS total_bytes,
+                           sum(end_ns - start_ns) OVER ({part}) AS busy,
+                           row_number() OVER ({part} ORDER BY end_ns - start_ns DESC, seq) AS rn
+                    FROM ({" UNION ALL ".join(parts)}) a) r
+                WHERE rn = 1 ORDER BY b, kind""",
+            params,
+        )
+        buckets = [
+            {
+                "t_ns": int(b) * width,
+                "kind": kind,
+                "count": int(n),
+                "bytes": int(tb),
+                "busy_ns": int(busy),
+                "longest": {"id": str(seq), "start_ns": int(s0), "end_ns": int(s1), "bytes": int(by)},
+            }
+            for b, kind, n, tb, busy, seq, s0, s1, by in found
+        ]
+        return {"start_ns": start_ns, "end_ns": end_ns, "bucket_ns": width, "buckets": buckets}

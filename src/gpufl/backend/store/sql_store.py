@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from gpufl.backend.store.activity import ActivityQueries
 from gpufl.backend.store.diff import DiffQueries
 from gpufl.backend.store.insights import InsightQueries
 from gpufl.backend.store.json_ingest import JsonIngestStore
 from gpufl.backend.store.keys import KeyStore
+from gpufl.backend.store.ranges import RangeQueries
 from gpufl.backend.store.records import RecordQueries
 from gpufl.backend.store.scopes import ScopeQueries
 from gpufl.backend.store.sessions import SessionStore
@@ -17,7 +17,7 @@ class SqlStore(
     WriteStore,
     JsonIngestStore,
     SessionStore,
-    ActivityQueries,
+    RangeQueries,
     ScopeQueries,
     RecordQueries,
     InsightQueries,

@@ -136,7 +136,7 @@ def kernels(
     if start_ns is not None and end_ns is not None and end_ns < start_ns:
         raise HTTPException(422, "end_ns is before start_ns")
     if resolution_ns is not None:
-        return _kernel_timeline(store, session_id, start_ns, end_ns, resolution_ns, device, stream)
+        return _kernel_timeline(store, session_id, start_ns, end_ns, resolution_ns, device, stream, name)
     items, nxt = store.kernels(
         session_id, start_ns, end_ns, device, stream, name, scope, limit, decode_cursor(cursor, int)
     )
@@ -151,13 +151,76 @@ def _kernel_timeline(
     resolution_ns: int,
     device: int | None,
     stream_id: int | None,
+    name: str | None,
 ) -> Response:
     if start_ns is None or end_ns is None:
         raise HTTPException(422, "resolution_ns needs start_ns and end_ns")
     if (end_ns - start_ns) // resolution_ns > 100_000:
         raise HTTPException(422, "window / resolution_ns exceeds 100000 buckets")
-    body = store.kernel_timeline_json(session_id, start_ns, end_ns, resolution_ns, device, stream_id)
+    body = store.kernel_timeline_json(
+        session_id, start_ns, end_ns, resolution_ns, device, stream_id, name=name
+    )
     return Response(body, media_type="application/json")
+
+
+@router.get(
+    "/sessions/{session_id}/memory/timeline",
+    response_model=S.MemoryTimeline,
+    dependencies=[ReadRole],
+    responses=NOT_FOUND,
+)
+def memory_timeline(
+    store: StoreDep,
+    session_id: SessionId,
+    start_ns: Annotated[int, Query(ge=0, le=I64)],
+    end_ns: Annotated[int, Query(ge=0, le=I64)],
+    resolution_ns: Annotated[int, Query(ge=1, le=I64)],
+) -> Response:
+    # The memory lane's level of detail: copies and memsets per bucket and kind, each counted.
+    _exists(store, session_id)
+    if end_ns < start_ns:
+        raise HTTPException(422, "end_ns is before start_ns")
+    if (end_ns - start_ns) // resolution_ns > 100_000:
+        raise HTTPException(422, "window / resolution_ns exceeds 100000 buckets")
+    return fast_json(store.memory_timeline(session_id, start_ns, end_ns, resolution_ns))
+
+
+@router.get(
+    "/sessions/{session_id}/range",
+    response_model=S.RangeSummary,
+    dependencies=[ReadRole],
+    responses=NOT_FOUND,
+)
+def range_summary(
+    store: StoreDep,
+    session_id: SessionId,
+    start_ns: Annotated[int, Query(ge=0, le=I64)],
+    end_ns: Annotated[int, Query(ge=0, le=I64)],
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 200,
+) -> Response:
+    # A selected time range (the timeline's area selection): per kernel name, copy kind and scope path.
+    _exists(store, session_id)
+    if end_ns <= start_ns:
+        raise HTTPException(422, "end_ns must be after start_ns")
+    return fast_json(store.range_summary(session_id, start_ns, end_ns, limit))
+
+
+@router.get(
+    "/sessions/{session_id}/search",
+    response_model=S.SearchResult,
+    dependencies=[ReadRole],
+    responses=NOT_FOUND,
+)
+def search(
+    store: StoreDep,
+    session_id: SessionId,
+    text: Annotated[str, Query(min_length=1, max_length=NAME_MAX)],
+    at_ns: Annotated[int, Query(ge=0, le=I64)],
+    direction: Literal["next", "prev"] = "next",
+) -> Response:
+    # Kernels and scope instances whose name contains the text: counts, and the next/previous from at_ns.
+    _exists(store, session_id)
+    return fast_json(store.search(session_id, text, at_ns, backward=direction == "prev"))
 
 
 @router.get(
