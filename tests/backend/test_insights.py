@@ -17,7 +17,7 @@ import pytest
 
 from gpufl.contract import events as ev
 from gpufl.export.source import find_sessions
-from gpufl.insights import rules
+from gpufl.insights import gpu_rules, rules
 from gpufl.insights.records import facts_from_records
 from gpufl.insights.rules import run_rules
 
@@ -385,3 +385,33 @@ def test_synchronous_copies_fire_on_copies_edited_to_sync(api: Api) -> None:
     f = facts(hit)
     assert f["synchronous copies"] == len(copies) and f["bytes"] == sum(c["bytes"] for c in copies)
     assert f["their GPU time"] == sum(c["end_ns"] - c["start_ns"] for c in copies)
+
+
+GPM = CAPTURES / "gpu_activity"
+EDITED_GPM = REPO / "tests" / "fixtures" / "insights_edited_gpm"
+
+
+def test_sm_underused_is_clear_on_the_gpm_capture_and_not_checked_without_gpm(api: Api) -> None:
+    doc = insights(api, ingest(api, lines(GPM, ("system",))))
+    assert status(doc, "sm_underused") == "clear"  # every busy sample had ≥ 96 % of its SMs active
+    doc = insights(api, ingest(api, lines(GPT, ("system",))))
+    (r,) = [r for r in doc["rules"] if r["rule"] == "sm_underused"]
+    assert r["status"] == "not_checked" and "NVML GPM" in r["reason"]
+
+
+def test_sm_underused_fires_on_the_edited_samples_only(api: Api) -> None:
+    edited = [json.loads(ln) for ln in lines(EDITED_GPM)["system"]]
+    samples = [
+        r for r in edited if r["type"] == "system_sample" and r["gpus"][0].get("sm_active_pct") is not None
+    ]
+    busy = [r for r in samples if r["gpus"][0]["util_gpu_pct"] >= gpu_rules.SM_UNDERUSED_BUSY_PCT]
+    low = [r for r in busy if r["gpus"][0]["sm_active_pct"] < gpu_rules.SM_UNDERUSED_ACTIVE_PCT]
+    assert [r["seq"] for r in low] == [9, 10, 11, 12, 13]  # the edited ones; every other busy sample ≥ 50 %
+    doc = insights(api, ingest(api, lines(EDITED_GPM)))
+    (ins,) = fired(doc, "sm_underused")
+    assert ins["device_id"] == 0 and ins["severity"] == "warning"
+    assert (ins["start_ns"], ins["end_ns"]) == (low[0]["ts_ns"], low[-1]["ts_ns"])
+    f = facts(ins)
+    assert f["samples busy with SMs mostly idle"] == 5 and f["busy samples"] == len(busy)
+    assert f["samples"] == len(samples) and f["SMs active (GPM), mean over the same samples"] == 12.0
+    assert sorted(i["start_ns"] for i in ins["involved"]) == [r["ts_ns"] for r in low]

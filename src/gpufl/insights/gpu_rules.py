@@ -26,12 +26,15 @@ frees and retries (synchronising the device) to avoid failing."""
 MEMORY_CRITICAL = 0.99
 
 SM_UNDERUSED_BUSY_PCT = 50.0
-"""NVML's utilisation at or over 50 %: a kernel was running most of each sample period — the GPU looks busy."""
+"""NVML's utilisation at or over 50 %: a kernel was running most of the sample period — the GPU looks busy."""
 SM_UNDERUSED_ACTIVE_PCT = 50.0
-"""…while GPM saw fewer than half the SMs active on average over those samples: the kernels do not fill the
-GPU (grids smaller than the SM count, one-block kernels, or short kernels with launch gaps between them)."""
+"""…while GPM saw fewer than half the SMs active over the interval: the kernels do not fill the GPU (grids
+smaller than the SM count, one-block kernels, or short kernels with launch gaps between them)."""
 SM_UNDERUSED_MIN_SAMPLES = 3
 """At least three such samples (3 s at the default interval): a moment is not a pattern."""
+SM_UNDERUSED_MIN_SHARE = 0.2
+"""…and at least a fifth of the busy samples: a phase of the run, judged apart from the others (a session
+whose GEMMs fill the GPU can still have a data-loading phase that does not)."""
 
 
 def _reasons(p: GpuPoint) -> int:
@@ -141,7 +144,7 @@ def _mean(values: list[float]) -> float:
 
 
 def sm_underused(f: SessionFacts) -> list[Insight]:
-    """NVML calls the GPU busy (a kernel was running) while GPM saw most SMs idle."""
+    """NVML calls the GPU busy (a kernel was running) while GPM saw most SMs idle, in enough samples."""
     points = [p for p in f.gpu_points if p.sm_active_pct is not None and p.util_gpu_pct is not None]
     if not points:
         raise NotChecked(
@@ -151,15 +154,15 @@ def sm_underused(f: SessionFacts) -> list[Insight]:
     for dev in sorted({p.device_id for p in points}):
         mine = [p for p in points if p.device_id == dev]
         busy = [p for p in mine if (p.util_gpu_pct or 0.0) >= SM_UNDERUSED_BUSY_PCT]
-        if len(busy) < SM_UNDERUSED_MIN_SAMPLES:
+        low = [p for p in busy if (p.sm_active_pct or 0.0) < SM_UNDERUSED_ACTIVE_PCT]
+        if len(low) < SM_UNDERUSED_MIN_SAMPLES or len(low) < SM_UNDERUSED_MIN_SHARE * len(busy):
             continue
-        active = _mean([p.sm_active_pct or 0.0 for p in busy])
-        if active >= SM_UNDERUSED_ACTIVE_PCT:
-            continue
-        util = _mean([p.util_gpu_pct or 0.0 for p in busy])
+        util = _mean([p.util_gpu_pct or 0.0 for p in low])
+        active = _mean([p.sm_active_pct or 0.0 for p in low])
         facts = [
-            Fact("NVML utilisation, mean over busy samples", util, "pct"),
+            Fact("NVML utilisation, mean over these samples", util, "pct"),
             Fact("SMs active (GPM), mean over the same samples", active, "pct"),
+            Fact("samples busy with SMs mostly idle", len(low), "count"),
             Fact("busy samples", len(busy), "count"),
             Fact("samples", len(mine), "count"),
         ]
@@ -168,23 +171,23 @@ def sm_underused(f: SessionFacts) -> list[Insight]:
             ("tensor pipes active (GPM)", "tensor_active_pct"),
             ("DRAM bandwidth (GPM)", "dram_bw_pct"),
         ):
-            vals = [v for p in busy if (v := getattr(p, attr)) is not None]
+            vals = [v for p in low if (v := getattr(p, attr)) is not None]
             if vals:
                 facts.append(Fact(f"{label}, mean", _mean(vals), "pct"))
         sms = f.sm_count.get(dev)
         if sms:
             facts.append(Fact("SMs on the GPU", sms, "count"))
-        low = sorted(busy, key=lambda p: p.sm_active_pct or 0.0)[:5]
         out.append(
             Insight(
                 "sm_underused",
                 "warning",
-                f"GPU {dev} reads {util} % busy (NVML) but only {active} % of its SMs were active (GPM)",
+                f"GPU {dev} read {util} % busy (NVML) in {len(low)} samples while only {active} % of its SMs "
+                "were active (GPM)",
                 "The kernels do not fill the GPU: look for grids smaller than the SM count (the Kernels tab's "
                 "grid and occupancy), many tiny kernels with launch gaps between them (CUDA graphs or "
                 "torch.compile fuse them), or one stream where independent work could overlap on others.",
-                busy[0].ts_ns,
-                busy[-1].ts_ns,
+                low[0].ts_ns,
+                low[-1].ts_ns,
                 dev,
                 facts,
                 [
@@ -198,7 +201,7 @@ def sm_underused(f: SessionFacts) -> list[Insight]:
                         p.ts_ns,
                         p.ts_ns,
                     )
-                    for p in low
+                    for p in sorted(low, key=lambda p: p.sm_active_pct or 0.0)[:5]
                 ],
             )
         )
