@@ -11,6 +11,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+# The run-vs-run diff's models (#26) are their own module; re-exported here with the rest.
+from gpufl.backend.api.diff_schemas import Diff as Diff
+from gpufl.backend.api.diff_schemas import DiffNoise as DiffNoise
+from gpufl.backend.api.diff_schemas import DiffRow as DiffRow
+from gpufl.backend.api.diff_schemas import DiffSessionRef as DiffSessionRef
+from gpufl.backend.api.diff_schemas import DiffSide as DiffSide
+from gpufl.backend.api.diff_schemas import DiffTotal as DiffTotal
+
 # The ingest answer is the protocol's: one definition for backend and agent.
 from gpufl.contract.protocol import IngestResult as IngestResult
 from gpufl.contract.protocol import Rejection as Rejection
@@ -681,70 +689,3 @@ class Insights(BaseModel):
     counts: InsightCounts
     rules: list[RuleState]
     """Every rule, fired or not: a rule that could not run says so (nothing hidden)."""
-
-
-# ---- run-vs-run diff (#26): mirrors gpufl.diff.compare's structs field for field (a test holds them equal) ----
-
-
-class DiffSide(BaseModel):
-    n: int
-    total_ns: int
-    mean_ns: float
-    sd_ns: float
-    """Standard deviation of one instance's duration."""
-    bytes: int
-    value_ns: float
-    """The compared figure: time per step where the diff is per step, else total time."""
-    n_value: float
-    """Instances per step where per step, else instances."""
-
-
-class DiffRow(BaseModel):
-    kind: Literal["kernel", "scope", "copy", "memset"]
-    key: str
-    """Kernel name, scope path, copy direction and size class (``HtoD 4–8 MiB``), or memset size class."""
-    base: DiffSide
-    target: DiffSide
-    delta_ns: float
-    rel: float | None
-    z: float | None
-    label: Literal["added", "removed", "slower", "faster", "unchanged"]
-
-
-class DiffTotal(BaseModel):
-    metric: str
-    unit: Literal["ns", "count", "bytes"]
-    base: float
-    target: float
-    delta: float
-    rel: float | None
-    z: float | None
-    tested: bool
-    label: Literal["up", "down", "unchanged", "untested"]
-
-
-class DiffSessionRef(BaseModel):
-    session_id: str
-    app: str | None
-    host: str | None
-    start_ns: int | None
-    steps: int
-
-
-class DiffNoise(BaseModel):
-    test: str
-    z_crit: float
-    min_effect: float
-    min_instances: int
-
-
-class Diff(BaseModel):
-    base: DiffSessionRef
-    target: DiffSessionRef
-    per_step: bool
-    noise: DiffNoise
-    totals: list[DiffTotal]
-    rows: list[DiffRow]
-    """Sorted by impact (|delta_ns|), largest first; cut to ``limit`` (``rows_total`` says how many)."""
-    rows_total: int
-    counts: dict[str, int]
