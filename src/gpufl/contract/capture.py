@@ -9,7 +9,7 @@ from typing import Literal
 
 import msgspec
 
-from gpufl.contract.limits import Count, Ns, Record
+from gpufl.contract.limits import Count, Measure, Ns, Record
 
 CaptureMode = Literal["continuous", "windows", "on-demand", "steps"]
 TriggerKind = Literal["schedule", "api", "scope", "steps", "signal", "control_file"]
@@ -25,7 +25,7 @@ class CaptureTrigger(msgspec.Struct, omit_defaults=True, kw_only=True):
     """``schedule``: the ``windows`` mode's period; ``api``: ``gpufl.capture()``; ``scope``:
     ``gpufl.scope(..., capture=True)``; ``steps``: a step range; ``signal``: SIGUSR2; ``control_file``:
     ``<log_dir>/gpufl-control.json``."""
-    seconds: float | None = None
+    seconds: Measure | None = None
     """The duration asked for (windows of a duration)."""
     steps: Count | None = None
     """The number of ``gpufl.step()`` steps asked for (windows of a step count)."""
