@@ -9,6 +9,16 @@ from __future__ import annotations
 
 from gpufl._version import __version__
 from gpufl.client.scope import scope, step
-from gpufl.client.session import Session, active_session, init, shutdown
+from gpufl.client.session import Session, active_session, capture, capture_stop, init, shutdown
 
-__all__ = ["Session", "__version__", "active_session", "init", "scope", "shutdown", "step"]
+__all__ = [
+    "Session",
+    "__version__",
+    "active_session",
+    "capture",
+    "capture_stop",
+    "init",
+    "scope",
+    "shutdown",
+    "step",
+]

@@ -40,6 +40,31 @@ def test_run_profiles_an_unmodified_script_and_keeps_its_exit_code(tmp_path: Pat
     assert start.argv[0] == str(script)
 
 
+def test_run_always_on_runs_the_program_in_the_windows_preset(tmp_path: Path) -> None:
+    """``gpufl run --always-on``: the program's session traces 2 s of every minute; its first window opens at
+    start and closes (``shutdown``) when the program ends early; a bad ``--capture`` is refused up front."""
+    script = tmp_path / "serve.py"
+    script.write_text("import gpufl\nprint(gpufl.active_session().options.capture)\n")
+    logs = tmp_path / "logs"
+    r = gpufl(
+        "run", "--log-dir", str(logs), "--engines", "system", "--always-on", "--", sys.executable, str(script)
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "windows:2s/60s"
+    (dev,) = logs.glob("*.device.*.log")
+    recs = [events.decode(line) for line in dev.read_bytes().splitlines()]
+    assert isinstance(recs[0], events.SessionStart) and recs[0].options["capture"] == "windows:2s/60s"
+    (w,) = [x for x in recs if isinstance(x, events.CaptureWindow)]
+    assert (w.trigger.mode, w.trigger.kind, w.trigger.seconds, w.ended) == (
+        "windows",
+        "schedule",
+        2.0,
+        "shutdown",
+    )
+    bad = gpufl("run", "--log-dir", str(logs), "--capture", "sometimes", "--", sys.executable, str(script))
+    assert bad.returncode == 2 and "want continuous" in bad.stderr
+
+
 def test_run_reports_a_missing_command(tmp_path: Path) -> None:
     r = gpufl("run", "--log-dir", str(tmp_path), "--", "no-such-program-xyz")
     assert r.returncode == 127 and "command not found" in r.stderr

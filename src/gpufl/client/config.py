@@ -9,6 +9,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from gpufl.client.capture import parse as parse_capture
+
 DEFAULT_ENGINES = ("tracing", "system")
 
 
@@ -154,6 +156,11 @@ class Options:
     watchdog_s: float = 10.0
     """A gpufl thread step (a log write, an NVML snapshot) busy longer than this disables gpufl for the
     session, so the program never waits on it; 0 turns the watchdog off."""
+    capture: str = "continuous"
+    """When kernels are traced (gpufl.client.capture, docs/capture-modes.md): ``continuous``, ``windows[:ON/PERIOD]``
+    (``windows`` = 2 s of every 60 s), ``on-demand`` (only when a trigger asks), ``steps:FIRST-LAST``."""
+    capture_seconds: float = 10.0
+    """How long a window lasts when its trigger names no duration (SIGUSR2, a control file without one)."""
     native: NativeOptions = field(default_factory=NativeOptions)
     """The native record path's options (``GPUFL_NATIVE*``): see NativeOptions."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -176,6 +183,8 @@ class Options:
         "job_id": ("GPUFL_JOB_ID", str),
         "cupti_buffer_bytes": ("GPUFL_CUPTI_BUFFER_BYTES", int),
         "watchdog_s": ("GPUFL_WATCHDOG_S", float),
+        "capture": ("GPUFL_CAPTURE", str),
+        "capture_seconds": ("GPUFL_CAPTURE_SECONDS", float),
     }
 
     @classmethod
@@ -216,6 +225,9 @@ class Options:
             raise ValueError("queue_size must be at least 16")
         if self.system_interval_s <= 0 or self.flush_interval_s <= 0:
             raise ValueError("intervals must be positive")
+        self.capture = parse_capture(self.capture).text  # ValueError says what is wanted
+        if self.capture_seconds <= 0:
+            raise ValueError("capture_seconds must be positive")
         unknown = set(self.engines) - {"tracing", "system"}
         if unknown:
             raise ValueError(f"unknown engine(s): {', '.join(sorted(unknown))}")
@@ -226,6 +238,8 @@ class Options:
         d["engines"] = list(self.engines)
         if self.native == NativeOptions():  # recorded only when a diagnostic is set, so logs say so
             del d["native"]
+        if self.capture == "continuous":  # as every session before contract v5 (readers: absent = continuous)
+            del d["capture"], d["capture_seconds"]
         return d
 
 

@@ -39,7 +39,19 @@ def build_env(args: argparse.Namespace, base: dict[str, str]) -> dict[str, str]:
             env[var] = str(value)
     if args.stacks:
         env["GPUFL_STACKS"] = "1"
+    if capture_mode(args) is not None:
+        env["GPUFL_CAPTURE"] = capture_mode(args)  # type: ignore[assignment]
     return env
+
+
+def capture_mode(args: argparse.Namespace) -> str | None:
+    """``--always-on`` is the windows preset (2 s of every minute); ``--capture`` any mode."""
+    from gpufl.client.capture import WINDOWS_PRESET, parse
+
+    if getattr(args, "always_on", False):
+        return WINDOWS_PRESET
+    text = getattr(args, "capture", None)
+    return parse(text).text if text else None
 
 
 def is_python_program(cmd: list[str]) -> bool:
@@ -109,6 +121,7 @@ def native_env(args: argparse.Namespace, cmd: list[str], base: dict[str, str]) -
         engines="system",
         **({"system_interval_s": args.system_interval} if args.system_interval else {}),
         **({"job_id": args.job_id} if args.job_id else {}),
+        **({"capture": capture_mode(args)} if capture_mode(args) else {}),
     )
     session = Session(opts, device_stream=False)
     start = events.SessionStart(
@@ -133,6 +146,7 @@ def native_env(args: argparse.Namespace, cmd: list[str], base: dict[str, str]) -
         GPUFL_INJECT_PREFIX=prefix,
         GPUFL_INJECT_SUFFIX=suffix,
         GPUFL_INJECT_SESSION_START=msgspec.json.encode(start).decode(),
+        GPUFL_CAPTURE=opts.capture,  # the injection library runs the windows (native/inject.c)
         GPUFL_INJECT_OPTS=f"{opts.segment_max_bytes}:{opts.segment_max_age_s}:{opts.flush_interval_s}:{opts.cupti_buffer_bytes}",
     )
     for path in libcupti_candidates():
@@ -157,6 +171,16 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--job-id", help="a batch job id to tag the session with (default: none)")
     ap.add_argument("--stacks", action="store_true", help="record the Python call stack of every launch")
     ap.add_argument(
+        "--capture",
+        help="when kernels are traced (env GPUFL_CAPTURE): continuous (default), windows[:ON/PERIOD], on-demand,"
+        " steps:FIRST-LAST (docs/capture-modes.md)",
+    )
+    ap.add_argument(
+        "--always-on",
+        action="store_true",
+        help="the production preset: --capture windows:2s/60s (system sampling throughout)",
+    )
+    ap.add_argument(
         "--agent",
         action="store_true",
         help="run gpufl-agent alongside (needs --url and an ingest token: GPUFL_AGENT_TOKEN or --token-file)",
@@ -174,6 +198,12 @@ def main(argv: list[str]) -> int:
     ap.add_argument("command", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
     cmd = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if args.always_on and args.capture:
+        ap.error("--always-on is --capture windows:2s/60s: give one of them")
+    try:
+        capture_mode(args)
+    except ValueError as e:
+        ap.error(str(e))
     if not cmd:
         ap.error("nothing to run: gpufl run [options] -- python train.py …")
     if args.token is not None:

@@ -47,13 +47,17 @@ def current() -> tuple[int, str] | None:
 class scope:
     """Mark a phase: ``with gpufl.scope("forward"):``, ``@gpufl.scope("step")``, or ``async with``."""
 
-    __slots__ = ("_inst", "_session", "_token", "name", "tag")
+    __slots__ = ("_inst", "_session", "_step", "_token", "capture", "name", "tag")
 
-    def __init__(self, name: str, tag: str | None = None) -> None:
+    def __init__(self, name: str, tag: str | None = None, *, capture: bool = False) -> None:
+        """``capture=True``: trace kernels while the scope is open, in a session whose capture mode is not
+        ``continuous`` (a capture window; docs/capture-modes.md)."""
         if not name or "/" in name:
             raise ValueError("scope name must be non-empty and contain no '/'")
         self.name = name
         self.tag = tag
+        self.capture = capture
+        self._step = False
         self._token: contextvars.Token[tuple[tuple[int, str], ...]] | None = None
         self._inst = 0
         self._session: Any = None
@@ -86,6 +90,11 @@ class scope:
                     tag=self.tag,
                 )
             )
+            if not stack and self.name == events.STEP_SCOPE:  # a step (gpufl.step()): capture counts them
+                self._step = True
+                session.step_begin()
+            if self.capture and session.capture is not None:
+                session.capture.request("scope", scope_inst=inst, scope=path)
             session.scope_enter(inst)
         return self
 
@@ -97,6 +106,9 @@ class scope:
                 break
         session = self._session
         if session is not None:
+            if self._step:
+                self._step = False
+                session.step_end()
             session.scope_exit(self._inst)
             session.writers["scope"].emit(
                 events.ScopeEnd(
@@ -123,19 +135,19 @@ class scope:
 
     def __call__(self, fn: F) -> F:
         """Decorator form: a fresh scope per call (sync or async functions)."""
-        name, tag = self.name, self.tag
+        name, tag, cap = self.name, self.tag, self.capture
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
             async def awrapper(*args: Any, **kwargs: Any) -> Any:
-                async with scope(name, tag):
+                async with scope(name, tag, capture=cap):
                     return await fn(*args, **kwargs)
 
             return awrapper  # type: ignore[return-value]
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with scope(name, tag):
+            with scope(name, tag, capture=cap):
                 return fn(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

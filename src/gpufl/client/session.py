@@ -22,6 +22,7 @@ from types import FrameType
 from typing import Any
 
 from gpufl._version import __version__
+from gpufl.client import capture as capture_modes
 from gpufl.client import signals
 from gpufl.client.config import Options
 from gpufl.client.engines import Engine, EngineUnavailable, create
@@ -81,6 +82,7 @@ class Session:
         self.disabled = False  # by the watchdog: a gpufl thread got stuck
         self.watchdog = Watchdog(opts.watchdog_s, self._stalled)
         self._device_stream = device_stream
+        self.capture: capture_modes.Capture | None = None  # when tracing is on, in any mode but continuous
         # The scope and system streams are written by Python; the device stream's writer is chosen in start(),
         # once the engines are prepared (the native record path writes it in C).
         self.writers: dict[str, RecordWriter] = {}
@@ -148,7 +150,24 @@ class Session:
                     engine=engine.name,
                     level="error",
                 )
+        self._start_capture()
         self.watchdog.start()
+
+    def _start_capture(self) -> None:
+        plan = capture_modes.parse(self.options.capture)
+        if plan.mode == "continuous" or "device" not in self.writers:
+            return
+        switchable = [e for e in self.engines if hasattr(e, "set_capture")]
+        device = self.writers["device"]
+        self.capture = capture_modes.Capture(
+            plan,
+            switchable,  # type: ignore[arg-type]  # the tracing engines (set_capture)
+            device.emit,
+            self.session_id,
+            default_seconds=self.options.capture_seconds,
+            log_dir=self.options.log_dir,
+        )
+        self.capture.start()
 
     def _stalled(self, name: str, seconds: float) -> None:
         """The watchdog's thread: a gpufl thread is stuck. Disable gpufl without waiting on anything it
@@ -212,6 +231,16 @@ class Session:
     def scope_exit(self, inst: int) -> None:
         for e in self.engines:
             e.scope_exit(inst)
+        if self.capture is not None:
+            self.capture.scope_exit(inst)
+
+    def step_begin(self) -> None:
+        if self.capture is not None:
+            self.capture.step_begin()
+
+    def step_end(self) -> None:
+        if self.capture is not None:
+            self.capture.step_end()
 
     def shutdown(self, reason: str = "shutdown") -> None:
         if self.closed:
@@ -224,6 +253,11 @@ class Session:
                 if f"{stream} writer" != stuck:
                     w.close(self._end(stream, reason, None), timeout=1.0)
             return
+        if self.capture is not None:  # the open window's record, before the engines stop
+            try:
+                self.capture.shutdown()
+            except Exception as e:
+                log.warning("gpufl: capture controller failed to stop cleanly: %r", e)
         end_facts: dict[str, Any] = {}
         for engine in reversed(self.engines):
             try:
@@ -290,6 +324,35 @@ def init(app_name: str | None = None, log_dir: str | None = None, **options: Any
         _session = session
         _install_exit_hooks()
         return session
+
+
+def capture(
+    seconds: float | None = None,
+    steps: int | None = None,
+    *,
+    engines: tuple[str, ...] | list[str] | None = None,
+    requester: str | None = None,
+) -> str:
+    """Trace for ``seconds`` from now, or for the next ``steps`` ``gpufl.step()`` steps (the step running now
+    counts as the first), in a session whose capture mode is not ``continuous`` (docs/capture-modes.md).
+    Returns ``opened``, ``extended`` (a window was open: it now ends later), ``refused`` (a window was open and
+    ends no earlier, or in another unit), ``continuous`` (the session traces throughout) or ``off`` (no session,
+    or it does not trace kernels)."""
+    unknown = set(engines or ()) - set(capture_modes.ENGINES)
+    if unknown:
+        raise ValueError(f"unknown capture engine(s): {', '.join(sorted(unknown))}")
+    session = _session
+    if session is None or session.closed:
+        return "off"
+    if session.capture is None:
+        return "continuous" if capture_modes.parse(session.options.capture).mode == "continuous" else "off"
+    return session.capture.request("api", seconds=seconds, steps=steps, requester=requester)
+
+
+def capture_stop() -> bool:
+    """Close the open capture window now (False: none was open)."""
+    session = _session
+    return session is not None and session.capture is not None and session.capture.stop()
 
 
 def _log_dir_problem(log_dir: str) -> str | None:

@@ -25,14 +25,39 @@ the validating decoder used by the backend, and the JSON Schema in ``docs/event-
 from __future__ import annotations
 
 import inspect
-import re
 from collections.abc import Iterable
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import msgspec
-from msgspec import Meta
 
-from gpufl.contract import segments
+from gpufl.contract import capture, segments
+from gpufl.contract.limits import (  # noqa: F401  (re-exported: readers look for them here)
+    DEVICE_ID_MAX,
+    FLOAT_MAX,
+    I64_MAX,
+    SESSION_ID_PATTERN,
+    SPAN_MAX_NS,
+    STEP_SCOPE,
+    TIME_MAX_NS,
+    TIME_MIN_NS,
+    U32,
+    Count,
+    DeviceId,
+    DictKind,
+    Fraction,
+    Id,
+    Lead,
+    Measure,
+    Ns,
+    Offset,
+    Real,
+    Record,
+    SessionId,
+    Span,
+    Stream,
+    Version,
+    valid_session_id,
+)
 
 # Segment file names (and the three streams) are their own module; re-exported here, where readers look.
 SEGMENT_SUFFIX = segments.SEGMENT_SUFFIX
@@ -41,8 +66,11 @@ SegmentName = segments.SegmentName
 parse_segment_name = segments.parse_segment_name
 safe_name = segments.safe_name
 segment_name = segments.segment_name
+# The capture_window record (v5) is its own module too.
+CaptureWindow = capture.CaptureWindow
+CaptureTrigger = capture.CaptureTrigger
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """Bumped on any change of meaning; readers accept every version up to their own.
 v2: kernels and copies carry the launch-API entry as ``api_lead_ns`` (a duration before ``start_ns``) instead
 of the absolute ``api_start_ns`` (16 bytes less per line); v1's ``api_start_ns`` stays readable.
@@ -50,103 +78,12 @@ v3: ``sync`` records (CUDA synchronisation calls) and a copy's ``mode`` (async /
 neither, which readers say ("not recorded") rather than read as none happened.
 v4: a GPU sample's activity fields from NVML GPM (``sm_active_pct`` … ``nvlink_tx_mibs``), each the mean over
 the interval since the previous sample; earlier sessions have none, which readers say ("not recorded").
+v5: ``capture_window`` records (device stream): a session in a capture mode other than ``continuous`` traced
+kernels only inside them; before v5 every session traced continuously.
 
 The limits below (numeric ranges, the session id's form) came after v2 without a bump: they change no field's
 meaning and exclude only values no writer produced (every committed capture passes them,
 tests/backend/test_captures.py); a version says how to read a session."""
-
-# ---- Limits: every number's range and the session id's form --------------------------------------
-# The ranges are msgspec constraints, so the decoder enforces them (in C, also in the backend's whole-batch
-# decode) and the JSON Schema states them. They are chosen so that the store can compute with any accepted
-# value: its columns are 64-bit, and the differences and sums of two values it takes (end - start,
-# start - api lead, a bucket's start) must fit in one; sums over many records go to wide columns
-# (HUGEINT / NUMERIC). Timestamps and spans stay below 2^62, so any such pair fits. The window is fixed,
-# not "now + a day": a record's validity must not depend on when or where it is checked (a batch retried
-# tomorrow, a host with a skewed clock, a capture replayed years later), the schema is a constant, and
-# arithmetic needs only a fixed bound.
-
-I64_MAX = 2**63 - 1
-TIME_MIN_NS = 946_684_800 * 10**9
-"""2000-01-01T00:00:00Z: earlier times come from an unset clock (a board booted without NTP starts at 1970)
-or an unmapped GPU clock (nanoseconds since boot); a session there would sort last and age out at once."""
-TIME_MAX_NS = 4_102_444_800 * 10**9
-"""2100-01-01T00:00:00Z (< 2^62): far enough for any real clock, low enough that a timestamp plus any span
-fits in int64."""
-SPAN_MAX_NS = TIME_MAX_NS - TIME_MIN_NS
-"""The longest duration: the whole window (~100 years)."""
-FLOAT_MAX = 1e18
-"""Bound of every measurement (float): a sum of any number of them stays finite. PostgreSQL raises on a
-float overflow in ``sum``/``avg`` and DuckDB returns infinity, which JSON can't carry."""
-DEVICE_ID_MAX = 2**31 - 1
-"""A CUDA ordinal / NVML index: the API's device filter is a 32-bit integer, and the store gives the host's
-metrics device -1, so GPU ids are non-negative."""
-SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-"""What every route carries as one path segment, as is (no percent-encoding, no dot-segments that URL
-normalisation removes: no ``.``), and what segment file names (``host.app.session.stream.index.log``,
-split on ``.``) and every file system hold. The client's ids are 16 lower-case base32 characters."""
-_SESSION_ID = re.compile(SESSION_ID_PATTERN)
-
-Ns = Annotated[
-    int,
-    Meta(
-        ge=TIME_MIN_NS,
-        le=TIME_MAX_NS,
-        description="CLOCK_REALTIME nanoseconds, 2000-01-01T00:00:00Z to 2100-01-01T00:00:00Z.",
-    ),
-]
-Span = Annotated[int, Meta(ge=0, le=SPAN_MAX_NS, description="Nanoseconds, at most the timestamps' window.")]
-Lead = Annotated[
-    int,
-    Meta(
-        ge=-SPAN_MAX_NS,
-        le=SPAN_MAX_NS,
-        description="Nanoseconds between a CPU and a GPU time, within the timestamps' window either way.",
-    ),
-]
-"""Signed: the difference of a GPU time (mapped with the offset measured at start) and a CPU time. A realtime
-clock step (NTP) after the offset was measured makes it negative on real hosts, and the writer has no truer
-value to give; ``start_ns - lead`` fits in int64 either way."""
-Count = Annotated[int, Meta(ge=0, le=I64_MAX)]
-"""Counts, sizes, device limits, line numbers: non-negative, 64-bit."""
-Id = Annotated[int, Meta(ge=0, le=I64_MAX)]
-"""Ids (dict, correlation, stream, context, graph, thread, scope instance): non-negative, 64-bit."""
-DeviceId = Annotated[int, Meta(ge=0, le=DEVICE_ID_MAX)]
-Offset = Annotated[int, Meta(ge=-I64_MAX, le=I64_MAX)]
-"""A clock offset: any 64-bit value that can be negated (informational: the store computes nothing with it)."""
-U32 = Annotated[int, Meta(ge=0, le=2**32 - 1)]
-"""A memset's fill value (CUPTI's is 32-bit)."""
-Version = Annotated[int, Meta(ge=1, le=I64_MAX)]
-Fraction = Annotated[float, Meta(ge=0.0, le=1.0)]
-Measure = Annotated[float, Meta(ge=0.0, le=FLOAT_MAX)]
-Real = Annotated[float, Meta(ge=-FLOAT_MAX, le=FLOAT_MAX)]
-SessionId = Annotated[
-    str, Meta(min_length=1, max_length=64, extra_json_schema={"pattern": SESSION_ID_PATTERN})
-]
-"""The pattern is checked by ``check`` (one regex per distinct id in the backend's batches) rather than by
-the decoder, where a pattern costs every record ~50 % more decode time (measured on the H100 capture's
-kernels): a batch repeats one session id thousands of times."""
-
-
-def valid_session_id(sid: str) -> bool:
-    return _SESSION_ID.fullmatch(sid) is not None
-
-
-STEP_SCOPE = "step"
-"""A top-level scope of this name is one step of the program (``gpufl.step()``): the diff compares per step."""
-Stream = Literal["device", "scope", "system"]
-
-# Kinds of interned strings, and which stream carries each.
-DictKind = Literal["launch", "kernel", "stack", "scope", "thread"]
-
-
-class Record(msgspec.Struct, tag_field="type", omit_defaults=True, kw_only=True):
-    """Fields common to every record. ``seq`` is -1 until the stream's writer stamps it."""
-
-    session_id: SessionId
-    stream: Stream
-    seq: Count = -1
-    """Stamped by the writer, so never absent from a log: the default -1 (outside the range) marks a record
-    not stamped yet, and readers reject it."""
 
 
 # ---- Records present on every stream -------------------------------------------------------------
@@ -519,6 +456,7 @@ Event = (
     | SegmentsDeleted
     | Notice
     | CaptureGap
+    | CaptureWindow
     | Kernel
     | Memcpy
     | Memset
@@ -537,6 +475,7 @@ EVENT_TYPES: tuple[type[Record], ...] = (
     SegmentsDeleted,
     Notice,
     CaptureGap,
+    CaptureWindow,
     Kernel,
     Memcpy,
     Memset,
@@ -549,7 +488,7 @@ EVENT_TYPES: tuple[type[Record], ...] = (
 
 COMMON_TYPES = frozenset({"session_start", "session_end", "dict", "dropped", "segments_deleted", "notice"})
 STREAM_TYPES: dict[str, frozenset[str]] = {
-    "device": COMMON_TYPES | {"kernel", "memcpy", "memset", "sync", "capture_gap"},
+    "device": COMMON_TYPES | {"kernel", "memcpy", "memset", "sync", "capture_gap", "capture_window"},
     "scope": COMMON_TYPES | {"scope_begin", "scope_end", "profile_sample"},
     "system": COMMON_TYPES | {"system_sample"},
 }
@@ -581,6 +520,7 @@ TIME_SPAN: dict[str, tuple[str, str]] = {
     "segments_deleted": ("ts_ns", "ts_ns"),
     "notice": ("ts_ns", "ts_ns"),
     "capture_gap": ("start_ns", "start_ns"),
+    "capture_window": ("start_ns", "end_ns"),
 }
 
 # Pairs of time fields in order: where a record has both (and both are set), the second is not before the

@@ -58,7 +58,8 @@ def main(argv: list[str]) -> int:
     print(
         f"{args.output}: session {session.session_id}: {counts.kernels} kernels, {counts.memcpys} copies, "
         f"{counts.memsets} memsets, {counts.launches} launch calls, {counts.scopes} scopes, "
-        f"{counts.counters} counter samples, {counts.gaps} capture gaps, {counts.instants} notices",
+        f"{counts.counters} counter samples, {counts.gaps} capture gaps, {counts.windows} capture windows, "
+        f"{counts.instants} notices",
         file=sys.stderr,
     )
     return 0

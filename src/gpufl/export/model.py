@@ -10,7 +10,7 @@ Tracks:
   nested slices, the CUDA launch call of each kernel whose call site is known (the start of its flow);
 - one GPU per device and one track per CUDA stream under it: kernels, copies, memsets (the flow's end);
 - counters: each GPU metric of the system stream under its GPU, host metrics under the program;
-- "gpufl": capture gaps as slices, notices and dropped-record reports as instants.
+- "gpufl": capture gaps and capture windows as slices, notices and dropped-record reports as instants.
 """
 
 from __future__ import annotations
@@ -132,6 +132,7 @@ class Counts:
     scope_ends: int = 0
     counters: int = 0
     gaps: int = 0
+    windows: int = 0
     instants: int = 0
     syncs: int = 0
 
@@ -256,6 +257,21 @@ class Walk:
             yield Slice(
                 track, f"capture gap: {rec.reason}", rec.start_ns, end, "gpufl", {"reason": rec.reason}
             )
+        elif isinstance(rec, events.CaptureWindow):
+            # When kernels were traced (a session not in continuous mode): outside these, not recorded.
+            track = self._gpufl()
+            yield from self._track(track)
+            self.counts.windows += 1
+            t = rec.trigger
+            window_args: dict[str, Any] = {"mode": t.mode, "trigger": t.kind, "ended": rec.ended}
+            for key in ("seconds", "steps", "first_step", "scope", "signal", "control_file", "request_id"):
+                if getattr(t, key) is not None:
+                    window_args[key] = getattr(t, key)
+            if rec.requester is not None:
+                window_args["requester"] = rec.requester
+            if rec.extended or rec.refused:
+                window_args["extended"], window_args["refused"] = rec.extended, rec.refused
+            yield Slice(track, f"capture window: {t.kind}", rec.start_ns, rec.end_ns, "gpufl", window_args)
         elif isinstance(rec, events.Notice | events.Dropped):
             track = self._gpufl()
             yield from self._track(track)

@@ -55,7 +55,21 @@ def _v5(engine: str, sql_types: dict[str, str]) -> list[str]:
     return stmts
 
 
-MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5}
+def _v6(engine: str, sql_types: dict[str, str]) -> list[str]:
+    """Event contract v5: ``capture_window`` records (when a session not in ``continuous`` capture mode traced)
+    get their table, read by ``/sessions/{id}/capture-windows``. A store created by this code's v1 has it
+    already (v1 is built from TABLES)."""
+    stmts = [
+        create_table_sql("capture_windows", sql_types).replace(
+            "CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1
+        )
+    ]
+    if engine == "postgresql":
+        stmts.append("CREATE INDEX IF NOT EXISTS capture_windows_s ON capture_windows (session_id, start_ns)")
+    return stmts
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6}
 LATEST = max(MIGRATIONS)
 
 

@@ -107,6 +107,10 @@ class RecordQueries(SqlEngine):
         sql = "SELECT seq, body FROM other_events WHERE session_id = ? AND stream = ? ORDER BY seq"
         for seq, body in self._stream_rows(sql, [sid, stream]):
             yield seq, ev.decode(body)
+        if stream == "device":  # capture windows (v5) have their own table
+            sql = "SELECT seq, body FROM capture_windows WHERE session_id = ? ORDER BY seq"
+            for seq, body in self._stream_rows(sql, [sid]):
+                yield seq, ev.decode(body)
 
     def _system(self, sid: str) -> Iterator[tuple[int, ev.Record]]:
         """Samples from their points (one row per metric and device; host metrics have device -1)."""

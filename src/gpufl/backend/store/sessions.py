@@ -204,6 +204,22 @@ class SessionStore(SqlEngine):
             "notices": notices,
         }
 
+    def capture_windows(self, sid: str) -> dict[str, Any]:
+        """The session's capture mode (from its session_start's options; "continuous" before contract v5,
+        when every session traced throughout) and its capture_window records, oldest first. NotFound."""
+        hdr = self._one("SELECT header FROM sessions WHERE session_id = ?", [sid])
+        if hdr is None and not self.session_exists(sid):
+            raise NotFound(sid)
+        header = json.loads(hdr[0]) if hdr and hdr[0] else None
+        mode = None
+        if header is not None:
+            mode = (header.get("options") or {}).get("capture", "continuous")
+            mode = str(mode).split(":", 1)[0]  # "windows:2s/60s" -> "windows"
+        bodies = self._all(
+            "SELECT body FROM capture_windows WHERE session_id = ? ORDER BY start_ns, seq", [sid]
+        )
+        return {"session_id": sid, "mode": mode, "windows": [json.loads(b) for (b,) in bodies]}
+
     def delete_session(self, sid: str) -> bool:
         with self._write() as cur:
             found = self._exec(

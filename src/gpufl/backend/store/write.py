@@ -267,6 +267,8 @@ class WriteStore(LodStore):
                 self._unstage(cur, "stage_ends")
             elif tag == "system_sample":
                 self._store_system(cur, rs)
+            elif tag == "capture_window":
+                self._store_windows(cur, rs)
             else:
                 tcol = _col(rs, ev.TIME_SPAN[tag][0])
                 cols = {
@@ -282,6 +284,24 @@ class WriteStore(LodStore):
                 self._unstage(cur, "stage_other")
 
         self._store_activity(cur, stream, activity, nbytes, counts)
+
+    def _store_windows(self, cur: Any, rs: list[ev.CaptureWindow]) -> None:
+        """capture_window records: the columns the API selects by, and the record whole (its trigger's fields
+        vary by kind)."""
+        cols = {
+            "session_id": _col(rs, "session_id"),
+            "seq": _col(rs, "seq"),
+            "start_ns": _col(rs, "start_ns"),
+            "end_ns": _col(rs, "end_ns"),
+            "mode": [r.trigger.mode for r in rs],
+            "trigger": [r.trigger.kind for r in rs],
+            "requester": _col(rs, "requester"),
+            "ended": _col(rs, "ended"),
+            "body": [_js(ev.to_builtins(r)) for r in rs],
+        }
+        self._stage(cur, "stage_windows", "capture_windows", cols)
+        self._exec(cur, "INSERT INTO capture_windows SELECT * FROM stage_windows")
+        self._unstage(cur, "stage_windows")
 
     def _store_activity(
         self,

@@ -20,6 +20,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from gpufl.client import capture
 from gpufl.client.config import NativeOptions
 from gpufl.client.engines import EngineUnavailable, cuda_probe, handover, untimed_records_message
 from gpufl.client.engines.cuda_probe import measure_clock_offset
@@ -164,6 +165,8 @@ class NativeTracingEngine:
         self.writer = writer
         native = self.native
         native.reset()  # a previous session in this process (init after shutdown) starts its ids again
+        if capture.parse(self.session.options.capture).mode != "continuous":
+            native.capture(False)  # nothing enabled until a capture window opens
         native.attach(writer.native, self._limits, self.offset_ns, self.session.options.stacks)
         try:
             enabled = self._start_native()
@@ -280,6 +283,11 @@ class NativeTracingEngine:
                 f"kernel tracing could not resume after {self._pause_reason} ({e}); it stays off for this session",
                 engine=self.name,
             )
+
+    def set_capture(self, on: bool) -> None:
+        """A capture window opens (on) or closes (gpufl.client.capture): the C side switches the launch/NVTX
+        callbacks and activity kinds now, or, stepped aside for torch.profiler, when tracing resumes."""
+        self.native.capture(on)
 
     def scope_enter(self, inst: int) -> None:
         self.native.scope_enter(inst)

@@ -27,7 +27,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from gpufl.client import signals
+from gpufl.client import capture, signals
 from gpufl.client.engines import (
     EngineUnavailable,
     cuda_probe,
@@ -107,6 +107,7 @@ class TracingEngine:
         self._subscriber: Any = None
         self._paused_at: int | None = None  # stepped aside for torch.profiler since then
         self._pause_reason = ""
+        self._capturing = True  # False outside a capture window (gpufl.client.capture)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -122,6 +123,8 @@ class TracingEngine:
                 f"cupti-python is not installed or libcupti not found ({e}); pip install 'gpu-flight[cuda]'",
             ) from None
         self.cupti = cupti
+        # outside capture windows nothing is enabled (gpufl.client.capture); resume() keeps the state
+        self._capturing = capture.parse(session.options.capture).mode == "continuous"
         probe = cuda_probe.probe_devices()
         self.limits = {i: d.limits for i, d in probe.devices.items()}
         facts: dict[str, Any] = probe.facts()
@@ -155,12 +158,13 @@ class TracingEngine:
         except Exception as e:
             raise cuda_probe.unavailable(e, subscribing=True) from None
         try:
-            self._enable_api_callbacks()
+            if self._capturing:
+                self._enable_api_callbacks()
             cupti.activity_register_callbacks(requested, self._completed)
             if opts.native.flush_ms:  # as the native path: what a kill or a failed context loses at most
                 cupti.activity_flush_period(opts.native.flush_ms)
-            for kind in (*_ACTIVITY_KINDS, *((_SYNC_ACTIVITY,) if opts.syncs else ())):
-                cupti.activity_enable(getattr(cupti.ActivityKind, kind))
+            if self._capturing:
+                self._enable_activity()
         except Exception as e:
             self._disable_all()
             self._unsubscribe()
@@ -168,6 +172,31 @@ class TracingEngine:
         self.started = True
         self._start_flusher()
         handover.install_torch_profiler_hook(self)
+
+    def _enable_activity(self) -> None:
+        for kind in (*_ACTIVITY_KINDS, *((_SYNC_ACTIVITY,) if self.session.options.syncs else ())):
+            self.cupti.activity_enable(getattr(self.cupti.ActivityKind, kind))
+
+    def set_capture(self, on: bool) -> None:
+        """A capture window opens (on) or closes (gpufl.client.capture): the launch callbacks and activity kinds
+        on or off. Stepped aside for torch.profiler, only remembered (``start`` honours it on resuming). The
+        records of kernels still running at the close come with the flusher's next forced flush."""
+        if on == self._capturing:
+            return
+        self._capturing = on
+        if not self.started or self._paused_at is not None or self._subscriber is None:
+            return
+        cupti = self.cupti
+        if on:
+            self._enable_api_callbacks()
+            self._enable_activity()
+            return
+        self._disable_all()
+        for domain in (cupti.CallbackDomain.RUNTIME_API, cupti.CallbackDomain.DRIVER_API):
+            try:
+                cupti.enable_domain(0, self._subscriber, domain)
+            except Exception as e:
+                log.warning("gpufl: could not switch CUPTI callbacks off: %r", e)
 
     def _start_flusher(self) -> None:
         """CUPTI's periodic flush returns only full buffers (its documentation; so a device-side assert a

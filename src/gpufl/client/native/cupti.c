@@ -89,6 +89,36 @@ void enable_activity(int on) {
     }
 }
 
+#ifndef GPUFL_INJECTION /* scopes are written by the Python engine; the injection build has none */
+static const CUpti_CallbackId NVTX_CBIDS[] = {
+    CUPTI_CBID_NVTX_nvtxRangePushA,       CUPTI_CBID_NVTX_nvtxRangePushEx,     CUPTI_CBID_NVTX_nvtxRangePop,
+    CUPTI_CBID_NVTX_nvtxDomainRangePushEx, CUPTI_CBID_NVTX_nvtxDomainRangePop, CUPTI_CBID_NVTX_nvtxNameOsThreadA,
+    CUPTI_CBID_NVTX_nvtxRangeStartA,      CUPTI_CBID_NVTX_nvtxRangeStartEx,    CUPTI_CBID_NVTX_nvtxDomainRangeStartEx,
+    CUPTI_CBID_NVTX_nvtxRangeEnd,         CUPTI_CBID_NVTX_nvtxDomainRangeEnd,
+    /* the names of domains and registered strings, which libraries' ranges refer to by handle */
+    CUPTI_CBID_NVTX_nvtxDomainCreateA,    CUPTI_CBID_NVTX_nvtxDomainRegisterStringA};
+
+static void enable_nvtx_callbacks(int on) {
+    for (size_t i = 0; i < sizeof NVTX_CBIDS / sizeof *NVTX_CBIDS; i++)
+        p_cuptiEnableCallback(on, g_trace.sub, CUPTI_CB_DOMAIN_NVTX, NVTX_CBIDS[i]);
+}
+#endif
+
+/* A capture window opens (on) or closes: what start_tracing enabled, on or off, so that outside a window a
+ * launch reaches no gpufl callback and CUPTI records nothing. The records of the window's last kernels, still
+ * running at its close, come with the flusher's next forced flush (at most flush_period_ms later): a flush
+ * forced at the close itself would deliver them without timestamps (counted as untimed, not written). */
+void capture_switch(int on) {
+    const NativeOptions *o = &g_opts;
+    if (g_trace.subscribed) {
+        if (o->callbacks) enable_launch_callbacks(on, o->runtime_domain, o->driver_domain);
+#ifndef GPUFL_INJECTION
+        if (o->nvtx) enable_nvtx_callbacks(on);
+#endif
+    }
+    if (o->activity) enable_activity(on);
+}
+
 /* Subscribe, enable launch callbacks and activity kinds, as g_opts says. NULL on success (*enabled = launch
  * callbacks enabled, -1 when switched off for diagnostics), else why not (the CUPTI error text).
  * Driver-API callbacks alone see every launch: the runtime's launches reach the driver too, and their
@@ -186,21 +216,15 @@ const char *start_tracing(int *enabled_out) {
             enabled += p_cuptiEnableCallback(1, g_trace.sub, CUPTI_CB_DOMAIN_DRIVER_API, DRIVER_CBIDS[i]) ==
                        CUPTI_SUCCESS;
     }
-#ifndef GPUFL_INJECTION /* scopes are written by the Python engine; the injection build has none */
-    static const CUpti_CallbackId NVTX_CBIDS[] = {
-        CUPTI_CBID_NVTX_nvtxRangePushA,       CUPTI_CBID_NVTX_nvtxRangePushEx,     CUPTI_CBID_NVTX_nvtxRangePop,
-        CUPTI_CBID_NVTX_nvtxDomainRangePushEx, CUPTI_CBID_NVTX_nvtxDomainRangePop, CUPTI_CBID_NVTX_nvtxNameOsThreadA,
-        CUPTI_CBID_NVTX_nvtxRangeStartA,      CUPTI_CBID_NVTX_nvtxRangeStartEx,    CUPTI_CBID_NVTX_nvtxDomainRangeStartEx,
-        CUPTI_CBID_NVTX_nvtxRangeEnd,         CUPTI_CBID_NVTX_nvtxDomainRangeEnd,
-        /* the names of domains and registered strings, which libraries' ranges refer to by handle */
-        CUPTI_CBID_NVTX_nvtxDomainCreateA,    CUPTI_CBID_NVTX_nvtxDomainRegisterStringA};
-    for (size_t i = 0; want_nvtx && i < sizeof NVTX_CBIDS / sizeof *NVTX_CBIDS; i++)
-        p_cuptiEnableCallback(1, g_trace.sub, CUPTI_CB_DOMAIN_NVTX, NVTX_CBIDS[i]);
+    int capturing = !g_trace.capture_off; /* outside a capture window: nothing enabled until one opens */
+    if (want_cb && !capturing) enable_launch_callbacks(0, 1, 1); /* enabled above only to learn they can be */
+#ifndef GPUFL_INJECTION
+    if (want_nvtx && capturing) enable_nvtx_callbacks(1);
 #else
     (void)want_nvtx;
 #endif
     r = p_cuptiActivityRegisterCallbacks(buffer_requested, buffer_completed);
-    if (o->activity) {
+    if (o->activity && capturing) {
         if (r == CUPTI_SUCCESS) r = p_cuptiActivityEnable(g_trace.kernel_kind);
         if (r == CUPTI_SUCCESS && o->copies) r = p_cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMCPY);
         if (r == CUPTI_SUCCESS && o->copies) r = p_cuptiActivityEnable(CUPTI_ACTIVITY_KIND_MEMSET);

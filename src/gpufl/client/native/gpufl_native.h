@@ -326,6 +326,10 @@ typedef struct {
     CUpti_ActivityKind kernel_kind; /* what start_tracing enabled (g_opts.serial_kernels) */
     _Atomic uint64_t buffers, kernels, memcpys, memsets, matched, unmatched, launches_cb, cupti_dropped,
         dump_seq, foreign_buffers, untimed;
+    /* capture windows (gpufl.client.capture): 1 while outside a window, so start_tracing enables nothing and
+     * capture_switch turns the callbacks and activity kinds on at the window's start (0, the default: traced) */
+    int capture_off;
+    uint64_t capture_switches, capture_applied; /* switches asked for; those that reached CUPTI (active) */
 } TraceState;
 
 extern TraceState g_trace;
@@ -335,6 +339,7 @@ const char *start_tracing(int *enabled_out);
 void stop_tracing(CUptiResult *flush, CUptiResult *fin, int finalize);
 void enable_launch_callbacks(int on, int runtime, int driver);
 void enable_activity(int on);
+void capture_switch(int on);
 
 /* ------------------------------------------------------------------------------------------------ scopes and NVTX (scopes.c) */
 

@@ -155,6 +155,27 @@ static PyObject *py_configure(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS Py_RETURN_NONE;
 }
 
+/* capture(on) -> whether CUPTI was switched: a capture window opens (True) or closes (gpufl.client.capture). While
+ * tracing is active the callbacks and activity kinds go on or off now (capture_switch, without the GIL: CUPTI
+ * may deliver a buffer meanwhile); while not (before start, stepped aside for torch.profiler) the state is kept
+ * and start() honours it. */
+static PyObject *py_capture(PyObject *self, PyObject *arg) {
+    int on = PyObject_IsTrue(arg);
+    if (on < 0) return NULL;
+    g_trace.capture_off = !on;
+    g_trace.capture_switches++;
+    if (!g_trace.active) Py_RETURN_FALSE;
+    Py_BEGIN_ALLOW_THREADS capture_switch(on);
+    Py_END_ALLOW_THREADS g_trace.capture_applied++;
+    Py_RETURN_TRUE;
+}
+
+/* capture_state() -> (capturing, switches asked for, switches that reached CUPTI) */
+static PyObject *py_capture_state(PyObject *self, PyObject *unused) {
+    return Py_BuildValue("(OKK)", g_trace.capture_off ? Py_False : Py_True,
+                         (unsigned long long)g_trace.capture_switches, (unsigned long long)g_trace.capture_applied);
+}
+
 /* drain_nvtx() -> ([(kind, thread, inst, parent, ts_ns, name), ...], dropped) */
 static PyObject *py_drain_nvtx(PyObject *self, PyObject *unused) {
     NvtxEvent *ev;
@@ -197,6 +218,8 @@ static PyObject *py_reset(PyObject *self, PyObject *unused) {
     if (g_trace.sites) memset(g_trace.sites, 0, ((size_t)SITE_MASK + 1) * sizeof(Site));
     g_trace.buffers = g_trace.kernels = g_trace.memcpys = g_trace.memsets = g_trace.matched = g_trace.unmatched = g_trace.launches_cb = 0;
     g_trace.cupti_dropped = g_trace.foreign_buffers = g_trace.untimed = 0;
+    g_trace.capture_off = 0; /* a new session traces until its capture mode says otherwise */
+    g_trace.capture_switches = g_trace.capture_applied = 0;
     Py_RETURN_NONE;
 }
 
@@ -212,6 +235,8 @@ static PyMethodDef methods[] = {
     {"detach", py_detach, METH_NOARGS, "forget the writer"},
     {"configure", py_configure, METH_VARARGS,
      "configure(callbacks, activity, runtime=False, driver=True, empty=False) while tracing (diagnostics)"},
+    {"capture", py_capture, METH_O, "capture(on): a capture window opens or closes -> CUPTI switched now"},
+    {"capture_state", py_capture_state, METH_NOARGS, "(capturing, switches, switches applied to CUPTI)"},
     {"drain_nvtx", py_drain_nvtx, METH_NOARGS, "NVTX range/thread-name events since the last call"},
     {"reset", py_reset, METH_NOARGS, "forget launch configurations, stacks, sites, counters"},
     {"stats", py_stats, METH_NOARGS, "counters"},

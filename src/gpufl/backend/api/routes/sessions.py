@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from gpufl.backend.api import schemas as S
 from gpufl.backend.api import shape
+from gpufl.backend.api.capture import CaptureWindows
 from gpufl.backend.api.errors import BAD_CURSOR, NOT_FOUND
 from gpufl.backend.deps import AdminRole, ReadRole, StoreDep
 from gpufl.backend.store import NotFound, PageCursor, SqlStore
@@ -97,6 +98,20 @@ def hosts(store: StoreDep) -> S.HostsResponse:
 def session_detail(store: StoreDep, session_id: SessionId) -> S.SessionDetail:
     try:
         return S.SessionDetail.model_validate(store.session_detail(session_id))
+    except NotFound:
+        raise HTTPException(404, f"session {session_id!r} not found") from None
+
+
+@router.get(
+    "/sessions/{session_id}/capture-windows",
+    response_model=CaptureWindows,
+    dependencies=[ReadRole],
+    responses=NOT_FOUND,
+)
+def capture_windows(store: StoreDep, session_id: SessionId) -> CaptureWindows:
+    """When kernel tracing was on: the session's capture mode and its capture_window records."""
+    try:
+        return CaptureWindows.model_validate(store.capture_windows(session_id))
     except NotFound:
         raise HTTPException(404, f"session {session_id!r} not found") from None
 

@@ -1,0 +1,314 @@
+"""Capture modes and triggers (gpufl.client.capture): the schedule and triggers on an injected clock, and a real
+session whose windows switch the native module's CUPTI state while recorded H100 activity buffers are replayed
+through it (the only stand-in: CUPTI itself, which delivers a buffer only while its activity kinds are on)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import gpufl
+from gpufl.client import capture
+from gpufl.contract import events
+
+S = 1_000_000_000
+T0 = 1_800_000_000 * S
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> int:
+        return self.now
+
+
+class Switches:
+    """An engine's side of a window: the transitions it was asked for."""
+
+    name = "tracing"
+
+    def __init__(self) -> None:
+        self.seen: list[bool] = []
+
+    def set_capture(self, on: bool) -> None:
+        self.seen.append(on)
+
+
+def controller(text: str, **kw: Any) -> tuple[capture.Capture, Clock, Switches, list[events.Record]]:
+    clock, eng, out = Clock(), Switches(), []
+    c = capture.Capture(capture.parse(text), [eng], out.append, "sid0000000000000", clock=clock, **kw)
+    return c, clock, eng, out
+
+
+def test_modes_parse_and_bad_ones_say_what_is_wanted(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert capture.parse("continuous").mode == "continuous"
+    w = capture.parse("windows")
+    assert (w.mode, w.on_ns, w.period_ns, w.text) == ("windows", 2 * S, 60 * S, "windows:2s/60s")
+    assert capture.parse("windows:500ms/1m").on_ns == S // 2
+    st = capture.parse("steps:100-110")
+    assert (st.mode, st.first_step, st.last_step) == ("steps", 100, 110)
+    assert capture.parse("on-demand").mode == "on-demand"
+    for bad in ("windows:60s/2s", "windows:2s", "steps:9-3", "sometimes", "windows:xs/1s"):
+        with pytest.raises(ValueError):
+            capture.parse(bad)
+    monkeypatch.setenv("GPUFL_CAPTURE", "sometimes")
+    with pytest.raises(ValueError, match="'sometimes': want continuous"):
+        gpufl.init(app_name="bad", log_dir="/nonexistent-gpufl")
+
+
+def test_windows_open_on_schedule_and_close_after_their_duration() -> None:
+    c, clock, eng, out = controller("windows:2s/60s")
+    assert c.tick() == pytest.approx(2.0)  # the first window opens at start, closes 2 s later
+    assert eng.seen == [True]
+    clock.now = T0 + 2 * S
+    assert c.tick() == pytest.approx(58.0)
+    assert eng.seen == [True, False]
+    clock.now = T0 + 59 * S
+    c.tick()
+    assert eng.seen == [True, False]  # not yet
+    clock.now = T0 + 60 * S
+    c.tick()
+    clock.now = T0 + 62 * S + 1
+    c.tick()
+    assert eng.seen == [True, False, True, False]
+    assert [(w.start_ns, w.end_ns, w.trigger.kind, w.ended) for w in out] == [  # type: ignore[attr-defined]
+        (T0, T0 + 2 * S, "schedule", "duration"),
+        (T0 + 60 * S, T0 + 62 * S + 1, "schedule", "duration"),
+    ]
+    # a host suspended for ten minutes: the missed periods are not made up, one window opens
+    clock.now = T0 + 700 * S
+    c.tick()
+    assert eng.seen[-1] is True and c.window is not None and c._next_scheduled == T0 + 720 * S
+
+
+def test_one_window_at_a_time_requests_extend_or_are_refused() -> None:
+    c, clock, eng, out = controller("on-demand")
+    c.tick()
+    assert eng.seen == [] and c.window is None  # on-demand: nothing until asked
+    assert c.request("api", seconds=5) == "opened"
+    clock.now = T0 + S
+    assert c.request("api", seconds=10) == "extended"  # ends at T0+11 s, later than T0+5 s
+    assert c.request("api", seconds=1) == "refused"  # ends earlier
+    assert c.request("api", steps=3) == "refused"  # another unit
+    clock.now = T0 + 10 * S
+    c.tick()
+    assert c.window is not None
+    clock.now = T0 + 11 * S
+    c.tick()
+    (w,) = out
+    assert isinstance(w, events.CaptureWindow)
+    assert (w.end_ns, w.extended, w.refused, w.ended, w.trigger.seconds) == (T0 + 11 * S, 1, 2, "duration", 5)
+    assert eng.seen == [True, False]
+
+
+def test_a_scheduled_window_is_not_opened_over_a_requested_one() -> None:
+    c, clock, _eng, out = controller("windows:2s/60s")
+    c.tick()
+    clock.now = T0 + 2 * S
+    c.tick()
+    clock.now = T0 + 50 * S
+    assert c.request("api", seconds=20) == "opened"
+    clock.now = T0 + 60 * S
+    c.tick()  # the schedule's window is due: counted as refused in the open one
+    clock.now = T0 + 70 * S
+    c.tick()
+    assert [(w.trigger.kind, w.refused) for w in out] == [("schedule", 0), ("api", 1)]  # type: ignore[attr-defined]
+
+
+def test_step_ranges_and_step_counts() -> None:
+    c, _clock, _eng, out = controller("steps:2-4")
+    for i in range(7):
+        c.step_begin()
+        assert (c.window is not None) == (2 <= i <= 4), i
+        c.step_end()
+    (w,) = out
+    assert (w.trigger.kind, w.trigger.first_step, w.trigger.steps, w.ended) == ("steps", 2, 3, "steps")  # type: ignore[attr-defined]
+    # gpufl.capture(steps=2) inside a step: that step is the first of the two
+    c.step_begin()
+    assert c.request("api", steps=2) == "opened"
+    c.step_end()
+    assert c.window is not None
+    c.step_begin()
+    c.step_end()
+    assert c.window is None and out[-1].trigger.first_step == 7  # type: ignore[attr-defined]
+
+
+def test_scope_windows_close_at_their_scope_exit_and_shutdown_closes_the_last() -> None:
+    c, _clock, eng, out = controller("on-demand")
+    c.request("scope", scope_inst=41, scope="eval")
+    c.scope_exit(40)  # another scope
+    assert c.window is not None
+    c.scope_exit(41)
+    assert out[-1].ended == "scope_exit" and out[-1].trigger.scope == "eval"  # type: ignore[attr-defined]
+    c.request("api", seconds=100)
+    c.shutdown()
+    assert out[-1].ended == "shutdown" and eng.seen == [True, False, True, False]  # type: ignore[attr-defined]
+
+
+def test_the_control_file(tmp_path: Path) -> None:
+    c, _clock, _eng, out = controller("on-demand", log_dir=str(tmp_path))
+    path = tmp_path / capture.CONTROL_FILE
+    assert c.poll_control_file() is None  # no file
+    path.write_text(json.dumps({"id": "r1", "seconds": 3, "requester": "agent@h1"}))
+    os.utime(path, ns=(T0 + S, T0 + S))
+    assert c.poll_control_file() == "opened"
+    assert c.poll_control_file() is None  # unchanged
+    os.utime(path, ns=(T0 + 2 * S, T0 + 2 * S))
+    assert c.poll_control_file() is None  # rewritten with the same id: done already
+    path.write_text(json.dumps({"id": "r2", "seconds": 9, "session_id": "someoneelse00000"}))
+    os.utime(path, ns=(T0 + 3 * S, T0 + 3 * S))
+    assert c.poll_control_file() is None  # for another session
+    path.write_text("{not json")
+    os.utime(path, ns=(T0 + 4 * S, T0 + 4 * S))
+    assert c.poll_control_file() is None  # said in the log, ignored
+    c.stop()
+    (w,) = out
+    assert isinstance(w, events.CaptureWindow)
+    assert (w.trigger.kind, w.trigger.request_id, w.requester) == ("control_file", "r1", "agent@h1")
+    assert w.trigger.control_file == str(path)
+    # a file older than the session is not for it
+    old, _, _, _out2 = controller("on-demand", log_dir=str(tmp_path))
+    path.write_text(json.dumps({"id": "r3"}))
+    os.utime(path, ns=(T0 - S, T0 - S))
+    assert old.poll_control_file() is None
+
+
+def test_sigusr2_is_taken_only_when_the_program_has_no_handler(tmp_path: Path) -> None:
+    assert signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL
+    session = gpufl.init(app_name="usr2", log_dir=str(tmp_path), engines="system", capture="on-demand")
+    assert session is not None and session.capture is not None
+    try:
+        os.kill(os.getpid(), signal.SIGUSR2)
+        deadline = time.monotonic() + 5
+        while session.capture.window is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert session.capture.window is not None
+        assert session.capture.window.trigger.signal == "SIGUSR2"
+    finally:
+        gpufl.shutdown()
+    assert signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL  # given back
+    mine: list[int] = []
+    signal.signal(signal.SIGUSR2, lambda s, f: mine.append(s))
+    try:
+        session = gpufl.init(app_name="usr2b", log_dir=str(tmp_path), engines="system", capture="on-demand")
+        assert session is not None
+        os.kill(os.getpid(), signal.SIGUSR2)
+        time.sleep(0.05)
+        assert mine == [signal.SIGUSR2] and session.capture is not None and session.capture.window is None
+        gpufl.shutdown()
+    finally:
+        signal.signal(signal.SIGUSR2, signal.SIG_DFL)
+
+
+# ---------------------------------------------------------------- the native module behind a real session
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "native_gpt"
+
+
+def _native_with_libcupti() -> Any:
+    try:
+        from gpufl.client import _native  # type: ignore[attr-defined]
+    except ImportError as e:
+        pytest.skip(f"gpufl.client._native is not built here: {e}")
+    from gpufl.client.engines.native_tracing import libcupti_candidates
+
+    for path in libcupti_candidates():
+        try:
+            _native.load(path)
+            return _native
+        except OSError:
+            continue
+    pytest.skip("libcupti not found")
+
+
+def test_windows_switch_the_native_module_and_only_their_records_are_kept(tmp_path: Path) -> None:
+    """A real session in on-demand mode, the native tracing engine attached to a C writer. CUPTI cannot start
+    without a GPU, so CUPTI's part is played by the test: it delivers the next recorded buffer (H100 activity)
+    only while the module says its activity kinds are on. Kernels of buffers replayed inside windows are
+    written; those outside never reach the writer; the module's state follows every window."""
+    from gpufl.client.engines.native_tracing import NativeTracingEngine
+    from gpufl.client.writer import DiskBudget, NativeStreamWriter, SegmentFiles, StreamWriter
+
+    native = _native_with_libcupti()
+    buffers = sorted(FIXTURE.glob("buffer-*.bin"))
+    assert len(buffers) >= 2
+
+    def names(buf: Path) -> dict[int, bytes]:
+        out = {}
+        for line in buf.with_suffix(".names").read_bytes().splitlines():
+            ptr, name = line.split(b"\t", 1)
+            out[int(ptr, 16)] = name
+        return out
+
+    def kernels_in(buf: Path) -> int:
+        w = NativeStreamWriter(StreamWriter(SegmentFiles(str(tmp_path / buf.stem), "h", "a", "sid0000000000000"),
+            "device", queue_size=100, segment_max_bytes=64 << 20, segment_max_age_s=600, flush_interval_s=0.01,
+            budget=DiskBudget(0)))  # fmt: skip
+        w.start()
+        native.reset()
+        native.attach(w.native, [], 0, False)
+        native.replay_buffer(buf.read_bytes(), names(buf))
+        n = int(native.stats()["kernels"])
+        native.detach()
+        w.close(None)
+        return n
+
+    expected = [kernels_in(b) for b in buffers[:2]]
+    session = gpufl.init(app_name="windows", log_dir=str(tmp_path), engines="system", capture="on-demand")
+    assert session is not None and session.capture is not None
+    trace = NativeStreamWriter(StreamWriter(SegmentFiles(str(tmp_path / "trace"), "h", "a", "sid0000000000000"),
+        "device", queue_size=100_000, segment_max_bytes=64 << 20, segment_max_age_s=600, flush_interval_s=0.01,
+        budget=DiskBudget(0)))  # fmt: skip
+    trace.start()
+    eng = NativeTracingEngine()
+    eng.native, eng.session = native, session
+    native.reset()
+    native.capture(False)  # what NativeTracingEngine.start does in any mode but continuous
+    native.attach(trace.native, [], 0, False)
+    session.capture.engines.append(eng)
+    states = []
+
+    def cupti_delivers(buf: Path) -> None:
+        capturing, _, _ = native.capture_state()
+        states.append(capturing)
+        if capturing:
+            native.replay_buffer(buf.read_bytes(), names(buf))
+
+    try:
+        cupti_delivers(buffers[0])  # outside any window: CUPTI was off, nothing comes
+        assert gpufl.capture(seconds=60) == "opened"
+        cupti_delivers(buffers[1])
+        assert gpufl.capture_stop()
+        cupti_delivers(buffers[1])  # closed again
+        with gpufl.scope("eval", capture=True):
+            cupti_delivers(buffers[0])
+        cupti_delivers(buffers[1])
+        stats = native.stats()
+        capturing, switches, applied = native.capture_state()
+    finally:
+        native.detach()
+        trace.close(None)
+        gpufl.shutdown()
+    assert states == [False, True, False, True, False]
+    assert (capturing, switches, applied) == (False, 5, 0)  # off at start, 2 windows; CUPTI inactive here
+    assert stats["kernels"] == expected[1] + expected[0] > 0
+    written = [events.decode(ln) for p in sorted((tmp_path / "trace").glob("*.log"))
+               for ln in p.read_bytes().splitlines()]  # fmt: skip
+    assert sum(isinstance(r, events.Kernel) for r in written) == expected[1] + expected[0]
+    device = [
+        events.decode(ln)
+        for p in sorted(tmp_path.glob("*.device.*.log"))
+        for ln in p.read_bytes().splitlines()
+    ]
+    windows = [r for r in device if isinstance(r, events.CaptureWindow)]
+    assert [(w.trigger.kind, w.ended, w.engines) for w in windows] == [
+        ("api", "stopped", ["tracing"]),
+        ("scope", "scope_exit", ["tracing"]),
+    ]
