@@ -368,6 +368,12 @@ class MemcpyRow(_SizedRow):
     src_kind: str
     dst_kind: str
     throughput_gbps: float | None
+    mode: str | None
+    """sync (the calling thread waited) or async; null before contract v3."""
+    thread_id: int | None
+    api_lead_ns: int | None
+    """The copy call's entry, this long before start_ns (null: not recorded)."""
+    api_dur_ns: int | None
 
 
 class MemcpyPage(BaseModel):
