@@ -1139,9 +1139,13 @@ export interface components {
             bytes: number;
             /** Count */
             count: number;
+            /** Device Id */
+            device_id: number;
             /** Kind */
             kind: string;
             longest: components["schemas"]["MemoryLongest"];
+            /** Stream Id */
+            stream_id: number;
             /** T Ns */
             t_ns: number;
         };

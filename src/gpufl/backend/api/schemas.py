@@ -209,8 +209,10 @@ class MemoryBucket(BaseModel):
     """Bucket start (CLOCK_REALTIME ns); the bucket covers [t_ns, t_ns + bucket_ns)."""
     kind: str
     """The copy kind (HtoD, DtoH, ...) or "memset"."""
+    device_id: int
+    stream_id: int
     count: int
-    """Copies (or memsets) of this kind that started in the bucket."""
+    """Copies (or memsets) of this kind on this stream that started in the bucket."""
     bytes: int
     busy_ns: int
     longest: MemoryLongest
