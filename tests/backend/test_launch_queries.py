@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from gpufl.backend.api.launches import LaunchTimeline
+from gpufl.backend.api.timeline import LaunchTimeline
 from gpufl.backend.store import SqlStore
 from gpufl.contract import events as ev
 from gpufl.export.source import find_sessions

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from gpufl.backend.api import schemas as S
 from gpufl.backend.api import shape
 from gpufl.backend.api.errors import BAD_CURSOR, NOT_FOUND
-from gpufl.backend.api.launches import LaunchTimeline
+from gpufl.backend.api.timeline import LaunchTimeline
 from gpufl.backend.deps import AdminRole, ReadRole, StoreDep
 from gpufl.backend.store import NotFound, PageCursor, SqlStore
 
