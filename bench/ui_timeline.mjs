@@ -1,6 +1,8 @@
 #!/usr/bin/env node
-// bench/ui_timeline: time to first paint of the Kernels tab and frame time while panning, on a session of
-// ~1M kernels made by tiling a committed H100 capture with shifted timestamps, in Debian's headless Chromium.
+// bench/ui_timeline: time to first paint of the Kernels tab, frame time while panning (setViewport every
+// frame) and under real input (wheel, drag, keys: Playwright's mouse and CDP Input events), and the time to
+// settle after each gesture, on a session of ~1M kernels made by tiling a committed H100 capture with shifted
+// timestamps, in Debian's headless Chromium.
 //
 //   cd frontend && npm ci && node ../bench/ui_timeline.mjs [--capture DIR] [--kernels N] [--json OUT]
 //
@@ -156,6 +158,94 @@ try {
     };
     log(`pan @ ${label}: ${JSON.stringify(pan[label])}`);
   }
+  // 3. Real input: the gestures a user makes, through the browser's input pipeline (Playwright's mouse, and
+  //    CDP Input.dispatch* events as DevTools sends them), from the whole session. Frame time = rAF intervals
+  //    while the gesture runs; settle = from the gesture's last event to every visible tile drawn and the side
+  //    data (scopes, copies, launch calls) in (the hook's settled()).
+  const input = {};
+  const cdp = await page.context().newCDPSession(page);
+  const box = await page.locator('canvas[data-testid="timeline"]').boundingBox();
+  const gutter = await page.evaluate(() => window.__gpuflTimeline.gutter);
+  const lane = (await page.evaluate(() => window.__gpuflTimeline.rows().find((r) => r.kind === 'kernel'))) ?? { y: 40, h: 24 };
+  const y = box.y + lane.y + lane.h / 2;
+  // the densest part of the session when it is in view, else the plot's middle (after a pan it may not be)
+  const xDense = async () => {
+    const x = box.x + (await page.evaluate((t) => window.__gpuflTimeline.plotX(t), tiled.denseT));
+    return x > box.x + gutter + 2 && x < box.x + box.width - 2 ? x : box.x + gutter + (box.width - gutter) / 2;
+  };
+  const gestures = [
+    ['wheel zoom in, 40 notches (mouse.wheel)', async () => {
+      const x = await xDense();
+      await page.mouse.move(x, y);
+      for (let i = 0; i < 40; i++) await page.mouse.wheel(0, -120);
+    }],
+    ['drag pan, 30 moves of 15 px (mouse)', async () => {
+      const x = box.x + gutter + (box.width - gutter) * 0.7;
+      await page.mouse.move(x, y);
+      await page.mouse.down();
+      for (let i = 1; i <= 30; i++) await page.mouse.move(x - 15 * i, y);
+      await page.mouse.up();
+    }],
+    ['wheel zoom out, 40 notches (CDP Input.dispatchMouseEvent)', async () => {
+      const x = await xDense();
+      for (let i = 0; i < 40; i++) await cdp.send('Input.dispatchMouseEvent', { type: 'mouseWheel', x, y, deltaX: 0, deltaY: 120 });
+    }],
+    ['W held: 30 zoom-in key presses (CDP Input.dispatchKeyEvent)', async () => {
+      await cdp.send('Input.dispatchMouseEvent', { type: 'mouseMoved', x: await xDense(), y });
+      for (let i = 0; i < 30; i++) {
+        await cdp.send('Input.dispatchKeyEvent', { type: 'keyDown', key: 'w', code: 'KeyW', text: 'w', windowsVirtualKeyCode: 87 });
+        await cdp.send('Input.dispatchKeyEvent', { type: 'keyUp', key: 'w', code: 'KeyW', windowsVirtualKeyCode: 87 });
+      }
+    }],
+    ['shift-drag a range selection (mouse)', async () => {
+      const x = box.x + gutter + (box.width - gutter) * 0.3;
+      await page.keyboard.down('Shift');
+      await page.mouse.move(x, y);
+      await page.mouse.down();
+      for (let i = 1; i <= 20; i++) await page.mouse.move(x + 20 * i, y);
+      await page.mouse.up();
+      await page.keyboard.up('Shift');
+    }],
+  ];
+  await page.evaluate((r) => window.__gpuflTimeline.setViewport({ t0: 0, t1: r }), range);
+  await page.waitForFunction(() => window.__gpuflTimeline.settled(), null, { timeout: 120_000 });
+  for (const [label, act] of gestures) {
+    await page.evaluate(() => {
+      const rec = (window.__benchRec = { iv: [], prev: 0, on: true, draw: window.__gpuflTimeline.drawMs.length });
+      const f = (now) => {
+        if (!rec.on) return;
+        if (rec.prev) rec.iv.push(now - rec.prev);
+        rec.prev = now;
+        requestAnimationFrame(f);
+      };
+      requestAnimationFrame(f);
+    });
+    const t0 = await page.evaluate(() => performance.now());
+    await act();
+    const tLast = await page.evaluate(() => performance.now());
+    await page.waitForFunction(() => window.__gpuflTimeline.settled(), null, { timeout: 120_000, polling: 10 });
+    const tSettled = await page.evaluate(() => performance.now());
+    const rec = await page.evaluate(() => {
+      window.__benchRec.on = false;
+      return { iv: window.__benchRec.iv, draw: window.__gpuflTimeline.drawMs.slice(window.__benchRec.draw) };
+    });
+    const iv = stats(rec.iv);
+    const dr = stats(rec.draw);
+    const vp = await page.evaluate(() => window.__gpuflTimeline.viewport());
+    if (!rec.draw.length) throw new Error(`${label}: no frame was drawn, the input reached nothing`);
+    input[label] = {
+      gesture_ms: round(tLast - t0),
+      settle_ms: round(tSettled - tLast),
+      frames: iv.n,
+      frame_ms_p50: round(iv.p50),
+      frame_ms_p95: round(iv.p95),
+      frame_ms_max: round(iv.max),
+      draw_ms_p95: round(dr.p95, 2),
+      window_after_ms: round((vp.t1 - vp.t0) / 1e6, 3),
+    };
+    log(`input @ ${label}: ${JSON.stringify(input[label])}`);
+  }
+
   const cpu = (await import('node:os')).cpus();
   const result = {
     capture: basename(capture),
@@ -167,6 +257,7 @@ try {
     first_paint_ms: { in_app_open_cold_backend: round(inApp), page_load_first: round(firstPaint[0]), page_load_reloads: firstPaint.slice(1).map((x) => round(x)) },
     loads,
     pan,
+    input,
     machine: `${cpu.length}× ${cpu[0]?.model ?? '?'}, Chromium ${browser.ctx.browser()?.version() ?? ''} headless, --disable-gpu`,
   };
   console.log(JSON.stringify(result, null, 2));

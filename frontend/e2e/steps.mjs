@@ -56,3 +56,9 @@ export async function waitPainted(page) {
   await page.waitForSelector('canvas[data-testid="timeline"][data-painted="1"]', { timeout: T });
   await page.waitForFunction(() => window.__gpuflTimeline && window.__gpuflTimeline.pending() === 0, null, { timeout: T });
 }
+
+/** Painted, and the side data (scope instances, copies, launch calls, activity) in for the window. */
+export async function waitSettled(page) {
+  await waitPainted(page);
+  await page.waitForFunction(() => window.__gpuflTimeline.settled(), null, { timeout: T });
+}

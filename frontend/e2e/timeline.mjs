@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { buildTiledSession, REPO } from './harness.mjs';
-import { api, T, urlFollowsWindow, waitPainted } from './steps.mjs';
+import { api, T, urlFollowsWindow, waitPainted, waitSettled } from './steps.mjs';
 
 export const rangeSelection = {
   name: 'drag on the time axis selects a range: the timeline zooms to it and /range statistics show (#24)',
@@ -48,7 +48,7 @@ export const rangeSelection = {
     assert.ok(cap.includes(r.kernels_total.toLocaleString('en-US')), `caption ${cap}`);
     await shot('03c-range-selection');
     // shift-drag on a lane selects too (a plain drag there still pans)
-    const lane = await page.evaluate(() => window.__gpuflTimeline.rows().find((r) => !r.key.startsWith('scope:') && r.key !== 'memcpy'));
+    const lane = await page.evaluate(() => window.__gpuflTimeline.rows().find((r) => r.kind === 'kernel'));
     await page.keyboard.down('Shift');
     await page.mouse.move(box.x + gutter + W * 0.25, box.y + lane.y + lane.h / 2);
     await page.mouse.down();
@@ -136,14 +136,16 @@ export const atScale = {
     assert.equal(await page.evaluate(() => window.__gpuflTimeline.memcpyCount()), mem, 'copies and memsets counted in the whole-session view');
     await page.waitForFunction((n) => window.__gpuflTimeline.highlightCount() === n, top.count, { timeout: T }).catch(() => {});
     assert.equal(await page.evaluate(() => window.__gpuflTimeline.highlightCount()), top.count, 'highlighted instances');
-    // hovering the memory lane where it is busiest names a bucket's count and bytes
-    const lane = await page.evaluate(() => window.__gpuflTimeline.rows().find((r) => r.key === 'memcpy'));
+    // hovering the memory lane where it is busiest names a bucket's count and bytes (rows read once all are in)
+    await waitSettled(page);
+    const lanes = await page.evaluate(() => window.__gpuflTimeline.rows().filter((r) => r.kind === 'memcpy'));
     const box = await page.locator('canvas[data-testid="timeline"]').boundingBox();
     let tip = '';
-    for (let x = box.width - 4; x > 210 && !/ here — /.test(tip); x -= 3) {
-      await page.mouse.move(box.x + x, box.y + lane.y + lane.h / 2);
-      tip = (await page.textContent('.timeline .tooltip')) ?? '';
-    }
+    for (const lane of lanes)
+      for (let x = box.width - 4; x > 210 && !/ here — /.test(tip); x -= 3) {
+        await page.mouse.move(box.x + x, box.y + lane.y + lane.h / 2);
+        tip = (await page.textContent('.timeline .tooltip')) ?? '';
+      }
     assert.match(tip, /^[\d,]+ (HtoD|DtoH|DtoD|PtoP|HtoH|memset) here — .* · longest /, `memory lane tooltip: ${tip}`);
     await shot('11-tiled-memory-lane');
   },

@@ -359,6 +359,7 @@ NEEDS = {
     ("GET", "/api/v1/sessions/{session_id}/memsets"): "read",
     ("GET", "/api/v1/sessions/{session_id}/memory/timeline"): "read",
     ("GET", "/api/v1/sessions/{session_id}/capture-windows"): "read",
+    ("GET", "/api/v1/sessions/{session_id}/launches"): "read",
     ("GET", "/api/v1/sessions/{session_id}/range"): "read",
     ("GET", "/api/v1/sessions/{session_id}/search"): "read",
     ("GET", "/api/v1/sessions/{session_id}/scopes"): "read",

@@ -60,7 +60,7 @@ def test_memory_timeline_counts_copies_and_memsets_per_bucket_and_kind(store: Sq
     for _ in range(3000):
         dur = rng.randrange(100, 20_000)
         if rng.random() < 0.3:
-            rows.append(f.memset(t, dur, rng.randrange(1, 1 << 20)))
+            rows.append(f.memset(t, dur, rng.randrange(1, 1 << 20), stream_id=rng.choice([7, 9])))
         else:
             kind = rng.choice(["HtoD", "DtoH", "DtoD"])
             rows.append(f.memcpy(t, dur, rng.randrange(1, 1 << 24), copy_kind=kind))
@@ -70,14 +70,15 @@ def test_memory_timeline_counts_copies_and_memsets_per_bucket_and_kind(store: Sq
     w0, w1, width = f.t0 + 5_000_000, f.t0 + 60_000_000, 700_000
     got = store.memory_timeline("mem", w0, w1, width)
     assert got["bucket_ns"] == width
-    want: dict[tuple[int, str], list[ev.Memcpy | ev.Memset]] = defaultdict(list)
+    want: dict[tuple[int, str, int, int], list[ev.Memcpy | ev.Memset]] = defaultdict(list)
     for r in rows:
         if r.start_ns < w1 and r.end_ns > w0:
             kind = r.copy_kind if isinstance(r, ev.Memcpy) else "memset"
-            want[(r.start_ns // width * width, kind)].append(r)
-    assert [(b["t_ns"], b["kind"]) for b in got["buckets"]] == sorted(want)
+            want[(r.start_ns // width * width, kind, r.device_id, r.stream_id)].append(r)
+    assert len({k[3] for k in want}) > 1, "copies on several streams"
+    assert [(b["t_ns"], b["kind"], b["device_id"], b["stream_id"]) for b in got["buckets"]] == sorted(want)
     for b in got["buckets"]:
-        rs = want[(b["t_ns"], b["kind"])]
+        rs = want[(b["t_ns"], b["kind"], b["device_id"], b["stream_id"])]
         assert b["count"] == len(rs)
         assert b["bytes"] == sum(r.bytes for r in rs)
         assert b["busy_ns"] == sum(r.end_ns - r.start_ns for r in rs)

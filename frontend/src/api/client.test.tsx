@@ -59,7 +59,22 @@ describe('Api', () => {
     expect(url.pathname).toBe('/api/v1/sessions/s%201/memsets');
     expect(url.searchParams.get('limit')).toBe('2000');
     expect(r.nextCursor).toBe('abc');
-    expect(r.items).toEqual([{ id: 'memset:12', device: 0, stream: 7, start: 40, end: 90, dur: 50, bytes: 4096, copyKind: 'memset', throughput: null }]);
+    expect(r.items).toEqual([
+      { id: 'memset:12', device: 0, stream: 7, start: 40, end: 90, dur: 50, bytes: 4096, copyKind: 'memset', throughput: null, corrId: 3, scopeInst: null, srcKind: null, dstKind: null, mode: null, threadId: null, apiStart: null, apiDur: null },
+    ]);
+  });
+
+  it('reads the launch-API calls per thread with times relative to the session', async () => {
+    const f = mockFetch(
+      200,
+      '{"start_ns":1732521600000000000,"end_ns":1732521600000001000,"bucket_ns":10,"total":3,"buckets":[{"t_ns":1732521600000000100,"thread_id":635,"count":3,"busy_ns":70,"longest":{"kind":"memcpy","id":"1","corr_id":590,"name":"HtoD","device_id":0,"stream_id":7,"gpu_start_ns":1732521600000000200,"start_ns":1732521600000000105,"end_ns":1732521600000000150}}]}',
+    );
+    const r = await new Api('t').launchTimeline(session, { start: 0, end: 1000 }, 10);
+    const url = new URL(f.mock.calls[0][0], 'http://x');
+    expect(url.pathname).toBe('/api/v1/sessions/s%201/launches');
+    expect(url.searchParams.get('resolution_ns')).toBe('10');
+    expect(r.total).toBe(3);
+    expect(r.buckets[0]).toEqual({ t: 100, thread: 635, count: 3, busy: 70, longest: { kind: 'memcpy', id: '1', corrId: 590, name: 'HtoD', device: 0, stream: 7, gpuStart: 200, start: 105, end: 150 } });
   });
 
   it('asks the LOD form with absolute window bounds and the resolution', async () => {

@@ -6,6 +6,7 @@
  */
 import { apiGet, apiPost, type Query } from './http';
 import { abs, rel, toBig, type NsLike } from './json';
+import { toLaunchTimeline, type LaunchTimeline, type LaunchTimelineWire } from './launches';
 import type { components } from './schema';
 
 type S = components['schemas'];
@@ -150,6 +151,8 @@ export interface KernelTimeline {
 export interface MemoryBucket {
   t: number;
   kind: string;
+  device: number;
+  stream: number;
   count: number;
   bytes: number;
   busy: number;
@@ -259,6 +262,15 @@ export interface MemcpyRow {
   bytes: number;
   copyKind: string;
   throughput: number | null;
+  corrId: number;
+  scopeInst: number | null;
+  /** Copies only (memsets: null): memory kinds, sync/async (v3+), the calling thread and the call's timing. */
+  srcKind: string | null;
+  dstKind: string | null;
+  mode: string | null;
+  threadId: number | null;
+  apiStart: number | null;
+  apiDur: number | null;
 }
 
 /** A page of the memory lane: copies, or memsets shaped like them. */
@@ -430,6 +442,8 @@ export class Api {
       buckets: w.buckets.map((b) => ({
         t: rel(b.t_ns, o)!,
         kind: b.kind,
+        device: b.device_id,
+        stream: b.stream_id,
         count: b.count,
         bytes: Number(b.bytes),
         busy: Number(b.busy_ns),
@@ -441,6 +455,12 @@ export class Api {
         },
       })),
     };
+  }
+
+  /** Launch-API calls per thread and bucket of `resolutionNs` (each counted; the thread tracks' detail). */
+  async launchTimeline(s: SessionDetail, win: { start: number; end: number }, resolutionNs: number, signal?: AbortSignal): Promise<LaunchTimeline> {
+    const q = { start_ns: abs(win.start, s.origin), end_ns: abs(win.end, s.origin), resolution_ns: Math.max(1, Math.round(resolutionNs)) };
+    return toLaunchTimeline(await this.get<LaunchTimelineWire>(`/sessions/${enc(s.id)}/launches`, q, signal), s.origin);
   }
 
   /** Aggregates of a selected time range per kernel name, copy kind and scope path (the area selection). */
@@ -515,6 +535,12 @@ export class Api {
       id: m.id,
       copyKind: m.copy_kind,
       throughput: m.throughput_gbps,
+      srcKind: m.src_kind,
+      dstKind: m.dst_kind,
+      mode: m.mode,
+      threadId: m.thread_id,
+      apiStart: m.api_lead_ns === null ? null : rel(m.start_ns, s.origin)! - Number(m.api_lead_ns),
+      apiDur: m.api_dur_ns === null ? null : Number(m.api_dur_ns),
     }));
   }
 
@@ -524,6 +550,12 @@ export class Api {
       id: `memset:${m.id}`,
       copyKind: 'memset',
       throughput: null,
+      srcKind: null,
+      dstKind: null,
+      mode: null,
+      threadId: null,
+      apiStart: null,
+      apiDur: null,
     }));
   }
 
@@ -533,7 +565,7 @@ export class Api {
     win: KernelWindow,
     limit: number,
     signal: AbortSignal | undefined,
-    own: (m: W<R>) => Pick<MemcpyRow, 'id' | 'copyKind' | 'throughput'>,
+    own: (m: W<R>) => Omit<MemcpyRow, 'device' | 'stream' | 'start' | 'end' | 'dur' | 'bytes' | 'corrId' | 'scopeInst'>,
   ): Promise<MemoryPage> {
     const w = await this.get<{ items: W<R>[]; next_cursor: string | null }>(
       `/sessions/${enc(s.id)}/${path}`,
@@ -548,6 +580,8 @@ export class Api {
         end: rel(m.end_ns, s.origin)!,
         dur: Number(m.dur_ns),
         bytes: m.bytes,
+        corrId: m.corr_id,
+        scopeInst: m.scope_inst,
         ...own(m),
       })),
       nextCursor: w.next_cursor,

@@ -341,6 +341,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/sessions/{session_id}/launches": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Launch Timeline */
+        get: operations["launch_timeline_api_v1_sessions__session_id__launches_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/sessions/{session_id}/memcpy": {
         parameters: {
             query?: never;
@@ -1027,6 +1044,55 @@ export interface components {
             /** Items */
             items: components["schemas"]["KeyInfo"][];
         };
+        /** LaunchBucket */
+        LaunchBucket: {
+            /** Busy Ns */
+            busy_ns: number;
+            /** Count */
+            count: number;
+            longest: components["schemas"]["LaunchCall"];
+            /** T Ns */
+            t_ns: number;
+            /** Thread Id */
+            thread_id: number;
+        };
+        /** LaunchCall */
+        LaunchCall: {
+            /** Corr Id */
+            corr_id: number;
+            /** Device Id */
+            device_id: number;
+            /** End Ns */
+            end_ns: number;
+            /** Gpu Start Ns */
+            gpu_start_ns: number;
+            /** Id */
+            id: string;
+            /**
+             * Kind
+             * @enum {string}
+             */
+            kind: "kernel" | "memcpy";
+            /** Name */
+            name: string | null;
+            /** Start Ns */
+            start_ns: number;
+            /** Stream Id */
+            stream_id: number;
+        };
+        /** LaunchTimeline */
+        LaunchTimeline: {
+            /** Bucket Ns */
+            bucket_ns: number;
+            /** Buckets */
+            buckets: components["schemas"]["LaunchBucket"][];
+            /** End Ns */
+            end_ns: number;
+            /** Start Ns */
+            start_ns: number;
+            /** Total */
+            total: number;
+        };
         /** LodBucket */
         LodBucket: {
             /** Busy Ns */
@@ -1061,6 +1127,10 @@ export interface components {
         };
         /** MemcpyRow */
         MemcpyRow: {
+            /** Api Dur Ns */
+            api_dur_ns: number | null;
+            /** Api Lead Ns */
+            api_lead_ns: number | null;
             /** Bytes */
             bytes: number;
             /** Copy Kind */
@@ -1077,6 +1147,8 @@ export interface components {
             end_ns: number;
             /** Id */
             id: string;
+            /** Mode */
+            mode: string | null;
             /** Scope Inst */
             scope_inst: number | null;
             /** Seq */
@@ -1089,6 +1161,8 @@ export interface components {
             start_ns: number;
             /** Stream Id */
             stream_id: number;
+            /** Thread Id */
+            thread_id: number | null;
             /** Throughput Gbps */
             throughput_gbps: number | null;
         };
@@ -1100,9 +1174,13 @@ export interface components {
             bytes: number;
             /** Count */
             count: number;
+            /** Device Id */
+            device_id: number;
             /** Kind */
             kind: string;
             longest: components["schemas"]["MemoryLongest"];
+            /** Stream Id */
+            stream_id: number;
             /** T Ns */
             t_ns: number;
         };
@@ -3113,6 +3191,79 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["KernelDetail"];
+                };
+            };
+            /** @description Missing, unknown or revoked token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such session, kernel or key */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or body the API does not take */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description The key's request rate limit: retry after Retry-After seconds */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    launch_timeline_api_v1_sessions__session_id__launches_get: {
+        parameters: {
+            query: {
+                start_ns: number;
+                end_ns: number;
+                resolution_ns: number;
+            };
+            header?: never;
+            path: {
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LaunchTimeline"];
                 };
             };
             /** @description Missing, unknown or revoked token */

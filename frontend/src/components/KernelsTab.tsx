@@ -1,9 +1,10 @@
 import { useEffect, useRef, useState } from 'react';
-import type { Api, KernelSummary, SessionDetail } from '../api/client';
+import type { Api, KernelSummary, MemcpyRow, ScopeInstance, SessionDetail } from '../api/client';
 import { useAsync } from '../lib/useAsync';
 import { useDebounced } from '../lib/useDebounced';
 import { Timeline } from '../timeline/Timeline';
 import type { Viewport } from '../timeline/viewport';
+import { CopyInspector } from './CopyInspector';
 import { Inspector } from './Inspector';
 import { RangeStats, type TimeRange } from './RangeStats';
 import { AsyncView } from './States';
@@ -40,6 +41,12 @@ export function KernelsTab({ api, session, t0, t1, kernel, name, onChange }: Ker
   }, [t0, t1]);
 
   const detail = useAsync((sig) => (kernel ? api.kernel(session, kernel, sig) : Promise.resolve(null)), [api, session, kernel]);
+  // A copy (or memset) clicked on the timeline: found by id among those running when it started.
+  const [copy, setCopy] = useState<{ id: string; start: number; end: number } | null>(null);
+  const copyDetail = useAsync((sig) => (copy ? findCopy(api, session, copy, sig) : Promise.resolve(null)), [api, session, copy]);
+  const copyRow = copyDetail.state === 'ready' ? copyDetail.data?.row ?? null : null;
+  // GPU activity under the kernel lanes (SM active beside NVML's utilisation): off until asked, then kept.
+  const [activity, setActivity] = useState(() => readFlag(ACTIVITY_KEY));
   // The summary waits for the timeline's first frame (or 2 s): on a big session both are backend work, and the
   // timeline is what the user looks at first.
   const [summaryGo, setSummaryGo] = useState(false);
@@ -113,15 +120,55 @@ export function KernelsTab({ api, session, t0, t1, kernel, name, onChange }: Ker
               onChange({ t0: Math.round(v.t0), t1: Math.round(v.t1) });
             }}
             selectedId={kernel ?? null}
-            selected={sel ? { start: sel.start, end: sel.end, device: sel.device, stream: sel.stream } : null}
-            onSelect={(id) => onChange({ kernel: id })}
+            selected={
+              sel
+                ? {
+                    start: sel.start,
+                    end: sel.end,
+                    device: sel.device,
+                    stream: sel.stream,
+                    call: sel.apiStart !== null && sel.threadId !== null ? { thread: sel.threadId, start: sel.apiStart, end: sel.apiStart + (sel.apiDur ?? 0) } : null,
+                  }
+                : null
+            }
+            onSelect={(id) => {
+              setCopy(null);
+              onChange({ kernel: id });
+            }}
+            selectedCopy={copyRow}
+            onSelectCopy={(c) => {
+              setCopy(c);
+              if (kernel) onChange({ kernel: undefined });
+            }}
+            activity={activity}
             highlightName={name ?? null}
             onReady={() => setSummaryGo(true)}
             onRange={setRange}
           />
+          <label className="small activity-toggle">
+            <input
+              type="checkbox"
+              data-testid="activity-toggle"
+              checked={activity}
+              onChange={(e) => {
+                setActivity(e.target.checked);
+                writeFlag(ACTIVITY_KEY, e.target.checked);
+              }}
+            />{' '}
+            SM activity under the kernel lanes (NVML GPM, beside NVML utilisation)
+          </label>
           {range && <RangeStats api={api} session={session} range={range} onClose={() => setRange(null)} />}
         </div>
-        <Inspector value={kernel ? detail : null} session={session} onClose={() => onChange({ kernel: undefined })} />
+        {copy ? (
+          <CopyInspector
+            value={copyDetail.state === 'ready' ? { state: 'ready', data: copyDetail.data?.row ?? null } : copyDetail.state === 'error' ? copyDetail : { state: 'loading' }}
+            scope={copyDetail.state === 'ready' ? (copyDetail.data?.scope ?? null) : null}
+            session={session}
+            onClose={() => setCopy(null)}
+          />
+        ) : (
+          <Inspector value={kernel ? detail : null} session={session} onClose={() => onChange({ kernel: undefined })} />
+        )}
       </div>
       {summary.state === 'loading' && summary.prev ? (
         table(summary.prev, true)
@@ -132,4 +179,36 @@ export function KernelsTab({ api, session, t0, t1, kernel, name, onChange }: Ker
       )}
     </div>
   );
+}
+
+const ACTIVITY_KEY = 'gpufl.timeline.activity';
+
+function readFlag(key: string): boolean {
+  try {
+    return window.localStorage.getItem(key) === '1';
+  } catch {
+    return false;
+  }
+}
+
+function writeFlag(key: string, on: boolean): void {
+  try {
+    window.localStorage.setItem(key, on ? '1' : '0');
+  } catch {
+    // storage blocked: the choice lasts for this page only
+  }
+}
+
+/** The copy (or memset, id "memset:<seq>") with id `c.id`, among those running at its start; and its scope. */
+async function findCopy(api: Api, s: SessionDetail, c: { id: string; start: number }, signal: AbortSignal): Promise<{ row: MemcpyRow; scope: ScopeInstance | null } | null> {
+  const win = { start: c.start, end: c.start + 1 };
+  const page = c.id.startsWith('memset:') ? await api.memsets(s, win, 1000, signal) : await api.memcpy(s, win, 1000, signal);
+  const row = page.items.find((m) => m.id === c.id);
+  if (!row) return null;
+  let scope: ScopeInstance | null = null;
+  if (row.scopeInst !== null) {
+    const sc = await api.scopeInstances(s, { start: row.start, end: row.start + 1 }, 0, 1000, undefined, signal);
+    scope = sc.items.find((x) => x.inst === row.scopeInst) ?? null;
+  }
+  return { row, scope };
 }

@@ -8,11 +8,14 @@
 import { useEffect, useRef } from 'react';
 import type { Api, SessionDetail } from '../api/client';
 import { abs } from '../api/json';
-import { drawFrame, drawMinimap, drawMinimapFrame, hitTest, layout, GUTTER_W, MEMCPY_COLORS, type FrameInput } from './draw';
+import { ACTIVITY_COLORS } from './activity';
+import { drawFrame, drawMinimap, drawMinimapFrame, hitTest, layout, memKey, GUTTER_W, MEMCPY_COLORS, type FrameInput, type Hit } from './draw';
 import { attachInput, tooltipText } from './input';
 import type { ViewportLink } from './link';
 import { TrackLoader } from './loader';
 import { scopeRowLabels, scopeRowOf, SCOPE_KEY } from './scopes';
+import { LAUNCH_KEY, threadRows } from './threads';
+import { useResizableHeight } from './height';
 import type { Bounds, Viewport } from './viewport';
 
 export interface TimelineProps {
@@ -23,8 +26,13 @@ export interface TimelineProps {
   viewportNonce: number;
   onViewportChange: (vp: Viewport) => void;
   selectedId: string | null;
-  selected: { start: number; end: number; device: number; stream: number } | null;
+  selected: FrameInput['selected'];
   onSelect: (id: string) => void;
+  /** The selected copy or memset, outlined; a click on one (or on a copy's launch call) calls onSelectCopy. */
+  selectedCopy?: FrameInput['selectedCopy'];
+  onSelectCopy?: (c: { id: string; start: number; end: number }) => void;
+  /** Show the GPU activity rows (SM active beside NVML utilisation) under the kernel lanes. */
+  activity?: boolean;
   highlightName: string | null;
   /** A range was dragged out (shift-drag, or a drag on the axis): the timeline zooms to it. */
   onRange?: (r: { start: number; end: number }) => void;
@@ -49,11 +57,13 @@ declare global {
       rectsPerFrame: number[];
       firstDataPaint: number | null;
       pending: () => number;
+      /** No tile pending and the side data (scopes, copies, calls, activity) in for the current window. */
+      settled: () => boolean;
       viewport: () => Viewport;
       setViewport: (vp: Viewport) => void;
       rects: number;
       /** Rows as drawn (CSS px inside the canvas) and the plot geometry, to aim clicks at a kernel. */
-      rows: () => { key: string; y: number; h: number }[];
+      rows: () => { key: string; kind: string; label: string; y: number; h: number }[];
       plotX: (t: number) => number;
       memcpyCount: () => number;
       /** Instances of the highlighted kernel name counted in the loaded window. */
@@ -62,6 +72,21 @@ declare global {
       scopeRowKey: (threadId: number, depth: number) => string | null;
       /** The axis labels of the last frame. */
       ticks: () => string[];
+      /** Launch calls overlapping the window (every one counted), the threads with a call row, and whether
+       * the last frame drew the flow arrow of the selected kernel. */
+      calls: () => number;
+      launchThreads: () => number[];
+      flow: () => boolean;
+      /** The row keys of the memory lanes (one per (GPU, stream)). */
+      memRows: () => string[];
+      memKey: (device: number, stream: number) => string;
+      launchKey: (thread: number) => string;
+      /** The GPU activity rows' labels and their SM-active point counts. */
+      activity: () => { label: string; smPoints: number; utilPoints: number; smMean: number[] }[];
+      /** The /system query behind the activity rows (absolute ns as strings). */
+      activityQuery: () => { startNs: string; endNs: string; points: number } | null;
+      /** The tooltip's text as shown (null: hidden). */
+      tooltip: () => string | null;
       /** The scope query behind the scope rows (absolute ns as strings), what it loaded and what is in view. */
       scopes: () => { startNs: string; endNs: string; minDurNs: number; loaded: number; truncated: boolean; inView: number } | null;
       gutter: number;
@@ -78,6 +103,10 @@ interface View {
   selection: { t0: number; t1: number } | null;
   raf: number;
   scopesInView: number;
+  calls: number;
+  flow: boolean;
+  /** What the tooltip shows (recomputed every frame while the pointer is over the canvas, so it never goes stale). */
+  tip: string | null;
   /** The minimap's lanes and density are drawn once into this canvas and blitted each frame. */
   minimapImg: HTMLCanvasElement | null;
   minimapKey: string;
@@ -93,11 +122,13 @@ export function Timeline(p: TimelineProps) {
   const lastFrame = useRef<FrameInput | null>(null);
   const props = useRef(p);
   props.current = p;
-  const view = useRef<View>({ vp: p.viewport, width: 800, dpr: 1, hover: null, selection: null, raf: 0, scopesInView: 0, minimapImg: null, minimapKey: '', ready: false });
+  const view = useRef<View>({ vp: p.viewport, width: 800, dpr: 1, hover: null, selection: null, raf: 0, scopesInView: 0, calls: 0, flow: false, tip: null, minimapImg: null, minimapKey: '', ready: false });
 
   const bounds = (): Bounds => ({ start: 0, end: props.current.extent ?? props.current.session.rangeEnd, minSpan: 1000 });
 
   const schedule = useRef<() => void>(() => {});
+  const hideTip = useRef<() => void>(() => {});
+  const height = useResizableHeight('gpufl.timeline.height');
   const setVp = useRef<(vp: Viewport) => void>(() => {});
 
   useEffect(() => {
@@ -109,6 +140,7 @@ export function Timeline(p: TimelineProps) {
       viewport: () => v.vp,
       plotWidth,
       highlightName: () => props.current.highlightName,
+      activityOn: () => props.current.activity ?? false,
       changed: () => sched(),
     });
     const hooks: NonNullable<Window['__gpuflTimeline']> = {
@@ -117,14 +149,28 @@ export function Timeline(p: TimelineProps) {
       rectsPerFrame: [],
       firstDataPaint: null,
       pending: () => loader.pendingNeeded().length + loader.inflight,
+      settled: () => loader.pendingNeeded().length + loader.inflight === 0 && !loader.sideBusy,
       viewport: () => ({ ...v.vp }),
       setViewport: (vp) => setVp.current(vp),
       rects: 0,
-      rows: () => (lastFrame.current ? lastFrame.current.layout.rows.map((r) => ({ key: r.key, y: r.y, h: r.h })) : []),
+      rows: () => (lastFrame.current ? lastFrame.current.layout.rows.map((r) => ({ key: r.key, kind: r.kind, label: r.label, y: r.y, h: r.h })) : []),
       plotX: (t) => GUTTER_W + ((t - v.vp.t0) / (v.vp.t1 - v.vp.t0)) * plotWidth(),
       memcpyCount: () => (loader.memBuckets ? loader.memBuckets.buckets.reduce((n, b) => n + b.count, 0) : loader.memcpy.length),
       highlightCount: () => loader.highlightCount,
       ticks: () => [...ticks],
+      calls: () => v.calls,
+      launchThreads: () => [...loader.launchThreads],
+      flow: () => v.flow,
+      memRows: () => (lastFrame.current ? lastFrame.current.layout.rows.filter((r) => r.kind === 'memcpy').map((r) => r.key) : []),
+      memKey,
+      launchKey: (thread) => LAUNCH_KEY + thread,
+      activity: () => loader.activity.map((a) => ({ label: a.label, smPoints: a.sm?.t.length ?? 0, utilPoints: a.util?.t.length ?? 0, smMean: a.sm ? [...a.sm.mean] : [] })),
+      activityQuery: () => {
+        const q = loader.activityQuery;
+        const o = props.current.session.origin;
+        return q && props.current.activity ? { startNs: abs(q.start, o), endNs: abs(q.end, o), points: q.points } : null;
+      },
+      tooltip: () => v.tip,
       scopeRowKey: (threadId, depth) => {
         const r = scopeRowOf(loader.scopeTracks, threadId, depth);
         return r < 0 ? null : SCOPE_KEY + r;
@@ -152,8 +198,15 @@ export function Timeline(p: TimelineProps) {
       const needed = loader.neededKeys();
       loader.requestMissing(needed);
       // Until the first scope instances arrive, one row holds their place (so lanes don't jump down later).
-      const scopeRows = loader.scopeTracks.threads.length ? scopeRowLabels(loader.scopeTracks) : P.session.totals.scope_instances > 0 ? 1 : 0;
-      const L = layout(loader.lanes, P.session.totals.memcpys + P.session.totals.memsets > 0, plotWidth(), scopeRows);
+      const scopeLabels = loader.scopeTracks.threads.length ? scopeRowLabels(loader.scopeTracks) : P.session.totals.scope_instances > 0 ? ['Scopes'] : [];
+      const hasMem = P.session.totals.memcpys + P.session.totals.memsets > 0;
+      const L = layout(
+        loader.lanes,
+        hasMem && (loader.memLanes.length ? loader.memLanes : true),
+        plotWidth(),
+        threadRows(loader.scopeTracks, scopeLabels, loader.launchThreads),
+        P.activity ? loader.activity : [],
+      );
       const W = v.width;
       const dpr = v.dpr;
       if (canvas.width !== Math.round(W * dpr) || canvas.height !== Math.round(L.height * dpr)) {
@@ -172,6 +225,7 @@ export function Timeline(p: TimelineProps) {
         memBuckets: loader.memBuckets,
         selectedId: P.selectedId,
         selected: P.selected,
+        selectedCopy: P.selectedCopy ?? null,
         highlightName: P.highlightName,
         highlights: loader.highlights,
         edge: loader.edge,
@@ -180,6 +234,8 @@ export function Timeline(p: TimelineProps) {
         scopesTruncated: loader.scopesLoaded?.truncated ?? false,
         scopeTracks: loader.scopeTracks,
         selection: v.selection,
+        launches: loader.launches,
+        activity: P.activity ? loader.activity : [],
       };
       lastFrame.current = f;
       const stats = drawFrame(ctx, f, dpr);
@@ -213,6 +269,10 @@ export function Timeline(p: TimelineProps) {
       }
       hooks.rects = stats.rects;
       v.scopesInView = stats.scopes;
+      v.calls = stats.calls;
+      v.flow = stats.flow;
+      // The tooltip follows what is under the pointer now (after a keyboard zoom, a wheel, new data).
+      if (v.hover) showTip(hitTest(f, v.hover.x, v.hover.y), v.hover.x, v.hover.y);
       ticks = stats.ticks;
       const pend = loader.pendingNeeded().length;
       if (hooks.firstDataPaint === null && pend === 0 && loader.overview) {
@@ -233,6 +293,21 @@ export function Timeline(p: TimelineProps) {
         if (statusRef.current.textContent !== msg) statusRef.current.textContent = msg;
       }
     }
+
+    function showTip(h: Hit | null, x: number, y: number) {
+      const tip = tipRef.current;
+      if (!tip) return;
+      v.tip = h ? tooltipText(h) : null;
+      if (!h) {
+        tip.style.display = 'none';
+        return;
+      }
+      tip.style.display = 'block';
+      tip.style.left = `${Math.min(x + 14, v.width - 320)}px`;
+      tip.style.top = `${y + 14}px`;
+      if (tip.textContent !== v.tip) tip.textContent = v.tip;
+    }
+    hideTip.current = () => showTip(null, 0, 0);
 
     function sched() {
       if (!v.raf) v.raf = requestAnimationFrame(frame);
@@ -289,19 +364,9 @@ export function Timeline(p: TimelineProps) {
         sched();
       },
       hitAt: (x, y) => (lastFrame.current ? hitTest(lastFrame.current, x, y) : null),
-      showTip: (h, x, y) => {
-        const tip = tipRef.current;
-        if (!tip) return;
-        if (!h) {
-          tip.style.display = 'none';
-          return;
-        }
-        tip.style.display = 'block';
-        tip.style.left = `${Math.min(x + 14, v.width - 320)}px`;
-        tip.style.top = `${y + 14}px`;
-        tip.textContent = tooltipText(h);
-      },
+      showTip,
       select: (id) => props.current.onSelect(id),
+      selectCopy: (c) => props.current.onSelectCopy?.(c),
       drive: () => props.current.link?.drive(linkId),
       ownsKeys: () => !props.current.link || props.current.link.drives(linkId),
       setSelection: (sel) => {
@@ -336,25 +401,37 @@ export function Timeline(p: TimelineProps) {
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [p.viewportNonce]);
 
-  // Selection and highlight changes: redraw, and fetch the highlighted kernel's instances.
+  // Selection and highlight changes: redraw, and fetch the highlighted kernel's instances. An inspector
+  // opening takes the pointer's attention: the tooltip goes until the pointer moves again.
   useEffect(() => {
+    view.current.hover = null;
+    hideTip.current();
     schedule.current();
-  }, [p.selectedId, p.selected]);
+  }, [p.selectedId, p.selected, p.selectedCopy]);
   useEffect(() => {
     setVp.current(view.current.vp);
-  }, [p.highlightName]);
+  }, [p.highlightName, p.activity]);
 
   return (
     <div className="timeline" ref={wrapRef}>
       <canvas ref={miniRef} className="minimap" data-testid="minimap" />
-      <div className="timeline-canvas-wrap">
+      <div className="timeline-canvas-wrap" data-testid="timeline-scroll" style={height.style}>
         <canvas ref={canvasRef} className="timeline-canvas" data-testid="timeline" tabIndex={0} />
         <div ref={tipRef} className="tooltip" style={{ display: 'none' }} />
       </div>
+      <div className="timeline-resize" data-testid="timeline-resize" title="Drag to resize the timeline (double-click: fit every row)" {...height.handle} />
       <div ref={statusRef} className="timeline-status" role="status" />
       <div className="hint">
         Wheel / pinch to zoom · drag to pan · shift-drag (or drag on the time axis) to select a range · W/S zoom · A/D
-        pan · click a kernel to inspect · hover a scope for its timing
+        pan · click a kernel, copy or launch call to inspect · hover a scope for its timing
+        {p.activity && (
+          <span className="legend">
+            {' '}
+            · <span className="swatch" style={{ background: ACTIVITY_COLORS.sm }} />
+            SM active (GPM) <span className="swatch" style={{ background: ACTIVITY_COLORS.util }} />
+            NVML GPU utilisation (line)
+          </span>
+        )}
         {p.session.totals.memcpys + p.session.totals.memsets > 0 && (
           <span className="legend">
             {' '}

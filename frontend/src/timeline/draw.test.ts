@@ -19,7 +19,7 @@ describe('hitTest', () => {
   const buckets = [b(0, 1, 100, 200, 'a'), b(1000, 1, 1000, 1010, 'tiny', 5), b(0, 2, 500, 900, 'other')];
   const lanes = lanesFrom(buckets, new Map());
   const tile: DrawnTile = { key: 't', level: 6, start: 0, end: 2000, state: 'ready', bucketNs: 64, buckets, byLane: groupByLane(buckets) };
-  const memcpy: MemcpyRow[] = [{ id: 'm1', device: 0, stream: 1, start: 1500, end: 1600, dur: 100, bytes: 4096, copyKind: 'HtoD', throughput: 1 }];
+  const memcpy: MemcpyRow[] = [{ id: 'm1', device: 0, stream: 1, start: 1500, end: 1600, dur: 100, bytes: 4096, copyKind: 'HtoD', throughput: 1, corrId: 3, scopeInst: null, srcKind: 'Pinned', dstKind: 'Device', mode: 'async', threadId: 1, apiStart: null, apiDur: null }];
   const f = { vp: { t0: 0, t1: 2000 }, layout: layout(lanes, true, 2000), tiles: [tile], memcpy };
   const rowY = (i: number) => AXIS_H + LANE_H * i + LANE_H / 2; // row 0 is the memcpy lane
 
@@ -92,7 +92,7 @@ describe('hitTest on the memory lane in buckets', () => {
     start: 0,
     end: 2000,
     bucketNs: 100,
-    buckets: [{ t: 1500, kind: 'DtoH', count: 37, bytes: 1 << 20, busy: 900, longest: { id: 'm9', start: 1520, end: 1580, bytes: 4096 } }],
+    buckets: [{ t: 1500, kind: 'DtoH', device: 0, stream: 1, count: 37, bytes: 1 << 20, busy: 900, longest: { id: 'm9', start: 1520, end: 1580, bytes: 4096 } }],
   };
   const f = { vp: { t0: 0, t1: 2000 }, layout: layout(lanes, true, 2000), tiles: [], memcpy: [], memBuckets };
 

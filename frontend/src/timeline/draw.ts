@@ -3,10 +3,13 @@
  * is in the cache and this paints one frame (Perfetto's split between async data and sync rendering).
  */
 import type { KernelRow, LodBucket, MemcpyRow, MemoryBucket, MemoryTimeline, ScopeInstance } from '../api/client';
+import type { LaunchBucket, LaunchTimeline } from '../api/launches';
+import { ACTIVITY_ROW_H, drawActivity, type ActivityLane } from './activity';
 import { nameColor } from '../lib/color';
 import { fmtTick } from '../lib/format';
 import { density, laneKey, type Lane, type Tile } from './lod';
 import { rowFunction, scopeAt, scopeRects, SCOPE_KEY, SCOPE_ROW_H, type ScopeTracks } from './scopes';
+import { callAt, callColor, callRects, drawFlow, flowPoints, LAUNCH_KEY, LAUNCH_ROW_H, type ThreadRow } from './threads';
 import { tickStep, tToX, type Viewport } from './viewport';
 
 export const AXIS_H = 22;
@@ -17,26 +20,73 @@ export const MEMCPY_KEY = 'memcpy';
 export interface Layout {
   width: number; // plot width (px), excluding gutter
   height: number;
-  rows: { key: string; label: string; y: number; h: number; kind: 'memcpy' | 'kernel' | 'scope'; lane?: Lane; depth?: number }[];
+  rows: {
+    key: string;
+    label: string;
+    y: number;
+    h: number;
+    kind: 'memcpy' | 'kernel' | 'scope' | 'launch' | 'activity';
+    lane?: Lane;
+    depth?: number;
+    /** launch rows: the thread; activity rows: the GPU. */
+    thread?: number;
+    device?: number;
+    /** memcpy rows of one (GPU, stream); absent on the single row held before the streams are known. */
+    mem?: { device: number; stream: number };
+  }[];
 }
 
-/** Rows top to bottom: the scope rows (a count, one per depth; or their labels, from the per-thread tracks),
- * the memory lane (copies and memsets), the GPU lanes. A scope row's `depth` is its index among the scope rows. */
-export function layout(lanes: Lane[], hasMemcpy: boolean, plotWidth: number, scopeRows: number | string[] = 0): Layout {
+/** A memory lane: the copies and memsets of one (GPU, stream). */
+export interface MemLane {
+  device: number;
+  stream: number;
+}
+
+export function memKey(device: number, stream: number): string {
+  return `${MEMCPY_KEY}:${device}:${stream}`;
+}
+
+/** Rows top to bottom: the thread tracks (scope rows — a count, one per depth; or their labels, from the
+ * per-thread tracks — and launch-call rows), the memory lanes (copies and memsets, one per stream, or one row
+ * while the streams are not known yet), the GPU lanes, and the GPU activity rows (SM active, when shown).
+ * A scope row's `depth` is its index among the scope rows. */
+export function layout(
+  lanes: Lane[],
+  mem: boolean | MemLane[],
+  plotWidth: number,
+  scopeRows: number | string[] | ThreadRow[] = 0,
+  activity: ActivityLane[] = [],
+): Layout {
   const rows: Layout['rows'] = [];
   let y = AXIS_H;
   const labels = typeof scopeRows === 'number' ? Array.from({ length: scopeRows }, (_, d) => (d === 0 ? 'Scopes' : `Scopes · depth ${d}`)) : scopeRows;
-  for (let d = 0; d < labels.length; d++) {
-    rows.push({ key: SCOPE_KEY + d, label: labels[d], y, h: SCOPE_ROW_H, kind: 'scope', depth: d });
+  let d = 0;
+  for (const r of labels) {
+    if (typeof r !== 'string' && r.kind === 'launch') {
+      rows.push({ key: LAUNCH_KEY + r.thread, label: r.label, y, h: LAUNCH_ROW_H, kind: 'launch', thread: r.thread });
+      y += LAUNCH_ROW_H;
+      continue;
+    }
+    rows.push({ key: SCOPE_KEY + d, label: typeof r === 'string' ? r : r.label, y, h: SCOPE_ROW_H, kind: 'scope', depth: d });
+    d++;
     y += SCOPE_ROW_H;
   }
-  if (hasMemcpy) {
+  if (mem === true) {
     rows.push({ key: MEMCPY_KEY, label: 'Memory copies & sets', y, h: LANE_H, kind: 'memcpy' });
     y += LANE_H;
+  } else if (Array.isArray(mem)) {
+    for (const m of mem) {
+      rows.push({ key: memKey(m.device, m.stream), label: `Copies & sets · GPU ${m.device} · stream ${m.stream}`, y, h: LANE_H, kind: 'memcpy', mem: m });
+      y += LANE_H;
+    }
   }
   for (const l of lanes) {
     rows.push({ key: l.key, label: l.label, y, h: LANE_H, kind: 'kernel', lane: l });
     y += LANE_H;
+  }
+  for (const a of activity) {
+    rows.push({ key: `activity:${a.device}`, label: a.label, y, h: ACTIVITY_ROW_H, kind: 'activity', device: a.device });
+    y += ACTIVITY_ROW_H;
   }
   return { width: plotWidth, height: y + 4, rows };
 }
@@ -78,7 +128,10 @@ export interface FrameInput {
   /** When set, the memory lane draws these buckets (each one's longest copy or memset) instead of `memcpy`. */
   memBuckets?: MemoryTimeline | null;
   selectedId: string | null;
-  selected: { start: number; end: number; device: number; stream: number } | null;
+  /** The selected kernel, and its launch call (thread, entry and exit) when recorded: the flow arrow. */
+  selected: { start: number; end: number; device: number; stream: number; call?: { thread: number; start: number; end: number } | null } | null;
+  /** The selected copy or memset (outlined in its memory lane). */
+  selectedCopy?: { start: number; end: number; device: number; stream: number } | null;
   highlightName: string | null;
   highlights: { start: number; end: number; device: number; stream: number }[];
   /** Kernels running at the window's left edge that started before it (their LOD bucket is off-screen). */
@@ -91,10 +144,17 @@ export interface FrameInput {
   selection?: { t0: number; t1: number } | null;
   /** The per-thread scope tracks the rows belong to (absent: one row per depth). */
   scopeTracks?: ScopeTracks;
+  /** Launch-API calls per thread and bucket (the launch rows). */
+  launches?: LaunchTimeline | null;
+  /** GPU activity per GPU (the SM-active rows). */
+  activity?: ActivityLane[];
 }
 
 export interface FrameStats {
   rects: number;
+  /** Launch calls overlapping the window (every one counted), and whether the flow arrow was drawn. */
+  calls: number;
+  flow: boolean;
   /** Scope instances overlapping the window (drawn, or covered by a painted pixel of their row). */
   scopes: number;
   /** The axis labels drawn, left to right. */
@@ -245,33 +305,56 @@ export function drawFrame(ctx: CanvasRenderingContext2D, f: FrameInput, dpr: num
     }
   }
 
-  // Memory copies.
-  const mr = rowByKey.get(MEMCPY_KEY);
-  if (mr && f.memBuckets) {
+  // Memory copies and memsets, per stream lane (or all in the one row held before the streams are known).
+  for (const mr of L.rows) {
+    if (mr.kind !== 'memcpy') continue;
+    const mine = (x: { device: number; stream: number }) => !mr.mem || (x.device === mr.mem.device && x.stream === mr.mem.stream);
     let lastX = -1;
-    for (const b of f.memBuckets.buckets) {
-      const end = Math.max(b.longest.end, b.t + f.memBuckets.bucketNs);
-      if (end < vp.t0 || b.t > vp.t1) continue;
-      const x0 = tToX(b.longest.start, vp, W);
-      const w = Math.max(1, tToX(b.longest.end, vp, W) - x0);
-      if (w < 1.5 && Math.floor(x0) <= lastX) continue;
-      lastX = Math.floor(x0 + w);
-      ctx.fillStyle = MEMCPY_COLORS[b.kind] ?? '#8c8c8c';
-      ctx.fillRect(x0, mr.y + 4, w, mr.h - 8);
-      rects++;
-    }
-  } else if (mr) {
-    let lastX = -1;
-    for (const m of f.memcpy) {
+    const items = f.memBuckets
+      ? f.memBuckets.buckets.filter(mine).map((b) => ({ start: b.longest.start, end: Math.max(b.longest.end, b.t + f.memBuckets!.bucketNs), s: b.longest.start, e: b.longest.end, kind: b.kind }))
+      : f.memcpy.filter(mine).map((m) => ({ start: m.start, end: m.end, s: m.start, e: m.end, kind: m.copyKind }));
+    for (const m of items) {
       if (m.end < vp.t0 || m.start > vp.t1) continue;
-      const x0 = tToX(m.start, vp, W);
-      const w = Math.max(1, tToX(m.end, vp, W) - x0);
+      const x0 = tToX(m.s, vp, W);
+      const w = Math.max(1, tToX(m.e, vp, W) - x0);
       if (w < 1.5 && Math.floor(x0) <= lastX) continue;
       lastX = Math.floor(x0 + w);
-      ctx.fillStyle = MEMCPY_COLORS[m.copyKind] ?? '#8c8c8c';
+      ctx.fillStyle = MEMCPY_COLORS[m.kind] ?? '#8c8c8c';
       ctx.fillRect(x0, mr.y + 4, w, mr.h - 8);
       rects++;
     }
+  }
+  if (f.selectedCopy) {
+    const c = f.selectedCopy;
+    const r = L.rows.find((x) => x.kind === 'memcpy' && (!x.mem || (x.mem.device === c.device && x.mem.stream === c.stream)));
+    if (r) {
+      const x0 = tToX(c.start, vp, W);
+      ctx.strokeStyle = '#ffd166';
+      ctx.lineWidth = 2;
+      ctx.strokeRect(x0 - 1, r.y + 1, Math.max(3, tToX(c.end, vp, W) - x0) + 2, r.h - 2);
+    }
+  }
+
+  // Launch-API calls on each thread's row.
+  let calls = 0;
+  const callsPerRow = new Map<string, number>();
+  if (f.launches) {
+    const lb = new Batch();
+    for (const r of L.rows) {
+      if (r.kind !== 'launch' || r.thread === undefined) continue;
+      const cr = callRects(f.launches, r.thread, vp, W);
+      calls += cr.inView;
+      callsPerRow.set(r.key, cr.inView);
+      for (const c of cr.rects) lb.add(1, callColor(c.b), c.x, r.y + 2, c.w, r.h - 4);
+    }
+    rects += lb.flush(ctx);
+  }
+
+  // GPU activity (SM active beside NVML's utilisation).
+  for (const r of L.rows) {
+    if (r.kind !== 'activity') continue;
+    const a = f.activity?.find((x) => x.device === r.device);
+    if (a) rects += drawActivity(ctx, a, vp, W, r.y, r.h);
   }
 
   // Selected kernel outline.
@@ -283,6 +366,21 @@ export function drawFrame(ctx: CanvasRenderingContext2D, f: FrameInput, dpr: num
       ctx.strokeStyle = '#ffd166';
       ctx.lineWidth = 2;
       ctx.strokeRect(x0 - 1, r.y + 1, w + 2, r.h - 2);
+    }
+  }
+  // The flow from the selected kernel's launch call to the kernel (CUPTI's correlation id links them).
+  let flow = false;
+  const call = f.selected?.call;
+  if (f.selected && call) {
+    const callRow = rowByKey.get(LAUNCH_KEY + call.thread);
+    const p = flowPoints(call, f.selected.start, callRow, rowByKey.get(laneKey(f.selected.device, f.selected.stream)), vp, W);
+    if (p && callRow && (Math.max(p.x0, p.x1) >= 0 || Math.min(p.x0, p.x1) <= W)) {
+      const x0 = tToX(call.start, vp, W);
+      ctx.strokeStyle = '#ffd166';
+      ctx.lineWidth = 1.5;
+      ctx.strokeRect(x0 - 1, callRow.y + 1, Math.max(2, tToX(call.end, vp, W) - x0) + 2, callRow.h - 2);
+      drawFlow(ctx, p);
+      flow = true;
     }
   }
 
@@ -317,7 +415,14 @@ export function drawFrame(ctx: CanvasRenderingContext2D, f: FrameInput, dpr: num
     ctx.fillRect(0, r.y, GUTTER_W, r.h);
     ctx.fillStyle = '#c9d1dc';
     // Memory copies are never cut (past 2,000 they come as buckets); scope instances may be: say so.
-    const label = r.kind === 'scope' && r.depth === 0 && f.scopesTruncated ? `${r.label} (first ${f.scopes?.length ?? 0})` : r.label;
+    // Launch rows: how many calls are in view (all counted, the longest per pixel drawn).
+    const n = callsPerRow.get(r.key);
+    const label =
+      r.kind === 'scope' && r.depth === 0 && f.scopesTruncated
+        ? `${r.label} (first ${f.scopes?.length ?? 0})`
+        : n !== undefined
+          ? `${r.label} · ${n.toLocaleString('en-US')}`
+          : r.label;
     ctx.fillText(label, 8, r.y + r.h / 2, GUTTER_W - 14);
   });
   ctx.strokeStyle = '#2a2e37';
@@ -325,7 +430,7 @@ export function drawFrame(ctx: CanvasRenderingContext2D, f: FrameInput, dpr: num
   ctx.moveTo(GUTTER_W + 0.5, 0);
   ctx.lineTo(GUTTER_W + 0.5, L.height);
   ctx.stroke();
-  return { rects, scopes: scopesInView, ticks };
+  return { rects, scopes: scopesInView, ticks, calls, flow };
 }
 
 /** Index of the first bucket with t ≥ t0 (buckets sorted by t). */
@@ -379,10 +484,16 @@ export type Hit =
   | { kind: 'kernel'; id: string; name: string | null; start: number; end: number; count: number; device: number; stream: number }
   | { kind: 'memcpy'; row: MemcpyRow }
   | { kind: 'memBucket'; bucket: MemoryBucket }
-  | { kind: 'scope'; scope: ScopeInstance };
+  | { kind: 'scope'; scope: ScopeInstance }
+  | { kind: 'launch'; call: LaunchBucket }
+  | { kind: 'activity'; lane: ActivityLane; t: number };
 
 /** What is under (x, y) (canvas CSS pixels): the bucket whose longest kernel is nearest, within 4 px. */
-export function hitTest(f: Pick<FrameInput, 'vp' | 'layout' | 'tiles' | 'memcpy' | 'edge' | 'scopes' | 'memBuckets' | 'scopeTracks'>, x: number, y: number): Hit | null {
+export function hitTest(
+  f: Pick<FrameInput, 'vp' | 'layout' | 'tiles' | 'memcpy' | 'edge' | 'scopes' | 'memBuckets' | 'scopeTracks' | 'launches' | 'activity'>,
+  x: number,
+  y: number,
+): Hit | null {
   if (x < GUTTER_W) return null;
   const px = x - GUTTER_W;
   const W = f.layout.width;
@@ -392,11 +503,21 @@ export function hitTest(f: Pick<FrameInput, 'vp' | 'layout' | 'tiles' | 'memcpy'
     const sc = scopeAt(f.scopes ?? [], f.vp, W, row.depth ?? 0, px, 3, rowFunction(f.scopeTracks));
     return sc ? { kind: 'scope', scope: sc } : null;
   }
+  if (row.kind === 'launch') {
+    const c = callAt(f.launches, row.thread ?? -1, f.vp, W, px);
+    return c ? { kind: 'launch', call: c } : null;
+  }
+  if (row.kind === 'activity') {
+    const lane = f.activity?.find((a) => a.device === row.device);
+    return lane ? { kind: 'activity', lane, t: f.vp.t0 + (px / W) * (f.vp.t1 - f.vp.t0) } : null;
+  }
+  const mine = (m: { device: number; stream: number }) => !row.mem || (m.device === row.mem.device && m.stream === row.mem.stream);
   const tol = 4;
   let best: Hit | null = null;
   let bestD = Infinity;
   if (row.kind === 'memcpy' && f.memBuckets) {
     for (const b of f.memBuckets.buckets) {
+      if (!mine(b)) continue;
       const d = pxDistance(px, tToX(b.longest.start, f.vp, W), tToX(b.longest.end, f.vp, W));
       if (d <= tol && d < bestD) {
         bestD = d;
@@ -407,6 +528,7 @@ export function hitTest(f: Pick<FrameInput, 'vp' | 'layout' | 'tiles' | 'memcpy'
   }
   if (row.kind === 'memcpy') {
     for (const m of f.memcpy) {
+      if (!mine(m)) continue;
       const d = pxDistance(px, tToX(m.start, f.vp, W), tToX(m.end, f.vp, W));
       if (d <= tol && d < bestD) {
         bestD = d;

@@ -10,7 +10,7 @@ describe('tooltipText', () => {
   });
 
   it('gives a memory bucket its count, bytes and longest', () => {
-    const t = tooltipText({ kind: 'memBucket', bucket: { t: 0, kind: 'HtoD', count: 1234, bytes: 3 << 20, busy: 2_000_000, longest: { id: '1', start: 0, end: 500_000, bytes: 1 } } });
+    const t = tooltipText({ kind: 'memBucket', bucket: { t: 0, kind: 'HtoD', device: 0, stream: 7, count: 1234, bytes: 3 << 20, busy: 2_000_000, longest: { id: '1', start: 0, end: 500_000, bytes: 1 } } });
     expect(t).toBe('1,234 HtoD here — 3.0 MiB, busy 2.00 ms · longest 500.0 µs');
   });
 });
@@ -38,6 +38,7 @@ describe('attachInput: range selection', () => {
       ownsKeys: () => true,
       setSelection: (s) => calls.sel.push(s),
       selectRange: (a, b) => calls.ranges.push([a, b]),
+      selectCopy: () => {},
     });
     (canvas as unknown as { setPointerCapture: () => void }).setPointerCapture = () => {};
     const fire = (type: string, x: number, y: number, shiftKey = false) =>

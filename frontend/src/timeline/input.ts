@@ -3,7 +3,9 @@
  * to select a range, the minimap, W/A/S/D, hover and click.
  * It only moves the viewport and reports hover and clicks through `InputTarget`; it neither fetches nor draws.
  */
+import type { MemcpyRow } from '../api/client';
 import { fmtBytes, fmtDur } from '../lib/format';
+import { activityText } from './activity';
 import { AXIS_H, GUTTER_W, type Hit } from './draw';
 import { centreOn, panBy, zoomAt, type Bounds, type Viewport } from './viewport';
 
@@ -20,6 +22,8 @@ export interface InputTarget {
   /** Show the tooltip for `hit` at (x, y), or hide it (null). */
   showTip(hit: Hit | null, x: number, y: number): void;
   select(id: string): void;
+  /** A copy or memset was clicked (its id, and when it ran, to find it): open the copy inspector. */
+  selectCopy(c: { id: string; start: number; end: number }): void;
   /** The pointer is over this timeline: it drives the linked ones. */
   drive(): void;
   /** Whether keyboard input is this timeline's (the linked one under the pointer takes it). */
@@ -40,8 +44,26 @@ export function tooltipText(h: Hit): string {
     case 'memBucket':
       return `${h.bucket.count.toLocaleString('en-US')} ${h.bucket.kind} here — ${fmtBytes(h.bucket.bytes)}, busy ${fmtDur(h.bucket.busy)} · longest ${fmtDur(h.bucket.longest.end - h.bucket.longest.start)}`;
     case 'memcpy':
-      return `${h.row.copyKind} ${h.row.bytes.toLocaleString('en-US')} B — ${fmtDur(h.row.dur)}`;
+      return copyText(h.row);
+    case 'launch': {
+      const c = h.call.longest;
+      const what = c.kind === 'kernel' ? `launch of ${c.name ?? '(unnamed kernel)'}` : `${c.name ?? 'copy'} copy call`;
+      const dur = c.end > c.start ? fmtDur(c.end - c.start) : 'duration not recorded';
+      return `${what} — ${dur} · correlation ${c.corrId}${h.call.count > 1 ? ` · longest of ${h.call.count.toLocaleString('en-US')} calls here` : ''}`;
+    }
+    case 'activity':
+      return activityText(h.lane, h.t);
   }
+}
+
+/** A copy's tooltip: kind, size, time, throughput and the memory kinds (a pageable copy is staged through a
+ * pinned buffer: slower); memsets: size and time. */
+export function copyText(m: MemcpyRow): string {
+  const base = `${m.copyKind} ${fmtBytes(m.bytes)} — ${fmtDur(m.dur)}`;
+  if (m.copyKind === 'memset') return base;
+  const gbps = m.throughput === null ? 'throughput not reported' : `${m.throughput.toFixed(2)} GB/s`;
+  const kinds = m.srcKind && m.dstKind ? `${m.srcKind} → ${m.dstKind}` : 'memory kinds not reported';
+  return `${base} · ${gbps} · ${kinds}${m.mode ? ` · ${m.mode}` : ''}`;
 }
 
 /** Listen for input on the timeline canvas and its minimap; returns the function that stops listening. */
@@ -156,6 +178,10 @@ export function attachInput(canvas: HTMLCanvasElement, mini: HTMLCanvasElement, 
     if (!d || d.minimap || d.moved || e.currentTarget !== canvas) return;
     const h = t.hitAt(localX(e, canvas), localY(e, canvas));
     if (h?.kind === 'kernel') t.select(h.id);
+    else if (h?.kind === 'launch' && h.call.longest.kind === 'kernel') t.select(h.call.longest.id);
+    else if (h?.kind === 'launch') t.selectCopy({ id: h.call.longest.id, start: h.call.longest.gpuStart, end: h.call.longest.gpuStart + 1 });
+    else if (h?.kind === 'memcpy') t.selectCopy({ id: h.row.id, start: h.row.start, end: h.row.end });
+    else if (h?.kind === 'memBucket') t.selectCopy({ id: h.bucket.longest.id, start: h.bucket.longest.start, end: h.bucket.longest.end });
   }
 
   function onLeave() {

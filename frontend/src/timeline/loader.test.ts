@@ -8,7 +8,7 @@ const session = { id: 's', origin: 0n, rangeEnd: 1e9, devices: [], totals: { sco
 
 function fakeApi(calls: string[], opts: { copies: number }): Api {
   const page = (n: number): MemoryPage => ({
-    items: Array.from({ length: Math.min(n, 2000) }, (_, i) => ({ id: String(i), device: 0, stream: 7, start: i * 10, end: i * 10 + 5, dur: 5, bytes: 8, copyKind: 'HtoD', throughput: null })),
+    items: Array.from({ length: Math.min(n, 2000) }, (_, i) => ({ id: String(i), device: 0, stream: 7, start: i * 10, end: i * 10 + 5, dur: 5, bytes: 8, copyKind: 'HtoD', throughput: null, corrId: i, scopeInst: null, srcKind: 'Pinned', dstKind: 'Device', mode: 'async', threadId: 1, apiStart: null, apiDur: null })),
     nextCursor: n > 2000 ? 'more' : null,
   });
   const api = {
@@ -29,7 +29,7 @@ function fakeApi(calls: string[], opts: { copies: number }): Api {
     },
     async memoryTimeline(_s: SessionDetail, win: { start: number; end: number }, res: number): Promise<MemoryTimeline> {
       calls.push('memoryTimeline');
-      return { start: win.start, end: win.end, bucketNs: res, buckets: [{ t: 0, kind: 'HtoD', count: opts.copies, bytes: 8 * opts.copies, busy: 1, longest: { id: '1', start: 0, end: 5, bytes: 8 } }] };
+      return { start: win.start, end: win.end, bucketNs: res, buckets: [{ t: 0, kind: 'HtoD', device: 0, stream: 7, count: opts.copies, bytes: 8 * opts.copies, busy: 1, longest: { id: '1', start: 0, end: 5, bytes: 8 } }] };
     },
     async kernels() {
       calls.push('edge');
@@ -61,6 +61,7 @@ function loaderFor(calls: string[], copies: number, highlight: string | null) {
     viewport: () => ({ t0: 0, t1: 1e9 }),
     plotWidth: () => 1000,
     highlightName: () => highlight,
+    activityOn: () => false,
     changed: () => changed++,
   });
   return { l, changed: () => changed };

@@ -7,11 +7,14 @@
  * is fetched for the window widened by half a span each side, once the visible tiles are in. Each arrival
  * calls `changed` so the owner schedules a frame; nothing here draws.
  */
-import type { Api, KernelRow, LodBucket, MemcpyRow, MemoryTimeline, ScopeInstance, SessionDetail } from '../api/client';
+import type { Api, KernelRow, LodBucket, MemcpyRow, MemoryTimeline, ScopeInstance, SessionDetail, SystemSeries } from '../api/client';
 import { describeError } from '../api/http';
-import { groupByLane, maxDurByLane, type DrawnTile } from './draw';
+import type { LaunchTimeline } from '../api/launches';
+import { activityLanes, SM_METRIC, UTIL_METRIC, type ActivityLane } from './activity';
+import { groupByLane, maxDurByLane, type DrawnTile, type MemLane } from './draw';
 import { clipBuckets, evict, laneKey, lanesFrom, levelFor, tileKey, tilesFor, tilesToDraw, tileWindow, touch, type Lane, type Tile, type TileKey } from './lod';
 import { NO_SCOPE_TRACKS, scopeFetchCovers, scopeFetchFor, scopeTracksWith, SCOPE_LIMIT, type LoadedScopes, type ScopeTracks } from './scopes';
+import { launchThreadsWith } from './threads';
 import type { Viewport } from './viewport';
 
 const MAX_TILES = 400;
@@ -25,6 +28,8 @@ export interface LoaderSource {
   viewport: () => Viewport;
   plotWidth: () => number;
   highlightName: () => string | null;
+  /** Whether the GPU activity rows (SM active) are shown: their series are fetched only then. */
+  activityOn: () => boolean;
   /** Data arrived (or failed): draw a frame. */
   changed: () => void;
 }
@@ -46,12 +51,26 @@ export class TrackLoader {
   scopeTracks: ScopeTracks = NO_SCOPE_TRACKS;
   /** Kernels running at the window's left edge whose start (and so their LOD bucket) is before it. */
   edge: KernelRow[] = [];
+  /** The memory lanes: (GPU, stream) pairs seen copying (grow, never shrink). */
+  memLanes: MemLane[] = [];
+  /** Launch-API calls of the loaded window, per thread and pixel-wide bucket; the threads seen calling. */
+  launches: LaunchTimeline | null = null;
+  launchThreads: number[] = [];
+  /** GPU activity rows (empty while hidden) and the window their points were fetched for. */
+  activity: ActivityLane[] = [];
+  /** The /system query behind `activity` (relative ns, points asked for). */
+  activityQuery: { start: number; end: number; points: number } | null = null;
   inflight = 0;
+  /** Side data (scopes, copies, calls, highlights, activity) is due or being fetched for the current window. */
+  sideBusy = false;
   error: string | null = null;
 
   private laneKeys = new Set<string>();
   private memcpyWin: { start: number; end: number } | null = null;
+  private launchWin: { start: number; end: number } | null = null;
+  private activityWin: { start: number; end: number } | null = null;
   private fetchTimer = 0;
+  private sideGen = 0;
   private sideTimer = 0;
   private disposed = false;
 
@@ -82,6 +101,8 @@ export class TrackLoader {
 
   /** The window moved: refresh the side data once it settles. */
   viewportChanged(): void {
+    this.sideBusy = true;
+    this.sideGen++;
     window.clearTimeout(this.sideTimer);
     this.sideTimer = window.setTimeout(() => void this.fetchSide(), 120);
   }
@@ -170,6 +191,7 @@ export class TrackLoader {
   }
 
   private async fetchSide() {
+    const gen = this.sideGen;
     // Memory copies and highlights wait for the visible kernel tiles (the backend serves one at a time).
     if (this.pendingNeeded().length + this.inflight > 0) {
       window.clearTimeout(this.sideTimer);
@@ -197,8 +219,7 @@ export class TrackLoader {
     if (sess.totals.memcpys + sess.totals.memsets > 0) {
       const have = this.memcpyWin;
       // Buckets are per pixel of the window they were fetched for: refetch when zoomed in past 4x.
-      const covered = have && have.start <= vp.t0 && have.end >= vp.t1 && (!this.memBuckets || have.end - have.start <= 4 * span);
-      if (!covered) {
+      if (!(this.memBuckets ? covers(have, vp, span) : have && have.start <= vp.t0 && have.end >= vp.t1)) {
         try {
           const none = { items: [], nextCursor: null };
           const [c, m] = await Promise.all([
@@ -210,9 +231,36 @@ export class TrackLoader {
           this.memBuckets = truncated ? await api.memoryTimeline(sess, win, (win.end - win.start) / (2 * plotWidth)) : null;
           this.memcpy = truncated ? [] : [...c.items, ...m.items].sort((a, b) => a.start - b.start);
           this.memcpyWin = win;
+          this.memLanes = memLanesWith(this.memLanes, this.memBuckets ? this.memBuckets.buckets : this.memcpy);
         } catch (e) {
           this.error = describeError(e);
         }
+      }
+    }
+    // Launch-API calls: buckets per pixel of the widened window, refetched as the memory lane's are.
+    if (sess.totals.kernels + sess.totals.memcpys > 0 && !covers(this.launchWin, vp, span)) {
+      try {
+        this.launches = await api.launchTimeline(sess, win, (win.end - win.start) / (2 * plotWidth));
+        this.launchThreads = launchThreadsWith(this.launchThreads, this.launches);
+        this.launchWin = win;
+      } catch (e) {
+        this.error = describeError(e);
+      }
+    }
+    if (!this.src.activityOn()) {
+      this.activity = [];
+      this.activityWin = null;
+    } else if (!covers(this.activityWin, vp, span)) {
+      try {
+        // Two points per pixel of the window asked for; the backend averages samples into them.
+        const points = Math.min(10_000, Math.max(2, Math.round(2 * plotWidth)));
+        const got: SystemSeries[] = [];
+        for (const metric of [SM_METRIC, UTIL_METRIC]) got.push(...(await api.system(sess, { metric, start: Math.max(0, win.start), end: win.end, points })).series);
+        this.activity = activityLanes(sess.devices.map((d) => d.device_id), got);
+        this.activityWin = win;
+        this.activityQuery = { start: Math.max(0, win.start), end: win.end, points };
+      } catch (e) {
+        this.error = describeError(e);
       }
     }
     const name = this.src.highlightName();
@@ -235,6 +283,27 @@ export class TrackLoader {
     } catch (e) {
       this.error = describeError(e);
     }
+    if (gen === this.sideGen) this.sideBusy = false; // else a newer window's fetch is due
     if (!this.disposed) this.src.changed();
   }
+}
+
+/** Whether per-pixel data fetched for `have` still serves `vp`: it covers it and was not fetched for a window
+ * more than 4× wider (its buckets would be more than 4 of today's pixels wide). */
+function covers(have: { start: number; end: number } | null, vp: Viewport, span: number): boolean {
+  return have !== null && have.start <= vp.t0 && have.end >= vp.t1 && have.end - have.start <= 4 * span;
+}
+
+/** `prev` grown by the (GPU, stream) pairs of `items`, in (GPU, stream) order. */
+export function memLanesWith(prev: MemLane[], items: { device: number; stream: number }[]): MemLane[] {
+  const seen = new Set(prev.map((m) => `${m.device}:${m.stream}`));
+  const add: MemLane[] = [];
+  for (const x of items) {
+    const k = `${x.device}:${x.stream}`;
+    if (!seen.has(k)) {
+      seen.add(k);
+      add.push({ device: x.device, stream: x.stream });
+    }
+  }
+  return add.length ? [...prev, ...add].sort((a, b) => a.device - b.device || a.stream - b.stream) : prev;
 }

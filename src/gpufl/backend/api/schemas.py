@@ -19,6 +19,22 @@ from gpufl.backend.api.diff_schemas import DiffSessionRef as DiffSessionRef
 from gpufl.backend.api.diff_schemas import DiffSide as DiffSide
 from gpufl.backend.api.diff_schemas import DiffTotal as DiffTotal
 
+# The timeline's response models live in their own module; re-exported here, where the routes look.
+from gpufl.backend.api.timeline import (  # noqa: F401
+    KernelTimeline,
+    LodBucket,
+    LodLongest,
+    MemoryBucket,
+    MemoryLongest,
+    MemoryTimeline,
+    RangeCopy,
+    RangeKernel,
+    RangeScope,
+    RangeSummary,
+    SearchMatch,
+    SearchResult,
+)
+
 # The ingest answer is the protocol's: one definition for backend and agent.
 from gpufl.contract.protocol import IngestResult as IngestResult
 from gpufl.contract.protocol import Rejection as Rejection
@@ -177,127 +193,6 @@ class KernelPage(BaseModel):
     next_cursor: str | None
 
 
-class LodLongest(BaseModel):
-    id: str
-    name: str | None
-    start_ns: int
-    end_ns: int
-
-
-class LodBucket(BaseModel):
-    t_ns: int
-    """Bucket start (CLOCK_REALTIME ns); the bucket covers [t_ns, t_ns + bucket_ns)."""
-    device_id: int
-    stream_id: int
-    count: int
-    """Kernels that started in the bucket."""
-    busy_ns: int
-    """Sum of those kernels' durations (may exceed bucket_ns when they overlap or spill over)."""
-    longest: LodLongest
-
-
-class KernelTimeline(BaseModel):
-    start_ns: int
-    end_ns: int
-    bucket_ns: int
-    """Width of each bucket: the requested resolution rounded to the stored level of detail."""
-    buckets: list[LodBucket]
-
-
-class MemoryLongest(BaseModel):
-    id: str
-    """The copy's or memset's id (its seq, as in MemcpyRow / MemsetRow)."""
-    start_ns: int
-    end_ns: int
-    bytes: int
-
-
-class MemoryBucket(BaseModel):
-    t_ns: int
-    """Bucket start (CLOCK_REALTIME ns); the bucket covers [t_ns, t_ns + bucket_ns)."""
-    kind: str
-    """The copy kind (HtoD, DtoH, ...) or "memset"."""
-    count: int
-    """Copies (or memsets) of this kind that started in the bucket."""
-    bytes: int
-    busy_ns: int
-    longest: MemoryLongest
-
-
-class MemoryTimeline(BaseModel):
-    start_ns: int
-    end_ns: int
-    bucket_ns: int
-    buckets: list[MemoryBucket]
-
-
-class RangeKernel(BaseModel):
-    name: str | None
-    count: int
-    """Kernels of this name overlapping the range."""
-    total_ns: int
-    """Their whole durations."""
-    in_range_ns: int
-    """The part of those durations inside the range."""
-
-
-class RangeCopy(BaseModel):
-    kind: str
-    """The copy kind (HtoD, DtoH, ...) or "memset"."""
-    count: int
-    bytes: int
-    total_ns: int
-    in_range_ns: int
-
-
-class RangeScope(BaseModel):
-    path: str
-    count: int
-    total_ns: int | None
-    """Whole durations of the closed instances; null when every instance is open."""
-    in_range_ns: int
-    """Inside the range; an open instance counts up to the range's end."""
-    open: int
-    """Instances without a scope_end yet."""
-
-
-class RangeSummary(BaseModel):
-    start_ns: int
-    end_ns: int
-    kernels_total: int
-    """Kernel names in the range (the list holds the first ``limit``, by in-range time)."""
-    kernels: list[RangeKernel]
-    copies_total: int
-    copies: list[RangeCopy]
-    scopes_total: int
-    scopes: list[RangeScope]
-
-
-class SearchMatch(BaseModel):
-    kind: Literal["kernel", "scope"]
-    id: str
-    """The kernel's id, or the scope instance's inst."""
-    name: str | None
-    """The kernel name, or the scope path."""
-    start_ns: int
-    end_ns: int | None
-    """Null for a scope instance still open."""
-    device_id: int | None
-    stream_id: int | None
-    thread_id: int | None
-    depth: int | None
-
-
-class SearchResult(BaseModel):
-    text: str
-    kernels: int
-    """Kernels in the session whose name contains the text (case-insensitive)."""
-    scopes: int
-    """Scope instances whose path contains it."""
-    match: SearchMatch | None
-    """The next (or previous) one from the given time; null when there is none that way."""
-
-
 class StackFrame(BaseModel):
     file: str
     line: int
@@ -376,6 +271,12 @@ class MemcpyRow(_SizedRow):
     src_kind: str
     dst_kind: str
     throughput_gbps: float | None
+    mode: str | None
+    """sync (the calling thread waited) or async; null before contract v3."""
+    thread_id: int | None
+    api_lead_ns: int | None
+    """The copy call's entry, this long before start_ns (null: not recorded)."""
+    api_dur_ns: int | None
 
 
 class MemcpyPage(BaseModel):

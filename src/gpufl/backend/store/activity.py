@@ -468,10 +468,10 @@ class ActivityQueries(SqlEngine):
         return self._activity_page("memsets", sid, start_ns, end_ns, device, stream_id, scope, limit, cursor)
 
     def memory_timeline(self, sid: str, start_ns: int, end_ns: int, resolution_ns: int) -> dict[str, Any]:
-        """The memory lane's level of detail (schemas.MemoryTimeline): copies and memsets overlapping
-        [start_ns, end_ns) per bucket of ``resolution_ns`` (by start) and kind (the copy kind, or "memset"):
-        how many, their bytes and busy time, and the longest one (ties: lowest seq). Computed from the raw
-        rows of the window, so every copy is counted whatever the zoom."""
+        """The memory lanes' level of detail (schemas.MemoryTimeline): copies and memsets overlapping
+        [start_ns, end_ns) per bucket of ``resolution_ns`` (by start), kind (the copy kind, or "memset") and
+        (GPU, CUDA stream): how many, their bytes and busy time, and the longest one (ties: lowest seq).
+        Computed from the raw rows of the window, so every copy is counted whatever the zoom."""
         width = max(1, resolution_ns)
         parts, params = [], []
         for table, kind in (("memcpys", "k.copy_kind"), ("memsets", "'memset'")):
@@ -479,29 +479,31 @@ class ActivityQueries(SqlEngine):
             p: list[Any] = [sid]
             self._window(table, sid, start_ns, end_ns, where, p)
             parts.append(
-                f"""SELECT {kind} AS kind, {self._idiv("k.start_ns", str(width))} AS b, k.seq, k.start_ns,
-                           k.end_ns, k.bytes FROM {table} k WHERE {" AND ".join(where)}"""
+                f"""SELECT {kind} AS kind, {self._idiv("k.start_ns", str(width))} AS b, k.device_id, k.stream_id,
+                           k.seq, k.start_ns, k.end_ns, k.bytes FROM {table} k WHERE {" AND ".join(where)}"""
             )
             params += p
-        part = "PARTITION BY b, kind"
+        part = "PARTITION BY b, kind, device_id, stream_id"
         found = self._all(
-            f"""SELECT b, kind, n, total_bytes, busy, seq, start_ns, end_ns, bytes FROM (
+            f"""SELECT b, kind, device_id, stream_id, n, total_bytes, busy, seq, start_ns, end_ns, bytes FROM (
                     SELECT a.*, count(*) OVER ({part}) AS n, sum(bytes) OVER ({part}) AS total_bytes,
                            sum(end_ns - start_ns) OVER ({part}) AS busy,
                            row_number() OVER ({part} ORDER BY end_ns - start_ns DESC, seq) AS rn
                     FROM ({" UNION ALL ".join(parts)}) a) r
-                WHERE rn = 1 ORDER BY b, kind""",
+                WHERE rn = 1 ORDER BY b, kind, device_id, stream_id""",
             params,
         )
         buckets = [
             {
                 "t_ns": int(b) * width,
                 "kind": kind,
+                "device_id": int(dev),
+                "stream_id": int(stream),
                 "count": int(n),
                 "bytes": int(tb),
                 "busy_ns": int(busy),
                 "longest": {"id": str(seq), "start_ns": int(s0), "end_ns": int(s1), "bytes": int(by)},
             }
-            for b, kind, n, tb, busy, seq, s0, s1, by in found
+            for b, kind, dev, stream, n, tb, busy, seq, s0, s1, by in found
         ]
         return {"start_ns": start_ns, "end_ns": end_ns, "bucket_ns": width, "buckets": buckets}

@@ -66,6 +66,10 @@ class Copy(msgspec.Struct):
     throughput_gbps: float | None
     scope_inst: int | None
     stack_id: int | None
+    mode: str | None
+    thread_id: int | None
+    api_lead_ns: int | None
+    api_dur_ns: int | None
 
 
 class Memset(msgspec.Struct):

@@ -6,6 +6,7 @@ from gpufl.backend.store.diff import DiffQueries
 from gpufl.backend.store.insights import InsightQueries
 from gpufl.backend.store.json_ingest import JsonIngestStore
 from gpufl.backend.store.keys import KeyStore
+from gpufl.backend.store.launches import LaunchQueries
 from gpufl.backend.store.ranges import RangeQueries
 from gpufl.backend.store.records import RecordQueries
 from gpufl.backend.store.scopes import ScopeQueries
@@ -18,6 +19,7 @@ class SqlStore(
     JsonIngestStore,
     SessionStore,
     RangeQueries,
+    LaunchQueries,
     ScopeQueries,
     RecordQueries,
     InsightQueries,

@@ -16,6 +16,7 @@ from gpufl.backend.api import schemas as S
 from gpufl.backend.api import shape
 from gpufl.backend.api.capture import CaptureWindows
 from gpufl.backend.api.errors import BAD_CURSOR, NOT_FOUND
+from gpufl.backend.api.timeline import LaunchTimeline
 from gpufl.backend.deps import AdminRole, ReadRole, StoreDep
 from gpufl.backend.store import NotFound, PageCursor, SqlStore
 
@@ -198,6 +199,28 @@ def memory_timeline(
     if (end_ns - start_ns) // resolution_ns > 100_000:
         raise HTTPException(422, "window / resolution_ns exceeds 100000 buckets")
     return fast_json(store.memory_timeline(session_id, start_ns, end_ns, resolution_ns))
+
+
+@router.get(
+    "/sessions/{session_id}/launches",
+    response_model=LaunchTimeline,
+    dependencies=[ReadRole],
+    responses=NOT_FOUND,
+)
+def launch_timeline(
+    store: StoreDep,
+    session_id: SessionId,
+    start_ns: Annotated[int, Query(ge=0, le=I64)],
+    end_ns: Annotated[int, Query(ge=0, le=I64)],
+    resolution_ns: Annotated[int, Query(ge=1, le=I64)],
+) -> Response:
+    # The threads' launch-API calls per bucket and thread, each counted (the thread tracks' level of detail).
+    _exists(store, session_id)
+    if end_ns < start_ns:
+        raise HTTPException(422, "end_ns is before start_ns")
+    if (end_ns - start_ns) // resolution_ns > 100_000:
+        raise HTTPException(422, "window / resolution_ns exceeds 100000 buckets")
+    return fast_json(store.launch_timeline(session_id, start_ns, end_ns, resolution_ns))
 
 
 @router.get(
