@@ -25,11 +25,8 @@ from gpufl.contract.events import parse_segment_name
 CAPTURE = Path(__file__).resolve().parents[2] / "examples" / "captures" / "gpt_train"
 
 
-def _archive_capture(s3: S3, tmp_path: Path) -> tuple[str, str]:  # noqa: F811
-    """The agent (archive only) puts the capture into a new bucket under ``raw/``: (bucket, session id)."""
-    folder = tmp_path / "logs"
-    shutil.copytree(CAPTURE, folder)
-    bucket = s3.new_bucket()
+def _archive(s3: S3, folder: Path, bucket: str, *extra: str) -> None:  # noqa: F811
+    """The real agent, archive only, uploads every closed segment of ``folder`` to ``bucket`` and exits."""
     r = subprocess.run(
         [
             sys.executable,
@@ -40,7 +37,7 @@ def _archive_capture(s3: S3, tmp_path: Path) -> tuple[str, str]:  # noqa: F811
             "--exit-when-idle",
             f"--archiver-endpoint={s3.endpoint}",
             f"--archiver-bucket={bucket}",
-            "--archiver-prefix=raw",
+            *extra,
         ],
         capture_output=True,
         text=True,
@@ -48,6 +45,14 @@ def _archive_capture(s3: S3, tmp_path: Path) -> tuple[str, str]:  # noqa: F811
         env=s3.env(),
     )
     assert r.returncode == 0, r.stderr
+
+
+def _archive_capture(s3: S3, tmp_path: Path) -> tuple[str, str]:  # noqa: F811
+    """The agent (archive only) puts the capture into a new bucket under ``raw/``: (bucket, session id)."""
+    folder = tmp_path / "logs"
+    shutil.copytree(CAPTURE, folder)
+    bucket = s3.new_bucket()
+    _archive(s3, folder, bucket, "--archiver-prefix=raw")
     p = parse_segment_name(os.listdir(CAPTURE)[0])
     assert p is not None
     return bucket, p.session_id
@@ -269,23 +274,7 @@ def test_paging_lists_every_session_once(
         for name in os.listdir(CAPTURE.parent / cap):
             shutil.copy(CAPTURE.parent / cap / name, folder)
     bucket = s3.new_bucket()
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gpufl.agent.cli",
-            f"--folder={folder}",
-            "--type=none",
-            "--exit-when-idle",
-            f"--archiver-endpoint={s3.endpoint}",
-            f"--archiver-bucket={bucket}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=s3.env(),
-    )
-    assert r.returncode == 0, r.stderr
+    _archive(s3, folder, bucket)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
     a = _app(api, archive_url=f"s3://{bucket}", archive_endpoint=s3.endpoint)
