@@ -42,7 +42,7 @@ def run_once(workload: str, mode: str, steps: int, log_root: Path, idx: int) -> 
     # that process (the native path's diagnostic switches)
     harness_mode, *settings = mode.split("@")
     env = dict(os.environ, **dict(kv.split("=", 1) for kv in settings))
-    label = mode.replace("@", "_").replace("=", "-")
+    label = mode.replace("@", "_").replace("=", "-").replace("/", "_per_")
     log_dir = log_root / f"{label}-{idx}"
     result = log_root / f"{label}-{idx}.json"
     cmd = [sys.executable, str(script), "--mode", harness_mode, "--steps", str(steps)]

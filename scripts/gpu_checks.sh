@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs on the lent H100 (device tool): GPU tests, real captures, overhead bench. Results go to $OUT.
-# Usage there:  bash scripts/gpu_checks.sh [tests] [captures] [bench] [suite] [survival] [run]
+# Usage there:  bash scripts/gpu_checks.sh [tests] [captures] [bench] [suite] [survival] [run] [costs]
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=$PWD/src:/tmp/site PYTHONUNBUFFERED=1
@@ -40,4 +40,16 @@ if [[ $what == *run* ]]; then
     python3 examples/workloads/gpt_train.py --mode none --warmup 2 --steps 8 > "$OUT/gpufl_run.txt" 2>&1
   echo "gpufl run exit code: $?" >> "$OUT/gpufl_run.txt"
   tar -C /tmp/runlogs -czf "$OUT/gpufl_run_logs.tgz" .
+fi
+if [[ $what == *costs* ]]; then
+  # What recording costs (#27, #21, #20) on the launch-bound GPT loop, fresh process per mode, interleaved:
+  # sync records off (the default) and on, the capture modes, the system engine alone with GPM, and — with
+  # PREV set to a copy of an older tree (`git archive 6a1fbcd^ src scripts | tar -x -C "$PREV"`, the tree
+  # before contract v3) — that tree with its own native build, in the same run.
+  modes="none,gpufl,gpufl@GPUFL_SYNCS=1,gpufl@GPUFL_CAPTURE=windows:2s/60s,gpufl@GPUFL_CAPTURE=on-demand,gpufl@GPUFL_ENGINES=system"
+  if [[ -n ${PREV:-} ]]; then
+    (cd "$PREV" && bash scripts/build_native.sh python3) > "$OUT/prev_build.txt" 2>&1 && modes+=",gpufl@PYTHONPATH=$PREV/src:/tmp/site"
+  fi
+  python3 bench/client_overhead.py --workload gpt --rounds ${ROUNDS:-4} --steps ${STEPS:-40} --modes "$modes" \
+    --json "$OUT/costs.json" 2>&1 | tee "$OUT/costs.txt" | tail -30
 fi
