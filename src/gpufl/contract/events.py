@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from gpufl.contract import capture, segments
+from gpufl.contract import capture, deep, segments
 from gpufl.contract.limits import (  # noqa: F401  (re-exported: readers look for them here)
     DEVICE_ID_MAX,
     FLOAT_MAX,
@@ -69,8 +69,10 @@ segment_name = segments.segment_name
 # The capture_window record (v5) is its own module too.
 CaptureWindow = capture.CaptureWindow
 CaptureTrigger = capture.CaptureTrigger
+# The deep engines' profile_range record (v6) too.
+ProfileRange = deep.ProfileRange
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """Bumped on any change of meaning; readers accept every version up to their own.
 v2: kernels and copies carry the launch-API entry as ``api_lead_ns`` (a duration before ``start_ns``) instead
 of the absolute ``api_start_ns`` (16 bytes less per line); v1's ``api_start_ns`` stays readable.
@@ -80,6 +82,10 @@ v4: a GPU sample's activity fields from NVML GPM (``sm_active_pct`` … ``nvlink
 the interval since the previous sample; earlier sessions have none, which readers say ("not recorded").
 v5: ``capture_window`` records (device stream): a session in a capture mode other than ``continuous`` traced
 kernels only inside them; before v5 every session traced continuously.
+v6: the deep engines (SASS metrics, PC sampling): ``profile_range`` records (scope stream) state what each deep
+range's ``profile_sample`` records are a share of and what was lost; a sample names its kernel by
+``kernel_name_id`` and its source file by ``source_file_id`` (dict kind ``source_file``) instead of the strings
+``function_name`` / ``source_file``, which stay readable.
 
 The limits below (numeric ranges, the session id's form) came after v2 without a bump: they change no field's
 meaning and exclude only values no writer produced (every committed capture passes them,
@@ -352,7 +358,10 @@ class ScopeEnd(Record, tag="scope_end", kw_only=True):
 
 
 class ProfileSample(Record, tag="profile_sample", kw_only=True):
-    """A deep-engine sample attributed to a scope: a SASS metric per PC, or PC-sampling stall counts."""
+    """A deep-engine sample attributed to a scope: a SASS metric per PC (``metric_name`` is one of
+    ``deep.SASS_INST`` / ``deep.SASS_THREAD_INST``, ``metric_value`` its count over the range), or one PC's
+    samples of one stall reason (``stall_reason``: CUPTI's own name for it, ``sample_count``). Every sample of
+    a range (v6) shares its ``scope_inst`` with the range's ``profile_range``."""
 
     source: Literal["sass_metric", "pc_sampling"]
     scope_inst: Id | None = None
@@ -362,6 +371,8 @@ class ProfileSample(Record, tag="profile_sample", kw_only=True):
     function_name: str | None = None
     pc_offset: Count | None = None
     source_file: str | None = None
+    source_file_id: Id | None = None
+    """``dict`` id (kind ``source_file``) on the scope stream: the file the PC's line is in (v6)."""
     source_line: Count | None = None
     metric_name: str | None = None
     metric_value: Real | None = None
@@ -464,6 +475,7 @@ Event = (
     | ScopeBegin
     | ScopeEnd
     | ProfileSample
+    | ProfileRange
     | SystemSample
 )
 
@@ -483,13 +495,14 @@ EVENT_TYPES: tuple[type[Record], ...] = (
     ScopeBegin,
     ScopeEnd,
     ProfileSample,
+    ProfileRange,
     SystemSample,
 )
 
 COMMON_TYPES = frozenset({"session_start", "session_end", "dict", "dropped", "segments_deleted", "notice"})
 STREAM_TYPES: dict[str, frozenset[str]] = {
     "device": COMMON_TYPES | {"kernel", "memcpy", "memset", "sync", "capture_gap", "capture_window"},
-    "scope": COMMON_TYPES | {"scope_begin", "scope_end", "profile_sample"},
+    "scope": COMMON_TYPES | {"scope_begin", "scope_end", "profile_sample", "profile_range"},
     "system": COMMON_TYPES | {"system_sample"},
 }
 
@@ -500,7 +513,7 @@ DICT_REFS: dict[str, tuple[tuple[str, str], ...]] = {
     "memcpy": (("stack_id", "stack"),),
     "memset": (("stack_id", "stack"),),
     "scope_begin": (("path_id", "scope"),),
-    "profile_sample": (("kernel_name_id", "kernel"),),
+    "profile_sample": (("kernel_name_id", "kernel"), ("source_file_id", "source_file")),
 }
 
 
@@ -521,6 +534,7 @@ TIME_SPAN: dict[str, tuple[str, str]] = {
     "notice": ("ts_ns", "ts_ns"),
     "capture_gap": ("start_ns", "start_ns"),
     "capture_window": ("start_ns", "end_ns"),
+    "profile_range": ("start_ns", "end_ns"),
 }
 
 # Pairs of time fields in order: where a record has both (and both are set), the second is not before the

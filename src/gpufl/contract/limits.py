@@ -91,7 +91,7 @@ STEP_SCOPE = "step"
 Stream = Literal["device", "scope", "system"]
 
 # Kinds of interned strings, and which stream carries each.
-DictKind = Literal["launch", "kernel", "stack", "scope", "thread"]
+DictKind = Literal["launch", "kernel", "stack", "scope", "thread", "source_file"]
 
 
 class Record(msgspec.Struct, tag_field="type", omit_defaults=True, kw_only=True):
