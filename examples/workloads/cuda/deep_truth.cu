@@ -6,31 +6,49 @@
 
 #define LOOP 64
 
-__device__ __forceinline__ float fma_loop(float v, float a, int n) {
-  for (int i = 0; i < n; ++i) v = fmaf(v, a, 0.5f);
+// Each branch runs a loop of its own instructions, so the compiler cannot merge the branches into one
+// predicated loop (with the same loop on a different constant, nvcc did, and ncu read 32: no divergence).
+__device__ __forceinline__ float loop_fma(float v, float a) {
+#pragma unroll 1
+  for (int i = 0; i < LOOP; ++i) v = fmaf(v, a, 0.5f);
+  return v;
+}
+__device__ __forceinline__ float loop_mul(float v, float a) {
+#pragma unroll 1
+  for (int i = 0; i < LOOP; ++i) v = v * a - 0.25f * v;
+  return v;
+}
+__device__ __forceinline__ float loop_sin(float v, float a) {
+#pragma unroll 1
+  for (int i = 0; i < LOOP; ++i) v = __sinf(v) * a;
+  return v;
+}
+__device__ __forceinline__ float loop_sqrt(float v, float a) {
+#pragma unroll 1
+  for (int i = 0; i < LOOP; ++i) v = sqrtf(fabsf(v)) + a;
   return v;
 }
 
 __global__ void div_uniform(float *out, float a) {
   float v = threadIdx.x;
-  v = fma_loop(v, a, LOOP);
+  v = loop_fma(v, a);
   out[blockIdx.x * blockDim.x + threadIdx.x] = v;
 }
 
 __global__ void div_parity(float *out, float a) {
   float v = threadIdx.x;
-  if (threadIdx.x & 1) v = fma_loop(v, a, LOOP);
-  else v = fma_loop(v, a * 0.5f, LOOP);
+  if (threadIdx.x & 1) v = loop_fma(v, a);
+  else v = loop_sin(v, a);
   out[blockIdx.x * blockDim.x + threadIdx.x] = v;
 }
 
 __global__ void div_quad(float *out, float a) {
   float v = threadIdx.x;
   switch (threadIdx.x & 3) {
-    case 0: v = fma_loop(v, a, LOOP); break;
-    case 1: v = fma_loop(v, a * 0.5f, LOOP); break;
-    case 2: v = fma_loop(v, a * 0.25f, LOOP); break;
-    default: v = fma_loop(v, a * 0.125f, LOOP); break;
+    case 0: v = loop_fma(v, a); break;
+    case 1: v = loop_mul(v, a); break;
+    case 2: v = loop_sin(v, a); break;
+    default: v = loop_sqrt(v, a); break;
   }
   out[blockIdx.x * blockDim.x + threadIdx.x] = v;
 }
@@ -38,7 +56,7 @@ __global__ void div_quad(float *out, float a) {
 __global__ void div_early_exit(float *out, float a) {
   if ((threadIdx.x & 31) >= 16) return;
   float v = threadIdx.x;
-  v = fma_loop(v, a, LOOP);
+  v = loop_fma(v, a);
   out[blockIdx.x * blockDim.x + threadIdx.x] = v;
 }
 

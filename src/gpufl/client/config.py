@@ -132,7 +132,8 @@ class Options:
     log_dir: str = "./gpufl-logs"
     enabled: bool = True
     engines: tuple[str, ...] = DEFAULT_ENGINES
-    """Engines to start: ``tracing`` (CUPTI kernels/copies), ``system`` (NVML + host metrics)."""
+    """Engines to start: ``tracing`` (CUPTI kernels/copies), ``system`` (NVML + host metrics), and the deep
+    engines ``sass`` (SASS metrics: warp divergence) and ``pc_sampling`` (stall reasons), off by default."""
     system_interval_s: float = 1.0
     syncs: bool = False
     """Record CUDA synchronisation calls (``sync`` records: what the insights' synchronisation rule reads).
@@ -159,6 +160,13 @@ class Options:
     capture: str = "continuous"
     """When kernels are traced (gpufl.client.capture, docs/capture-modes.md): ``continuous``, ``windows[:ON/PERIOD]``
     (``windows`` = 2 s of every 60 s), ``on-demand`` (only when a trigger asks), ``steps:FIRST-LAST``."""
+    deep: str = "scopes"
+    """What the deep engines (``sass``, ``pc_sampling`` in ``engines``) cover: ``scopes`` — each outermost
+    ``gpufl.scope(..., deep=True)`` — or ``session``, one range from the first CUDA work to shutdown."""
+    pc_sampling_period: int = 12
+    """PC sampling takes one sample every 2**this cycles per SM sub-partition (CUPTI allows 5..31)."""
+    deep_timeout_s: float = 30.0
+    """A deep range that takes longer than this to close disables the deep engines (the program goes on)."""
     capture_seconds: float = 10.0
     """How long a window lasts when its trigger names no duration (SIGUSR2, a control file without one)."""
     native: NativeOptions = field(default_factory=NativeOptions)
@@ -185,6 +193,9 @@ class Options:
         "watchdog_s": ("GPUFL_WATCHDOG_S", float),
         "capture": ("GPUFL_CAPTURE", str),
         "capture_seconds": ("GPUFL_CAPTURE_SECONDS", float),
+        "deep": ("GPUFL_DEEP", str),
+        "pc_sampling_period": ("GPUFL_PC_SAMPLING_PERIOD", int),
+        "deep_timeout_s": ("GPUFL_DEEP_TIMEOUT_S", float),
     }
 
     @classmethod
@@ -228,7 +239,13 @@ class Options:
         self.capture = parse_capture(self.capture).text  # ValueError says what is wanted
         if self.capture_seconds <= 0:
             raise ValueError("capture_seconds must be positive")
-        unknown = set(self.engines) - {"tracing", "system"}
+        if self.deep not in ("scopes", "session"):
+            raise ValueError("deep must be 'scopes' or 'session'")
+        if not 5 <= self.pc_sampling_period <= 31:
+            raise ValueError("pc_sampling_period must be 5..31 (2**n cycles)")
+        if self.deep_timeout_s <= 0:
+            raise ValueError("deep_timeout_s must be positive")
+        unknown = set(self.engines) - {"tracing", "system", "sass", "pc_sampling"}
         if unknown:
             raise ValueError(f"unknown engine(s): {', '.join(sorted(unknown))}")
 

@@ -47,16 +47,21 @@ def current() -> tuple[int, str] | None:
 class scope:
     """Mark a phase: ``with gpufl.scope("forward"):``, ``@gpufl.scope("step")``, or ``async with``."""
 
-    __slots__ = ("_inst", "_session", "_step", "_token", "capture", "name", "tag")
+    __slots__ = ("_inst", "_session", "_step", "_token", "capture", "deep", "name", "tag")
 
-    def __init__(self, name: str, tag: str | None = None, *, capture: bool = False) -> None:
+    def __init__(
+        self, name: str, tag: str | None = None, *, capture: bool = False, deep: bool = False
+    ) -> None:
         """``capture=True``: trace kernels while the scope is open, in a session whose capture mode is not
-        ``continuous`` (a capture window; docs/capture-modes.md)."""
+        ``continuous`` (a capture window; docs/capture-modes.md). ``deep=True``: the deep engines (``sass``,
+        ``pc_sampling``, when the session runs them) cover the scope; its exit waits for the GPU's work
+        (docs/deep-engines.md)."""
         if not name or "/" in name:
             raise ValueError("scope name must be non-empty and contain no '/'")
         self.name = name
         self.tag = tag
         self.capture = capture
+        self.deep = deep
         self._step = False
         self._token: contextvars.Token[tuple[tuple[int, str], ...]] | None = None
         self._inst = 0
@@ -96,6 +101,8 @@ class scope:
             if self.capture and session.capture is not None:
                 session.capture.request("scope", scope_inst=inst, scope=path)
             session.scope_enter(inst)
+            if self.deep:
+                session.deep_begin(inst)
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -109,6 +116,8 @@ class scope:
             if self._step:
                 self._step = False
                 session.step_end()
+            if self.deep:
+                session.deep_end(self._inst)
             session.scope_exit(self._inst)
             session.writers["scope"].emit(
                 events.ScopeEnd(
@@ -135,19 +144,19 @@ class scope:
 
     def __call__(self, fn: F) -> F:
         """Decorator form: a fresh scope per call (sync or async functions)."""
-        name, tag, cap = self.name, self.tag, self.capture
+        name, tag, cap, deep = self.name, self.tag, self.capture, self.deep
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
             async def awrapper(*args: Any, **kwargs: Any) -> Any:
-                async with scope(name, tag, capture=cap):
+                async with scope(name, tag, capture=cap, deep=deep):
                     return await fn(*args, **kwargs)
 
             return awrapper  # type: ignore[return-value]
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with scope(name, tag, capture=cap):
+            with scope(name, tag, capture=cap, deep=deep):
                 return fn(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

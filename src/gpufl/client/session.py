@@ -25,7 +25,7 @@ from gpufl._version import __version__
 from gpufl.client import capture as capture_modes
 from gpufl.client import signals
 from gpufl.client.config import Options
-from gpufl.client.engines import Engine, EngineUnavailable, create
+from gpufl.client.engines import Engine, EngineUnavailable, create, planned
 from gpufl.client.watchdog import Watchdog
 from gpufl.client.writer import DiskBudget, RecordWriter, SegmentFiles, WriterConfig, writer_class
 from gpufl.contract import events
@@ -110,7 +110,7 @@ class Session:
     def start(self) -> None:
         facts: dict[str, Any] = {}
         prepared: list[Engine] = []
-        for name in self.options.engines:
+        for name in planned(self.options.engines):
             try:
                 engine = create(name, self.options)
                 for k, v in engine.prepare(self).items():
@@ -233,6 +233,27 @@ class Session:
             e.scope_exit(inst)
         if self.capture is not None:
             self.capture.scope_exit(inst)
+
+    def deep_begin(self, inst: int) -> None:
+        """A ``gpufl.scope(..., deep=True)`` opens: the deep engines' range (the outermost deep scope's)."""
+        for e in self.engines:
+            if hasattr(e, "range_begin"):
+                try:
+                    e.range_begin(inst)
+                except Exception as err:  # a deep engine's bug must not reach the user's program
+                    self.notice(
+                        "engine_error", f"deep range failed to open: {err!r}", engine=e.name, level="error"
+                    )
+
+    def deep_end(self, inst: int) -> None:
+        for e in self.engines:
+            if hasattr(e, "range_end"):
+                try:
+                    e.range_end(inst)
+                except Exception as err:
+                    self.notice(
+                        "engine_error", f"deep range failed to close: {err!r}", engine=e.name, level="error"
+                    )
 
     def step_begin(self) -> None:
         if self.capture is not None:

@@ -75,7 +75,22 @@ class Engine(Protocol):
         ...
 
 
+def planned(names: tuple[str, ...] | list[str]) -> list[str]:
+    """The engines to create for ``Options.engines``: ``sass`` and ``pc_sampling`` are one engine, ``deep``
+    (both run over the same deep ranges, in the native record path)."""
+    out: list[str] = []
+    for n in names:
+        n = "deep" if n in ("sass", "pc_sampling") else n
+        if n not in out:
+            out.append(n)
+    return out
+
+
 def create(name: str, options: Options) -> Engine:
+    if name == "deep":
+        from gpufl.client.engines.deep import DeepEngine
+
+        return DeepEngine("sass" in options.engines, "pc_sampling" in options.engines)
     if name == "tracing":
         # The native record path when it can run here; else the cupti-python path, which says why.
         from gpufl.client.engines.native_tracing import NativeTracingEngine, unavailable_reason

@@ -9,6 +9,7 @@
 char *(*p_demangle)(const char *, char *, size_t *, int *);
 
 TraceState g_trace;
+void *g_cupti_lib;
 NativeOptions g_opts = {.subscribe = 1, .callbacks = 1, .driver_domain = 1, .activity = 1, .nvtx = 1, .copies = 1};
 
 /* What start_tracing does without being told otherwise (the extension's start() and inject.c begin here). */
@@ -64,6 +65,7 @@ const char *load_cupti(const char *path) {
         void *cxx = dlopen("libstdc++.so.6", RTLD_NOW | RTLD_GLOBAL);
         if (cxx) *(void **)&p_demangle = dlsym(cxx, "__cxa_demangle");
     }
+    g_cupti_lib = h;
     uint32_t v = 0;
     p_cuptiGetVersion(&v);
     g_trace.version = v;

@@ -245,6 +245,9 @@ extern char *(*p_demangle)(const char *, char *, size_t *, int *);
 
 const char *cupti_err(CUptiResult r);
 const char *load_cupti(const char *path);
+extern void *g_cupti_lib; /* the dlopen handle of libcupti (deep.c resolves the deep engines' calls from it) */
+/* deep.c: CUPTI's resource callbacks (module loads: the cubins PCs map to source lines with) */
+void deep_on_resource(CUpti_CallbackId cbid, const void *cbdata);
 
 /* ------------------------------------------------------------------------------------------------ options */
 
@@ -407,6 +410,7 @@ PyObject *py_record_launch(PyObject *self, PyObject *args);
 PyObject *py_nvtx_call(PyObject *self, PyObject *args);
 PyObject *py_request_buffer(PyObject *self, PyObject *unused);
 PyObject *py_complete_buffer(PyObject *self, PyObject *args);
+extern PyMethodDef DEEP_METHODS[]; /* py_deep.c: the deep engines' functions */
 #endif
 
 #pragma GCC visibility pop

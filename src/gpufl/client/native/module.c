@@ -258,6 +258,7 @@ PyMODINIT_FUNC PyInit__native(void) {
     if (!m) return NULL;
     Py_INCREF(&WriterType);
     PyModule_AddObject(m, "Writer", (PyObject *)&WriterType);
+    if (PyModule_AddFunctions(m, DEEP_METHODS) < 0) return NULL;
     PyModule_AddIntConstant(m, "BUILT_CUPTI_API_VERSION", CUPTI_API_VERSION);
     static const struct {
         const char *name;

@@ -241,6 +241,12 @@ void CUPTIAPI on_api(void *ud, CUpti_CallbackDomain domain, CUpti_CallbackId cbi
         on_nvtx(cbid, (const CUpti_NvtxData *)cbdata);
         return;
     }
+#ifndef GPUFL_INJECTION
+    if (domain == CUPTI_CB_DOMAIN_RESOURCE) { /* module loads, enabled only while a deep engine is on */
+        deep_on_resource(cbid, cbdata);
+        return;
+    }
+#endif
     if (g_opts.empty_callback) return; /* diagnostics: CUPTI's own callback cost */
     const CUpti_CallbackData *d = (const CUpti_CallbackData *)cbdata;
     int enter = d->callbackSite == CUPTI_API_ENTER;

@@ -1,0 +1,65 @@
+"""The deep engines' client side without a GPU (their GPU behaviour: tests/gpu/test_deep_gpu.py): options,
+engine planning, and that a machine where they cannot run gets one notice while the session goes on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import gpufl
+from gpufl.client.config import Options
+from gpufl.client.engines import planned
+from gpufl.contract import events as ev
+
+
+def test_sass_and_pc_sampling_are_one_engine() -> None:
+    assert planned(("tracing", "sass", "pc_sampling", "system")) == ["tracing", "deep", "system"]
+    assert planned(("pc_sampling",)) == ["deep"]
+    assert planned(("tracing", "system")) == ["tracing", "system"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"deep": "always"}, "deep must be"),
+        ({"pc_sampling_period": 4}, "pc_sampling_period"),
+        ({"pc_sampling_period": 32}, "pc_sampling_period"),
+        ({"deep_timeout_s": 0}, "deep_timeout_s"),
+        ({"engines": "tracing,sas"}, "unknown engine"),
+    ],
+)
+def test_bad_deep_options_are_refused(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Options.resolve(**kwargs)
+
+
+def test_deep_options_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GPUFL_ENGINES", "tracing,pc_sampling")
+    monkeypatch.setenv("GPUFL_DEEP", "session")
+    monkeypatch.setenv("GPUFL_PC_SAMPLING_PERIOD", "9")
+    o = Options.resolve()
+    assert (o.engines, o.deep, o.pc_sampling_period) == (("tracing", "pc_sampling"), "session", 9)
+
+
+def _records(log_dir: Path, stream: str) -> list[ev.Record]:
+    out: list[ev.Record] = []
+    for p in sorted(log_dir.glob(f"*.{stream}.*.log")):
+        out += [ev.decode(line) for line in p.read_bytes().splitlines() if line.strip()]
+    return out
+
+
+def test_deep_scopes_without_a_gpu_give_a_notice_and_the_session_goes_on(tmp_path: Path) -> None:
+    gpufl.init(app_name="deep", log_dir=str(tmp_path), engines="sass,pc_sampling")
+    try:
+        with gpufl.scope("attention", deep=True):
+            with gpufl.scope("inner", deep=True):  # nested deep scopes: the outermost is the range
+                pass
+    finally:
+        gpufl.shutdown()
+    device = _records(tmp_path, "device")
+    notices = [r for r in device if isinstance(r, ev.Notice) and r.engine == "deep"]
+    assert notices and any(r.code in ("deep_unavailable", "deep_not_run") for r in notices), notices
+    scope = _records(tmp_path, "scope")
+    assert [r.ts_ns > 0 for r in scope if isinstance(r, ev.ScopeEnd)] == [True, True]
+    assert not [r for r in scope if isinstance(r, ev.ProfileSample)]  # nothing invented
