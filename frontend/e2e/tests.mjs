@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { basename, join } from 'node:path';
 import { log, REPO, segmentFiles } from './harness.mjs';
 import { api, checkScopeLane, hashParams, T, urlFollowsWindow, waitPainted } from './steps.mjs';
+import { captureBands } from './capture.mjs';
 import * as compareTests from './compare.mjs';
 import * as timelineTests from './timeline.mjs';
 import * as trackTests from './tracks.mjs';
@@ -622,6 +623,7 @@ export const tests = [
   compareTests.compare,
   timelineTests.atScale,
   trackTests.smActivity,
+  captureBands,
   {
     name: 'sign out returns to the sign-in screen',
     async run({ page }) {

@@ -52,9 +52,9 @@ def _records(log_dir: Path, stream: str) -> list[ev.Record]:
 def test_deep_scopes_without_a_gpu_give_a_notice_and_the_session_goes_on(tmp_path: Path) -> None:
     gpufl.init(app_name="deep", log_dir=str(tmp_path), engines="sass,pc_sampling")
     try:
-        with gpufl.scope("attention", deep=True):
-            with gpufl.scope("inner", deep=True):  # nested deep scopes: the outermost is the range
-                pass
+        # nested deep scopes: the outermost is the range
+        with gpufl.scope("attention", deep=True), gpufl.scope("inner", deep=True):
+            pass
     finally:
         gpufl.shutdown()
     device = _records(tmp_path, "device")

@@ -36,6 +36,8 @@ export type ArchivePage = Omit<S['ArchivePage'], 'items'> & { items: W<S['Archiv
 export type ArchivedSession = W<S['ArchivedSessionItem']>;
 export type RestoreJob = W<S['RestoreJobInfo']>;
 export type DiffTotal = S['DiffTotal'];
+/** When kernel tracing was on (contract v5): windows are capture_window records as written (absolute ns). */
+export type CaptureWindowsWire = S['CaptureWindows'];
 
 export interface SessionInfo {
   id: string;
@@ -386,6 +388,11 @@ export class Api {
   /** The insight rules over one session (times stay absolute: lib/insights.ts places them on the session). */
   insights(id: string, signal?: AbortSignal): Promise<InsightsWire> {
     return this.get<InsightsWire>(`/sessions/${enc(id)}/insights`, undefined, signal);
+  }
+
+  /** The session's capture mode and capture_window records (lib/capture.ts places them on the session). */
+  captureWindows(id: string, signal?: AbortSignal): Promise<CaptureWindowsWire> {
+    return this.get<CaptureWindowsWire>(`/sessions/${enc(id)}/capture-windows`, undefined, signal);
   }
 
   /** `target` against `base`: rows by impact (at most `limit`), totals, and the noise test used. */

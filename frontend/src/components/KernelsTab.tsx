@@ -1,5 +1,6 @@
-import { useEffect, useRef, useState } from 'react';
+import { useEffect, useMemo, useRef, useState } from 'react';
 import type { Api, KernelSummary, MemcpyRow, ScopeInstance, SessionDetail } from '../api/client';
+import { captureModel, modeText } from '../lib/capture';
 import { useAsync } from '../lib/useAsync';
 import { useDebounced } from '../lib/useDebounced';
 import { Timeline } from '../timeline/Timeline';
@@ -62,6 +63,10 @@ export function KernelsTab({ api, session, t0, t1, kernel, name, onChange }: Ker
     [api, session, summaryGo, win?.start, win?.end],
   );
   const sel = detail.state === 'ready' && detail.data ? detail.data : null;
+  // What was recorded when: sessions not in continuous mode traced only in their capture windows (#21).
+  const windowed = modeText(session.header?.options) !== 'continuous';
+  const windows = useAsync((sig) => (windowed ? api.captureWindows(session.id, sig) : Promise.resolve(null)), [api, session, windowed]);
+  const capture = useMemo(() => (windows.state === 'ready' ? captureModel(session, windows.data) : null), [session, windows]);
 
   // A kernel selected from elsewhere (Scopes tab, deep link) that is outside the window: bring it into view.
   useEffect(() => {
@@ -141,10 +146,22 @@ export function KernelsTab({ api, session, t0, t1, kernel, name, onChange }: Ker
               if (kernel) onChange({ kernel: undefined });
             }}
             activity={activity}
+            capture={capture}
             highlightName={name ?? null}
             onReady={() => setSummaryGo(true)}
             onRange={setRange}
           />
+          {capture && (
+            <div className="small capture-line" data-testid="capture-line">
+              {capture.summary}
+            </div>
+          )}
+          {windows.state === 'error' && (
+            <div className="small capture-line" data-testid="capture-line">
+              Capture ({modeText(session.header?.options)}): the capture windows could not be loaded ({String(windows.error)}), so time not
+              recorded is not shaded.
+            </div>
+          )}
           <label className="small activity-toggle">
             <input
               type="checkbox"

@@ -8,7 +8,10 @@
 import { useEffect, useRef } from 'react';
 import type { Api, SessionDetail } from '../api/client';
 import { abs } from '../api/json';
+import type { CaptureModel } from '../lib/capture';
+import { notRecordedAt } from '../lib/capture';
 import { ACTIVITY_COLORS } from './activity';
+import { DEVICE_ROWS, drawCaptureBands, type DrawnBand } from './captureBands';
 import { drawFrame, drawMinimap, drawMinimapFrame, hitTest, layout, memKey, GUTTER_W, MEMCPY_COLORS, type FrameInput, type Hit } from './draw';
 import { attachInput, tooltipText } from './input';
 import type { ViewportLink } from './link';
@@ -33,6 +36,8 @@ export interface TimelineProps {
   onSelectCopy?: (c: { id: string; start: number; end: number }) => void;
   /** Show the GPU activity rows (SM active beside NVML utilisation) under the kernel lanes. */
   activity?: boolean;
+  /** What was recorded when (lib/capture.ts): time not recorded is hatched and labelled; null: nothing to draw. */
+  capture?: CaptureModel | null;
   highlightName: string | null;
   /** A range was dragged out (shift-drag, or a drag on the axis): the timeline zooms to it. */
   onRange?: (r: { start: number; end: number }) => void;
@@ -85,6 +90,8 @@ declare global {
       activity: () => { label: string; smPoints: number; utilPoints: number; smMean: number[] }[];
       /** The /system query behind the activity rows (absolute ns as strings). */
       activityQuery: () => { startNs: string; endNs: string; points: number } | null;
+      /** The capture bands (time not recorded) the last frame drew: label and plot x range (px). */
+      captureBands: () => DrawnBand[];
       /** The tooltip's text as shown (null: hidden). */
       tooltip: () => string | null;
       /** The scope query behind the scope rows (absolute ns as strings), what it loaded and what is in view. */
@@ -104,6 +111,7 @@ interface View {
   raf: number;
   scopesInView: number;
   calls: number;
+  bands: DrawnBand[];
   flow: boolean;
   /** What the tooltip shows (recomputed every frame while the pointer is over the canvas, so it never goes stale). */
   tip: string | null;
@@ -122,7 +130,7 @@ export function Timeline(p: TimelineProps) {
   const lastFrame = useRef<FrameInput | null>(null);
   const props = useRef(p);
   props.current = p;
-  const view = useRef<View>({ vp: p.viewport, width: 800, dpr: 1, hover: null, selection: null, raf: 0, scopesInView: 0, calls: 0, flow: false, tip: null, minimapImg: null, minimapKey: '', ready: false });
+  const view = useRef<View>({ vp: p.viewport, width: 800, dpr: 1, hover: null, selection: null, raf: 0, scopesInView: 0, calls: 0, bands: [], flow: false, tip: null, minimapImg: null, minimapKey: '', ready: false });
 
   const bounds = (): Bounds => ({ start: 0, end: props.current.extent ?? props.current.session.rangeEnd, minSpan: 1000 });
 
@@ -170,6 +178,7 @@ export function Timeline(p: TimelineProps) {
         const o = props.current.session.origin;
         return q && props.current.activity ? { startNs: abs(q.start, o), endNs: abs(q.end, o), points: q.points } : null;
       },
+      captureBands: () => v.bands.map((b) => ({ ...b })),
       tooltip: () => v.tip,
       scopeRowKey: (threadId, depth) => {
         const r = scopeRowOf(loader.scopeTracks, threadId, depth);
@@ -239,6 +248,7 @@ export function Timeline(p: TimelineProps) {
       };
       lastFrame.current = f;
       const stats = drawFrame(ctx, f, dpr);
+      v.bands = drawCaptureBands(ctx, P.capture ?? null, v.vp, L, dpr);
       if (mini.width !== Math.round(W * dpr)) {
         mini.width = Math.round(W * dpr);
         mini.height = Math.round(MINIMAP_H * dpr);
@@ -273,6 +283,7 @@ export function Timeline(p: TimelineProps) {
       v.flow = stats.flow;
       // The tooltip follows what is under the pointer now (after a keyboard zoom, a wheel, new data).
       if (v.hover) showTip(hitTest(f, v.hover.x, v.hover.y), v.hover.x, v.hover.y);
+      canvas.dataset.captureBands = String(v.bands.length);
       ticks = stats.ticks;
       const pend = loader.pendingNeeded().length;
       if (hooks.firstDataPaint === null && pend === 0 && loader.overview) {
@@ -297,8 +308,8 @@ export function Timeline(p: TimelineProps) {
     function showTip(h: Hit | null, x: number, y: number) {
       const tip = tipRef.current;
       if (!tip) return;
-      v.tip = h ? tooltipText(h) : null;
-      if (!h) {
+      v.tip = h ? tooltipText(h) : notRecordedTip(x, y);
+      if (!v.tip) {
         tip.style.display = 'none';
         return;
       }
@@ -307,7 +318,14 @@ export function Timeline(p: TimelineProps) {
       tip.style.top = `${y + 14}px`;
       if (tip.textContent !== v.tip) tip.textContent = v.tip;
     }
-    hideTip.current = () => showTip(null, 0, 0);
+    hideTip.current = () => showTip(null, -1, -1);
+
+    // Over a device row where nothing was recorded: say so (an empty lane there is not an idle GPU).
+    function notRecordedTip(x: number, y: number): string | null {
+      const row = lastFrame.current?.layout.rows.find((r) => y >= r.y && y < r.y + r.h);
+      if (!row || !DEVICE_ROWS.has(row.kind) || x < GUTTER_W) return null;
+      return notRecordedAt(props.current.capture ?? null, v.vp.t0 + ((x - GUTTER_W) / plotWidth()) * (v.vp.t1 - v.vp.t0));
+    }
 
     function sched() {
       if (!v.raf) v.raf = requestAnimationFrame(frame);
@@ -411,6 +429,9 @@ export function Timeline(p: TimelineProps) {
   useEffect(() => {
     setVp.current(view.current.vp);
   }, [p.highlightName, p.activity]);
+  useEffect(() => {
+    schedule.current();
+  }, [p.capture]);
 
   return (
     <div className="timeline" ref={wrapRef}>

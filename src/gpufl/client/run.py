@@ -146,7 +146,11 @@ def native_env(args: argparse.Namespace, cmd: list[str], base: dict[str, str]) -
         GPUFL_INJECT_PREFIX=prefix,
         GPUFL_INJECT_SUFFIX=suffix,
         GPUFL_INJECT_SESSION_START=msgspec.json.encode(start).decode(),
-        GPUFL_CAPTURE=opts.capture,  # the injection library runs the windows (native/inject.c)
+        # the injection library runs the windows (native/capture_modes.c) and reads the control file in the
+        # log folder, by an absolute path: the program may change its directory
+        GPUFL_CAPTURE=opts.capture,
+        GPUFL_CAPTURE_SECONDS=str(opts.capture_seconds),
+        GPUFL_LOG_DIR=os.path.abspath(opts.log_dir),
         GPUFL_INJECT_OPTS=f"{opts.segment_max_bytes}:{opts.segment_max_age_s}:{opts.flush_interval_s}:{opts.cupti_buffer_bytes}",
     )
     for path in libcupti_candidates():

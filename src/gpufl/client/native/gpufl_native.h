@@ -394,6 +394,45 @@ void CUPTIAPI buffer_requested(uint8_t **buffer, size_t *size, size_t *max_recor
 void CUPTIAPI buffer_completed(CUcontext ctx, uint32_t stream, uint8_t *buf, size_t size, size_t valid);
 size_t owned_count(void);
 
+/* ------------------------------------------------------------------------------------------------ capture modes in C (capture_modes.c, control_file.c) */
+
+/* The injection build's capture controller (gpufl.client.capture's rules, without Python); the extension
+ * compiles it too, for its test hooks (capture_hooks.c). */
+enum { CM_CONTINUOUS, CM_WINDOWS, CM_ON_DEMAND, CM_STEPS };
+#define CAP_WINDOWS_PRESET "windows:2s/60s" /* gpufl.client.capture.WINDOWS_PRESET */
+#define CAP_CONTROL_FILE "gpufl-control.json"
+#define CAP_STR 257 /* the control file's strings: at most 256 bytes */
+typedef struct {
+    int mode;
+    int64_t on_ns, period_ns;
+    int64_t first_step, last_step;
+    char text[64];
+} CapPlan;
+typedef enum { CAP_NONE = -1, CAP_OPENED, CAP_EXTENDED, CAP_REFUSED, CAP_CONTINUOUS } CapOutcome;
+extern const char *const CAP_MODES[];
+extern const char *const CAP_OUTCOMES[];
+
+int cap_parse(const char *text, CapPlan *p, char *err, size_t errn);
+int cap_begin(const CapPlan *plan, Writer *w, const char *sid, const char *log_dir, double default_s,
+              int64_t (*clock)(void));
+int cap_start(int with_thread);
+CapOutcome cap_request(const char *kind, double seconds, const char *requester, const char *rid);
+int cap_stop(void);
+int64_t cap_tick(void);
+CapOutcome cap_poll_control(void);
+void cap_shutdown(void);
+void cap_notice(Writer *w, const char *code, const char *message);
+void cap_switch_tracing(int on);
+void cap_state(int *open, uint64_t *windows, uint64_t *notices, int64_t *deadline);
+
+/* One control-file request, as control_parse read it. */
+typedef struct {
+    char id[CAP_STR], requester[CAP_STR], session_id[CAP_STR];
+    double seconds, steps;
+    int has_id, has_requester, has_session, session_is_string, has_seconds, has_steps;
+} ControlRequest;
+int control_parse(const char *s, size_t n, ControlRequest *r, char *err, size_t errn);
+
 /* ------------------------------------------------------------------------------------------------ injection (inject.c) */
 
 #ifdef GPUFL_INJECTION
@@ -411,6 +450,7 @@ PyObject *py_nvtx_call(PyObject *self, PyObject *args);
 PyObject *py_request_buffer(PyObject *self, PyObject *unused);
 PyObject *py_complete_buffer(PyObject *self, PyObject *args);
 extern PyMethodDef DEEP_METHODS[]; /* py_deep.c: the deep engines' functions */
+extern PyMethodDef CAPTURE_HOOKS[]; /* capture_hooks.c: the C capture controller, driven from tests */
 #endif
 
 #pragma GCC visibility pop

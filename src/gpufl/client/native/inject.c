@@ -55,6 +55,7 @@ static void measure_clock(int64_t *offset, int64_t *width) {
 
 static void injection_exit(void) {
     if (!g_trace.w) return;
+    cap_shutdown(); /* the open window's record, before tracing stops and the stream ends */
     CUptiResult a = CUPTI_SUCCESS, b = CUPTI_SUCCESS;
     if (g_trace.active) stop_tracing(&a, &b, 1);
     pthread_mutex_lock(&g_iw.mu);
@@ -98,6 +99,30 @@ static void options_from_env(NativeOptions *o) {
     v = getenv("GPUFL_NATIVE_DEVICE_BUFFER_MB");
     o->device_buffer_mb = v && atoi(v) > 0 ? (unsigned)atoi(v) : 0;
     o->buffer_diagnostics = o->discard; /* no dump_dir: fixtures are recorded through the Python engine */
+}
+
+/* GPUFL_CAPTURE (gpufl run --capture / --always-on): 1 when tracing waits for windows (capture_modes.c). A
+ * mode that cannot be read (gpufl run checks it, so only a hand-set variable) is traced continuously, and a
+ * notice says so. */
+static int capture_from_env(CapPlan *plan) {
+    const char *mode = getenv("GPUFL_CAPTURE");
+    char err[256], msg[400];
+    if (cap_parse(mode ? mode : "", plan, err, sizeof err)) {
+        snprintf(msg, sizeof msg, "%s: traced continuously", err);
+        cap_notice(&g_iw, "capture_mode_unknown", msg);
+        return 0;
+    }
+    if (plan->mode == CM_CONTINUOUS) return 0;
+    g_trace.capture_off = 1; /* start_tracing enables nothing; the first window (if any) switches it on */
+    return 1;
+}
+
+/* The capture controller's thread, once tracing runs (without tracing there is nothing to window). */
+static void capture_start(const CapPlan *plan, const char *sid) {
+    const char *secs = getenv("GPUFL_CAPTURE_SECONDS");
+    double dflt = secs && atof(secs) > 0 ? atof(secs) : 10.0;
+    if (cap_begin(plan, &g_iw, sid, getenv("GPUFL_LOG_DIR"), dflt, NULL) == 0 && cap_start(1))
+        cap_notice(&g_iw, "capture_thread", "the capture controller could not start: no windows will open");
 }
 
 __attribute__((visibility("default"))) int InitializeInjection(void) {
@@ -162,8 +187,11 @@ __attribute__((visibility("default"))) int InitializeInjection(void) {
     options_from_env(&g_opts);
     g_opts.buffer_bytes = (size_t)bufbytes;
     g_opts.flush_period_ms = 500;
+    CapPlan plan;
+    int windowed = capture_from_env(&plan);
     err = start_tracing(&enabled);
     if (err) fprintf(stderr, "gpufl: kernel tracing unavailable: %s\n", err);
+    else if (windowed) capture_start(&plan, sid);
     atexit(injection_exit);
     return 1;
 }

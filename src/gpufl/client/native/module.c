@@ -256,6 +256,7 @@ PyMODINIT_FUNC PyInit__native(void) {
     if (PyType_Ready(&WriterType) < 0) return NULL;
     PyObject *m = PyModule_Create(&moduledef);
     if (!m) return NULL;
+    if (PyModule_AddFunctions(m, CAPTURE_HOOKS)) return NULL;
     Py_INCREF(&WriterType);
     PyModule_AddObject(m, "Writer", (PyObject *)&WriterType);
     if (PyModule_AddFunctions(m, DEEP_METHODS) < 0) return NULL;
