@@ -163,8 +163,10 @@ class Options:
     deep: str = "scopes"
     """What the deep engines (``sass``, ``pc_sampling`` in ``engines``) cover: ``scopes`` — each outermost
     ``gpufl.scope(..., deep=True)`` — or ``session``, one range from the first CUDA work to shutdown."""
-    pc_sampling_period: int = 12
-    """PC sampling takes one sample every 2**this cycles per SM sub-partition (CUPTI allows 5..31)."""
+    pc_sampling_period: int = 10
+    """PC sampling takes one sample every 2**this cycles per SM sub-partition (CUPTI allows 5..31). At 10 the
+    stall shares of deep_truth's compute-bound kernel were within 1.2 points of Nsight Compute's on the H200;
+    at 12 they were 12 points off (docs/benchmarks.md)."""
     deep_timeout_s: float = 30.0
     """A deep range that takes longer than this to close disables the deep engines (the program goes on)."""
     capture_seconds: float = 10.0

@@ -196,21 +196,26 @@ static const char *setup_sass(int device, const char *chip) {
 const char *deep_prepare_sass(void) {
     const char *e = resolve();
     if (e) return e;
-    if (g_deep.sass_configured) return NULL;
-    CUptiResult r;
-    if (c_cuInit(0) != CUDA_SUCCESS) return "cuInit failed";
-    int n = 0;
-    if (c_cuDeviceGetCount(&n) != CUDA_SUCCESS || n <= 0) return "no CUDA device";
+    if (g_deep.profiler_initialized) return NULL;
     CUpti_Profiler_Initialize_Params ip = {CUpti_Profiler_Initialize_Params_STRUCT_SIZE};
-    if ((r = d_cuptiProfilerInitialize(&ip)) != CUPTI_SUCCESS) return fail("cuptiProfilerInitialize", r);
-    g_deep.ndevices = n > MAX_DEVICES ? MAX_DEVICES : n;
-    for (int d = 0; d < g_deep.ndevices; d++) {
-        CUpti_Device_GetChipName_Params cp = {CUpti_Device_GetChipName_Params_STRUCT_SIZE};
-        cp.deviceIndex = (size_t)d;
-        if ((r = d_cuptiDeviceGetChipName(&cp)) != CUPTI_SUCCESS) return fail("cuptiDeviceGetChipName", r);
-        if ((e = setup_sass(d, cp.pChipName))) return e;
-    }
+    CUptiResult r = d_cuptiProfilerInitialize(&ip);
+    if (r != CUPTI_SUCCESS) return fail("cuptiProfilerInitialize", r);
+    g_deep.profiler_initialized = 1;
+    return NULL;
+}
+
+/* On the first range's context: the SASS metrics' configuration (cuptiSassMetricsSetConfig wants a context:
+ * configured before one, CUPTI_ERROR_INVALID_CONTEXT on the H200). */
+static const char *configure_sass(int device) {
+    const char *e = deep_prepare_sass();
+    if (e) return e;
+    CUpti_Device_GetChipName_Params cp = {CUpti_Device_GetChipName_Params_STRUCT_SIZE};
+    cp.deviceIndex = (size_t)device;
+    CUptiResult r = d_cuptiDeviceGetChipName(&cp);
+    if (r != CUPTI_SUCCESS) return fail("cuptiDeviceGetChipName", r);
+    if ((e = setup_sass(device, cp.pChipName))) return e;
     g_deep.sass_configured = 1;
+    g_deep.ndevices = device + 1;
     return NULL;
 }
 
@@ -286,7 +291,7 @@ const char *deep_setup(int sass, int pc, int period_log2, size_t collect_pcs) {
     g_deep.device = (int)dev;
     g_deep.period_log2 = period_log2;
     g_deep.collect_pcs = collect_pcs ? collect_pcs : 4096;
-    if (sass && !g_deep.sass_configured && (e = deep_prepare_sass()))
+    if (sass && !g_deep.sass_configured && (e = configure_sass((int)dev)))
         snprintf(g_deep.sass_error, sizeof g_deep.sass_error, "%s", e);
     g_deep.sass_on = sass && g_deep.sass_configured;
     e = NULL;
@@ -413,19 +418,10 @@ static int take_pc(DeepResult *out, CUpti_PCSamplingData *b) {
                                           reason ? reason : "unknown", p->stallReason[j].samples};
         }
     }
-    /* The names are the caller's to free (CUPTI's sample frees them), one allocation per function shared by
-     * its PCs: free each once, after every row took its copy. */
-    size_t n = b->totalNumPcs < b->collectNumPcs ? b->totalNumPcs : b->collectNumPcs;
-    char **names = malloc((n ? n : 1) * sizeof *names);
-    size_t nn = 0;
-    for (size_t i = 0; names && i < n; i++)
-        if (b->pPcData[i].functionName) names[nn++] = b->pPcData[i].functionName;
-    if (names) {
-        qsort(names, nn, sizeof *names, cmp_ptr);
-        for (size_t i = 0; i < nn; i++)
-            if (!i || names[i] != names[i - 1]) free(names[i]);
-        free(names);
-    }
+    /* The function names are not freed here: CUPTI's sample frees them at its end, but freeing them after each
+     * read was a double free on the H200 (a whole-session range read over several calls): CUPTI keeps and
+     * reuses them. What stays allocated is one name per sampled function per read, bounded by the program's
+     * kernels. */
     for (size_t i = 0; i < b->collectNumPcs; i++) b->pPcData[i].functionName = NULL, b->pPcData[i].stallReasonCount = 0;
     b->totalNumPcs = b->remainingNumPcs = 0;
     b->totalSamples = b->droppedSamples = b->nonUsrKernelsTotalSamples = 0;
@@ -516,7 +512,7 @@ void deep_teardown(DeepResult *late) {
         CUpti_PCSamplingDisableParams p = {CUpti_PCSamplingDisableParamsSize, NULL, g_deep.ctx};
         if (d_cuptiPCSamplingDisable(&p) == CUPTI_SUCCESS && g_deep.cfg_buf.totalNumPcs) take_pc(late, &g_deep.cfg_buf);
     }
-    for (int d = 0; g_deep.sass_configured && d < g_deep.ndevices; d++) {
+    for (int d = g_deep.device; g_deep.sass_configured && d < g_deep.ndevices; d++) {
         CUpti_SassMetricsUnsetConfig_Params p = {CUpti_SassMetricsUnsetConfig_Params_STRUCT_SIZE};
         p.deviceIndex = (uint32_t)d;
         d_cuptiSassMetricsUnsetConfig(&p);

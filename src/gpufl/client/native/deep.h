@@ -32,7 +32,7 @@ typedef struct {
 } DeepResult;
 
 typedef struct {
-    int ready, sass_on, pc_on, sass_configured, pc_enabled, in_range, sass_active, pc_active, watch_modules;
+    int ready, profiler_initialized, sass_on, pc_on, sass_configured, pc_enabled, in_range, sass_active, pc_active, watch_modules;
     CUcontext ctx;
     int device, period_log2, ndevices;
     size_t collect_pcs, cubin_budget;
