@@ -27,7 +27,18 @@ def build(build_dir: Path, arch: str) -> Path:
     lib = build_dir / f"libdeep_truth_{arch}.so"
     if not lib.exists() or lib.stat().st_mtime < SOURCE.stat().st_mtime:
         build_dir.mkdir(parents=True, exist_ok=True)
-        cmd = ["nvcc", "-O3", "-lineinfo", f"-arch={arch}", "-shared", "-Xcompiler", "-fPIC", str(SOURCE), "-o", str(lib)]
+        cmd = [
+            "nvcc",
+            "-O3",
+            "-lineinfo",
+            f"-arch={arch}",
+            "-shared",
+            "-Xcompiler",
+            "-fPIC",
+            str(SOURCE),
+            "-o",
+            str(lib),
+        ]
         subprocess.run(cmd, check=True)
     return lib
 
