@@ -5,6 +5,7 @@ import { basename, join } from 'node:path';
 import { log, REPO, segmentFiles } from './harness.mjs';
 import { api, checkScopeLane, hashParams, T, urlFollowsWindow, waitPainted } from './steps.mjs';
 import * as compareTests from './compare.mjs';
+import * as deepTests from './deep.mjs';
 import * as timelineTests from './timeline.mjs';
 import * as trackTests from './tracks.mjs';
 
@@ -622,6 +623,7 @@ export const tests = [
   compareTests.compare,
   timelineTests.atScale,
   trackTests.smActivity,
+  deepTests.deep,
   {
     name: 'sign out returns to the sign-in screen',
     async run({ page }) {

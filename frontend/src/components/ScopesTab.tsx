@@ -307,6 +307,7 @@ function DeepInstances({ api, session, scopeId }: { api: Api; session: SessionDe
     <AsyncView value={detail} what="the scope's deep instances">
       {(d) => (
         <div className="scroll short">
+          <p className="small">Per call of the scope (its deep range: engines, samples, what it lost):</p>
           <table className="grid" data-testid="deep-instances">
             <thead>
               <tr>

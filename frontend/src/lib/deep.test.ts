@@ -28,11 +28,14 @@ describe('deep', () => {
       errors: [{ error: 'CUPTI_ERROR_INSUFFICIENT_PRIVILEGES', ranges: 2 }],
     });
     expect(notes).toEqual([
-      '2 PC samples dropped of 9 (stall shares are of those kept)',
+      '2 PC samples dropped (stall shares are of those kept)',
       'the PC-sampling buffer filled up in 1 range (raise the sampling period)',
       '3 SASS instruction records dropped',
       'engine error in 2 ranges: CUPTI_ERROR_INSUFFICIENT_PRIVILEGES',
     ]);
+  });
+  it('counts errors whose text is not listed (a scope total)', () => {
+    expect(lossNotes({ range_totals: { ...totals, error_ranges: 2 }, errors: [] })).toEqual(["engine error in 2 ranges (each range's error is listed with its instance)"]);
   });
   it('matches a launch to its deep kernel by mangled name first, then by name', () => {
     const s = { kernels: [fig({ kernel: 'a', mangled: '_Z1a' }), fig({ kernel: 'b' })], scopes: [] } as unknown as DeepSummary;

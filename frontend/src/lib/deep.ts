@@ -39,10 +39,12 @@ export function deepByScope(s: DeepSummary | null): Map<number, DeepScope> {
 export function lossNotes(s: Pick<DeepSummary, 'range_totals' | 'errors'>): string[] {
   const t = s.range_totals;
   const out: string[] = [];
-  if (t.pc_dropped) out.push(`${fmtInt(t.pc_dropped)} PC samples dropped of ${fmtInt((t.pc_samples ?? 0) + t.pc_dropped)} (stall shares are of those kept)`);
+  if (t.pc_dropped) out.push(`${fmtInt(t.pc_dropped)} PC samples dropped (stall shares are of those kept)`);
   if (t.pc_buffer_full_ranges) out.push(`the PC-sampling buffer filled up in ${fmtInt(t.pc_buffer_full_ranges)} range${t.pc_buffer_full_ranges === 1 ? '' : 's'} (raise the sampling period)`);
   if (t.sass_dropped) out.push(`${fmtInt(t.sass_dropped)} SASS instruction records dropped`);
   for (const e of s.errors) out.push(`engine error in ${fmtInt(e.ranges)} range${e.ranges === 1 ? '' : 's'}: ${e.error}`);
+  const named = s.errors.reduce((a, e) => a + e.ranges, 0);
+  if (t.error_ranges > named) out.push(`engine error in ${fmtInt(t.error_ranges - named)} ${named ? 'more ' : ''}range${t.error_ranges - named === 1 ? '' : 's'} (each range's error is listed with its instance)`);
   return out;
 }
 
