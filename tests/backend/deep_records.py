@@ -15,6 +15,7 @@ from .factory import SessionFactory
 SID = "deepunit"
 LS = "smsp__pcsamp_warps_issue_stalled_long_scoreboard"
 MATH = "smsp__pcsamp_warps_issue_stalled_math_pipe_throttle"
+LS_NOT_ISSUED = LS + "_not_issued"  # a subset of LS's samples: never in a total
 
 # (scope_inst, kernel id, pc, file id, line, warp instructions, thread instructions per warp instruction)
 SASS = [
@@ -27,6 +28,7 @@ SASS = [
 PC = [
     (10, 1, 16, 1, 6, LS, 3),
     (10, 1, 16, 1, 6, MATH, 1),
+    (10, 1, 16, 1, 6, LS_NOT_ISSUED, 2),
     (10, 1, 0, 1, 5, LS, 1),
     (None, 2, 0, None, None, MATH, 2),
 ]

@@ -40,6 +40,8 @@ def test_summary_per_scope_and_kernel(deep: SqlStore) -> None:
     assert kb["divergence"] == 8.0 and kb["samples"] == 2
     # a pre-v6 sample: named by its string, no SASS figures (null, not 0)
     assert old["samples"] == 1 and old["instructions"] is None and old["divergence"] is None
+    # the session: 310 warp instructions (kA 300, kB 10), 6400 + 80 thread instructions; 8 samples kept
+    assert s["figures"]["divergence"] == pytest.approx(6480 / 310) and s["figures"]["samples"] == 8
     whole, attn = s["scopes"]  # the session-wide range first
     assert whole["whole_session"] and whole["scope_id"] is None and whole["path"] is None
     assert [k["kernel"] for k in whole["kernels"]] == ["kB"]
@@ -86,6 +88,7 @@ def test_lines_hot_first(deep: SqlStore) -> None:
     assert (l6["source_file"], l6["source_line"], l6["pc_offset"], l6["pcs"]) == ("a.cu", 6, None, 1)
     assert l6["divergence"] == 16.0 and l6["samples"] == 4 and l6["sample_share"] == 0.8
     assert [x["reason"] for x in l6["stalls"]] == [D.LS, D.MATH]
+    assert [(x["reason"], x["share"]) for x in l6["not_issued"]] == [(D.LS_NOT_ISSUED, 0.5)]
     assert l5["divergence"] == 32.0
     assert by_line["divergence"] == pytest.approx(6400 / 300)
     in_scope = deep.deep_lines(D.SID, "kA", scope_id=2, by="pc", limit=1)

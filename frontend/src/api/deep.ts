@@ -6,7 +6,7 @@ type S = components['schemas'];
 type RangeWire = Omit<S['DeepRange'], 'start_ns' | 'end_ns'> & { start_ns: NsLike; end_ns: NsLike };
 
 export type DeepKernel = S['DeepKernel'];
-export type DeepFigures = Pick<DeepKernel, 'instructions' | 'thread_instructions' | 'divergence' | 'samples' | 'stalls' | 'other_samples'>;
+export type DeepFigures = Pick<DeepKernel, 'instructions' | 'thread_instructions' | 'divergence' | 'samples' | 'stalls' | 'other_samples' | 'not_issued'>;
 export type DeepLine = S['DeepLine'];
 export type DeepLines = S['DeepLines'];
 export type DeepScope = S['DeepScope'];

@@ -690,6 +690,23 @@ export interface components {
             /** Ranges */
             ranges: number;
         };
+        /** DeepFigures */
+        DeepFigures: {
+            /** Divergence */
+            divergence: number | null;
+            /** Instructions */
+            instructions: number | null;
+            /** Not Issued */
+            not_issued: components["schemas"]["StallShare"][];
+            /** Other Samples */
+            other_samples: number;
+            /** Samples */
+            samples: number | null;
+            /** Stalls */
+            stalls: components["schemas"]["StallShare"][];
+            /** Thread Instructions */
+            thread_instructions: number | null;
+        };
         /** DeepInstance */
         DeepInstance: {
             /** Inst */
@@ -708,6 +725,8 @@ export interface components {
             kernel: string | null;
             /** Mangled */
             mangled: string | null;
+            /** Not Issued */
+            not_issued: components["schemas"]["StallShare"][];
             /** Other Samples */
             other_samples: number;
             /** Samples */
@@ -723,6 +742,8 @@ export interface components {
             divergence: number | null;
             /** Instructions */
             instructions: number | null;
+            /** Not Issued */
+            not_issued: components["schemas"]["StallShare"][];
             /** Other Samples */
             other_samples: number;
             /** Pc Offset */
@@ -759,6 +780,8 @@ export interface components {
             kernel: string;
             /** Lines Total */
             lines_total: number;
+            /** Not Issued */
+            not_issued: components["schemas"]["StallShare"][];
             /** Other Samples */
             other_samples: number;
             /** Samples */
@@ -839,6 +862,8 @@ export interface components {
             instructions: number | null;
             /** Kernels */
             kernels: components["schemas"]["DeepKernel"][];
+            /** Not Issued */
+            not_issued: components["schemas"]["StallShare"][];
             /** Other Samples */
             other_samples: number;
             /** Path */
@@ -874,6 +899,7 @@ export interface components {
         DeepSummary: {
             /** Errors */
             errors: components["schemas"]["DeepError"][];
+            figures: components["schemas"]["DeepFigures"];
             /** Has Data */
             has_data: boolean;
             /** Kernels */

@@ -37,6 +37,11 @@ export function StallChart({ figures, what }: { figures: DeepFigures; what: stri
           </g>
         ))}
       </svg>
+      {figures.not_issued.length > 0 && (
+        <p className="muted small" data-testid="not-issued">
+          Of those, no warp issued in: {figures.not_issued.map((x) => `${shortStall(x.reason)} ${fmtInt(x.samples)} (${fmtPct(x.share)})`).join(', ')}.
+        </p>
+      )}
     </figure>
   );
 }

@@ -32,30 +32,12 @@ export function ScopesTab({ api, session, scope, onSelect, onKernel, onInstance 
 /** The session's deep-engine data: what the ranges lost, then per kernel over the whole session. */
 function DeepSession({ api, session, deep }: { api: Api; session: SessionDetail; deep: DeepSummary }) {
   if (!deep.has_data) return <p className="muted" data-testid="no-deep">{NO_DEEP}</p>;
-  const all = deep.kernels.reduce(
-    (acc, k) => {
-      acc.instructions = k.instructions === null ? acc.instructions : (acc.instructions ?? 0) + k.instructions;
-      acc.thread_instructions = k.thread_instructions === null ? acc.thread_instructions : (acc.thread_instructions ?? 0) + k.thread_instructions;
-      return acc;
-    },
-    { instructions: null as number | null, thread_instructions: null as number | null },
-  );
-  const stalls = new Map<string, number>();
-  for (const k of deep.kernels) for (const s of k.stalls) stalls.set(s.reason, (stalls.get(s.reason) ?? 0) + s.samples);
-  const samples = deep.kernels.some((k) => k.samples !== null) ? [...stalls.values()].reduce((a, b) => a + b, 0) : null;
-  const figures = {
-    ...all,
-    divergence: all.instructions && all.thread_instructions !== null ? all.thread_instructions / all.instructions : null,
-    samples,
-    stalls: [...stalls.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).map(([reason, n]) => ({ reason, samples: n, share: samples ? n / samples : 0 })),
-    other_samples: 0,
-  };
   return (
     <section className="deep-session" data-testid="deep-session">
       <h3>Deep engines: the whole session</h3>
       <DeepLosses summary={deep} />
       {deep.ranges_truncated && <p className="muted small">Ranges: the first {deep.ranges.length} by start are listed by scope below.</p>}
-      <DeepBlock api={api} session={session} what="the session" figures={figures} kernels={deep.kernels} />
+      <DeepBlock api={api} session={session} what="the session" figures={deep.figures} kernels={deep.kernels} />
     </section>
   );
 }

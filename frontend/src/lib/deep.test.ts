@@ -5,7 +5,7 @@ import { deepByScope, deepKernelFor, fmtDivergence, lossNotes, shortStall, stall
 
 const LS = 'smsp__pcsamp_warps_issue_stalled_long_scoreboard';
 const fig = (over: Partial<DeepKernel>): DeepKernel => ({
-  kernel: 'k', mangled: null, instructions: null, thread_instructions: null, divergence: null, samples: null, stalls: [], other_samples: 0, ...over,
+  kernel: 'k', mangled: null, instructions: null, thread_instructions: null, divergence: null, samples: null, stalls: [], other_samples: 0, not_issued: [], ...over,
 });
 const totals = { ranges: 0, pc_samples: null, pc_dropped: null, pc_non_user_samples: null, pc_buffer_full_ranges: 0, sass_records: null, sass_dropped: null, error_ranges: 0 };
 

@@ -26,11 +26,14 @@ class DeepFigures(BaseModel):
     """thread_instructions / instructions: average active threads per executed warp instruction (32 = no
     divergence); null where either metric is missing."""
     samples: int | None
-    """PC samples kept; null: PC sampling did not cover it."""
+    """PC samples kept (every reason but the ``…_not_issued`` subsets); null: PC sampling did not cover it."""
     stalls: list[StallShare]
     """Samples per stall reason, most first."""
     other_samples: int
     """Samples of the stall reasons not listed (where the list is cut: source lines list the top 3)."""
+    not_issued: list[StallShare]
+    """CUPTI's ``…_not_issued`` reasons: the samples of their base reason's state in which no warp issued (a
+    subset of that reason's samples, so not in ``samples`` nor in ``stalls``); share of ``samples``."""
 
 
 class DeepKernel(DeepFigures):
@@ -98,6 +101,8 @@ class DeepSummary(BaseModel):
     session_id: str
     has_data: bool
     """False: no deep engine recorded in this session (no profile_sample, no profile_range)."""
+    figures: DeepFigures
+    """Over the whole session: every range, every kernel."""
     scopes: list[DeepScope]
     """Per deep scope path (the session-wide range first), most sampled first."""
     kernels: list[DeepKernel]

@@ -4,7 +4,8 @@ say what those samples are a share of and what was lost.
 
 Divergence is ``sum(smsp__sass_thread_inst_executed) / sum(smsp__sass_inst_executed)``: the average number of
 active threads per executed warp instruction (32 = none). Stall shares are of the samples kept (a range's
-``pc_dropped`` are not in them: the ranges say how many). Kernels and source files are named through the
+``pc_dropped`` are not in them: the ranges say how many); a ``…_not_issued`` reason is a subset of its base
+reason's samples, listed apart and left out of every total. Kernels and source files are named through the
 scope stream's dict (``kernel``, ``source_file``); sessions before v6 named them by string
 (``function_name``, ``source_file``), read the same way.
 """
@@ -19,6 +20,10 @@ from typing import Any
 from gpufl.backend.store.engine import NotFound, SqlEngine
 from gpufl.backend.store.schema import TABLES
 from gpufl.contract.deep import SASS_INST, SASS_THREAD_INST
+
+NOT_ISSUED = "_not_issued"
+"""CUPTI's reasons ending so count the samples of their base state in which no warp issued: a subset of the
+base reason's samples, so they are listed apart (``not_issued``) and never added to a total."""
 
 TOP_STALLS = 3
 """Stall reasons listed per source line (the rest summed in ``other_samples``)."""
@@ -58,12 +63,14 @@ class _Agg:
 
     @property
     def samples(self) -> int:
-        return sum(self.stalls.values())
+        return sum(c for r, c in self.stalls.items() if not r.endswith(NOT_ISSUED))
 
     def out(self, top: int | None = None) -> dict[str, Any]:
         """Divergence is null where either SASS metric is missing or no instruction ran (never a guess)."""
         n = self.samples
         ranked = sorted(self.stalls.items(), key=lambda kv: (-kv[1], kv[0]))
+        subsets = [(r, c) for r, c in ranked if r.endswith(NOT_ISSUED)]
+        ranked = [(r, c) for r, c in ranked if not r.endswith(NOT_ISSUED)]
         shown = ranked if top is None else ranked[:top]
         return {
             "instructions": self.inst,
@@ -74,6 +81,10 @@ class _Agg:
             "samples": n if self.stalls else None,
             "stalls": [{"reason": r, "samples": c, "share": c / n if n else 0.0} for r, c in shown],
             "other_samples": sum(c for _, c in ranked[len(shown) :]),
+            "not_issued": [
+                {"reason": r, "samples": c, "share": c / n if n else 0.0}
+                for r, c in (subsets if top is None else subsets[:top])
+            ],
         }
 
 
@@ -135,12 +146,14 @@ class DeepQueries(SqlEngine):
         )
         scopes: dict[tuple[Any, int], dict[str, Any]] = {}
         session_kernels: dict[str | None, _Agg] = {}
+        overall = _Agg()
         for path_id, whole, path, kernel, mangled, reason, inst, tinst, samples in rows:
             s = scopes.setdefault(
                 (path_id, int(whole)),
                 {"scope_id": path_id, "path": path, "whole_session": bool(whole), "all": _Agg(), "k": {}},
             )
             for agg in (
+                overall,
                 s["all"],
                 s["k"].setdefault(kernel, _Agg()),
                 session_kernels.setdefault(kernel, _Agg()),
@@ -196,6 +209,7 @@ class DeepQueries(SqlEngine):
             "session_id": sid,
             "has_data": bool(rows) or bool(range_rows),
             "scopes": scope_items,
+            "figures": overall.out(),
             "kernels": _kernels(session_kernels),
             "range_totals": rt,
             "errors": [{"error": e, "ranges": int(n)} for e, n in errors],
