@@ -6,6 +6,7 @@ import { log, REPO, segmentFiles } from './harness.mjs';
 import { api, checkScopeLane, hashParams, T, urlFollowsWindow, waitPainted } from './steps.mjs';
 import { captureBands } from './capture.mjs';
 import * as compareTests from './compare.mjs';
+import * as deepTests from './deep.mjs';
 import * as timelineTests from './timeline.mjs';
 import * as trackTests from './tracks.mjs';
 
@@ -624,6 +625,7 @@ export const tests = [
   timelineTests.atScale,
   trackTests.smActivity,
   captureBands,
+  deepTests.deep,
   {
     name: 'sign out returns to the sign-in screen',
     async run({ page }) {

@@ -141,6 +141,7 @@ EVERY_ROUTE = (
     "/scopes",
     "/scopes/instances",
     "/system",
+    "/deep",
 )
 
 
@@ -195,7 +196,13 @@ def test_numbers_at_their_bounds_are_stored_and_every_route_answers(
         assert d["dur_ns"] == doc["end_ns"] - doc["start_ns"]
         assert d["api_start_ns"] == ev.api_start_ns(ev.decode(json.dumps(doc)))  # type: ignore[arg-type]
     for b in (d for d in docs if d["type"] == "scope_begin"):
-        ok(f"/scopes/{b['path_id']}/profile-samples")
+        named = any(d["type"] == "dict" and d["kind"] == "scope" and d["id"] == b["path_id"] for d in docs)
+        r = api.get(f"{base}/deep/scopes/{b['path_id']}")
+        assert r.status_code == (200 if named else 404), r.text  # 404: a path without its dict entry
+    deep = ok("/deep")
+    assert deep["has_data"] and deep["kernels"] and deep["ranges"]
+    for k in deep["kernels"]:
+        ok("/deep/lines", kernel=k["kernel"])
     detail = ok("")
     assert detail["totals"]["kernels"] == len(sent)
     assert detail["totals"]["gpu_time_ns"] == sum(d["end_ns"] - d["start_ns"] for d in sent)

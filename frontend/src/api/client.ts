@@ -6,6 +6,7 @@
  */
 import { apiGet, apiPost, type Query } from './http';
 import { abs, rel, toBig, type NsLike } from './json';
+import { toDeepScope, toDeepSummary, type DeepLines, type DeepScopeDetail, type DeepScopeDetailWire, type DeepSummary, type DeepSummaryWire } from './deep';
 import { toLaunchTimeline, type LaunchTimeline, type LaunchTimelineWire } from './launches';
 import type { components } from './schema';
 
@@ -21,7 +22,7 @@ export type KernelHistogram = S['KernelHistogram'];
 export type ScopeNode = S['ScopeNode'];
 export type ScopeTree = S['ScopeTree'];
 export type ScopeKernels = S['ScopeKernels'];
-export type ProfileSamples = S['ProfileSamples'];
+export type { DeepFigures, DeepKernel, DeepLine, DeepLines, DeepRange, DeepScope, DeepScopeDetail, DeepSummary } from './deep';
 export type StreamStatus = W<S['StreamStatus']>;
 export type SessionTotals = S['SessionTotals'];
 export type StackFrame = S['StackFrame'];
@@ -629,8 +630,17 @@ export class Api {
     return { items: w.items.map((x) => toScopeInstance(x, s.origin)), nextCursor: w.next_cursor };
   }
 
-  profileSamples(id: string, scopeId: number, signal?: AbortSignal): Promise<ProfileSamples> {
-    return this.get<ProfileSamples>(`/sessions/${enc(id)}/scopes/${scopeId}/profile-samples`, undefined, signal);
+  async deepSummary(s: SessionDetail, signal?: AbortSignal): Promise<DeepSummary> {
+    return toDeepSummary(await this.get<DeepSummaryWire>(`/sessions/${enc(s.id)}/deep`, undefined, signal), s.origin);
+  }
+
+  async deepScope(s: SessionDetail, scopeId: number, signal?: AbortSignal): Promise<DeepScopeDetail> {
+    return toDeepScope(await this.get<DeepScopeDetailWire>(`/sessions/${enc(s.id)}/deep/scopes/${scopeId}`, undefined, signal), s.origin);
+  }
+
+  /** One kernel's rows per source line (or PC), hottest first; `scopeId`: that scope path's samples only. */
+  deepLines(id: string, kernel: string, q: { scopeId?: number; by?: 'line' | 'pc'; limit?: number }, signal?: AbortSignal): Promise<DeepLines> {
+    return this.get<DeepLines>(`/sessions/${enc(id)}/deep/lines`, { kernel, scope_id: q.scopeId, by: q.by, limit: q.limit }, signal);
   }
 
   async system(

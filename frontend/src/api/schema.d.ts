@@ -239,6 +239,68 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/sessions/{session_id}/deep": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Deep Summary
+         * @description Per scope path and per kernel: divergence, instructions, stall-reason histogram; the deep ranges and
+         *     what they lost (dropped samples, a full buffer, engine errors). ``has_data`` false: no deep engine ran.
+         */
+        get: operations["deep_summary_api_v1_sessions__session_id__deep_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/sessions/{session_id}/deep/lines": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Deep Lines
+         * @description One kernel (by demangled name) per source line or PC, hottest first (PC samples, then instructions),
+         *     with divergence and the top stall reasons per row; ``scope_id``: that scope path's samples only.
+         */
+        get: operations["deep_lines_api_v1_sessions__session_id__deep_lines_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/sessions/{session_id}/deep/scopes/{scope_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Deep Scope
+         * @description One scope path: per kernel, and per instance (with its range) per kernel.
+         */
+        get: operations["deep_scope_api_v1_sessions__session_id__deep_scopes__scope_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/sessions/{session_id}/export": {
         parameters: {
             query?: never;
@@ -480,23 +542,6 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
-    "/api/v1/sessions/{session_id}/scopes/{scope_id}/profile-samples": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /** Profile Samples */
-        get: operations["profile_samples_api_v1_sessions__session_id__scopes__scope_id__profile_samples_get"];
-        put?: never;
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
     "/api/v1/sessions/{session_id}/search": {
         parameters: {
             query?: never;
@@ -637,6 +682,237 @@ export interface components {
             windows: {
                 [key: string]: unknown;
             }[];
+        };
+        /** DeepError */
+        DeepError: {
+            /** Error */
+            error: string;
+            /** Ranges */
+            ranges: number;
+        };
+        /** DeepFigures */
+        DeepFigures: {
+            /** Divergence */
+            divergence: number | null;
+            /** Instructions */
+            instructions: number | null;
+            /** Not Issued */
+            not_issued: components["schemas"]["StallShare"][];
+            /** Other Samples */
+            other_samples: number;
+            /** Samples */
+            samples: number | null;
+            /** Stalls */
+            stalls: components["schemas"]["StallShare"][];
+            /** Thread Instructions */
+            thread_instructions: number | null;
+        };
+        /** DeepInstance */
+        DeepInstance: {
+            /** Inst */
+            inst: number;
+            /** Kernels */
+            kernels: components["schemas"]["DeepKernel"][];
+            range: components["schemas"]["DeepRange"] | null;
+        };
+        /** DeepKernel */
+        DeepKernel: {
+            /** Divergence */
+            divergence: number | null;
+            /** Instructions */
+            instructions: number | null;
+            /** Kernel */
+            kernel: string | null;
+            /** Mangled */
+            mangled: string | null;
+            /** Not Issued */
+            not_issued: components["schemas"]["StallShare"][];
+            /** Other Samples */
+            other_samples: number;
+            /** Samples */
+            samples: number | null;
+            /** Stalls */
+            stalls: components["schemas"]["StallShare"][];
+            /** Thread Instructions */
+            thread_instructions: number | null;
+        };
+        /** DeepLine */
+        DeepLine: {
+            /** Divergence */
+            divergence: number | null;
+            /** Instructions */
+            instructions: number | null;
+            /** Not Issued */
+            not_issued: components["schemas"]["StallShare"][];
+            /** Other Samples */
+            other_samples: number;
+            /** Pc Offset */
+            pc_offset: number | null;
+            /** Pcs */
+            pcs: number;
+            /** Sample Share */
+            sample_share: number;
+            /** Samples */
+            samples: number | null;
+            /** Source File */
+            source_file: string | null;
+            /** Source Line */
+            source_line: number | null;
+            /** Stalls */
+            stalls: components["schemas"]["StallShare"][];
+            /** Thread Instructions */
+            thread_instructions: number | null;
+        };
+        /** DeepLines */
+        DeepLines: {
+            /**
+             * By
+             * @enum {string}
+             */
+            by: "line" | "pc";
+            /** Divergence */
+            divergence: number | null;
+            /** Instructions */
+            instructions: number | null;
+            /** Items */
+            items: components["schemas"]["DeepLine"][];
+            /** Kernel */
+            kernel: string;
+            /** Lines Total */
+            lines_total: number;
+            /** Not Issued */
+            not_issued: components["schemas"]["StallShare"][];
+            /** Other Samples */
+            other_samples: number;
+            /** Samples */
+            samples: number | null;
+            /** Scope Id */
+            scope_id: number | null;
+            /** Stalls */
+            stalls: components["schemas"]["StallShare"][];
+            /** Thread Instructions */
+            thread_instructions: number | null;
+            /** Truncated */
+            truncated: boolean;
+        };
+        /**
+         * DeepRange
+         * @description A profile_range record, every field, with its scope path.
+         */
+        DeepRange: {
+            /** Device Id */
+            device_id: number;
+            /** End Ns */
+            end_ns: number;
+            /** Engines */
+            engines: string[];
+            /** Error */
+            error: string | null;
+            /** Path */
+            path: string | null;
+            /** Pc Buffer Full */
+            pc_buffer_full: boolean | null;
+            /** Pc Dropped */
+            pc_dropped: number | null;
+            /** Pc Non User Samples */
+            pc_non_user_samples: number | null;
+            /** Pc Period Log2 */
+            pc_period_log2: number | null;
+            /** Pc Records */
+            pc_records: number | null;
+            /** Pc Samples */
+            pc_samples: number | null;
+            /** Sass Dropped */
+            sass_dropped: number | null;
+            /** Sass Records */
+            sass_records: number | null;
+            /** Scope Id */
+            scope_id: number | null;
+            /** Scope Inst */
+            scope_inst: number | null;
+            /** Seq */
+            seq: number;
+            /** Start Ns */
+            start_ns: number;
+        };
+        /** DeepRangeTotals */
+        DeepRangeTotals: {
+            /** Error Ranges */
+            error_ranges: number;
+            /** Pc Buffer Full Ranges */
+            pc_buffer_full_ranges: number;
+            /** Pc Dropped */
+            pc_dropped: number | null;
+            /** Pc Non User Samples */
+            pc_non_user_samples: number | null;
+            /** Pc Samples */
+            pc_samples: number | null;
+            /** Ranges */
+            ranges: number;
+            /** Sass Dropped */
+            sass_dropped: number | null;
+            /** Sass Records */
+            sass_records: number | null;
+        };
+        /** DeepScope */
+        DeepScope: {
+            /** Divergence */
+            divergence: number | null;
+            /** Instructions */
+            instructions: number | null;
+            /** Kernels */
+            kernels: components["schemas"]["DeepKernel"][];
+            /** Not Issued */
+            not_issued: components["schemas"]["StallShare"][];
+            /** Other Samples */
+            other_samples: number;
+            /** Path */
+            path: string | null;
+            ranges: components["schemas"]["DeepRangeTotals"];
+            /** Samples */
+            samples: number | null;
+            /** Scope Id */
+            scope_id: number | null;
+            /** Stalls */
+            stalls: components["schemas"]["StallShare"][];
+            /** Thread Instructions */
+            thread_instructions: number | null;
+            /** Whole Session */
+            whole_session: boolean;
+        };
+        /** DeepScopeDetail */
+        DeepScopeDetail: {
+            /** Instances */
+            instances: components["schemas"]["DeepInstance"][];
+            /** Instances Total */
+            instances_total: number;
+            /** Kernels */
+            kernels: components["schemas"]["DeepKernel"][];
+            /** Path */
+            path: string;
+            /** Scope Id */
+            scope_id: number;
+            /** Truncated */
+            truncated: boolean;
+        };
+        /** DeepSummary */
+        DeepSummary: {
+            /** Errors */
+            errors: components["schemas"]["DeepError"][];
+            figures: components["schemas"]["DeepFigures"];
+            /** Has Data */
+            has_data: boolean;
+            /** Kernels */
+            kernels: components["schemas"]["DeepKernel"][];
+            range_totals: components["schemas"]["DeepRangeTotals"];
+            /** Ranges */
+            ranges: components["schemas"]["DeepRange"][];
+            /** Ranges Truncated */
+            ranges_truncated: boolean;
+            /** Scopes */
+            scopes: components["schemas"]["DeepScope"][];
+            /** Session Id */
+            session_id: string;
         };
         /** Deleted */
         Deleted: {
@@ -1242,17 +1518,6 @@ export interface components {
             /** Value */
             value: number;
         };
-        /** ProfileSamples */
-        ProfileSamples: {
-            /** By Kernel */
-            by_kernel: components["schemas"]["SampleByKernel"][];
-            /** By Line */
-            by_line: components["schemas"]["SampleByLine"][];
-            /** Path */
-            path: string | null;
-            /** Scope Id */
-            scope_id: number;
-        };
         /** PruneResult */
         PruneResult: {
             /** Deleted */
@@ -1382,40 +1647,6 @@ export interface components {
              * @enum {string}
              */
             status: "fired" | "clear" | "not_checked";
-        };
-        /** SampleByKernel */
-        SampleByKernel: {
-            /** Kernel */
-            kernel: string | null;
-            /** Metrics */
-            metrics: {
-                [key: string]: number;
-            };
-            /** Stalls */
-            stalls: {
-                [key: string]: number;
-            };
-        };
-        /** SampleByLine */
-        SampleByLine: {
-            /** Function Name */
-            function_name: string | null;
-            /** Kernel */
-            kernel: string | null;
-            /** Metrics */
-            metrics: {
-                [key: string]: number;
-            };
-            /** Pc Offset */
-            pc_offset: number | null;
-            /** Source File */
-            source_file: string | null;
-            /** Source Line */
-            source_line: number | null;
-            /** Stalls */
-            stalls: {
-                [key: string]: number;
-            };
         };
         /** ScopeInstance */
         ScopeInstance: {
@@ -1666,6 +1897,15 @@ export interface components {
             function: string;
             /** Line */
             line: number;
+        };
+        /** StallShare */
+        StallShare: {
+            /** Reason */
+            reason: string;
+            /** Samples */
+            samples: number;
+            /** Share */
+            share: number;
         };
         /** StreamStatus */
         StreamStatus: {
@@ -2796,6 +3036,223 @@ export interface operations {
             };
         };
     };
+    deep_summary_api_v1_sessions__session_id__deep_get: {
+        parameters: {
+            query?: {
+                ranges_limit?: number;
+            };
+            header?: never;
+            path: {
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeepSummary"];
+                };
+            };
+            /** @description Missing, unknown or revoked token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such session, kernel or key */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or body the API does not take */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description The key's request rate limit: retry after Retry-After seconds */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    deep_lines_api_v1_sessions__session_id__deep_lines_get: {
+        parameters: {
+            query: {
+                kernel: string;
+                scope_id?: number | null;
+                by?: "line" | "pc";
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                session_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeepLines"];
+                };
+            };
+            /** @description Missing, unknown or revoked token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such session, kernel or key */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or body the API does not take */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description The key's request rate limit: retry after Retry-After seconds */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    deep_scope_api_v1_sessions__session_id__deep_scopes__scope_id__get: {
+        parameters: {
+            query?: {
+                instances_limit?: number;
+            };
+            header?: never;
+            path: {
+                session_id: string;
+                scope_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeepScopeDetail"];
+                };
+            };
+            /** @description Missing, unknown or revoked token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such session, kernel or key */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or body the API does not take */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description The key's request rate limit: retry after Retry-After seconds */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     export_session_api_v1_sessions__session_id__export_get: {
         parameters: {
             query?: {
@@ -3808,76 +4265,6 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ScopeKernels"];
-                };
-            };
-            /** @description Missing, unknown or revoked token */
-            401: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            /** @description The token's role may not do this */
-            403: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            /** @description No such session, kernel or key */
-            404: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-            /** @description A parameter or body the API does not take */
-            422: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ValidationErrorBody"];
-                };
-            };
-            /** @description The key's request rate limit: retry after Retry-After seconds */
-            429: {
-                headers: {
-                    /** @description seconds to wait */
-                    "Retry-After"?: number;
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ErrorBody"];
-                };
-            };
-        };
-    };
-    profile_samples_api_v1_sessions__session_id__scopes__scope_id__profile_samples_get: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path: {
-                session_id: string;
-                scope_id: number;
-            };
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description Successful Response */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["ProfileSamples"];
                 };
             };
             /** @description Missing, unknown or revoked token */

@@ -1,11 +1,13 @@
-import type { KernelDetail, SessionDetail } from '../api/client';
+import type { DeepSummary, KernelDetail, SessionDetail } from '../api/client';
+import { deepKernelFor, fmtDivergence, shortStall } from '../lib/deep';
+import { fmtInt, fmtPct } from '../lib/format';
 import { inspectorRows, shortKernelName } from '../lib/inspector';
 import type { Async } from '../lib/useAsync';
 import { AsyncView } from './States';
 
 /** The kernel inspector. Its column is always there (an empty one says how to fill it), so opening it never
  * narrows and redraws the timeline beside it. */
-export function Inspector({ value, session, onClose }: { value: Async<KernelDetail | null> | null; session: SessionDetail; onClose: () => void }) {
+export function Inspector({ value, session, deep, onClose }: { value: Async<KernelDetail | null> | null; session: SessionDetail; deep: DeepSummary | null; onClose: () => void }) {
   return (
     <aside className="inspector" data-testid="inspector" aria-label="Kernel inspector">
       <div className="inspector-head">
@@ -41,6 +43,7 @@ export function Inspector({ value, session, onClose }: { value: Async<KernelDeta
                     <code className="kname-full wrap">{k.name}</code>
                   </details>
                 )}
+                <DeepOfKernel deep={deep} name={k.name} mangled={k.mangled} />
                 <h4>CPU call stack</h4>
                 {k.stack && k.stack.length ? (
                   <ol className="stack" data-testid="stack">
@@ -68,5 +71,33 @@ export function Inspector({ value, session, onClose }: { value: Async<KernelDeta
         </AsyncView>
       )}
     </aside>
+  );
+}
+
+/** A kernel's divergence and top stalls where a deep engine covered the same kernel in this session. */
+function DeepOfKernel({ deep, name, mangled }: { deep: DeepSummary | null; name: string | null; mangled: string | null }) {
+  if (!deep?.has_data) return null;
+  const d = deepKernelFor(deep, name, mangled);
+  if (!d) return <p className="muted small" data-testid="inspector-deep">No deep engine covered this kernel in this session.</p>;
+  return (
+    <div data-testid="inspector-deep">
+      <h4>Deep engines (all its samples in the session)</h4>
+      <dl className="kv">
+        <div data-field="divergence">
+          <dt title="average active threads per executed warp instruction (32 = no divergence)">Divergence</dt>
+          <dd>{fmtDivergence(d.divergence)}</dd>
+        </div>
+        <div data-field="pc-samples">
+          <dt>PC samples</dt>
+          <dd>{d.samples === null ? 'not reported' : fmtInt(d.samples)}</dd>
+        </div>
+        {d.stalls.slice(0, 3).map((s) => (
+          <div key={s.reason} data-field="stall">
+            <dt title={s.reason}>{shortStall(s.reason)}</dt>
+            <dd>{fmtPct(s.share)}</dd>
+          </div>
+        ))}
+      </dl>
+    </div>
   );
 }

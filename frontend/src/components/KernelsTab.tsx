@@ -42,6 +42,7 @@ export function KernelsTab({ api, session, t0, t1, kernel, name, onChange }: Ker
   }, [t0, t1]);
 
   const detail = useAsync((sig) => (kernel ? api.kernel(session, kernel, sig) : Promise.resolve(null)), [api, session, kernel]);
+  const deep = useAsync((sig) => api.deepSummary(session, sig), [api, session]);
   // A copy (or memset) clicked on the timeline: found by id among those running when it started.
   const [copy, setCopy] = useState<{ id: string; start: number; end: number } | null>(null);
   const copyDetail = useAsync((sig) => (copy ? findCopy(api, session, copy, sig) : Promise.resolve(null)), [api, session, copy]);
@@ -184,7 +185,7 @@ export function KernelsTab({ api, session, t0, t1, kernel, name, onChange }: Ker
             onClose={() => setCopy(null)}
           />
         ) : (
-          <Inspector value={kernel ? detail : null} session={session} onClose={() => onChange({ kernel: undefined })} />
+          <Inspector value={kernel ? detail : null} session={session} deep={deep.state === 'ready' ? deep.data : null} onClose={() => onChange({ kernel: undefined })} />
         )}
       </div>
       {summary.state === 'loading' && summary.prev ? (

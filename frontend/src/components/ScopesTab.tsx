@@ -1,29 +1,53 @@
 import { useMemo, useState } from 'react';
-import type { Api, ScopeNode, SessionDetail } from '../api/client';
+import type { Api, DeepScope, DeepSummary, ScopeNode, SessionDetail } from '../api/client';
+import { deepByScope, fmtDivergence, NO_DEEP, topStall } from '../lib/deep';
 import { fmtDur, fmtInt, fmtPct } from '../lib/format';
 import { expandToDepth, findScope, visibleRows } from '../lib/scopes';
 import { useAsync } from '../lib/useAsync';
+import { DeepBlock, DeepLosses } from './Deep';
 import { AsyncView, Empty } from './States';
 
 export function ScopesTab({ api, session, scope, onSelect, onKernel, onInstance }: { api: Api; session: SessionDetail; scope?: number; onSelect: (id: number | undefined) => void; onKernel: (id: string) => void; onInstance: (start: number, end: number) => void }) {
   const tree = useAsync((sig) => api.scopes(session.id, sig), [api, session.id]);
+  const deep = useAsync((sig) => api.deepSummary(session, sig), [api, session]);
+  const d = deep.state === 'ready' ? deep.data : null;
   return (
-    <AsyncView value={tree} what="scopes">
-      {(t) =>
-        t.roots.length === 0 ? (
-          <Empty>This session recorded no scopes (wrap code in <code>gpufl.scope("name")</code> to see it here).</Empty>
-        ) : (
-          <ScopeTreeView roots={t.roots} api={api} session={session} scope={scope} onSelect={onSelect} onKernel={onKernel} onInstance={onInstance} />
-        )
-      }
-    </AsyncView>
+    <>
+      <AsyncView value={tree} what="scopes">
+        {(t) =>
+          t.roots.length === 0 ? (
+            <Empty>This session recorded no scopes (wrap code in <code>gpufl.scope("name")</code> to see it here).</Empty>
+          ) : (
+            <ScopeTreeView roots={t.roots} api={api} session={session} deep={d} scope={scope} onSelect={onSelect} onKernel={onKernel} onInstance={onInstance} />
+          )
+        }
+      </AsyncView>
+      <AsyncView value={deep} what="deep-engine data">
+        {(x) => <DeepSession api={api} session={session} deep={x} />}
+      </AsyncView>
+    </>
   );
 }
 
-function ScopeTreeView({ roots, api, session, scope, onSelect, onKernel, onInstance }: { roots: ScopeNode[]; api: Api; session: SessionDetail; scope?: number; onSelect: (id: number | undefined) => void; onKernel: (id: string) => void; onInstance: (start: number, end: number) => void }) {
+/** The session's deep-engine data: what the ranges lost, then per kernel over the whole session. */
+function DeepSession({ api, session, deep }: { api: Api; session: SessionDetail; deep: DeepSummary }) {
+  if (!deep.has_data) return <p className="muted" data-testid="no-deep">{NO_DEEP}</p>;
+  return (
+    <section className="deep-session" data-testid="deep-session">
+      <h3>Deep engines: the whole session</h3>
+      <DeepLosses summary={deep} />
+      {deep.ranges_truncated && <p className="muted small">Ranges: the first {deep.ranges.length} by start are listed by scope below.</p>}
+      <DeepBlock api={api} session={session} what="the session" figures={deep.figures} kernels={deep.kernels} />
+    </section>
+  );
+}
+
+function ScopeTreeView({ roots, api, session, deep, scope, onSelect, onKernel, onInstance }: { roots: ScopeNode[]; api: Api; session: SessionDetail; deep: DeepSummary | null; scope?: number; onSelect: (id: number | undefined) => void; onKernel: (id: string) => void; onInstance: (start: number, end: number) => void }) {
   const [expanded, setExpanded] = useState<Set<number>>(() => expandToDepth(roots, 2));
   const rows = useMemo(() => visibleRows(roots, expanded), [roots, expanded]);
   const sel = scope !== undefined ? findScope(roots, scope) : null;
+  const deepScopes = useMemo(() => deepByScope(deep), [deep]);
+  const withDeep = deepScopes.size > 0;
   const toggle = (id: number) =>
     setExpanded((s) => {
       const n = new Set(s);
@@ -44,6 +68,11 @@ function ScopeTreeView({ roots, api, session, scope, onSelect, onKernel, onInsta
             <th className="num">GPU time (total)</th>
             <th className="num">Kernels</th>
             <th className="num" title="closed calls: shortest · median · longest">Per call min · median · max</th>
+            {withDeep && (
+              <th className="num" title="deep engines: average active threads per warp instruction (32 = no divergence) · top stall reason">
+                Divergence · top stall
+              </th>
+            )}
           </tr>
         </thead>
         <tbody>
@@ -79,18 +108,28 @@ function ScopeTreeView({ roots, api, session, scope, onSelect, onKernel, onInsta
                   ? '—'
                   : `${fmtDur(r.node.wall_min_ns)} · ${r.node.wall_p50_ns == null ? '?' : fmtDur(r.node.wall_p50_ns)} · ${fmtDur(r.node.wall_max_ns)}`}
               </td>
+              {withDeep && <DeepCell d={deepScopes.get(r.node.scope_id)} />}
             </tr>
           ))}
         </tbody>
       </table>
-      {sel && <ScopeDetail key={sel.scope_id} api={api} session={session} node={sel} onKernel={onKernel} onInstance={onInstance} />}
+      {sel && <ScopeDetail key={sel.scope_id} api={api} session={session} node={sel} deep={deepScopes.get(sel.scope_id) ?? null} hasDeep={deep?.has_data ?? false} onKernel={onKernel} onInstance={onInstance} />}
     </div>
+  );
+}
+
+function DeepCell({ d }: { d: DeepScope | undefined }) {
+  if (!d) return <td className="num muted">—</td>;
+  return (
+    <td className="num small" data-field="deep">
+      {fmtDivergence(d.divergence)} · {topStall(d)}
+    </td>
   );
 }
 
 const CALLS_SHOWN = 200;
 
-function ScopeDetail({ api, session, node, onKernel, onInstance }: { api: Api; session: SessionDetail; node: ScopeNode; onKernel: (id: string) => void; onInstance: (start: number, end: number) => void }) {
+function ScopeDetail({ api, session, node, deep, hasDeep, onKernel, onInstance }: { api: Api; session: SessionDetail; node: ScopeNode; deep: DeepScope | null; hasDeep: boolean; onKernel: (id: string) => void; onInstance: (start: number, end: number) => void }) {
   const calls = useAsync(
     (sig) => api.scopeInstances(session, { start: 0, end: session.rangeEnd + 1 }, 0, CALLS_SHOWN, undefined, sig, node.scope_id),
     [api, session, node.scope_id],
@@ -99,7 +138,6 @@ function ScopeDetail({ api, session, node, onKernel, onInstance }: { api: Api; s
     (sig) => api.kernels(session, { start: 0, end: session.rangeEnd + 1, scope: node.scope_id }, 200, undefined, sig),
     [api, session, node.scope_id],
   );
-  const samples = useAsync((sig) => api.profileSamples(session.id, node.scope_id, sig), [api, session.id, node.scope_id]);
   const byName = useAsync((sig) => api.scopeKernels(session.id, node.scope_id, sig), [api, session.id, node.scope_id]);
   return (
     <div className="scope-detail">
@@ -226,33 +264,65 @@ function ScopeDetail({ api, session, node, onKernel, onInstance }: { api: Api; s
           )
         }
       </AsyncView>
-      <h3>Warp divergence and stall reasons</h3>
-      <AsyncView value={samples} what="profile samples">
-        {(p) =>
-          p.by_kernel.length === 0 ? (
-            <Empty>No deep-engine samples for this scope (SASS metrics and PC sampling come with the deep engines).</Empty>
-          ) : (
-            <table className="grid" data-testid="profile-samples">
-              <thead>
-                <tr>
-                  <th>Kernel</th>
-                  <th>Metrics</th>
-                  <th>Stall reasons (samples)</th>
-                </tr>
-              </thead>
-              <tbody>
-                {p.by_kernel.map((b, i) => (
-                  <tr key={i}>
-                    <td className="kname">{b.kernel ?? '—'}</td>
-                    <td className="small">{Object.entries(b.metrics).map(([k, v]) => `${k}: ${v}`).join(', ') || '—'}</td>
-                    <td className="small">{Object.entries(b.stalls).sort((x, y) => y[1] - x[1]).map(([k, v]) => `${k}: ${v}`).join(', ') || '—'}</td>
-                  </tr>
-                ))}
-              </tbody>
-            </table>
-          )
-        }
-      </AsyncView>
+      <h3>
+        Warp divergence and stall reasons in <code>{node.path}</code>
+      </h3>
+      {!hasDeep ? (
+        <p className="muted">{NO_DEEP}</p>
+      ) : !deep ? (
+        <Empty>No deep-engine samples for this scope: it was not a deep scope (<code>gpufl.scope(name, deep=True)</code>).</Empty>
+      ) : (
+        <>
+          <DeepLosses summary={{ range_totals: deep.ranges, errors: [] }} />
+          <DeepBlock api={api} session={session} what={node.path} figures={deep} kernels={deep.kernels} scopeId={node.scope_id} />
+          <DeepInstances api={api} session={session} scopeId={node.scope_id} />
+        </>
+      )}
     </div>
+  );
+}
+
+/** A deep scope's instances: each one's range (engines, samples, what it lost) and divergence per kernel. */
+function DeepInstances({ api, session, scopeId }: { api: Api; session: SessionDetail; scopeId: number }) {
+  const detail = useAsync((sig) => api.deepScope(session, scopeId, sig), [api, session, scopeId]);
+  return (
+    <AsyncView value={detail} what="the scope's deep instances">
+      {(d) => (
+        <div className="scroll short">
+          <p className="small">Per call of the scope (its deep range: engines, samples, what it lost):</p>
+          <table className="grid" data-testid="deep-instances">
+            <thead>
+              <tr>
+                <th className="num">Instance</th>
+                <th>Engines</th>
+                <th className="num">PC samples (dropped)</th>
+                <th>Divergence per kernel</th>
+                <th>Error</th>
+              </tr>
+            </thead>
+            <tbody>
+              {d.instances.map((i) => (
+                <tr key={i.inst} data-inst={i.inst}>
+                  <td className="num">{i.inst}</td>
+                  <td className="small">{i.range ? i.range.engines.join(', ') : 'no profile_range arrived'}</td>
+                  <td className="num">
+                    {i.range?.pc_samples == null ? '—' : fmtInt(i.range.pc_samples)}
+                    {i.range?.pc_dropped ? ` (${fmtInt(i.range.pc_dropped)} dropped)` : ''}
+                    {i.range?.pc_buffer_full ? ' buffer full' : ''}
+                  </td>
+                  <td className="small">{i.kernels.map((k) => `${k.kernel ?? '(unnamed)'}: ${fmtDivergence(k.divergence)}`).join('; ') || '—'}</td>
+                  <td className="small warn">{i.range?.error ?? ''}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+          {d.truncated && (
+            <p className="muted small">
+              The first {d.instances.length} of {fmtInt(d.instances_total)} instances, by start.
+            </p>
+          )}
+        </div>
+      )}
+    </AsyncView>
   );
 }

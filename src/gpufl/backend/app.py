@@ -18,7 +18,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gpufl.backend.api.errors import API_ERRORS
-from gpufl.backend.api.routes import admin, archive, diff, events, export, health, insights, keys, sessions
+from gpufl.backend.api.routes import (
+    admin,
+    archive,
+    deep,
+    diff,
+    events,
+    export,
+    health,
+    insights,
+    keys,
+    sessions,
+)
 from gpufl.backend.archive import Archive
 from gpufl.backend.auth import AuthError
 from gpufl.backend.config import Settings
@@ -246,6 +257,7 @@ def create_app(settings: Settings, store: SqlStore, *, start_jobs: bool = True) 
     for r in (
         events.router,
         sessions.router,
+        deep.router,
         insights.router,
         diff.router,
         export.router,

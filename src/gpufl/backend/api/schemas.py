@@ -11,6 +11,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+# The deep engines' models (contract v6) are their own module too.
+from gpufl.backend.api.deep import DeepKernel as DeepKernel
+from gpufl.backend.api.deep import DeepLine as DeepLine
+from gpufl.backend.api.deep import DeepLines as DeepLines
+from gpufl.backend.api.deep import DeepRange as DeepRange
+from gpufl.backend.api.deep import DeepScope as DeepScope
+from gpufl.backend.api.deep import DeepScopeDetail as DeepScopeDetail
+from gpufl.backend.api.deep import DeepSummary as DeepSummary
+
 # The run-vs-run diff's models (#26) are their own module; re-exported here with the rest.
 from gpufl.backend.api.diff_schemas import Diff as Diff
 from gpufl.backend.api.diff_schemas import DiffNoise as DiffNoise
@@ -299,7 +308,7 @@ class MemsetPage(BaseModel):
 
 class ScopeNode(BaseModel):
     scope_id: int
-    """The scope path's dict id (use it in /scopes/{scope_id}/profile-samples)."""
+    """The scope path's dict id (use it in /scopes/{scope_id}/kernels and /deep/scopes/{scope_id})."""
     path: str
     name: str
     """Last path component."""
@@ -376,31 +385,6 @@ class ScopeInstance(BaseModel):
 class ScopeInstancePage(BaseModel):
     items: list[ScopeInstance]
     next_cursor: str | None
-
-
-class SampleByKernel(BaseModel):
-    kernel: str | None
-    metrics: dict[str, float]
-    """SASS metric name -> summed value."""
-    stalls: dict[str, int]
-    """PC-sampling stall reason -> summed sample count."""
-
-
-class SampleByLine(BaseModel):
-    kernel: str | None
-    function_name: str | None
-    pc_offset: int | None
-    source_file: str | None
-    source_line: int | None
-    metrics: dict[str, float]
-    stalls: dict[str, int]
-
-
-class ProfileSamples(BaseModel):
-    scope_id: int
-    path: str | None
-    by_kernel: list[SampleByKernel]
-    by_line: list[SampleByLine]
 
 
 # ---- system ------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gpufl.backend.store.schema import PG_INDEXES, RECORD_TABLES, TABLES, create_table_sql
+from gpufl.backend.store.schema import CONTRACT_TABLES, PG_INDEXES, TABLES, create_table_sql
 
 # version -> function(engine, sql_types) returning that version's statements
 Migration = Callable[[str, dict[str, str]], list[str]]
@@ -69,17 +69,29 @@ def _v6(engine: str, sql_types: dict[str, str]) -> list[str]:
     return stmts
 
 
-MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6}
+def _v7(engine: str, sql_types: dict[str, str]) -> list[str]:
+    """Event contract v6: the deep engines' ``profile_range`` records (what a deep range's samples are a share
+    of and what was lost) get their table, read by ``/sessions/{id}/deep``. A store created by this code's v1
+    has it already (v1 is built from TABLES)."""
+    stmts = [
+        create_table_sql("profile_ranges", sql_types).replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1)
+    ]
+    if engine == "postgresql":
+        stmts.append("CREATE INDEX IF NOT EXISTS profile_ranges_s ON profile_ranges (session_id, scope_inst)")
+    return stmts
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7}
 LATEST = max(MIGRATIONS)
 
 
 def missing_columns(existing: dict[str, set[str]], sql_types: dict[str, str]) -> list[str]:
-    """Statements adding to the record tables the columns of contract fields they lack (``existing``: each
+    """Statements adding to the contract's tables the columns of contract fields they lack (``existing``: each
     table's columns now). Not a numbered version: a field added to the contract is a column a store made
     before lacks, whichever version it is at, so a store checks this at every open (one catalog query)."""
     return [
         f"ALTER TABLE {table} ADD COLUMN {name} {sql_types[code]}"
-        for table in RECORD_TABLES.values()
+        for table in CONTRACT_TABLES
         for name, code in TABLES[table]
         if name not in existing.get(table, set())
     ]

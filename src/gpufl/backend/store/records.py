@@ -111,6 +111,16 @@ class RecordQueries(SqlEngine):
             sql = "SELECT seq, body FROM capture_windows WHERE session_id = ? ORDER BY seq"
             for seq, body in self._stream_rows(sql, [sid]):
                 yield seq, ev.decode(body)
+        if stream == "scope":  # deep ranges (v6) too
+            cols = [c for c, _ in TABLES["profile_ranges"]]
+            sql = f"SELECT {', '.join(cols)} FROM profile_ranges WHERE session_id = ? ORDER BY seq"
+            for row in self._stream_rows(sql, [sid]):
+                d = {c: v for c, v in zip(cols, row, strict=True) if v is not None}
+                d["engines"] = json.loads(d["engines"])
+                if "pc_buffer_full" in d:
+                    d["pc_buffer_full"] = bool(d["pc_buffer_full"])
+                d["stream"] = "scope"
+                yield d["seq"], msgspec.convert(d, ev.ProfileRange)
 
     def _system(self, sid: str) -> Iterator[tuple[int, ev.Record]]:
         """Samples from their points (one row per metric and device; host metrics have device -1)."""

@@ -33,7 +33,7 @@ RECORD_TABLES: dict[str, str] = {
 }
 
 
-def record_columns(cls: type[ev.Record]) -> Columns:
+def record_columns(cls: type[ev.Record], other: dict[str, str] | None = None) -> Columns:
     """A record table's columns: the record type's fields in the contract's order (``gpufl.contract.fields``),
     less ``stream`` (implied by the type). The contract is the one list: a field added there is a column
     here, and ``migrations.missing_columns`` adds it to a store made before. Columns are always named in
@@ -41,6 +41,9 @@ def record_columns(cls: type[ev.Record]) -> Columns:
     cols = []
     for f in fields.field_specs(cls):
         if f.name == "stream":
+            continue
+        if other and f.name in other:  # a list or flag the table stores in a scalar column (see its writer)
+            cols.append((f.name, other[f.name]))
             continue
         if f.kind not in _CODES:
             raise TypeError(f"{cls.__name__}.{f.name}: no column type for a field of kind {f.kind!r}")
@@ -115,6 +118,9 @@ TABLES: dict[str, Columns] = {
         ("ended", "T"),
         ("body", "T"),
     ),
+    # contract v6: the deep engines' ranges, every field a column (the engines as a JSON list, the flag 0/1);
+    # not in RECORD_TABLES, whose rows the JSON fast path and the export read as plain scalars.
+    "profile_ranges": record_columns(ev.ProfileRange, {"engines": "T", "pc_buffer_full": "I"}),
     "kernel_stats": (
         ("session_id", "T"),
         ("launch_id", "I"),
@@ -170,6 +176,7 @@ PG_INDEXES: tuple[str, ...] = (
     "CREATE INDEX system_points_s ON system_points (session_id, metric, device_id, ts_ns)",
     "CREATE INDEX other_events_s ON other_events (session_id)",
     "CREATE INDEX capture_windows_s ON capture_windows (session_id, start_ns)",
+    "CREATE INDEX profile_ranges_s ON profile_ranges (session_id, scope_inst)",
     "CREATE INDEX seq_ranges_s ON seq_ranges (session_id, stream)",
     "CREATE INDEX session_streams_s ON session_streams (session_id)",
     "CREATE INDEX type_counts_s ON type_counts (session_id)",
@@ -178,6 +185,9 @@ PG_INDEXES: tuple[str, ...] = (
     "CREATE INDEX kernel_lod_s ON kernel_lod (session_id, level, bucket)",
     "CREATE INDEX kernel_scopes_s ON kernel_scopes (session_id, scope_inst)",
 )
+
+# Tables whose columns are contract fields: a field added to the contract is a column added at open.
+CONTRACT_TABLES: tuple[str, ...] = (*RECORD_TABLES.values(), "profile_ranges")
 
 # Tables that hold a session's data (everything but api_keys): deleting a session deletes its rows here.
 SESSION_TABLES = tuple(t for t in TABLES if t != "api_keys")

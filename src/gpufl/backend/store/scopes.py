@@ -1,5 +1,5 @@
-"""Query families over the scope and system streams: the scope tree, a scope's profile samples, scope
-instances (the timeline lane) and system metrics."""
+"""Query families over the scope and system streams: the scope tree, scope instances (the timeline lane)
+and system metrics. The deep engines' samples have their own family (``deep``)."""
 
 from __future__ import annotations
 
@@ -143,63 +143,6 @@ class ScopeQueries(SqlEngine):
             "gpu_ns": total,
             "names": len(items),
             "items": items[:limit],
-        }
-
-    def profile_samples(self, sid: str, scope_id: int) -> dict[str, Any]:
-        path = self._one(
-            "SELECT value FROM dicts WHERE session_id = ? AND stream = 'scope' AND kind = 'scope' AND id = ?",
-            [sid, scope_id],
-        )
-        rows = self._all(
-            """SELECT d.value, p.function_name, p.pc_offset, p.source_file, p.source_line, p.source,
-                      p.metric_name, p.stall_reason, sum(p.metric_value), sum(p.sample_count)
-               FROM profile_samples p
-               LEFT JOIN dicts d ON d.session_id = p.session_id AND d.stream = 'scope' AND d.kind = 'kernel'
-                    AND d.id = p.kernel_name_id
-               WHERE p.session_id = ?
-                 AND p.scope_inst IN (SELECT inst FROM scope_begins WHERE session_id = ? AND path_id = ?)
-               GROUP BY d.value, p.function_name, p.pc_offset, p.source_file, p.source_line, p.source,
-                        p.metric_name, p.stall_reason""",
-            [sid, sid, scope_id],
-        )
-        by_kernel: dict[str | None, dict[str, Any]] = {}
-        by_line: dict[tuple[Any, ...], dict[str, Any]] = {}
-        for kname, fn, pc, file, line, source, metric, stall, mval, scount in rows:
-            k = by_kernel.setdefault(kname, {"kernel": kname, "metrics": {}, "stalls": {}})
-            lk = (kname, fn, pc, file, line)
-            ln = by_line.setdefault(
-                lk,
-                {
-                    "kernel": kname,
-                    "function_name": fn,
-                    "pc_offset": pc,
-                    "source_file": file,
-                    "source_line": line,
-                    "metrics": {},
-                    "stalls": {},
-                },
-            )
-            for target in (k, ln):
-                if source == "sass_metric" and metric is not None:
-                    target["metrics"][metric] = target["metrics"].get(metric, 0.0) + float(mval or 0)
-                elif source == "pc_sampling" and stall is not None:
-                    target["stalls"][stall] = target["stalls"].get(stall, 0) + int(scount or 0)
-        lines = sorted(
-            by_line.values(),
-            key=lambda x: (
-                -sum(x["stalls"].values()),
-                str(x["kernel"]),
-                x["pc_offset"] or 0,
-                x["source_line"] or 0,
-            ),
-        )
-        return {
-            "scope_id": scope_id,
-            "path": path[0] if path else None,
-            "by_kernel": sorted(
-                by_kernel.values(), key=lambda x: (-sum(x["stalls"].values()), str(x["kernel"]))
-            ),
-            "by_line": lines,
         }
 
     # ---- system --------------------------------------------------------------------------------------

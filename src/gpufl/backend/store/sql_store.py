@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gpufl.backend.store.deep import DeepQueries
 from gpufl.backend.store.diff import DiffQueries
 from gpufl.backend.store.insights import InsightQueries
 from gpufl.backend.store.json_ingest import JsonIngestStore
@@ -21,6 +22,7 @@ class SqlStore(
     RangeQueries,
     LaunchQueries,
     ScopeQueries,
+    DeepQueries,
     RecordQueries,
     InsightQueries,
     DiffQueries,

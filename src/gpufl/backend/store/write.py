@@ -269,6 +269,8 @@ class WriteStore(LodStore):
                 self._store_system(cur, rs)
             elif tag == "capture_window":
                 self._store_windows(cur, rs)
+            elif tag == "profile_range":
+                self._store_profile_ranges(cur, rs)
             else:
                 tcol = _col(rs, ev.TIME_SPAN[tag][0])
                 cols = {
@@ -302,6 +304,16 @@ class WriteStore(LodStore):
         self._stage(cur, "stage_windows", "capture_windows", cols)
         self._exec(cur, "INSERT INTO capture_windows SELECT * FROM stage_windows")
         self._unstage(cur, "stage_windows")
+
+    def _store_profile_ranges(self, cur: Any, rs: list[ev.ProfileRange]) -> None:
+        """profile_range records (v6): every field a column; the engines as a JSON list, the flag as 0/1."""
+        cols: dict[str, list[Any]] = {c: _col(rs, c) for c in _plain_columns("profile_ranges")}
+        cols["engines"] = [_js(e) for e in cols["engines"]]
+        cols["pc_buffer_full"] = [None if b is None else int(b) for b in cols["pc_buffer_full"]]
+        self._stage(cur, "stage_pranges", "profile_ranges", cols)
+        names = ", ".join(cols)
+        self._exec(cur, f"INSERT INTO profile_ranges ({names}) SELECT {names} FROM stage_pranges")
+        self._unstage(cur, "stage_pranges")
 
     def _store_activity(
         self,

@@ -1,4 +1,5 @@
-"""Query endpoints: sessions, hosts, kernels, memcpy, memsets, scopes, profile samples, system metrics."""
+"""Query endpoints: sessions, hosts, kernels, memcpy, memsets, scopes, system metrics (the deep engines' are
+in ``deep``)."""
 
 from __future__ import annotations
 
@@ -408,19 +409,6 @@ def scope_kernels(
         return S.ScopeKernels.model_validate(store.scope_kernels(session_id, scope_id, limit))
     except NotFound:
         raise HTTPException(404, f"scope {scope_id} not found in session {session_id!r}") from None
-
-
-@router.get(
-    "/sessions/{session_id}/scopes/{scope_id}/profile-samples",
-    response_model=S.ProfileSamples,
-    dependencies=[ReadRole],
-    responses=NOT_FOUND,
-)
-def profile_samples(
-    store: StoreDep, session_id: SessionId, scope_id: Annotated[int, Path(ge=-I64, le=I64)]
-) -> S.ProfileSamples:
-    _exists(store, session_id)
-    return S.ProfileSamples.model_validate(store.profile_samples(session_id, scope_id))
 
 
 @router.get(
