@@ -74,18 +74,19 @@ export const deep = {
       assert.equal(await page.locator('[data-testid="deep-instances"] tbody tr').count(), inst.instances.length);
       await shot('12b-deep-scope');
     }
-    // the inspector: a traced launch of a deep-covered kernel shows its divergence
-    const covered = sum.kernels.find((k) => k.divergence !== null && k.kernel);
-    if (covered) {
-      const ks = await api(ctx, `/sessions/${sid}/kernels?name=${encodeURIComponent(covered.kernel)}&limit=1`);
-      if (ks.items.length) {
-        await page.goto(`${backend.url}/#/s/${encodeURIComponent(sid)}/kernels?k=${ks.items[0].id}`);
-        const d = page.locator('[data-testid="inspector-deep"] [data-field="divergence"] dd');
-        await d.waitFor({ timeout: T });
-        assert.equal((await d.textContent()).trim(), div(covered.divergence));
-        await shot('12c-deep-inspector');
-      } else log(`no traced launch named ${covered.kernel}: inspector check skipped`);
-    }
+    // the inspector: a traced launch of a deep-covered kernel shows its divergence and top stalls
+    const covered = sum.kernels.find((k) => (k.divergence !== null || k.samples !== null) && k.kernel);
+    assert.ok(covered, 'the deep capture covers a named kernel');
+    const ks = await api(ctx, `/sessions/${sid}/kernels?name=${encodeURIComponent(covered.kernel)}&limit=1`);
+    assert.ok(ks.items.length, `a traced launch of ${covered.kernel} (the capture traces too)`);
+    await page.goto(`${backend.url}/#/s/${encodeURIComponent(sid)}/kernels?k=${ks.items[0].id}`);
+    const d = page.locator('[data-testid="inspector-deep"] [data-field="divergence"] dd');
+    await d.waitFor({ timeout: T });
+    assert.equal((await d.textContent()).trim(), div(covered.divergence));
+    const stalls = page.locator('[data-testid="inspector-deep"] [data-field="stall"] dt');
+    assert.equal(await stalls.count(), Math.min(3, covered.stalls.length));
+    if (covered.stalls.length) assert.equal(await stalls.first().getAttribute('title'), covered.stalls[0].reason);
+    await shot('12c-deep-inspector');
     // a session without deep data says so in one line
     const plain = ctx.sessions.find((s) => s.session_id !== sid);
     if (plain) {
