@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs on the lent H100 (device tool): GPU tests, real captures, overhead bench. Results go to $OUT.
-# Usage there:  bash scripts/gpu_checks.sh [tests] [captures] [bench] [suite] [survival] [run] [costs]
+# Usage there:  bash scripts/gpu_checks.sh [tests] [captures] [bench] [suite] [survival] [run] [costs] [deep]
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=$PWD/src:/tmp/site PYTHONUNBUFFERED=1
@@ -52,4 +52,28 @@ if [[ $what == *costs* ]]; then
   fi
   python3 bench/client_overhead.py --workload gpt --rounds ${ROUNDS:-4} --steps ${STEPS:-40} --modes "$modes" \
     --json "$OUT/costs.json" 2>&1 | tee "$OUT/costs.txt" | tail -30
+fi
+if [[ $what == *deep* ]]; then
+  # The deep engines (#19) beside Nsight Compute on examples/workloads/deep_truth.py: ncu's divergence and sampled
+  # stalls, then gpufl under each SASS setting still in question (SASS metrics gave no records so far: lazy or
+  # eager patching, CUDA's lazy or eager module loading, with or without tracing) and PC sampling; each
+  # recording read by bench/deep_truth.py. Recordings in $OUT/deep_captures.tgz.
+  d=/tmp/deep; rm -rf $d; mkdir -p $d; export DEEP_TRUTH_BUILD=$d/build
+  python3 examples/workloads/deep_truth.py --launches 1 > /dev/null 2>&1
+  ncu --clock-control none --csv --metrics smsp__thread_inst_executed_per_inst_executed.ratio \
+    python3 examples/workloads/deep_truth.py --launches 1 > $d/ncu_divergence.csv 2> /dev/null
+  ncu --clock-control none --csv --page raw --section WarpStateStats --section SourceCounters \
+    -k regex:'mem_bound|compute_bound' python3 examples/workloads/deep_truth.py --kernels mem_bound,compute_bound \
+    --launches 1 > $d/ncu_stalls.csv 2> /dev/null
+  for v in "tracing,sass" "sass" "tracing,sass CUDA_MODULE_LOADING=EAGER" \
+           "tracing,sass CUDA_MODULE_LOADING=EAGER GPUFL_DEEP_SASS_LAZY=0" "tracing,pc_sampling"; do
+    read -r eng settings <<< "$v"; n=$(echo "$v" | tr ' ,=' '___')
+    env $settings timeout 90 python3 examples/workloads/deep_truth.py --gpufl --engines "$eng" --launches 3 \
+      --log-dir $d/$n > $d/$n.txt 2>&1
+    echo "== $v (exit $?)" | tee -a "$OUT/deep_truth.txt"
+    grep -h '"notice"' $d/$n/*.log 2>/dev/null | grep -v record_path | cut -c1-300 | tee -a "$OUT/deep_truth.txt"
+    timeout 60 python3 bench/deep_truth.py $d/$n --ncu-divergence $d/ncu_divergence.csv \
+      --ncu-stalls $d/ncu_stalls.csv >> "$OUT/deep_truth.txt" 2>&1
+  done
+  tar -C $d --exclude=build -czf "$OUT/deep_captures.tgz" .
 fi
