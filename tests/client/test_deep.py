@@ -17,6 +17,8 @@ def test_sass_and_pc_sampling_are_one_engine() -> None:
     assert planned(("tracing", "sass", "pc_sampling", "system")) == ["tracing", "deep", "system"]
     assert planned(("pc_sampling",)) == ["deep"]
     assert planned(("tracing", "system")) == ["tracing", "system"]
+    # the deep engines stop before tracing (engines stop in reverse): after it, whatever the order asked
+    assert planned(("sass", "system", "tracing")) == ["system", "tracing", "deep"]
 
 
 @pytest.mark.parametrize(

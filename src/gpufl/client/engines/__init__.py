@@ -83,6 +83,11 @@ def planned(names: tuple[str, ...] | list[str]) -> list[str]:
         n = "deep" if n in ("sass", "pc_sampling") else n
         if n not in out:
             out.append(n)
+    # after tracing, whatever the order asked: engines stop in reverse, and the deep engines' CUPTI teardown
+    # must come before tracing's (which may finalize CUPTI)
+    if "deep" in out and "tracing" in out and out.index("deep") < out.index("tracing"):
+        out.remove("deep")
+        out.insert(out.index("tracing") + 1, "deep")
     return out
 
 
