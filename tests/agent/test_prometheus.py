@@ -43,7 +43,10 @@ def _capture_names() -> list[str]:
         (system,) = [f for f in os.listdir(os.path.join(CAPTURES, name)) if ".system." in f]
         with open(os.path.join(CAPTURES, name, system), "rb") as f:
             start = ev.decode(f.readline())
+            sampled = any(b'"system_sample"' in line for line in f)
         assert isinstance(start, ev.SessionStart)
+        if not sampled:  # a run shorter than the sampling interval (deep_truth): nothing to export
+            continue
         if (start.host, start.app) not in seen:
             seen.add((start.host, start.app))
             out.append(name)

@@ -176,6 +176,9 @@ def test_export_of_a_real_capture_reads_back_with_perfettos_definitions(capture:
 
     # Counters: every GPU metric present in a sample, in base units; absent ones not invented.
     samples = [r for r in system if isinstance(r, events.SystemSample)]
+    if not samples:  # a run shorter than the sampling interval (deep_truth): no counter track is invented
+        assert not [x for x in t.tracks.values() if x.name.startswith("GPU 0 ")], capture.name
+        return
     util = t.by_name("GPU 0 GPU utilization")
     assert t.counters[util.uuid] == [
         (r.ts_ns, float(g.util_gpu_pct))
