@@ -5,7 +5,7 @@
 #   - one wheel per Python given, with the native record path (gpufl.client._native and the injection
 #     library gpufl.client._cuda_inject) prebuilt against CUDA 13 CUPTI headers and repaired by auditwheel to a
 #     manylinux tag. libcupti is not bundled: the client dlopens it at run time (NVIDIA's wheel or the toolkit).
-# Every file carries the dashboard (npm run build) and the H100 captures `gpufl demo` replays (zipped).
+# Every file carries the dashboard (npm run build) and the GPU captures (H100, H200) `gpufl demo` replays (zipped).
 #
 #   bash scripts/build_wheels.sh [--out DIR] [--python PY]...
 #

@@ -49,7 +49,7 @@ def default_data_dir() -> Path:
 
 
 def captures_dir(data: Path) -> Path:
-    """The committed H100 captures: examples/captures in a checkout, else the wheel's copy, unpacked once."""
+    """The committed GPU captures: examples/captures in a checkout, else the wheel's copy, unpacked once."""
     if in_checkout():
         return CAPTURES
     if not PACKED_CAPTURES.is_file():
@@ -127,16 +127,27 @@ class Produced:
     session_id: str | None = None
 
 
-def _capture_app(folder: Path) -> str:
-    """The app name the session records (and the UI shows), which is not always the capture's folder name."""
+def _capture_start(folder: Path) -> Any:
+    """The session_start at the head of the capture's device stream."""
     from gpufl.contract import events
 
     for path in sorted(folder.glob("*.device.*.log")):
         with path.open("rb") as f:
             first = events.decode(f.readline().rstrip(b"\n"))
         if isinstance(first, events.SessionStart):
-            return first.app
+            return first
     raise DemoError(f"{folder}: no session_start at the head of its device stream")
+
+
+def _capture_app(folder: Path) -> str:
+    """The app name the session records (and the UI shows), which is not always the capture's folder name."""
+    return str(_capture_start(folder).app)
+
+
+def _capture_gpu(folder: Path) -> str:
+    """The GPU the capture was recorded on (its first device's name; captures come from H100s and H200s)."""
+    devices = _capture_start(folder).devices
+    return str(devices[0].name) if devices and devices[0].name else "GPU"
 
 
 def _read_ledger(path: Path) -> dict[str, dict[str, Any]]:
@@ -148,7 +159,7 @@ def _read_ledger(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def produce_sessions(log_dir: Path, gpu: bool, ledger: Path, captures: Path) -> list[Produced]:
-    """Real sessions into ``log_dir``: a live GPU run, or the committed H100 captures replayed.
+    """Real sessions into ``log_dir``: a live GPU run, or the committed GPU captures replayed.
 
     A replayed capture keeps, in ``ledger``, the session id and start time it got the first time in this
     data folder; a re-run replays it with the same ones, so it writes the same records again and the store
@@ -181,7 +192,12 @@ def produce_sessions(log_dir: Path, gpu: bool, ledger: Path, captures: Path) -> 
             sid, start = None, now - (len(folders) - i) * 60_000_000_000
         sid = replay(folder, log_dir, start_ns=start, session_id=sid)
         known[folder.name] = {"session_id": sid, "start_ns": start}
-        made.append(Produced(f"{_capture_app(folder)} (H100 capture {folder.name}, replayed as {sid})", sid))
+        made.append(
+            Produced(
+                f"{_capture_app(folder)} ({_capture_gpu(folder)} capture {folder.name}, replayed as {sid})",
+                sid,
+            )
+        )
     ledger.write_text(json.dumps(known, indent=1, sort_keys=True) + "\n")
     return made
 

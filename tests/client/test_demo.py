@@ -56,7 +56,9 @@ def test_demo_loads_the_replayed_captures_once_and_prints_url_and_token(tmp_path
         assert re.search(r"read token:  gpufl_\S+", r.stdout)
         assert "(from GPUFL_ADMIN_TOKEN)" in r.stdout
         # The app name printed is the one the session records, which the UI lists (not the folder name).
-        found = re.findall(r"session: (\w+) \(H100 capture (\w+), replayed as (\w+)\)", r.stdout)
+        found = re.findall(
+            r"session: (\w+) \(NVIDIA H[12]00[^()]* capture (\w+), replayed as (\w+)\)", r.stdout
+        )
         assert {folder for _, folder, _ in found} == set(KERNELS), r.stdout
         return r.stdout, {folder: sid for _, folder, sid in found}, {sid: app for app, _, sid in found}
 
