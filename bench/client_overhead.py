@@ -52,6 +52,7 @@ def run_once(workload: str, mode: str, steps: int, log_root: Path, idx: int) -> 
         raise RuntimeError(f"{mode} failed:\n{proc.stderr[-3000:]}")
     res: dict[str, Any] = json.loads(result.read_text())
     res["log_dir"] = str(log_dir)
+    res["round"] = idx
     res["stderr_tail"] = proc.stderr[-2000:]
     stats = gpufl_kernels(log_dir, res["window_ns"]) if log_dir.exists() else None
     res["gpufl"] = stats
@@ -134,12 +135,24 @@ def main() -> None:
     args = ap.parse_args()
     modes = args.modes.split(",")
     results: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+    failed: dict[str, int] = {m: 0 for m in modes}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             for m in modes:
-                res = run_once(args.workload, m, args.steps, Path(tmp), r)
+                # one mode's crash is a finding to report, not a reason to lose every other mode's numbers
+                try:
+                    res = run_once(args.workload, m, args.steps, Path(tmp), r)
+                except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError) as e:
+                    failed[m] += 1
+                    print(f"round {r} {m}: FAILED {e}", file=sys.stderr, flush=True)
+                    continue
                 results[m].append(res)
                 print(f"round {r} {m}: {res['median_ms']:.3f} ms/step", file=sys.stderr, flush=True)
+    for m in [m for m in modes if failed[m]]:
+        print(f"{m}: {failed[m]} of {args.rounds} runs FAILED (their tracebacks above)")
+    modes = [m for m in modes if results[m]]
+    if not modes:
+        raise SystemExit("every run failed")
     base = statistics.median(x["median_ms"] for x in results[modes[0]])
     per = f"{args.steps} steps" + (", 1000 iterations per step" if args.workload == "loop" else "")
     print(f"\n{args.workload}: {per}, {args.rounds} interleaved rounds, fresh process per mode")
@@ -162,9 +175,12 @@ def main() -> None:
     # and a ratio inside one round (processes run back to back) cancels most of that drift.
     print(f"\n{'mode':<40}{'per-round ratio vs ' + modes[0] + ' (median, then each round)':<60}")
     for m in modes[1:]:
+        base_by_round = {b["round"]: b["median_ms"] for b in results[modes[0]]}
         ratios = [
-            x["median_ms"] / b["median_ms"] for x, b in zip(results[m], results[modes[0]], strict=False)
+            x["median_ms"] / base_by_round[x["round"]] for x in results[m] if x["round"] in base_by_round
         ]
+        if not ratios:
+            continue
         each = " ".join(f"{r:.3f}" for r in ratios)
         print(f"{m:<40}{100 * (statistics.median(ratios) - 1):>+7.1f}%   {each}")
     # the launching thread's CPU time per step: leaves out the time the VM's vCPU was taken away
