@@ -70,7 +70,7 @@ class DeepEngine:
         return {}
 
     def start(self) -> None:
-        if self.want_sass:  # before the program's first CUDA context, where gpufl.init() comes first
+        if self.want_sass:  # only whether libcupti has the functions: the setup waits for a context
             why = self.native.deep_prepare_sass()
             if why:
                 self.want_sass = False

@@ -190,28 +190,27 @@ static const char *setup_sass(int device, const char *chip) {
     return NULL;
 }
 
-/* At the engine's start, before the program's first CUDA context if gpufl.init() comes first: the SASS
- * metrics' configuration per device (CUPTI applies it to contexts created after it; configured later, a
- * range got no records on the H100). No context is created here (cuInit only). */
-const char *deep_prepare_sass(void) {
+/* At the engine's start: can the SASS metrics run at all (libcupti has the functions)? Nothing is initialised
+ * here: cuptiProfilerInitialize before the program's first CUDA context crashed (SIGSEGV) or failed
+ * (CUPTI_ERROR_UNKNOWN) on the H200, and then every SASS record read 0. */
+const char *deep_prepare_sass(void) { return resolve(); }
+
+/* On the first range, with its context current: the profiler's initialisation, then the SASS metrics'
+ * configuration for the device (configured before a context: CUPTI_ERROR_INVALID_CONTEXT on the H200). The
+ * order that gave records matching Nsight Compute there: context, cuptiProfilerInitialize, SetConfig, Enable
+ * with lazy patching (eager patching gave no records for modules CUDA had not loaded yet). */
+static const char *configure_sass(int device) {
     const char *e = resolve();
     if (e) return e;
-    if (g_deep.profiler_initialized) return NULL;
-    CUpti_Profiler_Initialize_Params ip = {CUpti_Profiler_Initialize_Params_STRUCT_SIZE};
-    CUptiResult r = d_cuptiProfilerInitialize(&ip);
-    if (r != CUPTI_SUCCESS) return fail("cuptiProfilerInitialize", r);
-    g_deep.profiler_initialized = 1;
-    return NULL;
-}
-
-/* On the first range's context: the SASS metrics' configuration (cuptiSassMetricsSetConfig wants a context:
- * configured before one, CUPTI_ERROR_INVALID_CONTEXT on the H200). */
-static const char *configure_sass(int device) {
-    const char *e = deep_prepare_sass();
-    if (e) return e;
+    CUptiResult r;
+    if (!g_deep.profiler_initialized) {
+        CUpti_Profiler_Initialize_Params ip = {CUpti_Profiler_Initialize_Params_STRUCT_SIZE};
+        if ((r = d_cuptiProfilerInitialize(&ip)) != CUPTI_SUCCESS) return fail("cuptiProfilerInitialize", r);
+        g_deep.profiler_initialized = 1;
+    }
     CUpti_Device_GetChipName_Params cp = {CUpti_Device_GetChipName_Params_STRUCT_SIZE};
     cp.deviceIndex = (size_t)device;
-    CUptiResult r = d_cuptiDeviceGetChipName(&cp);
+    r = d_cuptiDeviceGetChipName(&cp);
     if (r != CUPTI_SUCCESS) return fail("cuptiDeviceGetChipName", r);
     if ((e = setup_sass(device, cp.pChipName))) return e;
     g_deep.sass_configured = 1;

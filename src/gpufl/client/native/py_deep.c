@@ -20,7 +20,7 @@ static PyObject *py_deep_watch(PyObject *self, PyObject *args) {
     Py_END_ALLOW_THREADS return str_or_none(e);
 }
 
-/* deep_prepare_sass() -> None, or why SASS metrics cannot be configured (at the engine's start) */
+/* deep_prepare_sass() -> None, or why SASS metrics cannot run here (at the engine's start; set up at the first range) */
 static PyObject *py_deep_prepare_sass(PyObject *self, PyObject *unused) {
     if (!g_trace.loaded) return PyUnicode_FromString("libcupti is not loaded");
     const char *e;
@@ -122,7 +122,7 @@ static PyObject *py_deep_state(PyObject *self, PyObject *unused) {
 
 PyMethodDef DEEP_METHODS[] = {
     {"deep_watch", py_deep_watch, METH_VARARGS, "deep_watch(cubin_budget) -> None or why module cubins are not kept"},
-    {"deep_prepare_sass", py_deep_prepare_sass, METH_NOARGS, "configure SASS metrics per device (before contexts)"},
+    {"deep_prepare_sass", py_deep_prepare_sass, METH_NOARGS, "None, or why the SASS metrics cannot run with this libcupti"},
     {"deep_setup", py_deep_setup, METH_VARARGS, "deep_setup(sass, pc, period_log2, collect_pcs) -> (error, sass_error, pc_error, device, stall reasons)"},
     {"deep_begin", py_deep_begin, METH_NOARGS, "open a deep range -> (sass_error, pc_error)"},
     {"deep_end", py_deep_end, METH_NOARGS, "close the deep range -> its rows and totals"},
