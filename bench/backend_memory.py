@@ -20,7 +20,10 @@ stops it first. The shapes span the two ingest paths and the densest records:
 - ``system_sample`` (~600 B, nested host and GPU objects: the most values per record of the bulk types;
   the Python path);
 - ``dict`` (kernel names, up to 6 KB each: the largest text a batch of records reaches; the Python path);
-- ``session_start`` (~1.4 KB, argv and options: the most values per record; one session per record).
+- ``session_start`` (~1.4 KB, argv and options: the most values per record; one session per record, as
+  many as ``max_batch_sessions`` (1,000) admits);
+- ``kernel_sessions``: a kernel batch spread over ``max_batch_sessions`` sessions (the store's work per
+  session: seq ranges, summaries).
 
 Two hostile bodies are refused before their decode (413, or 503 while others hold the budget) and are there
 to show that they cost nothing: ``over_records`` (kernel lines up to the decompressed limit: ~250,000
@@ -67,7 +70,10 @@ SHAPES: dict[str, str] = {
     "system_sample": "system",
     "dict": "device",
     "session_start": "device",
+    "kernel_sessions": "device",
 }
+# shape -> the record type its lines are of (the shape's name where it is one)
+RECORD_TYPE = {"kernel_sessions": "kernel"}
 HOSTILE: dict[str, str] = {"over_records": "device", "bomb": "device"}
 
 
@@ -103,17 +109,25 @@ def gzip_parts(parts: Sequence[bytes]) -> bytes:
 def shape_lines(rtype: str, sid: str, settings: Settings) -> list[bytes]:
     """The NDJSON lines (newline included) of the largest body of ``rtype`` records the limits admit."""
     stream = SHAPES[rtype]
-    source = capture_lines(stream, rtype)
+    source = capture_lines(stream, RECORD_TYPE.get(rtype, rtype))
     if not source:
         raise SystemExit(f"no {rtype} records in {CAPTURES}")
     out: list[bytes] = []
     size = cost = 0
-    for i in range(settings.max_batch_records):
+    # A session_start opens a session (seq 0), one per record up to the sessions a batch may hold;
+    # kernel_sessions spreads the batch's kernels over that many sessions; any other shape continues
+    # ``sid``'s stream from seq 1.
+    n = settings.max_batch_sessions if rtype == "session_start" else settings.max_batch_records
+    spread = settings.max_batch_sessions
+    for i in range(n):
         src = source[i % len(source)]
-        # A session_start opens a session (seq 0); any other record continues ``sid``'s stream from seq 1.
-        line = (
-            _renamed(src, f"{sid}-{i}", 0) if rtype == "session_start" else _renamed(src, sid, i + 1)
-        ) + b"\n"
+        if rtype == "session_start":
+            line = _renamed(src, f"{sid}-{i}", 0)
+        elif rtype == "kernel_sessions":
+            line = _renamed(src, f"{sid}-{i % spread}", i // spread + 1)
+        else:
+            line = _renamed(src, sid, i + 1)
+        line += b"\n"
         c = decode_cost(line)
         if size + len(line) > settings.max_decompressed_bytes or cost + c > settings.max_inflight_bytes:
             break

@@ -230,6 +230,39 @@ def test_a_body_whose_decode_alone_would_exceed_the_budget_is_413(tight_api: Api
     assert tight_api.app.state.ingest_budget.used == 0
 
 
+def test_a_batch_of_more_sessions_than_max_batch_sessions_is_413(store: SqlStore) -> None:
+    """A batch's store work grows with its sessions beyond what the memory budget's estimate of the body
+    covers (38,000 session_start records in one body took the backend past 1 GiB): more than
+    ``max_batch_sessions`` sessions in one body is refused whole, on every decode path, before anything is
+    stored; at the limit the batch is stored."""
+    app = create_app(make_settings(max_batch_sessions=5), store, start_jobs=False)
+    with TestClient(app) as client:
+        api = Api(client, store, app)
+        starts = [SessionFactory(f"many-{i}").start("device") for i in range(6)]
+        bad = b'{"type":"kernel","session_id":"many-0"}'  # a record that fails its check: the slow path
+        for body in (
+            ev.encode_lines(starts),
+            b"[" + b",".join(ev.encode(r) for r in starts) + b"]",
+            ev.encode_lines(starts) + bad + b"\n",
+            gzip.compress(ev.encode_lines(starts)),
+        ):
+            headers = (
+                GZ
+                if body[:2] == b"\x1f\x8b"
+                else {"Content-Type": "application/json"}
+                if body[:1] == b"["
+                else {}
+            )
+            r = api.post_events("device", body, **headers)
+            assert r.status_code == 413, r.text
+            assert "6 sessions" in r.json()["error"] and r.json()["max_sessions"] == 5
+            assert api.get("/sessions").json()["items"] == []
+        r = api.post_events("device", ev.encode_lines(starts[:5]))
+        assert r.status_code == 200 and r.json()["stored"] == 5, r.text
+        body, n = _batch("one-session", 200)  # many records of one session: not limited
+        assert api.post_events("device", body).json()["stored"] == n
+
+
 def test_limit_flags_and_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each limit of docs/operations.md "Limits" is a serve flag and a GPUFL_ variable."""
     p = cli._Parser()

@@ -28,6 +28,10 @@ class Settings(BaseSettings):
     admin_token: str | None = None
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0)
     max_batch_records: int = Field(50_000, gt=0)
+    max_batch_sessions: int = Field(1_000, gt=0)
+    """The most sessions one ingest batch may hold records of (over it, 413: the agent's batch holds one
+    session's). A batch's store work and memory grow with its sessions past the memory budget's estimate of
+    its body: one body of ~38,000 session_start records took the backend past 1 GiB."""
     max_inflight_ingests: int = Field(8, gt=0)
     """Ingest requests beyond this many in progress get 503 + Retry-After (the agent retries)."""
     # Memory limits of the ingest path and the store (docs/operations.md, "Limits").

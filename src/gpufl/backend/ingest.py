@@ -177,10 +177,12 @@ def ingest_body(
     json_array: bool | None,
     max_records: int,
     redeliver: bool = False,
+    max_sessions: int | None = None,
 ) -> IngestResult:
     """Ingest a request body: a JSON array or NDJSON (detected from the first non-blank byte when
     ``json_array`` is None). Raises BadBody (nothing usable, no records) or TooLarge (over ``max_records``).
     ``redeliver``: the body is part of a deliberate re-delivery of whole sessions (``SqlStore.ingest``).
+    ``max_sessions``: the most sessions one batch may hold records of (TooLarge past it; None: no limit).
 
     NDJSON is decoded without splitting it into lines first (its newlines become the commas of one JSON
     array); it is split only when that fails (a blank line, a bad record) or when the store needs one size
@@ -197,7 +199,7 @@ def ingest_body(
         n = body.count(b"\n", 0, end) + 1
         if end and n <= max_records:
             with _gc_paused():
-                res = _ingest_lines(store, stream, body, n, end, redeliver)
+                res = _ingest_lines(store, stream, body, n, end, redeliver, max_sessions)
             if res is not None:
                 return res
             tried = n
@@ -208,7 +210,7 @@ def ingest_body(
         raise BadBody("no records in body")
     with _gc_paused():
         # Without blank lines the lines are the records already tried whole: go record by record.
-        return _ingest_raws(store, stream, raws, fast=len(raws) != tried, redeliver=redeliver)
+        return _ingest_raws(store, stream, raws, len(raws) != tried, redeliver, max_sessions)
 
 
 def _probe_seq(raw: bytes) -> int | None:
@@ -416,7 +418,13 @@ def _guess_type(body: bytes, end: int) -> type[ev.Record] | None:
 
 
 def _ingest_lines(
-    store: SqlStore, stream: str, body: bytes, n: int, end: int | None = None, redeliver: bool = False
+    store: SqlStore,
+    stream: str,
+    body: bytes,
+    n: int,
+    end: int | None = None,
+    redeliver: bool = False,
+    max_sessions: int | None = None,
 ) -> IngestResult | None:
     """Ingest the NDJSON ``body[:end]`` (``end``: after its last line's last byte, the rest of ``body``
     newlines, if any) of ``n`` lines (none of them blank if it is to decode), or None when the batch does
@@ -454,6 +462,7 @@ def _ingest_lines(
     if not decoded:
         return None
     assert recs is not None and t0 is not None
+    _check_sessions(recs, max_sessions)
     if (
         pending is None
         and jsonable
@@ -472,15 +481,35 @@ def _ingest_lines(
             return _refuse(IngestResult(out.stored, out.duplicates, []), out, recs, None, redeliver)
         except ValueOutOfRange:
             pass  # an integer past int64 (the transaction rolled back): find it record by record
-    return _ingest_slow(store, stream, text.split(b"\n"), redeliver)
+    return _ingest_slow(store, stream, text.split(b"\n"), redeliver, max_sessions)
+
+
+def _check_sessions(recs: Sequence[ev.Record], max_sessions: int | None) -> None:
+    """TooLarge when ``recs`` hold records of more than ``max_sessions`` sessions: the store's work (and
+    memory) per batch grows with its sessions beyond what the memory budget's estimate of the body covers
+    (a body of ~38,000 session_start records took the backend past 1 GiB, bench/backend_memory.py)."""
+    if max_sessions is None or len(recs) <= max_sessions:
+        return
+    k = len({r.session_id for r in recs})
+    if k > max_sessions:
+        raise TooLarge(
+            f"batch holds records of {k} sessions, over {max_sessions} (max_batch_sessions): "
+            "send each session's records in batches of their own"
+        )
 
 
 def _ingest_raws(
-    store: SqlStore, stream: str, raws: list[bytes], fast: bool = True, redeliver: bool = False
+    store: SqlStore,
+    stream: str,
+    raws: list[bytes],
+    fast: bool = True,
+    redeliver: bool = False,
+    max_sessions: int | None = None,
 ) -> IngestResult:
     if fast:
         checked = _validate_fast(stream, raws)
         if checked is not None:
+            _check_sessions(checked[0], max_sessions)
             try:
                 out = store.ingest(
                     stream, checked[0], list(map(len, raws)), columns=checked[1], redeliver=redeliver
@@ -488,11 +517,14 @@ def _ingest_raws(
                 return _refuse(IngestResult(out.stored, out.duplicates, []), out, checked[0], None, redeliver)
             except ValueOutOfRange:
                 pass  # an integer past int64 (the transaction rolled back): find it record by record
-    return _ingest_slow(store, stream, raws, redeliver)
+    return _ingest_slow(store, stream, raws, redeliver, max_sessions)
 
 
-def _ingest_slow(store: SqlStore, stream: str, raws: list[bytes], redeliver: bool = False) -> IngestResult:
+def _ingest_slow(
+    store: SqlStore, stream: str, raws: list[bytes], redeliver: bool = False, max_sessions: int | None = None
+) -> IngestResult:
     good, sizes, res = _validate_slow(stream, raws)
+    _check_sessions(good, max_sessions)
     if good:
         out = store.ingest(stream, good, sizes, redeliver=redeliver)
         res.stored, res.duplicates = out.stored, out.duplicates

@@ -66,6 +66,7 @@ def _too_large(message: str, settings: Settings) -> JSONResponse:
             "error": message,
             "max_bytes": settings.max_body_bytes,
             "max_records": settings.max_batch_records,
+            "max_sessions": settings.max_batch_sessions,
             "max_decompressed_bytes": settings.max_decompressed_bytes,
             "max_inflight_bytes": settings.max_inflight_bytes,
         },
@@ -90,7 +91,9 @@ def _ingest(
         body, encoding, settings.max_decompressed_bytes, lambda piece: held.add(2 * len(piece), wait=True)
     )
     held.grow_to(decode_cost(text), wait=True)
-    return ingest_body(store, stream, text, as_array, settings.max_batch_records, redeliver)
+    return ingest_body(
+        store, stream, text, as_array, settings.max_batch_records, redeliver, settings.max_batch_sessions
+    )
 
 
 _REDELIVER_VALUES = {"1": True, "true": True, "0": False, "false": False}
