@@ -218,41 +218,29 @@ class DeepEngine:
             "device_id": dev,
             "ts_ns": end_ns,
         }
+
+        def sample(crc: int, fn: str, pc: int, **fields: Any) -> None:
+            file_id, line = self._source(w, crc, fn, pc)
+            w.emit(
+                events.ProfileSample(
+                    kernel_name_id=self._kernel_id(w, fn),
+                    pc_offset=pc,
+                    source_file_id=file_id,
+                    source_line=line,
+                    **fields,
+                    **common,
+                )
+            )
+
         sass_records = pc_records = 0
         for crc, fn, pc, inst_n, thread_n in r["sass"]:
             if not inst_n and not thread_n:
                 continue  # an instruction the range never executed: adds nothing to any sum
-            kid = self._kernel_id(w, fn)
-            file_id, line = self._source(w, crc, fn, pc)
             for metric, value in ((SASS_INST, inst_n), (SASS_THREAD_INST, thread_n)):
-                w.emit(
-                    events.ProfileSample(
-                        source="sass_metric",
-                        kernel_name_id=kid,
-                        pc_offset=pc,
-                        source_file_id=file_id,
-                        source_line=line,
-                        metric_name=metric,
-                        metric_value=value,
-                        **common,
-                    )
-                )
+                sample(crc, fn, pc, source="sass_metric", metric_name=metric, metric_value=value)
                 sass_records += 1
         for crc, fn, pc, reason, samples in r["pc"]:
-            kid = self._kernel_id(w, fn)
-            file_id, line = self._source(w, crc, fn, pc)
-            w.emit(
-                events.ProfileSample(
-                    source="pc_sampling",
-                    kernel_name_id=kid,
-                    pc_offset=pc,
-                    source_file_id=file_id,
-                    source_line=line,
-                    stall_reason=reason,
-                    sample_count=samples,
-                    **common,
-                )
-            )
+            sample(crc, fn, pc, source="pc_sampling", stall_reason=reason, sample_count=samples)
             pc_records += 1
         why = [*errors, *(e for e in (r["sass_error"], r["pc_error"], r["sync_error"]) if e)]
         pc_on = "pc_sampling" in self.engines
