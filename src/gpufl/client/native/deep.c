@@ -60,8 +60,12 @@ static const char *fail(const char *what, CUptiResult r) {
     return g_deep.err;
 }
 
+/* The deep engines' CUPTI and driver entry points, looked up once per libcupti handle (each range's setup
+ * asks again; dlopen of libcuda would take a reference each time). */
 static const char *resolve(void) {
+    static void *resolved_for;
     if (!g_cupti_lib) return "libcupti is not loaded";
+    if (resolved_for == g_cupti_lib) return NULL;
 #define R(name)                                                                                        \
     do {                                                                                               \
         *(void **)&d_##name = dlsym(g_cupti_lib, #name);                                               \
@@ -102,6 +106,7 @@ static const char *resolve(void) {
     if (!c_cuCtxGetCurrent || !c_cuCtxSetCurrent || !c_cuCtxGetDevice || !c_cuCtxSynchronize || !c_cuInit ||
         !c_cuDeviceGetCount)
         return "libcuda.so.1 lacks the context calls";
+    resolved_for = g_cupti_lib;
     return NULL;
 }
 
