@@ -81,23 +81,20 @@ fail:
     return NULL;
 }
 
-/* deep_end() -> the range's rows and totals (waits for the context's work first) */
-static PyObject *py_deep_end(PyObject *self, PyObject *unused) {
+/* Run one of deep.c's collectors without the GIL, then hand its rows to Python. */
+static PyObject *collect(void (*collector)(DeepResult *)) {
     DeepResult r;
-    Py_BEGIN_ALLOW_THREADS deep_end(&r);
+    Py_BEGIN_ALLOW_THREADS collector(&r);
     Py_END_ALLOW_THREADS PyObject *d = result_dict(&r);
     deep_result_free(&r);
     return d;
 }
 
+/* deep_end() -> the range's rows and totals (waits for the context's work first) */
+static PyObject *py_deep_end(PyObject *self, PyObject *unused) { return collect(deep_end); }
+
 /* deep_teardown() -> what CUPTI still held at shutdown, as deep_end's result */
-static PyObject *py_deep_teardown(PyObject *self, PyObject *unused) {
-    DeepResult r;
-    Py_BEGIN_ALLOW_THREADS deep_teardown(&r);
-    Py_END_ALLOW_THREADS PyObject *d = result_dict(&r);
-    deep_result_free(&r);
-    return d;
-}
+static PyObject *py_deep_teardown(PyObject *self, PyObject *unused) { return collect(deep_teardown); }
 
 /* deep_source(crc, function, pc) -> (file, dir, line) or None */
 static PyObject *py_deep_source(PyObject *self, PyObject *args) {
