@@ -20,7 +20,9 @@ rm -rf "$venv"; python3 -m venv --system-site-packages "$venv" || exit 1
 # torch may live on a PYTHONPATH entry the venv does not see: a .pth after the venv's own site-packages
 # (the wheel's gpufl comes first; that folder holds no gpufl)
 echo "$torch_site" > "$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/machine-torch.pth"
-"$venv/bin/pip" install -q --no-index --no-deps "$whl" "$deps"/*.whl 2>&1 | tee "$OUT/install.txt" || exit 1
+# PYTHONPATH off for pip: a dependency found on it (e.g. msgspec in a --target folder) counts as installed
+# and is left out of the venv, where the check (PYTHONPATH unset) then cannot import it
+env -u PYTHONPATH "$venv/bin/pip" install -q --no-index --no-deps "$whl" "$deps"/*.whl 2>&1 | tee "$OUT/install.txt" || exit 1
 
 # The compiler hidden: a PATH of links to every program but the C/C++ compilers (so nothing can build).
 nocc=/tmp/gpufl-nocc-bin; rm -rf "$nocc"; mkdir -p "$nocc"

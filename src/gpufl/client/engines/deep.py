@@ -51,6 +51,7 @@ class DeepEngine:
         self._sources: dict[tuple[int, str, int], tuple[int, int] | None] = {}
         self._kernel_ids: dict[str, int] = {}
         self.ranges = 0
+        self._told_kernels_paused = False
 
     # ---------------------------------------------------------------- lifecycle (the Engine protocol)
 
@@ -243,6 +244,15 @@ class DeepEngine:
             sample(crc, fn, pc, source="pc_sampling", stall_reason=reason, sample_count=samples)
             pc_records += 1
         why = [*errors, *(e for e in (r["sass_error"], r["pc_error"], r["sync_error"]) if e)]
+        if r.get("kernels_paused") and not self._told_kernels_paused:
+            self._told_kernels_paused = True
+            self.session.notice(
+                "sass_pauses_kernel_tracing",
+                "kernels inside SASS-metrics ranges are not traced: CUPTI cannot record kernel activity and SASS "
+                "metrics at once (with both on, every SASS count read 0), so kernel tracing is off for each "
+                "such range (its profile_range record gives the window) and back on after it",
+                engine="sass",
+            )
         pc_on = "pc_sampling" in self.engines
         w.emit(
             events.ProfileRange(

@@ -217,7 +217,8 @@ static const char *configure_sass(int device) {
     cp.deviceIndex = (size_t)device;
     r = d_cuptiDeviceGetChipName(&cp);
     if (r != CUPTI_SUCCESS) return fail("cuptiDeviceGetChipName", r);
-    if ((e = setup_sass(device, cp.pChipName))) return e;
+    snprintf(g_deep.chip, sizeof g_deep.chip, "%s", cp.pChipName);
+    if ((e = setup_sass(device, g_deep.chip))) return e;
     g_deep.sass_configured = 1;
     g_deep.ndevices = device + 1;
     return NULL;
@@ -307,17 +308,56 @@ const char *deep_setup(int sass, int pc, int period_log2, size_t collect_pcs) {
 
 /* ------------------------------------------------------------------------------------------------ ranges */
 
+/* How SASS patching spans ranges (GPUFL_DEEP_SASS_MODE, a diagnostic while the right one is found on the
+ * GPU): "lazy" enables with lazy patching and disables at each range; "eager2" patches every loaded function
+ * from the second range on; "reconfig" sets the configuration again before each enable; "keep" enables once
+ * and reads (then discards) what ran between ranges at each range's start. */
+static const char *sass_mode(void) {
+    const char *m = getenv("GPUFL_DEEP_SASS_MODE");
+    return m && *m ? m : "lazy";
+}
+
+static void flush_sass(DeepResult *out);
+
+/* Kernel activity and SASS metrics exclude each other in CUPTI (13.0, H100 and H200): with the kernel kind on,
+ * every SASS count read 0, and enabling it during a SASS range fails (CUPTI_ERROR_NOT_COMPATIBLE). The
+ * kernel kind is off for a SASS range and back on after it; the range's record says so. */
+static int pause_kernel_tracing(void) {
+    if (!g_trace.subscribed || !g_opts.activity || g_trace.capture_off) return 0;
+    return p_cuptiActivityDisable(g_trace.kernel_kind) == CUPTI_SUCCESS;
+}
+
 void deep_begin(void) {
     CUptiResult r;
     if (g_deep.in_range) return;
     g_deep.range_sass_error[0] = g_deep.range_pc_error[0] = 0;
     if (g_deep.sass_on) {
-        CUpti_SassMetricsEnable_Params p = {CUpti_SassMetricsEnable_Params_STRUCT_SIZE};
-        p.ctx = g_deep.ctx;
-        const char *lazy = getenv("GPUFL_DEEP_SASS_LAZY"); /* diagnostic: 0 patches every function at once */
-        p.enableLazyPatching = !(lazy && !strcmp(lazy, "0"));
-        r = d_cuptiSassMetricsEnable(&p);
+        const char *mode = sass_mode();
+        g_deep.kernels_paused = pause_kernel_tracing();
+        if (g_deep.sass_kept) { /* "keep": still enabled; what ran since the last range is not this range's */
+            DeepResult junk;
+            memset(&junk, 0, sizeof junk);
+            flush_sass(&junk);
+            deep_result_free(&junk);
+            r = CUPTI_SUCCESS;
+        } else {
+            if (!strcmp(mode, "reconfig") && g_deep.sass_ranges) {
+                const char *e = setup_sass(g_deep.device, g_deep.chip);
+                if (e) snprintf(g_deep.range_sass_error, sizeof g_deep.range_sass_error, "%s", e);
+            }
+            CUpti_SassMetricsEnable_Params p = {CUpti_SassMetricsEnable_Params_STRUCT_SIZE};
+            p.ctx = g_deep.ctx;
+            const char *lazy = getenv("GPUFL_DEEP_SASS_LAZY"); /* diagnostic: 0 patches every function at once */
+            p.enableLazyPatching = !(lazy && !strcmp(lazy, "0")) && !(!strcmp(mode, "eager2") && g_deep.sass_ranges);
+            r = d_cuptiSassMetricsEnable(&p);
+            g_deep.sass_kept = r == CUPTI_SUCCESS && !strcmp(mode, "keep");
+        }
         g_deep.sass_active = r == CUPTI_SUCCESS;
+        g_deep.sass_ranges++;
+        if (!g_deep.sass_active && g_deep.kernels_paused) { /* no SASS range: tracing goes on as before */
+            p_cuptiActivityEnable(g_trace.kernel_kind);
+            g_deep.kernels_paused = 0;
+        }
         if (r != CUPTI_SUCCESS)
             snprintf(g_deep.range_sass_error, sizeof g_deep.range_sass_error, "cuptiSassMetricsEnable: %s", cupti_err(r));
     }
@@ -353,40 +393,59 @@ static int push_sass(DeepResult *out, const CUpti_SassMetrics_Data *d, size_t ni
     return 0;
 }
 
-static void end_sass(DeepResult *out) {
+/* Read and reset the SASS counts CUPTI holds for the context (the range stays enabled). */
+static void flush_sass(DeepResult *out) {
     CUptiResult r;
     CUpti_SassMetricsGetDataProperties_Params gp = {CUpti_SassMetricsGetDataProperties_Params_STRUCT_SIZE};
     gp.ctx = g_deep.ctx;
     r = d_cuptiSassMetricsGetDataProperties(&gp);
     if (r != CUPTI_SUCCESS) {
         snprintf(out->sass_error, sizeof out->sass_error, "cuptiSassMetricsGetDataProperties: %s", cupti_err(r));
-    } else if (gp.numOfPatchedInstructionRecords && gp.numOfInstances) {
-        size_t n = gp.numOfPatchedInstructionRecords, k = gp.numOfInstances;
-        CUpti_SassMetrics_Data *d = calloc(n, sizeof *d);
-        CUpti_SassMetrics_InstanceValue *vals = calloc(n * k, sizeof *vals);
-        if (d && vals) {
-            for (size_t i = 0; i < n; i++) d[i].structSize = sizeof d[i], d[i].pInstanceValues = vals + i * k;
-            CUpti_SassMetricsFlushData_Params fp = {CUpti_SassMetricsFlushData_Params_STRUCT_SIZE};
-            fp.ctx = g_deep.ctx;
-            fp.numOfPatchedInstructionRecords = n;
-            fp.numOfInstances = k;
-            fp.pMetricsData = d;
-            r = d_cuptiSassMetricsFlushData(&fp);
-            if (r != CUPTI_SUCCESS)
-                snprintf(out->sass_error, sizeof out->sass_error, "cuptiSassMetricsFlushData: %s", cupti_err(r));
-            for (size_t i = 0; r == CUPTI_SUCCESS && i < n; i++)
-                if (push_sass(out, &d[i], k)) snprintf(out->sass_error, sizeof out->sass_error, "out of memory");
-            for (size_t i = 0; i < n; i++) free((void *)d[i].functionName);
-        } else {
-            snprintf(out->sass_error, sizeof out->sass_error, "out of memory for %zu SASS records", n);
-        }
-        free(d);
-        free(vals);
+        return;
     }
+    if (!gp.numOfPatchedInstructionRecords || !gp.numOfInstances) return;
+    size_t n = gp.numOfPatchedInstructionRecords, k = gp.numOfInstances;
+    CUpti_SassMetrics_Data *d = calloc(n, sizeof *d);
+    CUpti_SassMetrics_InstanceValue *vals = calloc(n * k, sizeof *vals);
+    if (d && vals) {
+        for (size_t i = 0; i < n; i++) d[i].structSize = sizeof d[i], d[i].pInstanceValues = vals + i * k;
+        CUpti_SassMetricsFlushData_Params fp = {CUpti_SassMetricsFlushData_Params_STRUCT_SIZE};
+        fp.ctx = g_deep.ctx;
+        fp.numOfPatchedInstructionRecords = n;
+        fp.numOfInstances = k;
+        fp.pMetricsData = d;
+        r = d_cuptiSassMetricsFlushData(&fp);
+        if (r != CUPTI_SUCCESS)
+            snprintf(out->sass_error, sizeof out->sass_error, "cuptiSassMetricsFlushData: %s", cupti_err(r));
+        for (size_t i = 0; r == CUPTI_SUCCESS && i < n; i++)
+            if (push_sass(out, &d[i], k)) snprintf(out->sass_error, sizeof out->sass_error, "out of memory");
+        for (size_t i = 0; i < n; i++) free((void *)d[i].functionName);
+    } else {
+        snprintf(out->sass_error, sizeof out->sass_error, "out of memory for %zu SASS records", n);
+    }
+    free(d);
+    free(vals);
+}
+
+static void disable_sass(DeepResult *out) {
     CUpti_SassMetricsDisable_Params dp = {CUpti_SassMetricsDisable_Params_STRUCT_SIZE};
     dp.ctx = g_deep.ctx;
-    r = d_cuptiSassMetricsDisable(&dp);
+    CUptiResult r = d_cuptiSassMetricsDisable(&dp);
     out->sass_dropped = r == CUPTI_SUCCESS ? dp.numOfDroppedRecords : 0;
+    g_deep.sass_kept = 0;
+    if (!strcmp(sass_mode(), "reconfig")) {
+        CUpti_SassMetricsUnsetConfig_Params p = {CUpti_SassMetricsUnsetConfig_Params_STRUCT_SIZE};
+        p.deviceIndex = (uint32_t)g_deep.device;
+        d_cuptiSassMetricsUnsetConfig(&p);
+    }
+}
+
+static void end_sass(DeepResult *out) {
+    flush_sass(out);
+    if (!g_deep.sass_kept) disable_sass(out);
+    if (g_deep.kernels_paused) p_cuptiActivityEnable(g_trace.kernel_kind);
+    out->kernels_paused = g_deep.kernels_paused;
+    g_deep.kernels_paused = 0;
     g_deep.sass_active = 0;
 }
 
@@ -512,6 +571,7 @@ const char *deep_watch_modules(size_t cubin_budget) {
 void deep_teardown(DeepResult *late) {
     memset(late, 0, sizeof *late);
     if (g_deep.in_range) deep_end(late), deep_result_free(late);
+    if (g_deep.sass_kept) disable_sass(late);
     if (g_deep.ready && g_deep.pc_enabled) {
         CUpti_PCSamplingDisableParams p = {CUpti_PCSamplingDisableParamsSize, NULL, g_deep.ctx};
         if (d_cuptiPCSamplingDisable(&p) == CUPTI_SUCCESS && g_deep.cfg_buf.totalNumPcs) take_pc(late, &g_deep.cfg_buf);

@@ -69,10 +69,11 @@ static PyObject *result_dict(DeepResult *r) {
         if (!t) goto fail;
         PyList_SET_ITEM(pc, (Py_ssize_t)i, t);
     }
-    return Py_BuildValue("{sNsNsKsKsKsKsOsNsNsN}", "sass", sass, "pc", pc, "pc_samples",
+    return Py_BuildValue("{sNsNsKsKsKsKsOsOsNsNsN}", "sass", sass, "pc", pc, "pc_samples",
                          (unsigned long long)r->pc_samples, "pc_dropped", (unsigned long long)r->pc_dropped,
                          "pc_non_user", (unsigned long long)r->pc_non_user, "sass_dropped",
                          (unsigned long long)r->sass_dropped, "pc_buffer_full", r->pc_buffer_full ? Py_True : Py_False,
+                         "kernels_paused", r->kernels_paused ? Py_True : Py_False,
                          "sass_error", str_or_none(r->sass_error), "pc_error", str_or_none(r->pc_error), "sync_error",
                          str_or_none(r->sync_error));
 fail:
