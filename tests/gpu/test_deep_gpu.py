@@ -24,7 +24,10 @@ LAUNCHES = 3
 
 
 def _record(
-    tmp: Path, engines: str, kernels: str = "uniform,parity,quad,early_exit,mem_bound,compute_bound"
+    tmp: Path,
+    engines: str,
+    kernels: str = "uniform,parity,quad,early_exit,mem_bound,compute_bound",
+    **env: str,
 ) -> Path:
     log_dir = tmp / "logs"
     proc = subprocess.run(
@@ -46,7 +49,7 @@ def _record(
         capture_output=True,
         text=True,
         timeout=300,
-        env=os.environ.copy(),
+        env={**os.environ, **env},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return log_dir
@@ -91,18 +94,38 @@ def test_sass_metrics_give_each_kernels_divergence(tmp_path: Path, tracing_path:
         assert not [r for r in scope if isinstance(r, ev.ProfileSample)]
         assert sum(isinstance(r, ev.Kernel) for r in device) == 4 * LAUNCHES  # tracing goes on
         return
-    div, _, lines = _by_kernel(scope)
-    assert div["div_uniform"] == pytest.approx(32.0, abs=0.5), div
-    assert 16.0 <= div["div_parity"] <= 20.0, div
-    assert 8.0 <= div["div_quad"] <= 11.0, div
-    assert 16.0 <= div["div_early_exit"] <= 20.0, div
-    assert all(lines.get(k, 0) > 0 for k in div), f"no source lines (built with -lineinfo): {lines}"
+    _assert_divergence(scope)
     ranges = [r for r in scope if isinstance(r, ev.ProfileRange)]
     assert len(ranges) == 4 and all(r.engines == ["sass"] and not r.error for r in ranges), ranges
-    # one deep range per scope, carrying the scope's instance; kernel counts as without a deep engine
+    # one deep range per scope, carrying the scope's instance
     begins = {r.inst for r in scope if isinstance(r, ev.ScopeBegin)}
     assert {r.scope_inst for r in ranges} <= begins
-    assert sum(isinstance(r, ev.Kernel) for r in device) == 4 * LAUNCHES
+    # CUPTI cannot count SASS metrics with kernel activity on (every count read 0): kernel tracing is off inside
+    # each SASS range, which a notice says; every kernel here ran inside one
+    codes = {r.code for r in device if isinstance(r, ev.Notice)}
+    assert "sass_pauses_kernel_tracing" in codes, codes
+    assert sum(isinstance(r, ev.Kernel) for r in device) == 0
+
+
+def test_sass_metrics_over_the_whole_session(tmp_path: Path, tracing_path: str) -> None:
+    """One SASS range for the session (``deep="session"``): the case where CUPTI enables the metrics once."""
+    if tracing_path == "cupti-python":
+        pytest.skip("the deep engines run in the native record path (the cupti-python case: the SASS test)")
+    log_dir = _record(tmp_path, "sass", "uniform,parity,quad,early_exit", GPUFL_DEEP="session")
+    scope = _records(log_dir, "scope")
+    _assert_divergence(scope)
+    ranges = [r for r in scope if isinstance(r, ev.ProfileRange)]
+    assert len(ranges) == 1 and ranges[0].scope_inst is None and ranges[0].sass_records, ranges
+
+
+def _assert_divergence(scope: list[ev.Record]) -> None:
+    """Each kernel's threads per warp instruction, against ncu on the H200 (32.0 / 16.36 / 8.21 / 16.24)."""
+    div, _, lines = _by_kernel(scope)
+    assert div.get("div_uniform") == pytest.approx(32.0, abs=0.5), div
+    assert 16.0 <= div.get("div_parity", 0) <= 20.0, div
+    assert 8.0 <= div.get("div_quad", 0) <= 11.0, div
+    assert 16.0 <= div.get("div_early_exit", 0) <= 20.0, div
+    assert all(lines.get(k, 0) > 0 for k in div), f"no source lines (built with -lineinfo): {lines}"
 
 
 def test_pc_sampling_tells_memory_from_compute_stalls(tmp_path: Path, tracing_path: str) -> None:
