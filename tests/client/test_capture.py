@@ -180,6 +180,49 @@ def test_the_control_file(tmp_path: Path) -> None:
     assert old.poll_control_file() is None
 
 
+def test_a_window_switches_the_engines_it_asks_for(tmp_path: Path) -> None:
+    """``tracing`` by default; ``sass``/``pc_sampling`` switch the deep engine (a deep range for the window)
+    and leave tracing off; the window's record lists what it switched; an unknown engine is refused."""
+    clock, tracing, out = Clock(), Switches(), []
+    deep = Switches()
+    deep.name = "deep"
+    c = capture.Capture(
+        capture.parse("on-demand"), [tracing, deep], out.append, "sid0000000000000", clock=clock,
+        log_dir=str(tmp_path),
+    )  # fmt: skip
+    assert c.request("api", seconds=1) == "opened"
+    c.stop()
+    assert (tracing.seen, deep.seen) == ([True, False], [])
+    assert c.request("api", seconds=1, engines=["pc_sampling"]) == "opened"
+    c.stop()
+    assert (tracing.seen, deep.seen) == ([True, False], [True, False])
+    assert c.request("api", seconds=1, engines=("tracing", "sass", "pc_sampling")) == "opened"
+    c.stop()
+    assert (tracing.seen, deep.seen) == ([True, False] * 2, [True, False] * 2)
+    with pytest.raises(ValueError, match="unknown capture engine"):
+        c.request("api", seconds=1, engines=["nsight"])
+    path = tmp_path / capture.CONTROL_FILE
+    path.write_text(json.dumps({"id": "d1", "seconds": 2, "engines": ["sass"]}))
+    os.utime(path, ns=(T0 + S, T0 + S))
+    assert c.poll_control_file() == "opened"
+    c.stop()
+    assert deep.seen == [True, False] * 3 and len(tracing.seen) == 4
+    path.write_text(json.dumps({"id": "d2", "engines": "sass"}))  # not a list: said in the log, ignored
+    os.utime(path, ns=(T0 + 2 * S, T0 + 2 * S))
+    assert c.poll_control_file() is None
+    assert [w.engines for w in out] == [  # type: ignore[attr-defined]
+        ["tracing"],
+        ["pc_sampling"],
+        ["tracing", "sass", "pc_sampling"],
+        ["sass"],
+    ]
+    # a session without the deep engines: the window opens, its record says it switched nothing
+    c2, _, eng2, out2 = controller("on-demand")
+    assert c2.request("api", seconds=1, engines=["pc_sampling"]) == "opened"
+    c2.stop()
+    assert eng2.seen == [] and out2[0].engines == []  # type: ignore[attr-defined]
+
+
 def test_sigusr2_is_taken_only_when_the_program_has_no_handler(tmp_path: Path) -> None:
     assert signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL
     session = gpufl.init(app_name="usr2", log_dir=str(tmp_path), engines="system", capture="on-demand")

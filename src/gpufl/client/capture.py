@@ -45,8 +45,11 @@ CONTROL_FILE = "gpufl-control.json"
 WINDOWS_PRESET = "windows:2s/60s"
 """``gpufl run --always-on``: 2 s of every minute."""
 CONTROL_POLL_S = 1.0
-ENGINES = ("tracing",)
-"""Engines a window switches on (the deep engines will join)."""
+ENGINES = ("tracing", "sass", "pc_sampling")
+"""Engines a window may switch on: tracing (the default), and the deep engines where the session runs them
+(a deep range for the window's extent)."""
+DEEP_ENGINES = frozenset({"sass", "pc_sampling"})
+DEFAULT_ENGINES = ("tracing",)
 
 Outcome = Literal["opened", "extended", "refused", "continuous"]
 
@@ -115,6 +118,8 @@ class _Window:
     deadline_ns: int | None = None  # windows of a duration
     steps_left: int | None = None  # windows of a step count: step ends still to come
     scope_inst: int | None = None  # scope windows: closed by that scope's exit
+    engines: tuple[str, ...] = DEFAULT_ENGINES  # what the window asked for
+    switched: tuple[str, ...] = ()  # the session's engines it switched on (names as in capture_window)
     extended: int = 0
     refused: int = 0
 
@@ -167,12 +172,18 @@ class Capture:
         steps: int | None = None,
         scope_inst: int | None = None,
         requester: str | None = None,
+        engines: tuple[str, ...] | list[str] | None = None,
         **trigger: Any,
     ) -> Outcome:
         """Open a window (or extend / refuse, when one is open). Without ``seconds``, ``steps`` or a scope, the
-        window lasts ``default_seconds`` (GPUFL_CAPTURE_SECONDS)."""
+        window lasts ``default_seconds`` (GPUFL_CAPTURE_SECONDS). ``engines``: what the window switches on
+        (``tracing`` by default; ``sass``/``pc_sampling`` open a deep range where the session runs them)."""
         if self.plan.mode == "continuous":
             return "continuous"
+        want = tuple(engines) if engines else DEFAULT_ENGINES
+        unknown = set(want) - set(ENGINES)
+        if unknown:
+            raise ValueError(f"unknown capture engine(s): {', '.join(sorted(unknown))}")
         if seconds is None and steps is None and scope_inst is None:
             seconds = self.default_seconds
         if (seconds is not None and seconds <= 0) or (steps is not None and steps <= 0):
@@ -191,7 +202,7 @@ class Capture:
                 first_step=(self.step - 1 if self._in_step else self.step) if steps is not None else None,
                 **trigger,
             )
-            self._open(_Window(now, trig, requester, deadline, steps, scope_inst))
+            self._open(_Window(now, trig, requester, deadline, steps, scope_inst, want))
         self._wake()
         return "opened"
 
@@ -296,6 +307,11 @@ class Capture:
             seconds = float(req["seconds"]) if req.get("seconds") is not None else None
             steps = int(req["steps"]) if req.get("steps") is not None else None
             requester = str(req["requester"]) if req.get("requester") is not None else None
+            engines = req.get("engines")
+            if engines is not None and (
+                not isinstance(engines, list) or not all(isinstance(e, str) for e in engines)
+            ):
+                raise ValueError("engines: want a list of engine names")
         except (OSError, ValueError, KeyError, TypeError) as e:
             log.warning("gpufl: ignored %s: %s", path, e)
             return None
@@ -304,7 +320,7 @@ class Capture:
         self._control_seen.add(rid)
         try:
             return self.request(
-                "control_file", seconds=seconds, steps=steps, requester=requester,
+                "control_file", seconds=seconds, steps=steps, requester=requester, engines=engines,
                 control_file=path, request_id=rid,
             )  # fmt: skip
         except ValueError as e:
@@ -399,20 +415,27 @@ class Capture:
 
     def _open(self, w: _Window) -> None:
         self.window = w
-        self._switch(True)
+        # the session's engines that serve what the window asked for ("deep" serves sass and pc_sampling)
+        on = [
+            e
+            for e in self.engines
+            if e.name in w.engines or (e.name == "deep" and DEEP_ENGINES & set(w.engines))
+        ]
+        w.switched = tuple(e.name for e in on)
+        self._switch(True, on)
 
     def _close(self, ended: events.capture.WindowEnd) -> None:
         w = self.window
         assert w is not None
         self.window = None
-        self._switch(False)
+        self._switch(False, [e for e in self.engines if e.name in w.switched])
         rec = events.CaptureWindow(
             session_id=self.session_id,
             stream="device",
             start_ns=w.start_ns,
             end_ns=max(w.start_ns, self.clock()),
             trigger=w.trigger,
-            engines=[e.name for e in self.engines],
+            engines=[n for n in w.engines if n in w.switched or (n in DEEP_ENGINES and "deep" in w.switched)],
             requester=w.requester,
             ended=ended,
             extended=w.extended,
@@ -421,8 +444,8 @@ class Capture:
         self.closed.append(rec)
         self.emit(rec)
 
-    def _switch(self, on: bool) -> None:
-        for e in self.engines:
+    def _switch(self, on: bool, engines: list[Switchable]) -> None:
+        for e in engines:
             try:
                 e.set_capture(on)
             except Exception as err:  # a window that cannot switch must not reach the program

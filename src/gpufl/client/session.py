@@ -161,7 +161,7 @@ class Session:
         device = self.writers["device"]
         self.capture = capture_modes.Capture(
             plan,
-            switchable,  # type: ignore[arg-type]  # the tracing engines (set_capture)
+            switchable,  # type: ignore[arg-type]  # the tracing and deep engines (set_capture)
             device.emit,
             self.session_id,
             default_seconds=self.options.capture_seconds,
@@ -356,6 +356,8 @@ def capture(
 ) -> str:
     """Trace for ``seconds`` from now, or for the next ``steps`` ``gpufl.step()`` steps (the step running now
     counts as the first), in a session whose capture mode is not ``continuous`` (docs/capture-modes.md).
+    ``engines``: what the window switches on — ``tracing`` (the default), and ``sass`` / ``pc_sampling`` (a
+    deep range for the window, where the session runs that engine: ``gpufl.init(engines=...)``).
     Returns ``opened``, ``extended`` (a window was open: it now ends later), ``refused`` (a window was open and
     ends no earlier, or in another unit), ``continuous`` (the session traces throughout) or ``off`` (no session,
     or it does not trace kernels)."""
@@ -367,7 +369,7 @@ def capture(
         return "off"
     if session.capture is None:
         return "continuous" if capture_modes.parse(session.options.capture).mode == "continuous" else "off"
-    return session.capture.request("api", seconds=seconds, steps=steps, requester=requester)
+    return session.capture.request("api", seconds=seconds, steps=steps, requester=requester, engines=engines)
 
 
 def capture_stop() -> bool:

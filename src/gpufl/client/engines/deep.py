@@ -52,6 +52,7 @@ class DeepEngine:
         self._kernel_ids: dict[str, int] = {}
         self.ranges = 0
         self._told_kernels_paused = False
+        self._window_range = False  # the open range is a capture window's
 
     # ---------------------------------------------------------------- lifecycle (the Engine protocol)
 
@@ -109,6 +110,18 @@ class DeepEngine:
         return {}
 
     # ---------------------------------------------------------------- deep ranges (gpufl.scope(deep=True))
+
+    def set_capture(self, on: bool) -> None:
+        """A capture window that asked for a deep engine opens (a deep range for its extent, unless one is
+        open: a deep scope's or the session's) or closes (its range ends)."""
+        if on:
+            if self._open is None:
+                self._window_range = True
+                self._begin(0)
+        elif self._window_range:
+            self._window_range = False
+            if self._open == 0:
+                self._end()
 
     def range_begin(self, inst: int) -> None:
         if self.options.deep == "scopes" and self._open is None:
