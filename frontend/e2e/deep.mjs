@@ -40,6 +40,13 @@ export const deep = {
       assert.equal(await rows.nth(i).getAttribute('data-kernel'), k.kernel ?? '');
       assert.equal((await rows.nth(i).locator('[data-field="divergence"]').textContent()).trim(), div(k.divergence), `divergence of ${k.kernel}`);
     }
+    // every column in view without scrolling sideways (the top-stall column was cut off behind a 720 px box)
+    const fits = await page.$eval('[data-testid="deep-session"] [data-testid="deep-kernels"]', (t) => {
+      const box = t.parentElement.getBoundingClientRect();
+      const last = t.querySelector('tbody tr td:last-child').getBoundingClientRect();
+      return last.right <= box.right + 1 && t.parentElement.scrollWidth <= t.parentElement.clientWidth + 1;
+    });
+    assert.ok(fits, 'the deep kernel table shows its last column (top stall) without horizontal scrolling');
     // what the ranges lost is stated (or that nothing was)
     const losses = await page.textContent('[data-testid="deep-session"] [data-testid="deep-losses"]');
     const t = sum.range_totals;

@@ -75,7 +75,10 @@ def test_scope_detail_per_instance(deep: SqlStore) -> None:
     assert _by(i10["kernels"], "kernel")["kA"]["divergence"] == 24.0
     assert _by(i11["kernels"], "kernel")["kA"]["divergence"] == 16.0
     assert i11["range"]["error"].endswith("INSUFFICIENT_PRIVILEGES")
-    assert deep.deep_scope(D.SID, 2, instances_limit=1)["truncated"]
+    # cut to the first instance by start: its own figures, the path's kernels still over both instances
+    cut = deep.deep_scope(D.SID, 2, instances_limit=1)
+    assert cut["truncated"] and cut["instances_total"] == 2 and [i["inst"] for i in cut["instances"]] == [10]
+    assert cut["instances"][0] == i10 and cut["kernels"] == d["kernels"]
     assert deep.deep_scope(D.SID, 1)["kernels"] == []  # "train" itself was not a deep scope
     with pytest.raises(NotFound):
         deep.deep_scope(D.SID, 77)

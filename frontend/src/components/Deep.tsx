@@ -72,7 +72,7 @@ export function DeepLosses({ summary }: { summary: Pick<DeepSummary, 'range_tota
 /** Per kernel: instructions, divergence, PC samples, top stall; a click selects one. */
 export function DeepKernels({ kernels, selected, onSelect }: { kernels: DeepKernel[]; selected: string | null; onSelect: (k: string | null) => void }) {
   return (
-    <div className="scroll short">
+    <div className="scroll short wide">
       <table className="grid" data-testid="deep-kernels">
         <thead>
           <tr>

@@ -227,41 +227,60 @@ class DeepQueries(SqlEngine):
         )
         if path is None:
             raise NotFound(f"{sid}/{scope_id}")
-        rows = self._all(
-            f"""SELECT p.scope_inst, b.ts_ns, {_KERNEL}, max(kd.mangled), p.stall_reason, {_SUMS}
+        # The path's kernels over every instance, summed by the store.
+        kernels: dict[str | None, _Agg] = {}
+        for kernel, mangled, reason, i, t, n in self._all(
+            f"""SELECT {_KERNEL}, max(kd.mangled), p.stall_reason, {_SUMS}
                 {_FROM}
                 WHERE p.session_id = ? AND b.path_id = ?
-                GROUP BY p.scope_inst, b.ts_ns, {_KERNEL}, p.stall_reason""",
+                GROUP BY {_KERNEL}, p.stall_reason""",
             [sid, scope_id],
-        )
-        kernels: dict[str | None, _Agg] = {}
-        insts: dict[int, tuple[int, dict[str | None, _Agg]]] = {}
-        for inst, ts, kernel, mangled, reason, i, t, n in rows:
-            per = insts.setdefault(int(inst), (int(ts), {}))[1]
-            for agg in (kernels.setdefault(kernel, _Agg()), per.setdefault(kernel, _Agg())):
+        ):
+            agg = kernels.setdefault(kernel, _Agg())
+            agg.add(i, t, reason, n)
+            agg.mangled = agg.mangled or mangled
+        # The path's instances that have samples or a range, by start; only the first ``instances_limit`` are
+        # read in detail (a path may have run a million times).
+        instances = """SELECT inst, min(ts) AS ts FROM (
+                SELECT p.scope_inst AS inst, b.ts_ns AS ts FROM profile_samples p
+                JOIN scope_begins b ON b.session_id = p.session_id AND b.inst = p.scope_inst
+                WHERE p.session_id = ? AND b.path_id = ?
+                UNION ALL
+                SELECT r.scope_inst, r.start_ns FROM profile_ranges r
+                JOIN scope_begins b ON b.session_id = r.session_id AND b.inst = r.scope_inst
+                WHERE r.session_id = ? AND b.path_id = ?
+            ) t GROUP BY inst"""
+        params: list[Any] = [sid, scope_id, sid, scope_id]
+        total_row = self._one(f"SELECT count(*) FROM ({instances}) x", params)
+        total = int(total_row[0]) if total_row else 0
+        shown = [
+            int(r[0]) for r in self._all(f"{instances} ORDER BY ts, inst LIMIT ?", [*params, instances_limit])
+        ]
+        insts: dict[int, dict[str | None, _Agg]] = {x: {} for x in shown}
+        ranges: dict[int, dict[str, Any]] = {}
+        if shown:
+            marks = ", ".join("?" * len(shown))
+            for inst, kernel, mangled, reason, i, t, n in self._all(
+                f"""SELECT p.scope_inst, {_KERNEL}, max(kd.mangled), p.stall_reason, {_SUMS}
+                    {_FROM}
+                    WHERE p.session_id = ? AND p.scope_inst IN ({marks})
+                    GROUP BY p.scope_inst, {_KERNEL}, p.stall_reason""",
+                [sid, *shown],
+            ):
+                agg = insts[int(inst)].setdefault(kernel, _Agg())
                 agg.add(i, t, reason, n)
                 agg.mangled = agg.mangled or mangled
-        ranges = {
-            r["scope_inst"]: r for r in self._range_rows(sid, "AND b.path_id = ?", [scope_id], 2**31 - 1)
-        }
-        all_insts = sorted(
-            set(insts) | set(ranges), key=lambda x: (insts[x][0] if x in insts else ranges[x]["start_ns"], x)
-        )
-        shown = all_insts[:instances_limit]
+            ranges = {
+                r["scope_inst"]: r
+                for r in self._range_rows(sid, f"AND r.scope_inst IN ({marks})", shown, 2**31 - 1)
+            }
         return {
             "scope_id": scope_id,
             "path": path[0],
             "kernels": _kernels(kernels),
-            "instances": [
-                {
-                    "inst": x,
-                    "range": ranges.get(x),
-                    "kernels": _kernels(insts[x][1]) if x in insts else [],
-                }
-                for x in shown
-            ],
-            "instances_total": len(all_insts),
-            "truncated": len(all_insts) > len(shown),
+            "instances": [{"inst": x, "range": ranges.get(x), "kernels": _kernels(insts[x])} for x in shown],
+            "instances_total": total,
+            "truncated": total > len(shown),
         }
 
     def deep_lines(
