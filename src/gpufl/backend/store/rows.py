@@ -35,15 +35,12 @@ class Session(msgspec.Struct):
     """Every stream that sent records also sent its session_end."""
 
 
-# Kernels, copies and memsets share the activity record's common fields (``gpufl.contract.events.Activity``);
-# the API adds to each its id (the seq on the device stream, as a string) and its duration.
+class Activity(msgspec.Struct):
+    """What kernels, copies and memsets share: the activity record's common fields
+    (``gpufl.contract.events.Activity``) and the scope and call stack they were launched in. The API adds to
+    each its id (the seq on the device stream, as a string) and its duration."""
 
-
-class Kernel(msgspec.Struct):
     seq: int
-    name: str | None
-    """Demangled name from the launch dict entry; None if that entry has not arrived."""
-    launch_id: int
     device_id: int
     stream_id: int
     corr_id: int
@@ -51,6 +48,12 @@ class Kernel(msgspec.Struct):
     end_ns: int
     scope_inst: int | None
     stack_id: int | None
+
+
+class Kernel(Activity):
+    name: str | None
+    """Demangled name from the launch dict entry; None if that entry has not arrived."""
+    launch_id: int
     graph_id: int | None
     thread_id: int | None
 
@@ -69,20 +72,12 @@ class KernelDetail(Kernel):
     """The innermost scope: its inst, path_id and path."""
 
 
-class Copy(msgspec.Struct):
-    seq: int
-    device_id: int
-    stream_id: int
-    corr_id: int
-    start_ns: int
-    end_ns: int
+class Copy(Activity):
     bytes: int
     copy_kind: str
     src_kind: str
     dst_kind: str
     throughput_gbps: float | None
-    scope_inst: int | None
-    stack_id: int | None
     mode: str | None
     """sync (the calling thread waited) or async; null before contract v3."""
     thread_id: int | None
@@ -91,18 +86,10 @@ class Copy(msgspec.Struct):
     api_dur_ns: int | None
 
 
-class Memset(msgspec.Struct):
-    seq: int
-    device_id: int
-    stream_id: int
-    corr_id: int
-    start_ns: int
-    end_ns: int
+class Memset(Activity):
     bytes: int
     value: int
     mem_kind: str
-    scope_inst: int | None
-    stack_id: int | None
 
 
 def columns(row: type[msgspec.Struct]) -> tuple[str, ...]:
