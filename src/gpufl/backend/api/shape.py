@@ -54,7 +54,10 @@ def session_item(r: rows.Session) -> dict[str, Any]:
 
 
 def activity_item(r: rows.Kernel | rows.KernelDetail | rows.Copy | rows.Memset) -> dict[str, Any]:
-    """A kernel, copy or memset: its id, every column of its row, its duration."""
-    out: dict[str, Any] = {"id": str(r.seq), **msgspec.structs.asdict(r)}
+    """A kernel, copy or memset: every column of its row, its id and its duration. (The id goes last: building
+    the dict from ``asdict`` alone costs what a literal did, half of copying it into a dict that starts with
+    the id, on pages of up to 10,000 rows.)"""
+    out = msgspec.structs.asdict(r)
+    out["id"] = str(r.seq)
     out["dur_ns"] = r.end_ns - r.start_ns
     return out
