@@ -41,11 +41,11 @@ def session_page(store: SqlStore, *args: Any, **kw: Any) -> tuple[list[dict[str,
 
 def kernel_page(store: SqlStore, *args: Any, **kw: Any) -> tuple[list[dict[str, Any]], PageCursor | None]:
     items, nxt = store.kernels(*args, **kw)
-    return [shape.kernel_item(r) for r in items], nxt
+    return [shape.activity_item(r) for r in items], nxt
 
 
 def kernel_detail(store: SqlStore, sid: str, seq: int) -> dict[str, Any]:
-    return shape.kernel_detail(store.kernel(sid, seq))
+    return shape.activity_item(store.kernel(sid, seq))
 
 
 def memcpy_page(store: SqlStore, *args: Any, **kw: Any) -> tuple[list[dict[str, Any]], PageCursor | None]:

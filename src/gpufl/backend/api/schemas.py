@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from gpufl.backend.api import shape
+
 # The deep engines' models (contract v6) are their own module too.
 from gpufl.backend.api.deep import DeepKernel as DeepKernel
 from gpufl.backend.api.deep import DeepLine as DeepLine
@@ -43,6 +45,7 @@ from gpufl.backend.api.timeline import (  # noqa: F401
     SearchMatch,
     SearchResult,
 )
+from gpufl.backend.store import rows
 
 # The ingest answer is the protocol's: one definition for backend and agent.
 from gpufl.contract.protocol import IngestResult as IngestResult
@@ -81,35 +84,13 @@ class TooLargeBody(BaseModel):
 # ---- sessions ----------------------------------------------------------------------------------------
 
 
-class SessionItem(BaseModel):
-    session_id: str
-    host: str | None
-    """None until the session_start record has arrived (records may come first)."""
-    app: str | None
-    pid: int | None
-    job_id: str | None
-    start_ns: int | None
-    """From session_start; None until it has arrived."""
-    end_ns: int | None
-    """Latest session_end ``end_ns``; None while no stream has ended."""
-    last_ns: int
-    """Newest timestamp seen on any stream (what a live session's timeline extends to)."""
-    gpus: list[str]
-    """GPU names from session_start's devices."""
-    kernels: int
-    memcpys: int
-    records: int
-    """Records stored, all streams."""
-    ended: bool
-    """Every stream that sent records also sent its session_end."""
-    cut_short: bool
-    """Some stream has records but no session_end (killed, or still running)."""
+SessionItem = shape.model("SessionItem", rows.Session, shape.SESSION_ADDS)
+"""A session in the list: ``rows.Session``'s fields (what each means is said there) and ``cut_short``: some
+stream has records but no session_end (killed, or still running)."""
 
 
-class SessionPage(BaseModel):
-    items: list[SessionItem]
-    next_cursor: str | None
-    """Pass as ``cursor`` to get the next page; None on the last page."""
+SessionPage = shape.page("SessionPage", SessionItem)
+"""Pass ``next_cursor`` as ``cursor`` to get the next page; None on the last page."""
 
 
 class AppNode(BaseModel):
@@ -172,34 +153,13 @@ class SessionDetail(BaseModel):
 # ---- kernels / memcpy --------------------------------------------------------------------------------
 
 
-class ActivityRow(BaseModel):
-    """What kernels, copies and memsets share: the activity record's common fields (``gpufl.contract.events``),
-    its id and its duration."""
-
-    id: str
-    """Stable id: the record's seq on the device stream, as a string."""
-    seq: int
-    device_id: int
-    stream_id: int
-    corr_id: int
-    start_ns: int
-    end_ns: int
-    dur_ns: int
-    scope_inst: int | None
-    stack_id: int | None
+# The rows of kernels, copies and memsets are the store's typed rows (``gpufl.backend.store.rows``, where each
+# field is explained) with their id and duration (``shape.ACTIVITY_ADDS``): a field added to a row is served
+# and documented without being listed here.
+KernelRow = shape.model("KernelRow", rows.Kernel, shape.ACTIVITY_ADDS)
 
 
-class KernelRow(ActivityRow):
-    name: str | None
-    """Demangled name from the launch dict entry; None if that entry has not arrived."""
-    launch_id: int
-    graph_id: int | None
-    thread_id: int | None
-
-
-class KernelPage(BaseModel):
-    items: list[KernelRow]
-    next_cursor: str | None
+KernelPage = shape.page("KernelPage", KernelRow)
 
 
 class StackFrame(BaseModel):
@@ -214,16 +174,14 @@ class ScopeRef(BaseModel):
     path: str | None
 
 
-class KernelDetail(KernelRow):
-    mangled: str | None
-    api_start_ns: int | None
-    api_dur_ns: int | None
-    graph_node_id: int | None
-    launch: dict[str, Any] | None
-    """The LaunchConfig (grid, block, registers, shared memory, occupancy, limiting_resource...)."""
-    stack: list[StackFrame] | None
-    """Innermost frame first; None if the kernel has no stack or its dict entry has not arrived."""
-    scope: ScopeRef | None
+KernelDetail = shape.model(
+    "KernelDetail",
+    rows.KernelDetail,
+    shape.ACTIVITY_ADDS,
+    types={"stack": list[StackFrame] | None, "scope": ScopeRef | None},
+)
+"""One kernel with its launch configuration (grid, block, registers, shared memory, occupancy,
+limiting_resource...), its call stack (innermost frame first) and its innermost scope."""
 
 
 class KernelSummaryRow(BaseModel):
@@ -271,36 +229,16 @@ class KernelHistogram(BaseModel):
     """From the shortest duration's bucket to the longest's, empty buckets included."""
 
 
-class _SizedRow(ActivityRow):
-    bytes: int
+MemcpyRow = shape.model("MemcpyRow", rows.Copy, shape.ACTIVITY_ADDS)
 
 
-class MemcpyRow(_SizedRow):
-    copy_kind: str
-    src_kind: str
-    dst_kind: str
-    throughput_gbps: float | None
-    mode: str | None
-    """sync (the calling thread waited) or async; null before contract v3."""
-    thread_id: int | None
-    api_lead_ns: int | None
-    """The copy call's entry, this long before start_ns (null: not recorded)."""
-    api_dur_ns: int | None
+MemcpyPage = shape.page("MemcpyPage", MemcpyRow)
 
 
-class MemcpyPage(BaseModel):
-    items: list[MemcpyRow]
-    next_cursor: str | None
+MemsetRow = shape.model("MemsetRow", rows.Memset, shape.ACTIVITY_ADDS)
 
 
-class MemsetRow(_SizedRow):
-    value: int
-    mem_kind: str
-
-
-class MemsetPage(BaseModel):
-    items: list[MemsetRow]
-    next_cursor: str | None
+MemsetPage = shape.page("MemsetPage", MemsetRow)
 
 
 # ---- scopes ------------------------------------------------------------------------------------------

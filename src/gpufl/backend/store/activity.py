@@ -111,11 +111,12 @@ class ActivityQueries(SqlEngine):
         nxt = None
         if len(found) > limit:
             found = found[:limit]
-            nxt = PageCursor(int(found[-1][6]), int(found[-1][0]))
+            nxt = PageCursor(int(found[-1][self._KERNEL_START]), int(found[-1][0]))
         return [rows.Kernel(*r) for r in found], nxt
 
     # rows.Kernel's columns: the name from the launch dict entry, the rest from the kernel's row.
     _KERNEL_SELECT = ", ".join("d.value" if c == "name" else f"k.{c}" for c in rows.columns(rows.Kernel))
+    _KERNEL_START = rows.columns(rows.Kernel).index("start_ns")
 
     def kernel(self, sid: str, seq: int) -> rows.KernelDetail:
         row = self._one(

@@ -82,7 +82,7 @@ def list_sessions(
     until: Ns = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     cursor: CursorParam = None,
-) -> S.SessionPage:
+) -> BaseModel:
     items, nxt = store.list_sessions(host, app, since, until, limit, decode_cursor(cursor, str))
     return S.SessionPage(
         items=[S.SessionItem(**shape.session_item(i)) for i in items], next_cursor=encode_cursor(nxt)
@@ -157,7 +157,7 @@ def kernels(
     items, nxt = store.kernels(
         session_id, start_ns, end_ns, device, stream, name, scope, limit, decode_cursor(cursor, int)
     )
-    return fast_json({"items": [shape.kernel_item(r) for r in items], "next_cursor": encode_cursor(nxt)})
+    return fast_json({"items": [shape.activity_item(r) for r in items], "next_cursor": encode_cursor(nxt)})
 
 
 def _kernel_timeline(
@@ -310,12 +310,12 @@ def kernel_histogram(
 )
 def kernel_detail(
     store: StoreDep, session_id: SessionId, kernel_id: Annotated[str, Path(max_length=20)]
-) -> S.KernelDetail:
+) -> BaseModel:
     # ASCII digits only: str.isdigit() also accepts '²' or '٣', which int() refuses or reads as 3.
     if not _DECIMAL.fullmatch(kernel_id) or int(kernel_id) > I64:
         raise HTTPException(404, f"kernel {kernel_id!r} not found")
     try:
-        return S.KernelDetail.model_validate(shape.kernel_detail(store.kernel(session_id, int(kernel_id))))
+        return S.KernelDetail.model_validate(shape.activity_item(store.kernel(session_id, int(kernel_id))))
     except NotFound:
         raise HTTPException(404, f"kernel {kernel_id!r} not found in session {session_id!r}") from None
 

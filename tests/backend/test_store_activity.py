@@ -1,5 +1,6 @@
-"""The timeline's level-of-detail queries beyond the kernel LOD, on every engine: one kernel name's
-instances per bucket (highlighting) and the memory lane's copies and memsets per bucket and kind.
+"""store/activity.py: the timeline's level-of-detail queries beyond the kernel LOD, on every engine: one
+kernel name's instances per bucket (highlighting) and the memory lane's copies and memsets per bucket and
+kind.
 
 Expected values are computed from the generated records by brute force, never typed in.
 """

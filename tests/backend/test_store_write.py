@@ -1,4 +1,4 @@
-"""Dedup state: merged seq ranges against a brute-force set."""
+"""store/write.py's dedup state: merged seq ranges against a brute-force set."""
 
 from __future__ import annotations
 
