@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs on the lent H100 (device tool): GPU tests, real captures, overhead bench. Results go to $OUT.
-# Usage there:  bash scripts/gpu_checks.sh [tests] [captures] [bench] [suite] [survival] [run] [costs] [deep]
+# Usage there:  bash scripts/gpu_checks.sh [tests] [captures] [bench] [suite] [survival] [run] [costs] [deep] [sass]
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=$PWD/src:/tmp/site PYTHONUNBUFFERED=1
@@ -76,4 +76,26 @@ if [[ $what == *deep* ]]; then
       --ncu-stalls $d/ncu_stalls.csv >> "$OUT/deep_truth.txt" 2>&1
   done
   tar -C $d --exclude=build -czf "$OUT/deep_captures.tgz" .
+fi
+if [[ $what == *sass* ]]; then
+  # SASS metrics across ranges (#19): the C probe's CUPTI orders (kernel activity of either kind beside SASS),
+  # then gpufl on deep_truth (4 kernels, a scope each) under every GPUFL_DEEP_SASS_MODE, read against ncu's
+  # divergence (run `deep` first in the same call: its /tmp/deep/ncu_divergence.csv; or pass NCU_DIV=path).
+  d=/tmp/sass; rm -rf $d; mkdir -p $d; export DEEP_TRUTH_BUILD=$d/build
+  nvcc -arch=sm_90 -lineinfo -o $d/probe scripts/probes/sass_order.cu -L/usr/local/cuda/lib64 -lcupti -lcuda
+  for v in "after" "after activity" "after activity kernel_kind" "after activity pause_activity" "after prelaunch"; do
+    timeout -k 3 20 $d/probe $v 2>&1 | grep -E "variant|RESULT|ERROR|instances|activity kernels" | tee -a "$OUT/sass_probe.txt"
+  done
+  python3 examples/workloads/deep_truth.py --launches 1 > /dev/null 2>&1
+  for v in "sass lazy" "sass keep" "sass reconfig" "sass eager2" "tracing,sass keep" "tracing,sass lazy"; do
+    read -r eng mode <<< "$v"; n=$(echo "$v" | tr ', ' '__')
+    GPUFL_DEEP_SASS_MODE=$mode timeout -k 3 40 python3 examples/workloads/deep_truth.py --gpufl --engines $eng \
+      --launches 3 --kernels uniform,parity,quad,early_exit --log-dir $d/$n > $d/$n.txt 2>&1
+    echo "== $v (exit $?)" | tee -a "$OUT/sass_modes.txt"
+    grep -h '"notice"' $d/$n/*.log 2>/dev/null | grep -v record_path | cut -c1-300 | tee -a "$OUT/sass_modes.txt"
+    timeout -k 3 30 python3 bench/deep_truth.py $d/$n --ncu-divergence "${NCU_DIV:-/tmp/deep/ncu_divergence.csv}" \
+      >> "$OUT/sass_modes.txt" 2>&1
+    echo "kernel records: $(cat $d/$n/*.device.*.log | grep -c '"type":"kernel"')" >> "$OUT/sass_modes.txt"
+  done
+  tar -C $d --exclude=build --exclude=probe -czf "$OUT/sass_captures.tgz" .
 fi
