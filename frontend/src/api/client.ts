@@ -476,18 +476,9 @@ export class Api {
     return this.get<RangeSummary>(`/sessions/${enc(s.id)}/range`, { start_ns: abs(win.start, s.origin), end_ns: abs(win.end, s.origin), limit: 200 }, signal);
   }
 
-  /** Kernels and scope instances whose name contains `text`: counts, and the next (or previous) from `at`.
-   * `from`: the match the search stands on (it starts at `at`); the step goes past it in (start, kind, id)
-   * order, so matches that start at the same ns are each visited once. Without it, every match starting at
-   * `at` is behind the step. */
-  async search(
-    s: SessionDetail,
-    text: string,
-    at: number,
-    direction: 'next' | 'prev',
-    from?: { kind: SearchMatch['kind']; id: string },
-    signal?: AbortSignal,
-  ): Promise<SearchResult> {
+  /** Kernels and scope instances whose name contains `text`: counts, and the next (or previous) from `at`, or
+   * past `from` (the match standing at `at`: hits starting at the same ns then come one by one). */
+  async search(s: SessionDetail, text: string, at: number, direction: 'next' | 'prev', from?: Pick<SearchMatch, 'kind' | 'id'>, signal?: AbortSignal): Promise<SearchResult> {
     const o = s.origin;
     const w = await this.get<W<S['SearchResult']> & { match: W<S['SearchMatch']> | null }>(
       `/sessions/${enc(s.id)}/search`,
