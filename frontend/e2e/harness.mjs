@@ -275,14 +275,29 @@ export async function buildTiledSession(backend, capture, target, { overlay = fa
   let ingested = 0;
   const flush = async () => {
     if (!batch.length) return;
-    const r = await fetch(`${backend.api}/events/device`, {
-      method: 'POST',
-      headers: { Authorization: `Bearer ${backend.adminToken}`, 'Content-Type': 'application/x-ndjson' },
-      body: batch.join('\n') + '\n',
-    });
+    const body = batch.join('\n') + '\n';
+    // A 503 (the ingest memory budget is held) or a connection the backend closed early: wait and send the
+    // batch again, as the agent does (duplicates are counted, not stored twice).
+    let r;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        r = await fetch(`${backend.api}/events/device`, {
+          method: 'POST',
+          headers: { Authorization: `Bearer ${backend.adminToken}`, 'Content-Type': 'application/x-ndjson' },
+          body,
+        });
+        if (r.status !== 503 || attempt >= 8) break;
+        log(`ingest: 503, retry ${attempt} after ${r.headers.get('retry-after') ?? 1} s`);
+        await r.text();
+      } catch (e) {
+        if (attempt >= 8) throw e;
+        log(`ingest: ${e.cause?.code ?? e.message}, retry ${attempt}`);
+      }
+      await new Promise((res) => setTimeout(res, 1000 * attempt));
+    }
     const res = await r.json();
     if (!r.ok || res.rejected?.length) throw new Error(`ingest: ${r.status} ${JSON.stringify(res).slice(0, 300)}`);
-    ingested += res.stored;
+    ingested += res.stored + res.duplicates;
     batch = [];
   };
   const push = async (o) => {
