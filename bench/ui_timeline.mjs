@@ -4,12 +4,15 @@
 // settle after each gesture, on a session of ~1M kernels made by tiling a committed H100 capture with shifted
 // timestamps, in Debian's headless Chromium.
 //
-//   cd frontend && npm ci && node ../bench/ui_timeline.mjs [--capture DIR] [--kernels N] [--json OUT]
+//   cd frontend && npm ci && node ../bench/ui_timeline.mjs [--capture DIR] [--kernels N] [--json OUT] [--store DIR]
+//
+// --store DIR: the backend's data dir, kept afterwards; a tiled session already in it is not ingested again
+// (so a 10M-kernel session, ~4.5 min of ingest on 2 cores, is measured again by a freshly started backend).
 //
 // The session is built from the capture's device stream: session_start and dict records once, then the
 // capture's kernel/memcpy/memset records repeated with every timestamp shifted by k × (capture span + 1 ms)
 // and seq renumbered, then one session_end; POSTed to a real gpufl-backend (temp data dir) as NDJSON.
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { apiJson, buildTiledSession, buildUi, captureDirs, createKey, deviceRecords, launchBrowser, log, startBackend } from '../frontend/e2e/harness.mjs';
 
@@ -21,6 +24,7 @@ const opt = (name, dflt) => {
 const TARGET = Number(opt('kernels', '1000000'));
 const capture = opt('capture', null) ?? pickCapture();
 const jsonOut = opt('json', null);
+const storeDir = opt('store', null);
 
 function pickCapture() {
   // the capture with the most kernel records in its device stream
@@ -45,7 +49,8 @@ let backend;
 let browser;
 try {
   buildUi();
-  backend = await startBackend();
+  if (storeDir) mkdirSync(storeDir, { recursive: true });
+  backend = await startBackend({}, { dataDir: storeDir ? resolve(storeDir) : null });
   const tiled = await buildTiledSession(backend, capture, TARGET);
   const token = await createKey(backend, 'read', 'bench');
   const detail = await apiJson(backend, token, `/sessions/${tiled.sid}`);
@@ -246,6 +251,35 @@ try {
     log(`input @ ${label}: ${JSON.stringify(input[label])}`);
   }
 
+  // 4. Truth at scale, in the whole-session view: the memory lane counts every copy and memset, and a
+  //    highlighted name every instance (the backend's per-pixel buckets), as the session's totals say; and
+  //    how long those queries took in the browser (resource timing of the last request of each).
+  const top = (await apiJson(backend, token, `/sessions/${encodeURIComponent(tiled.sid)}/kernels/summary?sort=count&limit=1`)).items[0];
+  await page.goto(`${url}?name=${encodeURIComponent(top.name)}`);
+  await page.reload();
+  await page.waitForFunction(() => window.__gpuflTimeline?.firstDataPaint != null, null, { timeout: 120_000 });
+  await page.waitForFunction(() => window.__gpuflTimeline.settled(), null, { timeout: 300_000, polling: 50 });
+  const seen = await page.evaluate(() => {
+    const last = (re) => performance.getEntriesByType('resource').filter((e) => re.test(e.name)).pop();
+    const ms = (e) => (e ? Math.round(e.duration) : null);
+    return {
+      memory: window.__gpuflTimeline.memcpyCount(),
+      highlight: window.__gpuflTimeline.highlightCount(),
+      memory_timeline_ms: ms(last(/\/memory\/timeline\?/)),
+      highlight_ms: ms(last(/\/kernels\?.*name=/)),
+      launches_ms: ms(last(/\/launches\?/)),
+    };
+  });
+  const truth = {
+    memory_lane: `${seen.memory} of ${detail.totals.memcpys + detail.totals.memsets} copies and memsets`,
+    highlight: `${seen.highlight} of ${top.count} instances of the most frequent name`,
+    memory_timeline_ms: seen.memory_timeline_ms,
+    highlight_ms: seen.highlight_ms,
+    launches_ms: seen.launches_ms,
+  };
+  log(`truth at scale (whole session): ${JSON.stringify(truth)}`);
+  if (seen.memory !== detail.totals.memcpys + detail.totals.memsets || seen.highlight !== top.count) throw new Error(`something was cut: ${JSON.stringify(truth)}`);
+
   const cpu = (await import('node:os')).cpus();
   const result = {
     capture: basename(capture),
@@ -258,6 +292,7 @@ try {
     loads,
     pan,
     input,
+    truth,
     machine: `${cpu.length}× ${cpu[0]?.model ?? '?'}, Chromium ${browser.ctx.browser()?.version() ?? ''} headless, --disable-gpu`,
   };
   console.log(JSON.stringify(result, null, 2));

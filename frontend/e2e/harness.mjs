@@ -42,9 +42,10 @@ export function buildUi() {
 }
 
 /** env: extra settings for this backend (GPUFL_* variables, e.g. the archive's in e2e/archive.mjs). */
-export async function startBackend(env = {}) {
+/** `dataDir`: serve that store (kept at stop), e.g. a tiled session built by an earlier bench run. */
+export async function startBackend(env = {}, { dataDir: keep = null } = {}) {
   const port = await freePort();
-  const dataDir = mkdtempSync(join(tmpdir(), 'gpufl-e2e-'));
+  const dataDir = keep ?? mkdtempSync(join(tmpdir(), 'gpufl-e2e-'));
   const adminToken = 'e2e-admin-' + randomBytes(12).toString('hex');
   const proc = spawn(PYTHON, ['-m', 'gpufl.backend.cli', '--host', '127.0.0.1', '--port', String(port), '--data-dir', dataDir, '--log-level', 'warning'], {
     env: { ...process.env, ...env, GPUFL_ADMIN_TOKEN: adminToken },
@@ -83,7 +84,7 @@ export async function startBackend(env = {}) {
           });
         });
       }
-      rmSync(dataDir, { recursive: true, force: true });
+      if (!keep) rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }
@@ -226,7 +227,9 @@ function toLine(o) {
  * k × (capture span + 1 ms) and seq renumbered, then one session_end; POSTed to the backend as NDJSON. Its
  * app is the capture's with "-tiled" appended, so it is labelled as such wherever it is listed.
  */
-export async function buildTiledSession(backend, capture, target) {
+/** `overlay`: the copies are not shifted but laid over each other (same timestamps, seq renumbered), so every
+ * kernel has twins starting at the same nanosecond (session id and app say "-overlaid"). */
+export async function buildTiledSession(backend, capture, target, { overlay = false } = {}) {
   const recs = deviceRecords(capture);
   const start = recs.find((r) => r.type === 'session_start');
   if (!start) throw new Error(`${capture}: no session_start in the device stream`);
@@ -240,7 +243,7 @@ export async function buildTiledSession(backend, capture, target) {
     if (r.start_ns < first) first = r.start_ns;
     if (r.end_ns > last) last = r.end_ns;
   }
-  const period = last - first + 1_000_000n;
+  const period = overlay ? 0n : last - first + 1_000_000n;
   // The densest 20 ms of the capture (offset from `first`), where the zoomed-in pans are placed.
   const starts = work.filter((r) => r.type === 'kernel').map((r) => Number(r.start_ns - first)).sort((a, b) => a - b);
   let dense = 0;
@@ -253,23 +256,48 @@ export async function buildTiledSession(backend, capture, target) {
     }
   }
   const copies = Math.ceil(target / kernelsPer);
-  const sid = `${String(start.session_id).slice(0, 40)}-tiled${copies}`;
+  const tag = overlay ? 'overlaid' : 'tiled';
+  const sid = `${String(start.session_id).slice(0, 40)}-${tag}${copies}`;
   const base = start.start_ns < first ? start.start_ns : first;
+  // relative to the session start: the densest 20 ms of the middle copy
+  const denseT = Number(first - base) + Number(period) * Math.floor(copies / 2) + dense;
+  const end = last + period * BigInt(copies - 1);
+  const made = { sid, kernels: kernelsPer * copies, copies, spanNs: Number(end - base), denseT, densePerS: bestN };
+  const stored = await fetch(`${backend.api}/sessions/${encodeURIComponent(sid)}`, { headers: { Authorization: `Bearer ${backend.adminToken}` } });
+  if (stored.ok) {
+    log(`session ${sid} is already in the store: not ingested again`);
+    return made;
+  }
   log(`tiling ${basename(capture)}: ${kernelsPer} kernels × ${copies} copies, period ${Number(period) / 1e6} ms → session ${sid}`);
   let seq = 0;
   const stamp = (o) => ({ ...o, session_id: sid, seq: seq++ });
   let batch = [];
-  let stored = 0;
+  let ingested = 0;
   const flush = async () => {
     if (!batch.length) return;
-    const r = await fetch(`${backend.api}/events/device`, {
-      method: 'POST',
-      headers: { Authorization: `Bearer ${backend.adminToken}`, 'Content-Type': 'application/x-ndjson' },
-      body: batch.join('\n') + '\n',
-    });
+    const body = batch.join('\n') + '\n';
+    // A 503 (the ingest memory budget is held) or a connection the backend closed early: wait and send the
+    // batch again, as the agent does (duplicates are counted, not stored twice).
+    let r;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        r = await fetch(`${backend.api}/events/device`, {
+          method: 'POST',
+          headers: { Authorization: `Bearer ${backend.adminToken}`, 'Content-Type': 'application/x-ndjson' },
+          body,
+        });
+        if (r.status !== 503 || attempt >= 8) break;
+        log(`ingest: 503, retry ${attempt} after ${r.headers.get('retry-after') ?? 1} s`);
+        await r.text();
+      } catch (e) {
+        if (attempt >= 8) throw e;
+        log(`ingest: ${e.cause?.code ?? e.message}, retry ${attempt}`);
+      }
+      await new Promise((res) => setTimeout(res, 1000 * attempt));
+    }
     const res = await r.json();
     if (!r.ok || res.rejected?.length) throw new Error(`ingest: ${r.status} ${JSON.stringify(res).slice(0, 300)}`);
-    stored += res.stored;
+    ingested += res.stored + res.duplicates;
     batch = [];
   };
   const push = async (o) => {
@@ -277,7 +305,7 @@ export async function buildTiledSession(backend, capture, target) {
     if (batch.length >= 20000) await flush();
   };
   const t0 = Date.now();
-  await push(stamp({ ...start, app: `${start.app}-tiled`, start_ns: base }));
+  await push(stamp({ ...start, app: `${start.app}-${tag}`, start_ns: base }));
   for (const d of dicts) await push(stamp(d));
   for (let c = 0; c < copies; c++) {
     const shift = period * BigInt(c);
@@ -287,13 +315,10 @@ export async function buildTiledSession(backend, capture, target) {
       await push(stamp(o));
     }
   }
-  const end = last + period * BigInt(copies - 1);
   await push({ type: 'session_end', session_id: sid, stream: 'device', seq, end_ns: end, records: seq + 1 });
   seq++;
   await flush();
-  log(`ingested ${stored} records in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-  // relative to the session start: the densest 20 ms of the middle copy
-  const denseT = Number(first - base) + Number(period) * Math.floor(copies / 2) + dense;
+  log(`ingested ${ingested} records in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
   log(`densest 20 ms of the capture: ${bestN} kernels at +${(dense / 1e9).toFixed(3)} s; pans zoom in at ${(denseT / 1e9).toFixed(3)} s`);
-  return { sid, kernels: kernelsPer * copies, copies, spanNs: Number(end - base), denseT, densePerS: bestN };
+  return made;
 }

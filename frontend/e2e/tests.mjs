@@ -623,6 +623,7 @@ export const tests = [
   },
   compareTests.compare,
   timelineTests.atScale,
+  timelineTests.searchTies,
   trackTests.smActivity,
   captureBands,
   deepTests.deep,

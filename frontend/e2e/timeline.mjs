@@ -2,7 +2,7 @@
 // tiled capture. Each is an entry of tests.mjs's ordered list (they rely on the page state before them).
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { buildTiledSession, REPO } from './harness.mjs';
+import { buildTiledSession, deviceRecords, REPO } from './harness.mjs';
 import { api, T, urlFollowsWindow, waitPainted, waitSettled } from './steps.mjs';
 
 export const rangeSelection = {
@@ -114,6 +114,44 @@ export const search = {
     await page.press('input[aria-label="Search the timeline"]', 'Enter');
     await page.waitForFunction(() => /0 kernels, 0 scope instances match/.test(document.querySelector('[data-testid="search-status"]').textContent), null, { timeout: T });
     assert.deepEqual(await page.evaluate(() => window.__gpuflTimeline.viewport()), before);
+  },
+};
+
+export const searchTies = {
+  name: 'search steps through instances that start at the same ns one by one (gpt_train overlaid on itself, app "-overlaid") (#24)',
+  async run(ctx) {
+    const { page, backend } = ctx;
+    // two copies of the capture's device records at the same timestamps: every kernel has a twin
+    const cap = join(REPO, 'examples/captures/gpt_train');
+    const twins = await buildTiledSession(backend, cap, 2 * deviceRecords(cap).filter((r) => r.type === 'kernel').length, { overlay: true });
+    assert.equal(twins.copies, 2);
+    const sid = encodeURIComponent(twins.sid);
+    const detail = await api(ctx, `/sessions/${sid}`);
+    assert.ok(detail.header.app.endsWith('-overlaid'));
+    const q = 'forward';
+    // the backend's walk, each step from the match before it (its start, kind and id)
+    const want = [];
+    let at = `at_ns=${BigInt(detail.header.start_ns) - 1n}`;
+    for (let i = 0; i < 6; i++) {
+      const r = await api(ctx, `/sessions/${sid}/search?text=${q}&direction=next&${at}`);
+      assert.ok(r.match, `match ${i}`);
+      want.push(r.match);
+      at = `at_ns=${r.match.start_ns}&at_kind=${r.match.kind}&at_id=${r.match.id}`;
+    }
+    assert.equal(new Set(want.map((m) => m.id)).size, want.length, 'every step a new instance');
+    for (let i = 0; i < want.length; i += 2) assert.equal(want[i].start_ns, want[i + 1].start_ns, `match ${i} and its twin start together`);
+    await page.goto(`${backend.url}/#/s/${sid}/kernels`);
+    await waitPainted(page);
+    await page.fill('input[aria-label="Search the timeline"]', q);
+    const selected = (id) => page.waitForFunction((id) => new URLSearchParams(location.hash.slice(location.hash.indexOf('?') + 1)).get('k') === id, id, { timeout: T });
+    for (const m of want) {
+      await page.press('input[aria-label="Search the timeline"]', 'Enter');
+      await selected(m.id);
+    }
+    for (const m of want.slice(0, -1).reverse()) {
+      await page.press('input[aria-label="Search the timeline"]', 'Shift+Enter');
+      await selected(m.id);
+    }
   },
 };
 

@@ -125,8 +125,23 @@ export const copies = {
     // the tooltip went when the inspector opened (it would describe a pointer the user has moved on from)
     assert.equal(await page.evaluate(() => window.__gpuflTimeline.tooltip()), null);
     await shot('04c-copy-inspector');
+    // the selected copy is in the URL (id @ start, ns from the session start): a link reopens it, and brings it
+    // into view from a window elsewhere (the session's first µs here)
+    const copyParam = () => new URLSearchParams(page.url().slice(page.url().indexOf('?') + 1)).get('copy');
+    await page.waitForFunction((want) => new URLSearchParams(location.hash.slice(location.hash.indexOf('?') + 1)).get('copy') === want, `${c.id}@${c0}`, { timeout: T });
+    const link = `${backend.url}/#/s/${s.session_id}/kernels?t0=0&t1=1000&copy=${encodeURIComponent(copyParam())}`;
+    await page.goto(link);
+    await page.reload();
+    await page.waitForSelector('[data-testid="copy-inspector"] [data-field="corr"]', { timeout: T });
+    assert.equal(await field('corr'), String(c.corr_id), 'the link reopened the copy');
+    assert.ok((await field('bytes')).includes(`${c.bytes.toLocaleString('en-US')} B`));
+    await page.waitForFunction(([a, b]) => {
+      const v = window.__gpuflTimeline?.viewport();
+      return v && v.t0 <= a && v.t1 >= b;
+    }, [c0, c1], { timeout: T });
     await page.click('[data-testid="copy-inspector"] button[aria-label="Close inspector"]');
     await page.waitForSelector('[data-testid="inspector"]', { timeout: T });
+    await page.waitForFunction(() => !/[?&]copy=/.test(location.hash), null, { timeout: T });
   },
 };
 

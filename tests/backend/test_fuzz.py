@@ -74,12 +74,14 @@ def _beyond_the_schema(path: str, q: dict[str, Any]) -> bool:
     """A query that breaks a rule OpenAPI cannot express (docs/api.md), rightly refused with 400/422: a
     cursor is an opaque token from a previous page (any other string is a 400); resolution_ns needs
     start_ns and end_ns, and window / resolution_ns <= 100,000 buckets; end_ns may not be before start_ns
-    (nor equal to it for /system)."""
+    (nor equal to it for /system); /search's at_kind and at_id come together or not at all."""
 
     def num(name: str) -> int | None:
         v = q.get(name)
         return v if isinstance(v, int) and not isinstance(v, bool) else None
 
+    if (q.get("at_kind") is None) != (q.get("at_id") is None):
+        return True
     start, end, res = num("start_ns"), num("end_ns"), num("resolution_ns")
     if start is not None and end is not None and (end < start or (end == start and path.endswith("/system"))):
         return True

@@ -4,8 +4,10 @@ GET /search)."""
 
 from __future__ import annotations
 
+import json
 import random
 from collections import defaultdict
+from pathlib import Path
 
 from gpufl.backend.api import schemas as S
 from gpufl.backend.store import SqlStore
@@ -14,6 +16,8 @@ from gpufl.contract import events as ev
 from .conftest import Api
 from .factory import SessionFactory
 from .helpers import feed
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _clip(s: int, e: int, a: int, b: int) -> int:
@@ -191,3 +195,110 @@ def test_search_route(api: Api) -> None:
     assert (
         api.get("/sessions/sr/search", params={"text": "x", "at_ns": 0, "direction": "up"}).status_code == 422
     )
+
+
+def _walk(api: Api, sid: str, text: str, at_ns: int, direction: str) -> list[tuple[int, str, str]]:
+    """Every match of ``text`` from ``at_ns``, stepping from each match to the next as the UI does (the
+    match's start, kind and id as the position)."""
+    walked: list[tuple[int, str, str]] = []
+    params: dict[str, object] = {"text": text, "at_ns": at_ns, "direction": direction}
+    while (m := api.get(f"/sessions/{sid}/search", params=params).json()["match"]) is not None:
+        walked.append((m["start_ns"], m["kind"], m["id"]))
+        assert len(walked) <= 10_000, "the search does not move on"
+        params = {"text": text, "at_ns": m["start_ns"], "direction": direction}
+        params |= {"at_kind": m["kind"], "at_id": m["id"]}
+    return walked
+
+
+def test_search_visits_instances_with_equal_starts_once_each_on_a_real_capture(api: Api) -> None:
+    # The committed H100 capture gpt_train, and over it a second copy of its kernels and scope instances at
+    # the very same timestamps (seq and scope instance ids renumbered, as bench/ui_timeline.mjs's tiling does
+    # with a zero shift): every match then has a twin that starts at the same nanosecond.
+    cap = REPO / "examples" / "captures" / "gpt_train"
+    for path in sorted(cap.glob("*.log")):
+        stream = ev.parse_segment_name(path.name).stream  # type: ignore[union-attr]
+        if stream == "system":
+            continue
+        recs = [json.loads(ln) for ln in path.read_bytes().splitlines() if ln.strip()]
+        seq_off = 1 + max(r["seq"] for r in recs)
+        inst_off = 1 + max((r["inst"] for r in recs if "inst" in r), default=0)
+        twins = [
+            r | {"seq": r["seq"] + seq_off} | ({"inst": r["inst"] + inst_off} if "inst" in r else {})
+            for r in recs
+            if r["type"] in ("kernel", "scope_begin", "scope_end")
+        ]
+        lines = [json.dumps(r).encode() for r in recs + twins]
+        for i in range(0, len(lines), 1000):
+            r = api.post_events(stream, b"\n".join(lines[i : i + 1000]))
+            assert r.status_code == 200 and r.json()["rejected"] == [], r.text
+    device = [
+        json.loads(ln) for p in cap.glob("*.device.*.log") for ln in p.read_bytes().splitlines() if ln.strip()
+    ]
+    scope = [
+        json.loads(ln) for p in cap.glob("*.scope.*.log") for ln in p.read_bytes().splitlines() if ln.strip()
+    ]
+    sid = device[0]["session_id"]
+    names = {r["id"]: r["launch"]["name"] for r in device if r["type"] == "dict" and r["kind"] == "launch"}
+    paths = {r["id"]: r["value"] for r in scope if r["type"] == "dict" and r["kind"] == "scope"}
+    kernels = [r for r in device if r["type"] == "kernel"]
+    begins = [r for r in scope if r["type"] == "scope_begin"]
+    k_off = 1 + max(r["seq"] for r in device)
+    i_off = 1 + max(r["inst"] for r in scope if "inst" in r)
+    # "forward" matches kernel names (24 in the capture) and the scope path step/forward (12 instances)
+    text = "forward"
+    want = sorted(
+        [
+            (k["start_ns"], "kernel", seq)
+            for k in kernels
+            if text in names[k["launch_id"]].lower()
+            for seq in (k["seq"], k["seq"] + k_off)
+        ]
+        + [
+            (b["ts_ns"], "scope", inst)
+            for b in begins
+            if text in paths[b["path_id"]].lower()
+            for inst in (b["inst"], b["inst"] + i_off)
+        ],
+        key=lambda h: (h[0], h[1], h[2]),
+    )
+    want_ids = [(s, kind, str(i)) for s, kind, i in want]
+    assert len(want) == 2 * (24 + 12) and len({h[0] for h in want}) == len(want) // 2  # every start is tied
+    first = min(k["start_ns"] for k in kernels)
+    assert _walk(api, sid, text, first - 1, "next") == want_ids
+    assert _walk(api, sid, text, want[-1][0] + 1, "prev") == want_ids[::-1]
+    # without the position's kind and id, a step from a start leaves every instance at that start behind
+    # (what the UI did before: each twin was skipped)
+    m = api.get(f"/sessions/{sid}/search", params={"text": text, "at_ns": want[0][0]}).json()["match"]
+    assert m["start_ns"] == want[2][0]
+    assert (
+        api.get(f"/sessions/{sid}/search", params={"text": text, "at_ns": 0, "at_kind": "kernel"}).status_code
+        == 422
+    )
+
+
+def test_search_orders_a_kernel_before_a_scope_that_starts_with_it(store: SqlStore) -> None:
+    # (start, kind, id): at one nanosecond, kernels (by seq) come before scope instances (by instance)
+    f = SessionFactory("tie")
+    recs: list[ev.Record] = [f.start("device"), f.launch(1, "fused_forward_kernel")]
+    k1, k2 = f.kernel(1, 1000, 50), f.kernel(1, 1000, 70)
+    recs += [k1, k2, f.start("scope"), f.scope_path(1, "step/forward")]
+    recs += [f.scope_begin(7, 1, 1000), f.scope_end(7, 5000), f.scope_begin(8, 1, 1000), f.scope_end(8, 6000)]
+    feed(store, recs)
+    order = [("kernel", k1.seq), ("kernel", k2.seq), ("scope", 7), ("scope", 8)]
+    at: tuple[str, int] | None = None
+    walked = []
+    while (
+        m := store.search("tie", "forward", f.t0 + 1000 - (1 if at is None else 0), at=at)["match"]
+    ) is not None:
+        walked.append((m["kind"], int(m["id"])))
+        at = (m["kind"], int(m["id"]))
+    assert walked == order
+    at, back = None, []
+    while (
+        m := store.search("tie", "forward", f.t0 + 1000 + (1 if at is None else 0), backward=True, at=at)[
+            "match"
+        ]
+    ) is not None:
+        back.append((m["kind"], int(m["id"])))
+        at = (m["kind"], int(m["id"]))
+    assert back == order[::-1]

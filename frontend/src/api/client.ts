@@ -476,12 +476,13 @@ export class Api {
     return this.get<RangeSummary>(`/sessions/${enc(s.id)}/range`, { start_ns: abs(win.start, s.origin), end_ns: abs(win.end, s.origin), limit: 200 }, signal);
   }
 
-  /** Kernels and scope instances whose name contains `text`: counts, and the next (or previous) from `at`. */
-  async search(s: SessionDetail, text: string, at: number, direction: 'next' | 'prev', signal?: AbortSignal): Promise<SearchResult> {
+  /** Kernels and scope instances whose name contains `text`: counts, and the next (or previous) from `at`, or
+   * past `from` (the match standing at `at`: hits starting at the same ns then come one by one). */
+  async search(s: SessionDetail, text: string, at: number, direction: 'next' | 'prev', from?: Pick<SearchMatch, 'kind' | 'id'>, signal?: AbortSignal): Promise<SearchResult> {
     const o = s.origin;
     const w = await this.get<W<S['SearchResult']> & { match: W<S['SearchMatch']> | null }>(
       `/sessions/${enc(s.id)}/search`,
-      { text, at_ns: abs(at, o), direction },
+      { text, at_ns: abs(at, o), direction, ...(from ? { at_kind: from.kind, at_id: from.id } : {}) },
       signal,
     );
     const m = w.match;

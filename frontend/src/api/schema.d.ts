@@ -4322,6 +4322,8 @@ export interface operations {
                 text: string;
                 at_ns: number;
                 direction?: "next" | "prev";
+                at_kind?: ("kernel" | "scope") | null;
+                at_id?: number | null;
             };
             header?: never;
             path: {

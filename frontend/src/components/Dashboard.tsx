@@ -75,6 +75,7 @@ function DashboardBody({ api, s, route, navigate }: { api: Api; s: SessionDetail
             t1={route.t1}
             kernel={route.kernel}
             name={route.name}
+            copy={route.copy}
             onChange={(p) => go(p, p.t0 !== undefined)}
           />
         )}

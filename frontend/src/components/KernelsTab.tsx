@@ -1,6 +1,7 @@
 import { useEffect, useMemo, useRef, useState } from 'react';
 import type { Api, KernelSummary, MemcpyRow, ScopeInstance, SessionDetail } from '../api/client';
 import { captureModel, modeText } from '../lib/capture';
+import type { CopyRef } from '../lib/route';
 import { useAsync } from '../lib/useAsync';
 import { useDebounced } from '../lib/useDebounced';
 import { Timeline } from '../timeline/Timeline';
@@ -19,10 +20,12 @@ export interface KernelsTabProps {
   t1?: number;
   kernel?: string;
   name?: string;
-  onChange: (patch: { t0?: number; t1?: number; kernel?: string; name?: string }) => void;
+  /** The selected copy or memset (in the URL, so a link reopens it). */
+  copy?: CopyRef;
+  onChange: (patch: { t0?: number; t1?: number; kernel?: string; name?: string; copy?: CopyRef }) => void;
 }
 
-export function KernelsTab({ api, session, t0, t1, kernel, name, onChange }: KernelsTabProps) {
+export function KernelsTab({ api, session, t0, t1, kernel, name, copy, onChange }: KernelsTabProps) {
   const initial: Viewport =
     t0 !== undefined && t1 !== undefined && t1 > t0 ? { t0, t1 } : { t0: 0, t1: session.rangeEnd };
   const [vp, setVp] = useState<Viewport>(initial);
@@ -43,9 +46,9 @@ export function KernelsTab({ api, session, t0, t1, kernel, name, onChange }: Ker
 
   const detail = useAsync((sig) => (kernel ? api.kernel(session, kernel, sig) : Promise.resolve(null)), [api, session, kernel]);
   const deep = useAsync((sig) => api.deepSummary(session, sig), [api, session]);
-  // A copy (or memset) clicked on the timeline: found by id among those running when it started.
-  const [copy, setCopy] = useState<{ id: string; start: number; end: number } | null>(null);
-  const copyDetail = useAsync((sig) => (copy ? findCopy(api, session, copy, sig) : Promise.resolve(null)), [api, session, copy]);
+  // A copy (or memset) clicked on the timeline or named by the URL: found by id among those running when it
+  // started.
+  const copyDetail = useAsync((sig) => (copy ? findCopy(api, session, copy, sig) : Promise.resolve(null)), [api, session, copy?.id, copy?.start]);
   const copyRow = copyDetail.state === 'ready' ? copyDetail.data?.row ?? null : null;
   // GPU activity under the kernel lanes (SM active beside NVML's utilisation): off until asked, then kept.
   const [activity, setActivity] = useState(() => readFlag(ACTIVITY_KEY));
@@ -64,6 +67,21 @@ export function KernelsTab({ api, session, t0, t1, kernel, name, onChange }: Ker
     [api, session, summaryGo, win?.start, win?.end],
   );
   const sel = detail.state === 'ready' && detail.data ? detail.data : null;
+  // One object per selected kernel (a new one each render would read, to the timeline, as a new selection
+  // and hide the tooltip whenever the URL follows the window).
+  const selected = useMemo(
+    () =>
+      sel
+        ? {
+            start: sel.start,
+            end: sel.end,
+            device: sel.device,
+            stream: sel.stream,
+            call: sel.apiStart !== null && sel.threadId !== null ? { thread: sel.threadId, start: sel.apiStart, end: sel.apiStart + (sel.apiDur ?? 0) } : null,
+          }
+        : null,
+    [sel],
+  );
   // What was recorded when: sessions not in continuous mode traced only in their capture windows (#21).
   const windowed = modeText(session.header?.options) !== 'continuous';
   const windows = useAsync((sig) => (windowed ? api.captureWindows(session.id, sig) : Promise.resolve(null)), [api, session, windowed]);
@@ -81,6 +99,18 @@ export function KernelsTab({ api, session, t0, t1, kernel, name, onChange }: Ker
     setVp(nv);
     setNonce((n) => n + 1);
   }, [sel]);
+  // Likewise a copy opened from a link.
+  useEffect(() => {
+    if (!copyRow) return;
+    const v = reported.current;
+    if (copyRow.end >= v.t0 && copyRow.start <= v.t1) return;
+    const span = Math.max(v.t1 - v.t0, (copyRow.end - copyRow.start) * 3, 10_000);
+    const mid = (copyRow.start + copyRow.end) / 2;
+    const nv = { t0: mid - span / 2, t1: mid + span / 2 };
+    reported.current = nv;
+    setVp(nv);
+    setNonce((n) => n + 1);
+  }, [copyRow]);
 
   const table = (data: KernelSummary, stale: boolean) => (
     <SummaryTable
@@ -113,7 +143,7 @@ export function KernelsTab({ api, session, t0, t1, kernel, name, onChange }: Ker
               reported.current = nv;
               setVp(nv);
               setNonce((n) => n + 1);
-              if (m.kind === 'kernel') onChange({ kernel: m.id, t0: Math.round(nv.t0), t1: Math.round(nv.t1) });
+              if (m.kind === 'kernel') onChange({ kernel: m.id, copy: undefined, t0: Math.round(nv.t0), t1: Math.round(nv.t1) });
             }}
           />
           <Timeline
@@ -126,26 +156,10 @@ export function KernelsTab({ api, session, t0, t1, kernel, name, onChange }: Ker
               onChange({ t0: Math.round(v.t0), t1: Math.round(v.t1) });
             }}
             selectedId={kernel ?? null}
-            selected={
-              sel
-                ? {
-                    start: sel.start,
-                    end: sel.end,
-                    device: sel.device,
-                    stream: sel.stream,
-                    call: sel.apiStart !== null && sel.threadId !== null ? { thread: sel.threadId, start: sel.apiStart, end: sel.apiStart + (sel.apiDur ?? 0) } : null,
-                  }
-                : null
-            }
-            onSelect={(id) => {
-              setCopy(null);
-              onChange({ kernel: id });
-            }}
+            selected={selected}
+            onSelect={(id) => onChange({ kernel: id, copy: undefined })}
             selectedCopy={copyRow}
-            onSelectCopy={(c) => {
-              setCopy(c);
-              if (kernel) onChange({ kernel: undefined });
-            }}
+            onSelectCopy={(c) => onChange({ copy: { id: c.id, start: c.start }, kernel: undefined })}
             activity={activity}
             capture={capture}
             highlightName={name ?? null}
@@ -182,7 +196,7 @@ export function KernelsTab({ api, session, t0, t1, kernel, name, onChange }: Ker
             value={copyDetail.state === 'ready' ? { state: 'ready', data: copyDetail.data?.row ?? null } : copyDetail.state === 'error' ? copyDetail : { state: 'loading' }}
             scope={copyDetail.state === 'ready' ? (copyDetail.data?.scope ?? null) : null}
             session={session}
-            onClose={() => setCopy(null)}
+            onClose={() => onChange({ copy: undefined })}
           />
         ) : (
           <Inspector value={kernel ? detail : null} session={session} deep={deep.state === 'ready' ? deep.data : null} onClose={() => onChange({ kernel: undefined })} />

@@ -36,6 +36,10 @@ describe('TimelineSearch', () => {
     await waitFor(() => expect(f).toHaveBeenCalledTimes(2));
     url = new URL(f.mock.calls[1][0], 'http://x');
     expect([url.searchParams.get('at_ns'), url.searchParams.get('direction')]).toEqual(['1732521600000000500', 'prev']);
+    // the step starts from the match itself (its kind and id), so matches starting at the same ns each come once;
+    // a new search from the window edge has no such position
+    expect([url.searchParams.get('at_kind'), url.searchParams.get('at_id')]).toEqual(['kernel', '7']);
+    expect([...new URL(f.mock.calls[0][0], 'http://x').searchParams.keys()]).not.toContain('at_kind');
   });
 
   it('says when there is no further match and moves nothing', async () => {

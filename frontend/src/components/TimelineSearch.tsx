@@ -1,7 +1,8 @@
 /**
  * Search across the timeline's lanes: kernels (by name) and scopes / NVTX ranges (by path) whose name
  * contains the text, case-insensitive (GET /search). Enter or ▶ goes to the next instance after the current
- * one (or after the window's left edge), Shift+Enter or ◀ to the previous; each hit is zoomed to.
+ * one (or after the window's left edge), Shift+Enter or ◀ to the previous, in (start, kind, id) order so
+ * instances that start together are each visited once; each hit is zoomed to.
  */
 import { useState } from 'react';
 import type { Api, SearchMatch, SessionDetail } from '../api/client';
@@ -28,11 +29,13 @@ export function TimelineSearch({
   async function go(direction: 'next' | 'prev') {
     const q = text.trim();
     if (!q) return;
-    // from the current hit when still searching the same text, else from the window's left edge
-    const at = cur && cur.text === q ? cur.match.start : direction === 'next' ? windowStart() - 1 : windowStart();
+    // from the current hit when still searching the same text (past it, so hits that start at the same ns
+    // are each visited once), else from the window's left edge
+    const from = cur && cur.text === q ? cur.match : null;
+    const at = from ? from.start : direction === 'next' ? windowStart() - 1 : windowStart();
     setStatus('Searching…');
     try {
-      const r = await api.search(session, q, at, direction);
+      const r = await api.search(session, q, at, direction, from ? { kind: from.kind, id: from.id } : undefined);
       const total = `${fmtInt(r.kernels)} kernel${r.kernels === 1 ? '' : 's'}, ${fmtInt(r.scopes)} scope instance${r.scopes === 1 ? '' : 's'} match`;
       if (!r.match) {
         setStatus(`${total} · no ${direction === 'next' ? 'later' : 'earlier'} one`);

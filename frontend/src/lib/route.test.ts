@@ -9,6 +9,17 @@ describe('route', () => {
     expect(parseRoute(h)).toEqual({ ...r, scope: undefined });
   });
 
+  it('round-trips a selected copy or memset (id and start)', () => {
+    const r: Route = { page: 'session', session: 's', tab: 'kernels', t0: 0, t1: 9000, copy: { id: 'memset:17', start: 4321 } };
+    const h = formatRoute(r);
+    expect(h).toBe('#/s/s/kernels?t0=0&t1=9000&copy=memset%3A17%404321');
+    expect(parseRoute(h)).toEqual(r);
+    expect(parseRoute('#/s/s/kernels?copy=12@88')).toMatchObject({ copy: { id: '12', start: 88 } });
+    // no start, or not a number: no copy (nothing to look it up by)
+    expect(parseRoute('#/s/s/kernels?copy=12')).toMatchObject({ copy: undefined });
+    expect(parseRoute('#/s/s/kernels?copy=12@x')).toMatchObject({ copy: undefined });
+  });
+
   it('defaults to the kernels tab and the session list', () => {
     expect(parseRoute('#/s/x/bogus')).toMatchObject({ page: 'session', session: 'x', tab: 'kernels' });
     expect(parseRoute('')).toMatchObject({ page: 'sessions' });

@@ -1,8 +1,11 @@
 /**
  * Deep links: the URL hash holds where the user is.
  *   #/                                     session selector (filters: ?host=&app=&q=&since=&until=)
- *   #/s/<session>/<tab>?t0=&t1=&k=&name=   dashboard: tab, visible window (ns from session start),
- *                                          selected kernel id, highlighted kernel name
+ *   #/s/<session>/<tab>?t0=&t1=&k=&name=&copy=
+ *                                          dashboard: tab, visible window (ns from session start),
+ *                                          selected kernel id, highlighted kernel name, selected copy or
+ *                                          memset (`<id>@<start>`: its id and start, ns from session start,
+ *                                          which is where the copy is looked up)
  *   #/archive                              archived sessions the store lacks, and their restore (#23)
  *   #/compare/<base>/<target>?row=         run-vs-run diff of target against base, a selected row
  *                                          (`kind:key`, e.g. `kernel:nvjet_sm90_…`)
@@ -21,9 +24,23 @@ export type Route =
       kernel?: string;
       name?: string;
       scope?: number;
+      copy?: CopyRef;
     }
   | { page: 'compare'; a: string; b: string; row?: string }
   | { page: 'archive' };
+
+/** A selected copy or memset: its id (a memset's is `memset:<seq>`) and start (ns from session start). */
+export interface CopyRef {
+  id: string;
+  start: number;
+}
+
+function copyRef(v: string | null): CopyRef | undefined {
+  const at = v ? v.lastIndexOf('@') : -1;
+  if (!v || at <= 0) return undefined;
+  const start = num(v.slice(at + 1));
+  return start === undefined ? undefined : { id: v.slice(0, at), start };
+}
 
 function num(v: string | null): number | undefined {
   if (v === null || v === '') return undefined;
@@ -52,6 +69,7 @@ export function parseRoute(hash: string): Route {
       kernel: str(q.get('k')),
       name: str(q.get('name')),
       scope: num(q.get('scope')),
+      copy: copyRef(q.get('copy')),
     };
   }
   if (parts[0] === 'archive') return { page: 'archive' };
@@ -79,6 +97,7 @@ export function formatRoute(r: Route): string {
     set('k', r.kernel);
     set('name', r.name);
     set('scope', r.scope);
+    set('copy', r.copy ? `${r.copy.id}@${Math.round(r.copy.start)}` : undefined);
   } else if (r.page === 'archive') {
     path = '/archive';
   } else if (r.page === 'compare') {

@@ -154,6 +154,10 @@ class DuckDBStore(SqlStore):
     def _json_array(self, src: str, obj: str, order: str) -> str:
         return f"SELECT CAST(to_json(list({obj} ORDER BY {order})) AS VARCHAR) FROM {src}"
 
+    def _arg_longest(self, expr: str, dur: str, ties: list[str]) -> str:
+        # arg_max over a row value: (longest, then the lowest of each tie column) is the maximum.
+        return f"arg_max({expr}, ({', '.join([dur, *(f'-({t})' for t in ties)])}))"
+
     def _idiv(self, a: str, b: str) -> str:
         return f"({a} // {b})"
 

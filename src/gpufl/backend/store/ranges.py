@@ -78,10 +78,23 @@ class RangeQueries(ActivityQueries):
             ],
         }
 
-    def search(self, sid: str, text: str, at_ns: int, backward: bool = False) -> dict[str, Any]:
+    def search(
+        self,
+        sid: str,
+        text: str,
+        at_ns: int,
+        backward: bool = False,
+        at: tuple[str, int] | None = None,
+    ) -> dict[str, Any]:
         """Kernels and scope instances whose name contains ``text`` (case-insensitive): how many there are in
-        the session, and the next one starting after ``at_ns`` (or, ``backward``, the last one starting
-        before it), a kernel or a scope instance, whichever comes first."""
+        the session, and the next one after ``at_ns`` (or, ``backward``, the one before it), a kernel or a
+        scope instance, whichever comes first.
+
+        Instances are stepped in one total order, (start, kind, id) with kernels before scopes at the same
+        start and ids (kernel seq, scope instance) as integers, so instances that start at the same
+        nanosecond are each visited once. ``at`` = (kind, id) of the instance the search stands on at
+        ``at_ns`` (the previous match): the step goes past it and no further; without it, every instance
+        starting at ``at_ns`` is behind the step (strictly after / before ``at_ns``)."""
         needle = text.lower()
         launches = (
             "SELECT id FROM dicts WHERE session_id = ? AND stream = 'device' AND kind = 'launch' "
@@ -99,23 +112,25 @@ class RangeQueries(ActivityQueries):
             f"SELECT count(*) FROM scope_begins WHERE session_id = ? AND path_id IN ({paths})",
             [sid, sid, needle],
         )
-        cmp, order = ("<", "DESC") if backward else (">", "ASC")
+        order = "DESC" if backward else "ASC"
+        k_where, k_params = _past("k.start_ns", "k.seq", _KIND_RANK["kernel"], at_ns, at, backward)
         kernel = self._one(
             f"""SELECT k.seq, d.value, k.start_ns, k.end_ns, k.device_id, k.stream_id
                 FROM kernels k {self._LAUNCH_JOIN}
-                WHERE k.session_id = ? AND k.launch_id IN ({launches}) AND k.start_ns {cmp} ?
+                WHERE k.session_id = ? AND k.launch_id IN ({launches}) AND {k_where}
                 ORDER BY k.start_ns {order}, k.seq {order} LIMIT 1""",
-            [sid, sid, needle, at_ns],
+            [sid, sid, needle, *k_params],
         )
+        s_where, s_params = _past("b.ts_ns", "b.inst", _KIND_RANK["scope"], at_ns, at, backward)
         scope = self._one(
             f"""SELECT b.inst, d.value, b.ts_ns, e.ts_ns, b.thread_id, b.depth
                 FROM scope_begins b
                 LEFT JOIN (SELECT inst, ts_ns FROM scope_ends WHERE session_id = ?) e ON e.inst = b.inst
                 LEFT JOIN dicts d ON d.session_id = b.session_id AND d.stream = 'scope' AND d.kind = 'scope'
                      AND d.id = b.path_id
-                WHERE b.session_id = ? AND b.path_id IN ({paths}) AND b.ts_ns {cmp} ?
+                WHERE b.session_id = ? AND b.path_id IN ({paths}) AND {s_where}
                 ORDER BY b.ts_ns {order}, b.inst {order} LIMIT 1""",
-            [sid, sid, sid, needle, at_ns],
+            [sid, sid, sid, needle, *s_params],
         )
         found: list[dict[str, Any]] = []
         if kernel:
@@ -130,10 +145,30 @@ class RangeQueries(ActivityQueries):
                 {"kind": "scope", "id": str(inst), "name": path, "start_ns": s0, "end_ns": s1}
                 | {"device_id": None, "stream_id": None, "thread_id": thread, "depth": depth}
             )
-        found.sort(key=lambda m: int(m["start_ns"]), reverse=backward)
+        found.sort(key=lambda m: (int(m["start_ns"]), _KIND_RANK[m["kind"]], int(m["id"])), reverse=backward)
         return {
             "text": text,
             "kernels": int(k_count[0]) if k_count else 0,
             "scopes": int(s_count[0]) if s_count else 0,
             "match": found[0] if found else None,
         }
+
+
+# The search's order among instances that start at the same nanosecond: kernels, then scope instances.
+_KIND_RANK = {"kernel": 0, "scope": 1}
+
+
+def _past(
+    start: str, ident: str, rank: int, at_ns: int, at: tuple[str, int] | None, backward: bool
+) -> tuple[str, list[Any]]:
+    """The SQL condition (and its parameters) for rows of one kind (``rank``) that come after the search's
+    position in (start, kind, id) order, or before it when ``backward``."""
+    cmp = "<" if backward else ">"
+    if at is None:
+        return f"{start} {cmp} ?", [at_ns]
+    at_rank = _KIND_RANK[at[0]]
+    if rank == at_rank:  # the same kind: ties at at_ns step by id
+        return f"({start} {cmp} ? OR ({start} = ? AND {ident} {cmp} ?))", [at_ns, at_ns, at[1]]
+    # another kind: its rows at at_ns are past the position when its rank is on the stepping side
+    past_ties = rank < at_rank if backward else rank > at_rank
+    return f"{start} {cmp}= ?" if past_ties else f"{start} {cmp} ?", [at_ns]

@@ -256,10 +256,17 @@ def search(
     text: Annotated[str, Query(min_length=1, max_length=NAME_MAX)],
     at_ns: Annotated[int, Query(ge=0, le=I64)],
     direction: Literal["next", "prev"] = "next",
+    at_kind: Literal["kernel", "scope"] | None = None,
+    at_id: Annotated[int | None, Query(ge=0, le=I64)] = None,
 ) -> Response:
     # Kernels and scope instances whose name contains the text: counts, and the next/previous from at_ns.
+    # at_kind + at_id: the match the search stands on (at at_ns), so instances that start at the same ns
+    # are stepped through one by one, in (start, kind, id) order, each once.
     _exists(store, session_id)
-    return fast_json(store.search(session_id, text, at_ns, backward=direction == "prev"))
+    if (at_kind is None) != (at_id is None):
+        raise HTTPException(422, "at_kind and at_id go together")
+    at = (at_kind, at_id) if at_kind is not None and at_id is not None else None
+    return fast_json(store.search(session_id, text, at_ns, backward=direction == "prev", at=at))
 
 
 @router.get(
