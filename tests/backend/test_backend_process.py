@@ -5,92 +5,41 @@ shape)."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
-import os
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import httpx
 import pytest
 
 from gpufl.backend.config import Settings
 
-ADMIN = "admin-secret-for-process-tests"
 MIB = 1 << 20
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RSS from /proc")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Backend:
-    def __init__(self, data_dir: Path, *flags: str) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GPUFL_")}
-        env["GPUFL_ADMIN_TOKEN"] = ADMIN
-        self.proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "gpufl.backend.cli", "--port", str(self.port)),
-                *("--data-dir", str(data_dir), "--log-level", "warning", *flags),
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"backend exited: {self.proc.communicate()[1]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=0.5).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        raise AssertionError("backend did not come up")
-
-    def rss(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise AssertionError("no VmRSS")
-
-    def memory(self) -> str:
-        """Resident memory by kind (anonymous: heap and arenas; file: code and mapped files), for messages."""
-        fields = dict(
-            line.split(":", 1) for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines()
-        )
-        return " ".join(f"{k}={fields[k].strip()}" for k in ("RssAnon", "RssFile", "RssShmem", "Threads"))
-
-    def token(self, role: str) -> str:
-        r = httpx.post(
-            f"{self.url}/api/v1/keys",
-            json={"role": role, "name": f"test-{role}"},
-            headers={"Authorization": f"Bearer {ADMIN}"},
-        )
-        assert r.status_code == 200, r.text
-        return str(r.json()["token"])
-
-    def stop(self) -> str:
-        self.proc.terminate()
-        _, err = self.proc.communicate(timeout=30)
-        return err
+def _token(backend: Any, role: str) -> str:
+    r = httpx.post(
+        f"{backend.url}/api/v1/keys",
+        json={"role": role, "name": f"test-{role}"},
+        headers={"Authorization": f"Bearer {ADMIN}"},
+    )
+    assert r.status_code == 200, r.text
+    return str(r.json()["token"])
 
 
 @pytest.fixture
-def backend(tmp_path: Path) -> Iterator[Backend]:
-    b = Backend(tmp_path / "data")
+def backend(tmp_path: Path) -> Iterator[Any]:
+    """A real backend process (bench/backend_memory.py's handle: its own port, data dir, admin token)."""
+    b = _bench().Backend(tmp_path / "data")
     yield b
     err = b.stop()
     assert "Traceback" not in err, err
@@ -119,12 +68,12 @@ def _raw_request(
         return int(lines[0].split()[1]), headers, rest[:n]
 
 
-def test_the_token_is_checked_before_any_body_is_read(backend: Backend) -> None:
+def test_the_token_is_checked_before_any_body_is_read(backend: Any) -> None:
     """A request declaring a body larger than every limit (1 TiB), of which only 16 KiB is ever sent: a
     backend that reads the body before checking the token never answers; this one answers at once, on every
     route that needs a token, without the rest of the body."""
-    read = backend.token("read")
-    ingest = backend.token("ingest")
+    read = _token(backend, "read")
+    ingest = _token(backend, "ingest")
     cases = [
         ("POST", "/api/v1/keys", None, 401),
         ("POST", "/api/v1/keys", "not-a-token", 401),
@@ -161,6 +110,7 @@ def test_the_token_is_checked_before_any_body_is_read(backend: Backend) -> None:
 # --- memory -----------------------------------------------------------------------------------------------
 
 
+@functools.cache
 def _bench() -> ModuleType:
     """bench/backend_memory.py: its bodies (real capture records), process handle and load are the test's."""
     path = Path(__file__).resolve().parents[2] / "bench" / "backend_memory.py"
@@ -170,6 +120,10 @@ def _bench() -> ModuleType:
     sys.modules[spec.name] = mod  # dataclasses look their module up
     spec.loader.exec_module(mod)
     return mod
+
+
+ADMIN: str = _bench().ADMIN
+"""The admin token the bench's backend process starts with."""
 
 
 BAR_PEAK = 1 << 30
