@@ -55,9 +55,8 @@ if [[ $what == *costs* ]]; then
 fi
 if [[ $what == *deep* ]]; then
   # The deep engines (#19) beside Nsight Compute on examples/workloads/deep_truth.py: ncu's divergence and sampled
-  # stalls, then gpufl under each SASS setting still in question (SASS metrics gave no records so far: lazy or
-  # eager patching, CUDA's lazy or eager module loading, with or without tracing) and PC sampling; each
-  # recording read by bench/deep_truth.py. Recordings in $OUT/deep_captures.tgz.
+  # stalls, then gpufl's SASS metrics (with and without tracing, a range per kernel or one for the session) and PC
+  # sampling; each recording read by bench/deep_truth.py. Recordings in $OUT/deep_captures.tgz.
   d=/tmp/deep; rm -rf $d; mkdir -p $d; export DEEP_TRUTH_BUILD=$d/build
   python3 examples/workloads/deep_truth.py --launches 1 > /dev/null 2>&1
   ncu --clock-control none --csv --metrics smsp__thread_inst_executed_per_inst_executed.ratio \
@@ -65,37 +64,24 @@ if [[ $what == *deep* ]]; then
   ncu --clock-control none --csv --page raw --section WarpStateStats --section SourceCounters \
     -k regex:'mem_bound|compute_bound' python3 examples/workloads/deep_truth.py --kernels mem_bound,compute_bound \
     --launches 1 > $d/ncu_stalls.csv 2> /dev/null
-  for v in "tracing,sass" "sass" "tracing,sass CUDA_MODULE_LOADING=EAGER" \
-           "tracing,sass CUDA_MODULE_LOADING=EAGER GPUFL_DEEP_SASS_LAZY=0" "tracing,pc_sampling"; do
+  for v in "tracing,sass" "sass" "tracing,sass GPUFL_DEEP=session" "tracing,pc_sampling"; do
     read -r eng settings <<< "$v"; n=$(echo "$v" | tr ' ,=' '___')
-    env $settings timeout 90 python3 examples/workloads/deep_truth.py --gpufl --engines "$eng" --launches 3 \
+    env $settings timeout -k 3 90 python3 examples/workloads/deep_truth.py --gpufl --engines "$eng" --launches 3 \
       --log-dir $d/$n > $d/$n.txt 2>&1
     echo "== $v (exit $?)" | tee -a "$OUT/deep_truth.txt"
     grep -h '"notice"' $d/$n/*.log 2>/dev/null | grep -v record_path | cut -c1-300 | tee -a "$OUT/deep_truth.txt"
-    timeout 60 python3 bench/deep_truth.py $d/$n --ncu-divergence $d/ncu_divergence.csv \
+    timeout -k 3 60 python3 bench/deep_truth.py $d/$n --ncu-divergence $d/ncu_divergence.csv \
       --ncu-stalls $d/ncu_stalls.csv >> "$OUT/deep_truth.txt" 2>&1
   done
   tar -C $d --exclude=build -czf "$OUT/deep_captures.tgz" .
 fi
 if [[ $what == *sass* ]]; then
-  # SASS metrics across ranges (#19): the C probe's CUPTI orders (kernel activity of either kind beside SASS),
-  # then gpufl on deep_truth (4 kernels, a scope each) under every GPUFL_DEEP_SASS_MODE, read against ncu's
-  # divergence (run `deep` first in the same call: its /tmp/deep/ncu_divergence.csv; or pass NCU_DIV=path).
-  d=/tmp/sass; rm -rf $d; mkdir -p $d; export DEEP_TRUTH_BUILD=$d/build
+  # SASS metrics and CUPTI's kernel kinds (#19): the C probe's orders — several functions and ranges, without
+  # kernel activity, with the concurrent kind, with the serial kind (docs/gpu-runs/session11-sass.txt).
+  d=/tmp/sass; rm -rf $d; mkdir -p $d
   nvcc -arch=sm_90 -lineinfo -o $d/probe scripts/probes/sass_order.cu -L/usr/local/cuda/lib64 -lcupti -lcuda
-  for v in "after" "after activity" "after activity kernel_kind" "after activity pause_activity" "after prelaunch"; do
-    timeout -k 3 20 $d/probe $v 2>&1 | grep -E "variant|RESULT|ERROR|instances|activity kernels" | tee -a "$OUT/sass_probe.txt"
+  for v in "after both ranges=3" "after activity both ranges=2" "after activity kernel_kind both ranges=2" \
+           "after activity_late" "after both uniform_first"; do
+    timeout -k 3 20 $d/probe $v 2>&1 | grep -E "variant|RANGE|RESULT|ERROR|NOT_|activity kernels" | tee -a "$OUT/sass_probe.txt"
   done
-  python3 examples/workloads/deep_truth.py --launches 1 > /dev/null 2>&1
-  for v in "sass lazy" "sass keep" "sass reconfig" "sass eager2" "tracing,sass keep" "tracing,sass lazy"; do
-    read -r eng mode <<< "$v"; n=$(echo "$v" | tr ', ' '__')
-    GPUFL_DEEP_SASS_MODE=$mode timeout -k 3 40 python3 examples/workloads/deep_truth.py --gpufl --engines $eng \
-      --launches 3 --kernels uniform,parity,quad,early_exit --log-dir $d/$n > $d/$n.txt 2>&1
-    echo "== $v (exit $?)" | tee -a "$OUT/sass_modes.txt"
-    grep -h '"notice"' $d/$n/*.log 2>/dev/null | grep -v record_path | cut -c1-300 | tee -a "$OUT/sass_modes.txt"
-    timeout -k 3 30 python3 bench/deep_truth.py $d/$n --ncu-divergence "${NCU_DIV:-/tmp/deep/ncu_divergence.csv}" \
-      >> "$OUT/sass_modes.txt" 2>&1
-    echo "kernel records: $(cat $d/$n/*.device.*.log | grep -c '"type":"kernel"')" >> "$OUT/sass_modes.txt"
-  done
-  tar -C $d --exclude=build --exclude=probe -czf "$OUT/sass_captures.tgz" .
 fi

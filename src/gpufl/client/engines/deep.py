@@ -51,7 +51,7 @@ class DeepEngine:
         self._sources: dict[tuple[int, str, int], tuple[int, int] | None] = {}
         self._kernel_ids: dict[str, int] = {}
         self.ranges = 0
-        self._told_kernels_paused = False
+        self._told_kernels_serial = False
         self._window_range = False  # the open range is a capture window's
 
     # ---------------------------------------------------------------- lifecycle (the Engine protocol)
@@ -77,6 +77,15 @@ class DeepEngine:
             if why:
                 self.want_sass = False
                 self.session.notice("sass_unavailable", f"sass engine unavailable: {why}", engine="sass")
+            elif "tracing" not in self.options.engines:
+                self.session.notice(
+                    "sass_without_tracing",
+                    "sass without tracing: with libcupti "
+                    f"{self.native.cupti_version()} (CUPTI API version) SASS metrics may cover only the first "
+                    "kernel function a range launches (CUPTI 13.0.85 did so on the H100; 13.5.25 covered every "
+                    "function); with tracing on, every function is covered (docs/deep-engines.md)",
+                    engine="sass",
+                )
         err = self.native.deep_watch(CUBIN_BUDGET)
         if err:
             self.session.notice(
@@ -257,13 +266,13 @@ class DeepEngine:
             sample(crc, fn, pc, source="pc_sampling", stall_reason=reason, sample_count=samples)
             pc_records += 1
         why = [*errors, *(e for e in (r["sass_error"], r["pc_error"], r["sync_error"]) if e)]
-        if r.get("kernels_paused") and not self._told_kernels_paused:
-            self._told_kernels_paused = True
+        if r.get("kernels_serial") and not self._told_kernels_serial:
+            self._told_kernels_serial = True
             self.session.notice(
-                "sass_pauses_kernel_tracing",
-                "kernels inside SASS-metrics ranges are not traced: CUPTI cannot record kernel activity and SASS "
-                "metrics at once (with both on, every SASS count read 0), so kernel tracing is off for each "
-                "such range (its profile_range record gives the window) and back on after it",
+                "sass_serialises_kernels",
+                "kernels inside SASS-metrics ranges are traced with CUPTI's serial kernel kind (they run one at a "
+                "time there): CUPTI's concurrent kernel kind and SASS metrics exclude each other (with both on, "
+                "every SASS count read 0); each such range's profile_range record gives its window",
                 engine="sass",
             )
         pc_on = "pc_sampling" in self.engines

@@ -81,9 +81,15 @@ void enable_launch_callbacks(int on, int runtime, int driver) {
         p_cuptiEnableCallback(on && driver, g_trace.sub, CUPTI_CB_DOMAIN_DRIVER_API, DRIVER_CBIDS[i]);
 }
 
+/* The kernel kind to switch: the serial one inside a SASS-metrics range (deep.c: CUPTI's concurrent kind and
+ * SASS metrics exclude each other), else what start_tracing chose. */
+CUpti_ActivityKind active_kernel_kind(void) {
+    return g_trace.sass_range ? CUPTI_ACTIVITY_KIND_KERNEL : g_trace.kernel_kind;
+}
+
 /* The activity kinds start_tracing enabled, on or off (configure(), diagnostics). */
 void enable_activity(int on) {
-    CUpti_ActivityKind kinds[4] = {g_trace.kernel_kind, CUPTI_ACTIVITY_KIND_MEMCPY, CUPTI_ACTIVITY_KIND_MEMSET,
+    CUpti_ActivityKind kinds[4] = {active_kernel_kind(), CUPTI_ACTIVITY_KIND_MEMCPY, CUPTI_ACTIVITY_KIND_MEMSET,
                                    CUPTI_ACTIVITY_KIND_SYNCHRONIZATION};
     for (int i = 0; i < (g_opts.copies ? (g_opts.syncs ? 4 : 3) : 1); i++) {
         if (on) p_cuptiActivityEnable(kinds[i]);
@@ -262,7 +268,7 @@ const char *start_tracing(int *enabled_out) {
 void stop_tracing(CUptiResult *flush, CUptiResult *fin, int finalize) {
     flusher_stop(); /* before CUPTI is torn down under it */
     *flush = p_cuptiActivityFlushAll(1);
-    p_cuptiActivityDisable(g_trace.kernel_kind);
+    p_cuptiActivityDisable(active_kernel_kind());
     p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_MEMCPY);
     p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_MEMSET);
     p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_SYNCHRONIZATION);

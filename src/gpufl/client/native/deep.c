@@ -308,23 +308,33 @@ const char *deep_setup(int sass, int pc, int period_log2, size_t collect_pcs) {
 
 /* ------------------------------------------------------------------------------------------------ ranges */
 
-/* How SASS patching spans ranges (GPUFL_DEEP_SASS_MODE, a diagnostic while the right one is found on the
- * GPU): "lazy" enables with lazy patching and disables at each range; "eager2" patches every loaded function
- * from the second range on; "reconfig" sets the configuration again before each enable; "keep" enables once
- * and reads (then discards) what ran between ranges at each range's start. */
-static const char *sass_mode(void) {
-    const char *m = getenv("GPUFL_DEEP_SASS_MODE");
-    return m && *m ? m : "lazy";
-}
-
 static void flush_sass(DeepResult *out);
 
-/* Kernel activity and SASS metrics exclude each other in CUPTI (13.0, H100 and H200): with the kernel kind on,
- * every SASS count read 0, and enabling it during a SASS range fails (CUPTI_ERROR_NOT_COMPATIBLE). The
- * kernel kind is off for a SASS range and back on after it; the range's record says so. */
-static int pause_kernel_tracing(void) {
-    if (!g_trace.subscribed || !g_opts.activity || g_trace.capture_off) return 0;
-    return p_cuptiActivityDisable(g_trace.kernel_kind) == CUPTI_SUCCESS;
+/* CUPTI's concurrent kernel activity and SASS metrics exclude each other (CUPTI 13.0.85 and 13.5.25, H100
+ * and H200; scripts/probes/sass_order.cu): with CONCURRENT_KERNEL on, every SASS count reads 0, and enabling
+ * it inside a SASS range fails (CUPTI_ERROR_NOT_COMPATIBLE). The serial KERNEL kind works beside them, and with
+ * it CUPTI 13.0.85 patches every function launched in every range (without it, only the first function the
+ * process launches in a range was ever patched there). So a SASS range swaps the concurrent kind for the serial
+ * one and back at its end: every kernel is still traced (kernels in the range run one at a time, which SASS
+ * patching costs more than anyway); out->kernels_serial says so. */
+static int kernels_switchable(void) {
+    return g_trace.active && g_opts.activity && !g_trace.capture_off && g_trace.kernel_kind != CUPTI_ACTIVITY_KIND_KERNEL;
+}
+
+static int serialise_kernel_tracing(void) {
+    int traced = g_trace.subscribed && g_opts.activity && g_trace.kernel_kind != CUPTI_ACTIVITY_KIND_KERNEL;
+    int live = kernels_switchable();
+    if (live) p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
+    g_trace.sass_range = 1; /* a capture window opening inside the range enables the serial kind (cupti.c) */
+    if (live) p_cuptiActivityEnable(CUPTI_ACTIVITY_KIND_KERNEL);
+    return traced;
+}
+
+static void restore_kernel_tracing(void) {
+    int live = kernels_switchable();
+    if (live) p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_KERNEL);
+    g_trace.sass_range = 0;
+    if (live) p_cuptiActivityEnable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
 }
 
 void deep_begin(void) {
@@ -332,31 +342,17 @@ void deep_begin(void) {
     if (g_deep.in_range) return;
     g_deep.range_sass_error[0] = g_deep.range_pc_error[0] = 0;
     if (g_deep.sass_on) {
-        const char *mode = sass_mode();
-        g_deep.kernels_paused = pause_kernel_tracing();
-        if (g_deep.sass_kept) { /* "keep": still enabled; what ran since the last range is not this range's */
-            DeepResult junk;
-            memset(&junk, 0, sizeof junk);
-            flush_sass(&junk);
-            deep_result_free(&junk);
-            r = CUPTI_SUCCESS;
-        } else {
-            if (!strcmp(mode, "reconfig") && g_deep.sass_ranges) {
-                const char *e = setup_sass(g_deep.device, g_deep.chip);
-                if (e) snprintf(g_deep.range_sass_error, sizeof g_deep.range_sass_error, "%s", e);
-            }
-            CUpti_SassMetricsEnable_Params p = {CUpti_SassMetricsEnable_Params_STRUCT_SIZE};
-            p.ctx = g_deep.ctx;
-            const char *lazy = getenv("GPUFL_DEEP_SASS_LAZY"); /* diagnostic: 0 patches every function at once */
-            p.enableLazyPatching = !(lazy && !strcmp(lazy, "0")) && !(!strcmp(mode, "eager2") && g_deep.sass_ranges);
-            r = d_cuptiSassMetricsEnable(&p);
-            g_deep.sass_kept = r == CUPTI_SUCCESS && !strcmp(mode, "keep");
-        }
+        g_deep.kernels_serial = serialise_kernel_tracing();
+        /* lazy patching: a function is patched at its first launch in the range (eager patching patched
+         * nothing CUDA had not loaded yet, and CUDA loads lazily) */
+        CUpti_SassMetricsEnable_Params p = {CUpti_SassMetricsEnable_Params_STRUCT_SIZE};
+        p.ctx = g_deep.ctx;
+        p.enableLazyPatching = 1;
+        r = d_cuptiSassMetricsEnable(&p);
         g_deep.sass_active = r == CUPTI_SUCCESS;
-        g_deep.sass_ranges++;
-        if (!g_deep.sass_active && g_deep.kernels_paused) { /* no SASS range: tracing goes on as before */
-            p_cuptiActivityEnable(g_trace.kernel_kind);
-            g_deep.kernels_paused = 0;
+        if (!g_deep.sass_active) { /* no SASS range: tracing goes on as before */
+            restore_kernel_tracing();
+            g_deep.kernels_serial = 0;
         }
         if (r != CUPTI_SUCCESS)
             snprintf(g_deep.range_sass_error, sizeof g_deep.range_sass_error, "cuptiSassMetricsEnable: %s", cupti_err(r));
@@ -393,7 +389,7 @@ static int push_sass(DeepResult *out, const CUpti_SassMetrics_Data *d, size_t ni
     return 0;
 }
 
-/* Read and reset the SASS counts CUPTI holds for the context (the range stays enabled). */
+/* Read and reset the SASS counts CUPTI holds for the context. */
 static void flush_sass(DeepResult *out) {
     CUptiResult r;
     CUpti_SassMetricsGetDataProperties_Params gp = {CUpti_SassMetricsGetDataProperties_Params_STRUCT_SIZE};
@@ -427,25 +423,15 @@ static void flush_sass(DeepResult *out) {
     free(vals);
 }
 
-static void disable_sass(DeepResult *out) {
+static void end_sass(DeepResult *out) {
+    flush_sass(out);
     CUpti_SassMetricsDisable_Params dp = {CUpti_SassMetricsDisable_Params_STRUCT_SIZE};
     dp.ctx = g_deep.ctx;
     CUptiResult r = d_cuptiSassMetricsDisable(&dp);
     out->sass_dropped = r == CUPTI_SUCCESS ? dp.numOfDroppedRecords : 0;
-    g_deep.sass_kept = 0;
-    if (!strcmp(sass_mode(), "reconfig")) {
-        CUpti_SassMetricsUnsetConfig_Params p = {CUpti_SassMetricsUnsetConfig_Params_STRUCT_SIZE};
-        p.deviceIndex = (uint32_t)g_deep.device;
-        d_cuptiSassMetricsUnsetConfig(&p);
-    }
-}
-
-static void end_sass(DeepResult *out) {
-    flush_sass(out);
-    if (!g_deep.sass_kept) disable_sass(out);
-    if (g_deep.kernels_paused) p_cuptiActivityEnable(g_trace.kernel_kind);
-    out->kernels_paused = g_deep.kernels_paused;
-    g_deep.kernels_paused = 0;
+    restore_kernel_tracing();
+    out->kernels_serial = g_deep.kernels_serial;
+    g_deep.kernels_serial = 0;
     g_deep.sass_active = 0;
 }
 
@@ -571,7 +557,6 @@ const char *deep_watch_modules(size_t cubin_budget) {
 void deep_teardown(DeepResult *late) {
     memset(late, 0, sizeof *late);
     if (g_deep.in_range) deep_end(late), deep_result_free(late);
-    if (g_deep.sass_kept) disable_sass(late);
     if (g_deep.ready && g_deep.pc_enabled) {
         CUpti_PCSamplingDisableParams p = {CUpti_PCSamplingDisableParamsSize, NULL, g_deep.ctx};
         if (d_cuptiPCSamplingDisable(&p) == CUPTI_SUCCESS && g_deep.cfg_buf.totalNumPcs) take_pc(late, &g_deep.cfg_buf);

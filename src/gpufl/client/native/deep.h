@@ -27,13 +27,13 @@ typedef struct {
     PcRow *pc;
     size_t npc, pc_cap;
     uint64_t pc_samples, pc_dropped, pc_non_user, sass_dropped;
-    int pc_buffer_full, kernels_paused; /* kernels_paused: kernel tracing was off for the range (SASS) */
+    int pc_buffer_full, kernels_serial; /* kernels_serial: kernels in the range traced by the serial kind (SASS) */
     char sass_error[200], pc_error[200], sync_error[120];
 } DeepResult;
 
 typedef struct {
     int ready, profiler_initialized, sass_on, pc_on, sass_configured, pc_enabled, in_range, sass_active, pc_active, watch_modules;
-    int sass_ranges, sass_kept, kernels_paused; /* ranges begun; enabled across ranges ("keep"); kernel kind off */
+    int kernels_serial; /* the range swapped the concurrent kernel kind for the serial one */
     CUcontext ctx;
     int device, period_log2, ndevices;
     size_t collect_pcs, cubin_budget;

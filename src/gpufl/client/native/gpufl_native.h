@@ -327,6 +327,7 @@ typedef struct {
     LaunchConfig *configs;
     size_t nconfig_slots, nconfigs;
     CUpti_ActivityKind kernel_kind; /* what start_tracing enabled (g_opts.serial_kernels) */
+    int sass_range; /* a SASS-metrics range is open: the serial kernel kind stands in for the concurrent one */
     _Atomic uint64_t buffers, kernels, memcpys, memsets, matched, unmatched, launches_cb, cupti_dropped,
         dump_seq, foreign_buffers, untimed;
     /* capture windows (gpufl.client.capture): 1 while outside a window, so start_tracing enables nothing and
@@ -342,6 +343,7 @@ const char *start_tracing(int *enabled_out);
 void stop_tracing(CUptiResult *flush, CUptiResult *fin, int finalize);
 void enable_launch_callbacks(int on, int runtime, int driver);
 void enable_activity(int on);
+CUpti_ActivityKind active_kernel_kind(void);
 void capture_switch(int on);
 
 /* ------------------------------------------------------------------------------------------------ scopes and NVTX (scopes.c) */

@@ -73,7 +73,7 @@ static PyObject *result_dict(DeepResult *r) {
                          (unsigned long long)r->pc_samples, "pc_dropped", (unsigned long long)r->pc_dropped,
                          "pc_non_user", (unsigned long long)r->pc_non_user, "sass_dropped",
                          (unsigned long long)r->sass_dropped, "pc_buffer_full", r->pc_buffer_full ? Py_True : Py_False,
-                         "kernels_paused", r->kernels_paused ? Py_True : Py_False,
+                         "kernels_serial", r->kernels_serial ? Py_True : Py_False,
                          "sass_error", str_or_none(r->sass_error), "pc_error", str_or_none(r->pc_error), "sync_error",
                          str_or_none(r->sync_error));
 fail:
