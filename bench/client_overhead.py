@@ -13,7 +13,8 @@ duration (gpufl's from its first round in gpufl mode).
         --modes none,gpufl,gpufl-stacks,torch-profiler [--json OUT]
 
 A mode may carry environment settings for its processes after ``@`` (e.g. the native path's diagnostic
-switches): ``gpufl-activity-only@GPUFL_NATIVE_COPIES=0``.
+switches): ``gpufl-activity-only@GPUFL_NATIVE_COPIES=0``. Separate modes by ``;`` when a setting holds commas
+(``none;gpufl@GPUFL_ENGINES=system,pc_sampling``).
 """
 
 from __future__ import annotations
@@ -133,7 +134,8 @@ def main() -> None:
     ap.add_argument("--modes", default="none,gpufl,torch-profiler")
     ap.add_argument("--json", help="write all raw results here")
     args = ap.parse_args()
-    modes = args.modes.split(",")
+    # modes split on ";" when there is one (a mode's settings may hold commas: GPUFL_ENGINES=tracing,sass)
+    modes = args.modes.split(";") if ";" in args.modes else args.modes.split(",")
     results: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
     failed: dict[str, int] = {m: 0 for m in modes}
     with tempfile.TemporaryDirectory() as tmp:

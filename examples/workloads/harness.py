@@ -21,6 +21,7 @@ import json
 import os
 import statistics
 import struct
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -139,6 +140,8 @@ class Run:
             t0 = time.perf_counter()
             yield step
             sync()
+            if os.environ.get("GPUFL_WORKLOAD_VERBOSE"):  # progress while diagnosing a slow engine
+                print(f"step {step}: {1e3 * (time.perf_counter() - t0):.1f} ms", file=sys.stderr, flush=True)
             if step >= a.warmup:
                 self.times.append(time.perf_counter() - t0)
                 # the launching thread's CPU time: unlike wall time, it leaves out the time the VM's vCPU
