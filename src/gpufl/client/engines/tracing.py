@@ -186,17 +186,14 @@ class TracingEngine:
         self._capturing = on
         if not self.started or self._paused_at is not None or self._subscriber is None:
             return
-        cupti = self.cupti
         if on:
             self._enable_api_callbacks()
             self._enable_activity()
             return
         self._disable_all()
-        for domain in (cupti.CallbackDomain.RUNTIME_API, cupti.CallbackDomain.DRIVER_API):
-            try:
-                cupti.enable_domain(0, self._subscriber, domain)
-            except Exception as e:
-                log.warning("gpufl: could not switch CUPTI callbacks off: %r", e)
+        # the callbacks off one by one, as they were switched on and as the native path does (whose later windows
+        # record on the H100): switching whole domains off here, later windows recorded no kernel (H100, session 11)
+        self._enable_api_callbacks(False)
 
     def _start_flusher(self) -> None:
         """CUPTI's periodic flush returns only full buffers (its documentation; so a device-side assert a
@@ -210,8 +207,8 @@ class TracingEngine:
             while not stop.wait(period_ms / 1000):
                 try:
                     self.cupti.activity_flush_all(1)
-                except Exception:
-                    return
+                except Exception as e:  # e.g. between capture windows: the next period tries again
+                    log.debug("gpufl: CUPTI flush: %r", e)
 
         self._flusher = threading.Thread(target=loop, name="gpufl-cupti-flush", daemon=True)
         self._flusher.start()
@@ -275,7 +272,7 @@ class TracingEngine:
             pass
         self._subscriber = None
 
-    def _enable_api_callbacks(self) -> None:
+    def _enable_api_callbacks(self, on: bool = True) -> None:
         cupti = self.cupti
         enabled = 0
         for domain, enum, prefixes in (
@@ -285,11 +282,11 @@ class TracingEngine:
             for name, cbid in enum.__members__.items():
                 if name.startswith(prefixes):
                     try:  # the enum lists ids this driver may not know (INVALID_PARAMETER): skip those
-                        cupti.enable_callback(1, self._subscriber, domain, cbid)
+                        cupti.enable_callback(int(on), self._subscriber, domain, cbid)
                         enabled += 1
                     except Exception:
                         pass
-        if enabled == 0:
+        if on and enabled == 0:
             self.session.notice(
                 "cupti_callbacks",
                 "launch callbacks unavailable: no scope/stack attribution",
