@@ -59,11 +59,12 @@ def free_port() -> int:
 # ---- the session ---------------------------------------------------------------------------------------
 
 
-def load_capture() -> tuple[str, list[ev.DictEntry], list[ev.Kernel]] | None:
-    files = sorted(glob.glob(str(ROOT / "examples/captures/*/*.device.*.log")))
+def load_capture(name: str = "gpt_train") -> tuple[str, list[ev.DictEntry], list[ev.Kernel]] | None:
+    """The committed capture ``name`` (a real training loop by default: the first folder in name order was
+    tiled before, which changed whenever a capture was added)."""
+    files = sorted(glob.glob(str(ROOT / f"examples/captures/{name}/*.device.*.log")))
     if not files:
         return None
-    name = Path(files[0]).parent.name
     files = [f for f in files if Path(f).parent.name == name]
     dicts: dict[int, ev.DictEntry] = {}
     kernels: list[ev.Kernel] = []
@@ -499,13 +500,14 @@ def main() -> None:
         default=os.environ.get("GPUFL_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
     )
     ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--capture", default="gpt_train", help="the committed capture to tile (examples/captures/)")
     ap.add_argument(
         "--encode-inline",
         action="store_true",
         help="encode the batches while posting (the client's encoding shares the cores with the backend)",
     )
     a = ap.parse_args()
-    source = load_capture() or synthetic()
+    source = load_capture(a.capture) or synthetic()
     print(f"session: {a.kernels:,} kernels from {source[0]}")
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
