@@ -94,12 +94,57 @@ export const deep = {
     assert.equal(await stalls.count(), Math.min(3, covered.stalls.length));
     if (covered.stalls.length) assert.equal(await stalls.first().getAttribute('title'), covered.stalls[0].reason);
     await shot('12c-deep-inspector');
-    // a session without deep data says so in one line
-    const plain = ctx.sessions.find((s) => s.session_id !== sid);
+    // a session without deep data says so in one line (not deep_sass, another deep capture: asked, not assumed)
+    let plain = null;
+    for (const s of ctx.sessions) {
+      if (s.session_id !== sid && !(await api(ctx, `/sessions/${s.session_id}/deep`)).has_data) {
+        plain = s;
+        break;
+      }
+    }
     if (plain) {
       await page.goto(`${backend.url}/#/s/${encodeURIComponent(plain.session_id)}/scopes`);
       await page.waitForSelector('[data-testid="no-deep"]', { timeout: T });
       assert.equal((await page.textContent('[data-testid="no-deep"]')).trim(), NO_DEEP);
+    }
+  },
+};
+
+// The deep rules on the Insights tab (#27): divergence fires on deep_sass (H100 SASS metrics), the stall
+// reason on deep_truth (H200 PC sampling); each card shows the API's title, facts and kernel / source-line /
+// stall rows; the rule without its samples is listed as not checked.
+const DEEP_RULES = { deep_sass: ['warp_divergence', 'stall_reason'], deep_truth: ['stall_reason', 'warp_divergence'] };
+
+export const insights = {
+  name: 'Insights tab on the deep captures: warp divergence (deep_sass) and the top stall reason (deep_truth) cards as /insights states them (#27)',
+  async run(ctx) {
+    const { page, backend, shot } = ctx;
+    for (const [dir, [fires, unchecked]] of Object.entries(DEEP_RULES)) {
+      const folder = join(REPO, 'examples/captures', dir);
+      const sid = basename(segmentFiles(folder)[0]).split('.')[2];
+      if (!ctx.sessions.some((s) => s.session_id === sid)) {
+        assert.ok(process.env.GPUFL_E2E_CAPTURES, `${dir} is a committed capture: it must be loaded`);
+        log(`skip: GPUFL_E2E_CAPTURES leaves out ${dir}`);
+        continue;
+      }
+      const ins = await api(ctx, `/sessions/${sid}/insights`);
+      const want = ins.items.filter((i) => i.rule === fires);
+      assert.ok(want.length, `${fires} fires on ${dir}`);
+      await page.goto(`${backend.url}/#/s/${encodeURIComponent(sid)}/insights`);
+      await page.waitForSelector(`section.insight[data-rule="${fires}"]`, { timeout: T });
+      const cards = await page.$$eval(`section.insight[data-rule="${fires}"]`, (xs) => xs.map((x) => ({
+        title: x.querySelector('.insight-title').textContent,
+        labels: [...x.querySelectorAll('dt')].map((d) => d.textContent),
+        involved: [...x.querySelectorAll('table.involved tr')].map((tr) => [tr.children[0].textContent, tr.children[1].textContent]),
+      })));
+      assert.deepEqual(cards.map((c) => c.title), want.map((i) => i.title));
+      want.forEach((i, n) => {
+        assert.deepEqual(cards[n].labels, i.facts.map((f) => f.label));
+        assert.deepEqual(cards[n].involved, i.involved.map((x) => [x.kind, x.name]));
+      });
+      const text = await page.textContent('[data-testid="not-checked"]');
+      assert.ok(text.includes(unchecked), `${unchecked} is listed as not checked on ${dir}`);
+      await shot(`12d-insights-${dir}`);
     }
   },
 };

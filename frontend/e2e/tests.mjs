@@ -627,6 +627,7 @@ export const tests = [
   trackTests.smActivity,
   captureBands,
   deepTests.deep,
+  deepTests.insights,
   {
     name: 'sign out returns to the sign-in screen',
     async run({ page }) {

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -276,8 +276,9 @@ def test_rules_without_their_data_say_not_checked(api: Api) -> None:
     doc = insights(api, ingest(api, lines(MEMCPY, ("scope",))))
     for rule in ("launch_bound", "gpu_idle", "tiny_kernels", "low_occupancy", "throttling"):
         assert status(doc, rule) == "not_checked"
-    (stall,) = [r for r in doc["rules"] if r["rule"] == "stall_reasons"]
-    assert stall["status"] == "not_checked" and "0 profile samples" in stall["reason"]
+    for rule in ("warp_divergence", "stall_reason"):
+        (deep,) = [r for r in doc["rules"] if r["rule"] == rule]
+        assert deep["status"] == "not_checked" and "(0 profile samples recorded)" in deep["reason"]
 
 
 def test_unknown_session_is_404_and_new_records_change_the_answer(api: Api) -> None:
@@ -415,3 +416,109 @@ def test_sm_underused_fires_on_the_edited_samples_only(api: Api) -> None:
     assert f["samples busy with SMs mostly idle"] == 5 and f["busy samples"] == len(busy)
     assert f["samples"] == len(samples) and f["SMs active (GPM), mean over the same samples"] == 12.0
     assert sorted(i["start_ns"] for i in ins["involved"]) == [r["ts_ns"] for r in low]
+
+
+DEEP_SASS = CAPTURES / "deep_sass"
+DEEP_TRUTH = CAPTURES / "deep_truth"
+
+
+def _deep_from_lines(folder: Path) -> tuple[dict[str, float], dict[str, Counter[str]], dict[str, float]]:
+    """Per kernel name, from the raw lines: thread / warp instructions, PC samples per stall reason (CUPTI's
+    prefix dropped, ``…_not_issued`` subsets left out) and the kernel's share of all kernels' GPU time."""
+    raw = [json.loads(ln) for ls in lines(folder).values() for ln in ls]
+    names = {r["id"]: r["value"] for r in raw if r["type"] == "dict" and r["kind"] == "kernel"}
+    launch = {r["id"]: r["launch"]["name"] for r in raw if r["type"] == "dict" and r["kind"] == "launch"}
+    inst: Counter[str] = Counter()
+    thread: Counter[str] = Counter()
+    stalls: dict[str, Counter[str]] = defaultdict(Counter)
+    for r in raw:
+        if r["type"] != "profile_sample":
+            continue
+        k = names[r["kernel_name_id"]]
+        if r["source"] == "sass_metric":
+            (inst if r["metric_name"] == "smsp__sass_inst_executed" else thread)[k] += r["metric_value"]
+        elif not r["stall_reason"].endswith("_not_issued"):
+            stalls[k][r["stall_reason"].removeprefix("smsp__pcsamp_warps_issue_stalled_")] += r[
+                "sample_count"
+            ]
+    time: Counter[str] = Counter()
+    for r in raw:
+        if r["type"] == "kernel":
+            time[launch[r["launch_id"]]] += r["end_ns"] - r["start_ns"]
+    total = sum(time.values())
+    return (
+        {k: thread[k] / inst[k] for k in inst},
+        stalls,
+        {k: v / total for k, v in time.items()},
+    )
+
+
+def _most_lanes_lost(folder: Path, kernel: str) -> list[str]:
+    """The kernel's three source lines that lost the most lanes (32 per warp instruction less the threads
+    that ran), from the raw lines."""
+    raw = [json.loads(ln) for ln in lines(folder)["scope"]]
+    dicts = {(r["kind"], r["id"]): r["value"] for r in raw if r["type"] == "dict"}
+    lost: Counter[str] = Counter()
+    for r in raw:
+        if r["type"] == "profile_sample" and dicts[("kernel", r["kernel_name_id"])] == kernel:
+            at = f"{dicts[('source_file', r['source_file_id'])]}:{r['source_line']}"
+            inst = r["metric_name"] == "smsp__sass_inst_executed"
+            lost[at] += 32 * r["metric_value"] if inst else -r["metric_value"]
+    return [at for at, n in sorted(lost.items(), key=lambda kv: (-kv[1], kv[0])) if n > 0][:3]
+
+
+def test_warp_divergence_fires_on_the_divergent_kernels_of_deep_sass_only(api: Api) -> None:
+    """deep_sass (H100): divergence 32.0 uniform, 16.36 parity, 8.21 quad, 16.24 early exit (ncu agrees)."""
+    div, _, share = _deep_from_lines(DEEP_SASS)
+    assert {k.split("(")[0]: round(v, 2) for k, v in div.items()} == {
+        "div_uniform": 32.0,
+        "div_parity": 16.36,
+        "div_quad": 8.21,
+        "div_early_exit": 16.24,
+    }
+    doc = insights(api, ingest(api, lines(DEEP_SASS)))
+    got = fired(doc, "warp_divergence")
+    # most GPU time first; uniform (all 32 lanes) never
+    assert [i["involved"][0]["name"] for i in got] == sorted(
+        (k for k in div if div[k] < 24), key=lambda k: -share[k]
+    )
+    assert [i["involved"][0]["name"].split("(")[0] for i in got] == [
+        "div_quad",
+        "div_parity",
+        "div_early_exit",
+    ]
+    for i in got:
+        k = i["involved"][0]["name"]
+        f = facts(i)
+        assert f["active threads per warp instruction"] == round(div[k], 2)
+        assert f["share of kernel time"] == round(100 * share[k], 1)
+        assert i["severity"] == ("warning" if share[k] >= 0.25 else "info")
+        hot = [x["name"] for x in i["involved"] if x["kind"] == "line"]
+        assert hot == _most_lanes_lost(DEEP_SASS, k)
+    assert status(doc, "stall_reason") == "not_checked"
+    assert "no PC-sampling samples" in next(r for r in doc["rules"] if r["rule"] == "stall_reason")["reason"]
+
+
+def test_stall_reason_fires_on_mem_bound_and_not_on_compute_bound(api: Api) -> None:
+    """deep_truth (H200): mem_bound long_scoreboard 96.4 %, compute_bound not_selected 82.3 % (ncu agrees)."""
+    _, stalls, share = _deep_from_lines(DEEP_TRUTH)
+    mem = next(k for k in stalls if k.startswith("mem_bound"))
+    compute = next(k for k in stalls if k.startswith("compute_bound"))
+    assert stalls[compute].most_common(1)[0][0] == "not_selected"
+    doc = insights(api, ingest(api, lines(DEEP_TRUTH)))
+    got = {i["involved"][0]["name"]: i for i in fired(doc, "stall_reason")}
+    assert mem in got and compute not in got
+    f = facts(got[mem])
+    n = sum(stalls[mem].values())
+    assert f["top stall reason"] == "long_scoreboard"
+    assert f["its samples"] == stalls[mem]["long_scoreboard"]
+    assert f["PC samples of the kernel"] == n
+    assert f["its share of the samples"] == round(100 * stalls[mem]["long_scoreboard"] / n, 1) == 96.4
+    assert f["share of kernel time"] == round(100 * share[mem], 1)
+    # the divergence kernels were PC-sampled too, but none takes 5 % of the GPU time: not judged
+    assert set(got) == {mem}
+    assert all(share[k] < 0.05 for k in stalls if k.startswith("div_"))
+    assert status(doc, "warp_divergence") == "not_checked"
+    assert (
+        "no SASS-metric samples" in next(r for r in doc["rules"] if r["rule"] == "warp_divergence")["reason"]
+    )

@@ -349,6 +349,7 @@ def test_summary_has_the_insights_section_with_the_pageable_bytes_of_the_raw_lin
     assert "Insights: 2 found" in text and "[warning] 40 copies" in text
     assert (
         "not checked: " in text
-        and "stall_reasons" in text
+        and "warp_divergence (no SASS-metric samples" in text
+        and "stall_reason (no PC-sampling samples" in text
         and "synchronisation (the session was recorded with contract v2" in text
     )

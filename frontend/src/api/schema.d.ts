@@ -1127,7 +1127,7 @@ export interface components {
              * Kind
              * @enum {string}
              */
-            kind: "kernel" | "copy" | "thread" | "gap" | "sample" | "sync";
+            kind: "kernel" | "copy" | "thread" | "gap" | "sample" | "sync" | "line";
             /** Name */
             name: string;
             /** Start Ns */

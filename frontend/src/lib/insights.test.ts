@@ -4,6 +4,8 @@ import { badgeText, factText, shapeInsights, timelineRoute } from './insights';
 import { formatRoute, parseRoute } from './route';
 // The backend's real answer for examples/captures/memcpy_heavy (see the file's _comment).
 import real from './fixtures/insights_memcpy_heavy.json';
+// …and for examples/captures/deep_sass (H100 SASS metrics: divergence 32.0 / 16.36 / 8.21 / 16.24).
+import deep from './fixtures/insights_deep_sass.json';
 
 const wire = real as unknown as InsightsWire;
 const origin = BigInt(real.origin_ns);
@@ -30,8 +32,8 @@ describe('insights shaping', () => {
 
   it('lists the rules that could not run, with their reasons, and the clear ones', () => {
     const v = shapeInsights(wire, origin);
-    expect(v.notChecked.map((n) => n.rule)).toEqual(['stall_reasons', 'synchronisation']);
-    expect(v.notChecked[0].reason).toContain('profile samples');
+    expect(v.notChecked.map((n) => n.rule)).toEqual(['sm_underused', 'synchronisation', 'warp_divergence', 'stall_reason']);
+    expect(v.notChecked.find((n) => n.rule === 'warp_divergence')!.reason).toContain('0 profile samples');
     expect(v.clear).toContain('launch_bound');
     expect(v.clear).not.toContain('pageable_copy');
   });
@@ -55,5 +57,26 @@ describe('insights shaping', () => {
     expect(badgeText({ critical: 0, warning: 0, info: 3 })).toBeNull();
     expect(badgeText(real.counts)).toBe('1 warning');
     expect(badgeText({ critical: 1, warning: 2, info: 0 })).toBe('3 warnings (1 critical)');
+  });
+
+  it('shows divergence with its decimals and the divergent source lines of each kernel', () => {
+    const v = shapeInsights(deep as unknown as InsightsWire, BigInt(deep.origin_ns));
+    const div = v.items.filter((i) => i.rule === 'warp_divergence');
+    expect(div.map((i) => i.involved[0].name)).toEqual([
+      'div_quad(float*, float)',
+      'div_parity(float*, float)',
+      'div_early_exit(float*, float)',
+    ]);
+    expect(div.map((i) => i.facts.find((f) => f.label === 'active threads per warp instruction')!.text)).toEqual([
+      '8.21',
+      '16.36',
+      '16.24',
+    ]);
+    for (const i of div) {
+      const lines = i.involved.filter((x) => x.kind === 'line');
+      expect(lines.length).toBeGreaterThan(0);
+      for (const x of lines) expect(x.name).toMatch(/deep_truth\.cu:\d+$/);
+    }
+    expect(v.notChecked.map((n) => n.rule)).toContain('stall_reason');
   });
 });

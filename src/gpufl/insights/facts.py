@@ -227,6 +227,52 @@ class GpuPoint:
 
 
 @dataclass
+class DeepLine:
+    """One source line of a kernel's SASS-metric samples: warp and thread instructions executed on it."""
+
+    source_file: str | None
+    source_line: int
+    inst: float
+    thread_inst: float
+
+
+@dataclass
+class DeepKernel:
+    """One kernel's deep-engine samples over the session (``gpufl.backend.store.deep``'s per-kernel sums):
+    SASS instructions (None: no SASS-metric sample) and PC samples by stall reason, CUPTI's ``…_not_issued``
+    subsets left out (they are part of their base reason's samples)."""
+
+    name: str
+    inst: float | None = None
+    thread_inst: float | None = None
+    stalls: dict[str, int] = field(default_factory=dict)
+    lines: list[DeepLine] = field(default_factory=list)
+    """Its most divergent source lines, most lanes lost first (at most ``DIVERGENT_LINES``; only for kernels
+    under ``deep_rules.DIVERGENT_THREADS``)."""
+
+    @property
+    def divergence(self) -> float | None:
+        """Average active threads per executed warp instruction (32: every lane), None where not measured."""
+        return self.thread_inst / self.inst if self.inst and self.thread_inst is not None else None
+
+
+DIVERGENT_LINES = 3
+KERNEL_NOT_REPORTED = "kernel not reported"
+"""The name of samples whose kernel neither the scope dict nor ``function_name`` names."""
+NOT_ISSUED = "_not_issued"
+"""CUPTI's ``…_not_issued`` reasons are subsets of their base reason's samples: never added to a total (as
+``gpufl.backend.store.deep``)."""
+
+
+def most_divergent(lines: list[DeepLine]) -> list[DeepLine]:
+    """The lines that lost the most lanes (32 per warp instruction less the threads that ran), the same
+    order for every source; lines that lost none are left out."""
+    lost = [ln for ln in lines if 32 * ln.inst - ln.thread_inst > 0]
+    lost.sort(key=lambda ln: (ln.thread_inst - 32 * ln.inst, ln.source_file or "", ln.source_line))
+    return lost[:DIVERGENT_LINES]
+
+
+@dataclass
 class SessionFacts:
     session_id: str
     kernels: int = 0
@@ -244,6 +290,8 @@ class SessionFacts:
     gpu_points: list[GpuPoint] = field(default_factory=list)
     system_samples: int = 0
     profile_samples: int = 0
+    deep: list[DeepKernel] = field(default_factory=list)
+    """Per kernel name, the deep engines' samples (empty: none recorded), by name."""
     schema_version: int | None = None
     """The writer's contract version (session_start): ``sync`` records and copy modes exist from 3 on."""
     syncs_recorded: bool = True

@@ -8,8 +8,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from gpufl.contract import events as ev
+from gpufl.contract.deep import SASS_INST, SASS_THREAD_INST
+from gpufl.insights import deep_rules, rules
 from gpufl.insights import facts as fx
-from gpufl.insights import rules
 
 Activity = ev.Kernel | ev.Memcpy | ev.Memset
 
@@ -88,6 +89,8 @@ def facts_from_records(session_id: str, records: Iterable[ev.Record]) -> fx.Sess
     acts: list[Activity] = []
     points: list[fx.GpuPoint] = []
     syncs: list[ev.Sync] = []
+    samples: list[ev.ProfileSample] = []
+    scope_dicts: dict[tuple[str, int], str | None] = {}
     for r in records:
         if isinstance(r, ev.Kernel | ev.Memcpy | ev.Memset):
             acts.append(r)
@@ -100,6 +103,8 @@ def facts_from_records(session_id: str, records: Iterable[ev.Record]) -> fx.Sess
             and r.stream == "device"
         ):
             launches[r.id] = r.launch
+        elif isinstance(r, ev.DictEntry) and r.stream == "scope" and r.kind in ("kernel", "source_file"):
+            scope_dicts[(r.kind, r.id)] = r.value
         elif isinstance(r, ev.SessionStart):
             f.schema_version = r.schema_version
             f.syncs_recorded = r.options.get("syncs", True) is not False
@@ -130,6 +135,7 @@ def facts_from_records(session_id: str, records: Iterable[ev.Record]) -> fx.Sess
             ]
         elif isinstance(r, ev.ProfileSample):
             f.profile_samples += 1
+            samples.append(r)
     f.gpu_points = sorted(points, key=lambda p: (p.device_id, p.ts_ns))
     kernels = [a for a in acts if isinstance(a, ev.Kernel)]
     f.kernels = len(kernels)
@@ -186,7 +192,54 @@ def facts_from_records(session_id: str, records: Iterable[ev.Record]) -> fx.Sess
         g2.first_ns, g2.last_ns = min(g2.first_ns, c.start_ns), max(g2.last_ns, c.end_ns)
     f.copies = sorted(groups.values(), key=lambda g: (g.copy_kind, g.src_kind, g.dst_kind))
     _syncs(f, syncs, acts)
+    f.deep = _deep(samples, scope_dicts)
     return f
+
+
+def _deep(samples: list[ev.ProfileSample], dicts: dict[tuple[str, int], str | None]) -> list[fx.DeepKernel]:
+    """As the store's ``deep_summary`` kernels: per kernel name, SASS instructions and PC samples per stall
+    reason (``…_not_issued`` left out), and the most divergent lines of kernels under the rule's threshold."""
+    kernels: dict[str, fx.DeepKernel] = {}
+    lines: dict[str, dict[tuple[str | None, int], fx.DeepLine]] = defaultdict(dict)
+    for p in samples:
+        named = dicts.get(("kernel", p.kernel_name_id)) if p.kernel_name_id is not None else None
+        name = named or p.function_name or fx.KERNEL_NOT_REPORTED
+        k = kernels.setdefault(name, fx.DeepKernel(name))
+        if p.source == "pc_sampling" and p.sample_count is not None:
+            reason = p.stall_reason if p.stall_reason is not None else "(not reported)"
+            if not reason.endswith(fx.NOT_ISSUED):
+                k.stalls[reason] = k.stalls.get(reason, 0) + p.sample_count
+        elif (
+            p.source == "sass_metric"
+            and p.metric_value is not None
+            and p.metric_name
+            in (
+                SASS_INST,
+                SASS_THREAD_INST,
+            )
+        ):
+            inst = p.metric_name == SASS_INST
+            v = float(p.metric_value)
+            if inst:
+                k.inst = (k.inst or 0.0) + v
+            else:
+                k.thread_inst = (k.thread_inst or 0.0) + v
+            if p.source_line is not None:
+                file = dicts.get(("source_file", p.source_file_id)) if p.source_file_id is not None else None
+                key = (file or p.source_file, p.source_line)
+                ln = lines[name].setdefault(key, fx.DeepLine(key[0], key[1], 0.0, 0.0))
+                if inst:
+                    ln.inst += v
+                else:
+                    ln.thread_inst += v
+    for name, k in kernels.items():
+        if (
+            name != fx.KERNEL_NOT_REPORTED
+            and k.divergence is not None
+            and k.divergence < deep_rules.DIVERGENT_THREADS
+        ):
+            k.lines = fx.most_divergent(list(lines[name].values()))
+    return sorted(kernels.values(), key=lambda k: k.name)
 
 
 def _syncs(f: fx.SessionFacts, syncs: list[ev.Sync], acts: list[Activity]) -> None:

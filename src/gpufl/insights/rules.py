@@ -5,9 +5,8 @@ Every threshold is a named constant with the reason for its value. Evidence carr
 judged on, the kernels / copies / threads / phases involved and a time range [start_ns, end_ns] (CLOCK_REALTIME
 ns) that the UI opens the timeline at.
 
-Not here, because nothing recorded today can tell it: warp divergence and the top stall reason (needs the deep
-engines' profile samples; ``run_rules`` reports the rule as not checked, with the count of samples present).
-The synchronisation rule needs contract v3's ``sync`` records and copy modes: on older sessions it is not
+Warp divergence and the top stall reason read the deep engines' samples (``deep_rules``): not checked on
+sessions without them. The synchronisation rule needs contract v3's ``sync`` records and copy modes: on older sessions it is not
 checked.
 """
 
@@ -15,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from gpufl.insights.deep_rules import stall_reasons, warp_divergence
 from gpufl.insights.facts import DeviceIdle, Phase, SessionFacts, SyncGroup
 from gpufl.insights.gpu_rules import memory_near_capacity, sm_underused, throttling
 from gpufl.insights.verdict import SEVERITY_ORDER, Fact, Insight, Involved, NotChecked, RuleStatus
@@ -468,12 +468,9 @@ RULES: dict[str, Callable[[SessionFacts], list[Insight]]] = {
     "memory_near_capacity": memory_near_capacity,
     "sm_underused": sm_underused,
     "synchronisation": synchronisation,
+    "warp_divergence": warp_divergence,
+    "stall_reason": stall_reasons,
 }
-
-NOT_AVAILABLE: dict[str, str] = {
-    "stall_reasons": "warp divergence and the top stall reason need the deep engines' profile samples",
-}
-"""Rules of issue #27 that cannot run on what is recorded today: listed as not checked, with the reason."""
 
 
 def run_rules(f: SessionFacts) -> tuple[list[Insight], list[RuleStatus]]:
@@ -488,8 +485,5 @@ def run_rules(f: SessionFacts) -> tuple[list[Insight], list[RuleStatus]]:
             continue
         found += got
         status.append(RuleStatus(name, "fired" if got else "clear"))
-    for name, why in NOT_AVAILABLE.items():
-        extra = f" ({f.profile_samples:,} profile samples recorded)" if name == "stall_reasons" else ""
-        status.append(RuleStatus(name, "not_checked", why + extra))
     found.sort(key=lambda i: (SEVERITY_ORDER[i.severity], i.start_ns))
     return found, status

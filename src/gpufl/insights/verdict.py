@@ -20,9 +20,10 @@ class Fact:
 
 @dataclass
 class Involved:
-    """A kernel, copy group, thread, phase, gap or sample the insight is about, with its own numbers."""
+    """A kernel, copy group, thread, phase, gap, sample (a system sample, or a stall reason's PC samples),
+    synchronisation or source line the insight is about, with its own numbers."""
 
-    kind: Literal["kernel", "copy", "thread", "gap", "sample", "sync"]
+    kind: Literal["kernel", "copy", "thread", "gap", "sample", "sync", "line"]
     name: str
     facts: list[Fact] = field(default_factory=list)
     start_ns: int | None = None

@@ -472,7 +472,7 @@ class InsightFact(BaseModel):
 class InsightInvolved(BaseModel):
     """A kernel, copy group, launching thread, idle gap or system sample the insight is about."""
 
-    kind: Literal["kernel", "copy", "thread", "gap", "sample", "sync"]
+    kind: Literal["kernel", "copy", "thread", "gap", "sample", "sync", "line"]
     name: str
     facts: list[InsightFact]
     start_ns: int | None

@@ -12,15 +12,16 @@ import dataclasses
 import json
 from typing import Any
 
-from gpufl.backend.store.engine import NotFound, SqlEngine
+from gpufl.backend.store.deep import DeepQueries
+from gpufl.backend.store.engine import NotFound
+from gpufl.insights import deep_rules, rules
 from gpufl.insights import facts as fx
-from gpufl.insights import rules
 
 # The NVML (and GPM) readings the rules read: GpuPoint's fields, each stored in system_points under its name.
 _GPU_METRICS = tuple(f.name for f in dataclasses.fields(fx.GpuPoint) if f.name not in ("ts_ns", "device_id"))
 
 
-class InsightQueries(SqlEngine):
+class InsightQueries(DeepQueries):
     def _activity_sql(self) -> str:
         """Kernels, copies and memsets of one session (three ``?``: the session id), each with the time its
         host hand-over was done (``ready``, null where not recorded) and whether it is a kernel."""
@@ -306,4 +307,30 @@ class InsightQueries(SqlEngine):
         )
         f.system_samples = int(counts.get("system_sample") or 0)
         f.profile_samples = int(counts.get("profile_sample") or 0)
+        if f.profile_samples:
+            self._deep(f)
         return f
+
+    def _deep(self, f: fx.SessionFacts) -> None:
+        """As ``gpufl.insights.records._deep``, from the deep routes' own queries: per-kernel sums from
+        ``deep_summary``, the source lines of kernels under the divergence threshold from ``deep_lines``."""
+        for k in self.deep_summary(f.session_id, ranges_limit=0)["kernels"]:
+            name = k["kernel"] or fx.KERNEL_NOT_REPORTED
+            d = fx.DeepKernel(name, k["instructions"], k["thread_instructions"])
+            d.stalls = {s["reason"]: int(s["samples"]) for s in k["stalls"]}
+            if k["kernel"] and d.divergence is not None and d.divergence < deep_rules.DIVERGENT_THREADS:
+                got = self.deep_lines(f.session_id, k["kernel"], limit=2**31 - 1)
+                d.lines = fx.most_divergent(
+                    [
+                        fx.DeepLine(
+                            i["source_file"],
+                            int(i["source_line"]),
+                            float(i["instructions"] or 0.0),
+                            float(i["thread_instructions"] or 0.0),
+                        )
+                        for i in got["items"]
+                        if i["source_line"] is not None
+                    ]
+                )
+            f.deep.append(d)
+        f.deep.sort(key=lambda d: d.name)

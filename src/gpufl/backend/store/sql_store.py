@@ -22,9 +22,9 @@ class SqlStore(
     RangeQueries,
     LaunchQueries,
     ScopeQueries,
+    InsightQueries,
     DeepQueries,
     RecordQueries,
-    InsightQueries,
     DiffQueries,
     KeyStore,
 ):
