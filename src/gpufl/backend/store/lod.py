@@ -118,7 +118,9 @@ def stored_span(start_ns: int, end_ns: int, width: int) -> tuple[int, int, int] 
 class LodStore(SqlEngine):
     def _summaries(self, cur: Any, tag: str, src: str) -> None:
         """Fold the staged records of type ``tag`` (relation ``src``) into the ingest-time summaries."""
-        self._script(cur, [f"INSERT INTO {t} {q}" for t, q in self._summary_selects(tag, src)])
+        selects = self._summary_selects(tag, src)
+        if selects:  # most record types have none
+            self._script(cur, [f"INSERT INTO {t} {q}" for t, q in selects])
 
     def _summary_selects(self, tag: str, src: str) -> list[tuple[str, str]]:
         """(summary table, query giving its rows) for the records of type ``tag`` in relation ``src``."""
@@ -148,7 +150,8 @@ class LodStore(SqlEngine):
                 for t, q in self._summary_selects(tag, table)
                 if t in (MEMORY_LOD.table, LAUNCH_LOD.table)
             ]
-            self._script(cur, [f"INSERT INTO {t} {q}" for t, q in selects])
+            if selects:
+                self._script(cur, [f"INSERT INTO {t} {q}" for t, q in selects])
 
     def _kernel_summary_selects(self, src: str) -> list[tuple[str, str]]:
         """(summary table, query giving its rows) for the kernels of relation ``src``."""
