@@ -42,6 +42,7 @@ class LaunchQueries(ActivityQueries):
                 rows = launch_rows(
                     table,
                     f"(SELECT * FROM {table} WHERE session_id = ? AND start_ns >= ? AND start_ns <= ?) k",
+                    self.sql_types["H"],
                 )
                 raw.append(f"SELECT * FROM ({rows}) c WHERE a0 >= ? AND a0 < ? AND a0 < ? AND a1 >= ?")
                 params += [sid, a + lead_min, b + lead_max, a, b, end_ns, start_ns]

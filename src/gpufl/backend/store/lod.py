@@ -77,16 +77,19 @@ def memory_rows(table: str, src: str) -> str:
                       end_ns - start_ns AS busy_ns, seq, start_ns, end_ns, bytes AS long_bytes FROM {src}"""
 
 
-def launch_rows(table: str, src: str) -> str:
+def launch_rows(table: str, src: str, wide: str) -> str:
     """The launch-API calls behind the kernels or copies (``table``) of relation ``src`` that carry their API
-    timing and thread, as LAUNCH_LOD rows, one each (kind 0 kernel, 1 copy; no duration counts as 0 ns)."""
+    timing and thread, as LAUNCH_LOD rows, one each (kind 0 kernel, 1 copy; no duration counts as 0 ns).
+    ``wide`` is the dialect's wide integer type: a call's exit (entry + duration) may pass int64 at the
+    contract's bounds."""
     kernel = table == "kernels"
     return f"""SELECT session_id, thread_id, 1 AS n, coalesce(api_dur_ns, 0) AS busy_ns,
                       start_ns - {API_START} AS lead_max, start_ns - {API_START} AS lead_min,
                       {0 if kernel else 1} AS kind, seq, corr_id,
                       {"launch_id" if kernel else "CAST(NULL AS BIGINT)"} AS launch_id,
                       {"CAST(NULL AS VARCHAR)" if kernel else "copy_kind"} AS copy_kind, device_id, stream_id,
-                      start_ns AS gpu_start, {API_START} AS a0, {API_START} + coalesce(api_dur_ns, 0) AS a1
+                      start_ns AS gpu_start, {API_START} AS a0,
+                      CAST({API_START} AS {wide}) + coalesce(api_dur_ns, 0) AS a1
                FROM {src} WHERE thread_id IS NOT NULL AND (api_start_ns IS NOT NULL OR api_lead_ns IS NOT NULL)"""
 
 
@@ -129,7 +132,12 @@ class LodStore(SqlEngine):
         if table in ("memcpys", "memsets"):
             out.append((MEMORY_LOD.table, self._levels_select(MEMORY_LOD, memory_rows(table, src))))
         if table in ("kernels", "memcpys"):
-            out.append((LAUNCH_LOD.table, self._levels_select(LAUNCH_LOD, launch_rows(table, src))))
+            out.append(
+                (
+                    LAUNCH_LOD.table,
+                    self._levels_select(LAUNCH_LOD, launch_rows(table, src, self.sql_types["H"])),
+                )
+            )
         return out
 
     def _levels_select(self, fold: Fold, rows: str) -> str:

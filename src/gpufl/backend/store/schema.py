@@ -182,7 +182,7 @@ TABLES: dict[str, Columns] = {
         ("stream_id", "I"),
         ("gpu_start", "I"),
         ("a0", "I"),
-        ("a1", "I"),
+        ("a1", "H"),  # entry + duration: past int64 at the contract's bounds (entry 2200 + 100 years)
     ),
     "api_keys": (
         ("id", "T"),
