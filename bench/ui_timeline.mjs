@@ -70,7 +70,16 @@ try {
   await page.click(`tr[data-session="${tiled.sid}"]`);
   await page.waitForFunction(() => window.__gpuflTimeline?.firstDataPaint != null, null, { timeout: 120_000 });
   const inApp = (await page.evaluate(() => window.__gpuflTimeline.firstDataPaint)) - clickAt;
-  log(`in-app open (click on the session row → first full frame): ${round(inApp)} ms`);
+  // The API requests the open made up to its first full frame (start after the click + duration): what it waited for.
+  const inAppApi = await page.evaluate(
+    ([t0, t1]) =>
+      performance
+        .getEntriesByType('resource')
+        .filter((e) => e.name.includes('/api/v1/') && e.startTime >= t0 && e.startTime <= t1)
+        .map((e) => `${e.name.replace(/^.*\/api\/v1\/sessions\/[^/?]+/, '').replace(/\?start_ns=.*resolution_ns=/, '?LOD res=')} ${Math.round(e.startTime - t0)}+${Math.round(e.duration)}ms`),
+    [clickAt, clickAt + inApp],
+  );
+  log(`in-app open (click on the session row → first full frame): ${round(inApp)} ms; API ${inAppApi.join(', ')}`);
   //    (b) Full page loads of the deep link (navigation start → first full frame): the first in a second,
   //        fresh browser profile (nothing cached), then reloads.
   const firstPaint = [];
@@ -289,6 +298,7 @@ try {
     copies: tiled.copies,
     densest_kernels_per_20ms: tiled.densePerS,
     first_paint_ms: { in_app_open_cold_backend: round(inApp), page_load_first: round(firstPaint[0]), page_load_reloads: firstPaint.slice(1).map((x) => round(x)) },
+    in_app_api: inAppApi,
     loads,
     pan,
     input,

@@ -174,6 +174,11 @@ def test_numbers_at_their_bounds_are_stored_and_every_route_answers(
     ok("/scopes/instances", min_dur_ns=span)
     ok("/kernels", **whole, resolution_ns=span // 10_000)  # the stored levels of detail
     ok("/kernels", start_ns=hi - 1000, end_ns=hi + 1, resolution_ns=1)  # the raw kernels
+    # copies and launch calls: from the stored levels (a power of two) and from the raw rows; a call's exit
+    # (entry + duration) may pass int64 here
+    for path in ("/memory/timeline", "/launches"):
+        ok(path, **whole, resolution_ns=1 << 48)
+        ok(path, **whole, resolution_ns=span // 10_000)
     ok("/system", **whole, points=10_000)
     ok("/system", start_ns=hi, end_ns=hi + 1)
     # The filters, at the edge values the records carry.

@@ -62,7 +62,7 @@ declare global {
       rectsPerFrame: number[];
       firstDataPaint: number | null;
       pending: () => number;
-      /** No tile pending and the side data (scopes, copies, calls, activity) in for the current window. */
+      /** No tile pending, the side data (scopes, copies, calls, activity) in for the current window, and drawn. */
       settled: () => boolean;
       viewport: () => Viewport;
       setViewport: (vp: Viewport) => void;
@@ -157,7 +157,8 @@ export function Timeline(p: TimelineProps) {
       rectsPerFrame: [],
       firstDataPaint: null,
       pending: () => loader.pendingNeeded().length + loader.inflight,
-      settled: () => loader.pendingNeeded().length + loader.inflight === 0 && !loader.sideBusy,
+      // ...and drawn: no frame pending, so rows() is the layout of the data that arrived last.
+      settled: () => loader.pendingNeeded().length + loader.inflight === 0 && !loader.sideBusy && !v.raf,
       viewport: () => ({ ...v.vp }),
       setViewport: (vp) => setVp.current(vp),
       rects: 0,

@@ -6,7 +6,7 @@ import { TrackLoader } from './loader';
 // backend behind it is exercised by the e2e tests. What is checked here is the scheduling.
 const session = { id: 's', origin: 0n, rangeEnd: 1e9, devices: [], totals: { scope_instances: 0, memcpys: 3000, memsets: 0 } } as unknown as SessionDetail;
 
-function fakeApi(calls: string[], opts: { copies: number }): Api {
+function fakeApi(calls: string[], opts: { copies: number; resolutions?: number[] }): Api {
   const page = (n: number): MemoryPage => ({
     items: Array.from({ length: Math.min(n, 2000) }, (_, i) => ({ id: String(i), device: 0, stream: 7, start: i * 10, end: i * 10 + 5, dur: 5, bytes: 8, copyKind: 'HtoD', throughput: null, corrId: i, scopeInst: null, srcKind: 'Pinned', dstKind: 'Device', mode: 'async', threadId: 1, apiStart: null, apiDur: null })),
     nextCursor: n > 2000 ? 'more' : null,
@@ -29,6 +29,7 @@ function fakeApi(calls: string[], opts: { copies: number }): Api {
     },
     async memoryTimeline(_s: SessionDetail, win: { start: number; end: number }, res: number): Promise<MemoryTimeline> {
       calls.push('memoryTimeline');
+      opts.resolutions?.push(res);
       return { start: win.start, end: win.end, bucketNs: res, buckets: [{ t: 0, kind: 'HtoD', device: 0, stream: 7, count: opts.copies, bytes: 8 * opts.copies, busy: 1, longest: { id: '1', start: 0, end: 5, bytes: 8 } }] };
     },
     async kernels() {
@@ -53,10 +54,10 @@ async function loadTiles(l: TrackLoader) {
   expect(l.pendingNeeded()).toEqual([]);
 }
 
-function loaderFor(calls: string[], copies: number, highlight: string | null) {
+function loaderFor(calls: string[], copies: number, highlight: string | null, resolutions?: number[]) {
   let changed = 0;
   const l = new TrackLoader({
-    api: () => fakeApi(calls, { copies }),
+    api: () => fakeApi(calls, { copies, resolutions }),
     session: () => session,
     viewport: () => ({ t0: 0, t1: 1e9 }),
     plotWidth: () => 1000,
@@ -98,6 +99,20 @@ describe('TrackLoader', () => {
     await until(() => many.includes('edge'));
     expect(b.memcpy).toEqual([]);
     expect(b.memBuckets?.buckets.reduce((n, x) => n + x.count, 0)).toBe(3000);
+  });
+
+  it('asks for the memory buckets only once the tiles are in, at a power of two (the stored levels answer it)', async () => {
+    const calls: string[] = [];
+    const resolutions: number[] = [];
+    const l = loaderFor(calls, 3000, null, resolutions).l;
+    l.viewportChanged();
+    await new Promise((r) => setTimeout(r, 400));
+    expect(calls).toEqual([]); // no side data before the first frame's tiles
+    await loadTiles(l);
+    await until(() => calls.includes('edge'));
+    // the 1 s window widened to 2 s over 1,000 px: 1 ms per pixel → 2^20 ns, one to two buckets per pixel
+    expect(resolutions).toEqual([2 ** 20]);
+    expect(calls.indexOf('memoryTimeline')).toBeGreaterThan(calls.lastIndexOf('tile'));
   });
 
   it('counts every instance of a highlighted name from its buckets', async () => {

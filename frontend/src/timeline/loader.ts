@@ -12,7 +12,7 @@ import { describeError } from '../api/http';
 import type { LaunchTimeline } from '../api/launches';
 import { activityLanes, SM_METRIC, UTIL_METRIC, type ActivityLane } from './activity';
 import { groupByLane, maxDurByLane, type DrawnTile, type MemLane } from './draw';
-import { clipBuckets, evict, laneKey, lanesFrom, levelFor, tileKey, tilesFor, tilesToDraw, tileWindow, touch, type Lane, type Tile, type TileKey } from './lod';
+import { clipBuckets, evict, laneKey, lanesFrom, levelFor, sideResolution, tileKey, tilesFor, tilesToDraw, tileWindow, touch, type Lane, type Tile, type TileKey } from './lod';
 import { NO_SCOPE_TRACKS, scopeFetchCovers, scopeFetchFor, scopeTracksWith, SCOPE_LIMIT, type LoadedScopes, type ScopeTracks } from './scopes';
 import { launchThreadsWith } from './threads';
 import type { Viewport } from './viewport';
@@ -228,7 +228,7 @@ export class TrackLoader {
           ]);
           const truncated = c.nextCursor !== null || m.nextCursor !== null;
           // More than the lane draws one by one: every copy counted in per-pixel buckets instead.
-          this.memBuckets = truncated ? await api.memoryTimeline(sess, win, (win.end - win.start) / (2 * plotWidth)) : null;
+          this.memBuckets = truncated ? await api.memoryTimeline(sess, win, sideResolution(win.end - win.start, plotWidth)) : null;
           this.memcpy = truncated ? [] : [...c.items, ...m.items].sort((a, b) => a.start - b.start);
           this.memcpyWin = win;
           this.memLanes = memLanesWith(this.memLanes, this.memBuckets ? this.memBuckets.buckets : this.memcpy);
@@ -237,10 +237,10 @@ export class TrackLoader {
         }
       }
     }
-    // Launch-API calls: buckets per pixel of the widened window, refetched as the memory lane's are.
+    // Launch-API calls: one or two buckets per pixel of the widened window, refetched as the memory lane's are.
     if (sess.totals.kernels + sess.totals.memcpys > 0 && !covers(this.launchWin, vp, span)) {
       try {
-        this.launches = await api.launchTimeline(sess, win, (win.end - win.start) / (2 * plotWidth));
+        this.launches = await api.launchTimeline(sess, win, sideResolution(win.end - win.start, plotWidth));
         this.launchThreads = launchThreadsWith(this.launchThreads, this.launches);
         this.launchWin = win;
       } catch (e) {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { LodBucket } from '../api/client';
-import { clipBuckets, evict, lanesFrom, levelFor, tileKey, tilesFor, tilesToDraw, tileSpan, tileWindow, TILE_BUCKETS, type Tile } from './lod';
+import { clipBuckets, evict, lanesFrom, levelFor, sideResolution, tileKey, tilesFor, tilesToDraw, tileSpan, tileWindow, TILE_BUCKETS, type Tile } from './lod';
 
 const origin = 1_732_521_600_123_456_789n;
 
@@ -35,6 +35,25 @@ describe('levelFor', () => {
     expect(levelFor(2 ** 15 * 1000 + 1, 1000)).toBe(15);
     expect(levelFor(2 ** 15 * 1000 - 1, 1000)).toBe(14);
     expect(levelFor(1000, 1000)).toBe(6);
+  });
+});
+
+describe('sideResolution', () => {
+  it('asks for one to two buckets per pixel, a power of two (the backend stores levels at powers of two)', () => {
+    for (const [span, w] of [[14_826e9, 1400], [1488e9, 1223], [60e9, 1400], [2e9, 800], [20e6, 1400], [3e6, 1000]]) {
+      const r = sideResolution(span, w);
+      expect(Math.log2(r) % 1).toBe(0);
+      expect(span / r).toBeGreaterThan(w);
+      expect(span / r).toBeLessThanOrEqual(2 * w);
+    }
+  });
+  it('tiles the finest stored width (2^18 ns) once a bucket is that wide: 2^33 ns for 14,826 s at 1,400 px', () => {
+    expect(sideResolution(14_826e9, 1400)).toBe(2 ** 33);
+    expect(sideResolution(2e9, 1400) % 2 ** 18).toBe(0);
+    expect(sideResolution(0.5e9, 1400)).toBe(2 ** 18);
+  });
+  it('is never below 1 ns', () => {
+    expect(sideResolution(100, 1400)).toBe(1);
   });
 });
 

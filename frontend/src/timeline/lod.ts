@@ -32,6 +32,15 @@ export function levelFor(spanNs: number, widthPx: number): number {
   return best;
 }
 
+/**
+ * The resolution of a window's per-pixel side data (the memory lane's buckets, the thread tracks' calls):
+ * one to two buckets per pixel of `widthPx`, rounded up to a power of two — from 2^18 ns (262 µs) on, the
+ * backend then reads its stored levels of detail instead of every raw row of the window.
+ */
+export function sideResolution(spanNs: number, widthPx: number): number {
+  return 2 ** Math.ceil(Math.log2(Math.max(1, spanNs / (2 * Math.max(1, widthPx)))));
+}
+
 /** Levels that levelFor can return, coarsest last (used to find fallback tiles). */
 export function isLevel(l: number): boolean {
   return (l >= MIN_LEVEL && l < STORED_LEVELS[0]) || STORED_LEVELS.includes(l);

@@ -15,6 +15,7 @@ from gpufl.backend import sketch
 from gpufl.backend.histogram import PER_OCTAVE, log_edges
 from gpufl.backend.sketch import EXACT_MAX_ROWS, quantile
 from gpufl.backend.store.engine import NotFound, PageCursor, SqlEngine
+from gpufl.backend.store.lod import MEMORY_LOD, fold_select, memory_rows, stored_span
 from gpufl.backend.store.schema import LOD_SHIFTS
 
 EXACT_MAX_COUNT = 10_000
@@ -472,26 +473,50 @@ class ActivityQueries(SqlEngine):
         """The memory lanes' level of detail (schemas.MemoryTimeline): copies and memsets overlapping
         [start_ns, end_ns) per bucket of ``resolution_ns`` (by start), kind (the copy kind, or "memset") and
         (GPU, CUDA stream): how many, their bytes and busy time, and the longest one (ties: lowest seq).
-        Computed from the raw rows of the window, so every copy is counted whatever the zoom."""
+        Every copy is counted whatever the zoom: the buckets wholly inside the window come from the stored
+        level of detail when one tiles the resolution (``lod.stored_span``), the rest from the raw rows."""
         width = max(1, resolution_ns)
-        parts, params = [], []
-        for table, kind in (("memcpys", "k.copy_kind"), ("memsets", "'memset'")):
-            where: list[str] = ["k.session_id = ?"]
-            p: list[Any] = [sid]
-            self._window(table, sid, start_ns, end_ns, where, p)
-            parts.append(
-                f"""SELECT {kind} AS kind, {self._idiv("k.start_ns", str(width))} AS b, k.device_id, k.stream_id,
-                           k.seq, k.start_ns, k.end_ns, k.bytes FROM {table} k WHERE {" AND ".join(where)}"""
+        empty = {"start_ns": start_ns, "end_ns": end_ns, "bucket_ns": width, "buckets": []}
+        # The longest copy or memset of the session (each coarsest bucket keeps its longest): how far before
+        # the window a row overlapping it may start.
+        row = self._one(
+            "SELECT max(end_ns - start_ns) FROM memory_lod WHERE session_id = ? AND level = ?",
+            [sid, LOD_SHIFTS[-1]],
+        )
+        if not row or row[0] is None:
+            return empty
+        first = start_ns - int(row[0]) - 1
+        plan = stored_span(start_ns, end_ns, width)
+        edges = [(first, end_ns)] if plan is None else [(first, plan[1] * width), (plan[2] * width, end_ns)]
+        raw, params = [], []
+        for table in ("memcpys", "memsets"):
+            for a, b in edges:
+                raw.append(
+                    memory_rows(
+                        table,
+                        f"""(SELECT * FROM {table} WHERE session_id = ? AND start_ns >= ? AND start_ns < ?
+                               AND start_ns < ? AND end_ns > ?) k""",
+                    )
+                )
+                params += [sid, a, b, end_ns, start_ns]
+        parts = [
+            fold_select(
+                MEMORY_LOD,
+                f"({' UNION ALL '.join(raw)}) r",
+                self._idiv("start_ns", str(width)),
+                self._arg_longest,
             )
-            params += p
-        part = "PARTITION BY b, kind, device_id, stream_id"
+        ]
+        if plan is not None:
+            shift, lo, hi = plan
+            k = width >> shift
+            stored = """(SELECT * FROM memory_lod WHERE session_id = ? AND level = ? AND bucket >= ? AND bucket < ?
+                            AND start_ns >= ? AND start_ns < ?) p"""
+            parts.append(fold_select(MEMORY_LOD, stored, self._idiv("bucket", str(k)), self._arg_longest))
+            params += [sid, shift, lo * k, hi * k, lo * width, hi * width]
         found = self._all(
-            f"""SELECT b, kind, device_id, stream_id, n, total_bytes, busy, seq, start_ns, end_ns, bytes FROM (
-                    SELECT a.*, count(*) OVER ({part}) AS n, sum(bytes) OVER ({part}) AS total_bytes,
-                           sum(end_ns - start_ns) OVER ({part}) AS busy,
-                           row_number() OVER ({part} ORDER BY end_ns - start_ns DESC, seq) AS rn
-                    FROM ({" UNION ALL ".join(parts)}) a) r
-                WHERE rn = 1 ORDER BY b, kind, device_id, stream_id""",
+            f"""SELECT b, kind, device_id, stream_id, n, bytes, busy_ns, seq, start_ns, end_ns, long_bytes
+                FROM ({" UNION ALL ".join(parts)}) u ORDER BY b, kind, device_id, stream_id""",
             params,
         )
         buckets = [
@@ -507,4 +532,4 @@ class ActivityQueries(SqlEngine):
             }
             for b, kind, dev, stream, n, tb, busy, seq, s0, s1, by in found
         ]
-        return {"start_ns": start_ns, "end_ns": end_ns, "bucket_ns": width, "buckets": buckets}
+        return {**empty, "buckets": buckets}

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from gpufl.backend.store.migrations import LATEST, MIGRATIONS, missing_columns
+from gpufl.backend.store.migrations import BACKFILL_LOD, LATEST, MIGRATIONS, missing_columns
 
 Row = tuple[Any, ...]
 
@@ -176,6 +176,7 @@ class SqlEngine:
         """Apply the missing schema versions in order, one transaction each, then add the record tables'
         missing contract columns (``migrations.missing_columns``). Backends starting together on one
         PostgreSQL serialise on an advisory lock, so each version is applied once."""
+        applied: set[int] = set()
         for version in sorted(MIGRATIONS):
             with self._write() as cur:
                 self._lock_streams(cur, [("__migrations__", "")])
@@ -191,6 +192,7 @@ class SqlEngine:
                 for stmt in MIGRATIONS[version](self.engine, self.sql_types):
                     self._exec(cur, stmt)
                 self._exec(cur, "INSERT INTO schema_migrations VALUES (?, ?)", [version, time.time_ns()])
+                applied.add(version)
         with self._write() as cur:
             self._lock_streams(cur, [("__migrations__", "")])
             rows = self._exec(
@@ -203,6 +205,12 @@ class SqlEngine:
                 existing.setdefault(table, set()).add(column)
             for stmt in missing_columns(existing, self.sql_types):
                 self._exec(cur, stmt)
+            if BACKFILL_LOD in applied:  # the rows the stored sessions' new levels of detail need are in now
+                self._backfill_lod(cur)
+
+    def _backfill_lod(self, cur: Any) -> None:
+        """Compute the levels of detail migration BACKFILL_LOD added for every session stored before it."""
+        raise NotImplementedError
 
     def schema_version(self) -> int:
         row = self._one("SELECT max(version) FROM schema_migrations")

@@ -222,8 +222,7 @@ class JsonIngestStore(LodStore):
                 ]
                 # The summaries' rows go straight into their tables (temporary tables for them, made before
                 # the lock, cost four more CREATE and DROP statements and a copy of their rows per batch).
-                if tag == "kernel":
-                    script += [f"INSERT INTO {t} {q}" for t, q in self._kernel_summary_selects(name)]
+                script += [f"INSERT INTO {t} {q}" for t, q in self._summary_selects(tag, name)]
                 script += [
                     f"""INSERT INTO session_streams SELECT sid, '{stream}', n, first_ns, last_ns, {int(nbytes)},
                                {time.time_ns()} FROM {name}_facts""",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gpufl.backend.store.schema import CONTRACT_TABLES, PG_INDEXES, TABLES, create_table_sql
+from gpufl.backend.store.schema import CONTRACT_TABLES, LOD_INDEXES, PG_INDEXES, TABLES, create_table_sql
 
 # version -> function(engine, sql_types) returning that version's statements
 Migration = Callable[[str, dict[str, str]], list[str]]
@@ -81,7 +81,24 @@ def _v7(engine: str, sql_types: dict[str, str]) -> list[str]:
     return stmts
 
 
-MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7}
+def _v8(engine: str, sql_types: dict[str, str]) -> list[str]:
+    """Stored levels of detail for the memory lanes and the launch-call tracks (``memory_lod``,
+    ``launch_lod``), as kernels have. A store created by this code's v1 has them already; the rows of the
+    sessions stored before are computed from their raw rows once the contract's columns are in
+    (``LodStore.backfill_lod``, run by ``migrate`` after this version)."""
+    stmts = [
+        create_table_sql(t, sql_types).replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1)
+        for t in ("memory_lod", "launch_lod")
+    ]
+    if engine == "postgresql":
+        stmts += [i.replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS", 1) for i in LOD_INDEXES]
+    return stmts
+
+
+BACKFILL_LOD = 8
+"""The version after which ``migrate`` computes the new levels of detail of the sessions already stored."""
+
+MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7, 8: _v8}
 LATEST = max(MIGRATIONS)
 
 

@@ -4,7 +4,7 @@ Type codes: I = 64-bit integer, F = double, T = text, H = wide integer for sums 
 NUMERIC), which hostile or huge inputs can't overflow. Raw records live in one table per record type, keyed
 by (session_id, seq) (stream implied by the type); dict entries are resolved at query time by joins, so a
 record may arrive before its session_start or its dict entries. Summary tables (kernel_stats,
-kernel_sketch, kernel_lod, kernel_scopes, session_streams, type_counts) hold mergeable partial aggregates:
+kernel_sketch, kernel_lod, memory_lod, launch_lod, kernel_scopes, session_streams, type_counts) hold mergeable partial aggregates:
 each batch appends its own rows (no upsert: DuckDB's ON CONFLICT costs tens of ms per statement, and
 appends never contend between backends); queries merge them (sums, min, max, longest-wins), and
 compaction periodically folds a session's partials into one row per key.
@@ -144,6 +144,46 @@ TABLES: dict[str, Columns] = {
         ("launch_id", "I"),
     ),
     "kernel_scopes": (("session_id", "T"), ("scope_inst", "I"), ("n", "I"), ("total_ns", "H")),
+    # The memory lanes' levels of detail (``lod.MEMORY_LOD``): copies and memsets per level, bucket (by start),
+    # kind (the copy kind or "memset") and stream; the longest one's fields (``long_bytes``: its bytes).
+    "memory_lod": (
+        ("session_id", "T"),
+        ("level", "I"),
+        ("bucket", "I"),
+        ("kind", "T"),
+        ("device_id", "I"),
+        ("stream_id", "I"),
+        ("n", "I"),
+        ("bytes", "H"),
+        ("busy_ns", "H"),
+        ("seq", "I"),
+        ("start_ns", "I"),
+        ("end_ns", "I"),
+        ("long_bytes", "I"),
+    ),
+    # The thread tracks' levels of detail (``lod.LAUNCH_LOD``): launch-API calls per level, bucket (by call
+    # entry a0) and thread; the longest call's fields (kind 0 kernel, 1 copy); the calls' lead (GPU start -
+    # entry) bounds, which let a window find its edge calls among the raw rows.
+    "launch_lod": (
+        ("session_id", "T"),
+        ("level", "I"),
+        ("bucket", "I"),
+        ("thread_id", "I"),
+        ("n", "I"),
+        ("busy_ns", "H"),
+        ("lead_max", "I"),
+        ("lead_min", "I"),
+        ("kind", "I"),
+        ("seq", "I"),
+        ("corr_id", "I"),
+        ("launch_id", "I"),
+        ("copy_kind", "T"),
+        ("device_id", "I"),
+        ("stream_id", "I"),
+        ("gpu_start", "I"),
+        ("a0", "I"),
+        ("a1", "H"),  # entry + duration: past int64 at the contract's bounds (entry 2200 + 100 years)
+    ),
     "api_keys": (
         ("id", "T"),
         ("name", "T"),
@@ -160,6 +200,12 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "dicts": ("session_id", "stream", "kind", "id"),
     "api_keys": ("id",),
 }
+
+# The copies' and launch calls' levels of detail (migration 8 makes them in a store made before).
+LOD_INDEXES: tuple[str, ...] = (
+    "CREATE INDEX memory_lod_s ON memory_lod (session_id, level, bucket)",
+    "CREATE INDEX launch_lod_s ON launch_lod (session_id, level, bucket)",
+)
 
 # Secondary indexes only where an engine uses them (PostgreSQL); DuckDB relies on zone maps (records arrive
 # roughly in time order) and skips ART indexes on the big tables, which would slow bulk inserts.
@@ -184,6 +230,7 @@ PG_INDEXES: tuple[str, ...] = (
     "CREATE INDEX kernel_sketch_s ON kernel_sketch (session_id)",
     "CREATE INDEX kernel_lod_s ON kernel_lod (session_id, level, bucket)",
     "CREATE INDEX kernel_scopes_s ON kernel_scopes (session_id, scope_inst)",
+    *LOD_INDEXES,
 )
 
 # Tables whose columns are contract fields: a field added to the contract is a column added at open.
@@ -192,7 +239,7 @@ CONTRACT_TABLES: tuple[str, ...] = (*RECORD_TABLES.values(), "profile_ranges")
 # Tables that hold a session's data (everything but api_keys): deleting a session deletes its rows here.
 SESSION_TABLES = tuple(t for t in TABLES if t != "api_keys")
 
-# Levels of detail for the kernel timeline: bucket width 2^shift ns, 262 us to 4.3 s, each 4x the last, so a
+# Levels of detail for the kernel, memory and launch-call timelines: bucket width 2^shift ns, 262 us to 4.3 s, each 4x the last, so a
 # query re-buckets at most ~4 stored buckets into each output bucket.
 LOD_SHIFTS: tuple[int, ...] = (18, 20, 22, 24, 26, 28, 30, 32)
 

@@ -282,8 +282,7 @@ class WriteStore(LodStore):
                 self._stage(cur, "stage_" + table, table, cols)
                 names = ", ".join(cols)  # named: a store made by older code may order its columns otherwise
                 self._exec(cur, f"INSERT INTO {table} ({names}) SELECT {names} FROM stage_{table}")
-                if tag == "kernel":
-                    self._kernel_summaries(cur)
+                self._summaries(cur, tag, "stage_" + table)
                 self._unstage(cur, "stage_" + table)
             elif tag == "dict":
                 self._store_dicts(cur, rs)
