@@ -121,6 +121,10 @@ def test_a_request_from_operator_to_agent_to_sessions_and_back(api: Api, tmp_pat
     assert by[sid_done]["answer"]["outcome"] == "opened"
     assert (by[sid_off]["status"], by[sid_off]["reason"]) == ("failed", "remote_capture_disabled")
     assert body["status"] == "done"  # every session done or failed, some done
+    if os.environ.get("GPUFL_UI_FIXTURES") and api.store.engine == "duckdb":  # the Captures page's test data
+        out = Path(__file__).parents[2] / "frontend/src/lib/fixtures/remote_capture.json"
+        note = "GET /api/v1/captures/{id} of tests/backend/test_remote_capture.py (GPUFL_UI_FIXTURES=1 rewrites it)"
+        out.write_text(json.dumps({"_comment": note, "capture": body}, indent=1) + "\n")
     assert api.get("/captures/cap-0000000000000000").status_code == 404
 
 

@@ -56,6 +56,8 @@ class CaptureSession(BaseModel):
     (nothing came back after the request expired); ``continuous`` for a done session that traces throughout;
     ``session_not_stored`` while none of its records are stored."""
     delivered_ns: int
+    start_ns: int | None
+    """The session's start (its session_start), None until stored: the timeline's origin for ``window``."""
     answer: dict[str, Any] | None
     """The session's capture_request record (contract v7; None before it arrives, or from older clients)."""
     window: dict[str, Any] | None

@@ -89,7 +89,7 @@ class CaptureStore(SqlEngine):
         now = time.time_ns()
         rid = req["id"]
         rows = self._all(
-            """SELECT d.session_id, d.host, d.delivered_ns, d.error, s.app, s.job_id, s.header
+            """SELECT d.session_id, d.host, d.delivered_ns, d.error, s.app, s.job_id, s.header, s.start_ns
                FROM capture_deliveries d LEFT JOIN sessions s ON s.session_id = d.session_id
                WHERE d.request_id = ? ORDER BY d.host, d.session_id""",
             [rid],
@@ -109,9 +109,10 @@ class CaptureStore(SqlEngine):
         return {**req, "status": status, "expired": expired, "sessions": sessions}
 
     def _session_status(self, rid: str, row: tuple[Any, ...], late: bool) -> dict[str, Any]:
-        sid, host, delivered_ns, error, app, job_id, header = row
+        sid, host, delivered_ns, error, app, job_id, header, start_ns = row
         out: dict[str, Any] = {
             "session_id": sid, "host": host, "app": app, "job_id": job_id, "delivered_ns": delivered_ns,
+            "start_ns": start_ns,
             "answer": None, "window": None, "reason": None,
         }  # fmt: skip
         if error is not None:
