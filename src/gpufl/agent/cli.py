@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import ssl
 import sys
 import threading
@@ -20,7 +21,7 @@ from gpufl.agent.config import Config, ConfigError, parse
 from gpufl.agent.cursor import Cursor, CursorError
 from gpufl.agent.gpumetrics import SystemMetrics
 from gpufl.agent.metrics import Metrics
-from gpufl.agent.remote import HttpRequests, RemoteCapture
+from gpufl.agent.remote import HttpRequests, KafkaRequests, RemoteCapture
 from gpufl.agent.runner import Agent, Settings
 from gpufl.agent.sinks.base import Fatal, Retryable, Sink
 
@@ -240,8 +241,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _remote_capture(cfg: Config) -> RemoteCapture | None:
-    """The remote-capture poller (HTTP targets; off with --no-remote-capture or --exit-when-idle)."""
-    if cfg.type != "http" or cfg.no_remote_capture or cfg.exit_when_idle or cfg.url is None:
+    """The remote-capture poller (off with --no-remote-capture or --exit-when-idle)."""
+    if cfg.no_remote_capture or cfg.exit_when_idle:
+        return None
+    if cfg.type == "kafka" and cfg.brokers:
+        host = socket.gethostname()
+        log.info("remote capture: handing this host's capture requests (topic %s.captures) to the sessions in %s",
+                 cfg.topic_prefix, cfg.folder)  # fmt: skip
+        return RemoteCapture(cfg.folder, KafkaRequests(cfg.brokers, cfg.topic_prefix, host), host)
+    if cfg.type != "http" or cfg.url is None:
         return None
     verify: ssl.SSLContext | bool = True
     if cfg.ca_bundle is not None:

@@ -89,7 +89,7 @@ _OPTS: tuple[_Opt, ...] = (
         "no-remote-capture",
         _bool,
         False,
-        "HTTP: do not hand the backend's capture requests to this folder's sessions (docs/remote-capture.md)",
+        "do not hand the backend's capture requests to this folder's sessions (docs/remote-capture.md)",
         flag=True,
     ),
     _Opt("metrics-port", int, None, "serve Prometheus metrics on this port"),

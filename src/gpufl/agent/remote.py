@@ -2,7 +2,7 @@
 to the matching live sessions through the control file in the log folder, and report what was delivered.
 
 The agent polls the backend it already ships to (``HttpRequests``: a long poll, so a request reaches the
-folder well within a second) and writes ``<folder>/gpufl-control.json`` atomically (a temporary file in the
+folder well within a second), or, shipping over Kafka, reads the backend's control topic (``KafkaRequests``), and writes ``<folder>/gpufl-control.json`` atomically (a temporary file in the
 folder, then a rename), which the sessions' own background threads read at most once a second
 (docs/capture-modes.md): no socket in the training process. A request names an app and optionally a job;
 the sessions that match are this host's live sessions in the folder (their ``session_start`` says app, job,
@@ -15,6 +15,7 @@ expired one is not handed on.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import os
@@ -87,6 +88,66 @@ class HttpRequests:
 
     def close(self) -> None:
         self._client.close()
+
+
+class KafkaRequests:
+    """The backend's control topic ``<prefix>.captures`` (``gpufl.backend.capture_topic``), for agents that
+    ship over Kafka. Each agent reads the whole topic (it must see every request, not a share), from the start,
+    and keeps the open requests for its host made after ``since_ns``. Deliveries
+    are not reported (no HTTP here): the backend learns of each session from its answer."""
+
+    def __init__(self, brokers: str, prefix: str, host: str, settings: dict[str, str] | None = None) -> None:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        self.topic = f"{prefix}.captures"
+        conf: dict[str, Any] = {**(settings or {}), "bootstrap.servers": brokers}
+        # The topic's one partition is assigned, not joined through a group: a group's join and rebalance took
+        # 25 s on Tansu, and every agent reads every request anyway. Made here too when missing (as by the
+        # backend at its first request), so the assignment has a partition to read from the start.
+        admin = AdminClient(conf)
+        if self.topic not in admin.list_topics(timeout=10).topics:
+            for fut in admin.create_topics([NewTopic(self.topic, num_partitions=1)]).values():
+                try:
+                    fut.result(timeout=10)
+                except Exception as e:  # made meanwhile by the backend or another agent
+                    if "exist" not in str(e).lower():
+                        raise
+        self._consumer = Consumer(
+            {
+                **conf,
+                "group.id": f"gpufl-agent-captures-{host}",  # required by librdkafka; never joined or committed
+                "enable.auto.commit": False,
+            }
+        )
+        self._consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
+
+    def poll(self, host: str, since_ns: int, wait_s: float) -> list[dict[str, Any]]:
+        now = time.time_ns()
+        out = []
+        for m in self._consumer.consume(num_messages=100, timeout=min(wait_s, 1.0)):
+            err, value = m.error(), m.value()
+            if err is not None or value is None:
+                log.debug("remote capture: %s", err)
+                continue
+            try:
+                req = json.loads(value)
+            except ValueError:
+                continue
+            if not isinstance(req, dict):
+                continue
+            open_ = req.get("created_ns", 0) > since_ns and req.get("expires_ns", 0) > now
+            if open_ and fnmatch.fnmatchcase(host, str(req.get("host_glob", ""))):
+                out.append(req)
+        return out
+
+    def report(self, rid: str, host: str, sessions: list[tuple[str, str | None]]) -> None:
+        for sid, error in sessions:
+            if error is not None:
+                log.warning("remote capture %s: session %s not delivered: %s", rid, sid, error)
+
+    def close(self) -> None:
+        self._consumer.close()
 
 
 def write_control_file(folder: str, request: dict[str, Any]) -> str:

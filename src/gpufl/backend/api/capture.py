@@ -43,7 +43,8 @@ class CaptureRequestBody(BaseModel):
 
 class CaptureSession(BaseModel):
     session_id: str
-    host: str
+    host: str | None
+    """The agent's host; for a session known by its answer alone, its own (None until its start arrives)."""
     app: str | None
     """None until the session's records are stored."""
     job_id: str | None
@@ -55,7 +56,8 @@ class CaptureSession(BaseModel):
     ``remote_capture_disabled``), ``not delivered: …`` (the agent could not write the file), ``no_answer``
     (nothing came back after the request expired); ``continuous`` for a done session that traces throughout;
     ``session_not_stored`` while none of its records are stored."""
-    delivered_ns: int
+    delivered_ns: int | None
+    """When the agent reported it; None for a session that answered without a report (agents over Kafka)."""
     start_ns: int | None
     """The session's start (its session_start), None until stored: the timeline's origin for ``window``."""
     answer: dict[str, Any] | None

@@ -3,7 +3,8 @@ and each session's status, derived from what the sessions themselves reported.
 
 A request names an app, a host glob and optionally a job; agents poll for the open requests that match
 their host (``open_captures``) and report each session they wrote the control file for (``add_deliveries``).
-A session's status is read, never stored: ``delivered`` by the agent's report, ``running`` or ``failed`` by
+A session's status is read, never stored: ``delivered`` by the agent's report (agents over Kafka report
+none: their sessions appear when they answer), ``running`` or ``failed`` by
 the session's ``capture_request`` answer (contract v7), ``done`` by its ``capture_window`` record with that
 ``request_id``, or ``done`` at once for a session that traces continuously. Requests and deliveries are not
 session data: deleting a session leaves them (the status then says the session is gone)."""
@@ -94,6 +95,21 @@ class CaptureStore(SqlEngine):
                WHERE d.request_id = ? ORDER BY d.host, d.session_id""",
             [rid],
         )
+        # Sessions that answered without a delivery report (agents over Kafka report none): their records
+        # name the request (bodies are compact JSON: msgspec's encoding).
+        named = f'%"request_id":"{rid}"%'
+        known = {r[0] for r in rows}
+        rows += [
+            r
+            for r in self._all(
+                """SELECT a.session_id, s.host, NULL, NULL, s.app, s.job_id, s.header, s.start_ns
+                   FROM (SELECT session_id FROM other_events WHERE type = 'capture_request' AND body LIKE ?
+                         UNION SELECT session_id FROM capture_windows WHERE body LIKE ?) a
+                   LEFT JOIN sessions s ON s.session_id = a.session_id ORDER BY 2, 1""",
+                [named, named],
+            )
+            if r[0] not in known
+        ]
         late = now > req["expires_ns"] + int(req["seconds"] * 1e9) + UNANSWERED_GRACE_NS
         sessions = [self._session_status(rid, r, late) for r in rows]
         expired = now >= req["expires_ns"]

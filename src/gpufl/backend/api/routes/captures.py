@@ -6,7 +6,8 @@ report the sessions they handed each to; everyone who reads sees each session's 
   key reads only the open requests whose host glob matches the host it names, and reports deliveries only for
   requests that match that host. A long poll (``wait_s``) answers as soon as a request arrives: this backend
   rings a bell when one is made here, and checks the store twice a second for those made through another
-  backend sharing it.
+  backend sharing it. With Kafka configured, each request is also published to the control topic for agents
+  that ship over Kafka (``capture_topic``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from gpufl.backend.api.capture import (
     DeliveryReport,
 )
 from gpufl.backend.api.errors import NOT_FOUND
+from gpufl.backend.capture_topic import CaptureTopic
 from gpufl.backend.deps import AUTHENTICATED, IngestRole, OperatorRole, ReadRole, StoreDep
 from gpufl.backend.store import NotFound
 from gpufl.backend.store.captures import host_matches
@@ -76,6 +78,12 @@ async def request_capture(request: Request, store: StoreDep, body: CaptureReques
     }
     await run_in_threadpool(store.add_capture, req)
     _bell(request).ring()
+    settings = request.app.state.settings
+    if settings.kafka_brokers:  # agents shipping over Kafka read requests from the control topic
+        topic = getattr(request.app.state, "capture_topic", None)
+        if topic is None:
+            topic = request.app.state.capture_topic = CaptureTopic(settings)
+        await run_in_threadpool(topic.publish, req)
     return CaptureInfo(**await run_in_threadpool(store.capture, rid))
 
 
