@@ -1,7 +1,8 @@
 // Browser test of remote capture (#22) through the whole path: an operator asks on the Captures page → the
 // backend → the real agent (its command line, long poll) → the control file → a real client session in its own
-// process (its capture controller switches the tracing engine, whose CUPTI side is a stand-in that records
-// nothing: no GPU here) → its capture_request answer and capture_window record → the agent's ingest → the
+// process (tests/agent/remote_client.py: its capture controller switches the native tracing engine, whose CUPTI
+// side — the only stand-in, no GPU here — replays a recorded H100 activity buffer while the window is open) →
+// its capture_request answer, kernels and capture_window record → the agent's ingest → the
 // backend → the page's per-session status, and the link to the session's window on the Kernels timeline, where
 // the capture line and bands say what was recorded. Its own backend, on DuckDB, or on PostgreSQL when
 // GPUFL_TEST_PG_DSN is set (both, one after the other). Run alone: `node e2e/remote.mjs` (after a build).
@@ -68,7 +69,7 @@ async function runOn(store, page, shot) {
     const app = `e2e_remote_${store}`;
     mkdirSync(logs);
     client = spawn(PYTHON, [CLIENT, logs, app, stop], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env } });
-    const sid = (await firstLine(client)).split(' ')[1];
+    const [, sid, mode] = (await firstLine(client)).split(' ');
     const agentLog = join(work, 'agent.log');
     writeFileSync(agentLog, '');
     agent = spawn(PYTHON, ['-m', 'gpufl.agent.cli', `--folder=${logs}`, '--type=http', `--url=${backend.url}/api/v1/events/`, `--token=${ingest}`, '--poll-interval=0.1'], {
@@ -80,7 +81,7 @@ async function runOn(store, page, shot) {
     await page.click('header a:has-text("Captures")');
     await page.waitForSelector('form.capture-form', { timeout: T });
     await page.fill('input[name=app]', app);
-    await page.fill('input[name=seconds]', '1');
+    await page.fill('input[name=seconds]', '3'); // the replayed buffer's kernels span 2.9 s
     await shot(`remote-${store}-1-form`);
     await page.click('form.capture-form button[type=submit]');
     const article = page.locator('article.capture-request').first();
@@ -108,6 +109,19 @@ async function runOn(store, page, shot) {
     await page.waitForSelector('[data-testid="capture-line"]', { timeout: T });
     const line = await page.textContent('[data-testid="capture-line"]');
     assert.match(line, /on-demand · 1 window/, line);
+    if (mode === 'replaying') {
+      // the kernels CUPTI's stand-in delivered while the window was open (a recorded H100 buffer): all inside it
+      const detail = await until('the kernels', async () => {
+        const d = await apiJson(backend, operator, `/sessions/${sid}`);
+        return d.totals.kernels === 739 ? d : null;
+      });
+      const ks = (await apiJson(backend, operator, `/sessions/${sid}/kernels?limit=1000`)).items;
+      assert.equal(ks.length, detail.totals.kernels);
+      assert.ok(ks.every((k) => BigInt(k.start_ns) >= BigInt(s.window.start_ns) && BigInt(k.end_ns) <= BigInt(s.window.end_ns)));
+      await page.reload();
+      await waitPainted(page);
+      await page.waitForSelector('text=739 kernels', { timeout: T });
+    } else log('remote capture: the client records no kernels (gpufl.client._native not built here)');
     await shot(`remote-${store}-3-window`);
     log(`PASS remote capture on ${store}: request ${rid} → agent → ${sid} opened and closed its window; the page says done and links it`);
     return 0;

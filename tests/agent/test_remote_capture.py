@@ -84,13 +84,21 @@ def _key(b: Backend, role: str) -> dict[str, str]:
 
 
 def _client(folder: Path, app: str, stop: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
+    """A client process (remote_client.py): its session id; ``REPLAYING`` says whether its CUPTI stand-in
+    replays recorded buffers (the native module is built here) or only switches."""
     p = subprocess.Popen(
         [sys.executable, CLIENT, str(folder), app, str(stop), *extra], stdout=subprocess.PIPE, text=True
     )
     assert p.stdout is not None
     line = p.stdout.readline()
     assert line.startswith("session "), line
+    REPLAYING[line.split()[1]] = line.split()[2] == "replaying"
     return p, line.split()[1]
+
+
+REPLAYING: dict[str, bool] = {}
+BUFFER0_KERNELS = 739
+"""Kernels in tests/fixtures/native_gpt/buffer-000000.bin, the first buffer the stand-in replays."""
 
 
 def _until(what: str, check: Any, timeout: float = 30.0) -> Any:
@@ -126,7 +134,8 @@ def test_an_operators_request_reaches_the_matching_sessions_and_their_status_com
     try:
         _until("the agent's poller", lambda: b"remote capture: handing" in log.read_bytes(), 30)
         t0 = time.time_ns()
-        r = httpx.post(f"{api}captures", json={"app": "train", "seconds": 1}, headers=operator, timeout=10)
+        # 3 s: the replayed buffer's kernels span 2.9 s from the window's start
+        r = httpx.post(f"{api}captures", json={"app": "train", "seconds": 3}, headers=operator, timeout=10)
         assert r.status_code == 200, r.text
         rid = r.json()["id"]
         assert a.stdout is not None
@@ -160,6 +169,19 @@ def test_an_operators_request_reaches_the_matching_sessions_and_their_status_com
         assert body["status"] == "done"
         windows = httpx.get(f"{api}sessions/{sid_a}/capture-windows", headers=operator, timeout=10).json()
         assert [w["trigger"]["request_id"] for w in windows["windows"]] == [rid]
+        if REPLAYING[sid_a]:  # the kernels CUPTI delivered while the window was open, all inside it
+            w = windows["windows"][0]
+
+            def kernels() -> list[dict[str, Any]] | None:
+                got = httpx.get(
+                    f"{api}sessions/{sid_a}/kernels", params={"limit": 1000}, headers=operator, timeout=10
+                ).json()["items"]
+                return got if len(got) == BUFFER0_KERNELS else None
+
+            ks = _until("the window's kernels", kernels, 60)
+            assert all(w["start_ns"] <= int(k["start_ns"]) and int(k["end_ns"]) <= w["end_ns"] for k in ks)
+            off_kernels = httpx.get(f"{api}sessions/{sid_off}", headers=operator, timeout=10).json()
+            assert off_kernels["totals"]["kernels"] == 0  # it refused: CUPTI stayed off
     finally:
         stop.touch()
         for p in (a, off, other):
