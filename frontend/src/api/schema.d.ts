@@ -848,9 +848,9 @@ export interface components {
             /** App */
             app: string | null;
             /** Delivered Ns */
-            delivered_ns: number;
+            delivered_ns: number | null;
             /** Host */
-            host: string;
+            host: string | null;
             /** Job Id */
             job_id: string | null;
             /** Reason */
