@@ -146,7 +146,7 @@ export function Captures({ token, navigate }: { token: string | null; navigate: 
                   const to = windowRoute(s);
                   return (
                     <tr key={s.session_id} data-session={s.session_id} data-status={s.status}>
-                      <td>{s.host}</td>
+                      <td>{s.host ?? '—'}</td>
                       <td className="mono">{s.session_id}</td>
                       <td>{sessionStatus(s)}</td>
                       <td>
