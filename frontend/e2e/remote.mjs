@@ -4,8 +4,9 @@
 // side — the only stand-in, no GPU here — replays a recorded H100 activity buffer while the window is open) →
 // its capture_request answer, kernels and capture_window record → the agent's ingest → the
 // backend → the page's per-session status, and the link to the session's window on the Kernels timeline, where
-// the capture line and bands say what was recorded. Its own backend, on DuckDB, or on PostgreSQL when
-// GPUFL_TEST_PG_DSN is set (both, one after the other). Run alone: `node e2e/remote.mjs` (after a build).
+// the capture line and bands say what was recorded. Its own backend, on DuckDB, on PostgreSQL when
+// GPUFL_TEST_PG_DSN is set, and with the agent shipping over Kafka (the control topic) when
+// GPUFL_TEST_KAFKA_BROKERS is set, one after the other. Run alone: `node e2e/remote.mjs` (after a build).
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -54,10 +55,13 @@ function pgSchema(verb, schema) {
   return `${dsn}${dsn.includes('?') ? '&' : '?'}options=-csearch_path%3D${schema}`;
 }
 
-/** One store: returns the number of failures. */
-async function runOn(store, page, shot) {
+/** One store (and transport: the agent ships over HTTP, or over Kafka with `kafka` brokers): the failures. */
+async function runOn(store, page, shot, kafka = null) {
   const schema = `e2e_${randomBytes(6).toString('hex')}`;
+  const prefix = `e2e${randomBytes(4).toString('hex')}`;
   const env = store === 'postgresql' ? { GPUFL_DATABASE: pgSchema('create', schema) } : {};
+  if (kafka) Object.assign(env, { GPUFL_KAFKA_BROKERS: kafka, GPUFL_KAFKA_TOPIC_PREFIX: prefix });
+  const over = kafka ? `${store} over Kafka` : store;
   const work = mkdtempSync(join(tmpdir(), 'gpufl-e2e-remote-'));
   const logs = join(work, 'logs');
   const stop = join(work, 'stop');
@@ -72,7 +76,8 @@ async function runOn(store, page, shot) {
     const [, sid, mode] = (await firstLine(client)).split(' ');
     const agentLog = join(work, 'agent.log');
     writeFileSync(agentLog, '');
-    agent = spawn(PYTHON, ['-m', 'gpufl.agent.cli', `--folder=${logs}`, '--type=http', `--url=${backend.url}/api/v1/events/`, `--token=${ingest}`, '--poll-interval=0.1'], {
+    const ships = kafka ? ['--type=kafka', `--brokers=${kafka}`, `--topic-prefix=${prefix}`] : ['--type=http', `--url=${backend.url}/api/v1/events/`, `--token=${ingest}`];
+    agent = spawn(PYTHON, ['-m', 'gpufl.agent.cli', `--folder=${logs}`, ...ships, '--poll-interval=0.1'], {
       stdio: ['ignore', 'ignore', openSync(agentLog, 'a')],
     });
     await until("the agent's remote-capture poller", () => readFileSync(agentLog, 'utf8').includes('remote capture: handing'));
@@ -82,7 +87,7 @@ async function runOn(store, page, shot) {
     await page.waitForSelector('form.capture-form', { timeout: T });
     await page.fill('input[name=app]', app);
     await page.fill('input[name=seconds]', '3'); // the replayed buffer's kernels span 2.9 s
-    await shot(`remote-${store}-1-form`);
+    await shot(`remote-${over.replace(/ /g, '-')}-1-form`);
     await page.click('form.capture-form button[type=submit]');
     const article = page.locator('article.capture-request').first();
     await article.waitFor({ timeout: T });
@@ -97,7 +102,7 @@ async function runOn(store, page, shot) {
     assert.equal(s.window.trigger.request_id, rid);
     assert.deepEqual(s.window.engines, ['tracing']);
     assert.equal(await article.locator('.capture-status').getAttribute('data-status'), 'done');
-    await shot(`remote-${store}-2-done`);
+    await shot(`remote-${over.replace(/ /g, '-')}-2-done`);
     // its window on the Kernels timeline
     await row.locator('button:has-text("Open on the timeline")').click();
     await page.waitForURL((u) => u.hash.startsWith(`#/s/${sid}/kernels`), { timeout: T });
@@ -122,12 +127,12 @@ async function runOn(store, page, shot) {
       await waitPainted(page);
       await page.waitForSelector('text=739 kernels', { timeout: T });
     } else log('remote capture: the client records no kernels (gpufl.client._native not built here)');
-    await shot(`remote-${store}-3-window`);
-    log(`PASS remote capture on ${store}: request ${rid} → agent → ${sid} opened and closed its window; the page says done and links it`);
+    await shot(`remote-${over.replace(/ /g, '-')}-3-window`);
+    log(`PASS remote capture on ${over}: request ${rid} → agent → ${sid} opened and closed its window; the page says done and links it`);
     return 0;
   } catch (e) {
-    log(`FAIL remote capture on ${store}: ${e?.stack ?? e}`);
-    await shot(`FAIL-remote-${store}`).catch(() => {});
+    log(`FAIL remote capture on ${over}: ${e?.stack ?? e}`);
+    await shot(`FAIL-remote-${over.replace(/ /g, '-')}`).catch(() => {});
     return 1;
   } finally {
     writeFileSync(stop, '');
@@ -147,6 +152,12 @@ export async function runRemoteTests({ page, shot }) {
     log('FAIL remote capture on postgresql: GPUFL_TEST_PG_DSN is not set in CI');
     failed++;
   } else log('SKIP remote capture on postgresql: GPUFL_TEST_PG_DSN not set');
+  const kafka = process.env.GPUFL_TEST_KAFKA_BROKERS;
+  if (kafka) failed += await runOn('duckdb', page, shot, kafka);
+  else if (process.env.CI === 'true') {
+    log('FAIL remote capture over Kafka: GPUFL_TEST_KAFKA_BROKERS is not set in CI');
+    failed++;
+  } else log('SKIP remote capture over Kafka: GPUFL_TEST_KAFKA_BROKERS not set');
   return failed;
 }
 
