@@ -272,7 +272,9 @@ def test_the_control_file(tmp_path: Path, cleanup: None) -> None:
     write({"id": "r6", "seconds": -1}, 7)
     assert native.cap_poll() is None
     write({"id": "r7", "seconds": 60, "session_ids": [SID, "someoneelse00000"]}, 8)
-    assert native.cap_poll() is None  # some of the folder's sessions (remote capture): not read here, a notice
+    assert (
+        native.cap_poll() is None
+    )  # some of the folder's sessions (remote capture): not read here, a notice
     ctl.unlink()
     ctl.mkdir()
     os.utime(ctl, ns=(t0 + 9 * S, t0 + 9 * S))
