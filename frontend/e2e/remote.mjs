@@ -166,7 +166,15 @@ if (process.argv[1] && process.argv[1].endsWith('remote.mjs')) {
   mkdirSync(art, { recursive: true });
   const browser = await launchBrowser();
   const page = await browser.ctx.newPage();
-  const failed = await runRemoteTests({ page, shot: (n) => page.screenshot({ path: join(art, `${n}.png`), fullPage: true }) });
+  const consoleErrors = [];
+  page.on('console', (m) => m.type() === 'error' && consoleErrors.push(m.text()));
+  page.on('pageerror', (e) => consoleErrors.push(String(e)));
+  let failed = await runRemoteTests({ page, shot: (n) => page.screenshot({ path: join(art, `${n}.png`), fullPage: true }) });
   await browser.close();
+  const unexpected = consoleErrors.filter((m) => !/401|403|Unauthorized|Forbidden/.test(m));
+  if (unexpected.length) {
+    failed++;
+    log(`FAIL browser console errors:\n  ${unexpected.join('\n  ')}`);
+  }
   process.exit(failed ? 1 : 0);
 }
