@@ -2341,6 +2341,15 @@ export interface operations {
                     "application/json": components["schemas"]["DeliveryAck"];
                 };
             };
+            /** @description A body that is not JSON text (e.g. not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Missing, unknown or revoked token */
             401: {
                 headers: {
@@ -2767,6 +2776,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["CaptureInfo"];
+                };
+            };
+            /** @description A body that is not JSON text (e.g. not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
             /** @description Missing, unknown or revoked token */

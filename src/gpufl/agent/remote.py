@@ -38,6 +38,8 @@ log = logging.getLogger("gpufl.agent")
 CONTROL_FILE = "gpufl-control.json"  # the client's name for it (gpufl.client.capture.CONTROL_FILE)
 LONG_POLL_S = 20.0
 """How long one poll waits at the backend for a request (it answers at once when one is made)."""
+REPORT_MAX = 100
+"""Sessions per delivery report (``DeliveryReport.sessions``' bound)."""
 WRITE_GAP_S = 1.5
 """Time between two writes of the control file: sessions read it at most once a second, so a request
 written sooner after the last would replace it before some session had read it."""
@@ -83,8 +85,10 @@ class HttpRequests:
         return items
 
     def report(self, rid: str, host: str, sessions: list[tuple[str, str | None]]) -> None:
-        body = {"host": host, "sessions": [{"session_id": s, "error": e} for s, e in sessions]}
-        self._client.post(f"{self.base}agent/captures/{rid}/deliveries", json=body).raise_for_status()
+        for i in range(0, len(sessions), REPORT_MAX):  # the route takes at most REPORT_MAX a report
+            part = sessions[i : i + REPORT_MAX]
+            body = {"host": host, "sessions": [{"session_id": s, "error": e and e[:200]} for s, e in part]}
+            self._client.post(f"{self.base}agent/captures/{rid}/deliveries", json=body).raise_for_status()
 
     def close(self) -> None:
         self._client.close()

@@ -106,13 +106,15 @@ class AgentCaptures(BaseModel):
 
 class Delivery(BaseModel):
     session_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
-    error: str | None = Field(default=None, max_length=500)
+    error: str | None = Field(default=None, max_length=200)
     """Why the control file could not be written (None: written)."""
 
 
 class DeliveryReport(BaseModel):
     host: str = Field(min_length=1, max_length=255)
-    sessions: list[Delivery] = Field(max_length=10_000)
+    sessions: list[Delivery] = Field(max_length=100)
+    """At most 100 a report (an agent sends more in several): any valid body, its strings escaped to 12 bytes a
+    character at worst, stays well under the API's 1 MiB."""
 
 
 class DeliveryAck(BaseModel):

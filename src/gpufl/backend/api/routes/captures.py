@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
@@ -30,6 +30,7 @@ from gpufl.backend.api.capture import (
     DeliveryReport,
 )
 from gpufl.backend.api.errors import NOT_FOUND
+from gpufl.backend.api.schemas import ErrorBody
 from gpufl.backend.capture_topic import CaptureTopic
 from gpufl.backend.deps import AUTHENTICATED, IngestRole, OperatorRole, ReadRole, StoreDep
 from gpufl.backend.store import NotFound
@@ -38,6 +39,9 @@ from gpufl.backend.store.captures import host_matches
 router = APIRouter(tags=["captures"])
 
 CaptureId = Annotated[str, Path(pattern=r"^cap-[0-9a-f]{16}$")]
+NOT_JSON: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "A body that is not JSON text (e.g. not UTF-8)"}
+}
 POLL_STORE_S = 0.5
 """How often a long poll looks in the store for requests made through another backend."""
 
@@ -60,7 +64,7 @@ def _bell(request: Request) -> _Bell:
     return bell
 
 
-@router.post("/captures", response_model=CaptureInfo, dependencies=[OperatorRole])
+@router.post("/captures", response_model=CaptureInfo, responses=NOT_JSON, dependencies=[OperatorRole])
 async def request_capture(request: Request, store: StoreDep, body: CaptureRequestBody) -> CaptureInfo:
     now = time.time_ns()
     key_id, role = request.scope[AUTHENTICATED]
@@ -128,7 +132,7 @@ async def agent_captures(
 
 
 @router.post(
-    "/agent/captures/{capture_id}/deliveries", response_model=DeliveryAck, responses=NOT_FOUND,
+    "/agent/captures/{capture_id}/deliveries", response_model=DeliveryAck, responses={**NOT_FOUND, **NOT_JSON},
     dependencies=[IngestRole],
 )  # fmt: skip
 def report_deliveries(store: StoreDep, capture_id: CaptureId, body: DeliveryReport) -> DeliveryAck:
