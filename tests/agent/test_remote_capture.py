@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gpufl.agent.remote import CONTROL_FILE, RemoteCapture, write_control_file
+from gpufl.agent.remote import CONTROL_FILE, HttpRequests, RemoteCapture, write_control_file
 
 from .conftest import AGENT, require
 from .services import Backend, Tansu, backend_available, tansu_binary
@@ -223,3 +224,14 @@ def test_the_control_file_is_replaced_whole(tmp_path: Path) -> None:
     assert json.loads((tmp_path / CONTROL_FILE).read_text()) == {"id": "b", "session_id": "s"}
     assert os.listdir(tmp_path) == [CONTROL_FILE]  # no temporary file left
     assert RemoteCapture(str(tmp_path), requests=None, host="h").live_sessions() == []  # type: ignore[arg-type]
+
+
+def test_a_backend_without_the_capture_api_turns_it_off(fault_server: Any, tmp_path: Path) -> None:
+    """An ingest endpoint that serves no capture API (here the fault server: POST only, GET is 501; an older
+    backend answers 404): the poller says so once and stops, delivery goes on."""
+    rc = RemoteCapture(str(tmp_path), HttpRequests(fault_server.url, fault_server.token), host="h")
+    t = threading.Thread(target=rc.run)
+    t.start()
+    t.join(10)
+    assert not t.is_alive()
+    rc.stop()

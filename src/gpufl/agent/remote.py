@@ -204,6 +204,17 @@ class RemoteCapture:
                     self.since_ns = max(self.since_ns, int(req["created_ns"]))
                     self.handle(req)
                 backoff = 1.0
+            except httpx.HTTPStatusError as e:
+                if e.response.status_code in (404, 405, 501):  # a backend without the capture API (older)
+                    log.warning(
+                        "remote capture off: %s has no capture API (%d)",
+                        e.request.url,
+                        e.response.status_code,
+                    )
+                    return
+                log.warning("remote capture: %s; trying again in %.0f s", e, backoff)
+                self.stop_event.wait(backoff)
+                backoff = min(backoff * 2, 60.0)
             except (httpx.HTTPError, OSError, ValueError, KeyError) as e:
                 if self.stop_event.is_set():
                     break
