@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs on the lent H100 (device tool): GPU tests, real captures, overhead bench. Results go to $OUT.
-# Usage there:  bash scripts/gpu_checks.sh [tests] [captures] [bench] [suite] [survival] [run] [costs] [deep] [sass]
+# Usage there:  bash scripts/gpu_checks.sh [tests] [captures] [bench] [suite] [survival] [run] [costs] [deep] [sass] [remote]
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=$PWD/src:/tmp/site PYTHONUNBUFFERED=1
@@ -84,4 +84,8 @@ if [[ $what == *sass* ]]; then
            "after activity_late" "after both uniform_first"; do
     timeout -k 3 20 $d/probe $v 2>&1 | grep -E "variant|RANGE|RESULT|ERROR|NOT_|activity kernels" | tee -a "$OUT/sass_probe.txt"
   done
+fi
+if [[ $what == *remote* ]]; then
+  # #22's bar: remote request -> first traced kernel in the client <= 2 s (backend, agent, client on this host)
+  python3 bench/remote_capture.py --rounds ${ROUNDS:-5} --json "$OUT/remote_capture.json" 2>&1 | tee "$OUT/remote_capture.txt" | tail -20
 fi

@@ -6,6 +6,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { apiJson, buildUi, captureDirs, createKey, launchBrowser, loadCaptures, log, REPO, startBackend } from './harness.mjs';
 import { runArchiveTests } from './archive.mjs';
+import { runRemoteTests } from './remote.mjs';
 import { tests } from './tests.mjs';
 
 const ART = join(REPO, 'test-artifacts', 'e2e');
@@ -50,6 +51,8 @@ try {
   }
   // the Archive view: its own S3 server and backend (skipped where radosgw is absent, except in CI)
   failed += await runArchiveTests({ dirs, sessions, mainBackend: backend, mainReadKey: readKey, page, shot: ctx.shot });
+  // remote capture (#22): its own backends (DuckDB, PostgreSQL), agent and client session
+  failed += await runRemoteTests({ page, shot: ctx.shot });
   const unexpected = consoleErrors.filter((m) => !/401|403|Unauthorized|Forbidden/.test(m));
   if (unexpected.length) {
     failed++;

@@ -2,6 +2,7 @@ import { useEffect, useMemo, useState } from 'react';
 import { Api } from './api/client';
 import { getToken, onAuthFailure, setToken } from './api/http';
 import { Archive } from './components/Archive';
+import { Captures } from './components/Captures';
 import { Compare } from './components/Compare';
 import { Dashboard } from './components/Dashboard';
 import { SessionSelector } from './components/SessionSelector';
@@ -52,6 +53,9 @@ export function App() {
           </a>
         )}
         <span className="spacer" />
+        <a href="#/captures" className="crumb">
+          Captures
+        </a>
         <a href="#/archive" className="crumb">
           Archive
         </a>
@@ -71,6 +75,7 @@ export function App() {
         {route.page === 'session' && <Dashboard key={route.session} api={api} route={route} navigate={navigate} />}
         {route.page === 'compare' && <Compare api={api} route={route} navigate={navigate} />}
         {route.page === 'archive' && <Archive api={api} navigate={navigate} />}
+        {route.page === 'captures' && <Captures token={token} navigate={navigate} />}
       </main>
     </div>
   );

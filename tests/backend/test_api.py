@@ -384,7 +384,14 @@ NEEDS = {
     ("GET", "/api/v1/archive/jobs"): "read",
     ("GET", "/api/v1/archive/jobs/{job_id}"): "read",
     ("GET", "/metrics"): "read",
+    ("POST", "/api/v1/captures"): "operator",
+    ("GET", "/api/v1/captures"): "read",
+    ("GET", "/api/v1/captures/{capture_id}"): "read",
+    ("GET", "/api/v1/agent/captures"): "ingest",
+    ("POST", "/api/v1/agent/captures/{capture_id}/deliveries"): "ingest",
 }
+# Who else may do what a role may: admin everything, an operator what a reader may (and request captures).
+ALSO = {"read": {"operator", "admin"}, "operator": {"admin"}, "ingest": {"admin"}, "admin": set()}
 PUBLIC = {("GET", "/healthz")}
 FILL = {
     "stream": "device",
@@ -393,6 +400,7 @@ FILL = {
     "scope_id": "1",
     "key_id": "nokey",
     "job_id": "nojob",
+    "capture_id": "cap-0123456789abcdef",
 }
 
 
@@ -423,9 +431,9 @@ def test_auth_matrix(api: Api, method: str, path: str) -> None:
     ):
         status, body = call(headers)
         assert status == 401 and "error" in body, (headers, status)
-    for role in ("ingest", "read", "admin"):
+    for role in ("ingest", "read", "operator", "admin"):
         status, body = call(api.h(role))
-        if role == need or role == "admin":
+        if role == need or role in ALSO[need]:
             assert status not in (401, 403, 500), (role, status, body)
         else:
             assert status == 403 and "error" in body, (role, status)

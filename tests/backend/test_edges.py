@@ -216,7 +216,7 @@ def test_a_body_is_not_read_before_the_token_is_checked(api: Api) -> None:
     body_doc = doc["paths"]["/api/v1/keys"]["post"]["requestBody"]
     assert body_doc["required"] is True
     role = body_doc["content"]["application/json"]["schema"]["properties"]["role"]
-    assert role["enum"] == ["ingest", "read", "admin"]
+    assert role["enum"] == ["ingest", "read", "operator", "admin"]
 
 
 def test_documented_error_responses(api: Api) -> None:

@@ -471,7 +471,7 @@ def test_migration_5_upgrades_a_store_made_before_it(tmp_path: object) -> None:
     con.close()
     store = open_store(path)
     try:
-        assert store.schema_version() == store.latest_version == 8
+        assert store.schema_version() == store.latest_version == 9
         f = SessionFactory("v3")
         recs = [
             f.start("device"),

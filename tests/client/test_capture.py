@@ -169,8 +169,11 @@ def test_the_control_file(tmp_path: Path) -> None:
     os.utime(path, ns=(T0 + 4 * S, T0 + 4 * S))
     assert c.poll_control_file() is None  # said in the log, ignored
     c.stop()
-    (w,) = out
-    assert isinstance(w, events.CaptureWindow)
+    answer, w = out  # the request's answer, then the window's record at its close
+    assert isinstance(answer, events.CaptureRequest) and isinstance(w, events.CaptureWindow)
+    assert (answer.request_id, answer.outcome, answer.engines, answer.requester) == (
+        "r1", "opened", ["tracing"], "agent@h1",
+    )  # fmt: skip
     assert (w.trigger.kind, w.trigger.request_id, w.requester) == ("control_file", "r1", "agent@h1")
     assert w.trigger.control_file == str(path)
     # a file older than the session is not for it
@@ -210,7 +213,7 @@ def test_a_window_switches_the_engines_it_asks_for(tmp_path: Path) -> None:
     path.write_text(json.dumps({"id": "d2", "engines": "sass"}))  # not a list: said in the log, ignored
     os.utime(path, ns=(T0 + 2 * S, T0 + 2 * S))
     assert c.poll_control_file() is None
-    assert [w.engines for w in out] == [  # type: ignore[attr-defined]
+    assert [w.engines for w in out if isinstance(w, events.CaptureWindow)] == [
         ["tracing"],
         ["pc_sampling"],
         ["tracing", "sass", "pc_sampling"],
@@ -355,3 +358,45 @@ def test_windows_switch_the_native_module_and_only_their_records_are_kept(tmp_pa
         ("api", "stopped", ["tracing"]),
         ("scope", "scope_exit", ["tracing"]),
     ]
+
+
+def _ask(c: capture.Capture, path: Path, at: int, **req: Any) -> capture.Outcome | None:
+    path.write_text(json.dumps(req))
+    os.utime(path, ns=(T0 + at * S, T0 + at * S))
+    return c.poll_control_file()
+
+
+def test_every_control_file_request_is_answered_with_what_became_of_it(tmp_path: Path) -> None:
+    """Remote capture (#22) reads the answers back: opened, extended, refused with the reason (one window at a
+    time, an engine the session does not run, the hour's budget spent, remote capture off), and ``session_ids``
+    addresses some of a folder's sessions."""
+    c, clock, _eng, out = controller("on-demand", log_dir=str(tmp_path), remote_budget_s=20)
+    path = tmp_path / capture.CONTROL_FILE
+    assert _ask(c, path, 1, id="a", seconds=5, engines=["tracing", "pc_sampling"]) == "opened"
+    assert _ask(c, path, 2, id="b", seconds=8) == "extended"
+    assert _ask(c, path, 3, id="c", steps=2) == "refused"  # another unit
+    assert _ask(c, path, 4, id="d", seconds=1, engines=["sass"]) is not None  # no deep engine here
+    clock.now += 9 * S
+    c.tick()  # the window ran out
+    assert _ask(c, path, 5, id="e", seconds=10) == "refused"  # 5 + 8 + 10 > 20 s this hour
+    assert _ask(c, path, 6, id="f", seconds=3, session_ids=["other0000000000a"]) is None  # not ours
+    assert _ask(c, path, 7, id="g", seconds=3, session_ids=["other0000000000a", c.session_id]) == "opened"
+    answers = [
+        (r.request_id, r.outcome, r.reason, r.engines, r.missing)
+        for r in out
+        if isinstance(r, events.CaptureRequest)
+    ]
+    assert answers == [
+        ("a", "opened", None, ["tracing"], ["pc_sampling"]),
+        ("b", "extended", None, ["tracing"], []),
+        ("c", "refused", "window_open", [], []),
+        ("d", "refused", "engine_unavailable", [], ["sass"]),
+        ("e", "refused", "budget_spent", [], []),
+        ("g", "opened", None, ["tracing"], []),
+    ]
+    c.stop()
+    clock.now += 3600 * S  # an hour later the budget is back
+    assert _ask(c, path, 8, id="h", seconds=10) == "opened"
+    off, _, eng, out2 = controller("on-demand", log_dir=str(tmp_path), remote=False)
+    assert _ask(off, path, 9, id="i", seconds=1) == "refused" and eng.seen == []
+    assert [(r.outcome, r.reason) for r in out2] == [("refused", "remote_capture_disabled")]  # type: ignore[attr-defined]

@@ -271,9 +271,13 @@ def test_the_control_file(tmp_path: Path, cleanup: None) -> None:
     assert native.cap_poll() is None  # no steps without Python: a notice
     write({"id": "r6", "seconds": -1}, 7)
     assert native.cap_poll() is None
+    write({"id": "r7", "seconds": 60, "session_ids": [SID, "someoneelse00000"]}, 8)
+    assert (
+        native.cap_poll() is None
+    )  # some of the folder's sessions (remote capture): not read here, a notice
     ctl.unlink()
     ctl.mkdir()
-    os.utime(ctl, ns=(t0 + 8 * S, t0 + 8 * S))
+    os.utime(ctl, ns=(t0 + 9 * S, t0 + 9 * S))
     assert native.cap_poll() is None  # not a regular file
     c.at(t0 + 20 * S)
     recs = c.records()
@@ -294,6 +298,7 @@ def test_the_control_file(tmp_path: Path, cleanup: None) -> None:
         "a value is missing",
         "steps do not apply to a program without Python (gpufl.step())",
         "a capture's seconds must be positive",
+        "session_ids is not read by the injection build: not acted on",
         "not a regular file",
     ]
     assert all(n.startswith(f"ignored {ctl}: ") for n in notes)

@@ -70,10 +70,27 @@ export function apiPost<T>(path: string, query?: Query, signal?: AbortSignal, to
   return apiCall<T>('POST', path, query, signal, token);
 }
 
-async function apiCall<T>(method: 'GET' | 'POST', path: string, query: Query | undefined, signal: AbortSignal | undefined, token: string | null): Promise<T> {
+/** A POST with a JSON body (remote capture's request, #22). */
+export function apiPostJson<T>(path: string, body: unknown, token = getToken()): Promise<T> {
+  return apiCall<T>('POST', path, undefined, undefined, token, JSON.stringify(body));
+}
+
+async function apiCall<T>(
+  method: 'GET' | 'POST',
+  path: string,
+  query: Query | undefined,
+  signal: AbortSignal | undefined,
+  token: string | null,
+  json?: string,
+): Promise<T> {
   const res = await fetch(buildUrl(path, query), {
     method,
-    headers: { Accept: 'application/json', ...(token ? { Authorization: `Bearer ${token}` } : {}) },
+    headers: {
+      Accept: 'application/json',
+      ...(json !== undefined ? { 'Content-Type': 'application/json' } : {}),
+      ...(token ? { Authorization: `Bearer ${token}` } : {}),
+    },
+    body: json,
     signal,
   });
   const text = await res.text();

@@ -17,6 +17,47 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/agent/captures": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Agent Captures
+         * @description The open requests for ``host`` made after ``since_ns`` (the newest ``created_ns`` the agent has seen),
+         *     oldest first; with ``wait_s``, waits up to that long for one.
+         */
+        get: operations["agent_captures_api_v1_agent_captures_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/agent/captures/{capture_id}/deliveries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Report Deliveries
+         * @description The agent on ``host`` wrote the control file for these sessions (or could not: ``error``).
+         */
+        post: operations["report_deliveries_api_v1_agent_captures__capture_id__deliveries_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/archive/jobs": {
         parameters: {
             query?: never;
@@ -88,6 +129,41 @@ export interface paths {
          *     follows. A restore of a session already being restored answers that job.
          */
         post: operations["restore_api_v1_archive_sessions__session_id__restore_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/captures": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List Captures */
+        get: operations["list_captures_api_v1_captures_get"];
+        put?: never;
+        /** Request Capture */
+        post: operations["request_capture_api_v1_captures_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/captures/{capture_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get Capture */
+        get: operations["get_capture_api_v1_captures__capture_id__get"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -614,6 +690,33 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /**
+         * AgentCapture
+         * @description What an agent needs of a request: which sessions to hand it to and the control file's fields.
+         */
+        AgentCapture: {
+            /** App */
+            app: string;
+            /** Created Ns */
+            created_ns: number;
+            /** Engines */
+            engines: string[];
+            /** Expires Ns */
+            expires_ns: number;
+            /** Id */
+            id: string;
+            /** Job Id */
+            job_id: string | null;
+            /** Requester */
+            requester: string;
+            /** Seconds */
+            seconds: number;
+        };
+        /** AgentCaptures */
+        AgentCaptures: {
+            /** Items */
+            items: components["schemas"]["AgentCapture"][];
+        };
         /** AppNode */
         AppNode: {
             /** App */
@@ -667,6 +770,104 @@ export interface components {
             segments: number;
             /** Session Id */
             session_id: string;
+        };
+        /** CaptureInfo */
+        CaptureInfo: {
+            /** App */
+            app: string;
+            /** Created Ns */
+            created_ns: number;
+            /** Engines */
+            engines: string[];
+            /** Expired */
+            expired: boolean;
+            /** Expires Ns */
+            expires_ns: number;
+            /** Host Glob */
+            host_glob: string;
+            /** Id */
+            id: string;
+            /** Job Id */
+            job_id: string | null;
+            /** Requester */
+            requester: string;
+            /** Seconds */
+            seconds: number;
+            /** Sessions */
+            sessions: components["schemas"]["CaptureSession"][];
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "requested" | "expired" | "delivered" | "running" | "done" | "failed";
+        };
+        /** CaptureList */
+        CaptureList: {
+            /** Items */
+            items: components["schemas"]["CaptureInfo"][];
+        };
+        /**
+         * CaptureRequestBody
+         * @description ``POST /captures``: capture ``seconds`` of ``engines`` on every live session of ``app`` on the hosts
+         *     matching ``host`` (a shell glob), optionally of one ``job_id``.
+         */
+        CaptureRequestBody: {
+            /** App */
+            app: string;
+            /**
+             * Engines
+             * @default [
+             *       "tracing"
+             *     ]
+             */
+            engines: ("tracing" | "sass" | "pc_sampling")[];
+            /**
+             * Expires S
+             * @default 60
+             */
+            expires_s: number;
+            /**
+             * Host
+             * @default *
+             */
+            host: string;
+            /** Job Id */
+            job_id?: string | null;
+            /**
+             * Seconds
+             * @default 10
+             */
+            seconds: number;
+        };
+        /** CaptureSession */
+        CaptureSession: {
+            /** Answer */
+            answer: {
+                [key: string]: unknown;
+            } | null;
+            /** App */
+            app: string | null;
+            /** Delivered Ns */
+            delivered_ns: number | null;
+            /** Host */
+            host: string | null;
+            /** Job Id */
+            job_id: string | null;
+            /** Reason */
+            reason: string | null;
+            /** Session Id */
+            session_id: string;
+            /** Start Ns */
+            start_ns: number | null;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "delivered" | "running" | "done" | "failed";
+            /** Window */
+            window: {
+                [key: string]: unknown;
+            } | null;
         };
         /**
          * CaptureWindows
@@ -918,6 +1119,25 @@ export interface components {
         Deleted: {
             /** Deleted */
             deleted: boolean;
+        };
+        /** Delivery */
+        Delivery: {
+            /** Error */
+            error?: string | null;
+            /** Session Id */
+            session_id: string;
+        };
+        /** DeliveryAck */
+        DeliveryAck: {
+            /** Recorded */
+            recorded: number;
+        };
+        /** DeliveryReport */
+        DeliveryReport: {
+            /** Host */
+            host: string;
+            /** Sessions */
+            sessions: components["schemas"]["Delivery"][];
         };
         /** Diff */
         Diff: {
@@ -2035,6 +2255,150 @@ export interface operations {
             };
         };
     };
+    agent_captures_api_v1_agent_captures_get: {
+        parameters: {
+            query: {
+                host: string;
+                since_ns?: number;
+                wait_s?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AgentCaptures"];
+                };
+            };
+            /** @description Missing, unknown or revoked token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or body the API does not take */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description The key's request rate limit: retry after Retry-After seconds */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    report_deliveries_api_v1_agent_captures__capture_id__deliveries_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                capture_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DeliveryReport"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeliveryAck"];
+                };
+            };
+            /** @description A body that is not JSON text (e.g. not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, unknown or revoked token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such session, kernel or key */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or body the API does not take */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description The key's request rate limit: retry after Retry-After seconds */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     jobs_api_v1_archive_jobs_get: {
         parameters: {
             query?: never;
@@ -2328,6 +2692,206 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ArchiveErrorBody"];
+                };
+            };
+        };
+    };
+    list_captures_api_v1_captures_get: {
+        parameters: {
+            query?: {
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CaptureList"];
+                };
+            };
+            /** @description Missing, unknown or revoked token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or body the API does not take */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description The key's request rate limit: retry after Retry-After seconds */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    request_capture_api_v1_captures_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CaptureRequestBody"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CaptureInfo"];
+                };
+            };
+            /** @description A body that is not JSON text (e.g. not UTF-8) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, unknown or revoked token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or body the API does not take */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description The key's request rate limit: retry after Retry-After seconds */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_capture_api_v1_captures__capture_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                capture_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CaptureInfo"];
+                };
+            };
+            /** @description Missing, unknown or revoked token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token's role may not do this */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such session, kernel or key */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A parameter or body the API does not take */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ValidationErrorBody"];
+                };
+            };
+            /** @description The key's request rate limit: retry after Retry-After seconds */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
                 };
             };
         };
@@ -2632,7 +3196,7 @@ export interface operations {
                      * Role
                      * @enum {string}
                      */
-                    role: "ingest" | "read" | "admin";
+                    role: "ingest" | "read" | "operator" | "admin";
                 };
             };
         };

@@ -7,6 +7,7 @@
  *                                          memset (`<id>@<start>`: its id and start, ns from session start,
  *                                          which is where the copy is looked up)
  *   #/archive                              archived sessions the store lacks, and their restore (#23)
+ *   #/captures                             remote capture requests and each session's status (#22)
  *   #/compare/<base>/<target>?row=         run-vs-run diff of target against base, a selected row
  *                                          (`kind:key`, e.g. `kernel:nvjet_sm90_…`)
  */
@@ -27,7 +28,8 @@ export type Route =
       copy?: CopyRef;
     }
   | { page: 'compare'; a: string; b: string; row?: string }
-  | { page: 'archive' };
+  | { page: 'archive' }
+  | { page: 'captures' };
 
 /** A selected copy or memset: its id (a memset's is `memset:<seq>`) and start (ns from session start). */
 export interface CopyRef {
@@ -73,6 +75,7 @@ export function parseRoute(hash: string): Route {
     };
   }
   if (parts[0] === 'archive') return { page: 'archive' };
+  if (parts[0] === 'captures') return { page: 'captures' };
   if (parts[0] === 'compare' && parts[1] && parts[2]) return { page: 'compare', a: parts[1], b: parts[2], row: str(q.get('row')) };
   return {
     page: 'sessions',
@@ -100,6 +103,8 @@ export function formatRoute(r: Route): string {
     set('copy', r.copy ? `${r.copy.id}@${Math.round(r.copy.start)}` : undefined);
   } else if (r.page === 'archive') {
     path = '/archive';
+  } else if (r.page === 'captures') {
+    path = '/captures';
   } else if (r.page === 'compare') {
     path = `/compare/${encodeURIComponent(r.a)}/${encodeURIComponent(r.b)}`;
     set('row', r.row);

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
+import ssl
 import sys
 import threading
 import time
@@ -19,6 +21,7 @@ from gpufl.agent.config import Config, ConfigError, parse
 from gpufl.agent.cursor import Cursor, CursorError
 from gpufl.agent.gpumetrics import SystemMetrics
 from gpufl.agent.metrics import Metrics
+from gpufl.agent.remote import HttpRequests, KafkaRequests, RemoteCapture
 from gpufl.agent.runner import Agent, Settings
 from gpufl.agent.sinks.base import Fatal, Retryable, Sink
 
@@ -214,6 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if archiver is not None:
         log.info("archiving closed segments → %s/%s", cfg.archiver_endpoint, cfg.archiver_bucket)
         archiver.start()
+    remote = _remote_capture(cfg)
+    if remote is not None:
+        remote.start()
     try:
         code = agent.run()
         if archiver is not None:
@@ -230,6 +236,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if archiver is not None:
             archiver.stop()
+        if remote is not None:
+            remote.stop()
+
+
+def _remote_capture(cfg: Config) -> RemoteCapture | None:
+    """The remote-capture poller (off with --no-remote-capture or --exit-when-idle)."""
+    if cfg.no_remote_capture or cfg.exit_when_idle:
+        return None
+    if cfg.type == "kafka" and cfg.brokers:
+        host = socket.gethostname()
+        log.info("remote capture: handing this host's capture requests (topic %s.captures) to the sessions in %s",
+                 cfg.topic_prefix, cfg.folder)  # fmt: skip
+        return RemoteCapture(cfg.folder, KafkaRequests(cfg.brokers, cfg.topic_prefix, host), host)
+    if cfg.type != "http" or cfg.url is None:
+        return None
+    verify: ssl.SSLContext | bool = True
+    if cfg.ca_bundle is not None:
+        verify = ssl.create_default_context(cafile=cfg.ca_bundle)
+    try:
+        requests = HttpRequests(cfg.url, cfg.token, verify)
+    except ValueError as e:
+        log.warning("remote capture off: %s", e)
+        return None
+    log.info("remote capture: handing this host's capture requests to the sessions in %s", cfg.folder)
+    return RemoteCapture(cfg.folder, requests)
 
 
 if __name__ == "__main__":

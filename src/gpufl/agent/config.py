@@ -85,6 +85,13 @@ _OPTS: tuple[_Opt, ...] = (
     _Opt("cursor-file", str, None, "cursor file (default <folder>/.gpufl-agent.cursor)"),
     _Opt("dead-letter-file", str, None, "dead-letter file (default <cursor-file>.deadletter.jsonl)"),
     _Opt("exit-when-idle", _bool, False, "deliver everything present, then exit 0", flag=True),
+    _Opt(
+        "no-remote-capture",
+        _bool,
+        False,
+        "do not hand the backend's capture requests to this folder's sessions (docs/remote-capture.md)",
+        flag=True,
+    ),
     _Opt("metrics-port", int, None, "serve Prometheus metrics on this port"),
     _Opt("metrics-addr", str, "127.0.0.1", "address for --metrics-port"),
     _Opt(
@@ -157,6 +164,7 @@ class Config:
     cursor_file: str
     dead_letter_file: str
     exit_when_idle: bool
+    no_remote_capture: bool
     metrics_port: int | None
     metrics_addr: str
     gpu_metrics: str

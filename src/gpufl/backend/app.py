@@ -21,6 +21,7 @@ from gpufl.backend.api.errors import API_ERRORS
 from gpufl.backend.api.routes import (
     admin,
     archive,
+    captures,
     deep,
     diff,
     events,
@@ -264,6 +265,7 @@ def create_app(settings: Settings, store: SqlStore, *, start_jobs: bool = True) 
         keys.router,
         admin.router,
         archive.router,
+        captures.router,
     ):
         api.include_router(r)
     app.include_router(api)

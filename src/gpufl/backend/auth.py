@@ -24,6 +24,8 @@ log = logging.getLogger("gpufl.backend")
 class Role(StrEnum):
     ingest = "ingest"
     read = "read"
+    operator = "operator"
+    """Reads, and requests remote captures (issue #22); no key management, no deletion."""
     admin = "admin"
 
 
@@ -138,4 +140,5 @@ def authenticate_key(store: SqlStore, token: str | None) -> tuple[str, Role]:
 
 
 def allowed(role: Role, needed: Role) -> bool:
-    return role == Role.admin or role == needed
+    """Admin may do anything; an operator what a reader may, and request captures; others their own role."""
+    return role == Role.admin or role == needed or (role == Role.operator and needed == Role.read)

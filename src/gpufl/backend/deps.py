@@ -74,3 +74,4 @@ def require(needed: Role) -> Callable[..., Role]:
 IngestRole = Depends(require(Role.ingest))
 ReadRole = Depends(require(Role.read))
 AdminRole = Depends(require(Role.admin))
+OperatorRole = Depends(require(Role.operator))

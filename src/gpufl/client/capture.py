@@ -50,6 +50,9 @@ ENGINES = ("tracing", "sass", "pc_sampling")
 (a deep range for the window's extent)."""
 DEEP_ENGINES = frozenset({"sass", "pc_sampling"})
 DEFAULT_ENGINES = ("tracing",)
+REMOTE_BUDGET_S = 120.0
+"""Seconds of windows that control-file requests may ask for per hour (GPUFL_REMOTE_CAPTURE_BUDGET)."""
+HOUR_NS = 3600 * 10**9
 
 Outcome = Literal["opened", "extended", "refused", "continuous"]
 
@@ -137,6 +140,8 @@ class Capture:
         *,
         default_seconds: float = 10.0,
         log_dir: str | None = None,
+        remote: bool = True,
+        remote_budget_s: float = REMOTE_BUDGET_S,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.plan = plan
@@ -146,6 +151,9 @@ class Capture:
         self.default_seconds = default_seconds
         self.control_path = os.path.join(log_dir, CONTROL_FILE) if log_dir else None
         self.clock = clock
+        self.remote = remote  # GPUFL_REMOTE_CAPTURE: act on control-file requests at all
+        self.remote_budget_s = remote_budget_s  # GPUFL_REMOTE_CAPTURE_BUDGET: their seconds per hour
+        self._remote_spent: list[tuple[int, float]] = []  # (when, seconds asked) of the last hour's
         self.window: _Window | None = None
         self.closed: list[events.CaptureWindow] = []  # every window written, for tests and the summary
         self.step = 0  # steps begun so far (gpufl.step())
@@ -284,7 +292,9 @@ class Capture:
 
     def poll_control_file(self) -> Outcome | None:
         """Read ``<log_dir>/gpufl-control.json`` if it changed: a request not seen before (by ``id``), written
-        after this session started, for this session or every session in the folder, opens a window."""
+        after this session started, for this session (``session_id``, or ``session_ids`` naming it) or every
+        session in the folder, is answered by a ``capture_request`` record and, unless refused, opens or
+        extends a window."""
         path = self.control_path
         if path is None:
             return None
@@ -304,28 +314,77 @@ class Capture:
                 raise ValueError("not a JSON object")
             rid = str(req["id"])
             target = req.get("session_id")
+            targets = req.get("session_ids")
             seconds = float(req["seconds"]) if req.get("seconds") is not None else None
             steps = int(req["steps"]) if req.get("steps") is not None else None
             requester = str(req["requester"]) if req.get("requester") is not None else None
             engines = req.get("engines")
-            if engines is not None and (
-                not isinstance(engines, list) or not all(isinstance(e, str) for e in engines)
-            ):
-                raise ValueError("engines: want a list of engine names")
+            for name, value in (("engines", engines), ("session_ids", targets)):
+                if value is not None and (
+                    not isinstance(value, list) or not all(isinstance(e, str) for e in value)
+                ):
+                    raise ValueError(f"{name}: want a list of strings")
+            if (seconds is not None and seconds <= 0) or (steps is not None and steps <= 0):
+                raise ValueError("a capture's seconds and steps must be positive")
         except (OSError, ValueError, KeyError, TypeError) as e:
             log.warning("gpufl: ignored %s: %s", path, e)
             return None
         if rid in self._control_seen or (target is not None and target != self.session_id):
             return None
+        if targets is not None and self.session_id not in targets:
+            return None
         self._control_seen.add(rid)
-        try:
-            return self.request(
-                "control_file", seconds=seconds, steps=steps, requester=requester, engines=engines,
+        return self._answer(rid, seconds, steps, requester, engines or list(DEFAULT_ENGINES), path)
+
+    def available_engines(self) -> set[str]:
+        """The window engines this session runs (the deep engine serves those it started with)."""
+        out: set[str] = set()
+        for e in self.engines:
+            if e.name == "deep":
+                out |= set(getattr(e, "engines", None) or DEEP_ENGINES)
+            elif e.name in ENGINES:
+                out.add(e.name)
+        return out
+
+    def _answer(
+        self, rid: str, seconds: float | None, steps: int | None, requester: str | None, want: list[str],
+        path: str,
+    ) -> Outcome:  # fmt: skip
+        """Act on a control-file request and say what became of it (a ``capture_request`` record)."""
+        available = self.available_engines()
+        usable = [e for e in want if e in available]
+        missing = [e for e in want if e not in available]
+
+        def answer(outcome: Outcome, reason: events.capture.RefusalReason | None = None) -> Outcome:
+            on = usable if outcome in ("opened", "extended") else []
+            self.emit(
+                events.CaptureRequest(
+                    session_id=self.session_id, stream="device", ts_ns=self.clock(), request_id=rid,
+                    outcome=outcome, reason=reason, engines=on, missing=missing, requester=requester,
+                )
+            )  # fmt: skip
+            return outcome
+
+        if self.plan.mode == "continuous":
+            return answer("continuous")
+        if not self.remote:
+            return answer("refused", "remote_capture_disabled")
+        if not usable:
+            return answer("refused", "engine_unavailable")
+        cost = seconds if seconds is not None else (0.0 if steps is not None else self.default_seconds)
+        with self._lock:
+            now = self.clock()
+            self._remote_spent = [(t, s) for t, s in self._remote_spent if now - t < HOUR_NS]
+            if sum(s for _, s in self._remote_spent) + cost > self.remote_budget_s:
+                return answer("refused", "budget_spent")
+            outcome = self.request(
+                "control_file", seconds=seconds, steps=steps, requester=requester, engines=usable,
                 control_file=path, request_id=rid,
             )  # fmt: skip
-        except ValueError as e:
-            log.warning("gpufl: ignored %s: %s", path, e)
-            return None
+            if outcome == "refused":
+                return answer("refused", "window_open")
+            self._remote_spent.append((now, cost))
+        return answer(outcome)
 
     # ---------------------------------------------------------------- lifecycle
 

@@ -171,6 +171,12 @@ class Options:
     """A deep range that takes longer than this to close disables the deep engines (the program goes on)."""
     capture_seconds: float = 10.0
     """How long a window lasts when its trigger names no duration (SIGUSR2, a control file without one)."""
+    remote_capture: bool = True
+    """Act on control-file requests (remote capture, issue #22); off: each is answered ``refused``
+    (``remote_capture_disabled``)."""
+    remote_capture_budget_s: float = 120.0
+    """Seconds of windows that control-file requests may ask for in any hour; past it they are refused
+    (``budget_spent``)."""
     native: NativeOptions = field(default_factory=NativeOptions)
     """The native record path's options (``GPUFL_NATIVE*``): see NativeOptions."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -195,6 +201,8 @@ class Options:
         "watchdog_s": ("GPUFL_WATCHDOG_S", float),
         "capture": ("GPUFL_CAPTURE", str),
         "capture_seconds": ("GPUFL_CAPTURE_SECONDS", float),
+        "remote_capture": ("GPUFL_REMOTE_CAPTURE", _env_bool),
+        "remote_capture_budget_s": ("GPUFL_REMOTE_CAPTURE_BUDGET", float),
         "deep": ("GPUFL_DEEP", str),
         "pc_sampling_period": ("GPUFL_PC_SAMPLING_PERIOD", int),
         "deep_timeout_s": ("GPUFL_DEEP_TIMEOUT_S", float),
@@ -241,6 +249,8 @@ class Options:
         self.capture = parse_capture(self.capture).text  # ValueError says what is wanted
         if self.capture_seconds <= 0:
             raise ValueError("capture_seconds must be positive")
+        if self.remote_capture_budget_s < 0:
+            raise ValueError("remote_capture_budget_s must not be negative")
         if self.deep not in ("scopes", "session"):
             raise ValueError("deep must be 'scopes' or 'session'")
         if not 5 <= self.pc_sampling_period <= 31:
@@ -258,7 +268,7 @@ class Options:
         if self.native == NativeOptions():  # recorded only when a diagnostic is set, so logs say so
             del d["native"]
         if self.capture == "continuous":  # as every session before contract v5 (readers: absent = continuous)
-            del d["capture"], d["capture_seconds"]
+            del d["capture"], d["capture_seconds"], d["remote_capture"], d["remote_capture_budget_s"]
         return d
 
 

@@ -166,6 +166,8 @@ class Session:
             self.session_id,
             default_seconds=self.options.capture_seconds,
             log_dir=self.options.log_dir,
+            remote=self.options.remote_capture,
+            remote_budget_s=self.options.remote_capture_budget_s,
         )
         self.capture.start()
 

@@ -60,3 +60,31 @@ class CaptureWindow(Record, tag="capture_window", kw_only=True):
     """Requests that came during the window and extended it (their end beyond the window's)."""
     refused: Count = 0
     """Requests that came during the window and were refused (one window at a time; theirs ended no later)."""
+
+
+RequestOutcome = Literal["opened", "extended", "refused", "continuous"]
+RefusalReason = Literal["window_open", "engine_unavailable", "budget_spent", "remote_capture_disabled"]
+
+
+class CaptureRequest(Record, tag="capture_request", kw_only=True):
+    """The session's answer to a control-file request (contract v7, issue #22): whoever wrote the file (the
+    agent, for a remote capture) learns what became of it through the normal ingest path. Written once per
+    request ``id`` the session acted on; the window it opened or extended is the ``capture_window`` whose
+    ``trigger.request_id`` is the same."""
+
+    ts_ns: Ns
+    request_id: str
+    """The control file's ``id``."""
+    outcome: RequestOutcome
+    """``opened`` a window, ``extended`` the open one, ``refused`` (``reason`` says why), or ``continuous``:
+    the session traces throughout, so the request needs no window (its kernels are recorded anyway)."""
+    reason: RefusalReason | None = None
+    """Why it was refused: one window at a time and the open one cannot be extended so (``window_open``); none of
+    the engines asked for runs in this session (``engine_unavailable``); the session's budget of remote
+    capture per hour is spent (``budget_spent``); remote capture is off in this process
+    (``GPUFL_REMOTE_CAPTURE=0``, ``remote_capture_disabled``)."""
+    engines: list[str] = []
+    """The engines the window switches on (opened, extended)."""
+    missing: list[str] = []
+    """Engines asked for that this session does not run (the window opens without them)."""
+    requester: str | None = None

@@ -69,10 +69,11 @@ segment_name = segments.segment_name
 # The capture_window record (v5) is its own module too.
 CaptureWindow = capture.CaptureWindow
 CaptureTrigger = capture.CaptureTrigger
+CaptureRequest = capture.CaptureRequest  # v7
 # The deep engines' profile_range record (v6) too.
 ProfileRange = deep.ProfileRange
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 """Bumped on any change of meaning; readers accept every version up to their own.
 v2: kernels and copies carry the launch-API entry as ``api_lead_ns`` (a duration before ``start_ns``) instead
 of the absolute ``api_start_ns`` (16 bytes less per line); v1's ``api_start_ns`` stays readable.
@@ -86,6 +87,8 @@ v6: the deep engines (SASS metrics, PC sampling): ``profile_range`` records (sco
 range's ``profile_sample`` records are a share of and what was lost; a sample names its kernel by
 ``kernel_name_id`` and its source file by ``source_file_id`` (dict kind ``source_file``) instead of the strings
 ``function_name`` / ``source_file``, which stay readable.
+v7: ``capture_request`` records (device stream): a session's answer to a control-file request (opened,
+extended, refused and why), which remote capture (issue #22) reports back; earlier sessions wrote none.
 
 The limits below (numeric ranges, the session id's form) came after v2 without a bump: they change no field's
 meaning and exclude only values no writer produced (every committed capture passes them,
@@ -468,6 +471,7 @@ Event = (
     | Notice
     | CaptureGap
     | CaptureWindow
+    | CaptureRequest
     | Kernel
     | Memcpy
     | Memset
@@ -488,6 +492,7 @@ EVENT_TYPES: tuple[type[Record], ...] = (
     Notice,
     CaptureGap,
     CaptureWindow,
+    CaptureRequest,
     Kernel,
     Memcpy,
     Memset,
@@ -501,7 +506,8 @@ EVENT_TYPES: tuple[type[Record], ...] = (
 
 COMMON_TYPES = frozenset({"session_start", "session_end", "dict", "dropped", "segments_deleted", "notice"})
 STREAM_TYPES: dict[str, frozenset[str]] = {
-    "device": COMMON_TYPES | {"kernel", "memcpy", "memset", "sync", "capture_gap", "capture_window"},
+    "device": COMMON_TYPES
+    | {"kernel", "memcpy", "memset", "sync", "capture_gap", "capture_window", "capture_request"},
     "scope": COMMON_TYPES | {"scope_begin", "scope_end", "profile_sample", "profile_range"},
     "system": COMMON_TYPES | {"system_sample"},
 }
@@ -534,6 +540,7 @@ TIME_SPAN: dict[str, tuple[str, str]] = {
     "notice": ("ts_ns", "ts_ns"),
     "capture_gap": ("start_ns", "start_ns"),
     "capture_window": ("start_ns", "end_ns"),
+    "capture_request": ("ts_ns", "ts_ns"),
     "profile_range": ("start_ns", "end_ns"),
 }
 

@@ -98,7 +98,20 @@ def _v8(engine: str, sql_types: dict[str, str]) -> list[str]:
 BACKFILL_LOD = 8
 """The version after which ``migrate`` computes the new levels of detail of the sessions already stored."""
 
-MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7, 8: _v8}
+
+def _v9(engine: str, sql_types: dict[str, str]) -> list[str]:
+    """Remote capture (issue #22): operators' requests and the agents' reports of the sessions they handed
+    each to (``store/captures.py``). Not in TABLES: not a session's rows."""
+    t, i, f = sql_types["T"], sql_types["I"], sql_types["F"]
+    return [
+        f"""CREATE TABLE IF NOT EXISTS capture_requests (id {t} PRIMARY KEY, app {t}, host_glob {t},
+            job_id {t}, engines {t}, seconds {f}, requester {t}, created_ns {i}, expires_ns {i})""",
+        f"""CREATE TABLE IF NOT EXISTS capture_deliveries (request_id {t}, session_id {t}, host {t},
+            delivered_ns {i}, error {t}, PRIMARY KEY (request_id, session_id))""",
+    ]
+
+
+MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7, 8: _v8, 9: _v9}
 LATEST = max(MIGRATIONS)
 
 

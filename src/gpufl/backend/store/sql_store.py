@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gpufl.backend.store.captures import CaptureStore
 from gpufl.backend.store.deep import DeepQueries
 from gpufl.backend.store.diff import DiffQueries
 from gpufl.backend.store.insights import InsightQueries
@@ -27,5 +28,6 @@ class SqlStore(
     RecordQueries,
     DiffQueries,
     KeyStore,
+    CaptureStore,
 ):
     """Shared implementation of every job. Subclasses (the dialects): DuckDBStore, PostgresStore."""

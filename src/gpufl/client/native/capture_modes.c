@@ -331,6 +331,8 @@ CapOutcome cap_poll_control(void) {
     if (control_parse(buf, (size_t)n, &r, err, sizeof err)) return ignored(err), CAP_NONE;
     if (seen_before(r.id) || (r.has_session && (!r.session_is_string || strcmp(r.session_id, g_cap.sid))))
         return CAP_NONE;
+    if (r.has_session_ids) /* some of the folder's sessions (remote capture): this build cannot tell if it is one */
+        return ignored("session_ids is not read by the injection build: not acted on"), CAP_NONE;
     if (r.has_steps) return ignored("steps do not apply to a program without Python (gpufl.step())"), CAP_NONE;
     if (r.has_seconds && !(r.seconds > 0)) return ignored("a capture's seconds must be positive"), CAP_NONE;
     return cap_request("control_file", r.has_seconds ? r.seconds : 0, r.has_requester ? r.requester : NULL, r.id);

@@ -2,7 +2,8 @@
  * (capture_modes.c) has no Python and so no json module. One JSON object, the same fields as
  * gpufl.client.capture.Capture.poll_control_file reads (docs/capture-modes.md): `id` (a string or a number,
  * required), `seconds` / `steps` (a number or a numeric string), `requester` (a string or a number),
- * `session_id` (a string). Other keys are skipped whatever they hold. The file is written by someone else
+ * `session_id` (a string), and whether `session_ids` is there (remote capture's list of some of the folder's
+ * sessions: its names are not read, and such a file is not acted on). Other keys are skipped whatever they hold. The file is written by someone else
  * (issue #22's agent, or a person): anything malformed is refused with the reason, never trusted, never a
  * crash: bounded nesting, bounded strings, UTF-8 checked (the strings go into JSON lines as they are). */
 #include "gpufl_native.h"
@@ -221,7 +222,7 @@ static int member(Json *j, ControlRequest *r) {
     ws(j);
     if (j->s >= j->end || *j->s++ != ':') return fail(j, "no ':' after an object key");
     int ours = !strcmp(key, "id") || !strcmp(key, "requester") || !strcmp(key, "session_id") ||
-               !strcmp(key, "seconds") || !strcmp(key, "steps");
+               !strcmp(key, "seconds") || !strcmp(key, "steps") || !strcmp(key, "session_ids");
     if (value(j, ours ? text : NULL, ours ? sizeof text : 0, &type, 1)) return -1; /* others: skipped */
     if (!ours) return 0;
     int str_or_num = type == V_STRING || type == V_NUMBER;
@@ -237,6 +238,8 @@ static int member(Json *j, ControlRequest *r) {
         r->has_session = type != V_NULL;
         r->session_is_string = type == V_STRING;
         if (type == V_STRING) memcpy(r->session_id, text, sizeof text);
+    } else if (!strcmp(key, "session_ids")) {
+        r->has_session_ids = type != V_NULL; /* its names are not read: see cap_poll_control */
     } else if (!strcmp(key, "seconds") || !strcmp(key, "steps")) {
         int sec = key[1] == 'e';
         double v = 0;

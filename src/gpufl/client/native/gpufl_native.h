@@ -432,6 +432,7 @@ typedef struct {
     char id[CAP_STR], requester[CAP_STR], session_id[CAP_STR];
     double seconds, steps;
     int has_id, has_requester, has_session, session_is_string, has_seconds, has_steps;
+    int has_session_ids; /* `session_ids` (remote capture, #22): not read here, so such a file is not acted on */
 } ControlRequest;
 int control_parse(const char *s, size_t n, ControlRequest *r, char *err, size_t errn);
 
