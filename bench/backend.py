@@ -500,7 +500,9 @@ def main() -> None:
         default=os.environ.get("GPUFL_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
     )
     ap.add_argument("--runs", type=int, default=30)
-    ap.add_argument("--capture", default="gpt_train", help="the committed capture to tile (examples/captures/)")
+    ap.add_argument(
+        "--capture", default="gpt_train", help="the committed capture to tile (examples/captures/)"
+    )
     ap.add_argument(
         "--encode-inline",
         action="store_true",
