@@ -417,3 +417,32 @@ def test_a_batch_the_engine_parses_alongside_the_decode_that_msgspec_refuses_is_
         [("device", body_of(mixed)), ("device", body_of(bad)), ("device", body_of(floaty))],
     )
     assert json_calls == ([False, False, False] if store.json_stage else [])
+
+
+def test_a_batch_interleaving_two_sessions_stores_each_record_under_its_own_session(
+    store: SqlStore, reference: SqlStore
+) -> None:
+    """One record type, two sessions taking turns (what the Kafka bridge hands the store): each notice is stored
+    under its own session, as record by record. The store grouped the new records by session while the
+    batch's columns stayed in the batch's order, so one session's notices were filed under the other's id
+    (seen in CI through remote capture's answers, PostgreSQL over Kafka)."""
+    a, b = SessionFactory("interleaved-a"), SessionFactory("interleaved-b")
+    starts = [a.start("device"), b.start("device")]
+    notices: list[ev.Record] = []
+    for i in range(6):
+        f = a if i % 2 == 0 else b
+        notices.append(
+            ev.Notice(
+                session_id=f.sid,
+                stream="device",
+                seq=f._next("device"),
+                ts_ns=a.t0 + i,
+                code=f"c{i}",
+                message=f.sid,
+            )
+        )
+    same_as_records(
+        store, reference, [("device", body_of(lines(starts))), ("device", body_of(lines(notices)))]
+    )
+    rows = store._all("SELECT session_id, body FROM other_events WHERE type = 'notice'")
+    assert len(rows) == 6 and all(json.loads(body)["session_id"] == sid for sid, body in rows), rows

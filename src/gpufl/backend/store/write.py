@@ -150,6 +150,11 @@ class WriteStore(LodStore):
                     new_bytes[sid] += sum(sizes[i] for i in fresh) if sizes is not None else 0
             self._save_ranges(cur, stream, changed)
             out.stored = len(new)
+            if len(new) == len(records):
+                # every record is new: keep the batch's order, which the caller's columns are in (``new`` is
+                # grouped by session: with the columns beside it, an interleaved batch of two sessions stored
+                # one session's records under the other's id where a table mixes both)
+                new = list(records)
             if new:
                 whole = columns if len(new) == len(records) else None  # every record is new: reuse columns
                 self._store_new(cur, stream, new, new_bytes, whole)
