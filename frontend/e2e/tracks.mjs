@@ -203,8 +203,14 @@ async function resize(page) {
       return el.style.height === '' && el.scrollHeight <= el.clientHeight + 1;
     });
   await waitSettled(page);
+  // the thread tracks and copy lanes come with side data after the first frame: wait until the height holds
+  let h0 = -1;
+  for (let same = 0, t = Date.now(); same < 3 && Date.now() - t < T; await page.waitForTimeout(200)) {
+    const h = (await scroll.boundingBox()).height;
+    same = h === h0 ? same + 1 : 0;
+    h0 = h;
+  }
   assert.ok(await fits(), 'by default the timeline is as tall as its rows');
-  const h0 = (await scroll.boundingBox()).height;
   const drag = async (dy) => {
     const hb = await page.locator('[data-testid="timeline-resize"]').boundingBox();
     await page.mouse.move(hb.x + hb.width / 2, hb.y + hb.height / 2);

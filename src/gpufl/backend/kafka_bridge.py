@@ -56,6 +56,9 @@ class KafkaBridge:
                 # A short session timeout lets a restarted or added backend join the group quickly.
                 "session.timeout.ms": 6000,
                 "heartbeat.interval.ms": 1000,
+                # Topics an agent creates after this backend subscribed are seen within 2 s: librdkafka looks
+                # for a subscribed topic that does not exist yet only at this refresh (default 5 minutes).
+                "topic.metadata.refresh.interval.ms": 2000,
             }
         )
         c.subscribe(list(self.topics))
