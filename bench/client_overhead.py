@@ -34,10 +34,17 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKLOADS = {
     "gpt": (ROOT / "examples/workloads/gpt_train.py", []),
     "loop": (ROOT / "examples/workloads/matmul_loop.py", ["--iters", "1000"]),
+    # GPU-bound: the same model 4x wider, 8 layers, 4x the batch (~0.4 B parameters)
+    "gpt-big": (
+        ROOT / "examples/workloads/gpt_train.py",
+        ["--d-model", "2048", "--layers", "8", "--batch", "64", "--warmup", "3"],
+    ),
 }
 
 
-def run_once(workload: str, mode: str, steps: int, log_root: Path, idx: int) -> dict[str, Any]:
+def run_once(
+    workload: str, mode: str, steps: int, log_root: Path, idx: int, timeout: float = 900
+) -> dict[str, Any]:
     script, extra = WORKLOADS[workload]
     # "gpufl-activity-only@GPUFL_NATIVE_COPIES=0@...": the harness mode, then environment settings for
     # that process (the native path's diagnostic switches)
@@ -48,7 +55,7 @@ def run_once(workload: str, mode: str, steps: int, log_root: Path, idx: int) -> 
     result = log_root / f"{label}-{idx}.json"
     cmd = [sys.executable, str(script), "--mode", harness_mode, "--steps", str(steps)]
     cmd += ["--log-dir", str(log_dir), "--result", str(result), *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"{mode} failed:\n{proc.stderr[-3000:]}")
     res: dict[str, Any] = json.loads(result.read_text())
@@ -133,6 +140,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--modes", default="none,gpufl,torch-profiler")
     ap.add_argument("--json", help="write all raw results here")
+    ap.add_argument(
+        "--timeout", type=float, default=900, help="seconds one run may take before it counts as failed"
+    )
     args = ap.parse_args()
     # modes split on ";" when there is one (a mode's settings may hold commas: GPUFL_ENGINES=tracing,sass)
     modes = args.modes.split(";") if ";" in args.modes else args.modes.split(",")
@@ -143,7 +153,7 @@ def main() -> None:
             for m in modes:
                 # one mode's crash is a finding to report, not a reason to lose every other mode's numbers
                 try:
-                    res = run_once(args.workload, m, args.steps, Path(tmp), r)
+                    res = run_once(args.workload, m, args.steps, Path(tmp), r, args.timeout)
                 except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError) as e:
                     failed[m] += 1
                     print(f"round {r} {m}: FAILED {e}", file=sys.stderr, flush=True)

@@ -12,6 +12,12 @@ the request was sent. Reported per round, in seconds after the request: the cont
 (its mtime), the session's ``capture_request`` answer (``ts_ns``), and the first traced kernel's
 ``start_ns`` (the bar). Rounds are ``--gap`` seconds apart (more than the window, so each opens a new one);
 their total asks for 1 s each of the client's remote-capture budget (120 s per hour by default).
+
+``--agent-only`` leaves the backend out (for a GPU host without the server's dependencies): the agent's own
+``RemoteCapture.handle`` runs in this process on each request, as its poller does when the backend's long poll
+answers — it finds the live session in the folder and writes the control file — so a round measures the node's
+half (agent → control file → client → first traced kernel); the backend's half (request → the agent's poll
+answered) is measured apart without a GPU.
 """
 
 from __future__ import annotations
@@ -75,6 +81,103 @@ def device_records(log_dir: Path) -> list[dict[str, Any]]:
     return out
 
 
+class _Reported:
+    """The agent's ``Requests`` seam without a backend: nothing to poll, deliveries kept here."""
+
+    def __init__(self) -> None:
+        self.delivered: list[tuple[str, list[tuple[str, str | None]]]] = []
+
+    def poll(self, host: str, since_ns: int, wait_s: float) -> list[dict[str, Any]]:
+        return []
+
+    def report(self, rid: str, host: str, sessions: list[tuple[str, str | None]]) -> None:
+        self.delivered.append((rid, sessions))
+
+    def close(self) -> None:
+        pass
+
+
+def first_kernel_after(logs: Path, t0: int, rid: str) -> tuple[int | None, int | None]:
+    """(first kernel start, capture_request answer) after t0 for request rid, waiting up to 10 s."""
+    first: int | None = None
+    answer: int | None = None
+    end = time.monotonic() + 10
+    while time.monotonic() < end and (first is None or answer is None):
+        time.sleep(0.1)
+        recs = device_records(logs)
+        answer = next((x["ts_ns"] for x in recs if x.get("type") == "capture_request"
+                       and x.get("request_id") == rid), None)  # fmt: skip
+        starts = [x["start_ns"] for x in recs if x.get("type") == "kernel" and x["start_ns"] >= t0]
+        first = min(starts) if starts else None
+    return first, answer
+
+
+def summarise(args: argparse.Namespace, rounds: list[dict[str, float | None]], tmp: Path) -> int:
+    firsts = [r["first_kernel_s"] for r in rounds]
+    ok = bool(firsts) and all(f is not None and f <= 2.0 for f in firsts)
+    got = [f for f in firsts if f is not None]
+    summary = {
+        "host": platform.node(),
+        "gpu": subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True
+        ).stdout.strip(),
+        "from": "agent handler (no backend)" if args.agent_only else "POST /api/v1/captures",
+        "rounds": rounds,
+        "first_kernel_median_s": statistics.median(got) if got else None,
+        "first_kernel_max_s": max(got) if got else None,
+        "bar_2s_holds": ok,
+        "folder": str(tmp),
+    }
+    print(json.dumps({k: v for k, v in summary.items() if k != "rounds"}, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=1))
+    return 0 if ok else 1
+
+
+def agent_only(args: argparse.Namespace) -> int:
+    from gpufl.agent.remote import RemoteCapture
+
+    tmp = Path(tempfile.mkdtemp(prefix="gpufl-remote-bench-"))
+    logs, stop = tmp / "logs", tmp / "stop"
+    logs.mkdir()
+    (tmp / "workload.py").write_text(textwrap.dedent(WORKLOAD))
+    work = subprocess.Popen([sys.executable, str(tmp / "workload.py"), str(logs), str(stop)],
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    rounds: list[dict[str, float | None]] = []
+    try:
+        assert work.stdout is not None and work.stdout.readline().strip() == "ready"
+        agent = RemoteCapture(str(logs), _Reported())
+        time.sleep(1)
+        for i in range(args.rounds):
+            rid = f"cap-bench-{i}"
+            t0 = time.time_ns()
+            req = {"id": rid, "app": "remote_bench", "job_id": None, "seconds": 1,
+                   "engines": ["tracing"], "requester": "bench", "created_ns": t0}  # fmt: skip
+            handed = agent.handle(req)
+            first, answer = first_kernel_after(logs, t0, rid)
+            control = logs / "gpufl-control.json"
+            wrote = control.stat().st_mtime_ns if control.exists() else None
+            row = {
+                "sessions": float(len(handed)),
+                "control_file_s": (wrote - t0) / 1e9 if wrote else None,
+                "answer_s": (answer - t0) / 1e9 if answer else None,
+                "first_kernel_s": (first - t0) / 1e9 if first else None,
+            }
+            rounds.append(row)
+            print(
+                f"round {i + 1}: "
+                + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} none" for k, v in row.items())
+            )
+            time.sleep(args.gap)
+    finally:
+        stop.touch()
+        try:
+            work.wait(30)
+        except subprocess.TimeoutExpired:
+            work.kill()
+    return summarise(args, rounds, tmp)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=5)
@@ -82,7 +185,12 @@ def main() -> int:
         "--gap", type=float, default=3.0, help="seconds between requests (more than the 1 s window)"
     )
     ap.add_argument("--json", help="write the results here")
+    ap.add_argument(
+        "--agent-only", action="store_true", help="no backend: the agent's handler in this process"
+    )
     args = ap.parse_args()
+    if args.agent_only:
+        return agent_only(args)
     tmp = Path(tempfile.mkdtemp(prefix="gpufl-remote-bench-"))
     logs, data, stop = tmp / "logs", tmp / "backend", tmp / "stop"
     logs.mkdir()
@@ -123,16 +231,7 @@ def main() -> int:
             r = httpx.post(f"{api}captures", json={"app": "remote_bench", "seconds": 1}, headers=admin)
             r.raise_for_status()
             rid = r.json()["id"]
-            first: int | None = None
-            answer: int | None = None
-            end = time.monotonic() + 10
-            while time.monotonic() < end and (first is None or answer is None):
-                time.sleep(0.1)
-                recs = device_records(logs)
-                answer = next((x["ts_ns"] for x in recs if x.get("type") == "capture_request"
-                               and x.get("request_id") == rid), None)  # fmt: skip
-                starts = [x["start_ns"] for x in recs if x.get("type") == "kernel" and x["start_ns"] >= t0]
-                first = min(starts) if starts else None
+            first, answer = first_kernel_after(logs, t0, rid)
             control = logs / "gpufl-control.json"
             wrote = control.stat().st_mtime_ns if control.exists() else None
             row = {
@@ -154,24 +253,7 @@ def main() -> int:
                 p.wait(30)
             except subprocess.TimeoutExpired:
                 p.kill()
-    firsts = [r["first_kernel_s"] for r in rounds]
-    ok = bool(firsts) and all(f is not None and f <= 2.0 for f in firsts)
-    got = [f for f in firsts if f is not None]
-    summary = {
-        "host": platform.node(),
-        "gpu": subprocess.run(
-            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True
-        ).stdout.strip(),
-        "rounds": rounds,
-        "first_kernel_median_s": statistics.median(got) if got else None,
-        "first_kernel_max_s": max(got) if got else None,
-        "bar_2s_holds": ok,
-        "folder": str(tmp),
-    }
-    print(json.dumps({k: v for k, v in summary.items() if k != "rounds"}, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=1))
-    return 0 if ok else 1
+    return summarise(args, rounds, tmp)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 6 layers, d_model 512, context 256, batch 16, fp16 autocast, AdamW — the configuration the overhead numbers
 in docs/benchmarks.md use. ``gpufl.scope`` marks forward / backward / optimizer inside each step.
+``--d-model 2048 --layers 8 --batch 64`` makes it GPU-bound (bench/client_overhead.py ``--workload gpt-big``).
 ``--layers`` and ``--dtype`` make the known changes the committed diff captures differ by
 (examples/captures/diff_*: a layer removed, bf16 instead of fp16).
 
@@ -58,17 +59,19 @@ def main() -> int:
     def options(ap: argparse.ArgumentParser) -> None:
         ap.add_argument("--layers", type=int, default=6, help="transformer blocks (default 6)")
         ap.add_argument("--dtype", choices=["fp16", "bf16"], default="fp16", help="autocast dtype")
+        ap.add_argument("--d-model", type=int, default=512, help="model width (default 512)")
+        ap.add_argument("--batch", type=int, default=16, help="sequences per step (default 16)")
 
     args = arguments(__doc__ or "", steps=100, warmup=10, app="gpt_train", extra=options)
     dtype = torch.float16 if args.dtype == "fp16" else torch.bfloat16
     run = Run(args)
     torch.manual_seed(0)
     dev = "cuda"
-    model = MiniGPT(layers=args.layers).to(dev)
+    model = MiniGPT(layers=args.layers, d=args.d_model, heads=max(8, args.d_model // 128)).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
     # bf16 needs no loss scaling; the scaler's kernels stay in both so the dtype is the one change
     scaler = torch.amp.GradScaler()
-    data = torch.randint(0, 8192, (16, 257), device=dev)
+    data = torch.randint(0, 8192, (args.batch, 257), device=dev)
 
     loss = torch.zeros(())
     for _ in run.steps(torch.cuda.synchronize):

@@ -8,6 +8,10 @@ Modes (one per process: the bench starts a fresh one each time):
   torch-profiler     torch.profiler, CPU + CUDA activities, its post-processing paid at exit
   torch-profiler-cuda  torch.profiler, CUDA activity only, over the measured steps: the fidelity reference
                        (kernels per step and per-name durations, written to the result)
+  seed-trace, seed-pc-sampling, seed-sass
+                     the seed project's published client (``gpufl==1.2.1``, which shares our package name:
+                     install it apart and put only it on PYTHONPATH, e.g. ``seed-sass@PYTHONPATH=/tmp/seed``)
+                     with its Trace, PcSampling or SassMetrics engine — for #19's side-by-side costs
 The measured window (after warm-up) is written to the result as CLOCK_REALTIME ns so the bench can compare
 gpufl's kernels in it with torch.profiler's.
 """
@@ -37,7 +41,11 @@ MODES = [
     "gpufl-callbacks-only",  # diagnostics: the native path without activity records
     "torch-profiler",
     "torch-profiler-cuda",
+    "seed-trace",
+    "seed-pc-sampling",
+    "seed-sass",
 ]
+SEED_ENGINES = {"seed-trace": "Trace", "seed-pc-sampling": "PcSampling", "seed-sass": "SassMetrics"}
 
 
 def arguments(
@@ -96,6 +104,7 @@ class Run:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.gpufl: Any = None
+        self.seed = False
         if args.mode == "gpufl-python":
             os.environ["GPUFL_NATIVE"] = "0"
         if args.mode == "gpufl-activity-only":
@@ -107,6 +116,16 @@ class Run:
 
             self.gpufl = gpufl
             gpufl.init(app_name=args.app_name, log_dir=args.log_dir, stacks=args.mode == "gpufl-stacks")
+        if args.mode in SEED_ENGINES:
+            import gpufl
+
+            self.gpufl = gpufl
+            self.seed = True
+            # its own log layout, in a folder of its own so nothing reads it as ours
+            seed_dir = args.log_dir.rstrip("/") + "-seed"
+            os.makedirs(seed_dir, exist_ok=True)
+            engine = getattr(gpufl.ProfilingEngine, SEED_ENGINES[args.mode])
+            gpufl.init(args.app_name, os.path.join(seed_dir, args.app_name), profiling_engine=engine)
         self.prof: Any = None
         if args.mode == "torch-profiler":
             from torch.profiler import ProfilerActivity, profile
@@ -120,6 +139,8 @@ class Run:
         self.cpu: list[float] = []
 
     def scope(self, name: str) -> contextlib.AbstractContextManager[object]:
+        if self.seed:
+            return self.gpufl.Scope(name)  # type: ignore[no-any-return]
         return self.gpufl.scope(name) if self.gpufl else contextlib.nullcontext()
 
     def steps(self, sync: Callable[[], None]) -> Iterator[int]:
