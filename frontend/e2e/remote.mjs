@@ -37,7 +37,7 @@ async function until(what, check, ms = 60_000) {
   }
 }
 
-async function signIn(page, url, key) {
+export async function signIn(page, url, key) {
   await page.goto(url + '/');
   const out = page.locator('header button:has-text("Sign out")');
   if (await out.count()) await out.click();
@@ -47,7 +47,7 @@ async function signIn(page, url, key) {
 }
 
 /** A fresh schema on the test PostgreSQL (so the store starts empty), as a DSN whose search_path is it. */
-function pgSchema(verb, schema) {
+export function pgSchema(verb, schema) {
   const dsn = process.env.GPUFL_TEST_PG_DSN;
   const sql = verb === 'create' ? `CREATE SCHEMA ${schema}` : `DROP SCHEMA ${schema} CASCADE`;
   const r = spawnSync(PYTHON, ['-c', 'import psycopg, sys; psycopg.connect(sys.argv[1], autocommit=True).execute(sys.argv[2])', dsn, sql], { stdio: 'inherit' });

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { apiJson, buildUi, captureDirs, createKey, launchBrowser, loadCaptures, log, REPO, startBackend } from './harness.mjs';
 import { runArchiveTests } from './archive.mjs';
 import { runRemoteTests } from './remote.mjs';
+import { runStoreTests } from './stores.mjs';
 import { tests } from './tests.mjs';
 
 const ART = join(REPO, 'test-artifacts', 'e2e');
@@ -53,6 +54,8 @@ try {
   failed += await runArchiveTests({ dirs, sessions, mainBackend: backend, mainReadKey: readKey, page, shot: ctx.shot });
   // remote capture (#22): its own backends (DuckDB, PostgreSQL), agent and client session
   failed += await runRemoteTests({ page, shot: ctx.shot });
+  // the GPM (#20) and deep-engine (#19) views again on PostgreSQL
+  failed += await runStoreTests({ page, shot: ctx.shot });
   const unexpected = consoleErrors.filter((m) => !/401|403|Unauthorized|Forbidden/.test(m));
   if (unexpected.length) {
     failed++;
