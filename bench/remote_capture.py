@@ -17,7 +17,9 @@ their total asks for 1 s each of the client's remote-capture budget (120 s per h
 ``RemoteCapture.handle`` runs in this process on each request, as its poller does when the backend's long poll
 answers — it finds the live session in the folder and writes the control file — so a round measures the node's
 half (agent → control file → client → first traced kernel); the backend's half (request → the agent's poll
-answered) is measured apart without a GPU.
+answered) is measured apart without a GPU by ``--server-only``: a real backend and agent, and a live session
+without CUDA (``gpufl.init`` with the system engine only, so the agent finds its ``session_start``); a round
+is request → the agent's control file written, on any machine.
 """
 
 from __future__ import annotations
@@ -48,6 +50,15 @@ print("ready", flush=True)
 while not os.path.exists(stop):
     x = torch.relu(x @ x) / 256
     torch.cuda.synchronize()
+gpufl.shutdown()
+"""
+NO_GPU_SESSION = """
+import os, sys, time, gpufl
+log_dir, stop = sys.argv[1], sys.argv[2]
+gpufl.init(app_name="remote_bench", log_dir=log_dir, capture="on-demand", engines=["system"])
+print("ready", flush=True)
+while not os.path.exists(stop):
+    time.sleep(0.05)
 gpufl.shutdown()
 """
 
@@ -112,19 +123,29 @@ def first_kernel_after(logs: Path, t0: int, rid: str) -> tuple[int | None, int |
     return first, answer
 
 
+def gpu_name() -> str:
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True
+        )
+        return out.stdout.strip()
+    except OSError:
+        return "no GPU"
+
+
 def summarise(args: argparse.Namespace, rounds: list[dict[str, float | None]], tmp: Path) -> int:
-    firsts = [r["first_kernel_s"] for r in rounds]
+    key = "control_file_s" if getattr(args, "server_only", False) else "first_kernel_s"
+    firsts = [r[key] for r in rounds]
     ok = bool(firsts) and all(f is not None and f <= 2.0 for f in firsts)
     got = [f for f in firsts if f is not None]
     summary = {
         "host": platform.node(),
-        "gpu": subprocess.run(
-            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True
-        ).stdout.strip(),
+        "gpu": gpu_name(),
         "from": "agent handler (no backend)" if args.agent_only else "POST /api/v1/captures",
+        "until": key,
         "rounds": rounds,
-        "first_kernel_median_s": statistics.median(got) if got else None,
-        "first_kernel_max_s": max(got) if got else None,
+        "median_s": statistics.median(got) if got else None,
+        "max_s": max(got) if got else None,
         "bar_2s_holds": ok,
         "folder": str(tmp),
     }
@@ -188,6 +209,9 @@ def main() -> int:
     ap.add_argument(
         "--agent-only", action="store_true", help="no backend: the agent's handler in this process"
     )
+    ap.add_argument(
+        "--server-only", action="store_true", help="no GPU: request -> control file written, per round"
+    )
     args = ap.parse_args()
     if args.agent_only:
         return agent_only(args)
@@ -210,7 +234,7 @@ def main() -> int:
         ingest = httpx.post(f"{api}keys", json={"role": "ingest", "name": "agent"}, headers=admin).json()[
             "token"
         ]
-        (tmp / "workload.py").write_text(textwrap.dedent(WORKLOAD))
+        (tmp / "workload.py").write_text(textwrap.dedent(NO_GPU_SESSION if args.server_only else WORKLOAD))
         work = subprocess.Popen([sys.executable, str(tmp / "workload.py"), str(logs), str(stop)],
                                 stdout=subprocess.PIPE, text=True)  # fmt: skip
         procs.append(work)
@@ -231,8 +255,14 @@ def main() -> int:
             r = httpx.post(f"{api}captures", json={"app": "remote_bench", "seconds": 1}, headers=admin)
             r.raise_for_status()
             rid = r.json()["id"]
-            first, answer = first_kernel_after(logs, t0, rid)
             control = logs / "gpufl-control.json"
+            if args.server_only:
+                first = answer = None
+                end = time.monotonic() + 10
+                while time.monotonic() < end and rid not in (control.read_text() if control.exists() else ""):
+                    time.sleep(0.005)
+            else:
+                first, answer = first_kernel_after(logs, t0, rid)
             wrote = control.stat().st_mtime_ns if control.exists() else None
             row = {
                 "control_file_s": (wrote - t0) / 1e9 if wrote else None,

@@ -1,0 +1,151 @@
+"""What NVML GPM sampling costs the profiled program (#20's bar: ≤ 0.5% on a launch-bound training loop).
+
+The issue's protocol — a fresh process per mode, interleaved rounds — cannot see 0.5% on these VMs: the
+launch-bound GPT loop's per-process step time drifts by ±10% between processes (docs/benchmarks.md). So this
+bench measures in one process, in short blocks that alternate many times: the system engine runs throughout
+(``gpufl.init(engines=["system"])``, its default 1 s interval), and the engine's GPM reader is switched on and
+off between blocks of ``--block`` seconds (off: the engine's own ``gpm`` set aside, so its loop skips GPM the
+way a GPU without GPM does; on: put back, so the real reader samples and the readings are written). Each
+adjacent on/off pair gives a ratio of median step times; the drift, slow next to a block, cancels in the pair.
+
+    python3 bench/gpm_overhead.py [--seconds 120] [--block 3] [--json out.json]
+
+The first block of each kind is dropped (warm-up). Reported: per-pair ratio (median, mean, 95% interval by
+bootstrap), the GPM readings written, and the system engine's thread CPU time per second in each kind of block.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "workloads"))
+
+
+def system_engine() -> Any:
+    from gpufl.client import session as s
+
+    sess = s._session
+    assert sess is not None, "gpufl did not start"
+    for e in sess.engines:
+        if hasattr(e, "gpm"):
+            return e
+    raise SystemExit("no system engine")
+
+
+def thread_cpu(name_part: str) -> float:
+    """CPU seconds of the threads whose name holds name_part (from /proc, this process)."""
+    import os
+
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    for tid, name in names.items():
+        if name_part in name and tid is not None:
+            try:
+                fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / tick
+            except OSError:
+                pass
+    return total
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=120)
+    ap.add_argument("--block", type=float, default=3.0)
+    ap.add_argument("--log-dir", default="/tmp/gpm-overhead")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    import torch
+    import torch.nn.functional as F
+    from gpt_train import MiniGPT
+
+    import gpufl
+
+    gpufl.init(app_name="gpm_overhead", log_dir=args.log_dir, engines=["system"])
+    engine = system_engine()
+    reader = engine.gpm
+    if reader is None:
+        raise SystemExit("GPM is not available on this GPU: nothing to measure")
+    torch.manual_seed(0)
+    model = MiniGPT().cuda()
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
+    scaler = torch.amp.GradScaler()
+    data = torch.randint(0, 8192, (16, 257), device="cuda")
+
+    def step() -> None:
+        with torch.autocast("cuda", dtype=torch.float16):
+            logits = model(data[:, :-1])
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), data[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        torch.cuda.synchronize()
+
+    for _ in range(20):
+        step()
+    blocks: list[dict[str, Any]] = []
+    end = time.monotonic() + args.seconds
+    on = False
+    while time.monotonic() < end:
+        engine.gpm = reader if on else None
+        cpu0, t0 = thread_cpu("system"), time.monotonic()
+        times = []
+        while time.monotonic() - t0 < args.block:
+            s0 = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - s0)
+        wall = time.monotonic() - t0
+        blocks.append({"gpm": on, "median_ms": 1e3 * statistics.median(times), "steps": len(times),
+                       "engine_cpu_ms_per_s": 1e3 * (thread_cpu("system") - cpu0) / wall})  # fmt: skip
+        on = not on
+    engine.gpm = reader
+    gpufl.shutdown()
+    blocks = blocks[2:]  # one warm-up block of each kind
+    pairs = [
+        blocks[i + 1]["median_ms"] / blocks[i]["median_ms"] if blocks[i + 1]["gpm"] else blocks[i]["median_ms"] / blocks[i + 1]["median_ms"]
+        for i in range(0, len(blocks) - 1, 2)
+    ]  # fmt: skip
+    rng = random.Random(0)
+    boots = sorted(statistics.mean(rng.choices(pairs, k=len(pairs))) for _ in range(2000))
+    readings = sum(
+        1 for p in Path(args.log_dir).glob("*.system.*.log") for line in p.read_bytes().splitlines()
+        if b'"sm_active_pct"' in line
+    )  # fmt: skip
+    cpu = {
+        k: statistics.median(b["engine_cpu_ms_per_s"] for b in blocks if b["gpm"] is k) for k in (True, False)
+    }
+    out = {
+        "pairs": len(pairs),
+        "ratio_median": statistics.median(pairs),
+        "ratio_mean": statistics.mean(pairs),
+        "ratio_mean_95": [boots[50], boots[1949]],
+        "step_ms_gpm_on": statistics.median(b["median_ms"] for b in blocks if b["gpm"]),
+        "step_ms_gpm_off": statistics.median(b["median_ms"] for b in blocks if not b["gpm"]),
+        "system_thread_cpu_ms_per_s": {"gpm_on": cpu[True], "gpm_off": cpu[False]},
+        "gpm_readings_written": readings,
+    }
+    print(
+        f"{'pairs':>6}{'on/off median':>15}{'mean':>9}{'95% interval of the mean':>28}{'step ms on':>12}{'off':>8}"
+    )
+    print(f"{out['pairs']:>6}{100 * (out['ratio_median'] - 1):>+14.2f}%{100 * (out['ratio_mean'] - 1):>+8.2f}%"
+          f"{100 * (boots[50] - 1):>+14.2f}% … {100 * (boots[1949] - 1):+.2f}%"
+          f"{out['step_ms_gpm_on']:>12.3f}{out['step_ms_gpm_off']:>8.3f}")  # fmt: skip
+    print(f"system engine thread CPU: {cpu[True]:.2f} ms/s with GPM, {cpu[False]:.2f} ms/s without; "
+          f"GPM readings written: {readings}")  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps({**out, "blocks": blocks}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
