@@ -69,10 +69,25 @@ export const tests = [
     async run(ctx) {
       const { page, shot } = ctx;
       const s = ctx.state.session;
+      const clickAt = await page.evaluate(() => performance.now());
       await page.click(`tr[data-session="${s.session_id}"]`);
       const title = await page.textContent('[data-testid="session-title"]', { timeout: T });
       assert.equal(title.trim(), `Session: ${s.app} [host: ${s.host}]`);
       await waitPainted(page);
+      // #24: the first frame waits only for what it draws (the session detail and the kernel tiles); the deep
+      // summary, the kernel table and the side data are asked for after it
+      const before = await page.evaluate(
+        ([t0]) => {
+          const painted = window.__gpuflTimeline.firstDataPaint;
+          return performance
+            .getEntriesByType('resource')
+            .filter((e) => e.name.includes('/api/v1/sessions/') && e.startTime >= t0 && e.startTime < painted)
+            .map((e) => new URL(e.name).pathname.replace(/^\/api\/v1\/sessions\/[^/]+/, ''));
+        },
+        [clickAt],
+      );
+      assert.ok(before.includes(''), `the session detail is asked for before the first frame: ${before}`);
+      for (const path of before) assert.ok(['', '/kernels', '/capture-windows'].includes(path), `asked for before the first frame: ${path} (all: ${before})`);
       // one lane per (device, stream) the backend reports for the whole session
       const detail = await api(ctx, `/sessions/${s.session_id}`);
       ctx.state.detail = detail;
