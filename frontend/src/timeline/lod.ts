@@ -116,16 +116,21 @@ export function clipBuckets(buckets: LodBucket[], start: number, end: number): L
  */
 export function tilesToDraw(needed: TileKey[], origin: bigint, cache: Map<string, Tile>): Tile[] {
   const out = new Map<string, Tile>();
+  // The levels that have a ready tile, finest first: the coarser search looks only at those (levels run to
+  // MAX_LEVEL, and this runs every frame while a tile loads).
+  let ready: number[] | null = null;
   for (const n of needed) {
     const own = cache.get(tileKey(n.level, n.index));
     if (own && own.state === 'ready') {
       out.set(own.key, own);
       continue;
     }
+    ready ??= [...new Set([...cache.values()].filter((t) => t.state === 'ready').map((t) => t.level))].sort((a, b) => a - b);
     const w = tileWindow(n, origin);
     let found = false;
-    for (let l = n.level + 1; l <= MAX_LEVEL && !found; l++) {
-      if (!isLevel(l)) continue;
+    for (const l of ready) {
+      if (found) break;
+      if (l <= n.level || !isLevel(l)) continue;
       for (const k of tilesFor(w.start, w.end, l, origin)) {
         const t = cache.get(tileKey(k.level, k.index));
         if (t && t.state === 'ready') {
