@@ -69,10 +69,32 @@ export const tests = [
     async run(ctx) {
       const { page, shot } = ctx;
       const s = ctx.state.session;
+      // every API request the page starts from here on, with when it started (resource timing lists a request
+      // only once it has finished: one still running at the first frame would be missed)
+      await page.evaluate(() => {
+        const plain = window.fetch;
+        window.__e2eFetches = [];
+        window.__e2ePlainFetch = plain;
+        window.fetch = (input, init) => {
+          window.__e2eFetches.push([String(input instanceof Request ? input.url : input), performance.now()]);
+          return plain(input, init);
+        };
+      });
       await page.click(`tr[data-session="${s.session_id}"]`);
       const title = await page.textContent('[data-testid="session-title"]', { timeout: T });
       assert.equal(title.trim(), `Session: ${s.app} [host: ${s.host}]`);
       await waitPainted(page);
+      // #24: the first frame waits only for what it draws (the session detail and the kernel tiles); the deep
+      // summary, the kernel table and the side data are asked for after it
+      const before = await page.evaluate(() => {
+        window.fetch = window.__e2ePlainFetch;
+        const painted = window.__gpuflTimeline.firstDataPaint;
+        return window.__e2eFetches
+          .filter(([url, t]) => url.includes('/api/v1/sessions/') && t < painted)
+          .map(([url]) => new URL(url, window.location.href).pathname.replace(/^\/api\/v1\/sessions\/[^/]+/, ''));
+      });
+      assert.ok(before.includes(''), `the session detail is asked for before the first frame: ${before}`);
+      for (const path of before) assert.ok(['', '/kernels', '/capture-windows'].includes(path), `asked for before the first frame: ${path} (all: ${before})`);
       // one lane per (device, stream) the backend reports for the whole session
       const detail = await api(ctx, `/sessions/${s.session_id}`);
       ctx.state.detail = detail;

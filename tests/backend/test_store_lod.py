@@ -1,7 +1,9 @@
 """The stored levels of detail of copies, memsets and launch-API calls (``store/lod.py``), every engine, on
 real captures: a window's buckets at a stored level answer exactly what the raw rows say (recomputed here from
 the capture's records, never typed in), across ingest batches, after compaction, through both ingest paths,
-and in a store whose sessions were stored before the levels existed (migration 8's backfill)."""
+and in a store whose sessions were stored before the levels existed (migration 8's backfill). And the kernel
+lanes' tiles coarser than the coarsest stored level (a whole session of hours on one screen), re-bucketed
+from it."""
 
 from __future__ import annotations
 
@@ -9,9 +11,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from gpufl.backend.ingest import ingest_raws
 from gpufl.backend.store import SqlStore, open_store
 from gpufl.backend.store.lod import stored_span
+from gpufl.backend.store.schema import LOD_SHIFTS
 from gpufl.contract import events as ev
 from gpufl.export.source import find_sessions
 
@@ -178,3 +183,42 @@ def test_sessions_stored_before_the_levels_existed_get_them_at_open(store_url: s
         _check(store, sid, recs, windows[:2])
     finally:
         store.close()
+
+
+def test_kernel_tiles_coarser_than_the_stored_levels_count_every_kernel(store: SqlStore) -> None:
+    """The UI asks for 2^33, 2^34, ... ns buckets when a pixel spans more than the coarsest stored level (2^32
+    ns): a whole 4-hour session is then 2 tiles of 1,024 buckets rather than 4 with 2-3 buckets per pixel.
+    The store re-buckets its 2^32 level into them: every kernel counted, the longest per bucket kept. The
+    session is gpt_train's kernels tiled 12 times (timestamps shifted, seq renumbered), 38 s of them."""
+    sid, recs = _capture("gpt_train")
+    kernels = [r for r in recs if isinstance(r, ev.Kernel)]
+    lo, hi = min(k.start_ns for k in kernels), max(k.end_ns for k in kernels)
+    period = hi - lo + MS
+    head = [r for r in recs if not isinstance(r, (ev.Kernel, ev.Memcpy, ev.Memset, ev.SessionEnd))]
+    tiled = [
+        msgspec.structs.replace(k, start_ns=k.start_ns + i * period, end_ns=k.end_ns + i * period)
+        for i in range(12)
+        for k in kernels
+    ]
+    body = [msgspec.structs.replace(r, seq=n) for n, r in enumerate([*head, *tiled])]
+    _feed_in_batches(store, body, 20_000)
+    tiled = [r for r in body if isinstance(r, ev.Kernel)]
+    assert LOD_SHIFTS[-1] == 32
+    for width in (1 << 33, 1 << 34, 1 << 35, 3 << 32):
+        tile = 1024 * width  # a UI tile: 1,024 buckets aligned on absolute time
+        w0 = lo // tile * tile
+        got = msgspec.json.decode(store.kernel_timeline_json(sid, w0, w0 + tile, width))
+        assert got["bucket_ns"] == width
+        want: dict[tuple[int, int], list[ev.Kernel]] = defaultdict(list)
+        for k in tiled:
+            want[(k.start_ns // width * width, k.stream_id)].append(k)
+        assert [(b["t_ns"], b["stream_id"]) for b in got["buckets"]] == sorted(want)
+        assert len(want) >= (hi + 11 * period - lo) // width  # several buckets: the re-bucketing is exercised
+        for b in got["buckets"]:
+            ks = want[(b["t_ns"], b["stream_id"])]
+            assert b["count"] == len(ks)
+            assert b["busy_ns"] == sum(k.end_ns - k.start_ns for k in ks)
+            longest = max(k.end_ns - k.start_ns for k in ks)
+            assert b["longest"]["end_ns"] - b["longest"]["start_ns"] == longest
+            assert b["longest"]["id"] in {str(k.seq) for k in ks if k.end_ns - k.start_ns == longest}
+        assert sum(b["count"] for b in got["buckets"]) == len(tiled) == 12 * len(kernels)

@@ -45,7 +45,6 @@ export function KernelsTab({ api, session, t0, t1, kernel, name, copy, onChange 
   }, [t0, t1]);
 
   const detail = useAsync((sig) => (kernel ? api.kernel(session, kernel, sig) : Promise.resolve(null)), [api, session, kernel]);
-  const deep = useAsync((sig) => api.deepSummary(session, sig), [api, session]);
   // A copy (or memset) clicked on the timeline or named by the URL: found by id among those running when it
   // started.
   const copyDetail = useAsync((sig) => (copy ? findCopy(api, session, copy, sig) : Promise.resolve(null)), [api, session, copy?.id, copy?.start]);
@@ -59,6 +58,9 @@ export function KernelsTab({ api, session, t0, t1, kernel, name, copy, onChange 
     const t = window.setTimeout(() => setSummaryGo(true), 2000);
     return () => window.clearTimeout(t);
   }, []);
+  // The deep engines' summary (the inspector's divergence and stalls) waits likewise: on a 10M-kernel session
+  // it shared the backend with the first frame's tiles.
+  const deep = useAsync((sig) => (summaryGo ? api.deepSummary(session, sig) : Promise.resolve(null)), [api, session, summaryGo]);
   // "Visible range only": the summary follows the timeline's window, re-asked once the view rests (300 ms).
   const [visibleOnly, setVisibleOnly] = useState(false);
   const win = useDebounced(visibleOnly ? { start: Math.max(0, t0 ?? 0), end: t1 ?? session.rangeEnd } : undefined, 300);

@@ -151,7 +151,11 @@ export function SessionSelector({ api, route, navigate }: { api: Api; route: Fil
                     key={s.id}
                     className="clickable"
                     data-session={s.id}
-                    onClick={() => navigate({ page: 'session', session: s.id, tab: 'kernels' })}
+                    onClick={() => {
+                      // The detail's request leaves now, not after React has rendered the session page.
+                      api.prefetchSession(s.id);
+                      navigate({ page: 'session', session: s.id, tab: 'kernels' });
+                    }}
                   >
                     <td onClick={(e) => e.stopPropagation()}>
                       <input type="checkbox" aria-label={`Pick ${s.id} for comparison`} checked={picked.includes(s.id)} onChange={() => togglePick(s.id)} />

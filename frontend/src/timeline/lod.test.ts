@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { LodBucket } from '../api/client';
-import { clipBuckets, evict, lanesFrom, levelFor, sideResolution, tileKey, tilesFor, tilesToDraw, tileSpan, tileWindow, TILE_BUCKETS, type Tile } from './lod';
+import { clipBuckets, evict, lanesFrom, levelFor, MAX_LEVEL, sideResolution, tileKey, tilesFor, tilesToDraw, tileSpan, tileWindow, TILE_BUCKETS, type Tile } from './lod';
 
 const origin = 1_732_521_600_123_456_789n;
 
@@ -21,14 +21,31 @@ describe('levelFor', () => {
     expect(levelFor(2 ** 24 * 1000, 1000)).toBe(24);
     expect(levelFor(2 ** 31 * 1000, 1000)).toBe(32);
     expect(levelFor(2 ** 29.9 * 1000, 1000)).toBe(28);
-    expect(levelFor(2 ** 40 * 1000, 1000)).toBe(32);
+    expect(levelFor(2 ** 32.4 * 1000, 1000)).toBe(32);
   });
-  it('keeps buckets between 1/4 and 4 pixels wide in the stored range', () => {
-    for (let lg = 20; lg <= 34; lg += 0.05) {
+  it('past the coarsest stored level (2^32 ns), the power of two nearest one pixel: the backend re-buckets into it', () => {
+    expect(levelFor(2 ** 32.6 * 1000, 1000)).toBe(33);
+    expect(levelFor(2 ** 33.5 * 1000, 1000)).toBe(33); // tie goes finer
+    expect(levelFor(2 ** 40 * 1000, 1000)).toBe(40);
+    expect(levelFor(2 ** 60 * 1000, 1000)).toBe(MAX_LEVEL);
+  });
+  it('keeps buckets between 1/4 and 4 pixels wide in the stored range, and 0.7 to 1.4 past it', () => {
+    for (let lg = 20; lg <= 44; lg += 0.05) {
       const perPx = 2 ** lg;
       const bucketPx = 2 ** levelFor(perPx * 1500, 1500) / perPx;
-      if (lg <= 32) expect(bucketPx).toBeGreaterThanOrEqual(0.25 - 1e-9);
-      expect(bucketPx).toBeLessThanOrEqual(4 + 1e-9);
+      expect(bucketPx).toBeGreaterThanOrEqual(lg <= 32 ? 0.25 - 1e-9 : Math.SQRT1_2 - 1e-9);
+      expect(bucketPx).toBeLessThanOrEqual(lg <= 32 ? 4 + 1e-9 : Math.SQRT2 + 1e-9);
+    }
+  });
+  it('draws the 10M-kernel session (14,826 s) whole at most √2 buckets per pixel, in fewer tiles than at 2^32 ns', () => {
+    for (const w of [1000, 1223, 1400, 1600]) {
+      const level = levelFor(14_826e9, w);
+      expect(level).toBeGreaterThan(32);
+      expect(14_826e9 / w / 2 ** level).toBeLessThanOrEqual(Math.SQRT2);
+      expect(14_826e9 / w / 2 ** 32).toBeGreaterThan(2); // what the 2^32 level fetched
+      const tiles = tilesFor(0, 14_826e9, level, origin).length;
+      expect(tiles).toBeLessThan(tilesFor(0, 14_826e9, 32, origin).length);
+      expect(tiles).toBeLessThanOrEqual(3);
     }
   });
   it('uses the power of two below one pixel under 2^20 ns, not below 64 ns', () => {
@@ -102,6 +119,15 @@ describe('tiles', () => {
     const own = needed.map((k) => readyTile(20, k.index));
     for (const t of own) cache.set(t.key, t);
     expect(new Set(tilesToDraw(needed, origin, cache).map((t) => t.level))).toEqual(new Set([20]));
+  });
+
+  it('draws a coarser ready tile past the stored levels too (2^35 ns while 2^33 ns loads)', () => {
+    const cache = new Map<string, Tile>();
+    const needed = tilesFor(0, 14_826e9, 33, origin);
+    for (const k of tilesFor(0, 14_826e9, 35, origin)) cache.set(tileKey(35, k.index), readyTile(35, k.index));
+    const drawn = tilesToDraw(needed, origin, cache);
+    expect(drawn.length).toBeGreaterThan(0);
+    expect(drawn.every((t) => t.level === 35)).toBe(true);
   });
 
   it('falls back to finer tiles when no coarser one is ready', () => {

@@ -4,29 +4,39 @@
  * The visible window is covered by tiles: at level k a bucket is 2^k ns and a tile holds TILE_BUCKETS
  * buckets, aligned on absolute time so tiles are reused while panning and the backend's buckets (aligned on
  * multiples of bucket_ns) never straddle two tiles. The level is what the backend will actually answer with:
- * it rounds a resolution R down to a stored level (2^20, 2^24, 2^28, 2^32 ns) when R ≥ 2^20 ns and uses R
- * itself below, so we ask for exactly a level it stores (see levelFor) — zooming near one stored level then
- * reuses the same tiles. Tiles are cached per level; while a tile loads, the nearest coarser (else finer) cached tile that
- * covers the same time is drawn instead, so the screen never goes blank.
+ * from 2^18 ns it answers a resolution R with buckets of the largest multiple of the coarsest stored level
+ * not above R (levels stored at 2^18…2^32 ns, every second power of two), and below 2^18 ns with R itself,
+ * so we ask for exactly a stored level (see levelFor) — zooming near one stored level then reuses the same tiles.
+ * Above 2^32 ns per pixel (a session of hours on one screen) we ask for 2^33, 2^34, …: the backend
+ * re-buckets its stored 2^32 level into them, every kernel counted, and a whole 4-hour session is two tiles
+ * of a pixel-wide bucket each instead of four of 2–3 buckets per pixel. Tiles are cached per level; while a
+ * tile loads, the nearest coarser (else finer) cached tile that covers the same time is drawn instead, so
+ * the screen never goes blank.
  */
 import type { LodBucket } from '../api/client';
 
 export const TILE_BUCKETS = 1024;
 export const MIN_LEVEL = 6; // 64 ns
-export const MAX_LEVEL = 32;
-/** The backend's stored levels of detail (log2 of bucket_ns); finer resolutions are computed from raw rows. */
+/** 2^48 ns buckets (3.3 days): a tile spans 9 years, past any session. */
+export const MAX_LEVEL = 48;
+/** The backend's stored levels of detail (log2 of bucket_ns) the UI asks for; finer resolutions are computed
+ * from raw rows, coarser ones re-bucketed from the last. */
 export const STORED_LEVELS = [20, 24, 28, 32];
+const COARSEST_STORED = STORED_LEVELS[STORED_LEVELS.length - 1];
 
 /**
  * The bucket level for a window of `spanNs` drawn over `widthPx` pixels: below 2^20 ns per pixel the power of
- * two not above one pixel; above, the stored level nearest to one pixel in log scale (ties go finer), so a
- * bucket is between 1/4 and 4 pixels wide — never the 16 buckets per pixel that rounding down would fetch.
+ * two not above one pixel; up to 2^32 ns, the stored level nearest to one pixel in log scale (ties go finer),
+ * so a bucket is between 1/4 and 4 pixels wide — never the 16 buckets per pixel that rounding down would
+ * fetch; above, the power of two nearest to one pixel (a bucket 0.7–1.4 px wide), re-bucketed by the backend
+ * from its 2^32 level, rather than the 2^32 level's several buckets per pixel.
  */
 export function levelFor(spanNs: number, widthPx: number): number {
   const perPx = spanNs / Math.max(1, widthPx);
   const lg = Math.log2(Math.max(1, perPx));
   const k = Math.floor(lg);
   if (k < STORED_LEVELS[0]) return Math.max(MIN_LEVEL, k);
+  if (lg > COARSEST_STORED) return Math.min(MAX_LEVEL, Math.ceil(lg - 0.5));
   let best = STORED_LEVELS[0];
   for (const l of STORED_LEVELS) if (Math.abs(l - lg) < Math.abs(best - lg)) best = l;
   return best;
@@ -41,9 +51,9 @@ export function sideResolution(spanNs: number, widthPx: number): number {
   return 2 ** Math.ceil(Math.log2(Math.max(1, spanNs / (2 * Math.max(1, widthPx)))));
 }
 
-/** Levels that levelFor can return, coarsest last (used to find fallback tiles). */
+/** Levels that levelFor can return (used to find fallback tiles). */
 export function isLevel(l: number): boolean {
-  return (l >= MIN_LEVEL && l < STORED_LEVELS[0]) || STORED_LEVELS.includes(l);
+  return (l >= MIN_LEVEL && l < STORED_LEVELS[0]) || STORED_LEVELS.includes(l) || (l > COARSEST_STORED && l <= MAX_LEVEL);
 }
 
 export function tileSpan(level: number): bigint {
@@ -106,16 +116,21 @@ export function clipBuckets(buckets: LodBucket[], start: number, end: number): L
  */
 export function tilesToDraw(needed: TileKey[], origin: bigint, cache: Map<string, Tile>): Tile[] {
   const out = new Map<string, Tile>();
+  // The levels that have a ready tile, finest first: the coarser search looks only at those (levels run to
+  // MAX_LEVEL, and this runs every frame while a tile loads).
+  let ready: number[] | null = null;
   for (const n of needed) {
     const own = cache.get(tileKey(n.level, n.index));
     if (own && own.state === 'ready') {
       out.set(own.key, own);
       continue;
     }
+    ready ??= [...new Set([...cache.values()].filter((t) => t.state === 'ready').map((t) => t.level))].sort((a, b) => a - b);
     const w = tileWindow(n, origin);
     let found = false;
-    for (let l = n.level + 1; l <= MAX_LEVEL && !found; l++) {
-      if (!isLevel(l)) continue;
+    for (const l of ready) {
+      if (found) break;
+      if (l <= n.level || !isLevel(l)) continue;
       for (const k of tilesFor(w.start, w.end, l, origin)) {
         const t = cache.get(tileKey(k.level, k.index));
         if (t && t.state === 'ready') {
