@@ -12,6 +12,10 @@ duration (gpufl's from its first round in gpufl mode).
     python bench/client_overhead.py --workload gpt --rounds 5 --steps 60 \\
         --modes none,gpufl,gpufl-stacks,torch-profiler [--json OUT]
 
+``--workload jax`` / ``compiled`` are #21's frameworks (a jitted JAX loop; torch.compile's CUDA graphs); mode
+``gpufl-run`` starts the unmodified program under ``gpufl run`` (its capture mode from ``GPUFL_CAPTURE`` in the
+mode's settings: ``gpufl-run@GPUFL_CAPTURE=windows``).
+
 A mode may carry environment settings for its processes after ``@`` (e.g. the native path's diagnostic
 switches): ``gpufl-activity-only@GPUFL_NATIVE_COPIES=0``. Separate modes by ``;`` when a setting holds commas
 (``none;gpufl@GPUFL_ENGINES=system,pc_sampling``).
@@ -39,6 +43,9 @@ WORKLOADS = {
         ROOT / "examples/workloads/gpt_train.py",
         ["--d-model", "2048", "--layers", "8", "--batch", "64", "--warmup", "3"],
     ),
+    # #21's frameworks, each unmodified under `gpufl run` in mode gpufl-run
+    "jax": (ROOT / "examples/workloads/jax_loop.py", ["--iters", "1000"]),
+    "compiled": (ROOT / "examples/workloads/compiled_loop.py", ["--iters", "100"]),
 }
 
 
@@ -54,6 +61,8 @@ def run_once(
     log_dir = log_root / f"{label}-{idx}"
     result = log_root / f"{label}-{idx}.json"
     cmd = [sys.executable, str(script), "--mode", harness_mode, "--steps", str(steps)]
+    if harness_mode == "gpufl-run":  # the unmodified program under `gpufl run`, logs where gpufl's go
+        cmd = [sys.executable, "-m", "gpufl", "run", "--log-dir", str(log_dir), "--", *cmd]
     cmd += ["--log-dir", str(log_dir), "--result", str(result), *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:

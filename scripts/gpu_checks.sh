@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the lent H100 (device tool): GPU tests, real captures, overhead bench. Results go to $OUT.
 # Usage there:  bash scripts/gpu_checks.sh [tests] [captures] [bench] [suite] [survival] [run] [costs] [deep] [sass] [remote]
+#               [windows] [frameworks] [gpm]
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=$PWD/src:/tmp/site PYTHONUNBUFFERED=1
@@ -88,4 +89,24 @@ fi
 if [[ $what == *remote* ]]; then
   # #22's bar: remote request -> first traced kernel in the client <= 2 s (backend, agent, client on this host)
   python3 bench/remote_capture.py --rounds ${ROUNDS:-5} --json "$OUT/remote_capture.json" 2>&1 | tee "$OUT/remote_capture.txt" | tail -20
+fi
+if [[ $what == *windows* ]]; then
+  # #21's always-on bars: >= 2 minutes per run (the preset traces 2 s of every 60 s), fresh process per mode.
+  # One round is ~7 min (three modes of ~2.2 min): ROUNDS=1 per device call, three calls for the bar's rounds.
+  python3 bench/client_overhead.py --workload gpt --rounds ${ROUNDS:-1} --steps ${STEPS:-9000} --timeout 400 \
+    --modes "none;gpufl@GPUFL_CAPTURE=windows;gpufl@GPUFL_CAPTURE=on-demand" --json "$OUT/windows.json" 2>&1 | tee "$OUT/windows.txt" | tail -20
+fi
+if [[ $what == *frameworks* ]]; then
+  # #21's frameworks unmodified under `gpufl run`: JAX/XLA (NVTX-heavy) and torch.compile's CUDA graphs, continuous
+  # and windows, beside no profiler and torch.profiler (CUDA), fresh process per mode, interleaved.
+  # (torch.profiler is the reference only for torch's compiled graphs; the JAX loop has no torch in it)
+  for w in jax compiled; do
+    ref=""; [ $w = compiled ] && ref=";torch-profiler-cuda"
+    python3 bench/client_overhead.py --workload $w --rounds ${ROUNDS:-3} --steps ${STEPS:-20} --timeout 300 \
+      --modes "none;gpufl-run;gpufl-run@GPUFL_CAPTURE=windows$ref" --json "$OUT/$w.json" 2>&1 | tee "$OUT/$w.txt" | tail -20
+  done
+fi
+if [[ $what == *gpm* ]]; then
+  # #20's cost bar: GPM on/off in one process, alternating blocks (bench/gpm_overhead.py says why)
+  python3 bench/gpm_overhead.py --seconds ${SECONDS_AB:-150} --block 2.5 --json "$OUT/gpm_ab.json" 2>&1 | tee "$OUT/gpm_ab.txt" | tail -5
 fi

@@ -8,6 +8,8 @@ Modes (one per process: the bench starts a fresh one each time):
   torch-profiler     torch.profiler, CPU + CUDA activities, its post-processing paid at exit
   torch-profiler-cuda  torch.profiler, CUDA activity only, over the measured steps: the fidelity reference
                        (kernels per step and per-name durations, written to the result)
+  gpufl-run          no profiler inside the program: bench/client_overhead.py starts it under ``gpufl run``
+                     (an unmodified program, as a user would run JAX or a compiled model)
   seed-trace, seed-pc-sampling, seed-sass
                      the seed project's published client (``gpufl==1.2.1``, which shares our package name:
                      install it apart and put only it on PYTHONPATH, e.g. ``seed-sass@PYTHONPATH=/tmp/seed``)
@@ -41,6 +43,7 @@ MODES = [
     "gpufl-callbacks-only",  # diagnostics: the native path without activity records
     "torch-profiler",
     "torch-profiler-cuda",
+    "gpufl-run",
     "seed-trace",
     "seed-pc-sampling",
     "seed-sass",
