@@ -416,6 +416,97 @@ def test_nvtx_ranges_without_a_message_are_named_and_nest_under_the_programs_sco
     assert len({r.thread_id for r in begins[2:]}) == 1 and begins[2].thread_id != begins[0].thread_id
 
 
+def _nvtx_scopes(tmp_path: Path) -> list[tuple[str, int | None]]:
+    scope = [
+        events.decode(ln)
+        for p in sorted(tmp_path.glob("*.scope.*.log"))
+        for ln in p.read_bytes().splitlines()
+    ]
+    paths = {r.id: r.value for r in scope if isinstance(r, events.DictEntry) and r.kind == "scope"}
+    return [(paths[r.path_id], r.parent_inst) for r in scope if isinstance(r, events.ScopeBegin)]
+
+
+def _nvtx_domain_calls(native: Any, spec: str) -> None:
+    """The NVTX calls of test_nvtx_domains_choose_which_ranges_become_scopes, as CUPTI delivers them."""
+    salt = (
+        sum(spec.encode()) & 0xFFFF
+    )  # fresh handles per case: the C table of domains lives as long as the process
+    tsl, cublas, early = (0x7E00_0000_0000 + (salt << 8) + i for i in (1, 2, 3))
+    native.nvtx_call(native.NVTX_DOMAIN_CREATE_A, "TSL", 0, tsl)
+    native.nvtx_call(native.NVTX_DOMAIN_CREATE_A, "cuBLAS", 0, cublas)
+    native.nvtx_call(native.NVTX_RANGE_PUSH_A, "step", 0)
+    native.nvtx_call(native.NVTX_DOMAIN_RANGE_PUSH_EX, "xla", 0, tsl)
+    native.nvtx_call(native.NVTX_DOMAIN_RANGE_PUSH_EX, "thunk", 0, tsl)
+    native.nvtx_call(native.NVTX_DOMAIN_RANGE_POP, None, 0, tsl)
+    native.nvtx_call(native.NVTX_DOMAIN_RANGE_PUSH_EX, "gemm", 0, cublas)
+    native.nvtx_call(native.NVTX_DOMAIN_RANGE_POP, None, 0, cublas)
+    native.nvtx_call(native.NVTX_DOMAIN_RANGE_START_EX, "run", 7001, tsl)
+    native.nvtx_call(native.NVTX_DOMAIN_RANGE_END, None, 7001, tsl)
+    native.nvtx_call(native.NVTX_DOMAIN_RANGE_POP, None, 0, tsl)
+    native.nvtx_call(native.NVTX_RANGE_POP, None, 0)
+    # a domain created before tracing began: no name, so "named" cannot tell it is a framework's
+    native.nvtx_call(native.NVTX_DOMAIN_RANGE_PUSH_EX, None, 0, early)
+    native.nvtx_call(native.NVTX_DOMAIN_RANGE_POP, None, 0, early)
+
+
+@pytest.mark.parametrize(
+    ("spec", "recorded", "left_out"),
+    [
+        # the default: the default domain and named ones, not XLA's TSL (counted: 2 pushes + 1 start)
+        ("default,named", ["step", "step/gemm", "(unnamed NVTX range)"], [("TSL", 3)]),
+        ("default,TSL", ["step", "step/xla", "step/xla/thunk", "step/xla/run"],
+         [("cuBLAS", 1), ("(a domain created before tracing)", 1)]),
+        ("all", ["step", "step/xla", "step/xla/thunk", "step/xla/gemm", "step/xla/run",
+                 "(unnamed NVTX range)"], []),
+        ("named", ["gemm", "(unnamed NVTX range)"], [("(default domain)", 1)]),
+    ],
+)  # fmt: skip
+def test_nvtx_domains_choose_which_ranges_become_scopes(
+    tmp_path: Path, spec: str, recorded: list[str], left_out: list[tuple[str, int]]
+) -> None:
+    """#21: a framework's internal NVTX domain (XLA's TSL: ~30 ranges per jitted call) is left out by default
+    — counted per domain and said once in a notice, never silently — while the default domain and the
+    program's named domains stay scopes; GPUFL_NVTX_DOMAINS chooses. A left-out push and its pop leave the
+    thread's scope stack as it was, so what is recorded still nests right."""
+    import gpufl
+    from gpufl.client.engines.native_tracing import NativeTracingEngine
+
+    native = _native()
+    session = gpufl.init(app_name="nvtx", log_dir=str(tmp_path), engines="system", nvtx_domains=spec)
+    assert session is not None
+    eng = NativeTracingEngine()
+    eng.native, eng.session = native, session
+    native.drain_nvtx()
+    native.nvtx_domains(spec)
+    try:
+        _nvtx_domain_calls(native, spec)
+        eng._drain_nvtx()
+        eng._report_domains_left_out()
+    finally:
+        native.nvtx_domains("default,named")  # the C side's choice outlives the test: back to the default
+    gpufl.shutdown()
+
+    got = _nvtx_scopes(tmp_path)
+    assert [path for path, _ in got] == recorded
+    # what is recorded nests under what is recorded, whatever was left out between
+    insts = {path: parent for path, parent in got}
+    assert all(parent is None for path, parent in got if "/" not in path)
+    notices = [
+        events.decode(ln)
+        for p in sorted(tmp_path.glob("*.device.*.log"))
+        for ln in p.read_bytes().splitlines()
+        if b"nvtx_domains_left_out" in ln
+    ]
+    if not left_out:
+        assert notices == [] and insts
+        return
+    assert len(notices) == 1
+    message = notices[0].message  # type: ignore[union-attr]
+    for name, n in left_out:
+        assert f"{name}: {n:,}" in message
+    assert repr(spec) in message
+
+
 def test_shutdown_while_paused_for_torch_profiler_ends_the_nvtx_thread(tmp_path: Path) -> None:
     """gpufl.shutdown() while torch.profiler still holds CUPTI: the stopped engine's NVTX thread must end,
     or it would drain (and lose into a closed session) the NVTX ranges of a later session."""

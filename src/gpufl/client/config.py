@@ -177,6 +177,12 @@ class Options:
     remote_capture_budget_s: float = 120.0
     """Seconds of windows that control-file requests may ask for in any hour; past it they are refused
     (``budget_spent``)."""
+    nvtx_domains: str = "default,named"
+    """Which NVTX domains' ranges become scopes (native record path): ``default`` (ranges of no domain, where
+    PyTorch and most programs annotate), ``named`` (every named domain except frameworks' internal ones: XLA's
+    ``TSL``), ``all``, or domain names, comma-separated. The ranges of the others are counted per domain and
+    reported once in a notice (``nvtx_domains_left_out``): XLA opens ~30 per jitted call, and made into scopes
+    they cost a fast JAX loop +150–270 % (docs/capture-modes.md)."""
     native: NativeOptions = field(default_factory=NativeOptions)
     """The native record path's options (``GPUFL_NATIVE*``): see NativeOptions."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -206,6 +212,7 @@ class Options:
         "deep": ("GPUFL_DEEP", str),
         "pc_sampling_period": ("GPUFL_PC_SAMPLING_PERIOD", int),
         "deep_timeout_s": ("GPUFL_DEEP_TIMEOUT_S", float),
+        "nvtx_domains": ("GPUFL_NVTX_DOMAINS", str),
     }
 
     @classmethod

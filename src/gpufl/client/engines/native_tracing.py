@@ -154,7 +154,11 @@ class NativeTracingEngine:
         opts = self.session.options
         return int(
             self.native.start(
-                opts.cupti_buffer_bytes, opts.native.flush_ms, syncs=opts.syncs, **opts.native.start_kwargs()
+                opts.cupti_buffer_bytes,
+                opts.native.flush_ms,
+                syncs=opts.syncs,
+                nvtx_domains=opts.nvtx_domains,
+                **opts.native.start_kwargs(),
             )
         )
 
@@ -245,6 +249,24 @@ class NativeTracingEngine:
         except Exception as e:  # never raise into the user's program
             log.warning("gpufl: NVTX ranges could not be written: %r", e)
 
+    def _report_domains_left_out(self) -> None:
+        """Say once how many NVTX ranges of the domains not made into scopes were seen, per domain (none is
+        hidden: recording them is one setting away)."""
+        try:
+            counts = self.native.nvtx_domain_counts()
+        except Exception as e:  # never raise into the user's program
+            log.warning("gpufl: NVTX domain counts could not be read: %r", e)
+            return
+        if counts:
+            each = ", ".join(f"{name}: {n:,}" for name, n in counts)
+            self.session.notice(
+                "nvtx_domains_left_out",
+                f"NVTX ranges not recorded as scopes ({each}); GPUFL_NVTX_DOMAINS="
+                f"{self.session.options.nvtx_domains!r} — add a domain's name, or 'all', to record them",
+                engine=self.name,
+                level="info",
+            )
+
     def _remember(self, inst: int, path: str, depth: int) -> None:
         self._scopes[inst] = (path, depth)
         while len(self._scopes) > 100_000:  # parents of ranges still queued are recent
@@ -334,6 +356,7 @@ class NativeTracingEngine:
         if self._nvtx_thread is not None:
             self._nvtx_thread.join(5)
         self._drain_nvtx()
+        self._report_domains_left_out()
         self.stats = self.native.stats()
         self.native.detach()
         self.started = False

@@ -195,6 +195,7 @@ const char *start_tracing(int *enabled_out) {
     int want_sub = o->subscribe;
     int want_cb = want_sub && o->callbacks;
     int want_nvtx = want_sub && o->nvtx;
+    nvtx_domains_configure(o->nvtx_domains);
     g_trace.kernel_kind = o->serial_kernels ? CUPTI_ACTIVITY_KIND_KERNEL : CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL;
     if (p_cuptiActivitySetAttribute && o->host_pinned) {
         uint8_t one = 1;

@@ -263,6 +263,7 @@ typedef struct {
     int runtime_domain, driver_domain; /* their domains (driver only by default: see start_tracing) */
     int activity;             /* activity records */
     int nvtx;                 /* NVTX callbacks (NVTX ranges as scopes) */
+    char nvtx_domains[256];   /* which domains' ranges become scopes (nvtx_domains.c); "": the default */
     int serial_kernels;       /* CUPTI_ACTIVITY_KIND_KERNEL instead of CONCURRENT_KERNEL (serialises kernels) */
     int copies;               /* memcpy and memset activity */
     int syncs;                /* synchronisation activity (contract v3 sync records): off unless asked for, as
@@ -374,6 +375,18 @@ typedef struct {
 /* Take the queued NVTX events (the caller frees *out); returns how many, *dropped = those not queued. */
 size_t nvtx_take(NvtxEvent **out, uint64_t *dropped);
 
+/* Which NVTX domains become scopes (nvtx_domains.c): configured from GPUFL_NVTX_DOMAINS at start; ranges of
+ * the others are counted per domain (nvtx_domain_counts). */
+typedef struct {
+    char name[64];
+    uint64_t skipped;
+} NvtxDomainCount;
+void nvtx_domains_configure(const char *spec);
+void nvtx_domain_created(const void *handle, const char *name);
+int nvtx_domain_recorded(const void *handle);
+void nvtx_domain_skipped(const void *handle);
+size_t nvtx_domain_counts(NvtxDomainCount *out, size_t max);
+
 /* ------------------------------------------------------------------------------------------------ launch sites and stacks (sites.c) */
 
 void CUPTIAPI on_api(void *ud, CUpti_CallbackDomain domain, CUpti_CallbackId cbid, const void *cbdata);
@@ -450,6 +463,7 @@ extern PyTypeObject WriterType; /* py_writer.c */
 PyObject *py_replay_buffer(PyObject *self, PyObject *args);
 PyObject *py_record_launch(PyObject *self, PyObject *args);
 PyObject *py_nvtx_call(PyObject *self, PyObject *args);
+PyObject *py_nvtx_domains(PyObject *self, PyObject *args);
 PyObject *py_request_buffer(PyObject *self, PyObject *unused);
 PyObject *py_complete_buffer(PyObject *self, PyObject *args);
 extern PyMethodDef DEEP_METHODS[]; /* py_deep.c: the deep engines' functions */

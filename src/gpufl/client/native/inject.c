@@ -91,6 +91,8 @@ static void options_from_env(NativeOptions *o) {
     o->syncs = FLAG_ON("GPUFL_SYNCS"); /* Options.syncs: the one non-diagnostic here */
 #undef FLAG_OFF
 #undef FLAG_ON
+    v = getenv("GPUFL_NVTX_DOMAINS"); /* Options.nvtx_domains, as gpufl.init reads it */
+    snprintf(o->nvtx_domains, sizeof o->nvtx_domains, "%s", v ? v : "");
     const char *dom = getenv("GPUFL_NATIVE_DOMAINS");
     o->runtime_domain = dom && strstr(dom, "runtime");
     o->driver_domain = !dom || strstr(dom, "driver");

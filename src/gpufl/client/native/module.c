@@ -86,16 +86,17 @@ static PyObject *py_attach(PyObject *self, PyObject *args) {
 static PyObject *py_start(PyObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"buffer_bytes", "flush_period_ms", "subscribe", "callbacks", "runtime", "driver",
                              "activity", "nvtx", "serial_kernels", "copies", "discard", "host_pinned",
-                             "device_buffer_mb", "dump_dir", "syncs", NULL};
+                             "device_buffer_mb", "dump_dir", "syncs", "nvtx_domains", NULL};
     NativeOptions o = g_opts;
     options_defaults(&o);
     unsigned long long bufbytes;
-    const char *dump = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "KI|$ppppppppppIzp", kwlist, &bufbytes, &o.flush_period_ms,
+    const char *dump = NULL, *domains = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "KI|$ppppppppppIzpz", kwlist, &bufbytes, &o.flush_period_ms,
                                      &o.subscribe, &o.callbacks, &o.runtime_domain, &o.driver_domain,
                                      &o.activity, &o.nvtx, &o.serial_kernels, &o.copies, &o.discard,
-                                     &o.host_pinned, &o.device_buffer_mb, &dump, &o.syncs))
+                                     &o.host_pinned, &o.device_buffer_mb, &dump, &o.syncs, &domains))
         return NULL;
+    snprintf(o.nvtx_domains, sizeof o.nvtx_domains, "%s", domains ? domains : "");
     if (!g_trace.loaded || !g_trace.w) return PyErr_Format(PyExc_RuntimeError, "load() and attach() first");
     if (g_trace.active) return PyLong_FromLong(0);
     o.buffer_bytes = (size_t)bufbytes;
@@ -176,6 +177,23 @@ static PyObject *py_capture_state(PyObject *self, PyObject *unused) {
                          (unsigned long long)g_trace.capture_switches, (unsigned long long)g_trace.capture_applied);
 }
 
+/* nvtx_domain_counts() -> [(domain, ranges), ...]: the NVTX ranges of domains not made into scopes */
+static PyObject *py_nvtx_domain_counts(PyObject *self, PyObject *unused) {
+    NvtxDomainCount c[64];
+    size_t n = nvtx_domain_counts(c, sizeof c / sizeof *c);
+    PyObject *out = PyList_New((Py_ssize_t)n);
+    if (!out) return NULL;
+    for (size_t i = 0; i < n; i++) {
+        PyObject *t = Py_BuildValue("(sK)", c[i].name, (unsigned long long)c[i].skipped);
+        if (!t) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, (Py_ssize_t)i, t);
+    }
+    return out;
+}
+
 /* drain_nvtx() -> ([(kind, thread, inst, parent, ts_ns, name), ...], dropped) */
 static PyObject *py_drain_nvtx(PyObject *self, PyObject *unused) {
     NvtxEvent *ev;
@@ -238,6 +256,7 @@ static PyMethodDef methods[] = {
     {"capture", py_capture, METH_O, "capture(on): a capture window opens or closes -> CUPTI switched now"},
     {"capture_state", py_capture_state, METH_NOARGS, "(capturing, switches, switches applied to CUPTI)"},
     {"drain_nvtx", py_drain_nvtx, METH_NOARGS, "NVTX range/thread-name events since the last call"},
+    {"nvtx_domain_counts", py_nvtx_domain_counts, METH_NOARGS, "NVTX ranges of the domains left out, per domain"},
     {"reset", py_reset, METH_NOARGS, "forget launch configurations, stacks, sites, counters"},
     {"stats", py_stats, METH_NOARGS, "counters"},
     {"scope_enter", py_scope_enter, METH_O, "scope_enter(inst) on the entering thread"},
@@ -247,6 +266,7 @@ static PyMethodDef methods[] = {
     {"complete_buffer", py_complete_buffer, METH_VARARGS, "CUPTI's buffer-completed callback (tests)"},
     {"record_launch", py_record_launch, METH_VARARGS, "store a launch site as the callback would"},
     {"nvtx_call", py_nvtx_call, METH_VARARGS, "nvtx_call(cbid, message, range_id, domain=0, registered=0): an NVTX callback, as CUPTI delivers it"},
+    {"nvtx_domains", py_nvtx_domains, METH_VARARGS, "nvtx_domains(spec): which NVTX domains become scopes (tests)"},
     {NULL}};
 
 static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "gpufl.client._native",

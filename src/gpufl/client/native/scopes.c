@@ -161,9 +161,12 @@ void on_nvtx(CUpti_CallbackId cbid, const CUpti_NvtxData *d) {
     char buf[160];
     switch (cbid) {
         case CUPTI_CBID_NVTX_nvtxDomainCreateA:
-            if (d->functionReturnValue)
-                name_handle(*(const nvtxDomainHandle_t *)d->functionReturnValue,
-                            ((const nvtxDomainCreateA_params *)d->functionParams)->name);
+            if (d->functionReturnValue) {
+                const void *h = *(const nvtxDomainHandle_t *)d->functionReturnValue;
+                const char *dname = ((const nvtxDomainCreateA_params *)d->functionParams)->name;
+                name_handle(h, dname);
+                nvtx_domain_created(h, dname);
+            }
             return;
         case CUPTI_CBID_NVTX_nvtxDomainRegisterStringA:
             if (d->functionReturnValue)
@@ -171,19 +174,28 @@ void on_nvtx(CUpti_CallbackId cbid, const CUpti_NvtxData *d) {
                             ((const nvtxDomainRegisterStringA_params *)d->functionParams)->string);
             return;
         case CUPTI_CBID_NVTX_nvtxRangePushA:
+            if (!nvtx_domain_recorded(NULL)) { nvtx_domain_skipped(NULL); return; }
             name = ((const nvtxRangePushA_params *)d->functionParams)->message;
             break;
         case CUPTI_CBID_NVTX_nvtxRangePushEx:
+            if (!nvtx_domain_recorded(NULL)) { nvtx_domain_skipped(NULL); return; }
             name = nvtx_message(((const nvtxRangePushEx_params *)d->functionParams)->eventAttrib, buf, sizeof buf);
             break;
         case CUPTI_CBID_NVTX_nvtxDomainRangePushEx: {
             const nvtxDomainRangePushEx_params *p = (const nvtxDomainRangePushEx_params *)d->functionParams;
+            /* a domain left out is counted and costs no more: no name copied, no scope, no queued event */
+            if (!nvtx_domain_recorded(p->domain)) { nvtx_domain_skipped(p->domain); return; }
             domain = p->domain;
             name = nvtx_message(p->core.eventAttrib, buf, sizeof buf);
             break;
         }
         case CUPTI_CBID_NVTX_nvtxRangePop:
         case CUPTI_CBID_NVTX_nvtxDomainRangePop: {
+            /* its push was left out too (one decision per domain): the thread's stack holds none of it */
+            const void *dom = cbid == CUPTI_CBID_NVTX_nvtxDomainRangePop
+                                  ? ((const nvtxDomainRangePop_params *)d->functionParams)->domain
+                                  : NULL;
+            if (!nvtx_domain_recorded(dom)) return;
             if (tls_nvtx_depth <= 0) return;
             uint64_t inst = tls_nvtx_depth <= MAX_SCOPE_DEPTH ? tls_nvtx[tls_nvtx_depth - 1] : 0;
             tls_nvtx_depth--;
@@ -196,6 +208,10 @@ void on_nvtx(CUpti_CallbackId cbid, const CUpti_NvtxData *d) {
         case CUPTI_CBID_NVTX_nvtxRangeStartEx:
         case CUPTI_CBID_NVTX_nvtxDomainRangeStartEx: {
             if (!d->functionReturnValue) return;
+            const void *dom = cbid == CUPTI_CBID_NVTX_nvtxDomainRangeStartEx
+                                  ? ((const nvtxDomainRangeStartEx_params *)d->functionParams)->domain
+                                  : NULL;
+            if (!nvtx_domain_recorded(dom)) { nvtx_domain_skipped(dom); return; }
             uint64_t id = *(const nvtxRangeId_t *)d->functionReturnValue;
             if (cbid == CUPTI_CBID_NVTX_nvtxRangeStartA) {
                 name = ((const nvtxRangeStartA_params *)d->functionParams)->message;
@@ -212,6 +228,10 @@ void on_nvtx(CUpti_CallbackId cbid, const CUpti_NvtxData *d) {
         }
         case CUPTI_CBID_NVTX_nvtxRangeEnd:
         case CUPTI_CBID_NVTX_nvtxDomainRangeEnd: {
+            const void *dom = cbid == CUPTI_CBID_NVTX_nvtxDomainRangeEnd
+                                  ? ((const nvtxDomainRangeEnd_params *)d->functionParams)->domain
+                                  : NULL;
+            if (!nvtx_domain_recorded(dom)) return;
             uint64_t id = cbid == CUPTI_CBID_NVTX_nvtxRangeEnd ? ((const nvtxRangeEnd_params *)d->functionParams)->id
                                                                : ((const nvtxDomainRangeEnd_params *)d->functionParams)->core.id;
             nvtx_queue(1, nvtx_start_inst(id), 0, NULL, thread_id());

@@ -92,6 +92,7 @@ PyObject *py_nvtx_call(PyObject *self, PyObject *args) {
         nvtxDomainRangeStartEx_params dstartex;
         nvtxRangeEnd_params end;
         nvtxDomainRangeEnd_params dend;
+        nvtxDomainRangePop_params dpop;
         nvtxNameOsThreadA_params thread;
         nvtxDomainCreateA_params dcreate;
         nvtxDomainRegisterStringA_params dreg;
@@ -107,6 +108,7 @@ PyObject *py_nvtx_call(PyObject *self, PyObject *args) {
         case CUPTI_CBID_NVTX_nvtxDomainRangeStartEx: p.dstartex.domain = domain; p.dstartex.core.eventAttrib = &attr; break;
         case CUPTI_CBID_NVTX_nvtxRangeEnd: p.end.id = id; break;
         case CUPTI_CBID_NVTX_nvtxDomainRangeEnd: p.dend.domain = domain; p.dend.core.id = id; break;
+        case CUPTI_CBID_NVTX_nvtxDomainRangePop: p.dpop.domain = domain; break;
         case CUPTI_CBID_NVTX_nvtxNameOsThreadA: p.thread.threadId = (uint32_t)id; p.thread.name = msg; break;
         case CUPTI_CBID_NVTX_nvtxDomainCreateA: p.dcreate.name = msg; retval = &domain; break;
         case CUPTI_CBID_NVTX_nvtxDomainRegisterStringA: p.dreg.domain = domain; p.dreg.string = msg; retval = &registered; break;
@@ -114,6 +116,14 @@ PyObject *py_nvtx_call(PyObject *self, PyObject *args) {
     }
     CUpti_NvtxData d = {.functionName = "", .functionParams = &p, .functionReturnValue = retval};
     on_nvtx(cbid, &d);
+    Py_RETURN_NONE;
+}
+
+/* nvtx_domains(spec): which NVTX domains become scopes, as start() would set it (GPUFL_NVTX_DOMAINS). */
+PyObject *py_nvtx_domains(PyObject *self, PyObject *args) {
+    const char *spec;
+    if (!PyArg_ParseTuple(args, "s", &spec)) return NULL;
+    nvtx_domains_configure(spec);
     Py_RETURN_NONE;
 }
 
