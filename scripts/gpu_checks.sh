@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the lent H100 (device tool): GPU tests, real captures, overhead bench. Results go to $OUT.
 # Usage there:  bash scripts/gpu_checks.sh [tests] [captures] [bench] [suite] [survival] [run] [costs] [deep] [sass] [remote]
-#               [windows] [frameworks] [gpm]
+#               [windows] [frameworks] [gpm] [sassstall]
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=$PWD/src:/tmp/site PYTHONUNBUFFERED=1
@@ -109,4 +109,19 @@ fi
 if [[ $what == *gpm* ]]; then
   # #20's cost bar: GPM on/off in one process, alternating blocks (bench/gpm_overhead.py says why)
   python3 bench/gpm_overhead.py --seconds ${SECONDS_AB:-150} --block 2.5 --json "$OUT/gpm_ab.json" 2>&1 | tee "$OUT/gpm_ab.txt" | tail -5
+fi
+if [[ $what == *sassstall* ]]; then
+  # #19's open stall: tracing + SASS metrics on the GPT loop (cuBLAS) did not finish its first step with CUPTI
+  # 13.0.85 (sessions 10-12). Which part of tracing waits on CUPTI's patching? One switch off at a time, each
+  # run under a 60 s limit, step times printed as they finish (GPUFL_WORKLOAD_VERBOSE). With CUPTI_DIR set (a
+  # newer libcupti's folder) the same with it.
+  for v in "" "GPUFL_NATIVE_FLUSH_MS=0" "GPUFL_NATIVE_CALLBACKS=0" "GPUFL_NATIVE_COPIES=0" "GPUFL_NATIVE_NVTX=0"; do
+    for lib in system ${CUPTI_DIR:+newer}; do
+      extra=(); [ $lib = newer ] && extra=(GPUFL_LIBCUPTI=$CUPTI_DIR/libcupti.so.13 LD_LIBRARY_PATH=$CUPTI_DIR)
+      env $v "${extra[@]}" GPUFL_WORKLOAD_VERBOSE=1 GPUFL_ENGINES=tracing,system,sass GPUFL_DEEP=session \
+        timeout -k 5 60 python3 examples/workloads/gpt_train.py --mode gpufl --warmup 1 --steps 3 --log-dir /tmp/sassstall \
+        > /tmp/sassstall.txt 2>&1
+      echo "sass+tracing ${v:-as is} libcupti=$lib: exit $?, $(grep -c '^step' /tmp/sassstall.txt) steps: $(grep '^step' /tmp/sassstall.txt | tr '\n' ' ')" | tee -a "$OUT/sassstall.txt"
+    done
+  done
 fi
