@@ -6,7 +6,8 @@ their host (``open_captures``) and report each session they wrote the control fi
 A session's status is read, never stored: ``delivered`` by the agent's report (agents over Kafka report
 none: their sessions appear when they answer), ``running`` or ``failed`` by
 the session's ``capture_request`` answer (contract v7), ``done`` by its ``capture_window`` record with that
-``request_id``, or ``done`` at once for a session that traces continuously. Requests and deliveries are not
+``request_id``, or ``done`` at once for a session that traces continuously when the request asks for tracing
+alone (one asking for a deep engine waits for the session's answer and window like any other). Requests and deliveries are not
 session data: deleting a session leaves them (the status then says the session is gone)."""
 
 from __future__ import annotations
@@ -111,7 +112,8 @@ class CaptureStore(SqlEngine):
             if r[0] not in known
         ]
         late = now > req["expires_ns"] + int(req["seconds"] * 1e9) + UNANSWERED_GRACE_NS
-        sessions = [self._session_status(rid, r, late) for r in rows]
+        deep = bool({"sass", "pc_sampling"} & set(req["engines"]))
+        sessions = [self._session_status(rid, r, late, deep) for r in rows]
         expired = now >= req["expires_ns"]
         if not sessions:
             status = "expired" if expired else "requested"
@@ -124,7 +126,8 @@ class CaptureStore(SqlEngine):
                 status = "done"  # some sessions delivered; each one's own status says which failed
         return {**req, "status": status, "expired": expired, "sessions": sessions}
 
-    def _session_status(self, rid: str, row: tuple[Any, ...], late: bool) -> dict[str, Any]:
+    def _session_status(self, rid: str, row: tuple[Any, ...], late: bool, deep: bool) -> dict[str, Any]:
+        """``deep``: the request asks for a deep engine, which a continuous session opens a window for."""
         sid, host, delivered_ns, error, app, job_id, header, start_ns = row
         out: dict[str, Any] = {
             "session_id": sid, "host": host, "app": app, "job_id": job_id, "delivered_ns": delivered_ns,
@@ -168,7 +171,9 @@ class CaptureStore(SqlEngine):
             if answer["outcome"] == "continuous":
                 return {**out, "status": "done", "reason": "continuous"}
             return {**out, "status": "running"}
-        if mode == "continuous":
+        if (
+            mode == "continuous" and not deep
+        ):  # tracing alone: on throughout (clients before #22 answer nothing)
             return {**out, "status": "done", "reason": "continuous"}
         if (
             app is None
