@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import gpufl
+from gpufl.backend import auth
+from gpufl.backend.store import open_store
 from gpufl.client import capture
 from gpufl.contract import events as ev
 
@@ -213,3 +215,26 @@ def test_continuous_sessions_are_done_for_tracing_and_answer_for_deep_engines(
     )  # fmt: skip
     assert api.get(f"/captures/{ids['deep']}").json()["status"] == "done"
 
+
+def test_a_store_before_migration_10_gets_host_bound_keys_and_its_keys_stay_unbound(store_url: str) -> None:
+    """Migration 10 adds ``api_keys.host_glob`` to a store made before it (both engines): the keys it holds
+    are unbound (they name any host, as before), and new keys can be bound."""
+    store = open_store(store_url)
+    try:
+        old_id, _ = auth.create_key(store, auth.Role.ingest, "old agent")
+        # as a store of the code before migration 10 was: no column, the version not applied
+        with store._write() as cur:
+            store._exec(cur, "ALTER TABLE api_keys DROP COLUMN host_glob")
+            store._exec(cur, "DELETE FROM schema_migrations WHERE version = 10")
+    finally:
+        store.close()
+    store = open_store(store_url)
+    try:
+        assert store.schema_version() == 10
+        assert store.key_host_glob(old_id) is None and auth.host_allowed(store, old_id, "anything") is None
+        new_id, _ = auth.create_key(store, auth.Role.ingest, "rack 3", "node-3*")
+        assert {k["id"]: k["host_glob"] for k in store.list_keys()} == {old_id: None, new_id: "node-3*"}
+        assert auth.host_allowed(store, new_id, "node-31") is None
+        assert "may not name host 'node-4'" in (auth.host_allowed(store, new_id, "node-4") or "")
+    finally:
+        store.close()
