@@ -148,7 +148,7 @@ def test_an_operators_request_reaches_the_matching_sessions_and_their_status_com
         written = json.loads((folder / CONTROL_FILE).read_text())
         assert written["id"] == rid and sorted(written["session_ids"]) == sorted([sid_a, sid_off])
 
-        if transport is not None:  # agents over Kafka report no deliveries: sessions appear by their answers
+        if transport is not None:  # the agent reads the control topic
             assert b"captures" in log.read_bytes()
 
         def settled() -> dict[str, Any] | None:
@@ -162,6 +162,12 @@ def test_an_operators_request_reaches_the_matching_sessions_and_their_status_com
             last = httpx.get(f"{api}captures/{rid}", headers=operator, timeout=10).json()
             raise AssertionError(f"status now: {json.dumps(last)[:3000]}") from None
         by = {s["session_id"]: s for s in body["sessions"]}
+
+        def reported() -> bool:  # over HTTP to the route, over Kafka on the deliveries topic
+            now = httpx.get(f"{api}captures/{rid}", headers=operator, timeout=10).json()["sessions"]
+            return {s["session_id"] for s in now if s["delivered_ns"] is not None} == {sid_a, sid_off}
+
+        _until("the agent's delivery reports", reported, 30)
         assert by[sid_a]["window"]["trigger"]["request_id"] == rid and by[sid_a]["window"]["engines"] == [
             "tracing"
         ]

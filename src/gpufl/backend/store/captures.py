@@ -3,8 +3,8 @@ and each session's status, derived from what the sessions themselves reported.
 
 A request names an app, a host glob and optionally a job; agents poll for the open requests that match
 their host (``open_captures``) and report each session they wrote the control file for (``add_deliveries``).
-A session's status is read, never stored: ``delivered`` by the agent's report (agents over Kafka report
-none: their sessions appear when they answer), ``running`` or ``failed`` by
+A session's status is read, never stored: ``delivered`` by the agent's report (over HTTP, or over Kafka
+through the bridge; a session whose report is lost appears when it answers), ``running`` or ``failed`` by
 the session's ``capture_request`` answer (contract v7), ``done`` by its ``capture_window`` record with that
 ``request_id``, or ``done`` at once for a session that traces continuously when the request asks for tracing
 alone (one asking for a deep engine waits for the session's answer and window like any other). Requests and deliveries are not
@@ -96,7 +96,7 @@ class CaptureStore(SqlEngine):
                WHERE d.request_id = ? ORDER BY d.host, d.session_id""",
             [rid],
         )
-        # Sessions that answered without a delivery report (agents over Kafka report none): their records
+        # Sessions that answered without a delivery report (not yet stored, or lost): their records
         # name the request (bodies are compact JSON: msgspec's encoding).
         named = f'%"request_id":"{rid}"%'
         known = {r[0] for r in rows}
