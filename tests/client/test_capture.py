@@ -476,3 +476,42 @@ def test_a_continuous_session_without_the_deep_engine_refuses_it(tmp_path: Path)
         "engine_unavailable",
         ["tracing"],
     )  # type: ignore[attr-defined]
+
+
+def test_the_deep_engine_is_asked_whether_it_can_run_only_when_a_request_wants_it(tmp_path: Path) -> None:
+    """``DeepEngine.runnable`` sets CUPTI's deep engines up on the first ask: a tracing request must not ask
+    it; a deep request does, and where it cannot run now (no GPU, no CUDA context yet) the answer refuses and
+    says it is missing rather than opening a window that would record nothing."""
+
+    class Deep(Switches):
+        def __init__(self, can: list[str]) -> None:
+            super().__init__()
+            self.name, self.can, self.asked = "deep", can, 0
+
+        def runnable(self) -> list[str]:
+            self.asked += 1
+            return self.can
+
+    cannot, can = Deep([]), Deep(["pc_sampling"])
+    out: list[events.Record] = []
+    path = tmp_path / capture.CONTROL_FILE
+    for deep in (cannot, can):
+        c = capture.Capture(
+            capture.parse("continuous"), [Switches(), deep], out.append, "sid0000000000000", clock=Clock(),
+            log_dir=str(tmp_path),
+        )  # fmt: skip
+        assert _ask(c, path, 1, id=f"t-{deep.can}", seconds=2) == "continuous"
+        assert deep.asked == 0
+        got = _ask(c, path, 2, id=f"p-{deep.can}", seconds=2, engines=["tracing", "pc_sampling", "sass"])
+        assert deep.asked == 1 and got == ("opened" if deep.can else "refused")
+        c.shutdown()
+    answers = [
+        (r.outcome, r.reason, r.engines, r.missing) for r in out if isinstance(r, events.CaptureRequest)
+    ]
+    assert answers == [
+        ("continuous", None, ["tracing"], []),
+        ("refused", "engine_unavailable", [], ["pc_sampling", "sass"]),
+        ("continuous", None, ["tracing"], []),
+        ("opened", None, ["tracing", "pc_sampling"], ["sass"]),
+    ]
+    assert cannot.seen == [] and can.seen == [True, False]

@@ -341,11 +341,14 @@ class Capture:
         self._control_seen.add(rid)
         return self._answer(rid, seconds, steps, requester, engines or list(DEFAULT_ENGINES), path)
 
-    def available_engines(self) -> set[str]:
-        """The window engines this session runs (the deep engine serves those it can run now: ``runnable``)."""
+    def available_engines(self, deep: bool = True) -> set[str]:
+        """The window engines this session runs (the deep engine serves those it can run now: ``runnable``,
+        which sets it up on the first ask; ``deep=False``: not asked, so a tracing request sets nothing up)."""
         out: set[str] = set()
         for e in self.engines:
             if e.name == "deep":
+                if not deep:
+                    continue
                 runnable = getattr(e, "runnable", None)
                 out |= set(
                     runnable() if runnable is not None else getattr(e, "engines", None) or DEEP_ENGINES
@@ -359,7 +362,7 @@ class Capture:
         path: str,
     ) -> Outcome:  # fmt: skip
         """Act on a control-file request and say what became of it (a ``capture_request`` record)."""
-        available = self.available_engines()
+        available = self.available_engines(deep=bool(DEEP_ENGINES & set(want)))
         usable = [e for e in want if e in available]
         missing = [e for e in want if e not in available]
 
