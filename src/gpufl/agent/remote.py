@@ -3,8 +3,8 @@ to the matching live sessions through the control file in the log folder, and re
 
 The agent polls the backend it already ships to (``HttpRequests``: a long poll, so a request reaches the
 folder well within a second), or, shipping over Kafka, reads the backend's control topic and reports on the
-deliveries topic (``KafkaRequests``), and writes ``<folder>/gpufl-control.json`` atomically (a temporary file in the
-folder, then a rename), which the sessions' own background threads read at most once a second
+deliveries topic (``KafkaRequests``), and writes ``<folder>/gpufl-control.json`` atomically (a temporary file
+in the folder, then a rename), which the sessions' own background threads read at most once a second
 (docs/capture-modes.md): no socket in the training process. A request names an app and optionally a job;
 the sessions that match are this host's live sessions in the folder (their ``session_start`` says app, job,
 host and pid; a session whose process is gone is not asked). When every live session of the folder matches,

@@ -7,8 +7,8 @@ A session's status is read, never stored: ``delivered`` by the agent's report (o
 through the bridge; a session whose report is lost appears when it answers), ``running`` or ``failed`` by
 the session's ``capture_request`` answer (contract v7), ``done`` by its ``capture_window`` record with that
 ``request_id``, or ``done`` at once for a session that traces continuously when the request asks for tracing
-alone (one asking for a deep engine waits for the session's answer and window like any other). Requests and deliveries are not
-session data: deleting a session leaves them (the status then says the session is gone)."""
+alone (one asking for a deep engine waits for the session's answer and window like any other). Requests and
+deliveries are not session data: deleting a session leaves them (the status then says the session is gone)."""
 
 from __future__ import annotations
 
@@ -171,9 +171,7 @@ class CaptureStore(SqlEngine):
             if answer["outcome"] == "continuous":
                 return {**out, "status": "done", "reason": "continuous"}
             return {**out, "status": "running"}
-        if (
-            mode == "continuous" and not deep
-        ):  # tracing alone: on throughout (clients before #22 answer nothing)
+        if mode == "continuous" and not deep:  # tracing alone: on throughout (older clients answer nothing)
             return {**out, "status": "done", "reason": "continuous"}
         if (
             app is None
