@@ -9,7 +9,9 @@ APP; it runs until STOPFILE exists. No GPU here, so CUPTI's side is a stand-in, 
 - without it, a tracing engine that is switched and records nothing.
 
 Each switch is printed with its time (``switch on <ns>``), so a test can time request → tracing on.
-Extra arguments: ``remote=0`` (GPUFL_REMOTE_CAPTURE off)."""
+Extra arguments: ``remote=0`` (GPUFL_REMOTE_CAPTURE off); ``capture=continuous`` (the default mode of
+gpufl.init: tracing on throughout) with ``deep=1`` (it also runs the real deep engine for PC sampling, which
+without a GPU cannot set up: a request for it is refused so)."""
 
 from __future__ import annotations
 
@@ -96,8 +98,10 @@ def main() -> None:
     if replaying is not None:
         real_create = session_module.create
         session_module.create = lambda name, o: replaying() if name == "tracing" else real_create(name, o)
+    engines = "tracing,system" if replaying else "system"
     session = gpufl.init(
-        app_name=app, log_dir=folder, engines="tracing,system" if replaying else "system", capture="on-demand",
+        app_name=app, log_dir=folder, capture=opts.get("capture", "on-demand"),
+        engines=engines + (",pc_sampling" if opts.get("deep") == "1" else ""),
         remote_capture=opts.get("remote", "1") == "1",
     )  # fmt: skip
     assert session is not None and session.capture is not None

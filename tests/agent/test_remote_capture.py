@@ -148,7 +148,7 @@ def test_an_operators_request_reaches_the_matching_sessions_and_their_status_com
         written = json.loads((folder / CONTROL_FILE).read_text())
         assert written["id"] == rid and sorted(written["session_ids"]) == sorted([sid_a, sid_off])
 
-        if transport is not None:  # agents over Kafka report no deliveries: sessions appear by their answers
+        if transport is not None:  # the agent reads the control topic
             assert b"captures" in log.read_bytes()
 
         def settled() -> dict[str, Any] | None:
@@ -162,6 +162,12 @@ def test_an_operators_request_reaches_the_matching_sessions_and_their_status_com
             last = httpx.get(f"{api}captures/{rid}", headers=operator, timeout=10).json()
             raise AssertionError(f"status now: {json.dumps(last)[:3000]}") from None
         by = {s["session_id"]: s for s in body["sessions"]}
+
+        def reported() -> bool:  # over HTTP to the route, over Kafka on the deliveries topic
+            now = httpx.get(f"{api}captures/{rid}", headers=operator, timeout=10).json()["sessions"]
+            return {s["session_id"] for s in now if s["delivered_ns"] is not None} == {sid_a, sid_off}
+
+        _until("the agent's delivery reports", reported, 30)
         assert by[sid_a]["window"]["trigger"]["request_id"] == rid and by[sid_a]["window"]["engines"] == [
             "tracing"
         ]
@@ -190,6 +196,63 @@ def test_an_operators_request_reaches_the_matching_sessions_and_their_status_com
         agent.terminate()
         agent.wait(30)
     assert sid_other not in {s["session_id"] for s in body["sessions"]}
+
+
+@pytest.mark.parametrize("transport", [None])
+def test_a_continuous_session_answers_tracing_and_refuses_a_deep_engine_it_cannot_run(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """The default mode traces throughout (issue #22): asked for tracing, the live session says so
+    (``continuous``, done); asked for tracing + PC sampling, its real deep engine tries to set up, cannot
+    without a GPU, and the session refuses (``engine_unavailable``, ``missing`` PC sampling, not tracing) —
+    its tracing stays on throughout. (A deep window opening on a GPU: tests/gpu/test_capture_modes_gpu.py.)"""
+    folder, stop = tmp_path / "logs", tmp_path / "stop"
+    folder.mkdir()
+    api = backend.url.removesuffix("events/")
+    token, operator = _key(backend, "ingest")["Authorization"].split()[1], _key(backend, "operator")
+    live, sid = _client(folder, "live", stop, "capture=continuous", "deep=1")
+    log = tmp_path / "agent.log"
+    agent = subprocess.Popen(
+        [*AGENT, f"--folder={folder}", "--type=http", f"--url={backend.url}", f"--token={token}", "--poll-interval=0.1"],
+        stderr=log.open("wb"),
+    )  # fmt: skip
+
+    def status(rid: str, want: str) -> dict[str, Any] | None:
+        body = httpx.get(f"{api}captures/{rid}", headers=operator, timeout=10).json()
+        s = [x for x in body["sessions"] if x["session_id"] == sid]
+        return s[0] if s and s[0]["status"] == want and s[0]["answer"] is not None else None
+
+    try:
+        _until("the agent's poller", lambda: b"remote capture: handing" in log.read_bytes(), 30)
+        asked = [
+            httpx.post(
+                f"{api}captures", json={"app": "live", "seconds": 2, "engines": engines}, headers=operator
+            )
+            for engines in (["tracing"], ["tracing", "pc_sampling"])
+        ]  # the agent hands the two on 1.5 s apart (a session reads the file at most once a second)
+        traced = _until("the tracing request's answer", lambda: status(asked[0].json()["id"], "done"), 60)
+        deep = _until("the deep request's answer", lambda: status(asked[1].json()["id"], "failed"), 60)
+    finally:
+        stop.touch()
+        live.wait(30)
+        agent.terminate()
+        agent.wait(30)
+    assert (traced["reason"], traced["answer"]["outcome"], traced["answer"]["engines"]) == (
+        "continuous", "continuous", ["tracing"],
+    )  # fmt: skip
+    assert (deep["reason"], deep["answer"]["missing"], deep["window"]) == (
+        "engine_unavailable", ["pc_sampling"], None,
+    )  # fmt: skip
+    if REPLAYING[sid]:  # tracing was on from the start: the replayed buffer's kernels are the session's
+        got = _until(
+            "the session's kernels",
+            lambda: (
+                httpx.get(f"{api}sessions/{sid}", headers=operator, timeout=10).json()["totals"]["kernels"]
+                == BUFFER0_KERNELS
+            ),
+            60,
+        )
+        assert got
 
 
 @pytest.mark.parametrize("store", [[]])

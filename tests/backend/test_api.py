@@ -439,6 +439,49 @@ def test_auth_matrix(api: Api, method: str, path: str) -> None:
             assert status == 403 and "error" in body, (role, status)
 
 
+def test_an_ingest_key_bound_to_hosts_names_only_those_on_the_agent_routes(api: Api) -> None:
+    """Issue #22: an admin binds an ingest key to a host glob; the agent routes answer 403 (with the reason)
+    for any other host it names, before anything else about the request; unbound keys (and admin) name any
+    host as before; only ingest keys can be bound."""
+    admin = api.h("admin")
+    r = api.client.post(
+        "/api/v1/keys", json={"role": "ingest", "name": "rack", "host": "node-*"}, headers=admin
+    )
+    assert r.status_code == 200 and r.json()["host_glob"] == "node-*", r.text
+    bound = {"Authorization": f"Bearer {r.json()['token']}"}
+    listed = {k["id"]: k for k in api.client.get("/api/v1/keys", headers=admin).json()["items"]}
+    assert listed[r.json()["id"]]["host_glob"] == "node-*"
+    assert {k["host_glob"] for i, k in listed.items() if i != r.json()["id"]} == {None}  # the others: unbound
+    missing = "/api/v1/agent/captures/cap-0123456789abcdef/deliveries"
+
+    def agent(headers: dict[str, str], host: str) -> tuple[int, int]:
+        polled = api.client.get("/api/v1/agent/captures", params={"host": host}, headers=headers)
+        reported = api.client.post(missing, json={"host": host, "sessions": []}, headers=headers)
+        for x in (polled, reported):
+            if x.status_code == 403:
+                assert (
+                    x.json()["error"]
+                    == f"key {r.json()['id']} is bound to hosts 'node-*': it may not name host {host!r}"
+                )
+        return polled.status_code, reported.status_code
+
+    assert agent(bound, "node-3") == (200, 404)  # its hosts: as any key (no such capture: 404)
+    assert agent(bound, "gpu-9") == (403, 403)
+    assert agent(bound, "node") == (403, 403)  # the glob matches whole names
+    assert agent(api.h("ingest"), "gpu-9") == (200, 404)  # unbound: any host, as before
+    assert agent(admin, "gpu-9") == (200, 404)
+    # the binding concerns the agent routes; the key ingests as any ingest key (the empty body is the problem)
+    assert api.post_events("device", b"", role="ingest").status_code == 400
+    assert api.client.post("/api/v1/events/device", content=b"", headers=bound).status_code == 400
+    for role in ("read", "operator", "admin"):
+        bad = api.client.post(
+            "/api/v1/keys", json={"role": role, "name": "x", "host": "node-*"}, headers=admin
+        )
+        assert bad.status_code == 422 and "only ingest keys" in str(bad.json()), (role, bad.text)
+    empty = api.client.post("/api/v1/keys", json={"role": "ingest", "name": "x", "host": ""}, headers=admin)
+    assert empty.status_code == 422
+
+
 def test_keys_lifecycle_and_revocation_is_immediate(api: Api) -> None:
     r = api.client.post("/api/v1/keys", json={"role": "read", "name": "ui"}, headers=api.h("admin"))
     assert r.status_code == 200

@@ -66,8 +66,9 @@ def test_windows_are_stored_and_served(store: SqlStore, api: Api, client_log: li
 def test_a_continuous_session_says_so(store: SqlStore, api: Api, tmp_path: Path) -> None:
     """Every session before v5, and a v5 session in the default mode: traced throughout, no windows."""
     session = gpufl.init(app_name="cont", log_dir=str(tmp_path), engines="system")
-    assert session is not None and session.capture is None
+    assert session is not None and session.capture is not None  # it reads the control file (issue #22)
     assert gpufl.capture(seconds=1) == "continuous"
+    assert session.capture.window is None and session.capture._usr2_installed is False
     gpufl.shutdown()
     recs = [ev.decode(line) for p in sorted(tmp_path.glob("*.log")) for line in p.read_bytes().splitlines()]
     start = recs[0]

@@ -107,6 +107,35 @@ def test_keys_through_the_running_backend(server: Server, tmp_path: Path) -> Non
     key_id = token.split("_")[1]
     assert run(["keys", "revoke", key_id, "--port", str(server.port)], env).returncode == 0
     assert httpx.get(f"{server.url}/api/v1/sessions", headers=hdr).status_code == 401
+    # An ingest key bound to hosts (issue #22): the agent routes refuse it other hosts; listed with its glob
+    p = run(
+        [
+            "keys",
+            "create",
+            "--role",
+            "ingest",
+            "--name",
+            "rack",
+            "--host-glob",
+            "node-*",
+            "--port",
+            str(server.port),
+        ],
+        env,
+    )
+    assert p.returncode == 0, p.stderr
+    bound = {"Authorization": f"Bearer {p.stdout.strip()}"}
+    agent = f"{server.url}/api/v1/agent/captures"
+    assert httpx.get(agent, params={"host": "node-1"}, headers=bound).status_code == 200
+    assert httpx.get(agent, params={"host": "gpu-1"}, headers=bound).status_code == 403
+    rows = run(["keys", "list", "--port", str(server.port)], env).stdout.splitlines()
+    assert "HOSTS" in rows[0] and any(" node-* " in r and r.endswith(" rack") for r in rows)
+    assert any(" * " in r and r.endswith(" ui") for r in rows)  # unbound: any host
+    refused = run(
+        ["keys", "create", "--role", "read", "--name", "r", "--host-glob", "x", "--port", str(server.port)],
+        env,
+    )
+    assert refused.returncode == 2 and "--host-glob binds ingest keys only" in refused.stderr
     # Without an admin token the CLI refuses (it must not open the store behind a running backend).
     no_token = run(["keys", "list", "--port", str(server.port)], _env())
     assert "GPUFL_ADMIN_TOKEN" in _one_line_error(no_token)
@@ -116,9 +145,9 @@ def test_keys_with_no_backend_open_the_store_and_bootstrap_token_is_printed_once
     data = tmp_path / "data"
     port = str(_free_port())
     p = run(
-        ["keys", "create", "--role", "ingest", "--name", "agent", "--data-dir", str(data), "--port", port],
+        ["keys", "create", "--role", "ingest", "--name", "agent", "--data-dir", str(data), "--port", port, "--host-glob", "node-*"],
         _env(),
-    )
+    )  # fmt: skip
     assert p.returncode == 0, p.stderr
     token = p.stdout.strip()
     first = Server(data, _env())
@@ -135,6 +164,7 @@ def test_keys_with_no_backend_open_the_store_and_bootstrap_token_is_printed_once
     try:
         r = httpx.get(f"{second.url}/api/v1/keys", headers={"Authorization": f"Bearer {admin}"})
         assert r.status_code == 200 and {k["role"] for k in r.json()["items"]} == {"ingest", "admin"}
+        assert {k["role"]: k["host_glob"] for k in r.json()["items"]} == {"ingest": "node-*", "admin": None}
     finally:
         out2 = second.stop()
     assert "bootstrap admin token" not in out2

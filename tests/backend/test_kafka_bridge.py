@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import time
@@ -248,3 +249,43 @@ def test_late_records_of_a_pruned_session_are_refused_and_committed(
     assert store.session_detail(g.sid)["totals"]["kernels"] == 5
     about = [r.getMessage() for r in caplog.records if f.sid in r.getMessage()]
     assert len(about) == 1 and "deleted by retention" in about[0], about
+
+
+def test_agents_delivery_reports_are_stored_after_the_routes_checks(store: SqlStore, brokers: str) -> None:
+    """Remote capture over Kafka (#22): an agent's report on ``<prefix>.capture-deliveries`` is stored as
+    ``POST /agent/captures/{id}/deliveries`` stores it; one for an unknown request, for a host the request is
+    not addressed to, or unreadable is dropped with a log line — and the bridge goes on."""
+    prefix = "t" + secrets.token_hex(4)
+    group = "g" + secrets.token_hex(4)
+    _topics(brokers, prefix)
+    now = time.time_ns()
+    rid = "cap-00000000000000aa"
+    store.add_capture(
+        {"id": rid, "app": "train", "host_glob": "node-*", "job_id": None, "engines": ["tracing"], "seconds": 5.0,
+         "requester": "operator:k", "created_ns": now, "expires_ns": now + 60 * 10**9}
+    )  # fmt: skip
+    topic = f"{prefix}.capture-deliveries"
+    admin = AdminClient({"bootstrap.servers": brokers})  # held: its futures need it alive
+    admin.create_topics([NewTopic(topic, num_partitions=1)])[topic].result(30)
+    p = Producer({"bootstrap.servers": brokers})
+
+    def report(request_id: str, host: str, *sids: str) -> bytes:
+        body = {"request_id": request_id, "host": host, "sessions": [{"session_id": s} for s in sids]}
+        return json.dumps(body).encode()
+
+    p.produce(topic, report("cap-00000000000000zz", "node-1", "unknown00000000a"), key=b"x")
+    p.produce(topic, report(rid, "gpu-9", "elsewhere000000a"), key=rid.encode())
+    p.produce(topic, b"{not json", key=rid.encode())
+    p.produce(topic, json.dumps({"request_id": rid, "host": "node-1", "sessions": "s"}).encode(), key=b"x")
+    p.produce(topic, report(rid, "node-1", "sessiona00000000", "sessionb00000000"), key=rid.encode())
+    assert p.flush(30) == 0
+    bridge = KafkaBridge(store, _settings(brokers, prefix, group), poll_timeout_s=0.2)
+    bridge.start()
+    try:
+        _wait(lambda: len(store.capture(rid)["sessions"]) == 2)
+    finally:
+        bridge.stop()
+    got = {s["session_id"]: (s["host"], s["status"]) for s in store.capture(rid)["sessions"]}
+    assert got == {"sessiona00000000": ("node-1", "delivered"), "sessionb00000000": ("node-1", "delivered")}
+    stored = store._all("SELECT request_id, session_id FROM capture_deliveries ORDER BY session_id")
+    assert stored == [(rid, "sessiona00000000"), (rid, "sessionb00000000")]  # nothing of the dropped ones

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import gpufl
+from gpufl.backend import auth
+from gpufl.backend.store import open_store
 from gpufl.client import capture
 from gpufl.contract import events as ev
 
@@ -137,3 +139,102 @@ def test_requests_are_checked_and_expire(api: Api) -> None:
     assert api.get(f"/captures/{r['id']}").json()["status"] == "expired"
     agent = api.client.get("/api/v1/agent/captures", params={"host": "any"}, headers=api.h("ingest"))
     assert agent.json()["items"] == []  # expired requests are not handed on
+
+
+def _continuous(log_dir: Path, rid: str, engines: list[str], deep: bool) -> list[ev.Record]:
+    """A real continuous session (the default mode) acting on the request's control file; ``deep``: it runs
+    a deep engine (a stand-in that is switched: no GPU here)."""
+    log_dir.mkdir()
+    session = gpufl.init(app_name="remote", log_dir=str(log_dir), engines="system")
+    assert session is not None and session.capture is not None
+    try:
+        session.capture.engines.append(TracingStandIn())
+        if deep:
+            stand_in = TracingStandIn()
+            stand_in.name = "deep"
+            session.capture.engines.append(stand_in)
+        path = log_dir / capture.CONTROL_FILE
+        path.write_text(json.dumps({"id": rid, "seconds": 1, "engines": engines}))
+        t = session.capture._started_ns + 1
+        os.utime(path, ns=(t, t))
+        session.capture.poll_control_file()
+        session.capture.stop()
+    finally:
+        gpufl.shutdown()
+    return [ev.decode(line) for p in sorted(log_dir.glob("*.log")) for line in p.read_bytes().splitlines()]
+
+
+def test_continuous_sessions_are_done_for_tracing_and_answer_for_deep_engines(
+    api: Api, tmp_path: Path
+) -> None:
+    """A continuous session traces throughout: a request for tracing alone is ``done`` (``continuous``) from
+    its session_start on; one asking for PC sampling waits for its answer — a window of the deep engine
+    (running, then done by the window) or a refusal when it runs none (``missing`` names it, not tracing)."""
+    op, agent = api.h("operator"), api.h("ingest")
+    ids = {}
+    for name, engines in (("tracing", ["tracing"]), ("deep", ["tracing", "pc_sampling"])):
+        r = api.client.post("/api/v1/captures", json={"app": "remote", "engines": engines}, headers=op)
+        ids[name] = r.json()["id"]
+    trace = _continuous(tmp_path / "t", ids["tracing"], ["tracing"], deep=False)
+    with_deep = _continuous(tmp_path / "d", ids["deep"], ["tracing", "pc_sampling"], deep=True)
+    without = _continuous(tmp_path / "n", ids["deep"], ["tracing", "pc_sampling"], deep=False)
+    sid_t, sid_d, sid_n = (s[0].session_id for s in (trace, with_deep, without))
+    for rid, sids in ((ids["tracing"], [sid_t]), (ids["deep"], [sid_d, sid_n])):
+        api.client.post(
+            f"/api/v1/agent/captures/{rid}/deliveries",
+            json={"host": "h", "sessions": [{"session_id": s} for s in sids]},
+            headers=agent,
+        )
+
+    def by(rid: str) -> dict[str, dict[str, Any]]:
+        return {s["session_id"]: s for s in api.get(f"/captures/{rid}").json()["sessions"]}
+
+    starts = [[r for r in recs if isinstance(r, ev.SessionStart)] for recs in (trace, with_deep, without)]
+    for s in starts:
+        feed(api.store, s)  # their session_start alone: each one's mode is known, nothing else
+    assert (by(ids["tracing"])[sid_t]["status"], by(ids["tracing"])[sid_t]["reason"]) == (
+        "done",
+        "continuous",
+    )
+    assert {s["status"] for s in by(ids["deep"]).values()} == {"delivered"}  # a deep engine asked: wait
+    upto = next(i for i, x in enumerate(with_deep) if isinstance(x, ev.CaptureRequest))
+    feed(api.store, [r for r in with_deep[: upto + 1] if not isinstance(r, ev.SessionStart)])
+    assert by(ids["deep"])[sid_d]["status"] == "running"
+    for recs in (trace, with_deep[upto + 1 :], without):
+        feed(api.store, [r for r in recs if not isinstance(r, ev.SessionStart)])
+    t, d = by(ids["tracing"])[sid_t], by(ids["deep"])
+    assert (t["status"], t["reason"], t["answer"]["outcome"], t["answer"]["engines"]) == (
+        "done", "continuous", "continuous", ["tracing"],
+    )  # fmt: skip
+    assert (d[sid_d]["status"], d[sid_d]["answer"]["engines"], d[sid_d]["window"]["engines"]) == (
+        "done", ["tracing", "pc_sampling"], ["pc_sampling"],
+    )  # fmt: skip
+    assert d[sid_d]["window"]["trigger"]["mode"] == "continuous"
+    assert (d[sid_n]["status"], d[sid_n]["reason"], d[sid_n]["answer"]["missing"]) == (
+        "failed", "engine_unavailable", ["pc_sampling"],
+    )  # fmt: skip
+    assert api.get(f"/captures/{ids['deep']}").json()["status"] == "done"
+
+
+def test_a_store_before_migration_10_gets_host_bound_keys_and_its_keys_stay_unbound(store_url: str) -> None:
+    """Migration 10 adds ``api_keys.host_glob`` to a store made before it (both engines): the keys it holds
+    are unbound (they name any host, as before), and new keys can be bound."""
+    store = open_store(store_url)
+    try:
+        old_id, _ = auth.create_key(store, auth.Role.ingest, "old agent")
+        # as a store of the code before migration 10 was: no column, the version not applied
+        with store._write() as cur:
+            store._exec(cur, "ALTER TABLE api_keys DROP COLUMN host_glob")
+            store._exec(cur, "DELETE FROM schema_migrations WHERE version = 10")
+    finally:
+        store.close()
+    store = open_store(store_url)
+    try:
+        assert store.schema_version() == 10
+        assert store.key_host_glob(old_id) is None and auth.host_allowed(store, old_id, "anything") is None
+        new_id, _ = auth.create_key(store, auth.Role.ingest, "rack 3", "node-3*")
+        assert {k["id"]: k["host_glob"] for k in store.list_keys()} == {old_id: None, new_id: "node-3*"}
+        assert auth.host_allowed(store, new_id, "node-31") is None
+        assert "may not name host 'node-4'" in (auth.host_allowed(store, new_id, "node-4") or "")
+    finally:
+        store.close()

@@ -178,7 +178,7 @@ def test_sessions_stored_before_the_levels_existed_get_them_at_open(store_url: s
         store.close()
     store = open_store(store_url)
     try:
-        assert store.schema_version() == 9
+        assert store.schema_version() == 10
         assert _answers(store, sid, windows) == before
         _check(store, sid, recs, windows[:2])
     finally:

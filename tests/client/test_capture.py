@@ -400,3 +400,118 @@ def test_every_control_file_request_is_answered_with_what_became_of_it(tmp_path:
     off, _, eng, out2 = controller("on-demand", log_dir=str(tmp_path), remote=False)
     assert _ask(off, path, 9, id="i", seconds=1) == "refused" and eng.seen == []
     assert [(r.outcome, r.reason) for r in out2] == [("refused", "remote_capture_disabled")]  # type: ignore[attr-defined]
+
+
+def test_a_continuous_session_answers_requests_and_opens_deep_windows_alone(tmp_path: Path) -> None:
+    """Tracing is on throughout (issue #22): a request for it alone is answered ``continuous`` (tracing is not
+    missing) and opens nothing; one for a deep engine opens a window of the deep engine alone — tracing is never
+    switched, not at the window's close either — under the same rules as the other modes (one window at a
+    time, the budget, remote capture off); a deep engine the session does not run is refused."""
+    clock, tracing, deep, out = Clock(), Switches(), Switches(), []
+    deep.name = "deep"
+    c = capture.Capture(
+        capture.parse("continuous"), [tracing, deep], out.append, "sid0000000000000", clock=clock,
+        log_dir=str(tmp_path), remote_budget_s=20,
+    )  # fmt: skip
+    path = tmp_path / capture.CONTROL_FILE
+    assert _ask(c, path, 1, id="t", seconds=5) == "continuous"
+    assert c.window is None
+    assert _ask(c, path, 2, id="p", seconds=5, engines=["tracing", "pc_sampling"]) == "opened"
+    assert c.window is not None and c.window.engines == ("pc_sampling",)
+    assert _ask(c, path, 3, id="s", seconds=8, engines=["pc_sampling"]) == "extended"
+    assert _ask(c, path, 4, id="q", steps=2, engines=["pc_sampling"]) == "refused"  # another unit
+    assert c.request("api", seconds=1) == "continuous"  # gpufl.capture(): tracing is on anyway
+    clock.now += 9 * S
+    c.tick()  # the window ran out
+    assert c.window is None
+    assert _ask(c, path, 5, id="b", seconds=10, engines=["pc_sampling"]) == "refused"  # 5 + 8 + 10 > 20 s
+    assert tracing.seen == [] and deep.seen == [True, False]
+    answers = [
+        (r.request_id, r.outcome, r.reason, r.engines, r.missing)
+        for r in out
+        if isinstance(r, events.CaptureRequest)
+    ]
+    assert answers == [
+        ("t", "continuous", None, ["tracing"], []),
+        ("p", "opened", None, ["tracing", "pc_sampling"], []),
+        ("s", "extended", None, ["pc_sampling"], []),
+        ("q", "refused", "window_open", [], []),
+        ("b", "refused", "budget_spent", [], []),
+    ]
+    (w,) = [r for r in out if isinstance(r, events.CaptureWindow)]
+    assert (w.trigger.mode, w.trigger.kind, w.trigger.request_id, w.engines, w.ended, w.extended, w.refused) == (
+        "continuous", "control_file", "p", ["pc_sampling"], "duration", 1, 1,
+    )  # fmt: skip
+    assert w.end_ns - w.start_ns == 9 * S  # extended past its 5 s to 8 s; closed by the tick at 9 s
+    c.shutdown()
+
+
+def test_a_continuous_session_without_the_deep_engine_refuses_it(tmp_path: Path) -> None:
+    """The common ask on a live job — tracing plus PC sampling — where the session runs no deep engine (it was
+    not started with ``engines=...pc_sampling``, or its record path cannot run it): refused, the engine in
+    ``missing``, tracing not; with remote capture off a deep request is refused so, a tracing one still answered
+    ``continuous`` (it asks nothing of the session)."""
+    c, _clock, eng, out = controller("continuous", log_dir=str(tmp_path))
+    path = tmp_path / capture.CONTROL_FILE
+    assert _ask(c, path, 1, id="a", seconds=5, engines=["tracing", "pc_sampling"]) == "refused"
+    assert _ask(c, path, 2, id="b", seconds=5, engines=["sass"]) == "refused"
+    off, _, eng2, out2 = controller("continuous", log_dir=str(tmp_path), remote=False)
+    assert _ask(off, path, 3, id="c", seconds=5, engines=["pc_sampling"]) == "refused"
+    assert _ask(off, path, 4, id="d", seconds=5) == "continuous"
+    assert eng.seen == [] and eng2.seen == [] and c.window is None and off.window is None
+    got = [(r.request_id, r.outcome, r.reason, r.engines, r.missing) for r in out + out2]  # type: ignore[attr-defined]
+    assert got == [
+        ("a", "refused", "engine_unavailable", [], ["pc_sampling"]),
+        ("b", "refused", "engine_unavailable", [], ["sass"]),
+        ("c", "refused", "remote_capture_disabled", [], ["pc_sampling"]),
+        ("d", "continuous", None, ["tracing"], []),
+    ]
+    # a session that traces nothing (engines="system"): tracing asked for is unavailable, not "continuous"
+    bare = capture.Capture(
+        capture.parse("continuous"), [], out.append, "sid0000000000000", clock=Clock(), log_dir=str(tmp_path)
+    )
+    assert _ask(bare, path, 5, id="e", seconds=5) == "refused"
+    assert (out[-1].outcome, out[-1].reason, out[-1].missing) == (
+        "refused",
+        "engine_unavailable",
+        ["tracing"],
+    )  # type: ignore[attr-defined]
+
+
+def test_the_deep_engine_is_asked_whether_it_can_run_only_when_a_request_wants_it(tmp_path: Path) -> None:
+    """``DeepEngine.runnable`` sets CUPTI's deep engines up on the first ask: a tracing request must not ask
+    it; a deep request does, and where it cannot run now (no GPU, no CUDA context yet) the answer refuses and
+    says it is missing rather than opening a window that would record nothing."""
+
+    class Deep(Switches):
+        def __init__(self, can: list[str]) -> None:
+            super().__init__()
+            self.name, self.can, self.asked = "deep", can, 0
+
+        def runnable(self) -> list[str]:
+            self.asked += 1
+            return self.can
+
+    cannot, can = Deep([]), Deep(["pc_sampling"])
+    out: list[events.Record] = []
+    path = tmp_path / capture.CONTROL_FILE
+    for deep in (cannot, can):
+        c = capture.Capture(
+            capture.parse("continuous"), [Switches(), deep], out.append, "sid0000000000000", clock=Clock(),
+            log_dir=str(tmp_path),
+        )  # fmt: skip
+        assert _ask(c, path, 1, id=f"t-{deep.can}", seconds=2) == "continuous"
+        assert deep.asked == 0
+        got = _ask(c, path, 2, id=f"p-{deep.can}", seconds=2, engines=["tracing", "pc_sampling", "sass"])
+        assert deep.asked == 1 and got == ("opened" if deep.can else "refused")
+        c.shutdown()
+    answers = [
+        (r.outcome, r.reason, r.engines, r.missing) for r in out if isinstance(r, events.CaptureRequest)
+    ]
+    assert answers == [
+        ("continuous", None, ["tracing"], []),
+        ("refused", "engine_unavailable", [], ["pc_sampling", "sass"]),
+        ("continuous", None, ["tracing"], []),
+        ("opened", None, ["tracing", "pc_sampling"], ["sass"]),
+    ]
+    assert cannot.seen == [] and can.seen == [True, False]

@@ -110,6 +110,16 @@ def test_control_files_parse_as_json_does_and_malformed_ones_say_why() -> None:
     assert got == {"id": "7", "seconds": 2.5, "requester": odd["requester"]}
     assert native.cap_control_parse(json.dumps(odd, ensure_ascii=False).encode()) == got
     assert native.cap_control_parse(b'\xef\xbb\xbf {"id":"x","steps":3}\n') == {"id": "x", "steps": 3.0}
+    # remote capture's lists (#22): the engines asked for (bits: tracing 1, sass 2, pc_sampling 4), and whether
+    # session_ids names this session (the hook's session is "me"); null and [] as absent / the default
+    lists = {"id": "x", "engines": ["pc_sampling", "tracing"], "session_ids": ["you", "me"]}
+    assert native.cap_control_parse(json.dumps(lists).encode()) == {
+        "id": "x", "engines": 5, "session_ids_name_me": True,
+    }  # fmt: skip
+    assert native.cap_control_parse(b'{"id":"x","session_ids":["you"],"engines":[]}') == {
+        "id": "x", "session_ids_name_me": False,
+    }  # fmt: skip
+    assert native.cap_control_parse(b'{"id":"x","session_ids":null,"engines":null}') == {"id": "x"}
     malformed = {
         b"": "not a JSON object",
         b"[1]": "not a JSON object",
@@ -128,6 +138,11 @@ def test_control_files_parse_as_json_does_and_malformed_ones_say_why() -> None:
         b'{"id": "x", "n": -}': "not a JSON value",
         b'{"id": ["x"]}': "id is not a string",
         b'{"id": "x", "seconds": true}': "seconds is not a number",
+        b'{"id": "x", "engines": "sass"}': "engines: want a list of strings",
+        b'{"id": "x", "engines": ["sass", 1]}': "engines: want a list of strings",
+        b'{"id": "x", "engines": ["nsight"]}': "engines: an engine other than tracing, sass, pc_sampling",
+        b'{"id": "x", "session_ids": [["me"]]}': "session_ids: want a list of strings",
+        b'{"id": "x", "session_ids": ["me",]}': "session_ids: want a list of strings",
     }
     # a few are stricter than Python's reading (which takes str(["x"]) as an id, float(True) as seconds, 1e300
     # seconds, any nesting and any length): what an agent writes is none of these
@@ -271,10 +286,8 @@ def test_the_control_file(tmp_path: Path, cleanup: None) -> None:
     assert native.cap_poll() is None  # no steps without Python: a notice
     write({"id": "r6", "seconds": -1}, 7)
     assert native.cap_poll() is None
-    write({"id": "r7", "seconds": 60, "session_ids": [SID, "someoneelse00000"]}, 8)
-    assert (
-        native.cap_poll() is None
-    )  # some of the folder's sessions (remote capture): not read here, a notice
+    write({"id": "r7", "seconds": 60, "session_ids": ["someoneelse00000"]}, 8)
+    assert native.cap_poll() is None  # some of the folder's sessions (remote capture), not this one
     ctl.unlink()
     ctl.mkdir()
     os.utime(ctl, ns=(t0 + 9 * S, t0 + 9 * S))
@@ -298,10 +311,77 @@ def test_the_control_file(tmp_path: Path, cleanup: None) -> None:
         "a value is missing",
         "steps do not apply to a program without Python (gpufl.step())",
         "a capture's seconds must be positive",
-        "session_ids is not read by the injection build: not acted on",
         "not a regular file",
     ]
+    answers = [(r.request_id, r.outcome, r.engines) for r in recs if isinstance(r, events.CaptureRequest)]
+    assert answers == [("r1", "opened", ["tracing"]), ("r3", "extended", ["tracing"])]
     assert all(n.startswith(f"ignored {ctl}: ") for n in notes)
+
+
+def test_control_file_requests_are_answered_as_the_python_side_answers_them(
+    tmp_path: Path, cleanup: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Remote capture (#22) reads the answers back: the C controller answers each request it acts on with the
+    same capture_request record as gpufl.client.capture does for a session that runs tracing alone (the
+    injection build has no deep engines): opened, extended, refused with the reason (an engine it does not
+    run, the hour's budget spent, GPUFL_REMOTE_CAPTURE=0), engines and missing; session_ids read."""
+    monkeypatch.setenv("GPUFL_REMOTE_CAPTURE_BUDGET", "20")
+    native = _native()
+    t0 = 1_800_000_000 * S
+    c = CController(tmp_path, "on-demand", t0, log_dir=str(tmp_path))
+    py_out: list[events.Record] = []
+    clock = [t0]
+    py = capture.Capture(
+        capture.parse("on-demand"), [type("Tracing", (), {"name": "tracing", "set_capture": lambda s, on: None})()],
+        py_out.append, SID, log_dir=str(tmp_path), remote_budget_s=20, clock=lambda: clock[0],
+    )  # fmt: skip
+    ctl = tmp_path / capture.CONTROL_FILE
+
+    def ask(at: int, **req: Any) -> tuple[str | None, str | None]:
+        ctl.write_text(json.dumps({**req, "requester": "operator:k"}))
+        os.utime(ctl, ns=(t0 + at * S, t0 + at * S))
+        return native.cap_poll(), py.poll_control_file()
+
+    assert ask(1, id="a", seconds=5, engines=["tracing", "pc_sampling"]) == ("opened", "opened")
+    assert ask(2, id="b", seconds=8) == ("extended", "extended")
+    assert ask(3, id="d", seconds=1, engines=["sass"]) == ("refused", "refused")
+    c.at(t0 + 9 * S)
+    clock[0] = t0 + 9 * S
+    native.cap_tick(), py.tick()  # the window ran out
+    assert ask(4, id="e", seconds=10) == ("refused", "refused")  # 5 + 8 + 10 > 20 s this hour
+    assert ask(5, id="f", seconds=3, session_ids=["other0000000000a"]) == (None, None)  # not ours
+    assert ask(6, id="g", seconds=3, session_ids=["other0000000000a", SID]) == ("opened", "opened")
+    recs = c.records()
+
+    def answers(rs: list[events.Record]) -> list[tuple[Any, ...]]:
+        return [
+            (r.request_id, r.outcome, r.reason, r.engines, r.missing, r.requester)
+            for r in rs
+            if isinstance(r, events.CaptureRequest)
+        ]
+
+    assert (
+        answers(recs)
+        == answers(py_out)
+        == [
+            ("a", "opened", None, ["tracing"], ["pc_sampling"], "operator:k"),
+            ("b", "extended", None, ["tracing"], [], "operator:k"),
+            ("d", "refused", "engine_unavailable", [], ["sass"], "operator:k"),
+            ("e", "refused", "budget_spent", [], [], "operator:k"),
+            ("g", "opened", None, ["tracing"], [], "operator:k"),
+        ]
+    )
+    assert all(r.session_id == SID for r in recs if isinstance(r, events.CaptureRequest))
+    # GPUFL_REMOTE_CAPTURE=0: every request refused so, nothing opened
+    monkeypatch.setenv("GPUFL_REMOTE_CAPTURE", "0")
+    (tmp_path / "off").mkdir()
+    off = CController(tmp_path / "off", "on-demand", t0, log_dir=str(tmp_path))
+    ctl.write_text(json.dumps({"id": "i", "seconds": 1}))
+    os.utime(ctl, ns=(t0 + 9 * S, t0 + 9 * S))
+    assert native.cap_poll() == "refused"
+    got = off.records()
+    assert answers(got) == [("i", "refused", "remote_capture_disabled", [], [], None)]
+    assert not [r for r in got if isinstance(r, events.CaptureWindow)]
 
 
 CHILD = textwrap.dedent(

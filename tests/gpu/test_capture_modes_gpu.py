@@ -174,3 +174,78 @@ print("NAMES", sorted({e.name for e in cuda}))
     print("GPUFL", len(kernels), "copies/memsets", len(memsets_copies), "TORCH.PROFILER", theirs)
     assert theirs > 0 and len(kernels) + len(memsets_copies) == theirs, (len(kernels), theirs, tp.stdout)
     assert all(w.start_ns <= k.start_ns and k.end_ns <= w.end_ns for k in kernels)
+
+
+def _scope_records(log_dir: Path) -> list[events.Record]:
+    out: list[events.Record] = []
+    for p in sorted(log_dir.glob("*.scope.*.log")):
+        out += [events.decode(line) for line in p.read_bytes().splitlines() if line.strip()]
+    return out
+
+
+def test_a_continuous_session_opens_a_pc_sampling_window_on_request(
+    tmp_path: Path, tracing_path: str
+) -> None:
+    """Issue #22: "PC sampling for 10 s on a live job". In the default mode, a control-file request for tracing
+    and PC sampling opens a window of the deep engine alone — one ``profile_range`` inside it with PC samples —
+    while tracing never stops (kernels before, inside and after the window); a request for tracing alone is
+    answered ``continuous``. On the cupti-python path the deep engine cannot run: refused, PC sampling missing."""
+    log_dir = tmp_path / "logs"
+    proc = _run(
+        f"""
+        import json, os, time, torch, gpufl
+        s = gpufl.init(app_name="live", log_dir={str(log_dir)!r}, engines="tracing,pc_sampling,system")
+        x = torch.randn(512, 512, device="cuda")
+
+        def work(seconds):
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                global x
+                x = torch.relu(x @ x) / 512
+                torch.cuda.synchronize()
+
+        def ask(req):
+            tmp = os.path.join({str(log_dir)!r}, ".ctl.tmp")
+            with open(tmp, "w") as f:
+                json.dump(req, f)
+            os.rename(tmp, os.path.join({str(log_dir)!r}, "gpufl-control.json"))
+
+        work(1.0)
+        ask({{"id": "t1", "seconds": 1, "engines": ["tracing"]}})
+        work(1.5)  # read within a second
+        ask({{"id": "p1", "seconds": 2, "engines": ["tracing", "pc_sampling"]}})
+        work(4.0)  # read within a second, then 2 s of window
+        gpufl.shutdown()
+        """,
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    recs = _records(log_dir)
+    answers = {r.request_id: r for r in recs if isinstance(r, events.CaptureRequest)}
+    assert (answers["t1"].outcome, answers["t1"].engines, answers["t1"].missing) == (
+        "continuous",
+        ["tracing"],
+        [],
+    )
+    kernels = sorted((r for r in recs if isinstance(r, events.Kernel)), key=lambda k: k.start_ns)
+    windows = [r for r in recs if isinstance(r, events.CaptureWindow)]
+    if tracing_path == "cupti-python":
+        p1 = answers["p1"]
+        assert (p1.outcome, p1.reason, p1.missing) == ("refused", "engine_unavailable", ["pc_sampling"])
+        assert windows == [] and len(kernels) > 100
+        return
+    assert answers["p1"].outcome == "opened", answers["p1"]
+    (w,) = windows
+    assert (w.trigger.mode, w.trigger.request_id, w.engines, w.ended) == (
+        "continuous", "p1", ["pc_sampling"], "duration",
+    )  # fmt: skip
+    assert 1.9e9 <= w.end_ns - w.start_ns <= 3.5e9
+    before = [k for k in kernels if k.end_ns < w.start_ns]
+    inside = [k for k in kernels if w.start_ns <= k.start_ns and k.end_ns <= w.end_ns]
+    after = [k for k in kernels if k.start_ns > w.end_ns]
+    assert before and inside and after, (len(before), len(inside), len(after))  # tracing never stopped
+    ranges = [r for r in _scope_records(log_dir) if isinstance(r, events.ProfileRange)]
+    assert len(ranges) == 1 and ranges[0].engines == ["pc_sampling"] and not ranges[0].error, ranges
+    assert w.start_ns <= ranges[0].start_ns and ranges[0].end_ns <= w.end_ns + 500 * MS
+    samples = [r for r in _scope_records(log_dir) if isinstance(r, events.ProfileSample)]
+    assert samples and all(r.source == "pc_sampling" for r in samples)

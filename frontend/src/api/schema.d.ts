@@ -27,7 +27,7 @@ export interface paths {
         /**
          * Agent Captures
          * @description The open requests for ``host`` made after ``since_ns`` (the newest ``created_ns`` the agent has seen),
-         *     oldest first; with ``wait_s``, waits up to that long for one.
+         *     oldest first; with ``wait_s``, waits up to that long for one. A key bound to hosts names only those (403).
          */
         get: operations["agent_captures_api_v1_agent_captures_get"];
         put?: never;
@@ -1513,6 +1513,8 @@ export interface components {
         };
         /** KeyCreated */
         KeyCreated: {
+            /** Host Glob */
+            host_glob?: string | null;
             /** Id */
             id: string;
             /** Name */
@@ -1526,6 +1528,8 @@ export interface components {
         KeyInfo: {
             /** Created Ns */
             created_ns: number;
+            /** Host Glob */
+            host_glob?: string | null;
             /** Id */
             id: string;
             /** Name */
@@ -3190,6 +3194,8 @@ export interface operations {
         requestBody: {
             content: {
                 "application/json": {
+                    /** Host */
+                    host?: string | null;
                     /** Name */
                     name: string;
                     /**

@@ -112,8 +112,8 @@ export function Captures({ token, navigate }: { token: string | null; navigate: 
         )}
       </form>
       <p className="muted">
-        Every live session of the app on a matching host whose capture mode is not continuous opens a window when its agent hands the request
-        on; a session may refuse (one window at a time, an engine it does not run, its budget per hour, remote capture off). Needs an operator or admin
+        Every live session of the app on a matching host opens a window when its agent hands the request on (a session that traces
+        continuously is traced anyway: there only SASS or PC sampling opens a window); a session may refuse (one window at a time, an engine it does not run, its budget per hour, remote capture off). Needs an operator or admin
         key to request; any read key lists.
       </p>
       {error !== null && <ErrorState error={error} what="capture requests" />}

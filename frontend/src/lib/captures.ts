@@ -5,7 +5,7 @@ import type { Route } from './route';
 
 const REASONS: Record<string, string> = {
   window_open: 'refused: a window was open and could not be extended (one window at a time)',
-  engine_unavailable: 'refused: the session runs none of the engines asked for',
+  engine_unavailable: 'refused: the session runs none of the engines asked for (tracing continuously: none of the deep ones)',
   budget_spent: "refused: the session's remote-capture budget for this hour is spent",
   remote_capture_disabled: 'refused: remote capture is off in this process (GPUFL_REMOTE_CAPTURE=0)',
   no_answer: 'no answer from the session after the request expired',

@@ -2,8 +2,9 @@
 to the matching live sessions through the control file in the log folder, and report what was delivered.
 
 The agent polls the backend it already ships to (``HttpRequests``: a long poll, so a request reaches the
-folder well within a second), or, shipping over Kafka, reads the backend's control topic (``KafkaRequests``), and writes ``<folder>/gpufl-control.json`` atomically (a temporary file in the
-folder, then a rename), which the sessions' own background threads read at most once a second
+folder well within a second), or, shipping over Kafka, reads the backend's control topic and reports on the
+deliveries topic (``KafkaRequests``), and writes ``<folder>/gpufl-control.json`` atomically (a temporary file
+in the folder, then a rename), which the sessions' own background threads read at most once a second
 (docs/capture-modes.md): no socket in the training process. A request names an app and optionally a job;
 the sessions that match are this host's live sessions in the folder (their ``session_start`` says app, job,
 host and pid; a session whose process is gone is not asked). When every live session of the folder matches,
@@ -97,21 +98,27 @@ class HttpRequests:
 class KafkaRequests:
     """The backend's control topic ``<prefix>.captures`` (``gpufl.backend.capture_topic``), for agents that
     ship over Kafka. Each agent reads the whole topic (it must see every request, not a share), from the start,
-    and keeps the open requests for its host made after ``since_ns``. Deliveries
-    are not reported (no HTTP here): the backend learns of each session from its answer."""
+    and keeps the open requests for its host made after ``since_ns``. Deliveries are reported on the topic
+    ``<prefix>.capture-deliveries`` (one message a report, as the HTTP route's body plus ``request_id``), which
+    the backend's Kafka bridge stores after the same checks as the route."""
 
     def __init__(self, brokers: str, prefix: str, host: str, settings: dict[str, str] | None = None) -> None:
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
         from confluent_kafka.admin import AdminClient, NewTopic
 
         self.topic = f"{prefix}.captures"
+        self.deliveries_topic = f"{prefix}.capture-deliveries"
         conf: dict[str, Any] = {**(settings or {}), "bootstrap.servers": brokers}
         # The topic's one partition is assigned, not joined through a group: a group's join and rebalance took
         # 25 s on Tansu, and every agent reads every request anyway. Made here too when missing (as by the
         # backend at its first request), so the assignment has a partition to read from the start.
         admin = AdminClient(conf)
-        if self.topic not in admin.list_topics(timeout=10).topics:
-            for fut in admin.create_topics([NewTopic(self.topic, num_partitions=1)]).values():
+        have = admin.list_topics(timeout=10).topics
+        missing = [
+            NewTopic(t, num_partitions=1) for t in (self.topic, self.deliveries_topic) if t not in have
+        ]
+        if missing:
+            for fut in admin.create_topics(missing).values():
                 try:
                     fut.result(timeout=10)
                 except Exception as e:  # made meanwhile by the backend or another agent
@@ -125,6 +132,7 @@ class KafkaRequests:
             }
         )
         self._consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
+        self._producer = Producer({**conf, "acks": "all"})
 
     def poll(self, host: str, since_ns: int, wait_s: float) -> list[dict[str, Any]]:
         now = time.time_ns()
@@ -146,12 +154,32 @@ class KafkaRequests:
         return out
 
     def report(self, rid: str, host: str, sessions: list[tuple[str, str | None]]) -> None:
-        for sid, error in sessions:
-            if error is not None:
-                log.warning("remote capture %s: session %s not delivered: %s", rid, sid, error)
+        """Publish the report and wait for the brokers' ack; one that cannot be published is logged (the
+        sessions' own answers still arrive through ingest)."""
+        errors: list[str] = []
+        try:
+            for i in range(0, len(sessions), REPORT_MAX):
+                part = sessions[i : i + REPORT_MAX]
+                body = {
+                    "request_id": rid, "host": host,
+                    "sessions": [{"session_id": s, "error": e and e[:200]} for s, e in part],
+                }  # fmt: skip
+                self._producer.produce(
+                    self.deliveries_topic,
+                    key=rid.encode(),
+                    value=json.dumps(body).encode(),
+                    on_delivery=lambda err, _msg: errors.append(str(err)) if err else None,
+                )
+            if self._producer.flush(10):
+                errors.append("not acknowledged in 10 s")
+        except Exception as e:  # never end the agent's poller over a report
+            errors.append(f"{type(e).__name__}: {e}")
+        if errors:
+            log.warning("remote capture %s: delivery report not published: %s", rid, "; ".join(errors))
 
     def close(self) -> None:
         self._consumer.close()
+        self._producer.flush(5)
 
 
 def write_control_file(folder: str, request: dict[str, Any]) -> str:

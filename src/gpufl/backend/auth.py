@@ -9,6 +9,7 @@ the same way (``install_bootstrap``).
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import hmac
 import logging
@@ -44,10 +45,23 @@ def new_token() -> tuple[str, str, str]:
     return key_id, f"gpufl_{key_id}_{secret}", hash_secret(secret)
 
 
-def create_key(store: SqlStore, role: Role, name: str) -> tuple[str, str]:
+def create_key(store: SqlStore, role: Role, name: str, host_glob: str | None = None) -> tuple[str, str]:
+    """A new key: (id, token). ``host_glob``: an ingest key bound to the hosts it matches (the agent routes
+    refuse other hosts: ``host_allowed``); other roles cannot be bound (ValueError)."""
+    if host_glob is not None and role != Role.ingest:
+        raise ValueError(f"only ingest keys can be bound to hosts (not {role.value})")
     key_id, token, h = new_token()
-    store.add_key(key_id, name, role.value, h)
+    store.add_key(key_id, name, role.value, h, host_glob)
     return key_id, token
+
+
+def host_allowed(store: SqlStore, key_id: str, host: str) -> str | None:
+    """Why the key may not name ``host`` on the agent routes (it is bound to a glob that does not match),
+    else None (unbound keys, every key before migration 10, name any host)."""
+    glob = store.key_host_glob(key_id)
+    if glob is None or fnmatch.fnmatchcase(host, glob):
+        return None
+    return f"key {key_id} is bound to hosts {glob!r}: it may not name host {host!r}"
 
 
 class BootstrapError(ValueError):

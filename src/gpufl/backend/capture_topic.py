@@ -5,8 +5,13 @@
 Each message is one request as JSON (``id``, ``app``, ``host_glob``, ``job_id``, ``engines``, ``seconds``,
 ``requester``, ``created_ns``, ``expires_ns``), keyed by its id. Every agent reads the whole topic and keeps
 the requests whose host glob matches its host: a Kafka deployment's access to the topic is the brokers'
-(ACLs), not the backend's. Agents over Kafka report no deliveries; a session's status starts when its own
-answer (``capture_request``) arrives through ingest (``store/captures.py``).
+(ACLs), not the backend's.
+
+Agents over Kafka report the sessions they handed a request to on ``<prefix>.capture-deliveries``: one
+message a report, ``{"request_id", "host", "sessions": [{"session_id", "error"}]}``, which the Kafka bridge
+stores (``record_deliveries``) after the checks ``POST /agent/captures/{id}/deliveries`` makes (the request
+exists, its host glob matches the host); a report that fails them is logged and dropped. Keys play no part
+there: who may write the topic is the brokers' matter, as for the record topics.
 """
 
 from __future__ import annotations
@@ -16,13 +21,42 @@ import logging
 import threading
 from typing import Any
 
+from pydantic import ValidationError
+
+from gpufl.backend.api.capture import DeliveryReport
 from gpufl.backend.config import Settings
+from gpufl.backend.store import NotFound, SqlStore
+from gpufl.backend.store.captures import host_matches
 
 log = logging.getLogger("gpufl.backend")
 
 
 def topic_name(prefix: str) -> str:
     return f"{prefix}.captures"
+
+
+def deliveries_topic(prefix: str) -> str:
+    return f"{prefix}.capture-deliveries"
+
+
+def record_deliveries(store: SqlStore, value: bytes) -> str | None:
+    """Store one delivery report from the deliveries topic: None, or why it was not stored."""
+    try:
+        msg = json.loads(value)
+        rid = msg["request_id"]
+        if not isinstance(rid, str):
+            raise TypeError("request_id: want a string")
+        report = DeliveryReport.model_validate({"host": msg["host"], "sessions": msg["sessions"]})
+    except (ValueError, KeyError, TypeError, ValidationError) as e:  # ValidationError: a ValueError too
+        return f"unreadable delivery report: {str(e)[:200]}"
+    try:
+        req = store.get_capture_request(rid)
+    except NotFound:
+        return f"no capture request {rid[:100]!r}"
+    if not host_matches(req["host_glob"], report.host):
+        return f"capture {rid} is not addressed to host {report.host!r}"
+    store.add_deliveries(rid, report.host, [(d.session_id, d.error) for d in report.sessions])
+    return None
 
 
 class CaptureTopic:

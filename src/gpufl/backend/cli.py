@@ -277,6 +277,11 @@ def admin_command(cmd: str, argv: Sequence[str]) -> None:
             "--role", required=True, choices=[r.value for r in auth.Role], help="what the key may do"
         )
         c.add_argument("--name", required=True, help="a label for the key (who or what uses it)")
+        c.add_argument(
+            "--host-glob",
+            help="ingest keys only: bind the key to the hosts matching this glob (e.g. 'node-*'); the agent "
+            "routes refuse it any other host. Default: any host",
+        )
         sub.add_parser("list", parents=[common])
         r = sub.add_parser("revoke", parents=[common])
         r.add_argument("key_id")
@@ -325,16 +330,20 @@ def admin_command(cmd: str, argv: Sequence[str]) -> None:
                 print(f"deleted {sid} ({why})")
             return
         if ns.action == "create":
+            if ns.host_glob is not None and ns.role != auth.Role.ingest.value:
+                die("--host-glob binds ingest keys only", 2)
             if remote:
-                print(_api("POST", url, token, "/keys", {"role": ns.role, "name": ns.name})["token"])
+                body = {"role": ns.role, "name": ns.name, **({"host": ns.host_glob} if ns.host_glob else {})}
+                print(_api("POST", url, token, "/keys", body)["token"])
             else:
-                print(auth.create_key(store, auth.Role(ns.role), ns.name)[1])
+                print(auth.create_key(store, auth.Role(ns.role), ns.name, ns.host_glob)[1])
         elif ns.action == "list":
             items = _api("GET", url, token, "/keys")["items"] if remote else store.list_keys()
-            print(f"{'ID':<18} {'ROLE':<7} {'CREATED':<21} {'REVOKED':<21} NAME")
+            print(f"{'ID':<18} {'ROLE':<8} {'HOSTS':<12} {'CREATED':<21} {'REVOKED':<21} NAME")
             for k in items:
+                hosts = k.get("host_glob") or "*"
                 print(
-                    f"{k['id']:<18} {k['role']:<7} {_ts(k['created_ns']):<21} {_ts(k['revoked_ns']):<21} {k['name']}"
+                    f"{k['id']:<18} {k['role']:<8} {hosts:<12} {_ts(k['created_ns']):<21} {_ts(k['revoked_ns']):<21} {k['name']}"
                 )
         else:
             if remote:

@@ -8,7 +8,9 @@ counted and committed (re-reading them would never make them valid). If the stor
 seeks back to the batch's first offsets and retries. With PostgreSQL several backends share the topics'
 partitions through the consumer group.
 
-A message's value is one record, an NDJSON batch, or a JSON array of records.
+A message's value is one record, an NDJSON batch, or a JSON array of records. The bridge also consumes the
+agents' remote-capture delivery reports (``<prefix>.capture-deliveries``, ``capture_topic``), stored with
+the same commit rule.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from gpufl.backend.capture_topic import deliveries_topic, record_deliveries
 from gpufl.backend.config import Settings
 from gpufl.backend.ingest import BadBody, IngestResult, ingest_raws, split_records
 from gpufl.backend.metrics import Metrics, reason_class
@@ -39,6 +42,7 @@ class KafkaBridge:
         self.metrics = metrics
         self.poll_timeout_s = poll_timeout_s
         self.topics = {f"{settings.kafka_topic_prefix}.{s}": s for s in STREAMS}
+        self.deliveries = deliveries_topic(settings.kafka_topic_prefix)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="gpufl-kafka", daemon=True)
         self.batches = 0
@@ -61,7 +65,7 @@ class KafkaBridge:
                 "topic.metadata.refresh.interval.ms": 2000,
             }
         )
-        c.subscribe(list(self.topics))
+        c.subscribe([*self.topics, self.deliveries])
         return c
 
     def start(self) -> None:
@@ -99,6 +103,7 @@ class KafkaBridge:
 
     def _handle(self, consumer: Consumer, msgs: list[Any]) -> None:
         raws: dict[str, list[bytes]] = defaultdict(list)
+        reports: list[bytes] = []
         first: dict[tuple[str, int], int] = {}
         for m in msgs:
             err = m.error()
@@ -110,6 +115,9 @@ class KafkaBridge:
             first.setdefault(key, m.offset())
             stream = self.topics.get(m.topic())
             value = m.value()
+            if m.topic() == self.deliveries and value:
+                reports.append(value)
+                continue
             if stream is None or not value:
                 continue
             try:
@@ -119,6 +127,10 @@ class KafkaBridge:
                 if self.metrics is not None:
                     self.metrics.rejected.labels("malformed").inc()
         try:
+            for value in reports:
+                why = record_deliveries(self.store, value)
+                if why is not None:
+                    log.warning("kafka: remote capture delivery report dropped: %s", why)
             for stream, rs in raws.items():
                 for i in range(0, len(rs), self.settings.max_batch_records):
                     self._account(

@@ -4,7 +4,9 @@ Full tracing costs a launch-bound program +10…+20 % (CUPTI's own floor is most
 in production. A session's capture mode (``gpufl.init(capture=...)``, ``GPUFL_CAPTURE``, ``gpufl run
 --capture``) says when it traces:
 
-- ``continuous`` (the default): always, as before contract v5. No controller runs, nothing changes.
+- ``continuous`` (the default): always, as before contract v5. Its controller only reads the control file:
+  a request for tracing alone is answered ``continuous``; one for a deep engine (``sass``, ``pc_sampling``)
+  opens a window of that engine alone (issue #22: "PC sampling for 10 s on a live job"), under the same rules.
 - ``windows:ON/PERIOD`` (e.g. ``windows:2s/60s``; plain ``windows`` is that preset, ``gpufl run --always-on``):
   a window of ON seconds every PERIOD seconds, the first at start. System sampling runs throughout.
 - ``on-demand``: nothing until a trigger asks.
@@ -186,12 +188,15 @@ class Capture:
         """Open a window (or extend / refuse, when one is open). Without ``seconds``, ``steps`` or a scope, the
         window lasts ``default_seconds`` (GPUFL_CAPTURE_SECONDS). ``engines``: what the window switches on
         (``tracing`` by default; ``sass``/``pc_sampling`` open a deep range where the session runs them)."""
-        if self.plan.mode == "continuous":
-            return "continuous"
         want = tuple(engines) if engines else DEFAULT_ENGINES
         unknown = set(want) - set(ENGINES)
         if unknown:
             raise ValueError(f"unknown capture engine(s): {', '.join(sorted(unknown))}")
+        if self.plan.mode == "continuous":
+            # tracing is on throughout: a window here is the deep engines' alone, and never switches tracing
+            want = tuple(e for e in want if e in DEEP_ENGINES)
+            if not want:
+                return "continuous"
         if seconds is None and steps is None and scope_inst is None:
             seconds = self.default_seconds
         if (seconds is not None and seconds <= 0) or (steps is not None and steps <= 0):
@@ -336,12 +341,18 @@ class Capture:
         self._control_seen.add(rid)
         return self._answer(rid, seconds, steps, requester, engines or list(DEFAULT_ENGINES), path)
 
-    def available_engines(self) -> set[str]:
-        """The window engines this session runs (the deep engine serves those it started with)."""
+    def available_engines(self, deep: bool = True) -> set[str]:
+        """The window engines this session runs (the deep engine serves those it can run now: ``runnable``,
+        which sets it up on the first ask; ``deep=False``: not asked, so a tracing request sets nothing up)."""
         out: set[str] = set()
         for e in self.engines:
             if e.name == "deep":
-                out |= set(getattr(e, "engines", None) or DEEP_ENGINES)
+                if not deep:
+                    continue
+                runnable = getattr(e, "runnable", None)
+                out |= set(
+                    runnable() if runnable is not None else getattr(e, "engines", None) or DEEP_ENGINES
+                )
             elif e.name in ENGINES:
                 out.add(e.name)
         return out
@@ -351,12 +362,12 @@ class Capture:
         path: str,
     ) -> Outcome:  # fmt: skip
         """Act on a control-file request and say what became of it (a ``capture_request`` record)."""
-        available = self.available_engines()
+        available = self.available_engines(deep=bool(DEEP_ENGINES & set(want)))
         usable = [e for e in want if e in available]
         missing = [e for e in want if e not in available]
 
         def answer(outcome: Outcome, reason: events.capture.RefusalReason | None = None) -> Outcome:
-            on = usable if outcome in ("opened", "extended") else []
+            on = usable if outcome != "refused" else []  # continuous: what is on throughout (tracing)
             self.emit(
                 events.CaptureRequest(
                     session_id=self.session_id, stream="device", ts_ns=self.clock(), request_id=rid,
@@ -365,11 +376,13 @@ class Capture:
             )  # fmt: skip
             return outcome
 
-        if self.plan.mode == "continuous":
-            return answer("continuous")
+        continuous = self.plan.mode == "continuous"
+        if continuous and usable and not DEEP_ENGINES & set(want):
+            return answer("continuous")  # tracing alone asked for: it is on throughout, nothing to do
         if not self.remote:
             return answer("refused", "remote_capture_disabled")
-        if not usable:
+        if not usable or (continuous and not DEEP_ENGINES & set(usable)):
+            # continuous: tracing is on anyway, but none of the deep engines asked for runs here
             return answer("refused", "engine_unavailable")
         cost = seconds if seconds is not None else (0.0 if steps is not None else self.default_seconds)
         with self._lock:
@@ -390,11 +403,10 @@ class Capture:
 
     def start(self) -> None:
         """The background thread, SIGUSR2 (when the program has no handler), and the mode's first window."""
-        if self.plan.mode == "continuous":
-            return
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
-        self._install_usr2()
+        if self.plan.mode != "continuous":  # SIGUSR2 asks for tracing, which a continuous session runs anyway
+            self._install_usr2()
         self.tick()
         self._thread = threading.Thread(target=self._run, name="gpufl-capture", daemon=True)
         self._thread.start()

@@ -82,7 +82,7 @@ class Session:
         self.disabled = False  # by the watchdog: a gpufl thread got stuck
         self.watchdog = Watchdog(opts.watchdog_s, self._stalled)
         self._device_stream = device_stream
-        self.capture: capture_modes.Capture | None = None  # when tracing is on, in any mode but continuous
+        self.capture: capture_modes.Capture | None = None  # the capture controller (any mode), once started
         # The scope and system streams are written by Python; the device stream's writer is chosen in start(),
         # once the engines are prepared (the native record path writes it in C).
         self.writers: dict[str, RecordWriter] = {}
@@ -155,7 +155,7 @@ class Session:
 
     def _start_capture(self) -> None:
         plan = capture_modes.parse(self.options.capture)
-        if plan.mode == "continuous" or "device" not in self.writers:
+        if "device" not in self.writers:  # gpufl run: the program's injection library runs the windows
             return
         switchable = [e for e in self.engines if hasattr(e, "set_capture")]
         device = self.writers["device"]
@@ -357,12 +357,13 @@ def capture(
     requester: str | None = None,
 ) -> str:
     """Trace for ``seconds`` from now, or for the next ``steps`` ``gpufl.step()`` steps (the step running now
-    counts as the first), in a session whose capture mode is not ``continuous`` (docs/capture-modes.md).
-    ``engines``: what the window switches on — ``tracing`` (the default), and ``sass`` / ``pc_sampling`` (a
-    deep range for the window, where the session runs that engine: ``gpufl.init(engines=...)``).
+    counts as the first) (docs/capture-modes.md). ``engines``: what the window switches on — ``tracing`` (the
+    default), and ``sass`` / ``pc_sampling`` (a deep range for the window, where the session runs that engine:
+    ``gpufl.init(engines=...)``). In a ``continuous`` session tracing is on throughout: only a deep engine
+    opens a window there (of that engine alone).
     Returns ``opened``, ``extended`` (a window was open: it now ends later), ``refused`` (a window was open and
-    ends no earlier, or in another unit), ``continuous`` (the session traces throughout) or ``off`` (no session,
-    or it does not trace kernels)."""
+    ends no earlier, or in another unit), ``continuous`` (the session traces throughout and no deep engine was
+    asked for) or ``off`` (no session, or it does not trace kernels)."""
     unknown = set(engines or ()) - set(capture_modes.ENGINES)
     if unknown:
         raise ValueError(f"unknown capture engine(s): {', '.join(sorted(unknown))}")

@@ -42,15 +42,17 @@ class CaptureTrigger(msgspec.Struct, omit_defaults=True, kw_only=True):
 
 
 class CaptureWindow(Record, tag="capture_window", kw_only=True):
-    """Kernel tracing was on from ``start_ns`` to ``end_ns`` (a session not in ``continuous`` mode). Records of
-    the window's kernels complete after it closes may still arrive; records outside every window of such a
-    session were not recorded."""
+    """Kernel tracing was on from ``start_ns`` to ``end_ns`` (a session not in ``continuous`` mode; in a
+    ``continuous`` one, ``trigger.mode`` ``continuous``, the window of a deep engine asked for on the way, tracing
+    being on throughout). Records of the window's kernels complete after it closes may still arrive; records
+    outside every window of a session not in ``continuous`` mode were not recorded."""
 
     start_ns: Ns
     end_ns: Ns
     trigger: CaptureTrigger
     engines: list[str] = []
-    """The engines the window switched on (``tracing``)."""
+    """The engines the window switched on (``tracing``, ``sass``, ``pc_sampling``; never ``tracing`` in a
+    ``continuous`` session, where it is on throughout)."""
     requester: str | None = None
     """Who asked: the control file's ``requester``, ``gpufl.capture(requester=...)``; null for the schedule."""
     ended: WindowEnd
@@ -77,14 +79,16 @@ class CaptureRequest(Record, tag="capture_request", kw_only=True):
     """The control file's ``id``."""
     outcome: RequestOutcome
     """``opened`` a window, ``extended`` the open one, ``refused`` (``reason`` says why), or ``continuous``:
-    the session traces throughout, so the request needs no window (its kernels are recorded anyway)."""
+    the session traces throughout and the request asked for tracing alone, so it needs no window (its kernels
+    are recorded anyway; a deep engine asked of such a session opens a window of its own)."""
     reason: RefusalReason | None = None
     """Why it was refused: one window at a time and the open one cannot be extended so (``window_open``); none of
     the engines asked for runs in this session (``engine_unavailable``); the session's budget of remote
     capture per hour is spent (``budget_spent``); remote capture is off in this process
     (``GPUFL_REMOTE_CAPTURE=0``, ``remote_capture_disabled``)."""
     engines: list[str] = []
-    """The engines the window switches on (opened, extended)."""
+    """The engines the window switches on (opened, extended); in a ``continuous`` session tracing among them when
+    asked for, on throughout (``continuous``: only it)."""
     missing: list[str] = []
     """Engines asked for that this session does not run (the window opens without them)."""
     requester: str | None = None

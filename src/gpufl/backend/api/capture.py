@@ -57,7 +57,7 @@ class CaptureSession(BaseModel):
     (nothing came back after the request expired); ``continuous`` for a done session that traces throughout;
     ``session_not_stored`` while none of its records are stored."""
     delivered_ns: int | None
-    """When the agent reported it; None for a session that answered without a report (agents over Kafka)."""
+    """When the agent reported it; None for a session that answered before (or without) its agent's report."""
     start_ns: int | None
     """The session's start (its session_start), None until stored: the timeline's origin for ``window``."""
     answer: dict[str, Any] | None

@@ -367,6 +367,8 @@ class KeyCreated(BaseModel):
     name: str
     role: str
     token: str
+    host_glob: str | None = None
+    """The hosts an ingest key may name on the agent routes; None: any host."""
 
 
 class KeyInfo(BaseModel):
@@ -375,6 +377,8 @@ class KeyInfo(BaseModel):
     role: str
     created_ns: int
     revoked_ns: int | None
+    host_glob: str | None = None
+    """The hosts an ingest key may name on the agent routes; None: any host."""
 
 
 class KeyList(BaseModel):

@@ -3,11 +3,12 @@ and each session's status, derived from what the sessions themselves reported.
 
 A request names an app, a host glob and optionally a job; agents poll for the open requests that match
 their host (``open_captures``) and report each session they wrote the control file for (``add_deliveries``).
-A session's status is read, never stored: ``delivered`` by the agent's report (agents over Kafka report
-none: their sessions appear when they answer), ``running`` or ``failed`` by
+A session's status is read, never stored: ``delivered`` by the agent's report (over HTTP, or over Kafka
+through the bridge; a session whose report is lost appears when it answers), ``running`` or ``failed`` by
 the session's ``capture_request`` answer (contract v7), ``done`` by its ``capture_window`` record with that
-``request_id``, or ``done`` at once for a session that traces continuously. Requests and deliveries are not
-session data: deleting a session leaves them (the status then says the session is gone)."""
+``request_id``, or ``done`` at once for a session that traces continuously when the request asks for tracing
+alone (one asking for a deep engine waits for the session's answer and window like any other). Requests and
+deliveries are not session data: deleting a session leaves them (the status then says the session is gone)."""
 
 from __future__ import annotations
 
@@ -95,7 +96,7 @@ class CaptureStore(SqlEngine):
                WHERE d.request_id = ? ORDER BY d.host, d.session_id""",
             [rid],
         )
-        # Sessions that answered without a delivery report (agents over Kafka report none): their records
+        # Sessions that answered without a delivery report (not yet stored, or lost): their records
         # name the request (bodies are compact JSON: msgspec's encoding).
         named = f'%"request_id":"{rid}"%'
         known = {r[0] for r in rows}
@@ -111,7 +112,8 @@ class CaptureStore(SqlEngine):
             if r[0] not in known
         ]
         late = now > req["expires_ns"] + int(req["seconds"] * 1e9) + UNANSWERED_GRACE_NS
-        sessions = [self._session_status(rid, r, late) for r in rows]
+        deep = bool({"sass", "pc_sampling"} & set(req["engines"]))
+        sessions = [self._session_status(rid, r, late, deep) for r in rows]
         expired = now >= req["expires_ns"]
         if not sessions:
             status = "expired" if expired else "requested"
@@ -124,7 +126,8 @@ class CaptureStore(SqlEngine):
                 status = "done"  # some sessions delivered; each one's own status says which failed
         return {**req, "status": status, "expired": expired, "sessions": sessions}
 
-    def _session_status(self, rid: str, row: tuple[Any, ...], late: bool) -> dict[str, Any]:
+    def _session_status(self, rid: str, row: tuple[Any, ...], late: bool, deep: bool) -> dict[str, Any]:
+        """``deep``: the request asks for a deep engine, which a continuous session opens a window for."""
         sid, host, delivered_ns, error, app, job_id, header, start_ns = row
         out: dict[str, Any] = {
             "session_id": sid, "host": host, "app": app, "job_id": job_id, "delivered_ns": delivered_ns,
@@ -168,7 +171,7 @@ class CaptureStore(SqlEngine):
             if answer["outcome"] == "continuous":
                 return {**out, "status": "done", "reason": "continuous"}
             return {**out, "status": "running"}
-        if mode == "continuous":
+        if mode == "continuous" and not deep:  # tracing alone: on throughout (older clients answer nothing)
             return {**out, "status": "done", "reason": "continuous"}
         if (
             app is None

@@ -1,4 +1,5 @@
-"""API keys: stored hashed, revoked rather than deleted."""
+"""API keys: stored hashed, revoked rather than deleted; an ingest key may be bound to a host glob (the hosts
+it may name on the agent routes, issue #22)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ from gpufl.backend.store.engine import SqlEngine
 class KeyStore(SqlEngine):
     # ---- API keys ------------------------------------------------------------------------------------
 
-    def add_key(self, key_id: str, name: str, role: str, key_hash: str) -> None:
+    def add_key(self, key_id: str, name: str, role: str, key_hash: str, host_glob: str | None = None) -> None:
         with self._write() as cur:
             self._exec(
                 cur,
-                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, NULL)",
-                [key_id, name, role, key_hash, time.time_ns()],
+                "INSERT INTO api_keys (id, name, role, hash, created_ns, host_glob) VALUES (?, ?, ?, ?, ?, ?)",
+                [key_id, name, role, key_hash, time.time_ns(), host_glob],
             )
 
     def put_key(self, key_id: str, name: str, role: str, key_hash: str) -> None:
@@ -26,7 +27,7 @@ class KeyStore(SqlEngine):
             self._exec(cur, "DELETE FROM api_keys WHERE id = ?", [key_id])
             self._exec(
                 cur,
-                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, NULL)",
+                "INSERT INTO api_keys (id, name, role, hash, created_ns) VALUES (?, ?, ?, ?, ?)",
                 [key_id, name, role, key_hash, time.time_ns()],
             )
 
@@ -35,11 +36,15 @@ class KeyStore(SqlEngine):
         row = self._one("SELECT role, hash, revoked_ns FROM api_keys WHERE id = ?", [key_id])
         return (row[0], row[1], row[2]) if row else None
 
+    def key_host_glob(self, key_id: str) -> str | None:
+        """The hosts a key may name on the agent routes (a shell glob); None: any host (unbound)."""
+        row = self._one("SELECT host_glob FROM api_keys WHERE id = ?", [key_id])
+        return row[0] if row else None
+
     def list_keys(self) -> list[dict[str, Any]]:
-        rows = self._all(
-            "SELECT id, name, role, created_ns, revoked_ns FROM api_keys ORDER BY created_ns, id"
-        )
-        return [dict(zip(("id", "name", "role", "created_ns", "revoked_ns"), r, strict=True)) for r in rows]
+        cols = ("id", "name", "role", "created_ns", "revoked_ns", "host_glob")
+        rows = self._all(f"SELECT {', '.join(cols)} FROM api_keys ORDER BY created_ns, id")
+        return [dict(zip(cols, r, strict=True)) for r in rows]
 
     def revoke_key(self, key_id: str) -> bool:
         with self._write() as cur:

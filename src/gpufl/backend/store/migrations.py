@@ -111,7 +111,15 @@ def _v9(engine: str, sql_types: dict[str, str]) -> list[str]:
     ]
 
 
-MIGRATIONS: dict[int, Migration] = {1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7, 8: _v8, 9: _v9}
+def _v10(engine: str, sql_types: dict[str, str]) -> list[str]:
+    """Ingest keys bound to hosts (issue #22): a key's ``host_glob`` limits the hosts it may name on the agent
+    routes (``store/keys.py``); NULL, every key before this, names any host."""
+    return [f"ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS host_glob {sql_types['T']}"]
+
+
+MIGRATIONS: dict[int, Migration] = {
+    1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7, 8: _v8, 9: _v9, 10: _v10,
+}  # fmt: skip
 LATEST = max(MIGRATIONS)
 
 

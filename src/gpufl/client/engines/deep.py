@@ -132,6 +132,15 @@ class DeepEngine:
             if self._open == 0:
                 self._end()
 
+    def runnable(self) -> list[str]:
+        """The deep engines a window asking for them would run now (``sass``, ``pc_sampling``): set up on the
+        first ask, as a range's begin would (CUPTI's deep APIs need the program's CUDA context); none while no
+        context exists yet or once the engines are disabled (no GPU, CUPTI refused). A capture request is
+        answered from this, so an answer never names an engine that could not run."""
+        if self.disabled or (not self.ready and not self._setup()):
+            return []
+        return list(self.engines)
+
     def range_begin(self, inst: int) -> None:
         if self.options.deep == "scopes" and self._open is None:
             self._begin(inst)

@@ -27,14 +27,15 @@ static PyObject *h_parse(PyObject *self, PyObject *arg) {
                          (long long)p.first_step, (long long)p.last_step, p.text);
 }
 
-/* cap_control_parse(bytes) -> {key: value} of what was read; ValueError says why not */
+/* cap_control_parse(bytes) -> {key: value} of what was read (session_ids: whether it names "me"; engines:
+ * the CAP_E_* bits); ValueError says why not */
 static PyObject *h_control_parse(PyObject *self, PyObject *arg) {
     char *s;
     Py_ssize_t n;
     if (PyBytes_AsStringAndSize(arg, &s, &n)) return NULL;
     ControlRequest r;
     char err[128];
-    if (control_parse(s, (size_t)n, &r, err, sizeof err)) return PyErr_Format(PyExc_ValueError, "%s", err);
+    if (control_parse(s, (size_t)n, &r, "me", err, sizeof err)) return PyErr_Format(PyExc_ValueError, "%s", err);
     PyObject *d = PyDict_New();
     if (!d) return NULL;
     PyObject *v = PyUnicode_DecodeUTF8(r.id, (Py_ssize_t)strlen(r.id), "strict");
@@ -52,6 +53,8 @@ static PyObject *h_control_parse(PyObject *self, PyObject *arg) {
     PUT(r.has_session && !r.session_is_string, "session_id", (Py_INCREF(Py_False), Py_False))
     PUT(r.has_seconds, "seconds", PyFloat_FromDouble(r.seconds))
     PUT(r.has_steps, "steps", PyFloat_FromDouble(r.steps))
+    PUT(r.has_session_ids, "session_ids_name_me", PyBool_FromLong(r.names_me))
+    PUT(r.engines, "engines", PyLong_FromUnsignedLong(r.engines))
 #undef PUT
     if (bad) {
         Py_DECREF(d);

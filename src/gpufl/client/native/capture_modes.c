@@ -7,7 +7,10 @@
  * control file `<log_dir>/gpufl-control.json` (control_file.c parses it). One window at a time: a request
  * during a window extends it when it asks for a later end, and is refused otherwise. Every window becomes one
  * `capture_window` record on the device stream when it closes; a control file that cannot be acted on
- * becomes a `notice` record (there is no log to write to inside someone else's program).
+ * becomes a `notice` record (there is no log to write to inside someone else's program). Each control-file
+ * request acted on is answered by a `capture_request` record (contract v7, remote capture: issue #22), with
+ * the Python side's rules: GPUFL_REMOTE_CAPTURE=0 refuses them all, GPUFL_REMOTE_CAPTURE_BUDGET (seconds an
+ * hour, default 120) bounds their windows, the deep engines (sass, pc_sampling) are missing here.
  *
  * One small thread runs the schedule, closes windows that ran out and polls the control file at most once a
  * second; the program's threads never wait on it (the launch path does not know it exists: a window switches
@@ -18,10 +21,13 @@
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #define POLL_NS 1000000000LL /* the control file: at most once a second */
 #define SEEN_N 256          /* control-file request ids remembered (hashes): a rewrite with the same id is a no-op */
+#define SPENT_N 256         /* control-file windows remembered for the budget (an hour's worth, at most) */
+#define HOUR_NS 3600000000000LL
 
 const char *const CAP_MODES[] = {"continuous", "windows", "on-demand", "steps"};
 const char *const CAP_OUTCOMES[] = {"opened", "extended", "refused", "continuous"};
@@ -54,6 +60,13 @@ static struct {
     pthread_t thread;
     int thread_on, stop, usr2_installed, atfork_set;
     uint64_t windows, notices;
+    int remote;          /* GPUFL_REMOTE_CAPTURE: act on control-file requests at all */
+    double budget_s;     /* GPUFL_REMOTE_CAPTURE_BUDGET: seconds of their windows an hour */
+    struct {
+        int64_t at;
+        double s;
+    } spent[SPENT_N];
+    size_t nspent;
 } g_cap = {.mu = PTHREAD_MUTEX_INITIALIZER, .wake_r = -1, .wake_w = -1};
 
 /* ------------------------------------------------------------------------------------------------ parsing */
@@ -204,6 +217,34 @@ static void write_window(const CapWindow *v, int64_t end_ns, const char *ended) 
     g_cap.windows++;
 }
 
+/* The answer to a control-file request (contract v7): what became of it. `on`: tracing switched (opened,
+ * extended); `missing`: the CAP_E_* asked for that this build does not run. */
+static void write_answer(const ControlRequest *r, CapOutcome outcome, const char *reason, int on, unsigned missing) {
+    Writer *w = g_cap.w;
+    if (!w) return;
+    sbuf *b = &w->pending;
+    size_t before;
+    pthread_mutex_lock(&w->mu);
+    begin_record_locked(w, "capture_request", &before);
+    KEY_I64(b, ",\"ts_ns\":", g_cap.clock());
+    put_str(b, ",\"request_id\":", r->id);
+    put_str(b, ",\"outcome\":", CAP_OUTCOMES[outcome]);
+    if (reason) put_str(b, ",\"reason\":", reason);
+    if (on) SB_LIT(b, ",\"engines\":[\"tracing\"]");
+    if (missing) {
+        SB_LIT(b, ",\"missing\":[");
+        const char *sep = "";
+        if (missing & CAP_E_TRACING) SB_LIT(b, "\"tracing\""), sep = ",";
+        if (missing & CAP_E_SASS) sb_put(b, sep, strlen(sep)), SB_LIT(b, "\"sass\""), sep = ",";
+        if (missing & CAP_E_PC_SAMPLING) sb_put(b, sep, strlen(sep)), SB_LIT(b, "\"pc_sampling\"");
+        SB_LIT(b, "]");
+    }
+    if (r->has_requester) put_str(b, ",\"requester\":", r->requester);
+    SB_LIT(b, "}\n");
+    w_account_locked(w, before);
+    pthread_mutex_unlock(&w->mu);
+}
+
 /* ------------------------------------------------------------------------------------------------ windows */
 
 /* The injection build's switch: what _native.capture(on) does in the extension. */
@@ -313,6 +354,33 @@ static void ignored(const char *why) {
     cap_notice(g_cap.w, "capture_control_file", msg);
 }
 
+/* Act on one control-file request and answer it (gpufl.client.capture.Capture._answer's rules): remote
+ * capture off, no engine asked for that runs here (tracing: the deep engines are not in this build), the
+ * hour's budget spent, or one window at a time refuse it; otherwise it opens or extends the window. */
+static CapOutcome cap_answer(const ControlRequest *r) {
+    unsigned want = r->engines ? r->engines : CAP_E_TRACING, missing = want & ~(unsigned)CAP_E_TRACING;
+    if (!g_cap.remote) return write_answer(r, CAP_REFUSED, "remote_capture_disabled", 0, missing), CAP_REFUSED;
+    if (!(want & CAP_E_TRACING)) return write_answer(r, CAP_REFUSED, "engine_unavailable", 0, missing), CAP_REFUSED;
+    double cost = r->has_seconds ? r->seconds : (double)g_cap.default_ns / 1e9, total = cost;
+    pthread_mutex_lock(&g_cap.mu);
+    int64_t now = g_cap.clock();
+    size_t kept = 0;
+    for (size_t i = 0; i < g_cap.nspent; i++) /* the last hour's */
+        if (now - g_cap.spent[i].at < HOUR_NS) g_cap.spent[kept++] = g_cap.spent[i], total += g_cap.spent[i].s;
+    g_cap.nspent = kept;
+    pthread_mutex_unlock(&g_cap.mu);
+    if (total > g_cap.budget_s || kept == SPENT_N)
+        return write_answer(r, CAP_REFUSED, "budget_spent", 0, missing), CAP_REFUSED;
+    CapOutcome out = cap_request("control_file", r->has_seconds ? r->seconds : 0, r->has_requester ? r->requester : NULL, r->id);
+    if (out == CAP_NONE) return CAP_NONE; /* shut down meanwhile */
+    if (out == CAP_REFUSED) return write_answer(r, CAP_REFUSED, "window_open", 0, missing), CAP_REFUSED;
+    pthread_mutex_lock(&g_cap.mu);
+    g_cap.spent[g_cap.nspent].at = now, g_cap.spent[g_cap.nspent++].s = cost;
+    pthread_mutex_unlock(&g_cap.mu);
+    write_answer(r, out, NULL, 1, missing);
+    return out;
+}
+
 /* Act on the control file if it changed since the last look: a request not seen before (by id), written
  * after this session started, for this session or every session in the folder, opens a window. */
 CapOutcome cap_poll_control(void) {
@@ -328,14 +396,13 @@ CapOutcome cap_poll_control(void) {
     ControlRequest r;
     ssize_t n = read_small(g_cap.control_path, buf, sizeof buf - 1, &why);
     if (n < 0) return ignored(why), CAP_NONE;
-    if (control_parse(buf, (size_t)n, &r, err, sizeof err)) return ignored(err), CAP_NONE;
+    if (control_parse(buf, (size_t)n, &r, g_cap.sid, err, sizeof err)) return ignored(err), CAP_NONE;
     if (seen_before(r.id) || (r.has_session && (!r.session_is_string || strcmp(r.session_id, g_cap.sid))))
         return CAP_NONE;
-    if (r.has_session_ids) /* some of the folder's sessions (remote capture): this build cannot tell if it is one */
-        return ignored("session_ids is not read by the injection build: not acted on"), CAP_NONE;
+    if (r.has_session_ids && !r.names_me) return CAP_NONE; /* some of the folder's sessions, not this one */
     if (r.has_steps) return ignored("steps do not apply to a program without Python (gpufl.step())"), CAP_NONE;
     if (r.has_seconds && !(r.seconds > 0)) return ignored("a capture's seconds must be positive"), CAP_NONE;
-    return cap_request("control_file", r.has_seconds ? r.seconds : 0, r.has_requester ? r.requester : NULL, r.id);
+    return cap_answer(&r);
 }
 
 /* ------------------------------------------------------------------------------------------------ lifecycle */
@@ -359,6 +426,13 @@ int cap_begin(const CapPlan *plan, Writer *w, const char *sid, const char *log_d
     g_cap.control_mtime = g_cap.nseen = 0;
     g_cap.signal_pending = g_cap.stop = 0;
     g_cap.windows = g_cap.notices = 0;
+    const char *remote = getenv("GPUFL_REMOTE_CAPTURE"), *budget = getenv("GPUFL_REMOTE_CAPTURE_BUDGET");
+    g_cap.remote = !remote || !(!*remote || !strcasecmp(remote, "0") || !strcasecmp(remote, "false") ||
+                                !strcasecmp(remote, "no") || !strcasecmp(remote, "off"));
+    char *endp = NULL;
+    double b = budget ? strtod(budget, &endp) : 120.0;
+    g_cap.budget_s = budget && (endp == budget || !(b >= 0)) ? 120.0 : b; /* unreadable: the default */
+    g_cap.nspent = 0;
     g_cap.on = 1;
     pthread_mutex_unlock(&g_cap.mu);
     if (plan->mode == CM_STEPS)

@@ -2,8 +2,9 @@
  * (capture_modes.c) has no Python and so no json module. One JSON object, the same fields as
  * gpufl.client.capture.Capture.poll_control_file reads (docs/capture-modes.md): `id` (a string or a number,
  * required), `seconds` / `steps` (a number or a numeric string), `requester` (a string or a number),
- * `session_id` (a string), and whether `session_ids` is there (remote capture's list of some of the folder's
- * sessions: its names are not read, and such a file is not acted on). Other keys are skipped whatever they hold. The file is written by someone else
+ * `session_id` (a string), `session_ids` (remote capture's list of some of the folder's sessions: whether it
+ * names this session) and `engines` (a list of tracing, sass, pc_sampling). Other keys are skipped whatever
+ * they hold. The file is written by someone else
  * (issue #22's agent, or a person): anything malformed is refused with the reason, never trusted, never a
  * crash: bounded nesting, bounded strings, UTF-8 checked (the strings go into JSON lines as they are). */
 #include "gpufl_native.h"
@@ -211,7 +212,47 @@ static int numeric(Json *j, const char *text, int type, int sec, double *out) {
     return 0;
 }
 
-static int member(Json *j, ControlRequest *r) {
+/* `engines` or `session_ids`: null (as absent) or a list of strings. Engines are known names only (the
+ * agent sends no others; Python would list an unknown one as missing): another name refuses the file. */
+static int names(Json *j, ControlRequest *r, int engines, const char *me) {
+    const char *bad = engines ? "engines: want a list of strings" : "session_ids: want a list of strings";
+    ws(j);
+    if (j->s < j->end && *j->s == 'n') return literal(j, "null");
+    if (j->s >= j->end || *j->s != '[') return fail(j, bad);
+    j->s++;
+    ws(j);
+    if (j->s < j->end && *j->s == ']') j->s++;
+    else
+        for (;;) {
+            char text[CAP_STR];
+            ws(j);
+            if (j->s >= j->end || *j->s != '"') return fail(j, bad);
+            j->s++;
+            if (string(j, text, sizeof text)) return -1;
+            if (engines) {
+                unsigned bit = !strcmp(text, "tracing") ? CAP_E_TRACING : !strcmp(text, "sass") ? CAP_E_SASS
+                               : !strcmp(text, "pc_sampling") ? CAP_E_PC_SAMPLING : 0;
+                if (!bit) return fail(j, "engines: an engine other than tracing, sass, pc_sampling");
+                r->engines |= bit;
+            } else if (me && !strcmp(text, me)) {
+                r->names_me = 1;
+            }
+            ws(j);
+            if (j->s < j->end && *j->s == ',') {
+                j->s++;
+                continue;
+            }
+            if (j->s < j->end && *j->s == ']') {
+                j->s++;
+                break;
+            }
+            return fail(j, bad);
+        }
+    if (!engines) r->has_session_ids = 1;
+    return 0;
+}
+
+static int member(Json *j, ControlRequest *r, const char *me) {
     char key[32], text[CAP_STR];
     int type;
     if (string(j, key, sizeof key)) {
@@ -221,8 +262,9 @@ static int member(Json *j, ControlRequest *r) {
     }
     ws(j);
     if (j->s >= j->end || *j->s++ != ':') return fail(j, "no ':' after an object key");
+    if (!strcmp(key, "engines") || !strcmp(key, "session_ids")) return names(j, r, key[0] == 'e', me);
     int ours = !strcmp(key, "id") || !strcmp(key, "requester") || !strcmp(key, "session_id") ||
-               !strcmp(key, "seconds") || !strcmp(key, "steps") || !strcmp(key, "session_ids");
+               !strcmp(key, "seconds") || !strcmp(key, "steps");
     if (value(j, ours ? text : NULL, ours ? sizeof text : 0, &type, 1)) return -1; /* others: skipped */
     if (!ours) return 0;
     int str_or_num = type == V_STRING || type == V_NUMBER;
@@ -238,8 +280,6 @@ static int member(Json *j, ControlRequest *r) {
         r->has_session = type != V_NULL;
         r->session_is_string = type == V_STRING;
         if (type == V_STRING) memcpy(r->session_id, text, sizeof text);
-    } else if (!strcmp(key, "session_ids")) {
-        r->has_session_ids = type != V_NULL; /* its names are not read: see cap_poll_control */
     } else if (!strcmp(key, "seconds") || !strcmp(key, "steps")) {
         int sec = key[1] == 'e';
         double v = 0;
@@ -250,7 +290,7 @@ static int member(Json *j, ControlRequest *r) {
     return 0;
 }
 
-int control_parse(const char *s, size_t n, ControlRequest *r, char *err, size_t errn) {
+int control_parse(const char *s, size_t n, ControlRequest *r, const char *me, char *err, size_t errn) {
     Json j = {s, s + n, NULL};
     memset(r, 0, sizeof *r);
     if (n >= 3 && !memcmp(s, "\xEF\xBB\xBF", 3)) j.s += 3; /* a byte-order mark, as Python's json.loads(bytes) allows */
@@ -268,7 +308,7 @@ int control_parse(const char *s, size_t n, ControlRequest *r, char *err, size_t 
                     break;
                 }
                 j.s++;
-                if (member(&j, r)) break;
+                if (member(&j, r, me)) break;
                 ws(&j);
                 if (j.s < j.end && *j.s == ',') {
                     j.s++;

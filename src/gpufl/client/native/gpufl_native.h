@@ -441,13 +441,16 @@ void cap_switch_tracing(int on);
 void cap_state(int *open, uint64_t *windows, uint64_t *notices, int64_t *deadline);
 
 /* One control-file request, as control_parse read it. */
+enum { CAP_E_TRACING = 1, CAP_E_SASS = 2, CAP_E_PC_SAMPLING = 4 }; /* `engines`, as bits */
 typedef struct {
     char id[CAP_STR], requester[CAP_STR], session_id[CAP_STR];
     double seconds, steps;
     int has_id, has_requester, has_session, session_is_string, has_seconds, has_steps;
-    int has_session_ids; /* `session_ids` (remote capture, #22): not read here, so such a file is not acted on */
+    int has_session_ids, names_me; /* `session_ids` (remote capture, #22), and whether it names `me` */
+    unsigned engines;              /* CAP_E_* asked for; 0: none named (tracing, the default) */
 } ControlRequest;
-int control_parse(const char *s, size_t n, ControlRequest *r, char *err, size_t errn);
+/* `me`: this session's id, looked for in `session_ids` (NULL: none). */
+int control_parse(const char *s, size_t n, ControlRequest *r, const char *me, char *err, size_t errn);
 
 /* ------------------------------------------------------------------------------------------------ injection (inject.c) */
 

@@ -4,9 +4,9 @@ report the sessions they handed each to; everyone who reads sees each session's 
 - ``POST /captures`` (operator or admin), ``GET /captures`` and ``GET /captures/{id}`` (read, operator, admin).
 - ``GET /agent/captures`` and ``POST /agent/captures/{id}/deliveries`` (ingest or admin): an agent's ingest
   key reads only the open requests whose host glob matches the host it names, and reports deliveries only for
-  requests that match that host. A long poll (``wait_s``) answers as soon as a request arrives: this backend
-  rings a bell when one is made here, and checks the store twice a second for those made through another
-  backend sharing it. With Kafka configured, each request is also published to the control topic for agents
+  requests that match that host; a key bound to hosts (``keys create --host-glob``) may name only those (403).
+  A long poll (``wait_s``) answers as soon as a request arrives: this backend rings a bell when one is made
+  here, and checks the store twice a second for those made through another backend sharing it. With Kafka configured, each request is also published to the control topic for agents
   that ship over Kafka (``capture_topic``).
 """
 
@@ -31,9 +31,10 @@ from gpufl.backend.api.capture import (
 )
 from gpufl.backend.api.errors import NOT_FOUND
 from gpufl.backend.api.schemas import ErrorBody
+from gpufl.backend.auth import host_allowed
 from gpufl.backend.capture_topic import CaptureTopic
 from gpufl.backend.deps import AUTHENTICATED, IngestRole, OperatorRole, ReadRole, StoreDep
-from gpufl.backend.store import NotFound
+from gpufl.backend.store import NotFound, SqlStore
 from gpufl.backend.store.captures import host_matches
 
 router = APIRouter(tags=["captures"])
@@ -106,6 +107,14 @@ def get_capture(store: StoreDep, capture_id: CaptureId) -> CaptureInfo:
         raise HTTPException(404, f"no capture request {capture_id!r}") from None
 
 
+def _check_host(request: Request, store: SqlStore, host: str) -> None:
+    """403 when the request's key is bound to hosts (``keys create --host-glob``) and ``host`` is not one of them."""
+    key_id, _role = request.scope[AUTHENTICATED]
+    why = host_allowed(store, key_id, host)
+    if why is not None:
+        raise HTTPException(403, why)
+
+
 @router.get("/agent/captures", response_model=AgentCaptures, dependencies=[IngestRole])
 async def agent_captures(
     request: Request,
@@ -115,7 +124,8 @@ async def agent_captures(
     wait_s: Annotated[float, Query(ge=0, le=30)] = 0,
 ) -> AgentCaptures:
     """The open requests for ``host`` made after ``since_ns`` (the newest ``created_ns`` the agent has seen),
-    oldest first; with ``wait_s``, waits up to that long for one."""
+    oldest first; with ``wait_s``, waits up to that long for one. A key bound to hosts names only those (403)."""
+    await run_in_threadpool(_check_host, request, store, host)
     deadline = time.monotonic() + wait_s
     while True:
         bell = _bell(request).event
@@ -135,8 +145,11 @@ async def agent_captures(
     "/agent/captures/{capture_id}/deliveries", response_model=DeliveryAck, responses={**NOT_FOUND, **NOT_JSON},
     dependencies=[IngestRole],
 )  # fmt: skip
-def report_deliveries(store: StoreDep, capture_id: CaptureId, body: DeliveryReport) -> DeliveryAck:
+def report_deliveries(
+    request: Request, store: StoreDep, capture_id: CaptureId, body: DeliveryReport
+) -> DeliveryAck:
     """The agent on ``host`` wrote the control file for these sessions (or could not: ``error``)."""
+    _check_host(request, store, body.host)
     try:
         req = store.get_capture_request(capture_id)
     except NotFound:

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from gpufl.backend import auth
@@ -20,6 +20,15 @@ router = APIRouter(tags=["keys"], dependencies=[AdminRole])
 class KeyCreateBody(BaseModel):
     role: auth.Role
     name: str = Field(min_length=1, max_length=200)
+    host: str | None = Field(default=None, min_length=1, max_length=200)
+    """An ingest key only: bind it to the hosts matching this shell glob (``node-*``); the agent routes refuse
+    it any other host (403). Absent: it may name any host."""
+
+    @model_validator(mode="after")
+    def _host_for_ingest_only(self) -> KeyCreateBody:
+        if self.host is not None and self.role != auth.Role.ingest:
+            raise ValueError("only ingest keys can be bound to hosts")
+        return self
 
 
 def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
@@ -52,8 +61,8 @@ async def create_key(request: Request, store: StoreDep) -> KeyCreated:
         raise RequestValidationError(
             [{**err, "loc": ("body", *err["loc"])} for err in e.errors(include_url=False)]
         ) from None
-    key_id, token = await run_in_threadpool(auth.create_key, store, body.role, body.name)
-    return KeyCreated(id=key_id, name=body.name, role=body.role.value, token=token)
+    key_id, token = await run_in_threadpool(auth.create_key, store, body.role, body.name, body.host)
+    return KeyCreated(id=key_id, name=body.name, role=body.role.value, token=token, host_glob=body.host)
 
 
 @router.get("/keys", response_model=KeyList)
