@@ -222,3 +222,36 @@ def test_kernel_tiles_coarser_than_the_stored_levels_count_every_kernel(store: S
             assert b["longest"]["end_ns"] - b["longest"]["start_ns"] == longest
             assert b["longest"]["id"] in {str(k.seq) for k in ks if k.end_ns - k.start_ns == longest}
         assert sum(b["count"] for b in got["buckets"]) == len(tiled) == 12 * len(kernels)
+
+
+def test_every_field_of_a_stored_longest_call_comes_from_that_call(store: SqlStore) -> None:
+    # A bucket holding both a kernel launch and a copy call: the longest's launch_id and copy_kind are that
+    # call's own (one of them null), as its seq, corr_id and times are, before and after compaction.
+    sid, recs = _capture("gpt_train")
+    by_seq = {r.seq: r for r in recs if isinstance(r, (ev.Kernel, ev.Memcpy))}
+    kinds: dict[tuple[int, int], set[type]] = defaultdict(set)
+    for r in by_seq.values():
+        a0 = ev.api_start_ns(r)
+        if a0 is not None and r.thread_id is not None:
+            kinds[(a0 >> 18, r.thread_id)].add(type(r))  # the finest stored level: 2^18 ns buckets
+    assert any(len(k) == 2 for k in kinds.values()), "the capture has buckets with both kinds of call"
+    _feed_in_batches(store, recs, 500)
+    cols = "kind, seq, corr_id, launch_id, copy_kind, device_id, stream_id, gpu_start"
+    for compacted in (False, True):
+        if compacted:
+            store.compact(sid)
+        rows = store._all(f"SELECT {cols} FROM launch_lod WHERE session_id = ?", [sid])
+        assert rows
+        for kind, seq, corr, launch, copy_kind, dev, stream, gpu_start in rows:
+            r = by_seq[seq]
+            assert (kind, corr, dev, stream, gpu_start) == (
+                0 if isinstance(r, ev.Kernel) else 1,
+                r.corr_id,
+                r.device_id,
+                r.stream_id,
+                r.start_ns,
+            )
+            if isinstance(r, ev.Kernel):
+                assert (launch, copy_kind) == (r.launch_id, None)
+            else:
+                assert (launch, copy_kind) == (None, r.copy_kind)

@@ -504,7 +504,7 @@ class ActivityQueries(SqlEngine):
                 MEMORY_LOD,
                 f"({' UNION ALL '.join(raw)}) r",
                 self._idiv("start_ns", str(width)),
-                self._arg_longest,
+                self._longest_fields,
             )
         ]
         if plan is not None:
@@ -512,7 +512,7 @@ class ActivityQueries(SqlEngine):
             k = width >> shift
             stored = """(SELECT * FROM memory_lod WHERE session_id = ? AND level = ? AND bucket >= ? AND bucket < ?
                             AND start_ns >= ? AND start_ns < ?) p"""
-            parts.append(fold_select(MEMORY_LOD, stored, self._idiv("bucket", str(k)), self._arg_longest))
+            parts.append(fold_select(MEMORY_LOD, stored, self._idiv("bucket", str(k)), self._longest_fields))
             params += [sid, shift, lo * k, hi * k, lo * width, hi * width]
         found = self._all(
             f"""SELECT b, kind, device_id, stream_id, n, bytes, busy_ns, seq, start_ns, end_ns, long_bytes

@@ -48,7 +48,10 @@ class LaunchQueries(ActivityQueries):
                 params += [sid, a + lead_min, b + lead_max, a, b, end_ns, start_ns]
         parts = [
             fold_select(
-                LAUNCH_LOD, f"({' UNION ALL '.join(raw)}) r", self._idiv("a0", str(width)), self._arg_longest
+                LAUNCH_LOD,
+                f"({' UNION ALL '.join(raw)}) r",
+                self._idiv("a0", str(width)),
+                self._longest_fields,
             )
         ]
         if plan is not None:
@@ -56,7 +59,7 @@ class LaunchQueries(ActivityQueries):
             k = width >> shift
             stored = """(SELECT * FROM launch_lod WHERE session_id = ? AND level = ? AND bucket >= ? AND bucket < ?
                             AND a0 >= ? AND a0 < ?) p"""
-            parts.append(fold_select(LAUNCH_LOD, stored, self._idiv("bucket", str(k)), self._arg_longest))
+            parts.append(fold_select(LAUNCH_LOD, stored, self._idiv("bucket", str(k)), self._longest_fields))
             params += [sid, shift, lo * k, hi * k, lo * width, hi * width]
         # A kernel's name is looked up only for the calls that are a bucket's longest.
         found = self._all(

@@ -94,14 +94,20 @@ def launch_rows(table: str, src: str, wide: str) -> str:
 
 
 def fold_select(
-    fold: Fold, src: str, bucket: str, arg_longest: Callable[[str, str, list[str]], str], level: bool = False
+    fold: Fold,
+    src: str,
+    bucket: str,
+    longest_fields: Callable[[list[str], str, list[str]], list[str]],
+    level: bool = False,
 ) -> str:
     """SELECT session_id, [level,] b, *keys, then the merged columns, per bucket ``bucket`` of ``src``'s rows
-    (``level``: per level too, a column of ``src``). ``arg_longest`` is the dialect's hook."""
+    (``level``: per level too, a column of ``src``). ``longest_fields`` is the dialect's hook
+    (``SqlEngine._longest_fields``)."""
     aggs = [f"sum({c}) AS {c}" for c in fold.sums]
     aggs += [f"max({c}) AS {c}" for c in fold.maxes]
     aggs += [f"min({c}) AS {c}" for c in fold.mins]
-    aggs += [f"{arg_longest(c, fold.dur, list(fold.ties))} AS {c}" for c in fold.longest]
+    longest = longest_fields(list(fold.longest), fold.dur, list(fold.ties))
+    aggs += [f"{e} AS {c}" for c, e in zip(fold.longest, longest, strict=True)]
     by = ["session_id", *(["level"] if level else []), bucket, *fold.keys]
     head = ["session_id", *(["level"] if level else []), f"{bucket} AS b", *fold.keys]
     return f"SELECT {', '.join(head + aggs)} FROM {src} GROUP BY {', '.join(by)}"
@@ -144,9 +150,9 @@ class LodStore(SqlEngine):
         """Every level's rows of ``fold`` for the rows ``rows``: the finest level aggregated from them, then
         every level at once from the finest (a cross join with the levels, one GROUP BY), as for kernels."""
         base = LOD_SHIFTS[0]
-        finest = fold_select(fold, f"({rows}) r", f"({fold.time} >> {base})", self._arg_longest)
+        finest = fold_select(fold, f"({rows}) r", f"({fold.time} >> {base})", self._longest_fields)
         levels = ", ".join(f"({s})" for s in LOD_SHIFTS)
-        every = fold_select(fold, "x", f"(b >> (level - {base}))", self._arg_longest, level=True)
+        every = fold_select(fold, "x", f"(b >> (level - {base}))", self._longest_fields, level=True)
         return f"""WITH f AS MATERIALIZED ({finest}),
                         x AS (SELECT f.*, l.level FROM f CROSS JOIN (VALUES {levels}) l(level))
                    {every}"""
@@ -282,7 +288,7 @@ class LodStore(SqlEngine):
         self._temp_like(cur, "compact_lod", fold.table)
         self._exec(
             cur,
-            f"INSERT INTO compact_lod {fold_select(fold, inner, 'bucket', self._arg_longest, level=True)}",
+            f"INSERT INTO compact_lod {fold_select(fold, inner, 'bucket', self._longest_fields, level=True)}",
             [sid],
         )
         on = " AND ".join(f"k.{c} = {fold.table}.{c}" for c in key)

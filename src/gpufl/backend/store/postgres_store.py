@@ -112,8 +112,8 @@ class PostgresStore(SqlStore):
     def _json_array(self, src: str, obj: str, order: str) -> str:
         return f"SELECT COALESCE(json_agg({obj} ORDER BY {order}), '[]'::json)::text FROM {src}"
 
-    def _arg_longest(self, expr: str, dur: str, ties: list[str]) -> str:
-        return f"(array_agg({expr} ORDER BY {dur} DESC, {', '.join(ties)}))[1]"
+    def _longest_fields(self, fields: list[str], dur: str, ties: list[str]) -> list[str]:
+        return [f"(array_agg({f} ORDER BY {dur} DESC, {', '.join(ties)}))[1]" for f in fields]
 
     def _idiv(self, a: str, b: str) -> str:
         return f"({a} / {b})"
