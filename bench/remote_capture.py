@@ -40,6 +40,8 @@ from typing import Any
 
 import httpx
 
+from client_overhead import _gpu_name  # bench/ is the scripts' folder: nvidia-smi's name, or "no GPU"
+
 TOKEN = "remote-capture-bench-admin"
 WORKLOAD = """
 import os, sys, time, torch, gpufl
@@ -123,14 +125,20 @@ def first_kernel_after(logs: Path, t0: int, rid: str) -> tuple[int | None, int |
     return first, answer
 
 
-def gpu_name() -> str:
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True
-        )
-        return out.stdout.strip()
-    except OSError:
-        return "no GPU"
+def report_round(
+    i: int, t0: int, control: Path, answer: int | None, first: int | None, sessions: int | None = None
+) -> dict[str, float | None]:
+    """One round's seconds after the request (t0), printed as it ends."""
+    wrote = control.stat().st_mtime_ns if control.exists() else None
+    row: dict[str, float | None] = {} if sessions is None else {"sessions": float(sessions)}
+    row["control_file_s"] = (wrote - t0) / 1e9 if wrote else None
+    row["answer_s"] = (answer - t0) / 1e9 if answer else None
+    row["first_kernel_s"] = (first - t0) / 1e9 if first else None
+    print(
+        f"round {i + 1}: "
+        + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} none" for k, v in row.items())
+    )
+    return row
 
 
 def summarise(args: argparse.Namespace, rounds: list[dict[str, float | None]], tmp: Path) -> int:
@@ -140,7 +148,7 @@ def summarise(args: argparse.Namespace, rounds: list[dict[str, float | None]], t
     got = [f for f in firsts if f is not None]
     summary = {
         "host": platform.node(),
-        "gpu": gpu_name(),
+        "gpu": _gpu_name(),
         "from": "agent handler (no backend)" if args.agent_only else "POST /api/v1/captures",
         "until": key,
         "rounds": rounds,
@@ -177,18 +185,7 @@ def agent_only(args: argparse.Namespace) -> int:
             handed = agent.handle(req)
             first, answer = first_kernel_after(logs, t0, rid)
             control = logs / "gpufl-control.json"
-            wrote = control.stat().st_mtime_ns if control.exists() else None
-            row = {
-                "sessions": float(len(handed)),
-                "control_file_s": (wrote - t0) / 1e9 if wrote else None,
-                "answer_s": (answer - t0) / 1e9 if answer else None,
-                "first_kernel_s": (first - t0) / 1e9 if first else None,
-            }
-            rounds.append(row)
-            print(
-                f"round {i + 1}: "
-                + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} none" for k, v in row.items())
-            )
+            rounds.append(report_round(i, t0, control, answer, first, sessions=len(handed)))
             time.sleep(args.gap)
     finally:
         stop.touch()
@@ -263,17 +260,7 @@ def main() -> int:
                     time.sleep(0.005)
             else:
                 first, answer = first_kernel_after(logs, t0, rid)
-            wrote = control.stat().st_mtime_ns if control.exists() else None
-            row = {
-                "control_file_s": (wrote - t0) / 1e9 if wrote else None,
-                "answer_s": (answer - t0) / 1e9 if answer else None,
-                "first_kernel_s": (first - t0) / 1e9 if first else None,
-            }
-            rounds.append(row)
-            print(
-                f"round {i + 1}: "
-                + ", ".join(f"{k} {v:.3f}" if v is not None else f"{k} none" for k, v in row.items())
-            )
+            rounds.append(report_round(i, t0, control, answer, first))
             time.sleep(args.gap)
     finally:
         stop.touch()
