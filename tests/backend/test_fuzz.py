@@ -84,7 +84,7 @@ def _beyond_the_schema(path: str, q: dict[str, Any]) -> bool:
     """A query that breaks a rule OpenAPI cannot express (docs/api.md), rightly refused with 400/422: a
     cursor is an opaque token from a previous page (any other string is a 400); resolution_ns needs
     start_ns and end_ns, and window / resolution_ns <= 100,000 buckets; end_ns may not be before start_ns
-    (nor equal to it for /system); /search's at_kind and at_id come together or not at all."""
+    (nor equal to it for /system and /range); /search's at_kind and at_id come together or not at all."""
 
     def num(name: str) -> int | None:
         v = q.get(name)
@@ -93,7 +93,8 @@ def _beyond_the_schema(path: str, q: dict[str, Any]) -> bool:
     if (q.get("at_kind") is None) != (q.get("at_id") is None):
         return True
     start, end, res = num("start_ns"), num("end_ns"), num("resolution_ns")
-    if start is not None and end is not None and (end < start or (end == start and path.endswith("/system"))):
+    empty_refused = path.endswith(("/system", "/range"))  # an empty window: nothing to chart or sum
+    if start is not None and end is not None and (end < start or (end == start and empty_refused)):
         return True
     no_window = start is None or end is None
     return "cursor" in q or (res is not None and (no_window or (end - start) // max(res, 1) > 100_000))
