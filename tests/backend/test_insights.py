@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
+import time
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -287,6 +290,42 @@ def test_unknown_session_is_404_and_new_records_change_the_answer(api: Api) -> N
     assert status(insights(api, sid), "gpu_idle") == "not_checked"
     ingest(api, lines(GPT, ("device",)))
     assert fired(insights(api, sid), "gpu_idle")
+
+
+def test_concurrent_requests_compute_each_session_once_and_one_at_a_time(api: Api) -> None:
+    """The session list asks for every listed session's insights at once: each session's facts are read once
+    (the others wait for that answer), and never two sessions' together (they would take every core from the
+    timeline's queries). A spy around the real store's ``insight_facts`` counts calls and overlap."""
+    sids = [ingest(api, lines(folder)) for folder in (GPT, MULTI, MEMCPY)]
+    real = api.store.insight_facts
+    calls: list[str] = []
+    running = 0
+    most = 0
+    guard = threading.Lock()
+
+    def spy(sid: str) -> Any:
+        nonlocal running, most
+        with guard:
+            calls.append(sid)
+            running += 1
+            most = max(most, running)
+        try:
+            time.sleep(0.2)  # long enough for every request below to arrive while one is computing
+            return real(sid)
+        finally:
+            with guard:
+                running -= 1
+
+    api.store.insight_facts = spy  # type: ignore[method-assign]
+    try:
+        with ThreadPoolExecutor(9) as pool:
+            answers = list(pool.map(lambda sid: insights(api, sid), sids * 3))
+    finally:
+        del api.store.insight_facts
+    assert sorted(calls) == sorted(sids)
+    assert most == 1
+    for sid, doc in zip(sids * 3, answers, strict=True):
+        assert doc == insights(api, sid)
 
 
 def test_reads_need_a_token(api: Api) -> None:
