@@ -51,6 +51,11 @@ static CUresult (*c_cuCtxGetDevice)(CUdevice *);
 static CUresult (*c_cuCtxSynchronize)(void);
 static CUresult (*c_cuInit)(unsigned);
 static CUresult (*c_cuDeviceGetCount)(int *);
+/* optional (the fallback of deep_setup off the program's threads): the runtime's primary contexts */
+static CUresult (*c_cuDeviceGet)(CUdevice *, int);
+static CUresult (*c_cuDevicePrimaryCtxGetState)(CUdevice, unsigned int *, int *);
+static CUresult (*c_cuDevicePrimaryCtxRetain)(CUcontext *, CUdevice);
+static CUresult (*c_cuDevicePrimaryCtxRelease)(CUdevice);
 
 DeepState g_deep;
 static pthread_mutex_t g_cubin_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -103,6 +108,10 @@ static const char *resolve(void) {
     *(void **)&c_cuCtxSynchronize = dlsym(cu, "cuCtxSynchronize");
     *(void **)&c_cuInit = dlsym(cu, "cuInit");
     *(void **)&c_cuDeviceGetCount = dlsym(cu, "cuDeviceGetCount");
+    *(void **)&c_cuDeviceGet = dlsym(cu, "cuDeviceGet");
+    *(void **)&c_cuDevicePrimaryCtxGetState = dlsym(cu, "cuDevicePrimaryCtxGetState");
+    *(void **)&c_cuDevicePrimaryCtxRetain = dlsym(cu, "cuDevicePrimaryCtxRetain");
+    *(void **)&c_cuDevicePrimaryCtxRelease = dlsym(cu, "cuDevicePrimaryCtxRelease_v2"); /* cuda.h's name for it */
     if (!c_cuCtxGetCurrent || !c_cuCtxSetCurrent || !c_cuCtxGetDevice || !c_cuCtxSynchronize || !c_cuInit ||
         !c_cuDeviceGetCount)
         return "libcuda.so.1 lacks the context calls";
@@ -282,14 +291,49 @@ static const char *setup_pc(CUcontext ctx) {
     return NULL;
 }
 
-/* Once, on the context current on the calling thread: each engine asked for is set up or its error kept in
- * sass_error / pc_error (the other runs on). NULL when at least the setup could be tried, else why not. */
+/* The primary context (the CUDA runtime's: PyTorch's, JAX's, CuPy's) of the first device the program has
+ * started, retained so that it outlives our use of it; NULL when none is active yet. */
+static CUcontext active_primary_context(void) {
+    int n = 0;
+    if (!c_cuDeviceGet || !c_cuDevicePrimaryCtxGetState || !c_cuDevicePrimaryCtxRetain || !c_cuDevicePrimaryCtxRelease)
+        return NULL;
+    if (c_cuDeviceGetCount(&n) != CUDA_SUCCESS) return NULL; /* CUDA not initialised: nothing started */
+    for (int i = 0; i < n; i++) {
+        CUdevice dev = 0;
+        unsigned int flags = 0;
+        int active = 0;
+        CUcontext ctx = NULL;
+        if (c_cuDeviceGet(&dev, i) != CUDA_SUCCESS || c_cuDevicePrimaryCtxGetState(dev, &flags, &active) != CUDA_SUCCESS ||
+            !active)
+            continue; /* never retain an inactive one: that would create a context on a GPU the program left alone */
+        if (c_cuDevicePrimaryCtxRetain(&ctx, dev) != CUDA_SUCCESS || !ctx) continue;
+        g_deep.retained_primary = 1;
+        g_deep.retained_device = dev;
+        return ctx;
+    }
+    return NULL;
+}
+
+/* Once, on the context current on the calling thread — or, on a thread with none (the capture controller
+ * answering a control-file request in a continuous or on-demand session: the GPU suite found every such
+ * request refused as engine_unavailable, since the program's context is current only on its own threads),
+ * on the program's active primary context, made current here as cudaSetDevice would. Each engine asked for is
+ * set up or its error kept in sass_error / pc_error (the other runs on). NULL when at least the setup could be
+ * tried, else why not. */
 const char *deep_setup(int sass, int pc, int period_log2, size_t collect_pcs) {
     if (g_deep.ready) return NULL;
     const char *e = resolve();
     if (e) return e;
     CUcontext ctx = NULL;
-    if (c_cuCtxGetCurrent(&ctx) != CUDA_SUCCESS || !ctx) return "no CUDA context yet";
+    if (c_cuCtxGetCurrent(&ctx) != CUDA_SUCCESS) return "no CUDA context yet";
+    if (!ctx) {
+        if (!(ctx = active_primary_context())) return "no CUDA context yet";
+        if (c_cuCtxSetCurrent(ctx) != CUDA_SUCCESS) {
+            c_cuDevicePrimaryCtxRelease(g_deep.retained_device);
+            g_deep.retained_primary = 0;
+            return "no CUDA context yet";
+        }
+    }
     CUdevice dev = 0;
     if (c_cuCtxGetDevice(&dev) != CUDA_SUCCESS) return "cuCtxGetDevice failed";
     g_deep.ctx = ctx;
@@ -569,6 +613,7 @@ void deep_teardown(DeepResult *late) {
     if (g_deep.own_sub) p_cuptiUnsubscribe(g_deep.own_sub);
     else if (g_trace.subscribed && g_deep.watch_modules)
         p_cuptiEnableCallback(0, g_trace.sub, CUPTI_CB_DOMAIN_RESOURCE, CUPTI_CBID_RESOURCE_MODULE_LOADED);
+    if (g_deep.retained_primary) c_cuDevicePrimaryCtxRelease(g_deep.retained_device);
     free_pc_buffer(&g_deep.cfg_buf);
     free_pc_buffer(&g_deep.get_buf);
     for (size_t i = 0; i < g_deep.nreasons; i++) free(g_deep.reason_names[i]);

@@ -35,6 +35,8 @@ typedef struct {
     int ready, profiler_initialized, sass_on, pc_on, sass_configured, pc_enabled, in_range, sass_active, pc_active, watch_modules;
     int kernels_serial; /* the range swapped the concurrent kernel kind for the serial one */
     CUcontext ctx;
+    int retained_primary; /* ctx is a device's primary context retained by deep_setup: released at teardown */
+    CUdevice retained_device;
     int device, period_log2, ndevices;
     size_t collect_pcs, cubin_budget;
     uint64_t cubins_skipped;
