@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from gpufl.backend import sketch
 from gpufl.backend.store.engine import SqlEngine
-from gpufl.backend.store.schema import LOD_SHIFTS, RECORD_TABLES, SIDE_LOD_SHIFTS
+from gpufl.backend.store.schema import LOD_SHIFTS, RECORD_TABLES, SIDE_LOD_SHIFTS, TABLES
 from gpufl.contract import events as ev
 
 # The call's entry: v2+ records carry it as a lead before the activity's start, v1 as an absolute time.
@@ -101,7 +101,7 @@ def fold_select(
     fold: Fold,
     src: str,
     bucket: str,
-    longest_fields: Callable[[list[str], str, list[str]], list[str]],
+    longest_fields: Callable[[list[tuple[str, str]], str, list[str]], list[str]],
     level: bool = False,
 ) -> str:
     """SELECT session_id, [level,] b, *keys, then the merged columns, per bucket ``bucket`` of ``src``'s rows
@@ -110,7 +110,8 @@ def fold_select(
     aggs = [f"sum({c}) AS {c}" for c in fold.sums]
     aggs += [f"max({c}) AS {c}" for c in fold.maxes]
     aggs += [f"min({c}) AS {c}" for c in fold.mins]
-    longest = longest_fields(list(fold.longest), fold.dur, list(fold.ties))
+    types = dict(TABLES[fold.table])
+    longest = longest_fields([(c, types[c]) for c in fold.longest], fold.dur, list(fold.ties))
     aggs += [f"{e} AS {c}" for c, e in zip(fold.longest, longest, strict=True)]
     by = ["session_id", *(["level"] if level else []), bucket, *fold.keys]
     head = ["session_id", *(["level"] if level else []), f"{bucket} AS b", *fold.keys]
