@@ -239,8 +239,9 @@ CONTRACT_TABLES: tuple[str, ...] = (*RECORD_TABLES.values(), "profile_ranges")
 # Tables that hold a session's data (everything but api_keys): deleting a session deletes its rows here.
 SESSION_TABLES = tuple(t for t in TABLES if t != "api_keys")
 
-# Levels of detail for the kernel, memory and launch-call timelines: bucket width 2^shift ns, 262 us to 4.3 s, each 4x the last, so a
-# query re-buckets at most ~4 stored buckets into each output bucket.
+# Levels of detail for the kernel timeline (the memory and launch-call timelines store the coarser ones:
+# SIDE_LOD_SHIFTS): bucket width 2^shift ns, 262 us to 4.3 s, each 4x the last, so a query re-buckets at most
+# ~4 stored buckets into each output bucket.
 LOD_SHIFTS: tuple[int, ...] = (18, 20, 22, 24, 26, 28, 30, 32)
 
 # The levels the memory lanes' and thread tracks' tables store (``lod.MEMORY_LOD``, ``lod.LAUNCH_LOD``): the
