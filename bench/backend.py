@@ -13,13 +13,18 @@ batches are rendered to files before the timed phase (as a real agent's input is
 lines), byte for byte what ``device_batches`` encodes, so the timed phase only reads the files and POSTs
 them; ``--encode-inline`` encodes them while posting instead, as earlier versions of this benchmark did
 (the client's encoding then shares the cores with the backend). Then each query is timed ``--runs``
-times over HTTP.
+times over HTTP: the kernels' summary, a timeline window, the system series, and the thread tracks'
+``/launches`` as the Kernels tab asks for it (its window: the view widened by half a span each side, at a
+power-of-two resolution of one or two buckets per pixel of a 1,500 px plot) for the whole session and for
+views zoomed to 2^19, 2^21, 2^23 and 2^26 ns per bucket. ``--copies`` tiles the capture's copies and memsets
+too (the same ``--kernels`` kernels, plus theirs), and times ``/memory/timeline`` the same way.
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import math
 import os
 import platform
 import queue
@@ -47,6 +52,9 @@ from gpufl.contract import events as ev
 
 TOKEN = "bench-admin-token"
 BATCH = 50_000
+PLOT_PX = 1_500  # the Kernels tab's plot width the /launches and /memory/timeline windows are made for
+
+Activity = ev.Kernel | ev.Memcpy | ev.Memset
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -59,15 +67,19 @@ def free_port() -> int:
 # ---- the session ---------------------------------------------------------------------------------------
 
 
-def load_capture(name: str = "gpt_train") -> tuple[str, list[ev.DictEntry], list[ev.Kernel]] | None:
+def load_capture(
+    name: str = "gpt_train", copies: bool = False
+) -> tuple[str, list[ev.DictEntry], list[Activity]] | None:
     """The committed capture ``name`` (a real training loop by default: the first folder in name order was
-    tiled before, which changed whenever a capture was added)."""
+    tiled before, which changed whenever a capture was added): its kernels, and with ``copies`` its copies
+    and memsets too, in start order."""
     files = sorted(glob.glob(str(ROOT / f"examples/captures/{name}/*.device.*.log")))
     if not files:
         return None
     files = [f for f in files if Path(f).parent.name == name]
     dicts: dict[int, ev.DictEntry] = {}
-    kernels: list[ev.Kernel] = []
+    kernels: list[Activity] = []
+    kinds = (ev.Kernel, ev.Memcpy, ev.Memset) if copies else (ev.Kernel,)
     for path in files:
         with open(path, "rb") as fh:
             for line in fh:
@@ -76,15 +88,17 @@ def load_capture(name: str = "gpt_train") -> tuple[str, list[ev.DictEntry], list
                 rec = ev.decode(line)
                 if isinstance(rec, ev.DictEntry) and rec.kind == "launch":
                     dicts.setdefault(rec.id, rec)
-                elif isinstance(rec, ev.Kernel):
+                elif isinstance(rec, kinds):
                     kernels.append(rec)
-    if not kernels:
+    n = sum(isinstance(k, ev.Kernel) for k in kernels)
+    if not n:
         return None
     kernels.sort(key=lambda k: k.start_ns)
-    return f"tiled capture {name} ({len(kernels):,} kernels)", list(dicts.values()), kernels
+    extra = f" and {len(kernels) - n:,} copies and memsets" if copies else ""
+    return f"tiled capture {name} ({n:,} kernels{extra})", list(dicts.values()), kernels
 
 
-def synthetic(n: int = 200_000) -> tuple[str, list[ev.DictEntry], list[ev.Kernel]]:
+def synthetic(n: int = 200_000) -> tuple[str, list[ev.DictEntry], list[Activity]]:
     rng = random.Random(42)
     dicts = [
         ev.DictEntry(
@@ -104,7 +118,7 @@ def synthetic(n: int = 200_000) -> tuple[str, list[ev.DictEntry], list[ev.Kernel
         for i in range(50)
     ]
     mu = [rng.uniform(8, 13) for _ in range(50)]
-    kernels = []
+    kernels: list[Activity] = []
     t = 1_700_000_000_000_000_000
     for i in range(n):
         lid = min(49, int(rng.expovariate(0.15)))
@@ -130,10 +144,18 @@ def synthetic(n: int = 200_000) -> tuple[str, list[ev.DictEntry], list[ev.Kernel
     return "synthetic training loop (50 kernel names, 4 streams)", dicts, kernels
 
 
+def records_for(template: list[Activity], kernels: int) -> int:
+    """How many records of ``template``, tiled, hold ``kernels`` kernels (up to and with the last of them)."""
+    at = [i for i, r in enumerate(template) if isinstance(r, ev.Kernel)]
+    tiles, rest = divmod(kernels, len(at))
+    return tiles * len(template) + (at[rest - 1] + 1 if rest else 0)
+
+
 def device_batches(
-    sid: str, dicts: list[ev.DictEntry], template: list[ev.Kernel], total: int
+    sid: str, dicts: list[ev.DictEntry], template: list[Activity], total: int
 ) -> Iterator[bytes]:
-    """NDJSON batches of the session's device stream: session_start, then the template tiled."""
+    """NDJSON batches of the session's device stream: session_start, then the template tiled (``total``
+    records)."""
     t0 = template[0].start_ns
     span = template[-1].end_ns - t0 + 1000
     replace = msgspec.structs.replace
@@ -148,13 +170,14 @@ def device_batches(
         for k in template:
             if made >= total:
                 break
+            api = getattr(k, "api_start_ns", None)  # memsets have none
             rec = replace(
                 k,
                 session_id=sid,
                 seq=seq,
                 start_ns=k.start_ns + shift,
                 end_ns=k.end_ns + shift,
-                api_start_ns=None if k.api_start_ns is None else k.api_start_ns + shift,
+                **({} if api is None else {"api_start_ns": api + shift}),
             )
             enc.encode_into(rec, buf, len(buf))
             buf += b"\n"
@@ -204,7 +227,7 @@ _SPLIT = re.compile(b"(" + b"|".join(str(s).encode() for s in _SENTINELS) + b")"
 
 
 def render_batches(
-    sid: str, dicts: list[ev.DictEntry], template: list[ev.Kernel], total: int, folder: Path
+    sid: str, dicts: list[ev.DictEntry], template: list[Activity], total: int, folder: Path
 ) -> list[Path]:
     """The batches of ``device_batches``, byte for byte, written to files in ``folder``: the tiles are made
     column-wise with Arrow (each template kernel's line split around its variable fields, the fields shifted
@@ -215,6 +238,7 @@ def render_batches(
     pieces: list[list[bytes]] = [[] for _ in range(5)]
     has_api = []
     for k in template:
+        api = getattr(k, "api_start_ns", None)  # memsets have none
         line = (
             enc.encode(
                 msgspec.structs.replace(
@@ -223,7 +247,7 @@ def render_batches(
                     seq=_SENTINELS[0],
                     start_ns=_SENTINELS[1],
                     end_ns=_SENTINELS[2],
-                    api_start_ns=None if k.api_start_ns is None else _SENTINELS[3],
+                    **({} if api is None else {"api_start_ns": _SENTINELS[3]}),
                 )
             )
             + b"\n"
@@ -238,11 +262,11 @@ def render_batches(
             consts = [*consts[:3], b"", consts[3]]
         for i, c in enumerate(consts):
             pieces[i].append(c)
-        has_api.append(k.api_start_ns is not None)
+        has_api.append(api is not None)
     consts_a = [pa.array(p, pa.binary()) for p in pieces]
     starts = pa.array([k.start_ns for k in template], pa.int64())
     ends = pa.array([k.end_ns for k in template], pa.int64())
-    apis = pa.array([k.api_start_ns for k in template], pa.int64())
+    apis = pa.array([getattr(k, "api_start_ns", None) for k in template], pa.int64())
     nt = len(template)
     offsets_a = pa.array(range(nt), pa.int64())
     head = _session_head(sid, dicts, t0)
@@ -396,7 +420,19 @@ def p(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, round(q * (len(s) - 1)))]
 
 
-def time_queries(url: str, sid: str, t0: int, t1: int, runs: int) -> dict[str, tuple[float, float]]:
+def ui_window(v0: int, v1: int) -> dict[str, int]:
+    """The window and resolution the Kernels tab asks /launches and /memory/timeline for when it shows
+    [v0, v1) on a PLOT_PX-wide plot (frontend loader.ts, lod.ts sideResolution): the view widened by half
+    its span each side, at the power of two nearest above one bucket per two pixels of that window."""
+    span = v1 - v0
+    w0, w1 = max(0, v0 - span // 2), v1 + span // 2
+    res = 1 << max(0, math.ceil(math.log2(max(1, span * 2) / (2 * PLOT_PX))))
+    return {"start_ns": w0, "end_ns": w1, "resolution_ns": res}
+
+
+def time_queries(
+    url: str, sid: str, t0: int, t1: int, runs: int, copies: bool = False, side_queries: bool = True
+) -> dict[str, tuple[float, float]]:
     rng = random.Random(7)
     h = {"Authorization": f"Bearer {TOKEN}"}
     out = {}
@@ -407,6 +443,25 @@ def time_queries(url: str, sid: str, t0: int, t1: int, runs: int) -> dict[str, t
             s = rng.randrange(t0, t1 - w)
             return {"start_ns": s, "end_ns": s + w, "resolution_ns": max(1, w // 2000)}
 
+        def zoomed(shift: int) -> dict[str, int]:
+            # a view of PLOT_PX * 0.75 * 2^shift ns at a random place: ui_window gives resolution 2^shift
+            v = PLOT_PX * 3 * (1 << shift) // 4
+            s = rng.randrange(t0, t1 - v)
+            return ui_window(s, s + v)
+
+        side = [] if not side_queries else ["launches", *(["memory/timeline"] if copies else [])]
+        routes: dict[str, Any] = {}
+        for route in side:
+            routes[f"{route}, whole session"] = lambda r=route: (
+                f"/api/v1/sessions/{sid}/{r}",
+                ui_window(t0, t1),
+            )
+            for shift in (19, 21, 23, 26):
+                routes[f"{route}, zoomed (2^{shift} ns buckets)"] = lambda r=route, k=shift: (
+                    f"/api/v1/sessions/{sid}/{r}",
+                    zoomed(k),
+                )
+
         cases = {
             "kernels/summary": lambda: (f"/api/v1/sessions/{sid}/kernels/summary", {}),
             "timeline window (10% of session, 2000 px)": lambda: (
@@ -414,6 +469,7 @@ def time_queries(url: str, sid: str, t0: int, t1: int, runs: int) -> dict[str, t
                 window(),
             ),
             "system (all series, 300 points)": lambda: (f"/api/v1/sessions/{sid}/system", {"points": 300}),
+            **routes,
         }
         for name, make in cases.items():
             times = []
@@ -431,7 +487,7 @@ def time_queries(url: str, sid: str, t0: int, t1: int, runs: int) -> dict[str, t
 
 
 def run_engine(
-    engine: str, a: argparse.Namespace, source: tuple[str, list[ev.DictEntry], list[ev.Kernel]]
+    engine: str, a: argparse.Namespace, source: tuple[str, list[ev.DictEntry], list[Activity]]
 ) -> dict:
     env = {**os.environ, "GPUFL_ADMIN_TOKEN": TOKEN}
     schema = None
@@ -449,10 +505,11 @@ def run_engine(
     try:
         sid = "bench-" + secrets.token_hex(4)
         _, dicts, template = source
+        total = records_for(template, a.kernels)
         if a.encode_inline:
-            batches: Iterable[bytes] = device_batches(sid, dicts, template, a.kernels)
+            batches: Iterable[bytes] = device_batches(sid, dicts, template, total)
         else:
-            batches = read_files(render_batches(sid, dicts, template, a.kernels, Path(rendered)))
+            batches = read_files(render_batches(sid, dicts, template, total, Path(rendered)))
         stored, secs = post_all(url, batches)
         d = httpx.get(f"{url}/api/v1/sessions/{sid}", headers={"Authorization": f"Bearer {TOKEN}"}).json()
         streams = {s["stream"]: s for s in d["streams"]}
@@ -468,7 +525,7 @@ def run_engine(
             )
             assert r.status_code == 200, r.text
         assert d["totals"]["kernels"] == a.kernels, d["totals"]
-        q = time_queries(url, sid, t0, t1, a.runs)
+        q = time_queries(url, sid, t0, t1, a.runs, a.copies, not a.no_side_queries)
         size = (
             sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file()) if engine == "duckdb" else None
         )
@@ -504,12 +561,23 @@ def main() -> None:
         "--capture", default="gpt_train", help="the committed capture to tile (examples/captures/)"
     )
     ap.add_argument(
+        "--copies",
+        action="store_true",
+        help="tile the capture's copies and memsets too, and time /memory/timeline",
+    )
+    ap.add_argument(
+        "--no-side-queries",
+        action="store_true",
+        help="leave out /launches and /memory/timeline (a tree from before their stored levels, #24, takes "
+        "seconds per whole-session query)",
+    )
+    ap.add_argument(
         "--encode-inline",
         action="store_true",
         help="encode the batches while posting (the client's encoding shares the cores with the backend)",
     )
     a = ap.parse_args()
-    source = load_capture(a.capture) or synthetic()
+    source = load_capture(a.capture, a.copies) or synthetic()
     print(f"session: {a.kernels:,} kernels from {source[0]}")
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -529,10 +597,11 @@ def main() -> None:
                 f"| {r['engine'] if first else '':<10} | {rate:>22} | {name:<42} | {p50:>8.1f} | {p95:>8.1f} |"
             )
             first = False
+    what = "records (kernels, copies, memsets)" if a.copies else "kernels"
     for r in results:
         extra = f", store {r['size'] / 2**20:,.0f} MiB" if r["size"] else ""
         print(
-            f"{r['engine']}: {r['stored']:,} kernels in {r['secs']:.1f} s, session span {r['span_s']:.0f} s{extra}"
+            f"{r['engine']}: {r['stored']:,} {what} in {r['secs']:.1f} s, session span {r['span_s']:.0f} s{extra}"
         )
 
 

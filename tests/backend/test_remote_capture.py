@@ -230,7 +230,7 @@ def test_a_store_before_migration_10_gets_host_bound_keys_and_its_keys_stay_unbo
         store.close()
     store = open_store(store_url)
     try:
-        assert store.schema_version() == 10
+        assert store.schema_version() == 11
         assert store.key_host_glob(old_id) is None and auth.host_allowed(store, old_id, "anything") is None
         new_id, _ = auth.create_key(store, auth.Role.ingest, "rack 3", "node-3*")
         assert {k["id"]: k["host_glob"] for k in store.list_keys()} == {old_id: None, new_id: "node-3*"}

@@ -471,7 +471,7 @@ def test_migration_5_upgrades_a_store_made_before_it(tmp_path: object) -> None:
     con.close()
     store = open_store(path)
     try:
-        assert store.schema_version() == store.latest_version == 10
+        assert store.schema_version() == store.latest_version == 11
         f = SessionFactory("v3")
         recs = [
             f.start("device"),
@@ -499,7 +499,7 @@ def test_migration_2_upgrades_a_store_made_before_it(tmp_path: object) -> None:
     con.close()
     store = open_store(path)
     try:
-        assert store.schema_version() == store.latest_version == 10
+        assert store.schema_version() == store.latest_version == 11
         f = SessionFactory("upgraded")
         head = [f.start("device"), f.launch(1, "gemm")]
         k = f.kernel(1, 100, 50, api_lead_ns=30)

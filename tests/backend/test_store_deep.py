@@ -129,7 +129,7 @@ def test_a_store_before_migration_7_gets_the_table(tmp_path: object) -> None:
     con.close()
     store = open_store(path)
     try:
-        assert store.schema_version() == 10
+        assert store.schema_version() == 11
         feed(store, D.session())
         assert store.deep_summary(D.SID)["range_totals"]["ranges"] == 3
     finally:

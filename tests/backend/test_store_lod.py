@@ -7,16 +7,18 @@ from it."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 
 from gpufl.backend.ingest import ingest_raws
-from gpufl.backend.store import SqlStore, open_store
-from gpufl.backend.store.lod import stored_span
-from gpufl.backend.store.schema import LOD_SHIFTS
+from gpufl.backend.store import SqlStore, lod, open_store
+from gpufl.backend.store.lod import LAUNCH_LOD, MEMORY_LOD, stored_span
+from gpufl.backend.store.schema import LOD_SHIFTS, SIDE_LOD_SHIFTS
 from gpufl.contract import events as ev
 from gpufl.export.source import find_sessions
 
@@ -178,9 +180,69 @@ def test_sessions_stored_before_the_levels_existed_get_them_at_open(store_url: s
         store.close()
     store = open_store(store_url)
     try:
-        assert store.schema_version() == 10
+        assert store.schema_version() == 11
         assert _answers(store, sid, windows) == before
         _check(store, sid, recs, windows[:2])
+    finally:
+        store.close()
+
+
+def _side_windows(recs: list[ev.Record]) -> list[tuple[int, int, int]]:
+    """The windows of ``_windows`` at resolutions around the memory lanes' and thread tracks' own stored
+    levels (from 2^22 ns): finer than the finest (raw rows only), each stored width, a power of two between
+    two stored ones (two stored buckets per output bucket), and an odd multiple."""
+    out = []
+    for w0, w1, _ in _windows(recs)[::4]:
+        for width in (1 << 20, 1 << 21, 1 << 22, 1 << 23, 3 << 22, 1 << 25, 1 << 26):
+            stored = stored_span(w0, w1, width, SIDE_LOD_SHIFTS)
+            assert (stored is not None) == (width >= 1 << SIDE_LOD_SHIFTS[0]), (w0, w1, width)
+            out.append((w0, w1, width))
+    return out
+
+
+def test_memory_and_call_levels_are_exact_at_and_between_their_stored_widths(store: SqlStore) -> None:
+    sid, recs = _capture("gpt_train")
+    assert MEMORY_LOD.shifts == LAUNCH_LOD.shifts == SIDE_LOD_SHIFTS
+    _feed_in_batches(store, recs, 500)
+    windows = _side_windows(recs)
+    _check(store, sid, recs, windows)
+    for table in ("memory_lod", "launch_lod"):
+        levels = store._all(f"SELECT DISTINCT level FROM {table} WHERE session_id = ? ORDER BY level", [sid])
+        assert tuple(int(r[0]) for r in levels) == SIDE_LOD_SHIFTS, table
+    store.compact(sid)
+    _check(store, sid, recs, windows)
+
+
+def test_a_store_holding_the_finer_levels_answers_the_same_and_migration_11_drops_them(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Versions 8-10 stored memory_lod and launch_lod at every kernel level (2^18 ns up): those stores answer
+    the same with the rows of 2^18 and 2^20 ns still in (unread), and after migration 11 deleted them."""
+    sid, recs = _capture("gpt_train")
+    windows = [*_windows(recs), *_side_windows(recs)]
+    store = open_store(store_url)
+    try:
+        # As the code before migration 11 wrote them: every level of LOD_SHIFTS, the version not applied.
+        with monkeypatch.context() as m:
+            for name in ("MEMORY_LOD", "LAUNCH_LOD"):
+                m.setattr(lod, name, dataclasses.replace(getattr(lod, name), shifts=LOD_SHIFTS))
+            _feed_in_batches(store, recs, 2000)
+        with store._write() as cur:
+            store._exec(cur, "DELETE FROM schema_migrations WHERE version = 11")
+        for table in ("memory_lod", "launch_lod"):
+            finer = store._one(f"SELECT count(*) FROM {table} WHERE level < {SIDE_LOD_SHIFTS[0]}")
+            assert finer is not None and finer[0] > 0, table
+        _check(store, sid, recs, windows)
+        before = _answers(store, sid, windows)
+    finally:
+        store.close()
+    store = open_store(store_url)
+    try:
+        assert store.schema_version() == 11
+        for table in ("memory_lod", "launch_lod"):
+            assert store._one(f"SELECT count(*) FROM {table} WHERE level < {SIDE_LOD_SHIFTS[0]}") == (0,)
+        assert _answers(store, sid, windows) == before
+        _check(store, sid, recs, windows)
     finally:
         store.close()
 

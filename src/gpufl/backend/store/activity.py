@@ -481,12 +481,12 @@ class ActivityQueries(SqlEngine):
         # the window a row overlapping it may start.
         row = self._one(
             "SELECT max(end_ns - start_ns) FROM memory_lod WHERE session_id = ? AND level = ?",
-            [sid, LOD_SHIFTS[-1]],
+            [sid, MEMORY_LOD.shifts[-1]],
         )
         if not row or row[0] is None:
             return empty
         first = start_ns - int(row[0]) - 1
-        plan = stored_span(start_ns, end_ns, width)
+        plan = stored_span(start_ns, end_ns, width, MEMORY_LOD.shifts)
         edges = [(first, end_ns)] if plan is None else [(first, plan[1] * width), (plan[2] * width, end_ns)]
         raw, params = [], []
         for table in ("memcpys", "memsets"):

@@ -154,14 +154,14 @@ class DuckDBStore(SqlStore):
     def _json_array(self, src: str, obj: str, order: str) -> str:
         return f"SELECT CAST(to_json(list({obj} ORDER BY {order})) AS VARCHAR) FROM {src}"
 
-    def _longest_fields(self, fields: list[str], dur: str, ties: list[str]) -> list[str]:
+    def _longest_fields(self, fields: list[tuple[str, str]], dur: str, ties: list[str]) -> list[str]:
         # arg_max over a row value: (longest, then the lowest of each tie column) is the maximum. One
         # arg_max of a struct of all the fields, which the planner computes once for the field extractions
         # that repeat it: an arg_max per field cost ~40 % more for launch_lod (10 fields), the costliest
         # statement of a kernel batch's write (~95 of ~230 ms CPU per 50,000 kernels on 1 thread).
         key = f"({', '.join([dur, *(f'-({t})' for t in ties)])})"
-        row = "{" + ", ".join(f"'{f}': {f}" for f in fields) + "}"
-        return [f"struct_extract(arg_max({row}, {key}), '{f}')" for f in fields]
+        row = "{" + ", ".join(f"'{f}': {f}" for f, _ in fields) + "}"
+        return [f"struct_extract(arg_max({row}, {key}), '{f}')" for f, _ in fields]
 
     def _idiv(self, a: str, b: str) -> str:
         return f"({a} // {b})"

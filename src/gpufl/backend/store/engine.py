@@ -92,10 +92,10 @@ class SqlEngine:
     def _lock_streams(self, cur: Any, keys: list[tuple[str, str]]) -> None:
         """Serialise ingest of the same (session, stream) across processes (no-op where single-process)."""
 
-    def _longest_fields(self, fields: list[str], dur: str, ties: list[str]) -> list[str]:
-        """Aggregate expressions, one per column of ``fields``: its value in the group's row with the largest
-        ``dur``; among rows as long, the first in ascending ``ties`` order (columns that together are unique
-        per row). Every field comes from the same row."""
+    def _longest_fields(self, fields: list[tuple[str, str]], dur: str, ties: list[str]) -> list[str]:
+        """Aggregate expressions, one per column of ``fields`` (name, type code of ``schema.TABLES``): its
+        value in the group's row with the largest ``dur``; among rows as long, the first in ascending
+        ``ties`` order (columns that together are unique per row). Every field comes from the same row."""
         raise NotImplementedError
 
     def _idiv(self, a: str, b: str) -> str:

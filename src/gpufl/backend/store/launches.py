@@ -8,7 +8,6 @@ from typing import Any
 
 from gpufl.backend.store.activity import ActivityQueries
 from gpufl.backend.store.lod import LAUNCH_LOD, fold_select, launch_rows, stored_span
-from gpufl.backend.store.schema import LOD_SHIFTS
 
 
 class LaunchQueries(ActivityQueries):
@@ -26,12 +25,12 @@ class LaunchQueries(ActivityQueries):
         # far before the window a call overlapping it may enter, and which activities' starts bound calls.
         bound = self._one(
             "SELECT max(a1 - a0), max(lead_max), min(lead_min) FROM launch_lod WHERE session_id = ? AND level = ?",
-            [sid, LOD_SHIFTS[-1]],
+            [sid, LAUNCH_LOD.shifts[-1]],
         )
         if not bound or bound[0] is None:
             return empty
         dur, lead_max, lead_min = (int(x) for x in bound)
-        plan = stored_span(start_ns, end_ns, width)
+        plan = stored_span(start_ns, end_ns, width, LAUNCH_LOD.shifts)
         first = start_ns - dur
         edges = [(first, end_ns)] if plan is None else [(first, plan[1] * width), (plan[2] * width, end_ns)]
         raw, params = [], []

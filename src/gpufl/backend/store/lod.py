@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from gpufl.backend import sketch
 from gpufl.backend.store.engine import SqlEngine
-from gpufl.backend.store.schema import LOD_SHIFTS, RECORD_TABLES
+from gpufl.backend.store.schema import LOD_SHIFTS, RECORD_TABLES, SIDE_LOD_SHIFTS, TABLES
 from gpufl.contract import events as ev
 
 # The call's entry: v2+ records carry it as a lead before the activity's start, v1 as an absolute time.
@@ -21,7 +21,8 @@ API_START = "coalesce(api_start_ns, start_ns - api_lead_ns)"
 class Fold:
     """A level-of-detail table whose rows merge: per (session_id, level, bucket, *keys), the sums, maxima and
     minima of its columns and the longest row's fields (``dur`` descending, then ``ties`` ascending). Its
-    columns are in that order; a raw row is projected to the same names (``rows``), bucketed by ``time``."""
+    columns are in that order; a raw row is projected to the same names (``rows``), bucketed by ``time``.
+    ``shifts``: the levels it stores (bucket width 2^shift ns), finest first."""
 
     table: str
     keys: tuple[str, ...]
@@ -32,6 +33,7 @@ class Fold:
     dur: str
     ties: tuple[str, ...]
     time: str
+    shifts: tuple[int, ...]
 
 
 MEMORY_LOD = Fold(
@@ -44,6 +46,7 @@ MEMORY_LOD = Fold(
     dur="end_ns - start_ns",
     ties=("seq",),
     time="start_ns",
+    shifts=SIDE_LOD_SHIFTS,
 )
 
 LAUNCH_LOD = Fold(
@@ -67,6 +70,7 @@ LAUNCH_LOD = Fold(
     dur="a1 - a0",
     ties=("kind", "seq"),
     time="a0",
+    shifts=SIDE_LOD_SHIFTS,
 )
 
 
@@ -97,7 +101,7 @@ def fold_select(
     fold: Fold,
     src: str,
     bucket: str,
-    longest_fields: Callable[[list[str], str, list[str]], list[str]],
+    longest_fields: Callable[[list[tuple[str, str]], str, list[str]], list[str]],
     level: bool = False,
 ) -> str:
     """SELECT session_id, [level,] b, *keys, then the merged columns, per bucket ``bucket`` of ``src``'s rows
@@ -106,20 +110,24 @@ def fold_select(
     aggs = [f"sum({c}) AS {c}" for c in fold.sums]
     aggs += [f"max({c}) AS {c}" for c in fold.maxes]
     aggs += [f"min({c}) AS {c}" for c in fold.mins]
-    longest = longest_fields(list(fold.longest), fold.dur, list(fold.ties))
+    types = dict(TABLES[fold.table])
+    longest = longest_fields([(c, types[c]) for c in fold.longest], fold.dur, list(fold.ties))
     aggs += [f"{e} AS {c}" for c, e in zip(fold.longest, longest, strict=True)]
     by = ["session_id", *(["level"] if level else []), bucket, *fold.keys]
     head = ["session_id", *(["level"] if level else []), f"{bucket} AS b", *fold.keys]
     return f"SELECT {', '.join(head + aggs)} FROM {src} GROUP BY {', '.join(by)}"
 
 
-def stored_span(start_ns: int, end_ns: int, width: int) -> tuple[int, int, int] | None:
-    """How a window's buckets of ``width`` ns can come from a stored level: (shift, lo, hi), the coarsest
-    stored level whose buckets tile ``width`` exactly (a multiple of 2^shift) and the output buckets
-    [lo, hi) that lie wholly after ``start_ns`` and before ``end_ns``. Their rows (all starting inside the
-    window) are whole in the stored level; the buckets at the window's edges, and rows that start before it
-    and overlap it, come from the raw rows. None when no stored level tiles ``width`` or no bucket fits."""
-    shift = next((s for s in reversed(LOD_SHIFTS) if width >= 1 << s and width % (1 << s) == 0), None)
+def stored_span(
+    start_ns: int, end_ns: int, width: int, shifts: tuple[int, ...] = LOD_SHIFTS
+) -> tuple[int, int, int] | None:
+    """How a window's buckets of ``width`` ns can come from a stored level of ``shifts``: (shift, lo, hi),
+    the coarsest stored level whose buckets tile ``width`` exactly (a multiple of 2^shift) and the output
+    buckets [lo, hi) that lie wholly after ``start_ns`` and before ``end_ns``. Their rows (all starting
+    inside the window) are whole in the stored level; the buckets at the window's edges, and rows that start
+    before it and overlap it, come from the raw rows. None when no stored level tiles ``width`` (finer than
+    the finest, or not a multiple of it) or no bucket fits."""
+    shift = next((s for s in reversed(shifts) if width >= 1 << s and width % (1 << s) == 0), None)
     lo, hi = start_ns // width + 1, end_ns // width
     return (shift, lo, hi) if shift is not None and lo < hi else None
 
@@ -147,11 +155,12 @@ class LodStore(SqlEngine):
         return out
 
     def _levels_select(self, fold: Fold, rows: str) -> str:
-        """Every level's rows of ``fold`` for the rows ``rows``: the finest level aggregated from them, then
-        every level at once from the finest (a cross join with the levels, one GROUP BY), as for kernels."""
-        base = LOD_SHIFTS[0]
+        """Every stored level's rows of ``fold`` (``fold.shifts``) for the rows ``rows``: the finest level
+        aggregated from them, then every level at once from the finest (a cross join with the levels, one
+        GROUP BY), as for kernels."""
+        base = fold.shifts[0]
         finest = fold_select(fold, f"({rows}) r", f"({fold.time} >> {base})", self._longest_fields)
-        levels = ", ".join(f"({s})" for s in LOD_SHIFTS)
+        levels = ", ".join(f"({s})" for s in fold.shifts)
         every = fold_select(fold, "x", f"(b >> (level - {base}))", self._longest_fields, level=True)
         return f"""WITH f AS MATERIALIZED ({finest}),
                         x AS (SELECT f.*, l.level FROM f CROSS JOIN (VALUES {levels}) l(level))

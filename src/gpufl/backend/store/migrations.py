@@ -117,8 +117,17 @@ def _v10(engine: str, sql_types: dict[str, str]) -> list[str]:
     return [f"ALTER TABLE api_keys ADD COLUMN IF NOT EXISTS host_glob {sql_types['T']}"]
 
 
+def _v11(engine: str, sql_types: dict[str, str]) -> list[str]:
+    """The memory lanes' and thread tracks' levels of detail are stored from 2^22 ns (``SIDE_LOD_SHIFTS``):
+    the rows of the 2^18 and 2^20 ns levels that versions 8-10 stored are no longer read (a finer resolution
+    is answered from the raw rows), and go. The levels from 2^22 ns are the same rows as before, so no answer
+    changes. The bound is written out, not read from ``SIDE_LOD_SHIFTS``: a migration keeps meaning what it
+    meant when it was added."""
+    return [f"DELETE FROM {t} WHERE level < 22" for t in ("memory_lod", "launch_lod")]
+
+
 MIGRATIONS: dict[int, Migration] = {
-    1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7, 8: _v8, 9: _v9, 10: _v10,
+    1: _v1, 2: _v2, 3: _v3, 4: _v4, 5: _v5, 6: _v6, 7: _v7, 8: _v8, 9: _v9, 10: _v10, 11: _v11,
 }  # fmt: skip
 LATEST = max(MIGRATIONS)
 

@@ -112,8 +112,22 @@ class PostgresStore(SqlStore):
     def _json_array(self, src: str, obj: str, order: str) -> str:
         return f"SELECT COALESCE(json_agg({obj} ORDER BY {order}), '[]'::json)::text FROM {src}"
 
-    def _longest_fields(self, fields: list[str], dur: str, ties: list[str]) -> list[str]:
-        return [f"(array_agg({f} ORDER BY {dur} DESC, {', '.join(ties)}))[1]" for f in fields]
+    def _longest_fields(self, fields: list[tuple[str, str]], dur: str, ties: list[str]) -> list[str]:
+        # The integer fields from one max() of an array: (duration, each tie negated, then the fields)
+        # compares by the row's rank first, which is unique per row, so the largest array is the longest
+        # row's (PostgreSQL computes the repeated max once). An array_agg(... ORDER BY ...) per field sorts
+        # the group's rows once per field: ~2x the time for the raw calls of a /launches window. A field of
+        # another type (a copy's kind) keeps its ordered array_agg.
+        order = f"ORDER BY {dur} DESC, {', '.join(ties)}"
+        key = [dur, *(f"-({t})" for t in ties)]
+        ints = [f for f, code in fields if code in ("I", "H")]
+        arr = "max(ARRAY[" + ", ".join(f"CAST({e} AS NUMERIC)" for e in [*key, *ints]) + "])"
+        return [
+            f"CAST(({arr})[{len(key) + ints.index(f) + 1}] AS {self.sql_types[code]})"
+            if code in ("I", "H")
+            else f"(array_agg({f} {order}))[1]"
+            for f, code in fields
+        ]
 
     def _idiv(self, a: str, b: str) -> str:
         return f"({a} / {b})"

@@ -239,9 +239,18 @@ CONTRACT_TABLES: tuple[str, ...] = (*RECORD_TABLES.values(), "profile_ranges")
 # Tables that hold a session's data (everything but api_keys): deleting a session deletes its rows here.
 SESSION_TABLES = tuple(t for t in TABLES if t != "api_keys")
 
-# Levels of detail for the kernel, memory and launch-call timelines: bucket width 2^shift ns, 262 us to 4.3 s, each 4x the last, so a
-# query re-buckets at most ~4 stored buckets into each output bucket.
+# Levels of detail for the kernel timeline (the memory and launch-call timelines store the coarser ones:
+# SIDE_LOD_SHIFTS): bucket width 2^shift ns, 262 us to 4.3 s, each 4x the last, so a query re-buckets at most
+# ~4 stored buckets into each output bucket.
 LOD_SHIFTS: tuple[int, ...] = (18, 20, 22, 24, 26, 28, 30, 32)
+
+# The levels the memory lanes' and thread tracks' tables store (``lod.MEMORY_LOD``, ``lod.LAUNCH_LOD``): the
+# kernel lanes' from 2^22 ns (4.2 ms). A finer resolution is answered from the raw rows, which at the UI's
+# one or two buckets per pixel is a window of seconds: at 10M kernels of a training loop, 2^18 and 2^20 ns
+# buckets held ~5 and ~15 calls each, 87 % of launch_lod's rows and half its ingest cost, and served no
+# faster than the raw rows (docs/benchmarks.md, 2026-12-06, #24/#17). Migration 11 drops the finer rows
+# that stores written before kept.
+SIDE_LOD_SHIFTS: tuple[int, ...] = (22, 24, 26, 28, 30, 32)
 
 
 def create_table_sql(table: str, sql_types: dict[str, str]) -> str:
