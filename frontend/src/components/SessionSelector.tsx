@@ -174,7 +174,7 @@ export function SessionSelector({ api, route, navigate }: { api: Api; route: Fil
                     <td className="num">{fmtInt(s.kernels)}</td>
                     <td>{s.cutShort ? <span className="badge warn">cut short / live</span> : s.ended ? <span className="badge">ended</span> : '—'}</td>
                     <td>
-                      <InsightBadge api={api} id={s.id} />
+                      <InsightBadge api={api} id={s.id} kernels={s.kernels} />
                     </td>
                   </tr>
                 ))}
@@ -191,9 +191,34 @@ export function SessionSelector({ api, route, navigate }: { api: Api; route: Fil
   );
 }
 
+/** Above this many kernels a listed session's insights are computed only when asked for (a click on its badge, or
+ * its Insights tab): they read every activity row — ~4–9 s at 10M kernels and minutes at 100M on two cores — and
+ * the list's request would compete with the timeline the user opens next (bench/ui_timeline.mjs at 100M: first
+ * paint 0.95–1.56 s with the badge's request, 0.63 s without). */
+export const BADGE_AUTO_MAX_KERNELS = 2_000_000;
+
 /** The count of warning and critical insights of one listed session (the backend caches each answer until the
  * session's records change, so a list's worth of requests is cheap after the first). */
-function InsightBadge({ api, id }: { api: Api; id: string }) {
+export function InsightBadge({ api, id, kernels }: { api: Api; id: string; kernels: number }) {
+  const [asked, setAsked] = useState(kernels <= BADGE_AUTO_MAX_KERNELS);
+  if (!asked)
+    return (
+      <button
+        className="link"
+        data-testid="insight-badge-ask"
+        title={`${fmtInt(kernels)} kernels: insights are computed on request for sessions over ${fmtInt(BADGE_AUTO_MAX_KERNELS)} kernels (they read every record)`}
+        onClick={(e) => {
+          e.stopPropagation();
+          setAsked(true);
+        }}
+      >
+        check
+      </button>
+    );
+  return <InsightCount api={api} id={id} />;
+}
+
+function InsightCount({ api, id }: { api: Api; id: string }) {
   const v = useAsync((sig) => api.insights(id, sig), [api, id]);
   if (v.state === 'loading') return <span className="muted">…</span>;
   if (v.state === 'error') return <span className="muted" title="insights could not be loaded">?</span>;
