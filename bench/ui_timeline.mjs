@@ -5,16 +5,26 @@
 // timestamps, in Debian's headless Chromium.
 //
 //   cd frontend && npm ci && node ../bench/ui_timeline.mjs [--capture DIR] [--kernels N] [--json OUT] [--store DIR]
+//                                                         [--build js|python] [--build-only]
 //
 // --store DIR: the backend's data dir, kept afterwards; a tiled session already in it is not ingested again
-// (so a 10M-kernel session, ~4.5 min of ingest on 2 cores, is measured again by a freshly started backend).
+// (so a 10M-kernel session is built once and measured again by freshly started backends).
+// --build python (the default from 2M kernels): the session is POSTed by bench/tile_session.py (msgspec, two
+// concurrent clients, 50,000-record batches), the same records byte for byte as the JS builder's
+// (tests/test_tile_session.py); --build js: by buildTiledSession here (one connection, ~40k records/s: 10M
+// kernels in ~4.5 min of ingest on 2 cores, 100M in ~50). Either way the run stops if the backend holds fewer
+// device records than the session has (a store left by an interrupted build is completed by the Python build).
+// --build-only: build (or find) the session in the store and stop, nothing measured: e.g.
+//   nice -n 10 node ../bench/ui_timeline.mjs --kernels 100000000 --store /work/stores/s100m --build-only
+// Python: $GPUFL_PYTHON, else ../.venv/bin/python (with gpufl, msgspec and httpx importable).
 //
 // The session is built from the capture's device stream: session_start and dict records once, then the
 // capture's kernel/memcpy/memset records repeated with every timestamp shifted by k × (capture span + 1 ms)
 // and seq renumbered, then one session_end; POSTed to a real gpufl-backend (temp data dir) as NDJSON.
+import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
-import { apiJson, buildTiledSession, buildUi, captureDirs, createKey, deviceRecords, launchBrowser, log, startBackend } from '../frontend/e2e/harness.mjs';
+import { apiJson, buildTiledSession, buildUi, captureDirs, createKey, deviceRecords, launchBrowser, log, PYTHON, REPO, startBackend } from '../frontend/e2e/harness.mjs';
 
 const args = process.argv.slice(2);
 const opt = (name, dflt) => {
@@ -25,6 +35,24 @@ const TARGET = Number(opt('kernels', '1000000'));
 const capture = opt('capture', null) ?? pickCapture();
 const jsonOut = opt('json', null);
 const storeDir = opt('store', null);
+const BUILD = opt('build', TARGET >= 2_000_000 ? 'python' : 'js');
+const buildOnly = args.includes('--build-only');
+if (BUILD !== 'js' && BUILD !== 'python') throw new Error(`--build ${BUILD}: js or python`);
+
+/** bench/tile_session.py against this backend; resolves with its summary (the plan, ingest_s). */
+function buildWithPython(backend) {
+  return new Promise((res, rej) => {
+    const p = spawn(PYTHON, [resolve(REPO, 'bench/tile_session.py'), '--url', backend.url, '--capture', capture, '--kernels', String(TARGET)], {
+      // the token in the environment, not the arguments (visible to every local user in ps)
+      env: { ...process.env, GPUFL_TOKEN: backend.adminToken },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.on('error', rej);
+    p.on('exit', (code) => (code === 0 ? res(JSON.parse(out.trim().split('\n').pop())) : rej(new Error(`bench/tile_session.py exited with ${code}`))));
+  });
+}
 
 function pickCapture() {
   // the capture with the most kernel records in its device stream
@@ -48,13 +76,23 @@ const round = (x, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
 let backend;
 let browser;
 try {
-  buildUi();
+  if (!buildOnly) buildUi();
   if (storeDir) mkdirSync(storeDir, { recursive: true });
   backend = await startBackend({}, { dataDir: storeDir ? resolve(storeDir) : null });
+  const built = BUILD === 'python' ? await buildWithPython(backend) : null;
+  if (built) log(built.ingested ? `built by bench/tile_session.py: ${built.records} records in ${built.ingest_s} s` : `${built.sid}: in the store already`);
   const tiled = await buildTiledSession(backend, capture, TARGET);
+  if (built && built.sid !== tiled.sid) throw new Error(`tile_session.py built ${built.sid}, the bench expects ${tiled.sid}`);
   const token = await createKey(backend, 'read', 'bench');
   const detail = await apiJson(backend, token, `/sessions/${tiled.sid}`);
-  log(`backend reports ${detail.totals.kernels} kernels in ${tiled.sid}`);
+  const received = detail.streams.find((s) => s.stream === 'device')?.received;
+  log(`backend reports ${detail.totals.kernels} kernels, ${received} device records in ${tiled.sid}`);
+  if (received !== tiled.records) throw new Error(`${tiled.sid}: the store holds ${received} of its ${tiled.records} device records (an interrupted build? --build python completes it)`);
+  if (buildOnly) {
+    // nothing else is started yet: stop the backend (the store is kept) and leave before the browser
+    await backend.stop();
+    process.exit(0);
+  }
   browser = await launchBrowser();
   const page = await browser.ctx.newPage();
   await page.addInitScript((t) => sessionStorage.setItem('gpufl.token', t), token);

@@ -224,12 +224,15 @@ function toLine(o) {
 /**
  * A session made by tiling a real capture: its device stream's session_start and dicts once, then its
  * kernel/memcpy/memset records repeated enough times for ~`target` kernels, every timestamp shifted by
- * k × (capture span + 1 ms) and seq renumbered, then one session_end; POSTed to the backend as NDJSON. Its
- * app is the capture's with "-tiled" appended, so it is labelled as such wherever it is listed.
+ * k × (capture span + 1 ms) and seq renumbered, then one session_end. Its app is the capture's with "-tiled"
+ * appended, so it is labelled as such wherever it is listed. `tilePlan` works out the session (nothing is
+ * sent); `tiledLines` yields its NDJSON lines; `buildTiledSession` POSTs them. bench/tile_session.py is the
+ * same generator in Python (byte for byte: tests/test_tile_session.py compares them through
+ * bench/tile_lines.mjs), for sessions whose ingest from here would take most of an hour.
  */
 /** `overlay`: the copies are not shifted but laid over each other (same timestamps, seq renumbered), so every
  * kernel has twins starting at the same nanosecond (session id and app say "-overlaid"). */
-export async function buildTiledSession(backend, capture, target, { overlay = false } = {}) {
+export function tilePlan(capture, target, { overlay = false } = {}) {
   const recs = deviceRecords(capture);
   const start = recs.find((r) => r.type === 'session_start');
   if (!start) throw new Error(`${capture}: no session_start in the device stream`);
@@ -262,15 +265,41 @@ export async function buildTiledSession(backend, capture, target, { overlay = fa
   // relative to the session start: the densest 20 ms of the middle copy
   const denseT = Number(first - base) + Number(period) * Math.floor(copies / 2) + dense;
   const end = last + period * BigInt(copies - 1);
-  const made = { sid, kernels: kernelsPer * copies, copies, spanNs: Number(end - base), denseT, densePerS: bestN };
+  // records: every line tiledLines yields (session_start, dicts, the copies, session_end)
+  const made = { sid, kernels: kernelsPer * copies, copies, spanNs: Number(end - base), denseT, densePerS: bestN, records: 2 + dicts.length + work.length * copies };
+  return { made, start, dicts, work, period, base, end, tag, dense, bestN, kernelsPer };
+}
+
+/** The tiled session's NDJSON lines (no newline), in the order they are sent: generated as they are consumed. */
+export function* tiledLines(plan) {
+  const { made, start, dicts, work, period, base, end, tag } = plan;
+  const sid = made.sid;
+  let seq = 0;
+  const stamp = (o) => ({ ...o, session_id: sid, seq: seq++ });
+  yield toLine(stamp({ ...start, app: `${start.app}-${tag}`, start_ns: base }));
+  for (const d of dicts) yield toLine(stamp(d));
+  for (let c = 0; c < made.copies; c++) {
+    const shift = period * BigInt(c);
+    for (const r of work) {
+      const o = { ...r };
+      for (const k of NS_FIELDS) if (typeof o[k] === 'bigint') o[k] += shift;
+      yield toLine(stamp(o));
+    }
+  }
+  yield toLine({ type: 'session_end', session_id: sid, stream: 'device', seq, end_ns: end, records: seq + 1 });
+}
+
+/** Tile `capture` to ~`target` kernels (tilePlan) and POST the session to the backend, unless it is stored already. */
+export async function buildTiledSession(backend, capture, target, { overlay = false } = {}) {
+  const plan = tilePlan(capture, target, { overlay });
+  const { made } = plan;
+  const sid = made.sid;
   const stored = await fetch(`${backend.api}/sessions/${encodeURIComponent(sid)}`, { headers: { Authorization: `Bearer ${backend.adminToken}` } });
   if (stored.ok) {
     log(`session ${sid} is already in the store: not ingested again`);
     return made;
   }
-  log(`tiling ${basename(capture)}: ${kernelsPer} kernels × ${copies} copies, period ${Number(period) / 1e6} ms → session ${sid}`);
-  let seq = 0;
-  const stamp = (o) => ({ ...o, session_id: sid, seq: seq++ });
+  log(`tiling ${basename(capture)}: ${plan.kernelsPer} kernels × ${made.copies} copies, period ${Number(plan.period) / 1e6} ms → session ${sid}`);
   let batch = [];
   let ingested = 0;
   const flush = async () => {
@@ -300,25 +329,13 @@ export async function buildTiledSession(backend, capture, target, { overlay = fa
     ingested += res.stored + res.duplicates;
     batch = [];
   };
-  const push = async (o) => {
-    batch.push(toLine(o));
-    if (batch.length >= 20000) await flush();
-  };
   const t0 = Date.now();
-  await push(stamp({ ...start, app: `${start.app}-${tag}`, start_ns: base }));
-  for (const d of dicts) await push(stamp(d));
-  for (let c = 0; c < copies; c++) {
-    const shift = period * BigInt(c);
-    for (const r of work) {
-      const o = { ...r };
-      for (const k of NS_FIELDS) if (typeof o[k] === 'bigint') o[k] += shift;
-      await push(stamp(o));
-    }
+  for (const line of tiledLines(plan)) {
+    batch.push(line);
+    if (batch.length >= 20000) await flush();
   }
-  await push({ type: 'session_end', session_id: sid, stream: 'device', seq, end_ns: end, records: seq + 1 });
-  seq++;
   await flush();
   log(`ingested ${ingested} records in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-  log(`densest 20 ms of the capture: ${bestN} kernels at +${(dense / 1e9).toFixed(3)} s; pans zoom in at ${(denseT / 1e9).toFixed(3)} s`);
+  log(`densest 20 ms of the capture: ${plan.bestN} kernels at +${(plan.dense / 1e9).toFixed(3)} s; pans zoom in at ${(made.denseT / 1e9).toFixed(3)} s`);
   return made;
 }
