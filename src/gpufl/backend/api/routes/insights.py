@@ -37,8 +37,10 @@ waiting for, and each would hold a worker thread. Waiting here holds no thread; 
 its answer cached when the one before it was for the same session."""
 
 
-def cached(store: SqlStore, sid: str) -> S.Insights | None:
-    key = (id(store), sid, store.ingest_state(sid))
+def cached(
+    store: SqlStore, sid: str, key: tuple[int, str, tuple[object, ...]] | None = None
+) -> S.Insights | None:
+    key = key or (id(store), sid, store.ingest_state(sid))
     with _lock:
         hit = _cache.get(key)
         if hit is not None:
@@ -47,13 +49,10 @@ def cached(store: SqlStore, sid: str) -> S.Insights | None:
 
 
 def insights(store: SqlStore, sid: str) -> S.Insights:
-    state = store.ingest_state(sid)
-    key = (id(store), sid, state)
-    with _lock:
-        hit = _cache.get(key)
-        if hit is not None:
-            _cache.move_to_end(key)
-            return hit
+    key = (id(store), sid, store.ingest_state(sid))
+    hit = cached(store, sid, key)
+    if hit is not None:
+        return hit
     found, status = run_rules(store.insight_facts(sid))
     counts = {s: sum(1 for i in found if i.severity == s) for s in ("critical", "warning", "info")}
     out = S.Insights.model_validate(
