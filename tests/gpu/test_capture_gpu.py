@@ -210,6 +210,32 @@ def test_no_visible_gpu_degrades_with_one_notice(tmp_path: Path) -> None:
     assert any(n.engine == "tracing" for n in notices), notices
 
 
+def test_pm_sampling_says_once_whether_it_works_here_and_tracing_goes_on(tmp_path: Path) -> None:
+    """#20's optional engine is a probe (docs/log-format.md): one notice, either answer, with CUPTI's words."""
+    log_dir = tmp_path / "logs"
+    proc = _run(
+        f"""
+        import time, torch, gpufl
+        gpufl.init(app_name="pm", log_dir={str(log_dir)!r}, engines="tracing,system,pm_sampling")
+        x = torch.randn(1024, 1024, device="cuda")
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 20 and not any(
+            n.code.startswith("pm_sampling") for n in gpufl.active_session().notices
+        ):
+            x = torch.tanh(x @ x); torch.cuda.synchronize()
+        gpufl.shutdown()
+        """,
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    device = _records(log_dir, "device")
+    said = [r for r in device if isinstance(r, events.Notice) and r.code.startswith("pm_sampling")]
+    print("pm_sampling notice:", [(n.code, n.message) for n in said])  # the GPU log keeps what CUPTI said
+    assert len(said) == 1, said
+    assert said[0].code in ("pm_sampling_unavailable", "pm_sampling_not_recorded")
+    assert any(isinstance(r, events.Kernel) for r in device)
+
+
 def test_stacks_and_scopes_on_kernels(tmp_path: Path) -> None:
     log_dir = tmp_path / "logs"
     proc = _run(

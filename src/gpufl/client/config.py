@@ -133,7 +133,8 @@ class Options:
     enabled: bool = True
     engines: tuple[str, ...] = DEFAULT_ENGINES
     """Engines to start: ``tracing`` (CUPTI kernels/copies), ``system`` (NVML + host metrics), and the deep
-    engines ``sass`` (SASS metrics: warp divergence) and ``pc_sampling`` (stall reasons), off by default."""
+    engines ``sass`` (SASS metrics: warp divergence) and ``pc_sampling`` (stall reasons), off by default;
+    ``pm_sampling`` probes CUPTI's PM sampling and says in a notice whether it works here (docs/log-format.md)."""
     system_interval_s: float = 1.0
     syncs: bool = False
     """Record CUDA synchronisation calls (``sync`` records: what the insights' synchronisation rule reads).
@@ -264,7 +265,7 @@ class Options:
             raise ValueError("pc_sampling_period must be 5..31 (2**n cycles)")
         if self.deep_timeout_s <= 0:
             raise ValueError("deep_timeout_s must be positive")
-        unknown = set(self.engines) - {"tracing", "system", "sass", "pc_sampling"}
+        unknown = set(self.engines) - {"tracing", "system", "sass", "pc_sampling", "pm_sampling"}
         if unknown:
             raise ValueError(f"unknown engine(s): {', '.join(sorted(unknown))}")
 

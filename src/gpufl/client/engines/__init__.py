@@ -109,4 +109,8 @@ def create(name: str, options: Options) -> Engine:
         from gpufl.client.engines.system import SystemEngine
 
         return SystemEngine()
+    if name == "pm_sampling":
+        from gpufl.client.engines.pm_sampling import PmSamplingEngine
+
+        return PmSamplingEngine()
     raise ValueError(f"unknown engine {name!r}")
