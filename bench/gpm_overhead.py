@@ -8,7 +8,13 @@ off between blocks of ``--block`` seconds (off: the engine's own ``gpm`` set asi
 way a GPU without GPM does; on: put back, so the real reader samples and the readings are written). Each
 adjacent on/off pair gives a ratio of median step times; the drift, slow next to a block, cancels in the pair.
 
-    python3 bench/gpm_overhead.py [--seconds 120] [--block 3] [--json out.json]
+    python3 bench/gpm_overhead.py [--seconds 120] [--block 3] [--workload gpt|spin|launch] [--json out.json]
+
+``--workload``: ``gpt`` the launch-bound GPT training step (the bar's loop); ``spin`` a fixed pure-Python
+computation of ~10 ms, no GPU — its step time moves by far less than 0.5 % between blocks, so it shows the one
+way a sampler thread can slow a Python program's own thread, taking the GIL, to a tenth of the bar; ``launch``
+500 tiny kernel launches and one synchronize per step (launch-bound with no model: the driver's locks, which
+NVML's calls may share with kernel launches, without the GPT step's noise).
 
 The first block of each kind is dropped (warm-up). Reported: per-pair ratio (median, mean, 95% interval by
 bootstrap), the launching thread's CPU time per step on/off (it leaves out time the thread waited — on the GIL,
@@ -64,6 +70,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=120)
     ap.add_argument("--block", type=float, default=3.0)
     ap.add_argument("--log-dir", default="/tmp/gpm-overhead")
+    ap.add_argument("--workload", choices=("gpt", "spin", "launch"), default="gpt")
     ap.add_argument("--json")
     args = ap.parse_args()
     import torch
@@ -83,7 +90,7 @@ def main() -> int:
     scaler = torch.amp.GradScaler()
     data = torch.randint(0, 8192, (16, 257), device="cuda")
 
-    def step() -> None:
+    def gpt_step() -> None:
         with torch.autocast("cuda", dtype=torch.float16):
             logits = model(data[:, :-1])
             loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), data[:, 1:].reshape(-1))
@@ -93,6 +100,21 @@ def main() -> int:
         scaler.update()
         torch.cuda.synchronize()
 
+    def spin_step() -> None:
+        acc = 0
+        for i in range(150_000):
+            acc += i * i % 7
+        if acc < 0:
+            raise AssertionError
+
+    tiny = torch.zeros(16, device="cuda")
+
+    def launch_step() -> None:
+        for _ in range(500):
+            tiny.add_(1.0)
+        torch.cuda.synchronize()
+
+    step = {"gpt": gpt_step, "spin": spin_step, "launch": launch_step}[args.workload]
     for _ in range(20):
         step()
     blocks: list[dict[str, Any]] = []
@@ -133,6 +155,7 @@ def main() -> int:
         k: statistics.median(b["engine_cpu_ms_per_s"] for b in blocks if b["gpm"] is k) for k in (True, False)
     }
     out = {
+        "workload": args.workload,
         "pairs": len(pairs),
         "ratio_median": statistics.median(pairs),
         "ratio_mean": statistics.mean(pairs),
@@ -143,6 +166,7 @@ def main() -> int:
         "launch_thread_cpu_ratio_median": statistics.median(cpu_pairs),
         "gpm_readings_written": readings,
     }
+    print(f"workload {args.workload}")
     print(
         f"{'pairs':>6}{'on/off median':>15}{'mean':>9}{'95% interval of the mean':>28}{'step ms on':>12}{'off':>8}"
     )
