@@ -108,7 +108,11 @@ if [[ $what == *frameworks* ]]; then
 fi
 if [[ $what == *gpm* ]]; then
   # #20's cost bar: GPM on/off in one process, alternating blocks (bench/gpm_overhead.py says why)
-  python3 bench/gpm_overhead.py --seconds ${SECONDS_AB:-150} --block 2.5 --json "$OUT/gpm_ab.json" 2>&1 | tee "$OUT/gpm_ab.txt" | tail -5
+  # on the GPT loop, and on a pure-Python step (the GIL share) and bare launches (driver locks), which are quieter
+  for w in spin launch gpt; do
+    python3 bench/gpm_overhead.py --workload $w --seconds ${SECONDS_AB:-150} --block 2.5 --log-dir /tmp/gpm-$w \
+      --json "$OUT/gpm_$w.json" 2>&1 | tee -a "$OUT/gpm_ab.txt" | tail -5
+  done
 fi
 if [[ $what == *sassstall* ]]; then
   # #19's open stall: tracing + SASS metrics on the GPT loop (cuBLAS) did not finish its first step with CUPTI
