@@ -119,7 +119,7 @@ if [[ $what == *sassstall* ]]; then
   # 13.0.85 (sessions 10-12). Which part of tracing waits on CUPTI's patching? One switch off at a time, each
   # run under a 60 s limit, step times printed as they finish (GPUFL_WORKLOAD_VERBOSE). With CUPTI_DIR set (a
   # newer libcupti's folder) the same with it.
-  for v in "" "GPUFL_NATIVE_FLUSH_MS=0" "GPUFL_NATIVE_CALLBACKS=0" "GPUFL_NATIVE_COPIES=0" "GPUFL_NATIVE_NVTX=0"; do
+  for v in "" "GPUFL_NATIVE_FLUSH_MS=0" "GPUFL_NATIVE_CALLBACKS=0" "GPUFL_NATIVE_COPIES=0" "GPUFL_NATIVE_NVTX=0" "GPUFL_NATIVE_ACTIVITY=0"; do
     for lib in system ${CUPTI_DIR:+newer}; do
       extra=(); [ $lib = newer ] && extra=(GPUFL_LIBCUPTI=$CUPTI_DIR/libcupti.so.13 LD_LIBRARY_PATH=$CUPTI_DIR)
       env $v "${extra[@]}" GPUFL_WORKLOAD_VERBOSE=1 GPUFL_ENGINES=tracing,system,sass GPUFL_DEEP=session \
