@@ -8,8 +8,8 @@ and this engine is a probe: it asks CUPTI for PM samples and says what it got.
 
 The probe runs in a child process, started from a background thread after the session starts: CUPTI's
 profiler initialisation is process-wide and, where it fails, fails inside libcupti — the program must never
-pay for that, in time or in a crash. The child makes its own CUDA context (a few hundred MiB of GPU memory for
-about a second), enables PM sampling on device 0, samples half a second of its own memsets, decodes and reports as JSON. The
+pay for that, in time or in a crash. The child makes its own CUDA context (about 1 GiB of GPU memory with the
+sampling buffer, for about a second), enables PM sampling on device 0, samples half a second of its own memsets, decodes and reports as JSON. The
 session gets one notice: ``pm_sampling_unavailable`` with CUPTI's reason, or ``pm_sampling_not_recorded``
 (PM sampling works here, N samples; gpufl records GPM's series, not PM sampling's, yet).
 """
@@ -27,8 +27,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from gpufl.client.engines import EngineHost
 
-PROBE_METRICS = ("gr__cycles_elapsed.max", "sm__cycles_elapsed.sum")  # the ones NVIDIA's sample reads
-PROBE_INTERVAL_NS = 100_000  # 0.1 ms: the sub-millisecond rate the engine is for
+# NVIDIA's own sample's configuration (cupti-python's CuptiPmSamplingVectorAddNumba.py and Collector's defaults),
+# so that a refusal is CUPTI's and not a choice of ours: on the H100 (libcupti 13.0.85) a 32 MiB buffer at 100 µs
+# was refused by configure() with ERROR_INVALID_PARAMETER (session 14).
+PROBE_METRICS = ("gr__cycles_elapsed.max", "sm__cycles_elapsed.sum")
+PROBE_INTERVAL_NS = 10_000
+PROBE_BUFFER_BYTES = 512 << 20
 PROBE_SECONDS = 0.5
 PROBE_TIMEOUT_S = 60.0  # a CUDA context plus the profiler's start; a child past it is killed, and said so
 
@@ -168,7 +172,7 @@ def _probe_in_this_process() -> dict[str, Any]:
     try:
         collector.enable()
         stage = "configure"
-        collector.configure(metrics=list(PROBE_METRICS), hardware_buffer_size=32 << 20,
+        collector.configure(metrics=list(PROBE_METRICS), hardware_buffer_size=PROBE_BUFFER_BYTES,
                             sampling_interval=PROBE_INTERVAL_NS)  # fmt: skip
         stage = "start"
         collector.start()
