@@ -10,11 +10,9 @@ adjacent on/off pair gives a ratio of median step times; the drift, slow next to
 
     python3 bench/gpm_overhead.py [--seconds 120] [--block 3] [--workload gpt|spin|launch] [--json out.json]
 
-``--workload``: ``gpt`` the launch-bound GPT training step (the bar's loop); ``spin`` a fixed pure-Python
-computation of ~10 ms, no GPU — its step time moves by far less than 0.5 % between blocks, so it shows the one
-way a sampler thread can slow a Python program's own thread, taking the GIL, to a tenth of the bar; ``launch``
-500 tiny kernel launches and one synchronize per step (launch-bound with no model: the driver's locks, which
-NVML's calls may share with kernel launches, without the GPT step's noise).
+``--workload``: ``gpt`` (the bar's loop), ``launch`` or ``spin`` (bench/alternating.py says what each is; ``spin``
+shows the GIL share a sampler thread can take, ``launch`` the driver's locks NVML's calls may share with kernel
+launches).
 
 The first block of each kind is dropped (warm-up). Reported: per-pair ratio (median, mean, 95% interval by
 bootstrap), the launching thread's CPU time per step on/off (it leaves out time the thread waited — on the GIL,
@@ -26,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 import sys
 import threading
@@ -34,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "workloads"))
+from alternating import HEADER, WORKLOADS, make_step, mean_interval, pair_ratios, summary_line, time_block
 
 
 def system_engine() -> Any:
@@ -70,13 +67,9 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=120)
     ap.add_argument("--block", type=float, default=3.0)
     ap.add_argument("--log-dir", default="/tmp/gpm-overhead")
-    ap.add_argument("--workload", choices=("gpt", "spin", "launch"), default="gpt")
+    ap.add_argument("--workload", choices=WORKLOADS, default="gpt")
     ap.add_argument("--json")
     args = ap.parse_args()
-    import torch
-    import torch.nn.functional as F
-    from gpt_train import MiniGPT
-
     import gpufl
 
     gpufl.init(app_name="gpm_overhead", log_dir=args.log_dir, engines=["system"])
@@ -84,69 +77,23 @@ def main() -> int:
     reader = engine.gpm
     if reader is None:
         raise SystemExit("GPM is not available on this GPU: nothing to measure")
-    torch.manual_seed(0)
-    model = MiniGPT().cuda()
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
-    scaler = torch.amp.GradScaler()
-    data = torch.randint(0, 8192, (16, 257), device="cuda")
-
-    def gpt_step() -> None:
-        with torch.autocast("cuda", dtype=torch.float16):
-            logits = model(data[:, :-1])
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), data[:, 1:].reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        torch.cuda.synchronize()
-
-    def spin_step() -> None:
-        acc = 0
-        for i in range(150_000):
-            acc += i * i % 7
-        if acc < 0:
-            raise AssertionError
-
-    tiny = torch.zeros(16, device="cuda")
-
-    def launch_step() -> None:
-        for _ in range(500):
-            tiny.add_(1.0)
-        torch.cuda.synchronize()
-
-    step = {"gpt": gpt_step, "spin": spin_step, "launch": launch_step}[args.workload]
-    for _ in range(20):
-        step()
+    step = make_step(args.workload)
     blocks: list[dict[str, Any]] = []
     end = time.monotonic() + args.seconds
     on = False
     while time.monotonic() < end:
         engine.gpm = reader if on else None
-        cpu0, t0 = thread_cpu("system"), time.monotonic()
-        times, cpu = [], []
-        while time.monotonic() - t0 < args.block:
-            s0, c0 = time.perf_counter(), time.thread_time()
-            step()
-            times.append(time.perf_counter() - s0)
-            cpu.append(time.thread_time() - c0)  # the launching thread's own CPU: no wait in it
-        wall = time.monotonic() - t0
-        blocks.append({"gpm": on, "median_ms": 1e3 * statistics.median(times), "steps": len(times),
-                       "launch_cpu_ms": 1e3 * statistics.median(cpu),
-                       "engine_cpu_ms_per_s": 1e3 * (thread_cpu("system") - cpu0) / wall})  # fmt: skip
+        cpu0 = thread_cpu("system")
+        block = time_block(step, args.block)
+        block.update(gpm=on, engine_cpu_ms_per_s=1e3 * (thread_cpu("system") - cpu0) / block["wall_s"])
+        blocks.append(block)
         on = not on
     engine.gpm = reader
     gpufl.shutdown()
     blocks = blocks[2:]  # one warm-up block of each kind
-    pairs = [
-        blocks[i + 1]["median_ms"] / blocks[i]["median_ms"] if blocks[i + 1]["gpm"] else blocks[i]["median_ms"] / blocks[i + 1]["median_ms"]
-        for i in range(0, len(blocks) - 1, 2)
-    ]  # fmt: skip
-    cpu_pairs = [
-        blocks[i + 1]["launch_cpu_ms"] / blocks[i]["launch_cpu_ms"] if blocks[i + 1]["gpm"] else blocks[i]["launch_cpu_ms"] / blocks[i + 1]["launch_cpu_ms"]
-        for i in range(0, len(blocks) - 1, 2)
-    ]  # fmt: skip
-    rng = random.Random(0)
-    boots = sorted(statistics.mean(rng.choices(pairs, k=len(pairs))) for _ in range(2000))
+    pairs = pair_ratios(blocks, "median_ms", "gpm")
+    cpu_pairs = pair_ratios(blocks, "launch_cpu_ms", "gpm")
+    lo, hi = mean_interval(pairs)
     readings = sum(
         1 for p in Path(args.log_dir).glob("*.system.*.log") for line in p.read_bytes().splitlines()
         if b'"sm_active_pct"' in line
@@ -159,7 +106,7 @@ def main() -> int:
         "pairs": len(pairs),
         "ratio_median": statistics.median(pairs),
         "ratio_mean": statistics.mean(pairs),
-        "ratio_mean_95": [boots[50], boots[1949]],
+        "ratio_mean_95": [lo, hi],
         "step_ms_gpm_on": statistics.median(b["median_ms"] for b in blocks if b["gpm"]),
         "step_ms_gpm_off": statistics.median(b["median_ms"] for b in blocks if not b["gpm"]),
         "system_thread_cpu_ms_per_s": {"gpm_on": cpu[True], "gpm_off": cpu[False]},
@@ -167,12 +114,8 @@ def main() -> int:
         "gpm_readings_written": readings,
     }
     print(f"workload {args.workload}")
-    print(
-        f"{'pairs':>6}{'on/off median':>15}{'mean':>9}{'95% interval of the mean':>28}{'step ms on':>12}{'off':>8}"
-    )
-    print(f"{out['pairs']:>6}{100 * (out['ratio_median'] - 1):>+14.2f}%{100 * (out['ratio_mean'] - 1):>+8.2f}%"
-          f"{100 * (boots[50] - 1):>+14.2f}% … {100 * (boots[1949] - 1):+.2f}%"
-          f"{out['step_ms_gpm_on']:>12.3f}{out['step_ms_gpm_off']:>8.3f}")  # fmt: skip
+    print(f"{HEADER}{'step ms on':>12}{'off':>8}")
+    print(f"{summary_line(pairs)}{out['step_ms_gpm_on']:>12.3f}{out['step_ms_gpm_off']:>8.3f}")
     print(
         f"launching thread CPU per step, GPM on/off: {100 * (statistics.median(cpu_pairs) - 1):+.2f}% (median of pairs)"
     )

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the lent H100 (device tool): GPU tests, real captures, overhead bench. Results go to $OUT.
 # Usage there:  bash scripts/gpu_checks.sh [tests] [captures] [bench] [suite] [survival] [run] [costs] [deep] [sass] [remote]
-#               [windows] [frameworks] [gpm] [sassstall]
+#               [windows] [frameworks] [gpm] [sassstall] [capturecost]
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=$PWD/src:/tmp/site PYTHONUNBUFFERED=1
@@ -128,4 +128,12 @@ if [[ $what == *sassstall* ]]; then
       echo "sass+tracing ${v:-as is} libcupti=$lib: exit $?, $(grep -c '^step' /tmp/sassstall.txt) steps: $(grep '^step' /tmp/sassstall.txt | tr '\n' ' ')" | tee -a "$OUT/sassstall.txt"
     done
   done
+fi
+if [[ $what == *capturecost* ]]; then
+  # #21's mode bars in one process (bench/capture_overhead.py: a session open/closed in alternating blocks):
+  # on-demand with no request, and continuous (a window's cost while open); windows = on-demand + duty x continuous
+  for w in launch gpt; do for c in on-demand continuous; do
+    python3 bench/capture_overhead.py --workload $w --capture $c --seconds ${SECONDS_AB:-90} --block 3 \
+      --json "$OUT/capture_${w}_$c.json" 2>&1 | tail -5 | tee -a "$OUT/capture_cost.txt"
+  done; done
 fi
