@@ -26,7 +26,8 @@ if [[ $what == *suite* ]]; then
   # wheels in .whl to run it 4 at a time (95 s on the H100), else it runs serially
   xdist=(); python3 -c "import xdist" 2>/dev/null && xdist=(-p xdist -n "${JOBS:-4}")
   for i in $(seq "${N:-3}"); do
-    python3 -m pytest -p no:cacheprovider "${xdist[@]}" tests/gpu -q -rfEs --timeout 300 > "$OUT/gpu_suite_$i.log" 2>&1
+    # -v: each test's name as it ends, so a run cut by a time limit still says which passed (session 14's did not)
+    python3 -m pytest -p no:cacheprovider "${xdist[@]}" tests/gpu -v -rfEs --timeout 300 > "$OUT/gpu_suite_$i.log" 2>&1
     echo "GPU suite run $i: exit $? — $(tail -1 "$OUT/gpu_suite_$i.log")"
   done
 fi
@@ -92,8 +93,10 @@ if [[ $what == *remote* ]]; then
 fi
 if [[ $what == *windows* ]]; then
   # #21's always-on bars: >= 2 minutes per run (the preset traces 2 s of every 60 s), fresh process per mode.
-  # One round is ~7 min (three modes of ~2.2 min): ROUNDS=1 per device call, three calls for the bar's rounds.
-  python3 bench/client_overhead.py --workload gpt --rounds ${ROUNDS:-1} --steps ${STEPS:-9000} --timeout 400 \
+  # One round is ~7 min (three modes of ~2.2 min): ROUNDS=1 per device call, three calls for the bar's rounds;
+  # bench/capture_overhead.py (capturecost) answers the same bars in one process, without the drift.
+  # 12,000 steps: >= 2 minutes at the H100's 10.4 ms/step (9,000 took 94 s there, session 14)
+  python3 bench/client_overhead.py --workload gpt --rounds ${ROUNDS:-1} --steps ${STEPS:-12000} --timeout 400 \
     --modes "none;gpufl@GPUFL_CAPTURE=windows;gpufl@GPUFL_CAPTURE=on-demand" --json "$OUT/windows.json" 2>&1 | tee "$OUT/windows.txt" | tail -20
 fi
 if [[ $what == *frameworks* ]]; then
