@@ -183,6 +183,7 @@ void on_nvtx(CUpti_CallbackId cbid, const CUpti_NvtxData *d) {
             break;
         case CUPTI_CBID_NVTX_nvtxDomainRangePushEx: {
             const nvtxDomainRangePushEx_params *p = (const nvtxDomainRangePushEx_params *)d->functionParams;
+            if (!p->domain) nvtx_domain_null_used(); /* these callbacks must then stay on (lazy domains) */
             /* a domain left out is counted and costs no more: no name copied, no scope, no queued event */
             if (!nvtx_domain_recorded(p->domain)) { nvtx_domain_skipped(p->domain); return; }
             domain = p->domain;
@@ -211,6 +212,7 @@ void on_nvtx(CUpti_CallbackId cbid, const CUpti_NvtxData *d) {
             const void *dom = cbid == CUPTI_CBID_NVTX_nvtxDomainRangeStartEx
                                   ? ((const nvtxDomainRangeStartEx_params *)d->functionParams)->domain
                                   : NULL;
+            if (!dom && cbid == CUPTI_CBID_NVTX_nvtxDomainRangeStartEx) nvtx_domain_null_used();
             if (!nvtx_domain_recorded(dom)) { nvtx_domain_skipped(dom); return; }
             uint64_t id = *(const nvtxRangeId_t *)d->functionReturnValue;
             if (cbid == CUPTI_CBID_NVTX_nvtxRangeStartA) {
