@@ -63,6 +63,7 @@ static size_t g_nnvtx, g_capnvtx;
 static uint64_t g_nvtx_dropped;
 static _Atomic uint64_t g_nvtx_next = 1ULL << 40;
 static __thread uint64_t tls_nvtx[MAX_SCOPE_DEPTH];
+static __thread const void *tls_nvtx_dom[MAX_SCOPE_DEPTH]; /* each entry's domain (NULL: the default one) */
 static __thread int tls_nvtx_depth;
 
 /* A start/end range's instance id, from the range id NVTX gave it. */
@@ -198,7 +199,18 @@ void on_nvtx(CUpti_CallbackId cbid, const CUpti_NvtxData *d) {
                                   : NULL;
             if (!nvtx_domain_recorded(dom)) return;
             if (tls_nvtx_depth <= 0) return;
-            uint64_t inst = tls_nvtx_depth <= MAX_SCOPE_DEPTH ? tls_nvtx[tls_nvtx_depth - 1] : 0;
+            if (tls_nvtx_depth > MAX_SCOPE_DEPTH) { /* deeper than we keep: its entry was never stored */
+                tls_nvtx_depth--;
+                return;
+            }
+            /* NVTX keeps a stack per domain: the pop closes this domain's innermost range, and a pop whose push
+             * we did not see (its callbacks were off: lazy domains) closes none — never another domain's */
+            int i = tls_nvtx_depth - 1;
+            while (i >= 0 && tls_nvtx_dom[i] != dom) i--;
+            if (i < 0) return;
+            uint64_t inst = tls_nvtx[i];
+            memmove(tls_nvtx + i, tls_nvtx + i + 1, (size_t)(tls_nvtx_depth - i - 1) * sizeof *tls_nvtx);
+            memmove(tls_nvtx_dom + i, tls_nvtx_dom + i + 1, (size_t)(tls_nvtx_depth - i - 1) * sizeof *tls_nvtx_dom);
             tls_nvtx_depth--;
             if (!inst) return;
             scope_pop(inst);
@@ -253,7 +265,7 @@ void on_nvtx(CUpti_CallbackId cbid, const CUpti_NvtxData *d) {
      * under the program's scope instead of standing at the root, and so do the kernels launched inside it. */
     uint64_t parent = current_scope();
     uint64_t inst = atomic_fetch_add(&g_nvtx_next, 1);
-    if (tls_nvtx_depth < MAX_SCOPE_DEPTH) tls_nvtx[tls_nvtx_depth] = inst;
+    if (tls_nvtx_depth < MAX_SCOPE_DEPTH) tls_nvtx[tls_nvtx_depth] = inst, tls_nvtx_dom[tls_nvtx_depth] = domain;
     tls_nvtx_depth++;
     scope_push(inst);
     nvtx_queue(0, inst, parent, name, thread_id());
