@@ -507,6 +507,73 @@ def test_nvtx_domains_choose_which_ranges_become_scopes(
     assert repr(spec) in message
 
 
+def test_lazy_domains_switch_the_domain_range_callbacks_off_for_a_framework_alone(tmp_path: Path) -> None:
+    """#21: CUPTI's dispatch of XLA's ranges cost JAX +43 % (H100) while gpufl only counted them. Where every
+    domain's creation is seen (the session set NVTX_INJECTION64_PATH first), the domain-API range callbacks go
+    off once XLA's TSL exists, unless a recorded named domain or a NULL-handle (default-domain) range needs
+    them; the left-out count then says it is partial, never a silent zero. A session that could have missed a
+    creation (not lazy) keeps them on."""
+    import gpufl
+    from gpufl.client.engines.native_tracing import NativeTracingEngine
+
+    native = _native()
+    tsl, tsl2, mine = 0x7F10_0000_0001, 0x7F10_0000_0003, 0x7F10_0000_0002
+
+    def drain_notice(log_dir: Path, lazy_calls: Any) -> str:
+        session = gpufl.init(app_name="lazy", log_dir=str(log_dir), engines="system")
+        assert session is not None
+        eng = NativeTracingEngine()
+        eng.native, eng.session = native, session
+        try:
+            lazy_calls()
+            eng._report_domains_left_out()
+        finally:
+            native.nvtx_domains("default,named")
+        gpufl.shutdown()
+        said = [
+            events.decode(ln)
+            for p in sorted(log_dir.glob("*.device.*.log"))
+            for ln in p.read_bytes().splitlines()
+            if b"nvtx_domains_left_out" in ln
+        ]
+        assert len(said) == 1
+        return str(said[0].message)  # type: ignore[union-attr]
+
+    def framework_alone() -> None:
+        assert native.nvtx_domains("default,named", True) is True  # lazy, no framework yet: on
+        native.nvtx_call(native.NVTX_DOMAIN_CREATE_A, "TSL", 0, tsl)
+        assert native.nvtx_ranges_wanted() is False  # XLA's domain alone: off (the next drain switches)
+        native.nvtx_ranges_off()  # as cupti.c marks a window traced with them off
+        native.nvtx_call(native.NVTX_DOMAIN_CREATE_A, "myapp", 0, mine)
+        assert native.nvtx_ranges_wanted() is True  # a recorded named domain: on again
+
+    assert "TSL: not counted (its range callbacks were off" in drain_notice(tmp_path / "a", framework_alone)
+
+    def null_handle_range() -> None:
+        native.nvtx_domains("default,named", True)
+        native.nvtx_call(native.NVTX_DOMAIN_CREATE_A, "TSL", 0, tsl2)
+        native.nvtx_call(native.NVTX_DOMAIN_RANGE_PUSH_EX, "xla", 0, tsl2)  # counted while still on
+        native.nvtx_call(native.NVTX_DOMAIN_RANGE_POP, None, 0, tsl2)
+        assert native.nvtx_ranges_wanted() is False
+        native.nvtx_ranges_off()
+        native.nvtx_call(
+            native.NVTX_DOMAIN_RANGE_PUSH_EX, "annotate", 0, 0
+        )  # nvtx.annotate: the default domain
+        native.nvtx_call(native.NVTX_DOMAIN_RANGE_POP, None, 0, 0)
+        assert native.nvtx_ranges_wanted() is True  # only these callbacks see such ranges: kept on
+        native.drain_nvtx()
+
+    assert "TSL: 1, counted only while its range callbacks were on" in drain_notice(
+        tmp_path / "b", null_handle_range
+    )
+    try:
+        assert native.nvtx_domains("default,named", False) is True  # not lazy: always on
+        native.nvtx_call(native.NVTX_DOMAIN_CREATE_A, "TSL", 0, tsl)
+        assert native.nvtx_ranges_wanted() is True
+    finally:
+        native.nvtx_domains("default,named")
+
+
 def test_shutdown_while_paused_for_torch_profiler_ends_the_nvtx_thread(tmp_path: Path) -> None:
     """gpufl.shutdown() while torch.profiler still holds CUPTI: the stopped engine's NVTX thread must end,
     or it would drain (and lose into a closed session) the NVTX ranges of a later session."""

@@ -129,6 +129,7 @@ class NativeTracingEngine:
         self._paused_at: int | None = None
         self._pause_reason = ""
         self.offset_ns = 0
+        self._lazy_domains = False
 
     def prepare(self, session: EngineHost) -> dict[str, Any]:
         self.session = session
@@ -139,8 +140,11 @@ class NativeTracingEngine:
         self.native = native
         probe = cuda_probe.probe_devices()
         if opts.nvtx and _libcupti_path and "NVTX_INJECTION64_PATH" not in os.environ:
-            # NVTX calls reach CUPTI (and so us) only when NVTX loads it; read at the first NVTX call.
+            # NVTX calls reach CUPTI (and so us) only when NVTX loads it; read at the first NVTX call. Set here
+            # first, no library has created an NVTX domain through CUPTI yet: every creation will be seen, so
+            # the named domains' range callbacks can wait for a recorded one (nvtx_domains.c: lazy domains).
             os.environ["NVTX_INJECTION64_PATH"] = _libcupti_path
+            self._lazy_domains = True
         clock = measure_clock_offset(native.timestamp)
         self.offset_ns = clock.offset_ns
         self._limits = cuda_probe.native_limits(probe.devices)
@@ -152,12 +156,14 @@ class NativeTracingEngine:
     def _start_native(self) -> int:
         """Start CUPTI tracing in C with the session's options; the launch callbacks enabled (-1: off)."""
         opts = self.session.options
+        lazy, self._lazy_domains = self._lazy_domains, False  # a restart (after a pause) missed creations
         return int(
             self.native.start(
                 opts.cupti_buffer_bytes,
                 opts.native.flush_ms,
                 syncs=opts.syncs,
                 nvtx_domains=opts.nvtx_domains,
+                nvtx_lazy_domains=lazy,
                 **opts.native.start_kwargs(),
             )
         )
@@ -258,7 +264,7 @@ class NativeTracingEngine:
             log.warning("gpufl: NVTX domain counts could not be read: %r", e)
             return
         if counts:
-            each = ", ".join(f"{name}: {n:,}" for name, n in counts)
+            each = ", ".join(_left_out(name, n, partial) for name, n, partial in counts)
             self.session.notice(
                 "nvtx_domains_left_out",
                 f"NVTX ranges not recorded as scopes ({each}); GPUFL_NVTX_DOMAINS="
@@ -377,3 +383,13 @@ class NativeTracingEngine:
                 engine=self.name,
                 level="info",
             )
+
+
+def _left_out(name: str, ranges: int, partial: bool) -> str:
+    """A left-out domain's count; where the domain-API range callbacks were off for a while (lazy domains:
+    CUPTI's dispatch of a framework's ranges is what they cost, nvtx_domains.c), the count says it is partial."""
+    if not partial:
+        return f"{name}: {ranges:,}"
+    if not ranges:
+        return f"{name}: not counted (its range callbacks were off, as they cost the program)"
+    return f"{name}: {ranges:,}, counted only while its range callbacks were on"

@@ -98,17 +98,52 @@ void enable_activity(int on) {
 }
 
 #ifndef GPUFL_INJECTION /* scopes are written by the Python engine; the injection build has none */
+/* The default domain's ranges and thread names: on inside capture windows. */
 static const CUpti_CallbackId NVTX_CBIDS[] = {
-    CUPTI_CBID_NVTX_nvtxRangePushA,       CUPTI_CBID_NVTX_nvtxRangePushEx,     CUPTI_CBID_NVTX_nvtxRangePop,
-    CUPTI_CBID_NVTX_nvtxDomainRangePushEx, CUPTI_CBID_NVTX_nvtxDomainRangePop, CUPTI_CBID_NVTX_nvtxNameOsThreadA,
-    CUPTI_CBID_NVTX_nvtxRangeStartA,      CUPTI_CBID_NVTX_nvtxRangeStartEx,    CUPTI_CBID_NVTX_nvtxDomainRangeStartEx,
-    CUPTI_CBID_NVTX_nvtxRangeEnd,         CUPTI_CBID_NVTX_nvtxDomainRangeEnd,
-    /* the names of domains and registered strings, which libraries' ranges refer to by handle */
-    CUPTI_CBID_NVTX_nvtxDomainCreateA,    CUPTI_CBID_NVTX_nvtxDomainRegisterStringA};
+    CUPTI_CBID_NVTX_nvtxRangePushA,  CUPTI_CBID_NVTX_nvtxRangePushEx,  CUPTI_CBID_NVTX_nvtxRangePop,
+    CUPTI_CBID_NVTX_nvtxNameOsThreadA, CUPTI_CBID_NVTX_nvtxRangeStartA, CUPTI_CBID_NVTX_nvtxRangeStartEx,
+    CUPTI_CBID_NVTX_nvtxRangeEnd};
+/* The domain API's ranges: inside windows, and where domains are lazy only while nvtx_domains.c wants them
+ * (it says why: CUPTI's dispatch of XLA's ranges, only to count them, cost JAX +43 %). */
+static const CUpti_CallbackId NVTX_DOMAIN_RANGE_CBIDS[] = {
+    CUPTI_CBID_NVTX_nvtxDomainRangePushEx, CUPTI_CBID_NVTX_nvtxDomainRangePop, CUPTI_CBID_NVTX_nvtxDomainRangeStartEx,
+    CUPTI_CBID_NVTX_nvtxDomainRangeEnd};
+/* The names of domains and registered strings, which libraries' ranges refer to by handle: on whenever
+ * subscribed (rare calls), so a domain created outside a window is known inside one. */
+static const CUpti_CallbackId NVTX_NAME_CBIDS[] = {CUPTI_CBID_NVTX_nvtxDomainCreateA,
+                                                   CUPTI_CBID_NVTX_nvtxDomainRegisterStringA};
+static pthread_mutex_t g_nvtx_mu = PTHREAD_MUTEX_INITIALIZER; /* capture_switch and the NVTX drain both switch */
 
-static void enable_nvtx_callbacks(int on) {
-    for (size_t i = 0; i < sizeof NVTX_CBIDS / sizeof *NVTX_CBIDS; i++)
-        p_cuptiEnableCallback(on, g_trace.sub, CUPTI_CB_DOMAIN_NVTX, NVTX_CBIDS[i]);
+static void enable_cbids(int on, const CUpti_CallbackId *ids, size_t n) {
+    for (size_t i = 0; i < n; i++) p_cuptiEnableCallback(on, g_trace.sub, CUPTI_CB_DOMAIN_NVTX, ids[i]);
+}
+
+/* The NVTX callbacks for `capturing` (inside a window or not); g_nvtx_mu held. */
+static void nvtx_apply_locked(int capturing) {
+    enable_cbids(capturing, NVTX_CBIDS, sizeof NVTX_CBIDS / sizeof *NVTX_CBIDS);
+    int ranges = capturing && nvtx_domain_ranges_wanted();
+    if (ranges != g_trace.nvtx_ranges_on) {
+        enable_cbids(ranges, NVTX_DOMAIN_RANGE_CBIDS, sizeof NVTX_DOMAIN_RANGE_CBIDS / sizeof *NVTX_DOMAIN_RANGE_CBIDS);
+        g_trace.nvtx_ranges_on = ranges;
+    }
+    if (capturing && !ranges) nvtx_domain_ranges_switched(0);
+}
+
+static void nvtx_apply(int capturing) {
+    pthread_mutex_lock(&g_nvtx_mu);
+    nvtx_apply_locked(capturing);
+    pthread_mutex_unlock(&g_nvtx_mu);
+}
+
+/* From the NVTX drain (a thread of ours, never a CUPTI callback: whether CUPTI takes cuptiEnableCallback from
+ * inside its own callback is not documented): the domain-API range callbacks on or off as nvtx_domains.c now
+ * wants them (a framework's domain created: off; a recorded one, or a NULL-handle range: on; within 0.1 s). */
+void nvtx_apply_lazy_domains(void) {
+    if (g_trace.capture_off || g_trace.nvtx_ranges_on == nvtx_domain_ranges_wanted()) return; /* no lock */
+    pthread_mutex_lock(&g_nvtx_mu);
+    /* capture_off is set before capture_switch takes the lock: a window closing now is never undone here */
+    if (g_trace.active && g_trace.subscribed && g_opts.nvtx && !g_trace.capture_off) nvtx_apply_locked(1);
+    pthread_mutex_unlock(&g_nvtx_mu);
 }
 #endif
 
@@ -121,7 +156,7 @@ void capture_switch(int on) {
     if (g_trace.subscribed) {
         if (o->callbacks) enable_launch_callbacks(on, o->runtime_domain, o->driver_domain);
 #ifndef GPUFL_INJECTION
-        if (o->nvtx) enable_nvtx_callbacks(on);
+        if (o->nvtx) nvtx_apply(on);
 #endif
     }
     if (o->activity) enable_activity(on);
@@ -195,7 +230,7 @@ const char *start_tracing(int *enabled_out) {
     int want_sub = o->subscribe;
     int want_cb = want_sub && o->callbacks;
     int want_nvtx = want_sub && o->nvtx;
-    nvtx_domains_configure(o->nvtx_domains);
+    nvtx_domains_configure(o->nvtx_domains, o->nvtx_lazy_domains);
     g_trace.kernel_kind = o->serial_kernels ? CUPTI_ACTIVITY_KIND_KERNEL : CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL;
     if (p_cuptiActivitySetAttribute && o->host_pinned) {
         uint8_t one = 1;
@@ -228,7 +263,11 @@ const char *start_tracing(int *enabled_out) {
     int capturing = !g_trace.capture_off; /* outside a capture window: nothing enabled until one opens */
     if (want_cb && !capturing) enable_launch_callbacks(0, 1, 1); /* enabled above only to learn they can be */
 #ifndef GPUFL_INJECTION
-    if (want_nvtx && capturing) enable_nvtx_callbacks(1);
+    g_trace.nvtx_ranges_on = 0;
+    if (want_nvtx) {
+        enable_cbids(1, NVTX_NAME_CBIDS, sizeof NVTX_NAME_CBIDS / sizeof *NVTX_NAME_CBIDS);
+        if (capturing) nvtx_apply(1);
+    }
 #else
     (void)want_nvtx;
 #endif

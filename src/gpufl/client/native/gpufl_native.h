@@ -264,6 +264,8 @@ typedef struct {
     int activity;             /* activity records */
     int nvtx;                 /* NVTX callbacks (NVTX ranges as scopes) */
     char nvtx_domains[256];   /* which domains' ranges become scopes (nvtx_domains.c); "": the default */
+    int nvtx_lazy_domains;    /* every NVTX domain's creation will be seen (this session set NVTX_INJECTION64_PATH
+                               * first): the domain-API range callbacks may go off (nvtx_domains.c) */
     int serial_kernels;       /* CUPTI_ACTIVITY_KIND_KERNEL instead of CONCURRENT_KERNEL (serialises kernels) */
     int copies;               /* memcpy and memset activity */
     int syncs;                /* synchronisation activity (contract v3 sync records): off unless asked for, as
@@ -335,6 +337,7 @@ typedef struct {
      * capture_switch turns the callbacks and activity kinds on at the window's start (0, the default: traced) */
     int capture_off;
     uint64_t capture_switches, capture_applied; /* switches asked for; those that reached CUPTI (active) */
+    int nvtx_ranges_on; /* the named domains' range callbacks are enabled (nvtx_domains.c: lazy domains) */
 } TraceState;
 
 extern TraceState g_trace;
@@ -380,8 +383,13 @@ size_t nvtx_take(NvtxEvent **out, uint64_t *dropped);
 typedef struct {
     char name[64];
     uint64_t skipped;
+    int partial; /* its ranges were not counted while the named domains' range callbacks were off */
 } NvtxDomainCount;
-void nvtx_domains_configure(const char *spec);
+void nvtx_domains_configure(const char *spec, int lazy);
+int nvtx_domain_ranges_wanted(void);
+void nvtx_domain_null_used(void);
+void nvtx_domain_ranges_switched(int on);
+void nvtx_apply_lazy_domains(void);
 void nvtx_domain_created(const void *handle, const char *name);
 int nvtx_domain_recorded(const void *handle);
 void nvtx_domain_skipped(const void *handle);
@@ -467,6 +475,8 @@ PyObject *py_replay_buffer(PyObject *self, PyObject *args);
 PyObject *py_record_launch(PyObject *self, PyObject *args);
 PyObject *py_nvtx_call(PyObject *self, PyObject *args);
 PyObject *py_nvtx_domains(PyObject *self, PyObject *args);
+PyObject *py_nvtx_ranges_wanted(PyObject *self, PyObject *unused);
+PyObject *py_nvtx_ranges_off(PyObject *self, PyObject *unused);
 PyObject *py_request_buffer(PyObject *self, PyObject *unused);
 PyObject *py_complete_buffer(PyObject *self, PyObject *args);
 extern PyMethodDef DEEP_METHODS[]; /* py_deep.c: the deep engines' functions */

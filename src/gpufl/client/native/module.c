@@ -86,15 +86,16 @@ static PyObject *py_attach(PyObject *self, PyObject *args) {
 static PyObject *py_start(PyObject *self, PyObject *args, PyObject *kw) {
     static char *kwlist[] = {"buffer_bytes", "flush_period_ms", "subscribe", "callbacks", "runtime", "driver",
                              "activity", "nvtx", "serial_kernels", "copies", "discard", "host_pinned",
-                             "device_buffer_mb", "dump_dir", "syncs", "nvtx_domains", NULL};
+                             "device_buffer_mb", "dump_dir", "syncs", "nvtx_domains", "nvtx_lazy_domains", NULL};
     NativeOptions o = g_opts;
     options_defaults(&o);
     unsigned long long bufbytes;
     const char *dump = NULL, *domains = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "KI|$ppppppppppIzpz", kwlist, &bufbytes, &o.flush_period_ms,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "KI|$ppppppppppIzpzp", kwlist, &bufbytes, &o.flush_period_ms,
                                      &o.subscribe, &o.callbacks, &o.runtime_domain, &o.driver_domain,
                                      &o.activity, &o.nvtx, &o.serial_kernels, &o.copies, &o.discard,
-                                     &o.host_pinned, &o.device_buffer_mb, &dump, &o.syncs, &domains))
+                                     &o.host_pinned, &o.device_buffer_mb, &dump, &o.syncs, &domains,
+                                     &o.nvtx_lazy_domains))
         return NULL;
     snprintf(o.nvtx_domains, sizeof o.nvtx_domains, "%s", domains ? domains : "");
     if (!g_trace.loaded || !g_trace.w) return PyErr_Format(PyExc_RuntimeError, "load() and attach() first");
@@ -177,14 +178,16 @@ static PyObject *py_capture_state(PyObject *self, PyObject *unused) {
                          (unsigned long long)g_trace.capture_switches, (unsigned long long)g_trace.capture_applied);
 }
 
-/* nvtx_domain_counts() -> [(domain, ranges), ...]: the NVTX ranges of domains not made into scopes */
+/* nvtx_domain_counts() -> [(domain, ranges, partial), ...]: the NVTX ranges of domains not made into scopes;
+ * partial: some were not seen (lazy domains: their callbacks were off) */
 static PyObject *py_nvtx_domain_counts(PyObject *self, PyObject *unused) {
     NvtxDomainCount c[64];
     size_t n = nvtx_domain_counts(c, sizeof c / sizeof *c);
     PyObject *out = PyList_New((Py_ssize_t)n);
     if (!out) return NULL;
     for (size_t i = 0; i < n; i++) {
-        PyObject *t = Py_BuildValue("(sK)", c[i].name, (unsigned long long)c[i].skipped);
+        PyObject *t = Py_BuildValue("(sKO)", c[i].name, (unsigned long long)c[i].skipped,
+                                    c[i].partial ? Py_True : Py_False);
         if (!t) {
             Py_DECREF(out);
             return NULL;
@@ -196,6 +199,10 @@ static PyObject *py_nvtx_domain_counts(PyObject *self, PyObject *unused) {
 
 /* drain_nvtx() -> ([(kind, thread, inst, parent, ts_ns, name), ...], dropped) */
 static PyObject *py_drain_nvtx(PyObject *self, PyObject *unused) {
+    /* here, off CUPTI's callbacks (and without the GIL, as capture_switch): a recorded domain created since
+     * wants its ranges */
+    Py_BEGIN_ALLOW_THREADS nvtx_apply_lazy_domains();
+    Py_END_ALLOW_THREADS
     NvtxEvent *ev;
     uint64_t dropped;
     size_t n = nvtx_take(&ev, &dropped);
@@ -266,7 +273,9 @@ static PyMethodDef methods[] = {
     {"complete_buffer", py_complete_buffer, METH_VARARGS, "CUPTI's buffer-completed callback (tests)"},
     {"record_launch", py_record_launch, METH_VARARGS, "store a launch site as the callback would"},
     {"nvtx_call", py_nvtx_call, METH_VARARGS, "nvtx_call(cbid, message, range_id, domain=0, registered=0): an NVTX callback, as CUPTI delivers it"},
-    {"nvtx_domains", py_nvtx_domains, METH_VARARGS, "nvtx_domains(spec): which NVTX domains become scopes (tests)"},
+    {"nvtx_domains", py_nvtx_domains, METH_VARARGS, "nvtx_domains(spec, lazy=False): which NVTX domains become scopes (tests)"},
+    {"nvtx_ranges_wanted", py_nvtx_ranges_wanted, METH_NOARGS, "the named domains' range callbacks wanted (tests)"},
+    {"nvtx_ranges_off", py_nvtx_ranges_off, METH_NOARGS, "as cupti.c says when they are off (tests)"},
     {NULL}};
 
 static struct PyModuleDef moduledef = {PyModuleDef_HEAD_INIT, "gpufl.client._native",

@@ -10,7 +10,20 @@
  * The table is filled when a domain is created (nvtxDomainCreateA) and only grows: readers scan it without a
  * lock (an entry is written whole before the count that publishes it). A domain created before tracing began
  * has no name for us: under "named" or "all" it is recorded (we cannot tell it is a framework's), under a
- * list of names it is counted as "(a domain created before tracing)". */
+ * list of names it is counted as "(a domain created before tracing)".
+ *
+ * Lazy domain callbacks. Counting a left-out range is cheap for us, but CUPTI's NVTX callback dispatch is not:
+ * XLA's ~60 push/pop calls per jitted JAX call cost +43 % on the H100 (session 14) with each one only counted.
+ * So where every domain's creation is seen (the session set NVTX_INJECTION64_PATH itself, so no library could
+ * have created one through CUPTI before: `lazy`), once a framework's internal domain (TSL) is created the
+ * domain-API range callbacks (nvtxDomainRange*) are switched off — unless a recorded named domain exists, or
+ * the default domain has been used through the domain API (a NULL handle: nvtx3's C++ global-domain ranges,
+ * the `nvtx` package's annotate), which only those callbacks see. While they are off the left-out domains'
+ * ranges are not seen, and their count says so (`partial`); a NULL-handle range issued only after the switch
+ * is not seen either (docs/capture-modes.md). nvtxRangePush and nvtxRangeStart (the default domain's C API: PyTorch,
+ * CuPy) have callbacks of their own and stay on; the creation callbacks (nvtxDomainCreateA,
+ * nvtxDomainRegisterStringA) are on even outside capture windows. Switching happens off the CUPTI callback
+ * (cupti.c's nvtx_apply, from the NVTX drain: within 0.1 s). */
 #include "gpufl_native.h"
 
 #define MAX_DOMAINS 256
@@ -32,6 +45,9 @@ static pthread_mutex_t g_domains_mu = PTHREAD_MUTEX_INITIALIZER; /* writers only
 static Domain g_unnamed;                                          /* handles we never saw created */
 static Domain g_default_domain;                                   /* ranges of no domain */
 static int g_default = 1, g_named = 1, g_all = 0;
+static int g_lazy;                                    /* see above */
+static _Atomic int g_framework_seen, g_recorded_seen, g_null_seen; /* what keeps the range callbacks on, or not */
+static _Atomic int g_ranges_were_off; /* the domain-API range callbacks were off at some time */
 static char g_spec[SPEC_MAX] = "default,named";
 
 /* Is `name` one of the comma-separated tokens of g_spec? */
@@ -49,8 +65,13 @@ static int spec_names(const char *name) {
     return 0;
 }
 
-void nvtx_domains_configure(const char *spec) {
+void nvtx_domains_configure(const char *spec, int lazy) {
     pthread_mutex_lock(&g_domains_mu);
+    g_lazy = lazy;
+    atomic_store(&g_framework_seen, 0);
+    atomic_store(&g_recorded_seen, 0);
+    atomic_store(&g_null_seen, 0);
+    atomic_store(&g_ranges_were_off, 0);
     snprintf(g_spec, sizeof g_spec, "%s", spec && *spec ? spec : "default,named");
     g_all = spec_names("all");
     g_default = g_all || spec_names("default");
@@ -67,12 +88,15 @@ void nvtx_domains_configure(const char *spec) {
     pthread_mutex_unlock(&g_domains_mu);
 }
 
+static int is_framework(const char *name) {
+    for (size_t i = 0; i < sizeof FRAMEWORK_DOMAINS / sizeof *FRAMEWORK_DOMAINS; i++)
+        if (strcmp(name, FRAMEWORK_DOMAINS[i]) == 0) return 1;
+    return 0;
+}
+
 static int decide(const char *name) {
     if (g_all || spec_names(name)) return 1;
-    if (!g_named) return 0;
-    for (size_t i = 0; i < sizeof FRAMEWORK_DOMAINS / sizeof *FRAMEWORK_DOMAINS; i++)
-        if (strcmp(name, FRAMEWORK_DOMAINS[i]) == 0) return 0;
-    return 1;
+    return g_named && !is_framework(name);
 }
 
 void nvtx_domain_created(const void *handle, const char *name) {
@@ -86,8 +110,27 @@ void nvtx_domain_created(const void *handle, const char *name) {
         d->recorded = decide(d->name);
         d->handle = handle;
         if (i == n) atomic_store(&g_ndomains, n + 1); /* published after the entry is whole */
+        if (d->recorded) atomic_store(&g_recorded_seen, 1);
+        else if (is_framework(d->name)) atomic_store(&g_framework_seen, 1);
+    } else {
+        atomic_store(&g_recorded_seen, 1); /* a domain the table cannot hold is recorded ("named"): see it */
     }
     pthread_mutex_unlock(&g_domains_mu);
+}
+
+/* A domain-API range of the default domain (NULL handle) was seen: the range callbacks must stay on. */
+void nvtx_domain_null_used(void) {
+    if (!atomic_load(&g_null_seen)) atomic_store(&g_null_seen, 1);
+}
+
+/* Whether the domain-API range callbacks should be on (cupti.c switches them, off the CUPTI callback). */
+int nvtx_domain_ranges_wanted(void) {
+    return !g_lazy || !atomic_load(&g_framework_seen) || atomic_load(&g_recorded_seen) || atomic_load(&g_null_seen);
+}
+
+/* cupti.c says when it switched them: while off, the left-out domains' counts are partial. */
+void nvtx_domain_ranges_switched(int on) {
+    if (!on) atomic_store(&g_ranges_were_off, 1);
 }
 
 static Domain *find(const void *handle) {
@@ -116,16 +159,32 @@ size_t nvtx_domain_counts(NvtxDomainCount *out, size_t max) {
         uint64_t s = atomic_load(&g_domains[i].skipped);
         if (!s) continue;
         snprintf(out[k].name, sizeof out[k].name, "%s", g_domains[i].name);
+        out[k].partial = 0;
         out[k++].skipped = s;
+    }
+    /* left-out named domains whose ranges were (also) not seen: their count is partial, or unknown if 0 */
+    int off = atomic_load(&g_ranges_were_off);
+    for (size_t i = 0; off && i < n; i++) {
+        if (g_domains[i].recorded) continue;
+        size_t j = 0;
+        while (j < k && strcmp(out[j].name, g_domains[i].name) != 0) j++;
+        if (j == k) {
+            if (k == max) break;
+            snprintf(out[k].name, sizeof out[k].name, "%s", g_domains[i].name);
+            out[k++].skipped = 0;
+        }
+        out[j].partial = 1;
     }
     uint64_t s = atomic_load(&g_default_domain.skipped);
     if (s && k < max) {
         snprintf(out[k].name, sizeof out[k].name, "%s", "(default domain)");
+        out[k].partial = 0;
         out[k++].skipped = s;
     }
     s = atomic_load(&g_unnamed.skipped);
     if (s && k < max) {
         snprintf(out[k].name, sizeof out[k].name, "%s", "(a domain created before tracing)");
+        out[k].partial = 0;
         out[k++].skipped = s;
     }
     return k;

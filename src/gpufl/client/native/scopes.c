@@ -63,6 +63,7 @@ static size_t g_nnvtx, g_capnvtx;
 static uint64_t g_nvtx_dropped;
 static _Atomic uint64_t g_nvtx_next = 1ULL << 40;
 static __thread uint64_t tls_nvtx[MAX_SCOPE_DEPTH];
+static __thread const void *tls_nvtx_dom[MAX_SCOPE_DEPTH]; /* each entry's domain (NULL: the default one) */
 static __thread int tls_nvtx_depth;
 
 /* A start/end range's instance id, from the range id NVTX gave it. */
@@ -183,6 +184,7 @@ void on_nvtx(CUpti_CallbackId cbid, const CUpti_NvtxData *d) {
             break;
         case CUPTI_CBID_NVTX_nvtxDomainRangePushEx: {
             const nvtxDomainRangePushEx_params *p = (const nvtxDomainRangePushEx_params *)d->functionParams;
+            if (!p->domain) nvtx_domain_null_used(); /* these callbacks must then stay on (lazy domains) */
             /* a domain left out is counted and costs no more: no name copied, no scope, no queued event */
             if (!nvtx_domain_recorded(p->domain)) { nvtx_domain_skipped(p->domain); return; }
             domain = p->domain;
@@ -197,7 +199,18 @@ void on_nvtx(CUpti_CallbackId cbid, const CUpti_NvtxData *d) {
                                   : NULL;
             if (!nvtx_domain_recorded(dom)) return;
             if (tls_nvtx_depth <= 0) return;
-            uint64_t inst = tls_nvtx_depth <= MAX_SCOPE_DEPTH ? tls_nvtx[tls_nvtx_depth - 1] : 0;
+            if (tls_nvtx_depth > MAX_SCOPE_DEPTH) { /* deeper than we keep: its entry was never stored */
+                tls_nvtx_depth--;
+                return;
+            }
+            /* NVTX keeps a stack per domain: the pop closes this domain's innermost range, and a pop whose push
+             * we did not see (its callbacks were off: lazy domains) closes none — never another domain's */
+            int i = tls_nvtx_depth - 1;
+            while (i >= 0 && tls_nvtx_dom[i] != dom) i--;
+            if (i < 0) return;
+            uint64_t inst = tls_nvtx[i];
+            memmove(tls_nvtx + i, tls_nvtx + i + 1, (size_t)(tls_nvtx_depth - i - 1) * sizeof *tls_nvtx);
+            memmove(tls_nvtx_dom + i, tls_nvtx_dom + i + 1, (size_t)(tls_nvtx_depth - i - 1) * sizeof *tls_nvtx_dom);
             tls_nvtx_depth--;
             if (!inst) return;
             scope_pop(inst);
@@ -211,6 +224,7 @@ void on_nvtx(CUpti_CallbackId cbid, const CUpti_NvtxData *d) {
             const void *dom = cbid == CUPTI_CBID_NVTX_nvtxDomainRangeStartEx
                                   ? ((const nvtxDomainRangeStartEx_params *)d->functionParams)->domain
                                   : NULL;
+            if (!dom && cbid == CUPTI_CBID_NVTX_nvtxDomainRangeStartEx) nvtx_domain_null_used();
             if (!nvtx_domain_recorded(dom)) { nvtx_domain_skipped(dom); return; }
             uint64_t id = *(const nvtxRangeId_t *)d->functionReturnValue;
             if (cbid == CUPTI_CBID_NVTX_nvtxRangeStartA) {
@@ -251,7 +265,7 @@ void on_nvtx(CUpti_CallbackId cbid, const CUpti_NvtxData *d) {
      * under the program's scope instead of standing at the root, and so do the kernels launched inside it. */
     uint64_t parent = current_scope();
     uint64_t inst = atomic_fetch_add(&g_nvtx_next, 1);
-    if (tls_nvtx_depth < MAX_SCOPE_DEPTH) tls_nvtx[tls_nvtx_depth] = inst;
+    if (tls_nvtx_depth < MAX_SCOPE_DEPTH) tls_nvtx[tls_nvtx_depth] = inst, tls_nvtx_dom[tls_nvtx_depth] = domain;
     tls_nvtx_depth++;
     scope_push(inst);
     nvtx_queue(0, inst, parent, name, thread_id());

@@ -119,11 +119,23 @@ PyObject *py_nvtx_call(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* nvtx_domains(spec): which NVTX domains become scopes, as start() would set it (GPUFL_NVTX_DOMAINS). */
+/* nvtx_domains(spec, lazy=False) -> whether the named domains' range callbacks are wanted now: which NVTX
+ * domains become scopes, as start() would set it (GPUFL_NVTX_DOMAINS), and whether domains are lazy there. */
 PyObject *py_nvtx_domains(PyObject *self, PyObject *args) {
     const char *spec;
-    if (!PyArg_ParseTuple(args, "s", &spec)) return NULL;
-    nvtx_domains_configure(spec);
+    int lazy = 0;
+    if (!PyArg_ParseTuple(args, "s|p", &spec, &lazy)) return NULL;
+    nvtx_domains_configure(spec, lazy);
+    return PyBool_FromLong(nvtx_domain_ranges_wanted());
+}
+
+/* nvtx_ranges_wanted() -> bool, and nvtx_ranges_off(): the lazy-domain state (tests; cupti.c switches it). */
+PyObject *py_nvtx_ranges_wanted(PyObject *self, PyObject *unused) {
+    return PyBool_FromLong(nvtx_domain_ranges_wanted());
+}
+
+PyObject *py_nvtx_ranges_off(PyObject *self, PyObject *unused) {
+    nvtx_domain_ranges_switched(0);
     Py_RETURN_NONE;
 }
 
