@@ -113,6 +113,23 @@ def mean_interval(values: list[float], level: float = 0.95, draws: int = 2000) -
     return boots[cut], boots[draws - 1 - cut]
 
 
+def pair_stats(blocks: list[dict[str, Any]], flag: str) -> dict[str, Any]:
+    """What both benches report of their pairs: step-time ratios on/off (median, mean, its interval), the
+    median step on and off, and the launching thread's CPU ratio."""
+    pairs = pair_ratios(blocks, "median_ms", flag)
+    lo, hi = mean_interval(pairs)
+    return {
+        "pairs": len(pairs),
+        "ratio_median": statistics.median(pairs),
+        "ratio_mean": statistics.mean(pairs),
+        "ratio_mean_95": [lo, hi],
+        "step_ms_on": statistics.median(b["median_ms"] for b in blocks if b[flag]),
+        "step_ms_off": statistics.median(b["median_ms"] for b in blocks if not b[flag]),
+        "launch_thread_cpu_ratio_median": statistics.median(pair_ratios(blocks, "launch_cpu_ms", flag)),
+        "ratios": pairs,
+    }
+
+
 def summary_line(pairs: list[float]) -> str:
     lo, hi = mean_interval(pairs)
     return (

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from alternating import HEADER, WORKLOADS, make_step, mean_interval, pair_ratios, summary_line, time_block
+from alternating import HEADER, WORKLOADS, make_step, pair_stats, summary_line, time_block
 
 
 def main() -> int:
@@ -69,27 +68,18 @@ def main() -> int:
         blocks.append(block)
         on = not on
     blocks = blocks[2:]  # one warm-up block of each kind
-    pairs = pair_ratios(blocks, "median_ms", "session")
-    cpu_pairs = pair_ratios(blocks, "launch_cpu_ms", "session")
-    lo, hi = mean_interval(pairs)
     out = {
         "capture": args.capture,
         "engines": args.engines,
         "workload": args.workload,
-        "pairs": len(pairs),
-        "ratio_median": statistics.median(pairs),
-        "ratio_mean": statistics.mean(pairs),
-        "ratio_mean_95": [lo, hi],
-        "step_ms_session": statistics.median(b["median_ms"] for b in blocks if b["session"]),
-        "step_ms_none": statistics.median(b["median_ms"] for b in blocks if not b["session"]),
-        "launch_thread_cpu_ratio_median": statistics.median(cpu_pairs),
+        **pair_stats(blocks, "session"),
         "notices": sorted(notices),
     }
     print(
         f"capture {args.capture}, engines {args.engines}, workload {args.workload}, blocks of {args.block:g} s"
     )
     print(f"{HEADER}{'step ms gpufl':>15}{'none':>8}")
-    print(f"{summary_line(pairs)}{out['step_ms_session']:>15.3f}{out['step_ms_none']:>8.3f}")
+    print(f"{summary_line(out['ratios'])}{out['step_ms_on']:>15.3f}{out['step_ms_off']:>8.3f}")
     print(
         f"launching thread CPU per step, session/none: {100 * (out['launch_thread_cpu_ratio_median'] - 1):+.2f}%"
     )

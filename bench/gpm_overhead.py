@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from alternating import HEADER, WORKLOADS, make_step, mean_interval, pair_ratios, summary_line, time_block
+from alternating import HEADER, WORKLOADS, make_step, pair_stats, summary_line, time_block
 
 
 def system_engine() -> Any:
@@ -91,9 +91,6 @@ def main() -> int:
     engine.gpm = reader
     gpufl.shutdown()
     blocks = blocks[2:]  # one warm-up block of each kind
-    pairs = pair_ratios(blocks, "median_ms", "gpm")
-    cpu_pairs = pair_ratios(blocks, "launch_cpu_ms", "gpm")
-    lo, hi = mean_interval(pairs)
     readings = sum(
         1 for p in Path(args.log_dir).glob("*.system.*.log") for line in p.read_bytes().splitlines()
         if b'"sm_active_pct"' in line
@@ -103,21 +100,15 @@ def main() -> int:
     }
     out = {
         "workload": args.workload,
-        "pairs": len(pairs),
-        "ratio_median": statistics.median(pairs),
-        "ratio_mean": statistics.mean(pairs),
-        "ratio_mean_95": [lo, hi],
-        "step_ms_gpm_on": statistics.median(b["median_ms"] for b in blocks if b["gpm"]),
-        "step_ms_gpm_off": statistics.median(b["median_ms"] for b in blocks if not b["gpm"]),
+        **pair_stats(blocks, "gpm"),
         "system_thread_cpu_ms_per_s": {"gpm_on": cpu[True], "gpm_off": cpu[False]},
-        "launch_thread_cpu_ratio_median": statistics.median(cpu_pairs),
         "gpm_readings_written": readings,
     }
     print(f"workload {args.workload}")
     print(f"{HEADER}{'step ms on':>12}{'off':>8}")
-    print(f"{summary_line(pairs)}{out['step_ms_gpm_on']:>12.3f}{out['step_ms_gpm_off']:>8.3f}")
+    print(f"{summary_line(out['ratios'])}{out['step_ms_on']:>12.3f}{out['step_ms_off']:>8.3f}")
     print(
-        f"launching thread CPU per step, GPM on/off: {100 * (statistics.median(cpu_pairs) - 1):+.2f}% (median of pairs)"
+        f"launching thread CPU per step, GPM on/off: {100 * (out['launch_thread_cpu_ratio_median'] - 1):+.2f}% (median of pairs)"
     )
     print(f"system engine thread CPU: {cpu[True]:.2f} ms/s with GPM, {cpu[False]:.2f} ms/s without; "
           f"GPM readings written: {readings}")  # fmt: skip

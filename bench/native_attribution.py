@@ -14,12 +14,8 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples/workloads"))
 
 # (callbacks, activity, runtime-API callbacks, driver-API callbacks, empty callback body)
 CONFIGS = {
@@ -39,34 +35,20 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=10)
     args = ap.parse_args()
     import torch
-    import torch.nn.functional as F
-    from gpt_train import MiniGPT
 
     import gpufl
+    from alternating import make_step
     from gpufl.client import _native  # type: ignore[attr-defined]
 
     gpufl.init(app_name="attribution", log_dir=tempfile.mkdtemp(), engines="tracing")
-    torch.manual_seed(0)
-    model = MiniGPT().to("cuda")
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
-    scaler = torch.amp.GradScaler()
-    data = torch.randint(0, 8192, (16, 257), device="cuda")
+    gpt_step = make_step("gpt")  # warmed up; ends with a synchronize
 
     def step() -> float:
         torch.cuda.synchronize()
         t0 = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.float16):
-            logits = model(data[:, :-1])
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), data[:, 1:].reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        torch.cuda.synchronize()
+        gpt_step()
         return time.perf_counter() - t0
 
-    for _ in range(10):
-        step()
     times: dict[str, list[float]] = {c: [] for c in CONFIGS}
     for _ in range(args.cycles):
         for name, cfg in CONFIGS.items():
