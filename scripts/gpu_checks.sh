@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on the lent H100 (device tool): GPU tests, real captures, overhead bench. Results go to $OUT.
 # Usage there:  bash scripts/gpu_checks.sh [tests] [captures] [bench] [suite] [survival] [run] [costs] [deep] [sass] [remote]
-#               [windows] [frameworks] [gpm] [sassstall] [capturecost]
+#               [windows] [frameworks] [gpm] [sassstall] [capturecost] [next]
 set -uo pipefail
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=$PWD/src:/tmp/site PYTHONUNBUFFERED=1
@@ -139,4 +139,22 @@ if [[ $what == *capturecost* ]]; then
     python3 bench/capture_overhead.py --workload $w --capture $c --seconds ${SECONDS_AB:-90} --block 3 \
       --json "$OUT/capture_${w}_$c.json" 2>&1 | tail -5 | tee -a "$OUT/capture_cost.txt"
   done; done
+fi
+if [[ $what == *next* ]]; then
+  # Session 14's plan for the next first call (~500 s; its closing note says why each): #22's deep-window test
+  # alone, #21's JAX loop with lazy NVTX domains, #21's mode bars in one process, #20's PM sampling probe.
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl-server/*.whl > /dev/null 2>&1
+  timeout -k 5 120 python3 -m pytest -p no:cacheprovider tests/gpu/test_capture_modes_gpu.py -v -rfEs --timeout 100 \
+    > "$OUT/capture_modes.log" 2>&1; echo "capture modes GPU tests: exit $? — $(tail -1 "$OUT/capture_modes.log")"
+  rm -rf /tmp/jaxrun; timeout -k 5 60 python3 -m gpufl run --log-dir /tmp/jaxrun --app-name jaxrun -- \
+    python3 examples/workloads/jax_loop.py --mode none --iters 1000 --steps 5 > "$OUT/jaxrun.txt" 2>&1
+  grep -h nvtx_domains_left_out /tmp/jaxrun/*.log | cut -c1-400 | tee -a "$OUT/jaxrun.txt"
+  timeout -k 5 190 python3 bench/client_overhead.py --workload jax --rounds 3 --steps 20 --timeout 50 \
+    --modes "none;gpufl-run;gpufl-run@GPUFL_CAPTURE=windows" --json "$OUT/jax.json" 2>&1 | tee "$OUT/jax.txt" | tail -12
+  for c in on-demand continuous; do
+    timeout -k 5 110 python3 bench/capture_overhead.py --workload launch --capture $c --seconds 80 --block 2.5 \
+      --json "$OUT/capture_launch_$c.json" 2>&1 | tail -5 | tee -a "$OUT/capture_cost.txt"
+  done
+  timeout -k 5 70 python3 -c "from gpufl.client.engines import pm_sampling as p; print('PM sampling probe:', p.run_probe())" \
+    2>&1 | tail -1 | tee "$OUT/pm_probe.txt"
 fi
