@@ -145,6 +145,8 @@ def _busy(cuda: Any, seconds: float) -> None:
 def _probe_in_this_process() -> dict[str, Any]:
     import ctypes
 
+    from gpufl.client.engines.cuda_probe import LIBCUDA
+
     try:
         from cupti import pm_sampling
     except ImportError:
@@ -154,7 +156,7 @@ def _probe_in_this_process() -> dict[str, Any]:
             "pip install 'gpu-flight[cuda]'",
         }
     try:
-        cuda = ctypes.CDLL("libcuda.so.1")
+        cuda = ctypes.CDLL(LIBCUDA)
     except OSError as e:
         return {"ok": False, "reason": f"no CUDA driver ({e})"}
     dev, ctx = ctypes.c_int(), ctypes.c_void_p()

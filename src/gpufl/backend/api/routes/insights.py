@@ -37,10 +37,12 @@ waiting for, and each would hold a worker thread. Waiting here holds no thread; 
 its answer cached when the one before it was for the same session."""
 
 
-def cached(
-    store: SqlStore, sid: str, key: tuple[int, str, tuple[object, ...]] | None = None
-) -> S.Insights | None:
-    key = key or (id(store), sid, store.ingest_state(sid))
+def _key(store: SqlStore, sid: str) -> tuple[int, str, tuple[object, ...]]:
+    """An answer holds until the session's records change (its ingest state)."""
+    return (id(store), sid, store.ingest_state(sid))
+
+
+def cached(key: tuple[int, str, tuple[object, ...]]) -> S.Insights | None:
     with _lock:
         hit = _cache.get(key)
         if hit is not None:
@@ -49,8 +51,8 @@ def cached(
 
 
 def insights(store: SqlStore, sid: str) -> S.Insights:
-    key = (id(store), sid, store.ingest_state(sid))
-    hit = cached(store, sid, key)
+    key = _key(store, sid)
+    hit = cached(key)
     if hit is not None:
         return hit
     found, status = run_rules(store.insight_facts(sid))
@@ -75,7 +77,7 @@ def insights(store: SqlStore, sid: str) -> S.Insights:
 )
 async def session_insights(store: StoreDep, session_id: SessionId) -> S.Insights:
     try:
-        hit = await run_in_threadpool(cached, store, session_id)
+        hit = cached(await run_in_threadpool(_key, store, session_id))
         if hit is not None:
             return hit
         loop = asyncio.get_running_loop()
