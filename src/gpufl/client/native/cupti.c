@@ -313,9 +313,18 @@ void stop_tracing(CUptiResult *flush, CUptiResult *fin, int finalize) {
     p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_MEMSET);
     p_cuptiActivityDisable(CUPTI_ACTIVITY_KIND_SYNCHRONIZATION);
     p_cuptiActivityFlushAll(1);
-    if (g_trace.subscribed) p_cuptiUnsubscribe(g_trace.sub);
+#ifndef GPUFL_INJECTION
+    /* the NVTX drain switches callbacks on this handle under g_nvtx_mu (lazy domains) and checks `subscribed`
+     * there: none is half-way through when the handle goes, and none starts after */
+    pthread_mutex_lock(&g_nvtx_mu);
+#endif
+    CUpti_SubscriberHandle sub = g_trace.subscribed ? g_trace.sub : NULL;
     g_trace.subscribed = 0;
     g_trace.sub = NULL;
+#ifndef GPUFL_INJECTION
+    pthread_mutex_unlock(&g_nvtx_mu);
+#endif
+    if (sub) p_cuptiUnsubscribe(sub);
     /* Without finalize, applications stayed 10-20% slower after profiling (pytorch/pytorch#146604). */
     /* our delivery period must not stay on for the next client (CUPTI keeps it until finalize) */
     if (p_cuptiActivityFlushPeriod) p_cuptiActivityFlushPeriod(0);

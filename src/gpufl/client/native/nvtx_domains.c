@@ -9,8 +9,9 @@
  *
  * The table is filled when a domain is created (nvtxDomainCreateA) and only grows: readers scan it without a
  * lock (an entry is written whole before the count that publishes it). A domain created before tracing began
- * has no name for us: under "named" or "all" it is recorded (we cannot tell it is a framework's), under a
- * list of names it is counted as "(a domain created before tracing)".
+ * has no name for us: under "named" or "all" it is recorded (we cannot tell it is a framework's; its first
+ * range keeps the lazy range callbacks below on, so its pops are seen), under a list of names it is counted
+ * as "(a domain created before tracing)".
  *
  * Lazy domain callbacks. Counting a left-out range is cheap for us, but CUPTI's NVTX callback dispatch is not:
  * XLA's ~60 push/pop calls per jitted JAX call cost +43 % on the H100 (session 14) with each one only counted.
@@ -143,7 +144,13 @@ static Domain *find(const void *handle) {
 int nvtx_domain_recorded(const void *handle) {
     if (!handle) return g_default;
     Domain *d = find(handle);
-    if (!d) return g_named || g_all;
+    if (!d) {
+        /* a domain created before its creation could be seen (between NVTX_INJECTION64_PATH and the
+         * subscription): recorded, so its pops must be seen too — the range callbacks stay on */
+        int rec = g_named || g_all;
+        if (rec && !atomic_load(&g_recorded_seen)) atomic_store(&g_recorded_seen, 1);
+        return rec;
+    }
     if (d->recorded < 0) d->recorded = decide(d->name); /* reconfigured since it was created */
     return d->recorded;
 }
@@ -175,16 +182,17 @@ size_t nvtx_domain_counts(NvtxDomainCount *out, size_t max) {
         }
         out[j].partial = 1;
     }
+    /* these two are counted through the domain API too (a NULL handle, an unknown one): partial as well */
     uint64_t s = atomic_load(&g_default_domain.skipped);
     if (s && k < max) {
         snprintf(out[k].name, sizeof out[k].name, "%s", "(default domain)");
-        out[k].partial = 0;
+        out[k].partial = off;
         out[k++].skipped = s;
     }
     s = atomic_load(&g_unnamed.skipped);
     if (s && k < max) {
         snprintf(out[k].name, sizeof out[k].name, "%s", "(a domain created before tracing)");
-        out[k].partial = 0;
+        out[k].partial = off;
         out[k++].skipped = s;
     }
     return k;

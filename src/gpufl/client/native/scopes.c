@@ -26,14 +26,8 @@ void scope_push(uint64_t inst) {
     pthread_mutex_unlock(&g_scope_mu);
 }
 
-void scope_pop(uint64_t inst) {
-    /* pop this thread's innermost entry with that id (scopes exit in order on a thread) */
-    for (int i = (tls_scope_depth < MAX_SCOPE_DEPTH ? tls_scope_depth : MAX_SCOPE_DEPTH) - 1; i >= 0; i--) {
-        if (tls_scopes[i] == inst) {
-            tls_scope_depth = i;
-            break;
-        }
-    }
+/* The process-wide list of open scopes forgets `inst` (current_scope's fallback for threads without one). */
+static void forget_open(uint64_t inst) {
     pthread_mutex_lock(&g_scope_mu);
     for (size_t i = g_nopen; i-- > 0;) {
         if (g_open[i] == inst) {
@@ -46,6 +40,32 @@ void scope_pop(uint64_t inst) {
     pthread_mutex_unlock(&g_scope_mu);
 }
 
+void scope_pop(uint64_t inst) {
+    /* pop this thread's innermost entry with that id (scopes exit in order on a thread) */
+    for (int i = (tls_scope_depth < MAX_SCOPE_DEPTH ? tls_scope_depth : MAX_SCOPE_DEPTH) - 1; i >= 0; i--) {
+        if (tls_scopes[i] == inst) {
+            tls_scope_depth = i;
+            break;
+        }
+    }
+    forget_open(inst);
+}
+
+/* An NVTX range closes: only its own entry leaves the thread's stack. NVTX keeps one stack per domain, so the
+ * ranges above it may be another domain's, still open (truncating there re-parented them and the kernels
+ * launched inside them). */
+static void scope_pop_range(uint64_t inst) {
+    int stored = tls_scope_depth < MAX_SCOPE_DEPTH ? tls_scope_depth : MAX_SCOPE_DEPTH;
+    for (int i = stored - 1; i >= 0; i--) {
+        if (tls_scopes[i] == inst) {
+            /* deeper than MAX_SCOPE_DEPTH the entries were never stored: the last slot keeps a stale id */
+            memmove(tls_scopes + i, tls_scopes + i + 1, (size_t)(stored - i - 1) * sizeof *tls_scopes);
+            tls_scope_depth--;
+            break;
+        }
+    }
+    forget_open(inst);
+}
 
 /* NVTX push/pop ranges become scopes (NVTX_INJECTION64_PATH names libcupti, so CUPTI sees NVTX calls): on the
  * calling thread they join the scope stack (kernels launched inside carry them); the begin/end events queue
@@ -213,7 +233,7 @@ void on_nvtx(CUpti_CallbackId cbid, const CUpti_NvtxData *d) {
             memmove(tls_nvtx_dom + i, tls_nvtx_dom + i + 1, (size_t)(tls_nvtx_depth - i - 1) * sizeof *tls_nvtx_dom);
             tls_nvtx_depth--;
             if (!inst) return;
-            scope_pop(inst);
+            scope_pop_range(inst);
             nvtx_queue(1, inst, 0, NULL, thread_id());
             return;
         }
