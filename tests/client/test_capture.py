@@ -515,3 +515,49 @@ def test_the_deep_engine_is_asked_whether_it_can_run_only_when_a_request_wants_i
         ("opened", None, ["tracing", "pc_sampling"], ["sass"]),
     ]
     assert cannot.seen == [] and can.seen == [True, False]
+
+
+class DeepSetups(Switches):
+    """A deep engine's side of a request: ``runnable`` sets CUPTI's deep APIs up (the program's context, a
+    512 MiB sampling buffer); ``offered`` names the engines without that."""
+
+    name = "deep"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setups = 0
+
+    def runnable(self) -> list[str]:
+        self.setups += 1
+        return ["pc_sampling"]
+
+    def offered(self) -> list[str]:
+        return ["pc_sampling"]
+
+
+def test_a_request_refused_anyway_sets_no_deep_engine_up(tmp_path: Path) -> None:
+    """Remote capture off, or the hour's budget spent: the request is refused without touching CUPTI's deep
+    APIs (the review found both set them up first); one that will be acted on sets them up."""
+    path = tmp_path / capture.CONTROL_FILE
+    for remote, budget, reason in ((False, 60.0, "remote_capture_disabled"), (True, 1.0, "budget_spent")):
+        deep, out = DeepSetups(), []
+        c = capture.Capture(
+            capture.parse("continuous"), [deep], out.append, "sid0000000000000", clock=Clock(),
+            log_dir=str(tmp_path), remote=remote, remote_budget_s=budget,
+        )  # fmt: skip
+        assert _ask(c, path, 1, id=f"r{remote}", seconds=5, engines=["pc_sampling"]) == "refused"
+        assert deep.setups == 0 and deep.seen == []
+        (r,) = [x for x in out if isinstance(x, events.CaptureRequest)]
+        assert (r.reason, r.missing) == (reason, [])  # the session has the engine: not missing
+    deep, out = DeepSetups(), []
+    c = capture.Capture(
+        capture.parse("continuous"),
+        [deep],
+        out.append,
+        "sid0000000000000",
+        clock=Clock(),
+        log_dir=str(tmp_path),
+    )
+    assert _ask(c, path, 2, id="go", seconds=5, engines=["pc_sampling"]) == "opened"
+    assert deep.setups == 1 and deep.seen == [True]
+    c.shutdown()

@@ -341,28 +341,38 @@ class Capture:
         self._control_seen.add(rid)
         return self._answer(rid, seconds, steps, requester, engines or list(DEFAULT_ENGINES), path)
 
-    def available_engines(self, deep: bool = True) -> set[str]:
+    def available_engines(self, deep: bool = True, setup: bool = True) -> set[str]:
         """The window engines this session runs (the deep engine serves those it can run now: ``runnable``,
-        which sets it up on the first ask; ``deep=False``: not asked, so a tracing request sets nothing up)."""
+        which sets it up on the first ask; ``deep=False``: not asked, so a tracing request sets nothing up;
+        ``setup=False``: those it would try, nothing set up — for a request refused anyway)."""
         out: set[str] = set()
         for e in self.engines:
             if e.name == "deep":
                 if not deep:
                     continue
-                runnable = getattr(e, "runnable", None)
-                out |= set(
-                    runnable() if runnable is not None else getattr(e, "engines", None) or DEEP_ENGINES
-                )
+                ask = getattr(e, "runnable" if setup else "offered", None)
+                out |= set(ask() if ask is not None else getattr(e, "engines", None) or DEEP_ENGINES)
             elif e.name in ENGINES:
                 out.add(e.name)
         return out
+
+    def _budget_left(self, now: int) -> float:
+        """Remote capture's seconds left in the last hour (``_lock`` held)."""
+        self._remote_spent = [(t, s) for t, s in self._remote_spent if now - t < HOUR_NS]
+        return self.remote_budget_s - sum(s for _, s in self._remote_spent)
 
     def _answer(
         self, rid: str, seconds: float | None, steps: int | None, requester: str | None, want: list[str],
         path: str,
     ) -> Outcome:  # fmt: skip
-        """Act on a control-file request and say what became of it (a ``capture_request`` record)."""
-        available = self.available_engines(deep=bool(DEEP_ENGINES & set(want)))
+        """Act on a control-file request and say what became of it (a ``capture_request`` record). A request
+        refused anyway (remote capture off, the hour's budget spent) sets no deep engine up: CUPTI's deep
+        APIs take the program's context and a large buffer, which a refusal must not cost."""
+        cost = seconds if seconds is not None else (0.0 if steps is not None else self.default_seconds)
+        with self._lock:
+            spent = self._budget_left(self.clock()) < cost
+        want_deep = bool(DEEP_ENGINES & set(want))
+        available = self.available_engines(deep=want_deep, setup=self.remote and not spent)
         usable = [e for e in want if e in available]
         missing = [e for e in want if e not in available]
 
@@ -377,18 +387,16 @@ class Capture:
             return outcome
 
         continuous = self.plan.mode == "continuous"
-        if continuous and usable and not DEEP_ENGINES & set(want):
+        if continuous and usable and not want_deep:
             return answer("continuous")  # tracing alone asked for: it is on throughout, nothing to do
         if not self.remote:
             return answer("refused", "remote_capture_disabled")
         if not usable or (continuous and not DEEP_ENGINES & set(usable)):
             # continuous: tracing is on anyway, but none of the deep engines asked for runs here
             return answer("refused", "engine_unavailable")
-        cost = seconds if seconds is not None else (0.0 if steps is not None else self.default_seconds)
         with self._lock:
             now = self.clock()
-            self._remote_spent = [(t, s) for t, s in self._remote_spent if now - t < HOUR_NS]
-            if sum(s for _, s in self._remote_spent) + cost > self.remote_budget_s:
+            if self._budget_left(now) < cost:
                 return answer("refused", "budget_spent")
             outcome = self.request(
                 "control_file", seconds=seconds, steps=steps, requester=requester, engines=usable,

@@ -141,6 +141,17 @@ class DeepEngine:
             return []
         return list(self.engines)
 
+    def offered(self) -> list[str]:
+        """The deep engines this session would try (``runnable`` without setting anything up): what a request
+        refused before any setup (remote capture off, budget spent) may name as missing."""
+        if self.disabled:
+            return []
+        return (
+            list(self.engines)
+            if self.ready
+            else [n for n, w in (("sass", self.want_sass), ("pc_sampling", self.want_pc)) if w]
+        )
+
     def range_begin(self, inst: int) -> None:
         if self.options.deep == "scopes" and self._open is None:
             self._begin(inst)
