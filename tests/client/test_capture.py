@@ -561,3 +561,47 @@ def test_a_request_refused_anyway_sets_no_deep_engine_up(tmp_path: Path) -> None
     assert _ask(c, path, 2, id="go", seconds=5, engines=["pc_sampling"]) == "opened"
     assert deep.setups == 1 and deep.seen == [True]
     c.shutdown()
+
+
+def test_a_slow_deep_close_does_not_hold_up_the_programs_scopes_and_steps() -> None:
+    """Closing a deep window waits for CUPTI's collection (a context synchronize, the samples' decoding); the
+    program's threads take the controller's lock at every gpufl.scope exit and gpufl.step(), and must not wait
+    for it (the review found them blocked for the whole collection). A window opened meanwhile switches on only
+    after the close has switched off."""
+    import threading
+    import time
+
+    release = threading.Event()
+
+    class SlowDeep(Switches):
+        name = "deep"
+
+        def set_capture(self, on: bool) -> None:
+            if not on:
+                assert release.wait(10), "the test never let the close finish"
+            super().set_capture(on)
+
+    deep, out = SlowDeep(), []
+    c = capture.Capture(capture.parse("on-demand"), [deep], out.append, "sid0000000000000", clock=Clock())
+    assert c.request("api", seconds=5, engines=["pc_sampling"]) == "opened"
+    closer = threading.Thread(target=c.stop)
+    closer.start()
+    deadline = time.monotonic() + 5
+    while c.window is not None and time.monotonic() < deadline:  # closed: now switching off
+        time.sleep(0.001)
+    t0 = time.monotonic()
+    c.scope_exit(12345)
+    c.step_begin()
+    c.step_end()
+    assert time.monotonic() - t0 < 1.0, "a scope exit or a step waited for the deep close"
+    assert closer.is_alive() and deep.seen == [True]  # still collecting
+    opener = threading.Thread(target=lambda: c.request("api", seconds=5, engines=["pc_sampling"]))
+    opener.start()
+    time.sleep(0.05)
+    assert deep.seen == [True]  # the new window waits for the close's switch-off
+    release.set()
+    closer.join(5)
+    opener.join(5)
+    assert deep.seen == [True, False, True]
+    assert [r.ended for r in out if isinstance(r, events.CaptureWindow)] == ["stopped"]
+    c.shutdown()

@@ -35,6 +35,7 @@ import select
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -161,6 +162,12 @@ class Capture:
         self.step = 0  # steps begun so far (gpufl.step())
         self._in_step = False  # a step is running: a step-count window counts it as its first
         self._lock = threading.RLock()
+        # Switching engines happens under _switch_mu, not _lock: closing a deep window waits for CUPTI's
+        # collection (a context synchronize, the samples' decoding), and the program's threads take _lock at
+        # every gpufl.scope exit and gpufl.step(); they must not wait for that. A close is queued under _lock
+        # and carried out by the thread that closed it once _lock is let go (or first by the next open).
+        self._switch_mu = threading.Lock()
+        self._closing: deque[tuple[_Window, list[Switchable], events.capture.WindowEnd]] = deque()
         self._next_scheduled = clock() if plan.mode == "windows" else None
         self._control_seen: set[str] = set()
         self._control_mtime = 0
@@ -238,7 +245,8 @@ class Capture:
             if self.window is None:
                 return False
             self._close("stopped")
-            return True
+        self._finish_closes()
+        return True
 
     def step_begin(self) -> None:
         """A ``gpufl.step()`` began: step ranges open at their first step."""
@@ -261,12 +269,14 @@ class Capture:
                 w.steps_left -= 1
                 if w.steps_left <= 0:
                     self._close("steps")
+        self._finish_closes()
 
     def scope_exit(self, inst: int) -> None:
         with self._lock:
             w = self.window
             if w is not None and w.scope_inst == inst:
                 self._close("scope_exit")
+        self._finish_closes()
 
     # ---------------------------------------------------------------- time: schedule, deadlines, control file
 
@@ -293,7 +303,8 @@ class Capture:
                 else:  # a requested window is open: the scheduled one is not opened
                     w.refused += 1
             due = [t for t in (self._next_scheduled, self.window and self.window.deadline_ns) if t]
-            return max(0.0, min(due) - now) / 1e9 if due else CONTROL_POLL_S
+        self._finish_closes()
+        return max(0.0, min(due) - now) / 1e9 if due else CONTROL_POLL_S
 
     def poll_control_file(self) -> Outcome | None:
         """Read ``<log_dir>/gpufl-control.json`` if it changed: a request not seen before (by ``id``), written
@@ -425,6 +436,7 @@ class Capture:
             if self.window is not None:
                 self._close("shutdown")
             self._next_scheduled = None
+        self._finish_closes()
         self._stop = True
         self._wake()
         if self._thread is not None:
@@ -493,35 +505,51 @@ class Capture:
     # ---------------------------------------------------------------- windows
 
     def _open(self, w: _Window) -> None:
-        self.window = w
-        # the session's engines that serve what the window asked for ("deep" serves sass and pc_sampling)
-        on = [
-            e
-            for e in self.engines
-            if e.name in w.engines or (e.name == "deep" and DEEP_ENGINES & set(w.engines))
-        ]
-        w.switched = tuple(e.name for e in on)
-        self._switch(True, on)
+        with self._switch_mu:
+            self._finish_closes_locked()  # a close still queued switches off before this window switches on
+            self.window = w
+            # the session's engines that serve what the window asked for ("deep" serves sass and pc_sampling)
+            on = [
+                e
+                for e in self.engines
+                if e.name in w.engines or (e.name == "deep" and DEEP_ENGINES & set(w.engines))
+            ]
+            w.switched = tuple(e.name for e in on)
+            self._switch(True, on)
 
     def _close(self, ended: events.capture.WindowEnd) -> None:
+        """The open window ends (``_lock`` held): queued; ``_finish_closes`` switches its engines off."""
         w = self.window
         assert w is not None
         self.window = None
-        self._switch(False, [e for e in self.engines if e.name in w.switched])
-        rec = events.CaptureWindow(
-            session_id=self.session_id,
-            stream="device",
-            start_ns=w.start_ns,
-            end_ns=max(w.start_ns, self.clock()),
-            trigger=w.trigger,
-            engines=[n for n in w.engines if n in w.switched or (n in DEEP_ENGINES and "deep" in w.switched)],
-            requester=w.requester,
-            ended=ended,
-            extended=w.extended,
-            refused=w.refused,
-        )
-        self.closed.append(rec)
-        self.emit(rec)
+        self._closing.append((w, [e for e in self.engines if e.name in w.switched], ended))
+
+    def _finish_closes(self) -> None:
+        """Carry out the closes queued so far (``_lock`` not held: see ``_switch_mu``)."""
+        if self._closing:
+            with self._switch_mu:
+                self._finish_closes_locked()
+
+    def _finish_closes_locked(self) -> None:
+        while self._closing:
+            w, engines, ended = self._closing.popleft()
+            self._switch(False, engines)
+            rec = events.CaptureWindow(
+                session_id=self.session_id,
+                stream="device",
+                start_ns=w.start_ns,
+                end_ns=max(w.start_ns, self.clock()),
+                trigger=w.trigger,
+                engines=[
+                    n for n in w.engines if n in w.switched or (n in DEEP_ENGINES and "deep" in w.switched)
+                ],
+                requester=w.requester,
+                ended=ended,
+                extended=w.extended,
+                refused=w.refused,
+            )
+            self.closed.append(rec)
+            self.emit(rec)
 
     def _switch(self, on: bool, engines: list[Switchable]) -> None:
         for e in engines:
