@@ -31,6 +31,8 @@ CUBIN_BUDGET = 512 << 20
 """Bytes of module cubins kept for source lines; modules beyond it get no source lines (counted)."""
 COLLECT_PCS = 4096
 """PCs CUPTI hands over per PC-sampling read (a range's data takes as many reads as it needs)."""
+PROGRAM_WAIT_S = 0.5
+"""How long a deep scope on the program's thread waits for a range still being collected (a window's close)."""
 
 
 class DeepEngine:
@@ -53,6 +55,11 @@ class DeepEngine:
         self.ranges = 0
         self._told_kernels_serial = False
         self._window_range = False  # the open range is a capture window's
+        # The program's threads (deep scopes), the capture controller (windows, requests' setup) and shutdown
+        # each begin, end or set up ranges: one at a time (CUPTI's deep calls are not made concurrently, and a
+        # range begun while another is being closed would find CUPTI still in it and record nothing).
+        self._mu = threading.RLock()
+        self.busy_skipped = 0  # deep scopes begun while another range was still being collected: not covered
 
     # ---------------------------------------------------------------- lifecycle (the Engine protocol)
 
@@ -94,16 +101,46 @@ class DeepEngine:
         if self.options.deep == "session":
             self._begin(0)
 
+    def _acquire_for_program(self) -> bool:
+        """The lock, on a thread of the program: waited for only briefly (a range being collected may take
+        seconds; the scope then goes uncovered, counted, and said at the end)."""
+        if self._mu.acquire(timeout=PROGRAM_WAIT_S):
+            return True
+        self.busy_skipped += 1
+        return False
+
     def scope_enter(self, inst: int) -> None:
-        if self.options.deep == "session" and self._open is None and not self.ready:
-            self._begin(0)  # the session's range waits for a CUDA context: tried again at each scope
+        if (
+            self.options.deep == "session"
+            and self._open is None
+            and not self.ready
+            and self._acquire_for_program()
+        ):
+            try:
+                if self._open is None and not self.ready:
+                    self._begin(0)
+            finally:
+                self._mu.release()  # the session's range waits for a CUDA context: tried again at each scope
 
     def scope_exit(self, inst: int) -> None:
         pass
 
     def stop(self) -> dict[str, Any]:
+        with self._mu:
+            return self._stop()
+
+    def _stop(self) -> dict[str, Any]:
         if self._open is not None:
             self._end()
+        if self.busy_skipped:
+            self.session.notice(
+                "deep_scopes_not_covered",
+                f"{self.busy_skipped} deep scope(s) not covered: each began while the previous deep range's "
+                f"samples were still being collected (more than {PROGRAM_WAIT_S:g} s), and gpufl does not make "
+                "the program wait longer",
+                engine=self.name,
+                level="warning",
+            )
         if not self.ready and not self.disabled:
             self.session.notice(
                 "deep_not_run",
@@ -123,23 +160,25 @@ class DeepEngine:
     def set_capture(self, on: bool) -> None:
         """A capture window that asked for a deep engine opens (a deep range for its extent, unless one is
         open: a deep scope's or the session's) or closes (its range ends)."""
-        if on:
-            if self._open is None:
-                self._window_range = True
-                self._begin(0)
-        elif self._window_range:
-            self._window_range = False
-            if self._open == 0:
-                self._end()
+        with self._mu:
+            if on:
+                if self._open is None:
+                    self._window_range = True
+                    self._begin(0)
+            elif self._window_range:
+                self._window_range = False
+                if self._open == 0:
+                    self._end()
 
     def runnable(self) -> list[str]:
         """The deep engines a window asking for them would run now (``sass``, ``pc_sampling``): set up on the
         first ask, as a range's begin would (CUPTI's deep APIs need the program's CUDA context); none while no
         context exists yet or once the engines are disabled (no GPU, CUPTI refused). A capture request is
         answered from this, so an answer never names an engine that could not run."""
-        if self.disabled or (not self.ready and not self._setup()):
-            return []
-        return list(self.engines)
+        with self._mu:
+            if self.disabled or (not self.ready and not self._setup()):
+                return []
+            return list(self.engines)
 
     def offered(self) -> list[str]:
         """The deep engines this session would try (``runnable`` without setting anything up): what a request
@@ -153,12 +192,18 @@ class DeepEngine:
         )
 
     def range_begin(self, inst: int) -> None:
-        if self.options.deep == "scopes" and self._open is None:
-            self._begin(inst)
+        if self.options.deep == "scopes" and self._open is None and self._acquire_for_program():
+            try:
+                if self._open is None:
+                    self._begin(inst)
+            finally:
+                self._mu.release()
 
     def range_end(self, inst: int) -> None:
         if self._open == inst:
-            self._end()
+            with self._mu:
+                if self._open == inst:
+                    self._end()
 
     def _setup(self) -> bool:
         period = int(self.options.pc_sampling_period)
