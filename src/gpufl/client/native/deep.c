@@ -291,13 +291,19 @@ static const char *setup_pc(CUcontext ctx) {
     return NULL;
 }
 
-/* The primary context (the CUDA runtime's: PyTorch's, JAX's, CuPy's) of the first device the program has
- * started, retained so that it outlives our use of it; NULL when none is active yet. */
+/* The primary context (the CUDA runtime's: PyTorch's, JAX's, CuPy's) the program launches on, retained so that
+ * it outlives our use of it; NULL when it cannot be told. That is the context of the last traced launch where it
+ * is a primary one, else the only active primary context; with several GPUs active and no launch traced yet
+ * (an on-demand session before its first window) NULL: the first device's would be a guess, and a window on an
+ * idle GPU would report no samples as if there were none to take. */
 static CUcontext active_primary_context(void) {
-    int n = 0;
+    int n = 0, nactive = 0;
     if (!c_cuDeviceGet || !c_cuDevicePrimaryCtxGetState || !c_cuDevicePrimaryCtxRetain || !c_cuDevicePrimaryCtxRelease)
         return NULL;
     if (c_cuDeviceGetCount(&n) != CUDA_SUCCESS) return NULL; /* CUDA not initialised: nothing started */
+    CUcontext hint = atomic_load_explicit(&g_launch_ctx, memory_order_relaxed);
+    CUcontext first = NULL;
+    CUdevice first_dev = 0;
     for (int i = 0; i < n; i++) {
         CUdevice dev = 0;
         unsigned int flags = 0;
@@ -307,11 +313,29 @@ static CUcontext active_primary_context(void) {
             !active)
             continue; /* never retain an inactive one: that would create a context on a GPU the program left alone */
         if (c_cuDevicePrimaryCtxRetain(&ctx, dev) != CUDA_SUCCESS || !ctx) continue;
-        g_deep.retained_primary = 1;
-        g_deep.retained_device = dev;
-        return ctx;
+        nactive++;
+        if (hint && ctx == hint) { /* the one the program launches on */
+            if (first) c_cuDevicePrimaryCtxRelease(first_dev);
+            first = ctx;
+            first_dev = dev;
+            nactive = 1;
+            break;
+        }
+        if (!first) {
+            first = ctx;
+            first_dev = dev;
+        } else {
+            c_cuDevicePrimaryCtxRelease(dev);
+        }
     }
-    return NULL;
+    if (!first) return NULL;
+    if (nactive > 1) { /* several GPUs, and no launch says which: not a guess */
+        c_cuDevicePrimaryCtxRelease(first_dev);
+        return NULL;
+    }
+    g_deep.retained_primary = 1;
+    g_deep.retained_device = first_dev;
+    return first;
 }
 
 /* Once, on the context current on the calling thread — or, on a thread with none (the capture controller
@@ -335,7 +359,11 @@ const char *deep_setup(int sass, int pc, int period_log2, size_t collect_pcs) {
         }
     }
     CUdevice dev = 0;
-    if (c_cuCtxGetDevice(&dev) != CUDA_SUCCESS) return "cuCtxGetDevice failed";
+    if (c_cuCtxGetDevice(&dev) != CUDA_SUCCESS) {
+        if (g_deep.retained_primary) c_cuDevicePrimaryCtxRelease(g_deep.retained_device);
+        g_deep.retained_primary = 0;
+        return "cuCtxGetDevice failed";
+    }
     g_deep.ctx = ctx;
     g_deep.device = (int)dev;
     g_deep.period_log2 = period_log2;

@@ -356,6 +356,7 @@ void capture_switch(int on);
 extern GPUFL_TLS uint64_t tls_scopes[MAX_SCOPE_DEPTH];
 extern GPUFL_TLS int tls_scope_depth;
 extern _Atomic uint64_t g_last_open; /* the most recently entered scope still open anywhere */
+extern _Atomic(CUcontext) g_launch_ctx; /* the context of the last launch traced: which GPU the program uses */
 
 /* The innermost scope of this thread, else the one entered last anywhere (launch callback: per launch). */
 static inline uint64_t current_scope(void) {

@@ -235,6 +235,7 @@ void stacks_reset(void) {
 /* ------------------------------------------------------------------------------------------------ launch callback */
 
 static __thread int tls_runtime_depth;
+_Atomic(CUcontext) g_launch_ctx;
 
 void CUPTIAPI on_api(void *ud, CUpti_CallbackDomain domain, CUpti_CallbackId cbid, const void *cbdata) {
     if (domain == CUPTI_CB_DOMAIN_NVTX) {
@@ -263,6 +264,9 @@ void CUPTIAPI on_api(void *ud, CUpti_CallbackDomain domain, CUpti_CallbackId cbi
 #endif
     if (enter) {
         if (domain == CUPTI_CB_DOMAIN_RUNTIME_API) tls_runtime_depth++;
+        /* read first: a store only when it changes, so threads launching on one context share the line */
+        if (d->context && atomic_load_explicit(&g_launch_ctx, memory_order_relaxed) != d->context)
+            atomic_store_explicit(&g_launch_ctx, d->context, memory_order_relaxed);
         /* CLOCK_REALTIME (a vDSO read, no call into libcupti) on the user's thread; the kernel's GPU time is
          * mapped onto the same clock with the measured offset. */
         uint64_t now = (uint64_t)realtime_ns();
