@@ -82,9 +82,19 @@ def gpufl_kernels(log_dir: Path, window: list[int]) -> dict[str, Any]:
     kernels: list[tuple[int, int, int]] = []
     sizes: list[int] = []
     path = "unknown"
+    lo, hi = window
+    kinds = {
+        "kernel": 0,
+        "memcpy": 0,
+        "memset": 0,
+    }  # in the window, as torch.profiler's categories count them
     for p in sorted(log_dir.glob("*.device.*.log")):
         for line in p.read_bytes().splitlines():
-            if line.startswith(b'{"type":"kernel"'):
+            if line.startswith((b'{"type":"memcpy"', b'{"type":"memset"')):
+                r = json.loads(line)
+                if lo <= r["start_ns"] <= hi:
+                    kinds[r["type"]] += 1
+            elif line.startswith(b'{"type":"kernel"'):
                 sizes.append(len(line))
                 r = json.loads(line)
                 kernels.append((r["launch_id"], r["start_ns"], r["end_ns"]))
@@ -96,18 +106,22 @@ def gpufl_kernels(log_dir: Path, window: list[int]) -> dict[str, Any]:
                 path = "cupti-python"
             elif line.startswith(b'{"type":"session_start"'):
                 path = "native-or-python"
-    lo, hi = window
     durs: dict[str, list[int]] = defaultdict(list)
     for lid, s, e in kernels:
         if lo <= s <= hi:
             durs[names.get(lid, f"launch {lid}")].append(e - s)
+    kinds["kernel"] = sum(len(v) for v in durs.values())
     return {
         "total": len(kernels),
         "bytes_per_kernel": statistics.median(sizes) if sizes else None,
         "window_total": sum(len(v) for v in durs.values()),
         "by_name": {n: {"count": len(v), "median_ns": statistics.median(v)} for n, v in durs.items()},
+        "kinds": kinds,
         "path": path,
     }
+
+
+KINDS = ("kernel", "memcpy", "memset")
 
 
 def fidelity(gpufl: list[dict[str, Any]], torch: list[dict[str, Any]], steps: int) -> list[str]:
@@ -121,6 +135,12 @@ def fidelity(gpufl: list[dict[str, Any]], torch: list[dict[str, Any]], steps: in
         f"{len(gpufl)} gpufl and {len(torch)} torch.profiler processes of each per-process figure)",
         f"kernels per step: gpufl {med(g['window_total'] for g in gpufl) / steps:.2f}  "
         f"torch.profiler {med(t['total'] for t in torch) / steps:.2f}",
+        "per step, kind by kind (gpufl / torch.profiler): "
+        + ", ".join(
+            f"{k} {med(g['kinds'][k] for g in gpufl) / steps:.2f} / {med(t['kinds'][k] for t in torch) / steps:.2f}"
+            for k in KINDS
+            if all("kinds" in x for x in (*gpufl, *torch))
+        ),
         f"{'kernel (≥100 instances in torch.profiler)':<72}{'n gpufl':>9}{'n torch':>9}{'med gpufl':>11}{'med torch':>11}{'diff':>8}",
     ]
     worst = 0.0

@@ -218,10 +218,15 @@ def _kernel_stats(prof: Any) -> dict[str, Any]:
         with open(path) as f:
             trace = json.load(f)
     durs: dict[str, list[float]] = defaultdict(list)
+    kinds = {"kernel": 0, "memcpy": 0, "memset": 0}  # the CUDA events it counts, kind by kind
     for e in trace.get("traceEvents", []):
-        if e.get("cat") == "kernel" and "dur" in e:
+        cat = e.get("cat")
+        if cat == "kernel" and "dur" in e:
             durs[e["name"]].append(float(e["dur"]) * 1000.0)
+        if cat in ("kernel", "gpu_memcpy", "gpu_memset"):
+            kinds[cat.removeprefix("gpu_")] += 1
     return {
+        "kinds": kinds,
         "total": sum(len(v) for v in durs.values()),
         "by_name": {n: {"count": len(v), "median_ns": statistics.median(v)} for n, v in durs.items()},
     }
