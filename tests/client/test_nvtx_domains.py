@@ -4,6 +4,7 @@ the same callback CUPTI calls. The review of the lazy domain callbacks (#21) fou
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -90,3 +91,34 @@ def test_unknown_and_default_domain_counts_say_they_are_partial_once_the_range_c
     assert counts["(a domain created before tracing)"] == (1, True)
     assert counts["(default domain)"] == (1, True)
     assert counts["TSL"] == (0, True)
+
+
+def test_left_out_counts_survive_a_pause_for_torch_profiler(hooks: Any, tmp_path: Path) -> None:
+    """Tracing steps aside for torch.profiler and restarts, which counts left-out ranges anew: the notice at the
+    end adds the counts from before the pause (it said only those since the restart)."""
+    import gpufl
+    from gpufl.client.engines.native_tracing import NativeTracingEngine
+    from gpufl.contract import events
+
+    n = hooks
+    session = gpufl.init(app_name="pause", log_dir=str(tmp_path), engines="system")
+    assert session is not None
+    eng = NativeTracingEngine()
+    eng.native, eng.session, eng.started = n, session, True
+    n.nvtx_domains("default,named")
+    n.nvtx_call(n.NVTX_DOMAIN_CREATE_A, "TSL", 0, TSL)
+    for _ in range(3):
+        n.nvtx_call(n.NVTX_DOMAIN_RANGE_PUSH_EX, "xla", 0, TSL)
+        n.nvtx_call(n.NVTX_DOMAIN_RANGE_POP, None, 0, TSL)
+    eng.pause("torch.profiler")
+    n.nvtx_domains("default,named")  # the restart configures the C side again: its counts start from 0
+    n.nvtx_call(n.NVTX_DOMAIN_RANGE_PUSH_EX, "xla", 0, TSL)
+    eng._report_domains_left_out()
+    gpufl.shutdown()
+    said = [
+        events.decode(ln)
+        for p in sorted(tmp_path.glob("*.device.*.log"))
+        for ln in p.read_bytes().splitlines()
+        if b"nvtx_domains_left_out" in ln
+    ]
+    assert len(said) == 1 and "TSL: 4" in str(said[0].message)  # type: ignore[union-attr]

@@ -130,6 +130,8 @@ class NativeTracingEngine:
         self._pause_reason = ""
         self.offset_ns = 0
         self._lazy_domains = False
+        # left-out NVTX ranges counted before a pause (a restart of tracing counts from zero): name -> (n, partial)
+        self._left_out_before: dict[str, tuple[int, bool]] = {}
 
     def prepare(self, session: EngineHost) -> dict[str, Any]:
         self.session = session
@@ -259,12 +261,12 @@ class NativeTracingEngine:
         """Say once how many NVTX ranges of the domains not made into scopes were seen, per domain (none is
         hidden: recording them is one setting away)."""
         try:
-            counts = self.native.nvtx_domain_counts()
+            counts = self._domains_left_out()
         except Exception as e:  # never raise into the user's program
             log.warning("gpufl: NVTX domain counts could not be read: %r", e)
             return
         if counts:
-            each = ", ".join(_left_out(name, n, partial) for name, n, partial in counts)
+            each = ", ".join(_left_out(name, n, partial) for name, (n, partial) in counts.items())
             self.session.notice(
                 "nvtx_domains_left_out",
                 f"NVTX ranges not recorded as scopes ({each}); GPUFL_NVTX_DOMAINS="
@@ -278,6 +280,14 @@ class NativeTracingEngine:
         while len(self._scopes) > 100_000:  # parents of ranges still queued are recent
             self._scopes.popitem(last=False)
 
+    def _domains_left_out(self) -> dict[str, tuple[int, bool]]:
+        """The C side's left-out counts added to those from before a pause (tracing restarted counts anew)."""
+        out = dict(self._left_out_before)
+        for name, n, partial in self.native.nvtx_domain_counts():
+            n0, p0 = out.get(name, (0, False))
+            out[name] = (n0 + n, p0 or partial)
+        return out
+
     def pause(self, reason: str) -> None:
         """Step aside for another CUPTI client (torch.profiler): flush, disable, unsubscribe — not finalize,
         which would tear down CUPTI under the client that takes it over next (see stop_tracing in
@@ -287,6 +297,10 @@ class NativeTracingEngine:
         self._paused_at = time.time_ns()
         self._pause_reason = reason
         self.native.stop(False)
+        try:
+            self._left_out_before = self._domains_left_out()
+        except Exception as e:  # never raise into the user's program
+            log.warning("gpufl: NVTX domain counts could not be read: %r", e)
         log.warning("gpufl: %s started: gpufl's kernel tracing steps aside until it stops", reason)
 
     def resume(self) -> None:
