@@ -265,18 +265,22 @@ class Capture:
         with self._lock:
             self._in_step = False
             w = self.window
+            closed = w is not None and w.steps_left is not None and w.steps_left <= 1
             if w is not None and w.steps_left is not None:
                 w.steps_left -= 1
-                if w.steps_left <= 0:
+                if closed:
                     self._close("steps")
-        self._finish_closes()
+        if closed:
+            self._finish_closes()
 
     def scope_exit(self, inst: int) -> None:
         with self._lock:
             w = self.window
-            if w is not None and w.scope_inst == inst:
+            closed = w is not None and w.scope_inst == inst
+            if closed:
                 self._close("scope_exit")
-        self._finish_closes()
+        if closed:
+            self._finish_closes()
 
     # ---------------------------------------------------------------- time: schedule, deadlines, control file
 
@@ -289,7 +293,8 @@ class Capture:
         with self._lock:
             now = self.clock()
             w = self.window
-            if w is not None and w.deadline_ns is not None and now >= w.deadline_ns:
+            closed = w is not None and w.deadline_ns is not None and now >= w.deadline_ns
+            if closed:
                 self._close("duration")
                 w = None
             nxt = self._next_scheduled
@@ -303,7 +308,8 @@ class Capture:
                 else:  # a requested window is open: the scheduled one is not opened
                     w.refused += 1
             due = [t for t in (self._next_scheduled, self.window and self.window.deadline_ns) if t]
-        self._finish_closes()
+        if closed:
+            self._finish_closes()
         return max(0.0, min(due) - now) / 1e9 if due else CONTROL_POLL_S
 
     def poll_control_file(self) -> Outcome | None:
@@ -436,7 +442,7 @@ class Capture:
             if self.window is not None:
                 self._close("shutdown")
             self._next_scheduled = None
-        self._finish_closes()
+        self._finish_closes()  # also waits for a close another thread is carrying out
         self._stop = True
         self._wake()
         if self._thread is not None:
@@ -525,10 +531,11 @@ class Capture:
         self._closing.append((w, [e for e in self.engines if e.name in w.switched], ended))
 
     def _finish_closes(self) -> None:
-        """Carry out the closes queued so far (``_lock`` not held: see ``_switch_mu``)."""
-        if self._closing:
-            with self._switch_mu:
-                self._finish_closes_locked()
+        """Carry out the closes queued so far, by the thread that closed a window, ``_lock`` let go (see
+        ``_switch_mu``). Taking ``_switch_mu`` also waits for one another thread took from the queue first: the
+        close is done, its record written, when the caller goes on (``gpufl.capture_stop()``, shutdown)."""
+        with self._switch_mu:
+            self._finish_closes_locked()
 
     def _finish_closes_locked(self) -> None:
         while self._closing:
