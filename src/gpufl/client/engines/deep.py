@@ -110,17 +110,18 @@ class DeepEngine:
         return False
 
     def scope_enter(self, inst: int) -> None:
+        # the session's range waits for a CUDA context: tried again at each scope (not counted when busy)
         if (
             self.options.deep == "session"
             and self._open is None
             and not self.ready
-            and self._acquire_for_program()
+            and self._mu.acquire(timeout=PROGRAM_WAIT_S)
         ):
             try:
                 if self._open is None and not self.ready:
                     self._begin(0)
             finally:
-                self._mu.release()  # the session's range waits for a CUDA context: tried again at each scope
+                self._mu.release()
 
     def scope_exit(self, inst: int) -> None:
         pass
