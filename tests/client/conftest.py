@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+from gpufl.contract import events
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -21,3 +25,19 @@ def native() -> Any:
             pytest.fail(f"gpufl.client._native is not built: {e}")
         pytest.skip(f"gpufl.client._native is not built here: {e}")
     return _native
+
+
+@pytest.fixture
+def notices() -> Callable[[Path, str], list[events.Notice]]:
+    """Read the notices of one code a session wrote to its device stream in a log folder."""
+
+    def read(log_dir: Path, code: str) -> list[events.Notice]:
+        out = []
+        for p in sorted(log_dir.glob("*.device.*.log")):
+            for ln in p.read_bytes().splitlines():
+                r = events.decode(ln)
+                if isinstance(r, events.Notice) and r.code == code:
+                    out.append(r)
+        return out
+
+    return read

@@ -507,7 +507,9 @@ def test_nvtx_domains_choose_which_ranges_become_scopes(
     assert repr(spec) in message
 
 
-def test_lazy_domains_switch_the_domain_range_callbacks_off_for_a_framework_alone(tmp_path: Path) -> None:
+def test_lazy_domains_switch_the_domain_range_callbacks_off_for_a_framework_alone(
+    tmp_path: Path, notices: Any
+) -> None:
     """#21: CUPTI's dispatch of XLA's ranges cost JAX +43 % (H100) while gpufl only counted them. Where every
     domain's creation is seen (the session set NVTX_INJECTION64_PATH first), the domain-API range callbacks go
     off once XLA's TSL exists, unless a recorded named domain or a NULL-handle (default-domain) range needs
@@ -530,14 +532,9 @@ def test_lazy_domains_switch_the_domain_range_callbacks_off_for_a_framework_alon
         finally:
             native.nvtx_domains("default,named")
         gpufl.shutdown()
-        said = [
-            events.decode(ln)
-            for p in sorted(log_dir.glob("*.device.*.log"))
-            for ln in p.read_bytes().splitlines()
-            if b"nvtx_domains_left_out" in ln
-        ]
+        said = notices(log_dir, "nvtx_domains_left_out")
         assert len(said) == 1
-        return str(said[0].message)  # type: ignore[union-attr]
+        return str(said[0].message)
 
     def framework_alone() -> None:
         assert native.nvtx_domains("default,named", True) is True  # lazy, no framework yet: on

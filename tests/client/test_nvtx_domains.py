@@ -93,12 +93,11 @@ def test_unknown_and_default_domain_counts_say_they_are_partial_once_the_range_c
     assert counts["TSL"] == (0, True)
 
 
-def test_left_out_counts_survive_a_pause_for_torch_profiler(hooks: Any, tmp_path: Path) -> None:
+def test_left_out_counts_survive_a_pause_for_torch_profiler(hooks: Any, tmp_path: Path, notices: Any) -> None:
     """Tracing steps aside for torch.profiler and restarts, which counts left-out ranges anew: the notice at the
     end adds the counts from before the pause (it said only those since the restart)."""
     import gpufl
     from gpufl.client.engines.native_tracing import NativeTracingEngine
-    from gpufl.contract import events
 
     n = hooks
     session = gpufl.init(app_name="pause", log_dir=str(tmp_path), engines="system")
@@ -115,10 +114,5 @@ def test_left_out_counts_survive_a_pause_for_torch_profiler(hooks: Any, tmp_path
     n.nvtx_call(n.NVTX_DOMAIN_RANGE_PUSH_EX, "xla", 0, TSL)
     eng._report_domains_left_out()
     gpufl.shutdown()
-    said = [
-        events.decode(ln)
-        for p in sorted(tmp_path.glob("*.device.*.log"))
-        for ln in p.read_bytes().splitlines()
-        if b"nvtx_domains_left_out" in ln
-    ]
-    assert len(said) == 1 and "TSL: 4" in str(said[0].message)  # type: ignore[union-attr]
+    said = notices(tmp_path, "nvtx_domains_left_out")
+    assert len(said) == 1 and "TSL: 4" in said[0].message
