@@ -162,25 +162,17 @@ void nvtx_domain_skipped(const void *handle) {
 
 size_t nvtx_domain_counts(NvtxDomainCount *out, size_t max) {
     size_t n = atomic_load(&g_ndomains), k = 0;
-    for (size_t i = 0; i < n && k < max; i++) {
-        uint64_t s = atomic_load(&g_domains[i].skipped);
-        if (!s) continue;
-        snprintf(out[k].name, sizeof out[k].name, "%s", g_domains[i].name);
-        out[k].partial = 0;
-        out[k++].skipped = s;
-    }
-    /* left-out named domains whose ranges were (also) not seen: their count is partial, or unknown if 0 */
+    /* while the domain-API range callbacks were off, a left-out domain's ranges were (also) not seen: its count
+     * is partial, or unknown if 0 — listed then too */
     int off = atomic_load(&g_ranges_were_off);
-    for (size_t i = 0; off && i < n; i++) {
-        if (g_domains[i].recorded) continue;
-        size_t j = 0;
-        while (j < k && strcmp(out[j].name, g_domains[i].name) != 0) j++;
-        if (j == k) {
-            if (k == max) break;
-            snprintf(out[k].name, sizeof out[k].name, "%s", g_domains[i].name);
-            out[k++].skipped = 0;
-        }
-        out[j].partial = 1;
+    for (size_t i = 0; i < n && k < max; i++) {
+        const Domain *d = &g_domains[i];
+        uint64_t s = atomic_load(&d->skipped);
+        int partial = off && !(d->recorded < 0 ? decide(d->name) : d->recorded);
+        if (!s && !partial) continue;
+        snprintf(out[k].name, sizeof out[k].name, "%s", d->name);
+        out[k].partial = partial;
+        out[k++].skipped = s;
     }
     /* these two are counted through the domain API too (a NULL handle, an unknown one): partial as well */
     uint64_t s = atomic_load(&g_default_domain.skipped);
